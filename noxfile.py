@@ -1,0 +1,136 @@
+"""Sessions for the cgr monorepo.
+
+Plain ``nox`` runs everything that must pass: one isolated test session per package,
+lint, typecheck, build. ``nox -s bench`` prints benchmark figures.
+
+Each package's test session installs only that package, the siblings it *declares* (from
+their local folders) and its ``test`` dependency group, in one resolver call. A sibling
+imported but not declared is therefore missing at test time and fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PACKAGES_DIR = ROOT / "packages"
+PACKAGES = ["cgr-store", "cgr-exec", "cgr-discovery", "cgr-cli"]
+DIST = ROOT / "dist"
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = [
+    *(f"test-{name.removeprefix('cgr-')}" for name in PACKAGES),
+    "lint",
+    "typecheck",
+    "build",
+]
+
+
+def _pyproject(package: str) -> dict[str, object]:
+    with (PACKAGES_DIR / package / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)
+
+
+def _declared_siblings(package: str, seen: set[str] | None = None) -> list[str]:
+    """Siblings named in ``[project].dependencies``, transitively, as local paths."""
+    seen = set() if seen is None else seen
+    project = _pyproject(package)["project"]
+    assert isinstance(project, dict)
+    for requirement in project.get("dependencies", []):
+        name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip()
+        if name in PACKAGES and name not in seen:
+            seen.add(name)
+            _declared_siblings(name, seen)
+    return [str(PACKAGES_DIR / name) for name in PACKAGES if name in seen]
+
+
+def _group(package: str, group: str) -> list[str]:
+    return nox.project.dependency_groups(_pyproject(package), group)
+
+
+def _install_isolated(session: nox.Session, package: str, *groups: str) -> None:
+    extras: list[str] = []
+    for group in groups:
+        extras.extend(_group(package, group))
+    # One pip call, so the resolver sees the whole set and rejects out-of-range siblings.
+    session.install(str(PACKAGES_DIR / package), *_declared_siblings(package), *extras)
+
+
+def _make_test_session(package: str) -> None:
+    short = package.removeprefix("cgr-")
+
+    @nox.session(name=f"test-{short}")
+    def tests(session: nox.Session) -> None:
+        _install_isolated(session, package, "test")
+        args = session.posargs or [str(PACKAGES_DIR / package / "tests")]
+        # Run from a temporary directory so tests import the installed package,
+        # never the source tree next to them.
+        session.chdir(session.create_tmp())
+        session.run("pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT), *args)
+
+    tests.__doc__ = f"Run {package}'s tests against the installed package alone."
+
+
+for _package in PACKAGES:
+    _make_test_session(_package)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict, one package at a time, each with what it declares installed."""
+    session.install("mypy>=1.11")
+    for package in PACKAGES:
+        _install_isolated(session, package, "test")
+        session.run("mypy", str(PACKAGES_DIR / package / "src"))
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Wheels and sdists for all packages into dist/, then a pipx-style install from them."""
+    session.install("build>=1.2", "pipx>=1.6")
+    shutil.rmtree(DIST, ignore_errors=True)
+    for package in PACKAGES:
+        session.run("python", "-m", "build", "--outdir", str(DIST), str(PACKAGES_DIR / package))
+    tmp = Path(session.create_tmp()) / "pipx"
+    shutil.rmtree(tmp, ignore_errors=True)
+    env = {"PIPX_HOME": str(tmp / "home"), "PIPX_BIN_DIR": str(tmp / "bin")}
+    session.run("pipx", "install", "cgr-cli", f"--pip-args=--find-links {DIST}", env=env)
+    session.run(str(tmp / "bin" / "cgr"), "--version", env=env, external=True)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: each package's bench/ scripts print their figures."""
+    for package in PACKAGES:
+        scripts = sorted((PACKAGES_DIR / package / "bench").glob("bench_*.py"))
+        if not scripts:
+            continue
+        _install_isolated(session, package, "test")
+        for script in scripts:
+            session.run("python", str(script), env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session
+def dev(session: nox.Session) -> None:
+    """An editable install of every package plus the tools, in .nox/dev."""
+    session.install(*(f"-e{PACKAGES_DIR / p}" for p in PACKAGES), "pytest", "pytest-timeout")
+    session.install("mypy>=1.11", "ruff>=0.6")
+    session.log(
+        "activate with: source %s", os.path.join(session.virtualenv.location, "bin/activate")
+    )

@@ -1,0 +1,5 @@
+"""cgr-store."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
