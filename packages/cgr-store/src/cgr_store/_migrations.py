@@ -1,0 +1,116 @@
+"""The SQLite schema, as numbered forward migrations.
+
+Policy:
+- The version lives in ``PRAGMA user_version``; ``PRAGMA application_id`` marks the file as
+  cgr's, so another program's database is never mistaken for an empty one.
+- Migrations only go forward and are append-only: a released step is never edited, a change
+  is a new step. Each step runs with the version bump in one ``BEGIN IMMEDIATE``
+  transaction, so a crash leaves the file at the old or the new version, never in between.
+- A new column gets a default (NULL) so old rows stay valid, matching the defaults of the
+  new msgspec fields (see _records.py).
+- A file with a version newer than LATEST_VERSION is refused (SchemaTooNew), never touched.
+
+Timestamps are TEXT in one fixed-width UTC format (see _time.py) so that ``<`` on them is a
+correct time comparison.
+"""
+
+from __future__ import annotations
+
+__all__ = ["APPLICATION_ID", "LATEST_VERSION", "MIGRATIONS"]
+
+APPLICATION_ID = 0x63677273
+"""``PRAGMA application_id`` of a cgr database ("cgrs")."""
+
+_ACTIVE = "('queued', 'claimed', 'running')"
+
+_V1: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        id                 TEXT PRIMARY KEY,
+        repo               TEXT NOT NULL,
+        target             INTEGER NOT NULL,
+        kind               TEXT NOT NULL,
+        status             TEXT NOT NULL CHECK (status IN ('queued', 'claimed', 'running',
+                               'succeeded', 'failed', 'needs_human', 'cancelled', 'timed_out')),
+        trigger_id         TEXT,
+        host               TEXT,
+        pid                INTEGER,
+        process_start_time REAL,
+        branch             TEXT,
+        base_branch        TEXT,
+        pr_number          INTEGER,
+        pr_url             TEXT,
+        agent_session_id   TEXT,
+        attempt            INTEGER NOT NULL DEFAULT 1,
+        created_at         TEXT NOT NULL,
+        started_at         TEXT,
+        heartbeat_at       TEXT,
+        ended_at           TEXT,
+        outcome            TEXT,
+        error              TEXT
+    )
+    """,
+    # The heart of "never two runs on one target": at most one active run per (repo, target),
+    # enforced by SQLite itself whatever the callers do.
+    f"""
+    CREATE UNIQUE INDEX runs_one_active_per_target ON runs (repo, target)
+        WHERE status IN {_ACTIVE}
+    """,
+    "CREATE INDEX runs_by_status ON runs (status, created_at)",
+    "CREATE INDEX runs_by_created ON runs (created_at, id)",
+    """
+    CREATE TABLE run_events (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        at          TEXT NOT NULL,
+        from_status TEXT,
+        to_status   TEXT NOT NULL,
+        detail      TEXT NOT NULL DEFAULT ''
+    )
+    """,
+    "CREATE INDEX run_events_by_run ON run_events (run_id, seq)",
+    """
+    CREATE TABLE processed_triggers (
+        kind         TEXT NOT NULL,
+        id           TEXT NOT NULL,
+        repo         TEXT NOT NULL,
+        run_id       TEXT REFERENCES runs (id) ON DELETE SET NULL,
+        processed_at TEXT NOT NULL,
+        PRIMARY KEY (kind, id)
+    )
+    """,
+    """
+    CREATE TABLE cursors (
+        repo       TEXT NOT NULL,
+        stream     TEXT NOT NULL,
+        since      TEXT,
+        etag       TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (repo, stream)
+    )
+    """,
+)
+
+# Version 2: the agent's figures per run (cost, tokens, turns) and the per-target agent
+# session table, so a follow-up mention can resume the conversation of the previous run.
+_V2: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN cost_usd REAL",
+    "ALTER TABLE runs ADD COLUMN input_tokens INTEGER",
+    "ALTER TABLE runs ADD COLUMN output_tokens INTEGER",
+    "ALTER TABLE runs ADD COLUMN turns INTEGER",
+    """
+    CREATE TABLE agent_sessions (
+        repo       TEXT NOT NULL,
+        target     INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        run_id     TEXT REFERENCES runs (id) ON DELETE SET NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (repo, target)
+    )
+    """,
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
+"""Statements that take a file from version ``n - 1`` to version ``n``."""
+
+LATEST_VERSION = max(MIGRATIONS)

@@ -1,0 +1,108 @@
+"""The Store protocol: what cgr needs from any backend (SQLite now, PostgreSQL later).
+
+The methods are synchronous on purpose: fork children and the daemon's bookkeeping call them
+directly. Async code calls them through a worker thread, e.g.
+``await anyio.to_thread.run_sync(store.get_run, run_id)``; SQLiteStore is thread-safe.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
+
+from ._records import AgentSession, Cursor, ProcessedTrigger, Run, RunEvent
+from ._status import RunStatus, TriggerKind
+
+__all__ = ["Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Run records with a checked status machine. All errors are cgr_store.StoreError."""
+
+    # -- runs ---------------------------------------------------------------------------
+    def create_run(self, run: Run, *, trigger: ProcessedTrigger | None = None) -> Run:
+        """Insert a queued run and its creation event; with ``trigger``, mark it processed in
+        the same transaction. Raises ActiveRunExists, TriggerAlreadyProcessed, RunExists."""
+        ...
+
+    def transition(self, run_id: str, to: RunStatus, *, detail: str = "", **fields: Any) -> Run:
+        """Move a run to ``to`` (checked against ALLOWED_TRANSITIONS), set ``fields`` and
+        append a RunEvent, all in one transaction. Sets ``started_at`` on running and
+        ``ended_at`` on a terminal status unless given. Raises IllegalTransition."""
+        ...
+
+    def update_run(self, run_id: str, **fields: Any) -> Run:
+        """Set non-status fields (pid, branch, pr_number, cost_usd, ...). Raises InvalidUpdate."""
+        ...
+
+    def heartbeat(self, run_id: str, at: datetime | None = None) -> RunStatus:
+        """Record that an active run is alive; returns its status (a runner that sees a
+        terminal one, e.g. cancelled, should stop)."""
+        ...
+
+    def get_run(self, run_id: str) -> Run:
+        """One run. Raises RunNotFound."""
+        ...
+
+    def events(self, run_id: str) -> list[RunEvent]:
+        """The run's status history, oldest first. Raises RunNotFound."""
+        ...
+
+    def run_with_events(self, run_id: str) -> tuple[Run, list[RunEvent]]:
+        """A run and its history, read consistently. Raises RunNotFound."""
+        ...
+
+    # -- queries ------------------------------------------------------------------------
+    def active_runs(self, host: str | None = None) -> list[Run]:
+        """Queued, claimed and running runs (of one host if given), oldest first."""
+        ...
+
+    def runs_by_status(self, *statuses: RunStatus) -> list[Run]:
+        """Runs in any of ``statuses``, oldest first."""
+        ...
+
+    def recent_runs(self, limit: int = 20, offset: int = 0) -> list[Run]:
+        """Runs newest first, one page."""
+        ...
+
+    def stale_runs(
+        self, older_than: timedelta, host: str | None = None, *, now: datetime | None = None
+    ) -> list[Run]:
+        """Active runs whose last sign of life (heartbeat, else start, else creation) is
+        older than ``older_than``."""
+        ...
+
+    def counts(self) -> dict[RunStatus, int]:
+        """Number of runs per status; every status is present."""
+        ...
+
+    # -- triggers, cursors, agent sessions ----------------------------------------------
+    def is_trigger_processed(self, kind: TriggerKind, trigger_id: str) -> bool: ...
+
+    def get_trigger(self, kind: TriggerKind, trigger_id: str) -> ProcessedTrigger | None: ...
+
+    def mark_trigger_processed(self, trigger: ProcessedTrigger) -> bool:
+        """Record a trigger handled without a run; False if it was already processed."""
+        ...
+
+    def get_cursor(self, repo: str, stream: str) -> Cursor | None: ...
+
+    def set_cursor(self, cursor: Cursor) -> None: ...
+
+    def get_agent_session(self, repo: str, target: int) -> AgentSession | None: ...
+
+    def set_agent_session(self, session: AgentSession) -> None: ...
+
+    # -- lifetime -----------------------------------------------------------------------
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

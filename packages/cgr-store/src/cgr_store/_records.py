@@ -1,0 +1,137 @@
+"""The records cgr keeps, as frozen msgspec Structs.
+
+Schema evolution (msgspec's rules, which the database migrations mirror): a new field is
+added at the end with a default, so records written by an older cgr still load; a field is
+never renamed or given a new meaning.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+import msgspec
+
+from ._status import RunKind, RunStatus, TriggerKind
+from ._time import utcnow
+
+__all__ = [
+    "AgentSession",
+    "Base",
+    "Cursor",
+    "ProcessedTrigger",
+    "Run",
+    "RunEvent",
+    "new_run_id",
+]
+
+
+class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Common options of every cgr-store record.
+
+    - ``frozen=True``: a record is a value read at one moment. Changing it means asking the
+      store, which checks the change and writes it; a mutable copy would drift silently from
+      the database. Frozen structs are also hashable.
+    - ``forbid_unknown_fields=True``: decoding a row or a message with a field this version
+      does not know is an error rather than a silent loss of data (a newer schema is refused
+      by version before that, see SchemaTooNew).
+    - ``kw_only=True``: records have many optional fields; keyword-only construction keeps
+      call sites readable and lets fields with defaults be added anywhere later.
+
+    Subclasses repeat two options: ``kw_only`` because msgspec applies it only to the fields
+    of the class that sets it, and ``frozen`` for type checkers (msgspec inherits it, but
+    the dataclass transform does not see that). ``forbid_unknown_fields`` is inherited.
+    """
+
+
+class Run(Base, frozen=True, kw_only=True):
+    """One attempt at one target (an issue or pull request) of one repository."""
+
+    id: str
+    """Unique and sortable by creation time; see new_run_id()."""
+    repo: str
+    """``owner/name``."""
+    target: int
+    """Issue or pull request number."""
+    kind: RunKind
+    status: RunStatus = RunStatus.QUEUED
+    trigger_id: str | None = None
+    """The trigger (comment id, delivery id, ...) that caused the run, if any."""
+    host: str | None = None
+    """Host name of the machine that runs it (several hosts may share a PostgreSQL store)."""
+    pid: int | None = None
+    process_start_time: float | None = None
+    """With ``pid``, identifies the process safely against pid reuse (as cgr-exec reports it)."""
+    branch: str | None = None
+    base_branch: str | None = None
+    pr_number: int | None = None
+    pr_url: str | None = None
+    agent_session_id: str | None = None
+    attempt: int = 1
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcome: str | None = None
+    """A short machine-friendly result, e.g. ``pr_opened``, ``no_changes``, ``conflict``."""
+    error: str | None = None
+    # Added in schema version 2; hence the defaults.
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    turns: int | None = None
+
+
+class RunEvent(Base, frozen=True, kw_only=True):
+    """One status change of a run; the history is append-only."""
+
+    run_id: str
+    at: datetime
+    from_status: RunStatus | None
+    """None for the creation event."""
+    to_status: RunStatus
+    detail: str = ""
+
+
+class ProcessedTrigger(Base, frozen=True, kw_only=True):
+    """A trigger that was handled (a run was made, or it was deliberately skipped)."""
+
+    kind: TriggerKind
+    id: str
+    """Unique within ``kind``."""
+    repo: str
+    run_id: str | None = None
+    processed_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class Cursor(Base, frozen=True, kw_only=True):
+    """Where discovery got to in one stream of one repository."""
+
+    repo: str
+    stream: str
+    """E.g. ``issues``, ``issue_comments``, ``review_comments``."""
+    since: datetime | None = None
+    etag: str | None = None
+    updated_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class AgentSession(Base, frozen=True, kw_only=True):
+    """The agent session of a target, so follow-up runs can resume the conversation."""
+
+    repo: str
+    target: int
+    session_id: str
+    run_id: str | None = None
+    updated_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A new run id, ``r-YYYYmmdd-HHMMSS-mmm-xxxxxx``, e.g. ``r-20261128-121212-483-9f2c1a``.
+
+    UTC creation time to the millisecond, so ids sort by creation time and say when a run
+    started at a glance, then 24 random bits against collisions within one millisecond
+    (from os.urandom, so forked children never repeat their parent's ids).
+    """
+    moment = (now or utcnow()).astimezone(UTC)
+    stamp = moment.strftime("%Y%m%d-%H%M%S")
+    return f"r-{stamp}-{moment.microsecond // 1000:03d}-{secrets.token_hex(3)}"

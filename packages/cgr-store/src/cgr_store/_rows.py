@@ -1,0 +1,71 @@
+"""Converting records to database rows and back, with validation on the way in."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+import msgspec
+
+from ._errors import InvalidUpdate
+from ._records import Base, Run
+from ._time import to_db
+
+__all__ = ["RUN_COLUMNS", "UPDATABLE_FIELDS", "from_row", "to_row", "validated"]
+
+T = TypeVar("T", bound=Base)
+
+RUN_COLUMNS: tuple[str, ...] = Run.__struct_fields__
+
+UPDATABLE_FIELDS: frozenset[str] = frozenset(RUN_COLUMNS) - {
+    "id",
+    "repo",
+    "target",
+    "kind",
+    "status",
+    "created_at",
+    "trigger_id",
+}
+"""Run fields that update_run() and transition() may set; the rest are fixed at creation
+(status changes only through transition())."""
+
+_FIELD_IN_ERROR = re.compile(r"at `\$\.(\w+)")
+
+
+def validated(record: T) -> T:
+    """``record`` type-checked field by field (frozen Structs do not check on construction).
+
+    Raises InvalidUpdate naming the field, so a caller's wrong value (``target="12"``, a naive
+    datetime) fails here and not as a confusing database error later.
+    """
+    try:
+        checked = msgspec.convert(msgspec.to_builtins(record), type=type(record))
+    except msgspec.ValidationError as exc:
+        match = _FIELD_IN_ERROR.search(str(exc))
+        raise InvalidUpdate(match.group(1) if match else "?", str(exc)) from None
+    for name in checked.__struct_fields__:
+        value = getattr(checked, name)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise InvalidUpdate(name, "naive datetime; pass an aware one, e.g. utcnow()")
+    return checked
+
+
+def to_row(record: Base) -> dict[str, Any]:
+    """Column values of a (validated) record: fixed-width UTC text for datetimes."""
+    row: dict[str, Any] = {}
+    for name in record.__struct_fields__:
+        value = getattr(record, name)
+        if isinstance(value, datetime):
+            value = to_db(value)
+        elif isinstance(value, Enum):
+            value = value.value
+        row[name] = value
+    return row
+
+
+def from_row(row: Mapping[str, Any], record_type: type[T]) -> T:
+    """A record from a row; msgspec parses the timestamps and enums and checks types."""
+    return msgspec.convert(dict(row), type=record_type)

@@ -1,0 +1,606 @@
+"""SQLiteStore: the Store protocol on one SQLite file (or in memory, for tests).
+
+Design notes
+- One connection per process, guarded by a lock so threads (e.g. anyio.to_thread workers)
+  can share the store. Autocommit mode with explicit transactions: every multi-row change
+  runs in ``BEGIN IMMEDIATE``, which takes the write lock up front. A deferred transaction
+  that reads and then writes can fail with SQLITE_BUSY without waiting (the busy handler
+  cannot help a reader that must upgrade); IMMEDIATE waits in the busy handler instead.
+- WAL journal: readers never block the writer and the writer never blocks readers, and a
+  process killed at any point leaves a consistent file (the WAL is replayed or ignored).
+- Busy errors that still escape (e.g. while another process runs WAL recovery) are retried
+  here with exponential backoff and jitter until ``busy_deadline``; callers never see
+  "database is locked", only DatabaseBusy after the deadline.
+- Fork safety: SQLite forbids using a connection in a child that was opened in the parent.
+  Each operation compares os.getpid() with the pid that opened the connection; in a forked
+  child the inherited connection is *dropped without being closed* (closing it could release
+  or touch locks and WAL state that belong to the parent) and a fresh one is opened.
+"""
+
+# ruff: noqa: S608
+# (S608: SQL text here is assembled only from this package's own table and column names;
+# every value is a bound parameter.)
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import msgspec
+
+from ._errors import (
+    ActiveRunExists,
+    CorruptDatabase,
+    DatabaseBusy,
+    DatabaseUnavailable,
+    IllegalTransition,
+    InvalidUpdate,
+    NotADatabase,
+    RunExists,
+    RunNotFound,
+    SchemaTooNew,
+    StoreError,
+    TriggerAlreadyProcessed,
+)
+from ._migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
+from ._records import AgentSession, Cursor, ProcessedTrigger, Run, RunEvent
+from ._rows import RUN_COLUMNS, UPDATABLE_FIELDS, from_row, to_row, validated
+from ._status import RunStatus, TriggerKind, can_transition
+from ._time import to_db, utcnow
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+MEMORY = ":memory:"
+
+# Connections inherited across os.fork() are parked here, never closed and never used: the
+# child must not run sqlite3_close() on the parent's connection (see module docstring), and
+# keeping a reference stops the garbage collector from closing it behind our back.
+_ABANDONED_AFTER_FORK: list[sqlite3.Connection] = []
+
+_ACTIVE_SQL = "('queued', 'claimed', 'running')"
+_RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+_EVENT_SELECT = "SELECT run_id, at, from_status, to_status, detail FROM run_events"
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    message = str(exc)
+    return "locked" in message or "busy" in message
+
+
+class SQLiteStore:
+    """The Store protocol backed by SQLite; see the module docstring for the design.
+
+    ``path`` is a file (created with its schema if missing; its directory must exist) or
+    ``":memory:"`` (one private database per store, not usable after fork).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        busy_deadline: float = 60.0,
+    ) -> None:
+        self._path = os.fspath(path)
+        self._memory = self._path == MEMORY
+        self._busy_timeout = busy_timeout
+        self._busy_deadline = busy_deadline
+        self._lock = threading.RLock()
+        self._closed = False
+        self._pid = os.getpid()
+        self._conn: sqlite3.Connection | None = self._open(first=True)
+
+    @classmethod
+    def in_memory(cls) -> SQLiteStore:
+        """A private in-memory store (tests, demos)."""
+        return cls(MEMORY)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r})"
+
+    # -- lifetime -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close this process's connection. Idempotent."""
+        if self._pid != os.getpid():
+            self._drop_inherited()
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- opening ------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if not self._memory:
+            path = Path(self._path)
+            if path.is_dir():
+                raise DatabaseUnavailable(self._path, "it is a directory; give a file path")
+            if not path.parent.is_dir():
+                raise DatabaseUnavailable(
+                    self._path, f"the directory {str(path.parent)!r} does not exist; create it"
+                )
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=self._busy_timeout,
+                isolation_level=None,  # autocommit; we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # the store's lock serialises threads
+            )
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(self._path, str(exc)) from None
+        conn.row_factory = sqlite3.Row
+        # Per-connection settings that write nothing to the file.
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _open(self, *, first: bool) -> sqlite3.Connection:
+        """Open (first=True: also validate, switch to WAL and migrate)."""
+        conn = self._connect()
+        if not first:
+            return conn  # a reopen after fork: the parent already validated and migrated
+        try:
+            self._validate(conn)
+            self._with_busy_retry(lambda: self._enable_wal(conn))
+            self._with_busy_retry(lambda: self._migrate(conn))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _validate(self, conn: sqlite3.Connection) -> None:
+        """Refuse files that are not ours, damaged or too new, before writing anything."""
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            ).fetchone()[0]
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and (version or tables)):
+            raise NotADatabase(
+                self._path, f"an SQLite database of another program (application_id {app_id})"
+            )
+        if version > LATEST_VERSION:
+            raise SchemaTooNew(self._path, version, LATEST_VERSION)
+        if version:
+            # A cheap whole-file check at open, so a damaged file is reported up front
+            # instead of failing some later write. Reopens after fork skip it.
+            try:
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
+            if problems != ["ok"]:
+                raise CorruptDatabase(self._path, "; ".join(problems[:3]))
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        if self._memory:
+            return
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise DatabaseUnavailable(self._path, f"cannot switch to WAL (journal mode {mode})")
+        # FULL: a committed run survives a power cut, not just a crashed process; cgr
+        # writes a few rows per minute, so the fsync per commit is cheap.
+        conn.execute("PRAGMA synchronous = FULL")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(version + 1, LATEST_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {LATEST_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._read(lambda c: c.execute("PRAGMA user_version").fetchone()[0]))
+
+    def integrity_check(self) -> None:
+        """Run SQLite's full integrity check; raises CorruptDatabase on any problem."""
+        problems = self._read(lambda c: [r[0] for r in c.execute("PRAGMA integrity_check")])
+        if problems != ["ok"]:
+            raise CorruptDatabase(self._path, "; ".join(problems[:3]))
+
+    # -- connection and transactions ----------------------------------------------------
+    def _drop_inherited(self) -> None:
+        """In a forked child: forget the parent's connection and lock (see module doc)."""
+        if self._conn is not None:
+            _ABANDONED_AFTER_FORK.append(self._conn)
+            self._conn = None
+        # The parent's lock may have been held by one of its threads at fork time; that
+        # thread does not exist here, so the copied lock could never be released.
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection (call with the lock held)."""
+        if self._closed:
+            raise DatabaseUnavailable(self._path, "the store was closed")
+        if self._conn is None:
+            if self._memory:
+                raise DatabaseUnavailable(
+                    self._path, "an in-memory store cannot be used after os.fork(); use a file"
+                )
+            self._conn = self._open(first=False)
+        return self._conn
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        if code == sqlite3.SQLITE_NOTADB or "file is not a database" in str(exc):
+            return NotADatabase(self._path, str(exc))
+        if code == sqlite3.SQLITE_CORRUPT or "malformed" in str(exc):
+            return CorruptDatabase(self._path, str(exc))
+        return DatabaseUnavailable(self._path, str(exc))
+
+    def _with_busy_retry(self, action: Callable[[], T]) -> T:
+        started = time.monotonic()
+        delay = 0.002
+        while True:
+            try:
+                return action()
+            except sqlite3.Error as exc:
+                waited = time.monotonic() - started
+                if not _is_busy(exc):
+                    raise self._translate(exc) from None
+                if waited >= self._busy_deadline:
+                    raise DatabaseBusy(self._path, waited) from None
+            # Jitter keeps a crowd of processes from retrying in lockstep.
+            time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - not for security
+            delay = min(delay * 2, 0.25)
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """Run ``body`` in one transaction, retrying it whole on busy errors."""
+
+        def attempt() -> T:
+            if self._pid != os.getpid():
+                self._drop_inherited()
+            with self._lock:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    result = body(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return result
+
+        return self._with_busy_retry(attempt)
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        return self._transaction(body, write=True)
+
+    def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        return self._transaction(body, write=False)
+
+    # -- runs ---------------------------------------------------------------------------
+    @staticmethod
+    def _load(conn: sqlite3.Connection, run_id: str) -> Run:
+        row = conn.execute(f"{_RUN_SELECT} WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        return from_row(row, Run)
+
+    @staticmethod
+    def _add_event(
+        conn: sqlite3.Connection,
+        run_id: str,
+        *,
+        at: datetime,
+        from_status: RunStatus | None,
+        to_status: RunStatus,
+        detail: str,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO run_events (run_id, at, from_status, to_status, detail)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (run_id, to_db(at), from_status and from_status.value, to_status.value, detail),
+        )
+
+    def create_run(self, run: Run, *, trigger: ProcessedTrigger | None = None) -> Run:
+        if run.status is not RunStatus.QUEUED:
+            raise InvalidUpdate("status", f"a new run starts queued, not {run.status.value!r}")
+        if trigger is not None:
+            if run.trigger_id is None:
+                run = msgspec.structs.replace(run, trigger_id=trigger.id)
+            trigger = validated(msgspec.structs.replace(trigger, run_id=run.id))
+        run = validated(run)
+        row = to_row(run)
+
+        def body(conn: sqlite3.Connection) -> Run:
+            if trigger is not None:
+                self._refuse_processed(conn, trigger.kind, trigger.id)
+            self._refuse_active(conn, run.repo, run.target)
+            try:
+                conn.execute(
+                    f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                    tuple(row.values()),
+                )
+            except sqlite3.IntegrityError:
+                raise RunExists(run.id) from None
+            self._add_event(
+                conn,
+                run.id,
+                at=run.created_at,
+                from_status=None,
+                to_status=run.status,
+                detail="created",
+            )
+            if trigger is not None:
+                self._insert_trigger(conn, trigger)
+            return run
+
+        return self._write(body)
+
+    @staticmethod
+    def _refuse_processed(conn: sqlite3.Connection, kind: TriggerKind, trigger_id: str) -> None:
+        row = conn.execute(
+            "SELECT run_id FROM processed_triggers WHERE kind = ? AND id = ?",
+            (kind.value, trigger_id),
+        ).fetchone()
+        if row is not None:
+            raise TriggerAlreadyProcessed(kind.value, trigger_id, row[0])
+
+    @staticmethod
+    def _refuse_active(conn: sqlite3.Connection, repo: str, target: int) -> None:
+        # The partial unique index enforces this too; asking first gives the error the id
+        # of the run that is in the way.
+        row = conn.execute(
+            f"SELECT id FROM runs WHERE repo = ? AND target = ? AND status IN {_ACTIVE_SQL}",
+            (repo, target),
+        ).fetchone()
+        if row is not None:
+            raise ActiveRunExists(repo, target, row[0])
+
+    @staticmethod
+    def _check_fields(fields: dict[str, Any]) -> None:
+        for name in fields:
+            if name == "status":
+                raise InvalidUpdate(name, "change the status with transition()")
+            if name not in UPDATABLE_FIELDS:
+                known = ", ".join(sorted(UPDATABLE_FIELDS))
+                raise InvalidUpdate(name, f"not an updatable run field (those are: {known})")
+
+    @staticmethod
+    def _save(conn: sqlite3.Connection, run: Run, expected_status: RunStatus) -> None:
+        row = to_row(run)
+        row.pop("id")
+        assignments = ", ".join(f"{name} = ?" for name in row)
+        cursor = conn.execute(
+            f"UPDATE runs SET {assignments} WHERE id = ? AND status = ?",
+            (*row.values(), run.id, expected_status.value),
+        )
+        if cursor.rowcount != 1:  # impossible under BEGIN IMMEDIATE; checked all the same
+            raise StoreError(f"run {run.id!r} changed underneath an update")
+
+    def transition(self, run_id: str, to: RunStatus, *, detail: str = "", **fields: Any) -> Run:
+        try:
+            target_status = RunStatus(to)
+        except ValueError:
+            raise InvalidUpdate("status", f"{to!r} is not a RunStatus") from None
+        self._check_fields(fields)
+
+        def body(conn: sqlite3.Connection) -> Run:
+            current = self._load(conn, run_id)
+            if not can_transition(current.status, target_status):
+                raise IllegalTransition(run_id, current.status.value, target_status.value)
+            now = utcnow()
+            changes = dict(fields)
+            if target_status is RunStatus.RUNNING and current.started_at is None:
+                changes.setdefault("started_at", now)
+            if target_status.is_terminal:
+                changes.setdefault("ended_at", now)
+            updated = validated(msgspec.structs.replace(current, status=target_status, **changes))
+            self._save(conn, updated, current.status)
+            self._add_event(
+                conn,
+                run_id,
+                at=now,
+                from_status=current.status,
+                to_status=target_status,
+                detail=detail,
+            )
+            return updated
+
+        return self._write(body)
+
+    def update_run(self, run_id: str, **fields: Any) -> Run:
+        self._check_fields(fields)
+
+        def body(conn: sqlite3.Connection) -> Run:
+            current = self._load(conn, run_id)
+            updated = validated(msgspec.structs.replace(current, **fields))
+            self._save(conn, updated, current.status)
+            return updated
+
+        return self._write(body)
+
+    def heartbeat(self, run_id: str, at: datetime | None = None) -> RunStatus:
+        stamp = to_db(at or utcnow())
+
+        def body(conn: sqlite3.Connection) -> RunStatus:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            status = RunStatus(row[0])
+            if status.is_active:
+                conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (stamp, run_id))
+            return status
+
+        return self._write(body)
+
+    def get_run(self, run_id: str) -> Run:
+        return self._read(lambda conn: self._load(conn, run_id))
+
+    @staticmethod
+    def _events(conn: sqlite3.Connection, run_id: str) -> list[RunEvent]:
+        rows = conn.execute(f"{_EVENT_SELECT} WHERE run_id = ? ORDER BY seq", (run_id,))
+        return [from_row(row, RunEvent) for row in rows]
+
+    def events(self, run_id: str) -> list[RunEvent]:
+        return self.run_with_events(run_id)[1]
+
+    def run_with_events(self, run_id: str) -> tuple[Run, list[RunEvent]]:
+        return self._read(lambda conn: (self._load(conn, run_id), self._events(conn, run_id)))
+
+    # -- queries ------------------------------------------------------------------------
+    def _runs(self, where: str, params: Iterable[Any] = (), tail: str = "") -> list[Run]:
+        sql = f"{_RUN_SELECT} WHERE {where} {tail or 'ORDER BY created_at, id'}"
+        return self._read(lambda conn: [from_row(r, Run) for r in conn.execute(sql, (*params,))])
+
+    def active_runs(self, host: str | None = None) -> list[Run]:
+        if host is None:
+            return self._runs(f"status IN {_ACTIVE_SQL}")
+        return self._runs(f"status IN {_ACTIVE_SQL} AND host = ?", (host,))
+
+    def runs_by_status(self, *statuses: RunStatus) -> list[Run]:
+        if not statuses:
+            return []
+        values = [RunStatus(s).value for s in statuses]
+        return self._runs(f"status IN ({', '.join('?' * len(values))})", values)
+
+    def recent_runs(self, limit: int = 20, offset: int = 0) -> list[Run]:
+        if limit < 0 or offset < 0:
+            raise InvalidUpdate("limit" if limit < 0 else "offset", "must not be negative")
+        return self._runs(
+            "1", (limit, offset), "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        )
+
+    def stale_runs(
+        self, older_than: timedelta, host: str | None = None, *, now: datetime | None = None
+    ) -> list[Run]:
+        cutoff = to_db((now or utcnow()) - older_than)
+        where = f"status IN {_ACTIVE_SQL} AND COALESCE(heartbeat_at, started_at, created_at) < ?"
+        if host is None:
+            return self._runs(where, (cutoff,))
+        return self._runs(f"{where} AND host = ?", (cutoff, host))
+
+    def counts(self) -> dict[RunStatus, int]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT status, count(*) FROM runs GROUP BY status"
+            ).fetchall()
+        )
+        counts = dict.fromkeys(RunStatus, 0)
+        counts.update({RunStatus(status): n for status, n in rows})
+        return counts
+
+    # -- triggers -----------------------------------------------------------------------
+    @staticmethod
+    def _insert_trigger(conn: sqlite3.Connection, trigger: ProcessedTrigger) -> None:
+        row = to_row(trigger)
+        conn.execute(
+            f"INSERT INTO processed_triggers ({', '.join(row)})"
+            f" VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+
+    def is_trigger_processed(self, kind: TriggerKind, trigger_id: str) -> bool:
+        return self.get_trigger(kind, trigger_id) is not None
+
+    def get_trigger(self, kind: TriggerKind, trigger_id: str) -> ProcessedTrigger | None:
+        row = self._read(
+            lambda conn: conn.execute(
+                "SELECT kind, id, repo, run_id, processed_at FROM processed_triggers"
+                " WHERE kind = ? AND id = ?",
+                (TriggerKind(kind).value, trigger_id),
+            ).fetchone()
+        )
+        return None if row is None else from_row(row, ProcessedTrigger)
+
+    def mark_trigger_processed(self, trigger: ProcessedTrigger) -> bool:
+        trigger = validated(trigger)
+
+        def body(conn: sqlite3.Connection) -> bool:
+            try:
+                self._refuse_processed(conn, trigger.kind, trigger.id)
+            except TriggerAlreadyProcessed:
+                return False
+            try:
+                self._insert_trigger(conn, trigger)
+            except sqlite3.IntegrityError:
+                raise RunNotFound(str(trigger.run_id)) from None
+            return True
+
+        return self._write(body)
+
+    # -- cursors and agent sessions -----------------------------------------------------
+    def get_cursor(self, repo: str, stream: str) -> Cursor | None:
+        row = self._read(
+            lambda conn: conn.execute(
+                "SELECT repo, stream, since, etag, updated_at FROM cursors"
+                " WHERE repo = ? AND stream = ?",
+                (repo, stream),
+            ).fetchone()
+        )
+        return None if row is None else from_row(row, Cursor)
+
+    def set_cursor(self, cursor: Cursor) -> None:
+        self._upsert("cursors", to_row(validated(cursor)), ("repo", "stream"))
+
+    def get_agent_session(self, repo: str, target: int) -> AgentSession | None:
+        row = self._read(
+            lambda conn: conn.execute(
+                "SELECT repo, target, session_id, run_id, updated_at FROM agent_sessions"
+                " WHERE repo = ? AND target = ?",
+                (repo, target),
+            ).fetchone()
+        )
+        return None if row is None else from_row(row, AgentSession)
+
+    def set_agent_session(self, session: AgentSession) -> None:
+        row = to_row(validated(session))
+        try:
+            self._upsert("agent_sessions", row, ("repo", "target"))
+        except DatabaseUnavailable as exc:
+            if "FOREIGN KEY" in exc.reason:
+                raise RunNotFound(str(session.run_id)) from None
+            raise
+
+    def _upsert(self, table: str, row: dict[str, Any], key: tuple[str, ...]) -> None:
+        columns = ", ".join(row)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in key)
+        sql = (
+            f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})"
+            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+        )
+        self._write(lambda conn: conn.execute(sql, tuple(row.values())))

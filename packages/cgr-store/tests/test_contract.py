@@ -1,0 +1,418 @@
+"""The behaviour every Store backend must have; runs once per backend (see conftest.store)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cgr_store import (
+    ActiveRunExists,
+    AgentSession,
+    Cursor,
+    IllegalTransition,
+    InvalidUpdate,
+    ProcessedTrigger,
+    Run,
+    RunExists,
+    RunKind,
+    RunNotFound,
+    RunStatus,
+    Store,
+    TriggerAlreadyProcessed,
+    TriggerKind,
+    new_run_id,
+    utcnow,
+)
+
+
+def make_run(target: int = 1, repo: str = "octo/repo", **fields: object) -> Run:
+    return Run(id=new_run_id(), repo=repo, target=target, kind=RunKind.ISSUE, **fields)  # type: ignore[arg-type]
+
+
+def finish(store: Store, run_id: str, to: RunStatus = RunStatus.SUCCEEDED) -> Run:
+    store.transition(run_id, RunStatus.CLAIMED)
+    store.transition(run_id, RunStatus.RUNNING)
+    return store.transition(run_id, to)
+
+
+def test_store_satisfies_the_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+
+
+def test_create_and_get(store: Store) -> None:
+    run = make_run(branch="cgr/issue-1", host="box")
+    created = store.create_run(run)
+    assert created == run
+    assert store.get_run(run.id) == run
+    [event] = store.events(run.id)
+    assert (event.from_status, event.to_status, event.detail) == (None, RunStatus.QUEUED, "created")
+    assert event.at == run.created_at
+
+
+def test_unknown_run(store: Store) -> None:
+    with pytest.raises(RunNotFound) as info:
+        store.get_run("r-nope")
+    assert info.value.run_id == "r-nope"
+    with pytest.raises(RunNotFound):
+        store.events("r-nope")
+    with pytest.raises(RunNotFound):
+        store.transition("r-nope", RunStatus.CLAIMED)
+    with pytest.raises(RunNotFound):
+        store.update_run("r-nope", pid=1)
+    with pytest.raises(RunNotFound):
+        store.heartbeat("r-nope")
+
+
+def test_duplicate_id_is_refused(store: Store) -> None:
+    run = store.create_run(make_run(target=1))
+    with pytest.raises(RunExists):
+        store.create_run(msgspec_replace(run, target=2))
+
+
+def msgspec_replace(run: Run, **fields: object) -> Run:
+    import msgspec
+
+    return msgspec.structs.replace(run, **fields)
+
+
+def test_new_runs_must_be_queued(store: Store) -> None:
+    with pytest.raises(InvalidUpdate, match="queued"):
+        store.create_run(make_run(status=RunStatus.RUNNING))
+
+
+def test_wrong_types_are_refused_with_the_field_name(store: Store) -> None:
+    with pytest.raises(InvalidUpdate) as info:
+        store.create_run(make_run(target="12"))
+    assert info.value.field == "target"
+    run = store.create_run(make_run())
+    with pytest.raises(InvalidUpdate) as info:
+        store.update_run(run.id, pr_number="seven")
+    assert info.value.field == "pr_number"
+    with pytest.raises(InvalidUpdate, match="naive"):
+        store.update_run(run.id, heartbeat_at=datetime(2026, 1, 1))
+    assert store.get_run(run.id) == run
+
+
+def test_one_active_run_per_target(store: Store) -> None:
+    first = store.create_run(make_run(target=5))
+    with pytest.raises(ActiveRunExists) as info:
+        store.create_run(make_run(target=5))
+    assert info.value.existing_run_id == first.id
+    assert (info.value.repo, info.value.target) == ("octo/repo", 5)
+    # Other targets and other repositories are independent.
+    store.create_run(make_run(target=6))
+    store.create_run(make_run(target=5, repo="octo/other"))
+    # Once the first ends, the target is free again, for a retry.
+    finish(store, first.id, RunStatus.FAILED)
+    retry = store.create_run(make_run(target=5, attempt=2))
+    assert [r.id for r in store.active_runs() if r.target == 5 and r.repo == "octo/repo"] == [
+        retry.id
+    ]
+
+
+def test_active_run_exists_for_claimed_and_running_too(store: Store) -> None:
+    run = store.create_run(make_run(target=9))
+    for status in (RunStatus.CLAIMED, RunStatus.RUNNING):
+        store.transition(run.id, status)
+        with pytest.raises(ActiveRunExists):
+            store.create_run(make_run(target=9))
+
+
+def test_full_lifecycle_records_every_event(store: Store) -> None:
+    run = store.create_run(make_run())
+    claimed = store.transition(run.id, RunStatus.CLAIMED, detail="labelled", host="box")
+    assert claimed.status is RunStatus.CLAIMED
+    assert claimed.host == "box"
+    running = store.transition(run.id, RunStatus.RUNNING, pid=4242, process_start_time=1234.5)
+    assert running.started_at is not None
+    assert running.ended_at is None
+    done = store.transition(
+        run.id,
+        RunStatus.SUCCEEDED,
+        detail="PR opened",
+        outcome="pr_opened",
+        pr_number=17,
+        pr_url="https://github.com/octo/repo/pull/17",
+        cost_usd=0.42,
+        input_tokens=1000,
+        output_tokens=200,
+        turns=6,
+    )
+    assert done.ended_at is not None
+    assert done.started_at == running.started_at
+    assert store.get_run(run.id) == done
+    events = store.events(run.id)
+    assert [(e.from_status, e.to_status) for e in events] == [
+        (None, RunStatus.QUEUED),
+        (RunStatus.QUEUED, RunStatus.CLAIMED),
+        (RunStatus.CLAIMED, RunStatus.RUNNING),
+        (RunStatus.RUNNING, RunStatus.SUCCEEDED),
+    ]
+    assert [e.detail for e in events] == ["created", "labelled", "", "PR opened"]
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    fetched, history = store.run_with_events(run.id)
+    assert (fetched, history) == (done, events)
+
+
+@pytest.mark.parametrize(
+    "end", [RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.NEEDS_HUMAN, RunStatus.TIMED_OUT]
+)
+@pytest.mark.parametrize("reach", [[], [RunStatus.CLAIMED]])
+def test_runs_can_end_before_running(store: Store, reach: list[RunStatus], end: RunStatus) -> None:
+    run = store.create_run(make_run())
+    for status in reach:
+        store.transition(run.id, status)
+    ended = store.transition(run.id, end, detail="fork failed", error="boom")
+    assert ended.status is end
+    assert ended.ended_at is not None
+    assert ended.error == "boom"
+    assert not store.active_runs()
+
+
+def test_illegal_transitions_raise_and_write_nothing(store: Store) -> None:
+    run = store.create_run(make_run())
+    with pytest.raises(IllegalTransition) as info:
+        store.transition(run.id, RunStatus.SUCCEEDED, outcome="x")
+    assert (info.value.from_status, info.value.to_status) == ("queued", "succeeded")
+    assert store.get_run(run.id) == run
+    assert len(store.events(run.id)) == 1
+
+    done = finish(store, run.id, RunStatus.CANCELLED)
+    for to in RunStatus:
+        with pytest.raises(IllegalTransition):
+            store.transition(done.id, to, detail="again", error="late")
+    assert store.get_run(run.id) == done
+    assert len(store.events(run.id)) == 4
+
+
+def test_transition_with_bad_field_writes_nothing(store: Store) -> None:
+    run = store.create_run(make_run())
+    with pytest.raises(InvalidUpdate):
+        store.transition(run.id, RunStatus.CLAIMED, pid="not a pid")
+    with pytest.raises(InvalidUpdate):
+        store.transition(run.id, RunStatus.CLAIMED, repo="elsewhere")
+    with pytest.raises(InvalidUpdate):
+        store.transition(run.id, "exploded")  # type: ignore[arg-type]
+    assert store.get_run(run.id) == run
+    assert len(store.events(run.id)) == 1
+
+
+def test_transition_accepts_status_strings(store: Store) -> None:
+    run = store.create_run(make_run())
+    assert store.transition(run.id, "claimed").status is RunStatus.CLAIMED  # type: ignore[arg-type]
+
+
+def test_released_claim_goes_back_to_the_queue(store: Store) -> None:
+    run = store.create_run(make_run())
+    store.transition(run.id, RunStatus.CLAIMED, host="box")
+    back = store.transition(run.id, RunStatus.QUEUED, detail="draining")
+    assert back.status is RunStatus.QUEUED
+    assert [r.id for r in store.active_runs()] == [run.id]
+
+
+def test_update_run_sets_only_non_status_fields(store: Store) -> None:
+    run = store.create_run(make_run())
+    updated = store.update_run(
+        run.id,
+        pid=99,
+        process_start_time=5.0,
+        branch="cgr/1",
+        base_branch="main",
+        agent_session_id="sess-1",
+        cost_usd=1.5,
+        turns=3,
+    )
+    assert (updated.pid, updated.branch, updated.agent_session_id) == (99, "cgr/1", "sess-1")
+    assert store.get_run(run.id) == updated
+    assert len(store.events(run.id)) == 1  # not a status change
+    for field in ("status", "id", "repo", "target", "kind", "created_at", "nonsense"):
+        with pytest.raises(InvalidUpdate) as info:
+            store.update_run(run.id, **{field: None})
+        assert info.value.field == field
+    # Figures may still be recorded after the run ended.
+    finish(store, run.id)
+    assert store.update_run(run.id, output_tokens=10).output_tokens == 10
+
+
+def test_heartbeat(store: Store) -> None:
+    run = store.create_run(make_run())
+    store.transition(run.id, RunStatus.CLAIMED)
+    store.transition(run.id, RunStatus.RUNNING)
+    moment = utcnow()
+    assert store.heartbeat(run.id, at=moment) is RunStatus.RUNNING
+    assert store.get_run(run.id).heartbeat_at == moment
+    # A runner learns from its heartbeat that the run was cancelled meanwhile.
+    store.transition(run.id, RunStatus.CANCELLED, detail="cgr cancel")
+    assert store.heartbeat(run.id) is RunStatus.CANCELLED
+    assert store.get_run(run.id).heartbeat_at == moment
+
+
+def test_queries(store: Store) -> None:
+    a = store.create_run(make_run(target=1, host="alpha"))
+    b = store.create_run(make_run(target=2, host="beta"))
+    c = store.create_run(make_run(target=3, host="alpha"))
+    store.transition(b.id, RunStatus.CLAIMED)
+    finish(store, c.id, RunStatus.FAILED)
+    assert [r.id for r in store.active_runs()] == [a.id, b.id]
+    assert [r.id for r in store.active_runs(host="alpha")] == [a.id]
+    assert [r.id for r in store.active_runs(host="nobody")] == []
+    assert [r.id for r in store.runs_by_status(RunStatus.FAILED)] == [c.id]
+    assert [r.id for r in store.runs_by_status(RunStatus.QUEUED, RunStatus.CLAIMED)] == [
+        a.id,
+        b.id,
+    ]
+    assert store.runs_by_status() == []
+    counts = store.counts()
+    assert set(counts) == set(RunStatus)
+    assert counts[RunStatus.QUEUED] == 1
+    assert counts[RunStatus.CLAIMED] == 1
+    assert counts[RunStatus.FAILED] == 1
+    assert sum(counts.values()) == 3
+
+
+def test_recent_runs_paginate_newest_first(store: Store) -> None:
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    ids = []
+    for i in range(7):
+        run = make_run(target=i, created_at=base + timedelta(minutes=i))
+        ids.append(store.create_run(run).id)
+    newest_first = ids[::-1]
+    assert [r.id for r in store.recent_runs(limit=3)] == newest_first[:3]
+    assert [r.id for r in store.recent_runs(limit=3, offset=3)] == newest_first[3:6]
+    assert [r.id for r in store.recent_runs(limit=3, offset=6)] == newest_first[6:]
+    assert store.recent_runs(limit=3, offset=9) == []
+    assert len(store.recent_runs()) == 7
+    with pytest.raises(InvalidUpdate):
+        store.recent_runs(limit=-1)
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2026, 5, 1, 0, 5, tzinfo=UTC),  # just after midnight: the cutoff is yesterday
+        datetime(2026, 5, 1, 14, 0, tzinfo=UTC),  # within one day
+        datetime(2027, 1, 1, 0, 2, tzinfo=UTC),  # across a year boundary
+    ],
+)
+def test_stale_runs(store: Store, now: datetime) -> None:
+    def at(minutes_ago: float) -> datetime:
+        return now - timedelta(minutes=minutes_ago)
+
+    # Last sign of life: heartbeat, else start, else creation.
+    beat_old = make_run(target=1, created_at=at(60), started_at=at(59), heartbeat_at=at(11))
+    beat_new = make_run(target=2, created_at=at(60), started_at=at(59), heartbeat_at=at(9))
+    start_old = make_run(target=3, created_at=at(60), started_at=at(30))
+    start_new = make_run(target=4, created_at=at(60), started_at=at(1))
+    queued_old = make_run(target=5, created_at=at(10.5), host="other")
+    queued_new = make_run(target=6, created_at=at(0.5))
+    ended_old = make_run(target=7, created_at=at(600))
+    for run in (beat_old, beat_new, start_old, start_new, queued_old, queued_new, ended_old):
+        store.create_run(run)
+    store.transition(ended_old.id, RunStatus.CANCELLED)
+
+    stale = store.stale_runs(timedelta(minutes=10), now=now)
+    assert {r.id for r in stale} == {beat_old.id, start_old.id, queued_old.id}
+    assert [r.id for r in store.stale_runs(timedelta(minutes=10), host="other", now=now)] == [
+        queued_old.id
+    ]
+    assert store.stale_runs(timedelta(days=1), now=now) == []
+    # A heartbeat makes a run fresh again.
+    store.heartbeat(beat_old.id, at=at(1))
+    assert beat_old.id not in {r.id for r in store.stale_runs(timedelta(minutes=10), now=now)}
+
+
+def test_stale_runs_without_now_uses_the_clock(store: Store) -> None:
+    run = store.create_run(make_run(created_at=utcnow() - timedelta(hours=2)))
+    assert [r.id for r in store.stale_runs(timedelta(hours=1))] == [run.id]
+    assert store.stale_runs(timedelta(hours=3)) == []
+
+
+def test_trigger_is_marked_with_the_run(store: Store) -> None:
+    trigger = ProcessedTrigger(kind=TriggerKind.ISSUE_COMMENT, id="1001", repo="octo/repo")
+    assert not store.is_trigger_processed(TriggerKind.ISSUE_COMMENT, "1001")
+    run = store.create_run(make_run(), trigger=trigger)
+    assert run.trigger_id == "1001"
+    assert store.is_trigger_processed(TriggerKind.ISSUE_COMMENT, "1001")
+    stored = store.get_trigger(TriggerKind.ISSUE_COMMENT, "1001")
+    assert stored is not None
+    assert stored.run_id == run.id
+    # Ids are unique within their kind only.
+    assert not store.is_trigger_processed(TriggerKind.REVIEW_COMMENT, "1001")
+
+
+def test_a_trigger_never_makes_two_runs(store: Store) -> None:
+    trigger = ProcessedTrigger(kind=TriggerKind.WEBHOOK_DELIVERY, id="guid-1", repo="octo/repo")
+    first = store.create_run(make_run(target=1), trigger=trigger)
+    finish(store, first.id)
+    # Even with the target free again, and on another target, the same trigger is refused.
+    for target in (1, 2):
+        with pytest.raises(TriggerAlreadyProcessed) as info:
+            store.create_run(make_run(target=target), trigger=trigger)
+        assert info.value.run_id == first.id
+    assert len(store.recent_runs()) == 1
+
+
+def test_create_with_trigger_is_atomic(store: Store) -> None:
+    busy = store.create_run(make_run(target=3))
+    trigger = ProcessedTrigger(kind=TriggerKind.ISSUE_COMMENT, id="77", repo="octo/repo")
+    with pytest.raises(ActiveRunExists):
+        store.create_run(make_run(target=3), trigger=trigger)
+    # The failed create left the trigger unprocessed, so it can still make a run later.
+    assert not store.is_trigger_processed(TriggerKind.ISSUE_COMMENT, "77")
+    finish(store, busy.id)
+    assert store.create_run(make_run(target=3), trigger=trigger).trigger_id == "77"
+
+
+def test_mark_trigger_processed_without_a_run(store: Store) -> None:
+    trigger = ProcessedTrigger(kind=TriggerKind.ISSUE_COMMENT, id="5", repo="octo/repo")
+    assert store.mark_trigger_processed(trigger) is True
+    assert store.mark_trigger_processed(trigger) is False
+    stored = store.get_trigger(TriggerKind.ISSUE_COMMENT, "5")
+    assert stored == trigger
+    with pytest.raises(TriggerAlreadyProcessed) as info:
+        store.create_run(make_run(), trigger=trigger)
+    assert info.value.run_id is None
+    with pytest.raises(RunNotFound):
+        store.mark_trigger_processed(
+            ProcessedTrigger(kind=TriggerKind.ISSUE, id="x", repo="octo/repo", run_id="r-none")
+        )
+
+
+def test_cursors(store: Store) -> None:
+    assert store.get_cursor("octo/repo", "issues") is None
+    cursor = Cursor(repo="octo/repo", stream="issues", since=utcnow(), etag='W/"1"')
+    store.set_cursor(cursor)
+    assert store.get_cursor("octo/repo", "issues") == cursor
+    moved = Cursor(repo="octo/repo", stream="issues", since=utcnow(), etag='W/"2"')
+    store.set_cursor(moved)
+    assert store.get_cursor("octo/repo", "issues") == moved
+    assert store.get_cursor("octo/repo", "issue_comments") is None
+    assert store.get_cursor("octo/other", "issues") is None
+
+
+def test_agent_sessions(store: Store) -> None:
+    assert store.get_agent_session("octo/repo", 4) is None
+    run = store.create_run(make_run(target=4))
+    session = AgentSession(repo="octo/repo", target=4, session_id="s-1", run_id=run.id)
+    store.set_agent_session(session)
+    assert store.get_agent_session("octo/repo", 4) == session
+    newer = AgentSession(repo="octo/repo", target=4, session_id="s-2")
+    store.set_agent_session(newer)
+    assert store.get_agent_session("octo/repo", 4) == newer
+    with pytest.raises(RunNotFound):
+        store.set_agent_session(
+            AgentSession(repo="octo/repo", target=5, session_id="s", run_id="r-none")
+        )
+
+
+def test_timestamps_keep_their_instant(store: Store) -> None:
+    from datetime import timezone
+
+    plus_two = timezone(timedelta(hours=2))
+    created = datetime(2026, 6, 1, 1, 30, 0, 123456, tzinfo=plus_two)
+    run = store.create_run(make_run(created_at=created))
+    stored = store.get_run(run.id).created_at
+    assert stored == created
+    assert stored.tzinfo is UTC
+    assert stored.hour == 23
