@@ -1,0 +1,90 @@
+"""The exceptions cgr-exec raises: one base class, subclasses carry the data a caller needs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+
+class ExecError(Exception):
+    """Base class of every error raised by cgr-exec."""
+
+
+class ForkUnsafeError(ExecError):
+    """Forking now would copy state that is unsafe to copy (other threads, a running loop)."""
+
+    def __init__(self, reason: str, *, threads: int, async_library: str | None) -> None:
+        self.reason = reason
+        self.threads = threads
+        self.async_library = async_library
+        super().__init__(reason)
+
+
+class CapacityError(ExecError):
+    """The executor already runs as many children as its limit allows."""
+
+    def __init__(self, limit: int, running: int) -> None:
+        self.limit = limit
+        self.running = running
+        super().__init__(
+            f"concurrency limit reached: {running} of {limit} children running; "
+            "wait for a slot (wait_slot() or start(..., wait=True)) or raise the limit"
+        )
+
+
+class SpawnError(ExecError):
+    """A command could not be started (not found, not executable, bad working directory)."""
+
+    def __init__(self, argv: Sequence[str], cause: OSError, *, cwd: str | None = None) -> None:
+        self.command = argv[0] if argv else ""
+        self.argv = tuple(argv)
+        self.cwd = cwd
+        self.errno = cause.errno
+        missing = getattr(cause, "filename", None)
+        if cwd is not None and missing is not None and os.fspath(missing) == cwd:
+            what = f"working directory {cwd!r} is not usable ({cause.strerror})"
+        elif isinstance(cause, FileNotFoundError):
+            what = "command not found (check the name and PATH)"
+        elif isinstance(cause, PermissionError):
+            what = "command is not executable (check its permissions)"
+        else:
+            what = cause.strerror or str(cause)
+        super().__init__(f"cannot start {self.command!r}: {what}")
+
+
+class DuplicateKeyError(ExecError):
+    """A child with this key is already running in the executor."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"a child with key {key!r} is already running; keys must be unique")
+
+
+class UnknownChildError(ExecError):
+    """No running child has this key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no running child with key {key!r}")
+
+
+class ExecutorClosedError(ExecError):
+    """The executor was shut down (or not entered) and starts no more children."""
+
+
+class NoSuchProcessError(ExecError):
+    """The pid names no live process (it has exited, or never existed)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        super().__init__(f"no process with pid {pid} (it has exited or never existed)")
+
+
+class WatchdogPatternError(ExecError):
+    """A watchdog pattern is not a valid regular expression."""
+
+    def __init__(self, pattern: str, message: str) -> None:
+        self.pattern = pattern
+        super().__init__(
+            f"watchdog pattern {pattern!r} is not a valid regular expression: {message}"
+        )
