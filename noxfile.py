@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -112,6 +113,48 @@ def build(session: nox.Session) -> None:
     env = {"PIPX_HOME": str(tmp / "home"), "PIPX_BIN_DIR": str(tmp / "bin")}
     session.run("pipx", "install", "cgr-cli", f"--pip-args=--find-links {DIST}", env=env)
     session.run(str(tmp / "bin" / "cgr"), "--version", env=env, external=True)
+
+
+# Pinned: the newest release that still declares Node 20 (later ones want Node 22). The
+# e2e tests pin the CLI's stream-json and exit behaviour, so a bump is a deliberate change.
+CLAUDE_CODE_VERSION = "2.1.197"
+CLAUDE_PREFIX = ROOT / ".nox" / "_claude"
+
+
+def _claude_version(claude: Path) -> str | None:
+    """The version the installed binary reports ("2.1.197 (Claude Code)"), None if none runs."""
+    try:
+        done = subprocess.run(
+            [claude, "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.split(" ", 1)[0].strip() if done.returncode == 0 else None
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """The real Claude Code CLI (pinned, from npm) against a scripted local model server."""
+    claude = CLAUDE_PREFIX / "node_modules" / ".bin" / "claude"
+    if _claude_version(claude) != CLAUDE_CODE_VERSION:
+        if shutil.which("npm") is None:
+            session.error("nox -s e2e needs npm (Node.js 18 or newer) to install Claude Code")
+        spec = f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"
+        session.run(
+            "npm", "install", "--no-save", "--prefix", str(CLAUDE_PREFIX), spec, external=True
+        )
+    _install_isolated(session, "cgr-cli", "test")
+    args = session.posargs or [str(PACKAGES_DIR / "cgr-cli" / "tests" / "e2e")]
+    session.chdir(session.create_tmp())
+    session.run(
+        "pytest",
+        "-c",
+        str(ROOT / "pyproject.toml"),
+        "--rootdir",
+        str(ROOT),
+        *args,
+        env={"CGR_E2E_CLAUDE": str(claude)},
+    )
 
 
 @nox.session
