@@ -199,7 +199,7 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise self._translate(exc) from None
             if problems != ["ok"]:
-                raise CorruptDatabase(self._path, "; ".join(problems[:3]))
+                raise CorruptDatabase(self._path, " ".join(" ".join(problems[:3]).split()))
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         if self._memory:
@@ -237,7 +237,7 @@ class SQLiteStore:
         """Run SQLite's full integrity check; raises CorruptDatabase on any problem."""
         problems = self._read(lambda c: [r[0] for r in c.execute("PRAGMA integrity_check")])
         if problems != ["ok"]:
-            raise CorruptDatabase(self._path, "; ".join(problems[:3]))
+            raise CorruptDatabase(self._path, " ".join(" ".join(problems[:3]).split()))
 
     # -- connection and transactions ----------------------------------------------------
     def _drop_inherited(self) -> None:
