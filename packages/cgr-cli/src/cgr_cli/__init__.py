@@ -4,8 +4,46 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
+from cgr_cli._agent import AgentResult, StreamState, Verdict, agent_argv, agent_env, judge
+from cgr_cli._config import Config, Secret
+from cgr_cli._config_load import load_config, parse_config, render_config
+from cgr_cli._errors import (
+    CgrError,
+    ConfigError,
+    ConfigNotFoundError,
+    GitError,
+    RebaseConflictError,
+    RunNotFoundError,
+)
+from cgr_cli._main import main
+from cgr_cli._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
+from cgr_cli._redact import Redactor
+
 __version__ = _version("cgr-cli")
 
-__all__ = ["__version__", "main"]
-
-from cgr_cli._main import main
+__all__ = [
+    "AgentResult",
+    "CgrError",
+    "Config",
+    "ConfigError",
+    "ConfigNotFoundError",
+    "GitError",
+    "PromptInput",
+    "RebaseConflictError",
+    "Redactor",
+    "ReviewComment",
+    "RunNotFoundError",
+    "Secret",
+    "StreamState",
+    "ThreadComment",
+    "Verdict",
+    "__version__",
+    "agent_argv",
+    "agent_env",
+    "build_prompt",
+    "judge",
+    "load_config",
+    "main",
+    "parse_config",
+    "render_config",
+]

@@ -10,6 +10,15 @@ import sys
 from collections.abc import Sequence
 
 
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="configuration file (TOML or YAML); default: $CGR_CONFIG, "
+        "~/.config/cgr/config.toml, /etc/cgr/config.toml",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from cgr_cli import __version__
 
@@ -18,7 +27,32 @@ def _parser() -> argparse.ArgumentParser:
         description="Turn GitHub issues and mentions into pull requests with Claude Code.",
     )
     parser.add_argument("--version", action="version", version=f"cgr {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    check = config_commands.add_parser(
+        "check", help="validate the configuration and print the effective settings"
+    )
+    _add_config(check)
+
+    run = commands.add_parser("run", help="run one issue or pull request to its outcome")
+    _add_config(run)
+    run.add_argument("--repo", required=True, metavar="OWNER/NAME")
+    run.add_argument("--number", required=True, type=int, metavar="N")
+    run.add_argument("--comment-id", type=int, metavar="C", help="the triggering comment")
+    run.add_argument(
+        "--review-comment",
+        action="store_true",
+        help="--comment-id names a pull request review comment (a comment on a diff line)",
+    )
+    run.add_argument("--run-id", metavar="R", help="pick up this queued run instead of a new one")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="run even if the issue is not labelled ready or is blocked",
+    )
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
     return parser
 
 
@@ -29,4 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stdout)
         return 0
+    if args.command == "config":
+        if args.config_command != "check":
+            parser.parse_args(["config", "--help"])
+        from cgr_cli._commands.config import check
+
+        return check(args)
     return 2  # pragma: no cover - every command returns its own code

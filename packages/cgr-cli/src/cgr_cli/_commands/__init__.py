@@ -1,0 +1,1 @@
+"""Command bodies: each parses nothing, takes the argparse namespace, returns an exit code."""

@@ -1,0 +1,193 @@
+"""The typed configuration: one tree of msgspec Structs with a default for every field.
+
+A configuration may be as small as ``repositories = ["owner/name"]``; everything else has a
+default chosen for a single self-hosted runner. Reading files and turning msgspec errors into
+messages that name the key lives in ``_config_load``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str``, logs or the printed config.
+
+    ``reveal()`` is the one way to get the value, so every use of a secret is greppable.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every section.
+
+    frozen: a loaded configuration is shared by the whole run and must not drift;
+    forbid_unknown_fields: a typo (``max_turn``) is an error with a suggestion, never ignored;
+    kw_only: fields can be added in any order with defaults without breaking callers.
+    """
+
+
+RepoName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class LabelsConfig(_Section, frozen=True):
+    ready: NonEmpty = "ready"
+    in_progress: NonEmpty = "in-progress"
+    blocked: list[str] = msgspec.field(default_factory=lambda: ["blocked"])
+    needs_human: NonEmpty = "needs-human"
+    done: str | None = None
+
+
+class BranchingConfig(_Section, frozen=True):
+    prefix: NonEmpty = "cgr"
+    # "default" means the repository's default branch as GitHub reports it.
+    base: NonEmpty = "default"
+
+
+class PollingConfig(_Section, frozen=True):
+    interval_seconds: PositiveFloat = 60.0
+    max_concurrency: PositiveInt = 3
+
+
+class TimeoutsConfig(_Section, frozen=True):
+    agent_seconds: PositiveFloat = 3600.0
+    run_seconds: PositiveFloat = 5400.0
+    # The agent is ended when it prints nothing for this long (the idle watchdog).
+    agent_idle_seconds: PositiveFloat = 900.0
+    # SIGTERM first, then SIGKILL after this many seconds.
+    watchdog_grace_seconds: PositiveFloat = 10.0
+    # The reaper calls a run dead when its heartbeat is older than this.
+    stale_heartbeat_seconds: PositiveFloat = 300.0
+    heartbeat_seconds: PositiveFloat = 30.0
+    git_seconds: PositiveFloat = 120.0
+    clone_seconds: PositiveFloat = 900.0
+
+
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "cgr"
+
+
+def _default_workspace_root() -> str:
+    return str(_data_home() / "workspaces")
+
+
+def _default_database() -> str:
+    return str(_data_home() / "cgr.sqlite3")
+
+
+class PathsConfig(_Section, frozen=True):
+    workspace_root: NonEmpty = msgspec.field(default_factory=_default_workspace_root)
+    database: NonEmpty = msgspec.field(default_factory=_default_database)
+
+
+PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions", "dontAsk"]
+
+
+class AgentConfig(_Section, frozen=True):
+    command: str | list[str] = "claude"
+    model: str | None = None
+    max_turns: PositiveInt = 40
+    max_cost_usd: PositiveFloat = 5.0
+    permission_mode: PermissionMode | None = "acceptEdits"
+    allowed_tools: list[str] = msgspec.field(default_factory=list)
+    extra_args: list[str] = msgspec.field(default_factory=list)
+    # Names of extra environment variables handed to the agent (beyond the built-in
+    # allow-list). GitHub tokens are refused here: cgr does every GitHub write itself.
+    env_passthrough: list[str] = msgspec.field(default_factory=list)
+    # Regular expressions over the agent's output; a match ends the agent (e.g. a loop
+    # printing the same error forever).
+    watchdog_patterns: list[str] = msgspec.field(default_factory=list)
+    # Prices used to estimate the running cost from `usage` while the agent works (the
+    # final figure always comes from the CLI's own `total_cost_usd`).
+    input_usd_per_mtok: Annotated[float, msgspec.Meta(ge=0)] = 3.0
+    output_usd_per_mtok: Annotated[float, msgspec.Meta(ge=0)] = 15.0
+
+    @property
+    def argv(self) -> list[str]:
+        return [self.command] if isinstance(self.command, str) else list(self.command)
+
+
+class GitHubConfig(_Section, frozen=True):
+    api_url: NonEmpty = "https://api.github.com"
+    # Falls back to $CGR_GITHUB_TOKEN when not set here.
+    token: Secret | None = None
+    # The runner's own account; None means "ask GitHub who the token belongs to".
+    bot_login: str | None = None
+
+    def resolved_token(self) -> Secret | None:
+        if self.token:
+            return self.token
+        from_env = os.environ.get("CGR_GITHUB_TOKEN")
+        return Secret(from_env) if from_env else None
+
+
+class TriggerConfig(_Section, frozen=True):
+    allow_users: list[str] = msgspec.field(default_factory=list)
+    deny_users: list[str] = msgspec.field(default_factory=list)
+    require_write_access: bool = True
+
+
+class PrioritiesConfig(_Section, frozen=True):
+    mentions_first: bool = True
+    order: Literal["oldest", "newest"] = "oldest"
+
+
+class CleanupConfig(_Section, frozen=True):
+    policy: Literal["delete", "keep", "archive"] = "delete"
+    retention_days: Annotated[float, msgspec.Meta(ge=0)] = 7.0
+
+
+class GitIdentityConfig(_Section, frozen=True):
+    name: NonEmpty = "cgr"
+    email: NonEmpty = "cgr@users.noreply.github.com"
+
+
+class Config(_Section, frozen=True):
+    repositories: list[RepoName] = msgspec.field(default_factory=list)
+    labels: LabelsConfig = msgspec.field(default_factory=LabelsConfig)
+    branching: BranchingConfig = msgspec.field(default_factory=BranchingConfig)
+    polling: PollingConfig = msgspec.field(default_factory=PollingConfig)
+    timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
+    paths: PathsConfig = msgspec.field(default_factory=PathsConfig)
+    agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
+    github: GitHubConfig = msgspec.field(default_factory=GitHubConfig)
+    trigger: TriggerConfig = msgspec.field(default_factory=TriggerConfig)
+    priorities: PrioritiesConfig = msgspec.field(default_factory=PrioritiesConfig)
+    cleanup: CleanupConfig = msgspec.field(default_factory=CleanupConfig)
+    git_identity: GitIdentityConfig = msgspec.field(default_factory=GitIdentityConfig)
+
+    @property
+    def workspace_root(self) -> Path:
+        return Path(self.paths.workspace_root).expanduser()
+
+    @property
+    def database(self) -> Path:
+        return Path(self.paths.database).expanduser()

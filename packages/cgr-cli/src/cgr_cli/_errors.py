@@ -1,0 +1,55 @@
+"""The exceptions a user of ``cgr`` can cause; one base class, data on every subclass."""
+
+from __future__ import annotations
+
+
+class CgrError(Exception):
+    """Base class of every error ``cgr_cli`` raises on purpose."""
+
+
+class ConfigError(CgrError):
+    """A configuration value is wrong: ``key`` is the dotted key path (``agent.max_turns``)."""
+
+    def __init__(self, message: str, *, key: str = "", source: str = "") -> None:
+        self.key = key
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{message}")
+
+
+class ConfigNotFoundError(ConfigError):
+    """``--config PATH`` (or ``$CGR_CONFIG``) names a file that does not exist."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"configuration file {path!r} does not exist")
+
+
+class GitError(CgrError):
+    """A git command failed; ``args`` never holds a token (it only ever travels in env)."""
+
+    def __init__(self, command: str, returncode: int | None, output: str) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.output = output
+        code = "timed out" if returncode is None else f"exited {returncode}"
+        super().__init__(f"git {command} {code}: {output.strip()[-500:]}")
+
+
+class RebaseConflictError(GitError):
+    """Rebasing the existing branch onto the base stopped on conflicts in ``files``."""
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = files
+        CgrError.__init__(self, f"rebase conflict in {', '.join(files) or 'unknown files'}")
+        self.command = "rebase"
+        self.returncode = 1
+        self.output = ""
+
+
+class RunNotFoundError(CgrError):
+    """``--run-id`` names a run the store does not have, or one that is not queued."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id}: {reason}")

@@ -1,0 +1,215 @@
+"""Git for a run: mirror, clone, branch, rebase, commit, push, verify.
+
+The token only ever travels in the environment of git processes, as
+``GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader GIT_CONFIG_VALUE_0=Authorization: …``:
+never in argv (visible in ``ps``), in a remote URL, or in ``.git/config``. Every command has
+a timeout; a clone or fetch has its own, longer one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cgr_cli._errors import GitError, RebaseConflictError
+
+# Variables that would make git talk to another repository or config than the one we name.
+_STRIP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+          "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS")  # fmt: skip
+
+
+def auth_header(token: str) -> str:
+    """The ``Authorization`` header git sends with every smart-HTTP request."""
+    return f"Authorization: Bearer {token}"
+
+
+def git_env(token: str | None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for git processes: the caller's minus repository overrides, no
+    prompts, and the token as an extra HTTP header from environment config."""
+    env = dict(os.environ if base is None else base)
+    for name in list(env):
+        if name in _STRIP or name.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")):
+            del env[name]
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GCM_INTERACTIVE"] = "never"
+    if token:
+        env["GIT_CONFIG_COUNT"] = "1"
+        env["GIT_CONFIG_KEY_0"] = "http.extraHeader"
+        env["GIT_CONFIG_VALUE_0"] = auth_header(token)
+    else:
+        env.pop("GIT_CONFIG_COUNT", None)
+    return env
+
+
+def slugify(title: str, *, max_length: int = 40, fallback: str = "work") -> str:
+    """ASCII-folded, lower-case, dash-separated; never empty, at most ``max_length``."""
+    folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    out: list[str] = []
+    for char in folded.lower():
+        if char.isalnum():
+            out.append(char)
+        elif out and out[-1] != "-":
+            out.append("-")
+    slug = "".join(out).strip("-")[:max_length].rstrip("-")
+    return slug or fallback
+
+
+def branch_name(prefix: str, number: int, title: str) -> str:
+    return f"{prefix.strip('/')}/{number}-{slugify(title)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    name: str
+    email: str
+
+
+class Git:
+    """Runs git with the run's token in its environment and a timeout on every call."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        timeout: float = 120.0,
+        network_timeout: float = 900.0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self._env = git_env(token)
+        self.timeout = timeout
+        self.network_timeout = network_timeout
+        self._log = log or (lambda _line: None)
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        command = " ".join(args)
+        self._log(f"$ git {command}" + (f"  (in {cwd.name})" if cwd else ""))
+        try:
+            done = subprocess.run(
+                ["git", *args],
+                cwd=cwd,
+                env={**self._env, **(env or {})},
+                capture_output=True,
+                text=True,
+                timeout=timeout or self.timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            # subprocess.run kills the child on timeout; git's own children (remote helpers)
+            # die with the broken pipe.
+            raw: object = exc.stderr
+            output = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
+            raise GitError(args[0], None, output) from None
+        if done.stdout.strip() or done.stderr.strip():
+            self._log((done.stdout + done.stderr).rstrip())
+        if check and done.returncode != 0:
+            raise GitError(args[0], done.returncode, done.stderr or done.stdout)
+        return done
+
+    # -- repositories --------------------------------------------------------------------
+
+    def ensure_mirror(self, url: str, mirror: Path) -> None:
+        """Create or refresh the bare mirror that work copies borrow objects from."""
+        if (mirror / "HEAD").is_file():
+            self.run(["remote", "set-url", "origin", url], cwd=mirror)
+            self.run(["fetch", "--prune", "origin"], cwd=mirror, timeout=self.network_timeout)
+            return
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        tmp = mirror.with_name(mirror.name + ".tmp")
+        if tmp.exists():
+            _rmtree(tmp)
+        self.run(["clone", "--mirror", url, str(tmp)], timeout=self.network_timeout)
+        # Renamed into place only when complete, so a killed clone never looks like a mirror.
+        tmp.rename(mirror)
+
+    def clone(self, url: str, dest: Path, *, mirror: Path | None, identity: Identity) -> None:
+        """A work copy at ``dest`` whose origin is the real URL (without credentials).
+
+        With a mirror, ``--reference … --dissociate`` fetches only what the mirror lacks and
+        then copies the borrowed objects, so the work copy never depends on the mirror (which
+        a later ``fetch --prune`` may change).
+        """
+        args = ["clone", "--no-tags"]
+        if mirror is not None and (mirror / "HEAD").is_file():
+            args += ["--reference", str(mirror), "--dissociate"]
+        self.run([*args, url, str(dest)], timeout=self.network_timeout)
+        # Commits by cgr and by the agent carry the configured identity (not a secret).
+        self.run(["config", "user.name", identity.name], cwd=dest)
+        self.run(["config", "user.email", identity.email], cwd=dest)
+
+    def default_branch(self, repo: Path) -> str:
+        done = self.run(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], cwd=repo)
+        return done.stdout.strip().removeprefix("origin/")
+
+    def remote_branch_sha(self, repo: Path, branch: str) -> str | None:
+        """The branch's sha on the remote, asked over the network (not the local ref)."""
+        done = self.run(
+            ["ls-remote", "--heads", "origin", f"refs/heads/{branch}"],
+            cwd=repo,
+            timeout=self.network_timeout,
+        )
+        line = done.stdout.strip().splitlines()
+        return line[0].split()[0] if line else None
+
+    def head(self, repo: Path) -> str:
+        return self.run(["rev-parse", "HEAD"], cwd=repo).stdout.strip()
+
+    def checkout_new(self, repo: Path, branch: str, start: str) -> None:
+        self.run(["checkout", "-B", branch, start], cwd=repo)
+
+    def rebase(self, repo: Path, onto: str) -> None:
+        """Rebase the checked-out branch onto ``onto``; on conflict list the files, abort,
+        and raise RebaseConflictError (the files are read before ``--abort`` erases them)."""
+        done = self.run(["rebase", onto], cwd=repo, check=False)
+        if done.returncode == 0:
+            return
+        files = self.run(["diff", "--name-only", "--diff-filter=U"], cwd=repo, check=False)
+        conflicted = [f for f in files.stdout.splitlines() if f.strip()]
+        self.run(["rebase", "--abort"], cwd=repo, check=False)
+        if not conflicted:
+            raise GitError("rebase", done.returncode, done.stderr or done.stdout)
+        raise RebaseConflictError(conflicted)
+
+    def commit_all(self, repo: Path, message: str) -> bool:
+        """Commit everything the agent left uncommitted; False when there was nothing."""
+        self.run(["add", "--all"], cwd=repo)
+        if self.run(["diff", "--cached", "--quiet"], cwd=repo, check=False).returncode == 0:
+            return False
+        self.run(["commit", "--no-verify", "-m", message], cwd=repo)
+        return True
+
+    def diff(self, repo: Path, base: str) -> str:
+        return self.run(["diff", "--binary", f"{base}..HEAD"], cwd=repo).stdout
+
+    def changed_files(self, repo: Path, base: str) -> list[str]:
+        done = self.run(["diff", "--name-only", f"{base}..HEAD"], cwd=repo)
+        return [line for line in done.stdout.splitlines() if line]
+
+    def commit_count(self, repo: Path, base: str) -> int:
+        return int(self.run(["rev-list", "--count", f"{base}..HEAD"], cwd=repo).stdout.strip())
+
+    def push(self, repo: Path, branch: str, *, lease: str | None = None) -> None:
+        """Push HEAD to ``branch``. Never a plain force: with ``lease`` (the sha the remote
+        branch had before cgr's own rebase) it is ``--force-with-lease`` on exactly that."""
+        args = ["push", "origin", f"HEAD:refs/heads/{branch}"]
+        if lease is not None:
+            args.insert(1, f"--force-with-lease=refs/heads/{branch}:{lease}")
+        self.run(args, cwd=repo, timeout=self.network_timeout)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,51 @@
+"""Removing secrets from everything cgr writes: logs, artifacts and GitHub comments."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+REDACTED = "[REDACTED]"
+
+# GitHub token formats (classic PAT, OAuth, user-to-server, server-to-server, refresh,
+# fine-grained PAT), HTTP Authorization headers in any casing, and credentials in URLs.
+_PATTERNS = [
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}\b"),
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"),
+    re.compile(r"(?i)(authorization:\s*)(?:(?:bearer|token|basic)\s+)?[^\s\"']+"),
+    re.compile(r"(?i)(https?://)[^/\s:@]+:[^/\s@]+@"),
+]
+
+
+class Redactor:
+    """Replaces known secrets and anything shaped like a GitHub token with ``[REDACTED]``.
+
+    Known secrets are matched literally (longest first, so a secret containing another is
+    removed whole); the patterns catch tokens cgr was never told about, e.g. one the agent
+    printed from its own environment.
+    """
+
+    def __init__(self, secrets: Iterable[str] = (), *, hide_paths: Iterable[Path] = ()) -> None:
+        # Very short "secrets" would shred ordinary text; tokens are always long.
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+        self._paths = sorted({str(p) for p in hide_paths}, key=len, reverse=True)
+
+    def add_secret(self, secret: str) -> None:
+        if secret and len(secret) >= 6 and secret not in self._secrets:
+            self._secrets.append(secret)
+            self._secrets.sort(key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        text = _PATTERNS[0].sub(REDACTED, text)
+        text = _PATTERNS[1].sub(REDACTED, text)
+        text = _PATTERNS[2].sub(lambda m: m.group(1) + REDACTED, text)
+        text = _PATTERNS[3].sub(lambda m: m.group(1) + REDACTED + "@", text)
+        for path in self._paths:
+            text = text.replace(path, "<workspace>")
+        return text
+
+    def bytes(self, data: bytes) -> bytes:
+        return self(data.decode("utf-8", errors="replace")).encode("utf-8")
