@@ -62,10 +62,27 @@ T = TypeVar("T")
 
 MEMORY = ":memory:"
 
-# Connections inherited across os.fork() are parked here, never closed and never used: the
-# child must not run sqlite3_close() on the parent's connection (see module docstring), and
-# keeping a reference stops the garbage collector from closing it behind our back.
+# Connections inherited across os.fork() are parked here, never closed and never used. The
+# child must not run sqlite3_close() on the parent's connection: closing its file descriptor
+# drops every POSIX lock the *child* holds on that file (fcntl locks are per process and
+# inode), including those of the child's own new connection, and SQLite's in-memory lock
+# bookkeeping that the child copied describes the parent's locks, not the child's.
 _ABANDONED_AFTER_FORK: list[sqlite3.Connection] = []
+
+
+def _abandon(conn: sqlite3.Connection) -> None:
+    """Keep ``conn`` alive for the rest of this process, so it is never closed here."""
+    _ABANDONED_AFTER_FORK.append(conn)
+    # The list alone does not survive interpreter shutdown, which clears module globals and
+    # would then deallocate (and so close) the connection. One extra reference that is
+    # never released keeps it out of reach of shutdown too; the OS reclaims it at exit.
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+    except (ImportError, AttributeError):  # pragma: no cover - Python built without ctypes
+        pass
+
 
 _ACTIVE_SQL = "('queued', 'claimed', 'running')"
 _RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
@@ -167,7 +184,7 @@ class SQLiteStore:
         if not first:
             return conn  # a reopen after fork: the parent already validated and migrated
         try:
-            self._validate(conn)
+            self._with_busy_retry(lambda: self._validate(conn))
             self._with_busy_retry(lambda: self._enable_wal(conn))
             self._with_busy_retry(lambda: self._migrate(conn))
         except BaseException:
@@ -184,6 +201,8 @@ class SQLiteStore:
                 "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
             ).fetchone()[0]
         except sqlite3.Error as exc:
+            if _is_busy(exc):
+                raise  # retried by the caller
             raise self._translate(exc) from None
         if app_id not in (0, APPLICATION_ID) or (app_id == 0 and (version or tables)):
             raise NotADatabase(
@@ -197,6 +216,8 @@ class SQLiteStore:
             try:
                 problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
             except sqlite3.Error as exc:
+                if _is_busy(exc):
+                    raise
                 raise self._translate(exc) from None
             if problems != ["ok"]:
                 raise CorruptDatabase(self._path, " ".join(" ".join(problems[:3]).split()))
@@ -243,7 +264,7 @@ class SQLiteStore:
     def _drop_inherited(self) -> None:
         """In a forked child: forget the parent's connection and lock (see module doc)."""
         if self._conn is not None:
-            _ABANDONED_AFTER_FORK.append(self._conn)
+            _abandon(self._conn)
             self._conn = None
         # The parent's lock may have been held by one of its threads at fork time; that
         # thread does not exist here, so the copied lock could never be released.
