@@ -1,5 +1,74 @@
-"""cgr-discovery."""
+"""cgr-discovery: finding work on GitHub and the GitHub calls a run makes.
+
+Cursors in, jobs and new cursors out: this package stores nothing and runs no processes.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._auth import AppAuth, Auth, TokenAuth, resolve_token
+from ._cache import LRUCache
+from ._client import USER_AGENT, ClientStats, GitHubClient
+from ._client import __version__ as __version__
+from ._discover import advance_cursors, discover, order_jobs
+from ._errors import (
+    AuthError,
+    DiscoveryError,
+    GitHubRequestError,
+    GitHubUnavailable,
+    RateLimited,
+    WebhookError,
+)
+from ._markers import find_status_run_id, splice_owned_section, status_marker
+from ._mentions import Mention, find_mentions
+from ._model import (
+    DiscoveryConfig,
+    Job,
+    JobKind,
+    PollResult,
+    Rejected,
+    RepoError,
+    StreamCursor,
+    StreamPoll,
+)
+from ._ops import RunGitHub, Thread
+from ._policy import TriggerPolicy
+from ._retry import RetryPolicy
+from ._secret import Secret
+
+__all__ = [
+    "USER_AGENT",
+    "AppAuth",
+    "Auth",
+    "AuthError",
+    "ClientStats",
+    "DiscoveryConfig",
+    "DiscoveryError",
+    "GitHubClient",
+    "GitHubRequestError",
+    "GitHubUnavailable",
+    "Job",
+    "JobKind",
+    "LRUCache",
+    "Mention",
+    "PollResult",
+    "RateLimited",
+    "Rejected",
+    "RepoError",
+    "RetryPolicy",
+    "RunGitHub",
+    "Secret",
+    "StreamCursor",
+    "StreamPoll",
+    "Thread",
+    "TokenAuth",
+    "TriggerPolicy",
+    "WebhookError",
+    "advance_cursors",
+    "discover",
+    "find_mentions",
+    "find_status_run_id",
+    "order_jobs",
+    "resolve_token",
+    "splice_owned_section",
+    "status_marker",
+]

@@ -1,0 +1,410 @@
+"""The GitHub client: gidgethub's ``GitHubAPI`` over httpx, sleeping with anyio.
+
+gidgethub does the sans-I/O work (URL templates, headers, pagination, the ETag cache);
+this class supplies the I/O (``_request``) and wraps every request in cgr's policy: auth
+header injection, retries with backoff for 5xx and connection errors, primary and
+secondary rate limits, and counters. Because it sleeps with :func:`anyio.sleep` (the
+gidgethub httpx backend uses asyncio's), it runs under asyncio and trio alike.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from types import TracebackType
+from typing import Any, Final, Self
+
+import anyio
+import httpx
+from gidgethub import abc as gh_abc
+from gidgethub import sansio
+
+from ._auth import Auth
+from ._cache import LRUCache
+from ._errors import AuthError, GitHubRequestError, GitHubUnavailable, RateLimited
+from ._retry import (
+    IDEMPOTENT_METHODS,
+    Classified,
+    RetryPolicy,
+    Verdict,
+    classify,
+    github_message,
+)
+
+DEFAULT_BASE_URL: Final = "https://api.github.com"
+
+try:
+    __version__ = metadata.version("cgr-discovery")
+except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0+unknown"
+
+USER_AGENT: Final = f"cgr-discovery/{__version__} (cgr)"
+
+# Transport errors raised before a single byte of the request left: repeating them cannot
+# duplicate a write, so even a POST is retried.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientStats:
+    """A snapshot of the client's counters, for ``cgr status`` and metrics.
+
+    ``points_spent`` counts responses that cost rate-limit quota (everything but 304
+    answers to conditional requests). ``rate_limit_*`` come from the last response that
+    carried rate-limit headers (``None`` before the first).
+    """
+
+    requests: int
+    not_modified: int
+    points_spent: int
+    retries: int
+    rate_limited: int
+    slept_seconds: float
+    rate_limit_limit: int | None
+    rate_limit_remaining: int | None
+    rate_limit_reset: datetime | None
+
+
+class GitHubClient(gh_abc.GitHubAPI):
+    """gidgethub's :class:`~gidgethub.abc.GitHubAPI`, with cgr's auth and resilience.
+
+    Use it as an async context manager (it closes the httpx client it created)::
+
+        async with GitHubClient(auth=resolve_token()) as gh:
+            repo = await gh.getitem("/repos/{owner}/{repo}", {"owner": o, "repo": r})
+
+    ``base_url`` is ``https://HOST/api/v3`` for GitHub Enterprise Server. ``timeout``
+    bounds each HTTP request (connect, read, write, pool). ``cache`` is gidgethub's ETag
+    cache (an :class:`LRUCache` by default; ``None`` disables it). ``sleep`` replaces
+    :func:`anyio.sleep` for every wait the policy makes.
+    """
+
+    def __init__(
+        self,
+        *,
+        auth: Auth | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        cache: gh_abc.CACHE_TYPE | bool | None = True,
+        http: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        if cache is True:
+            cache = LRUCache()
+        elif cache is False:
+            cache = None
+        super().__init__(user_agent, cache=cache, base_url=base_url.rstrip("/"))
+        self.auth = auth
+        self.retry = retry or RetryPolicy()
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(timeout))
+        self._sleep = sleep or anyio.sleep
+        self._requests = 0
+        self._not_modified = 0
+        self._points = 0
+        self._retries = 0
+        self._rate_limited = 0
+        self._slept = 0.0
+        self._quota: tuple[int, int, float] | None = None  # limit, remaining, reset epoch
+        # Server clock minus local clock, from the last Date header: rate-limit resets are
+        # server times, and a runner's clock may be off.
+        self._skew = 0.0
+        self._last_date: datetime | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"GitHubClient(base_url={self.base_url!r}, auth={self.auth!r})"
+
+    # --- observability ---------------------------------------------------------------
+
+    def stats(self) -> ClientStats:
+        limit, remaining, reset = self._quota if self._quota else (None, None, None)
+        return ClientStats(
+            requests=self._requests,
+            not_modified=self._not_modified,
+            points_spent=self._points,
+            retries=self._retries,
+            rate_limited=self._rate_limited,
+            slept_seconds=self._slept,
+            rate_limit_limit=limit,
+            rate_limit_remaining=remaining,
+            rate_limit_reset=datetime.fromtimestamp(reset, UTC) if reset is not None else None,
+        )
+
+    def server_now(self) -> datetime:
+        """GitHub's clock: local time corrected by the skew seen in ``Date`` headers."""
+        return datetime.fromtimestamp(time.time() + self._skew, UTC)
+
+    @property
+    def last_server_date(self) -> datetime | None:
+        """The ``Date`` header of the most recent response, if any."""
+        return self._last_date
+
+    # --- gidgethub's abstract methods ------------------------------------------------
+
+    async def sleep(self, seconds: float) -> None:
+        await self._wait(seconds)
+
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        response = await self.send(method, url, headers, body)
+        return response.status_code, response.headers, response.content
+
+    # --- the policy ------------------------------------------------------------------
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> httpx.Response:
+        """Send one logical request with retries; return the final 2xx/3xx response.
+
+        Raises :class:`GitHubUnavailable` (5xx or transport errors after the retries),
+        :class:`RateLimited`, :class:`AuthError` (401) or :class:`GitHubRequestError`
+        (any other 4xx). Never retries a non-idempotent request that may have reached
+        GitHub, except after a rate-limit answer (GitHub did not process it).
+        """
+        method = method.upper()
+        send_headers = dict(headers)
+        injected = "authorization" not in {k.lower() for k in send_headers}
+        retry = 0
+        reauthed = False
+        while True:
+            await self._respect_known_quota(method, url)
+            if injected and self.auth is not None:
+                send_headers["authorization"] = await self.auth.authorization(self)
+            self._requests += 1
+            try:
+                response = await self._http.request(method, url, headers=send_headers, content=body)
+            except httpx.TransportError as exc:
+                retry = await self._after_transport_error(method, url, exc, retry)
+                continue
+            self._observe(response)
+            verdict = classify(response.status_code, response.headers, response.content)
+            if verdict.verdict is Verdict.OK:
+                return response
+            # An app installation token may have been revoked early: mint a new one,
+            # once. A fixed token stays bad, so its 401 is raised at once.
+            if (
+                response.status_code == 401
+                and injected
+                and self.auth is not None
+                and not reauthed
+                and self.auth.invalidate()
+            ):
+                reauthed = True
+                continue
+            retry = await self._after_failure(method, url, response, verdict, retry)
+
+    async def _after_transport_error(
+        self, method: str, url: str, exc: httpx.TransportError, retry: int
+    ) -> int:
+        """Wait and return the next retry number, or raise :class:`GitHubUnavailable`."""
+        safe = method in IDEMPOTENT_METHODS or isinstance(exc, _NOT_SENT)
+        if safe and retry + 1 < self.retry.attempts:
+            await self._backoff(retry + 1)
+            return retry + 1
+        detail = f": {exc}" if str(exc) else ""
+        raise GitHubUnavailable(
+            f"{method} {_path(url)} failed: {type(exc).__name__}{detail} "
+            f"(after {retry + 1} attempt(s))",
+            method=method,
+            url=url,
+            status_code=None,
+        ) from exc
+
+    async def _after_failure(
+        self, method: str, url: str, response: httpx.Response, verdict: Classified, retry: int
+    ) -> int:
+        """Wait and return the next retry number, or raise the error the response means."""
+        status = response.status_code
+        more = retry + 1 < self.retry.attempts
+        if verdict.verdict is Verdict.TRANSIENT:
+            if method in IDEMPOTENT_METHODS and more:
+                await self._backoff(retry + 1)
+                return retry + 1
+            raise GitHubUnavailable(
+                f"{method} {_path(url)}: GitHub answered {status} (after {retry + 1} attempt(s))",
+                method=method,
+                url=url,
+                status_code=status,
+            )
+        if verdict.verdict is Verdict.PRIMARY_LIMIT:
+            self._rate_limited += 1
+            now = time.time() + self._skew
+            reset = verdict.reset_epoch or (now + 60.0)
+            wait = max(0.0, reset - now) + 1.0
+            if more and wait <= self.retry.max_rate_limit_wait:
+                await self._wait(wait)
+                return retry + 1
+            raise RateLimited(
+                _primary_message(method, url, reset),
+                secondary=False,
+                reset_at=datetime.fromtimestamp(reset, UTC),
+            )
+        if verdict.verdict is Verdict.SECONDARY_LIMIT:
+            self._rate_limited += 1
+            wait = self.retry.secondary_wait(retry + 1, verdict.retry_after)
+            if more and wait <= self.retry.max_rate_limit_wait:
+                await self._wait(wait)
+                return retry + 1
+            reset_at = datetime.fromtimestamp(self.server_now().timestamp() + wait, UTC)
+            raise RateLimited(
+                f"{method} {_path(url)}: GitHub's secondary rate limit persists after "
+                f"{retry + 1} attempt(s); retry after {reset_at:%Y-%m-%d %H:%M:%S} UTC",
+                secondary=True,
+                reset_at=reset_at,
+            )
+        message = github_message(response.content)
+        if status == 401:
+            who = repr(self.auth) if self.auth is not None else "no token configured"
+            raise AuthError(
+                f"GitHub rejected the credentials (401) for {method} {_path(url)}: "
+                f"{message or 'Bad credentials'}; check the token or GitHub App settings "
+                f"({who})"
+            )
+        raise GitHubRequestError(
+            f"{method} {_path(url)}: GitHub answered {status}"
+            + (f": {message}" if message else ""),
+            method=method,
+            url=url,
+            status_code=status,
+            github_message=message,
+        )
+
+    async def _respect_known_quota(self, method: str, url: str) -> None:
+        """Never send a request the last response said would be refused.
+
+        When the hourly quota is known to be exhausted, wait for its reset if that is within
+        ``max_rate_limit_wait``, else fail fast with :class:`RateLimited` (never spin).
+        """
+        if self._quota is None or self._quota[1] > 0:
+            return
+        reset = self._quota[2]
+        wait = reset - (time.time() + self._skew)
+        if wait <= 0:
+            return
+        if wait + 1.0 > self.retry.max_rate_limit_wait:
+            self._rate_limited += 1
+            raise RateLimited(
+                _primary_message(method, url, reset),
+                secondary=False,
+                reset_at=datetime.fromtimestamp(reset, UTC),
+            )
+        await self._wait(wait + 1.0)
+        # Assume the reset happened; the next response says the truth.
+        self._quota = (self._quota[0], self._quota[0], reset)
+
+    def _observe(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if response.status_code == 304:
+            self._not_modified += 1
+        else:
+            self._points += 1
+        date = headers.get("date")
+        if date:
+            try:
+                parsed = email.utils.parsedate_to_datetime(date)
+            except (TypeError, ValueError):
+                parsed = None
+            if parsed is not None and parsed.tzinfo is not None:
+                self._last_date = parsed
+                self._skew = parsed.timestamp() - time.time()
+        rate = sansio.RateLimit.from_http(headers)
+        if rate is not None:
+            self._quota = (rate.limit, rate.remaining, rate.reset_datetime.timestamp())
+            self.rate_limit = rate
+
+    async def _backoff(self, retry: int) -> None:
+        self._retries += 1
+        await self._wait(self.retry.backoff(retry))
+
+    async def _wait(self, seconds: float) -> None:
+        scaled = max(0.0, seconds) * self.retry.scale
+        self._slept += scaled
+        await self._sleep(scaled)
+
+    # --- helpers for callers that need headers ---------------------------------------
+
+    async def get_page(
+        self,
+        url: str,
+        url_vars: Mapping[str, Any] | None = None,
+        *,
+        etag: str | None = None,
+    ) -> Page:
+        """One GET with an optional ``If-None-Match``; headers kept (ETag, Date, Link).
+
+        Used for the comment streams, whose ETag is stored in the caller's cursor so that
+        a poll in a fresh process still costs nothing when nothing changed.
+        """
+        full = sansio.format_url(url, url_vars or {}, base_url=self.base_url)
+        headers = sansio.create_headers(self.requester, accept=sansio.accept_format())
+        if etag:
+            headers["if-none-match"] = etag
+        response = await self.send("GET", full, headers)
+        date = _parse_date(response.headers.get("date"))
+        if response.status_code == 304:
+            return Page(data=None, not_modified=True, etag=etag, next_url=None, date=date)
+        data, _, next_url = sansio.decipher_response(
+            response.status_code, response.headers, response.content
+        )
+        return Page(
+            data=data,
+            not_modified=False,
+            etag=response.headers.get("etag"),
+            next_url=next_url,
+            date=date,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    data: Any
+    not_modified: bool
+    etag: str | None
+    next_url: str | None
+    date: datetime | None
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _path(url: str) -> str:
+    # Only the path and query go into messages: never credentials (none are ever in a
+    # URL, but a user-supplied base URL could carry some).
+    parsed = httpx.URL(url)
+    return parsed.raw_path.decode("ascii", "replace")
+
+
+def _primary_message(method: str, url: str, reset: float) -> str:
+    return (
+        f"{method} {_path(url)}: GitHub's hourly rate limit is exhausted until "
+        f"{datetime.fromtimestamp(reset, UTC):%Y-%m-%d %H:%M:%S} UTC; waiting that long "
+        f"exceeds RetryPolicy.max_rate_limit_wait"
+    )

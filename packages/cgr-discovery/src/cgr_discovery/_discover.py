@@ -1,0 +1,395 @@
+"""Discovery: ready issues and mentions of every repository, polled concurrently.
+
+Cursors in, jobs and proposed cursors out; nothing is stored here. The caller accepts the
+jobs it has room for and calls :func:`advance_cursors`, which never moves a cursor past a
+trigger that was neither accepted nor rejected, so a full runner loses no work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from ._client import GitHubClient
+from ._errors import DiscoveryError, GitHubRequestError
+from ._mentions import find_mentions
+from ._model import (
+    STREAMS,
+    DiscoveryConfig,
+    Job,
+    JobKind,
+    PollResult,
+    Rejected,
+    RepoError,
+    StreamCursor,
+    StreamName,
+    StreamPoll,
+)
+from ._policy import WRITE_PERMISSIONS, Decision, is_bot_user
+
+log = logging.getLogger("cgr_discovery")
+
+_STREAM_URLS: dict[StreamName, str] = {
+    "issue_comments": "/repos/{owner}/{repo}/issues/comments{?since,sort,direction,per_page}",
+    "review_comments": "/repos/{owner}/{repo}/pulls/comments{?since,sort,direction,per_page}",
+}
+
+
+def parse_time(value: str) -> datetime:
+    """A GitHub timestamp (``2024-05-01T12:00:00Z``) as an aware UTC datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    # Whole seconds, rounded down: ``since`` is inclusive, so earlier is always safe.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def split_repo(full_name: str) -> tuple[str, str]:
+    owner, sep, name = full_name.partition("/")
+    if not sep or not owner or not name or "/" in name:
+        raise ValueError(f"repository {full_name!r} must be written as owner/name")
+    return owner, name
+
+
+@dataclass
+class _RepoPoll:
+    """One repository's poll: its inputs, and what it collected (mutable while it runs)."""
+
+    gh: GitHubClient
+    config: DiscoveryConfig
+    processed: Collection[str]
+    priority: int
+    jobs: list[Job] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    streams: list[StreamPoll] = field(default_factory=list)
+    errors: list[RepoError] = field(default_factory=list)
+    permissions: dict[str, bool] = field(default_factory=dict)
+
+
+async def discover(
+    gh: GitHubClient,
+    repos: Sequence[str],
+    config: DiscoveryConfig,
+    *,
+    cursors: Iterable[StreamCursor] = (),
+    processed: Collection[str] = frozenset(),
+) -> PollResult:
+    """Poll ``repos`` (``owner/name``) for work, at most ``max_concurrent_repos`` at once.
+
+    ``cursors`` are the stream cursors from the last :func:`advance_cursors` (missing ones
+    start fresh); ``processed`` holds trigger ids already turned into jobs or rejected,
+    so a comment edited later (it comes back in the ``since`` list) is not run twice.
+    A repository that fails is reported in ``PollResult.errors`` and its cursors are left
+    out (keep the old ones); the other repositories are unaffected.
+    """
+    for full_name in repos:
+        split_repo(full_name)
+    by_key = {c.key: c for c in cursors}
+    limiter = anyio.CapacityLimiter(config.max_concurrent_repos)
+    results: dict[str, _RepoPoll] = {}
+
+    async def poll(full_name: str) -> None:
+        async with limiter:
+            part = _RepoPoll(
+                gh=gh,
+                config=config,
+                processed=processed,
+                priority=config.repo_priority.get(full_name, 0),
+            )
+            await _poll_repo(part, full_name, by_key)
+            results[full_name] = part
+
+    async with anyio.create_task_group() as tg:
+        for full_name in dict.fromkeys(repos):
+            tg.start_soon(poll, full_name)
+
+    jobs: list[Job] = []
+    rejected: list[Rejected] = []
+    streams: list[StreamPoll] = []
+    errors: list[RepoError] = []
+    for full_name in dict.fromkeys(repos):
+        part = results[full_name]
+        jobs += part.jobs
+        rejected += part.rejected
+        streams += part.streams
+        errors += part.errors
+    return PollResult(
+        jobs=tuple(order_jobs(jobs, config)),
+        rejected=tuple(rejected),
+        streams=tuple(streams),
+        errors=tuple(errors),
+    )
+
+
+def order_jobs(jobs: Iterable[Job], config: DiscoveryConfig) -> list[Job]:
+    """Jobs in run order: repo priority (higher first), control commands, then mentions
+    before ready issues when ``mentions_first``, then trigger time (oldest first unless
+    ``newest_first``), ties broken by trigger id so the order is total.
+
+    Control commands come first because they free or re-fill a slot and must not wait
+    behind work that is waiting for one.
+    """
+
+    def key(job: Job) -> tuple[int, int, float, str]:
+        if job.kind.is_control:
+            group = 0
+        elif job.kind is JobKind.READY_ISSUE:
+            group = 2 if config.mentions_first else 1
+        else:
+            group = 1
+        stamp = job.trigger_time.timestamp()
+        return (-job.priority, group, -stamp if config.newest_first else stamp, job.trigger_id)
+
+    return sorted(jobs, key=key)
+
+
+def advance_cursors(result: PollResult, accepted: Collection[str]) -> tuple[StreamCursor, ...]:
+    """The cursors to store after the caller took the jobs whose ids are in ``accepted``.
+
+    Per stream: the poll's proposed cursor when every job from it was accepted; else
+    ``since`` = the ``updated_at`` of the earliest job not accepted (and no ETag, so the
+    next poll fetches it again rather than getting an empty 304). Rejected triggers are
+    decided and do not hold a cursor back.
+    """
+    out: list[StreamCursor] = []
+    for stream in result.streams:
+        pending = [
+            job.updated_at
+            for job in result.jobs
+            if job.stream == stream.before.stream
+            and job.repo == stream.before.repo
+            and job.trigger_id not in accepted
+        ]
+        if pending:
+            out.append(replace(stream.proposed, since=min(pending), etag=None))
+        else:
+            out.append(stream.proposed)
+    return tuple(out)
+
+
+async def _poll_repo(
+    part: _RepoPoll, full_name: str, cursors: dict[tuple[str, StreamName], StreamCursor]
+) -> None:
+    config = part.config
+    # Ready issues first: their response's Date header also tells the server's clock,
+    # which a stream's first cursor is taken from.
+    if config.ready_issues:
+        try:
+            part.jobs += await _ready_issues(part, full_name)
+        except DiscoveryError as exc:
+            part.errors.append(_repo_error(full_name, "ready issues", exc))
+    enabled = {"issue_comments": config.mentions, "review_comments": config.review_comments}
+    for stream in STREAMS:
+        if not enabled[stream]:
+            continue
+        cursor = cursors.get((full_name, stream)) or StreamCursor(repo=full_name, stream=stream)
+        try:
+            await _poll_stream(part, cursor)
+        except DiscoveryError as exc:
+            part.errors.append(_repo_error(full_name, stream.replace("_", " "), exc))
+
+
+def _repo_error(full_name: str, what: str, exc: DiscoveryError) -> RepoError:
+    log.warning("polling %s of %s failed: %s", what, full_name, exc)
+    return RepoError(repo=full_name, error=f"{what}: {exc}", exception_type=type(exc).__name__)
+
+
+async def _ready_issues(part: _RepoPoll, full_name: str) -> list[Job]:
+    config = part.config
+    owner, name = split_repo(full_name)
+    skip = {label.lower() for label in config.blocked_labels} | {config.in_progress_label.lower()}
+    jobs: list[Job] = []
+    # The repository issue list, not the search API: search has its own, much smaller
+    # rate limit and lags behind writes. gidgethub's ETag cache makes an unchanged list
+    # a free 304 while this process lives.
+    async for issue in part.gh.getiter(
+        "/repos/{owner}/{repo}/issues{?state,labels,assignee,sort,direction,per_page}",
+        {
+            "owner": owner,
+            "repo": name,
+            "state": "open",
+            "labels": config.ready_label,
+            "assignee": "none",
+            "sort": "created",
+            "direction": "desc" if config.newest_first else "asc",
+            "per_page": config.per_page,
+        },
+    ):
+        if not isinstance(issue, dict) or "pull_request" in issue:
+            continue
+        labels = {str(label.get("name", "")).lower() for label in issue.get("labels", [])}
+        if labels & skip:
+            continue
+        trigger_id = f"ready:{full_name}#{issue['number']}"
+        if trigger_id in part.processed:
+            continue
+        user = issue.get("user") or {}
+        jobs.append(
+            Job(
+                kind=JobKind.READY_ISSUE,
+                repo=full_name,
+                number=int(issue["number"]),
+                trigger_id=trigger_id,
+                trigger_time=parse_time(issue["created_at"]),
+                updated_at=parse_time(issue["updated_at"]),
+                author=str(user.get("login", "")),
+                author_association=str(issue.get("author_association", "NONE")),
+                is_pull_request=False,
+                title=str(issue.get("title") or ""),
+                body=str(issue.get("body") or ""),
+                url=str(issue.get("html_url") or ""),
+                priority=part.priority,
+            )
+        )
+    return jobs
+
+
+async def _poll_stream(part: _RepoPoll, cursor: StreamCursor) -> None:
+    gh, config = part.gh, part.config
+    owner, name = split_repo(cursor.repo)
+    first = cursor.since is None
+    if cursor.since is not None:
+        since = cursor.since
+    elif config.replay_since is not None:
+        since = config.replay_since
+    else:
+        since = gh.server_now()
+    since = parse_time(format_time(since))  # the whole-second value actually sent
+    url_vars: dict[str, Any] = {
+        "owner": owner,
+        "repo": name,
+        "since": format_time(since),
+        "sort": "updated",
+        "direction": "asc",
+        "per_page": config.per_page,
+    }
+    page = await gh.get_page(
+        _STREAM_URLS[cursor.stream], url_vars, etag=None if first else cursor.etag
+    )
+    if page.not_modified:
+        part.streams.append(StreamPoll(before=cursor, proposed=cursor))
+        return
+    pages = 1
+    high_water: datetime | None = None
+    etag = page.etag
+    while True:
+        for comment in page.data or ():
+            if not isinstance(comment, dict):
+                continue
+            updated = parse_time(comment["updated_at"])
+            high_water = updated if high_water is None else max(high_water, updated)
+            await _consider_comment(part, cursor, comment, updated)
+        if page.next_url is None:
+            break
+        page = await gh.get_page(page.next_url)
+        pages += 1
+    if high_water is not None:
+        proposed_since = max(high_water, since)
+    elif first and page.date is not None and config.replay_since is None:
+        # First poll, nothing new: start from the server's clock (never later than the
+        # since we sent, so a local clock running fast cannot skip a comment).
+        proposed_since = min(since, page.date.astimezone(UTC))
+    else:
+        proposed_since = since
+    proposed = StreamCursor(
+        repo=cursor.repo,
+        stream=cursor.stream,
+        since=proposed_since,
+        etag=etag if proposed_since == since and pages == 1 else None,
+    )
+    part.streams.append(StreamPoll(before=cursor, proposed=proposed))
+
+
+async def _consider_comment(
+    part: _RepoPoll, cursor: StreamCursor, comment: dict[str, Any], updated: datetime
+) -> None:
+    config = part.config
+    review = cursor.stream == "review_comments"
+    trigger_id = f"{'review_comment' if review else 'issue_comment'}:{comment['id']}"
+    if trigger_id in part.processed:
+        return
+    user = comment.get("user") or {}
+    author = str(user.get("login", ""))
+    body = str(comment.get("body") or "")
+    mentions = find_mentions(body, config.login)
+    if not mentions:
+        return
+    decision = config.policy.decide(
+        author=author,
+        association=str(comment.get("author_association", "NONE")),
+        is_bot=is_bot_user(user),
+        self_login=config.login,
+    )
+    if decision is Decision.IGNORE:
+        return
+    html_url = str(comment.get("html_url") or "")
+    if review:
+        number = int(str(comment.get("pull_request_url", "")).rstrip("/").rsplit("/", 1)[-1])
+        is_pr = True
+        kind = JobKind.REVIEW_COMMENT
+    else:
+        number = int(str(comment.get("issue_url", "")).rstrip("/").rsplit("/", 1)[-1])
+        # An issue comment on a pull request's conversation links to /pull/N.
+        is_pr = "/pull/" in html_url
+        kind = JobKind.PR_MENTION if is_pr else JobKind.ISSUE_MENTION
+    command = mentions[0].command
+    if command is not None:
+        kind = JobKind.CANCEL if command == "cancel" else JobKind.RETRY
+    job = Job(
+        kind=kind,
+        repo=cursor.repo,
+        number=number,
+        trigger_id=trigger_id,
+        trigger_time=parse_time(comment["created_at"]),
+        updated_at=updated,
+        author=author,
+        author_association=str(comment.get("author_association", "NONE")),
+        is_pull_request=is_pr,
+        body=body,
+        url=html_url,
+        comment_id=int(comment["id"]),
+        instruction=mentions[0].text,
+        stream=cursor.stream,
+        priority=part.priority,
+    )
+    if decision is Decision.DENY:
+        part.rejected.append(
+            Rejected(job=job, code="denied", reason=f"@{author} is not allowed to trigger runs")
+        )
+        return
+    if decision is Decision.CHECK and not await _has_write(part, cursor.repo, author):
+        part.rejected.append(
+            Rejected(
+                job=job,
+                code="no_write_access",
+                reason=f"@{author} needs write access to {cursor.repo} to trigger runs",
+            )
+        )
+        return
+    part.jobs.append(job)
+
+
+async def _has_write(part: _RepoPoll, full_name: str, login: str) -> bool:
+    """Whether ``login`` has write access (admin, maintain or write), asked once per poll."""
+    if login.lower() in part.permissions:
+        return part.permissions[login.lower()]
+    owner, name = split_repo(full_name)
+    try:
+        data = await part.gh.getitem(
+            "/repos/{owner}/{repo}/collaborators/{username}/permission",
+            {"owner": owner, "repo": name, "username": login},
+        )
+    except GitHubRequestError as exc:
+        if exc.status_code != 404:  # 404: not a collaborator at all
+            raise
+        data = {}
+    role = str(data.get("role_name") or data.get("permission") or "none").lower()
+    allowed = role in WRITE_PERMISSIONS
+    part.permissions[login.lower()] = allowed
+    return allowed
