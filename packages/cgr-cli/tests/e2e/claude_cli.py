@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from model_server import ModelServer
 
-__all__ = ["API_KEY", "ENV_VAR", "Claude", "ClaudeOutput", "ClaudeRun"]
+__all__ = ["API_KEY", "ENV_VAR", "Claude", "ClaudeOutput", "ClaudeRun", "cli_environment"]
 
 #: The nox ``e2e`` session puts the path of the pinned ``claude`` binary here.
 ENV_VAR: Final = "CGR_E2E_CLAUDE"
@@ -144,6 +144,33 @@ class ClaudeRun:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
+def cli_environment(
+    base_url: str, home: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """An allow-list environment for the CLI: what it needs and nothing of the test process.
+
+    PATH is passed on so the Bash tool finds git and coreutils; HOME is a scratch folder, so
+    the CLI's settings and session files never touch the real ~/.claude. ``extra`` is added
+    last, so a test can put a variable in on purpose (for example to prove a check fires).
+    """
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_API_KEY": API_KEY,
+        # Without it the CLI also calls telemetry, update and feature-flag endpoints, and
+        # asks the model server for a session title.
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # Without it a 401, 429 or 500 is retried with backoff for minutes.
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
 class Claude:
     """The pinned ``claude`` binary, bound to one model server and one scratch HOME."""
 
@@ -154,26 +181,7 @@ class Claude:
         self._running: list[ClaudeRun] = []
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """An allow-list environment: what the CLI needs and nothing of the test process.
-
-        PATH is passed on so the Bash tool finds git and coreutils. ``extra`` is added last,
-        so a test can put a variable in on purpose (for example to prove a check fires).
-        """
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.home),
-            "LANG": "C.UTF-8",
-            "TERM": "dumb",
-            "ANTHROPIC_BASE_URL": self.server.base_url,
-            "ANTHROPIC_API_KEY": API_KEY,
-            # Without it the CLI also calls telemetry, update and feature-flag endpoints.
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            # Without it a 401, 429 or 500 is retried with backoff for minutes.
-            "CLAUDE_CODE_MAX_RETRIES": "0",
-            "DISABLE_AUTOUPDATER": "1",
-        }
-        env.update(extra or {})
-        return env
+        return cli_environment(self.server.base_url, self.home, extra)
 
     def argv(
         self,

@@ -43,15 +43,14 @@ def tool(name: str, tool_input: Mapping[str, Any]) -> ToolUse:
 
 
 def write(path: Path | str, content: str) -> ToolUse:
-    # The Write and Edit tools insist on absolute paths.
-    return ToolUse("Write", {"file_path": str(Path(path).absolute()), "content": content})
+    # A relative path is passed on as is: the CLI resolves it against its own working
+    # directory (verified on 2.1.197), so a scenario can be written before the test knows
+    # where cgr will put the workspace.
+    return ToolUse("Write", {"file_path": str(path), "content": content})
 
 
 def edit(path: Path | str, old: str, new: str) -> ToolUse:
-    return ToolUse(
-        "Edit",
-        {"file_path": str(Path(path).absolute()), "old_string": old, "new_string": new},
-    )
+    return ToolUse("Edit", {"file_path": str(path), "old_string": old, "new_string": new})
 
 
 def bash(command: str, description: str = "Run a command") -> ToolUse:

@@ -37,7 +37,8 @@ def test_writes_and_edits_a_file_and_reports_real_totals(
     target = git_repo / "hello.txt"
     model_server.scenario = [
         turn(text("I'll create the file."), write(target, "hello\n")),
-        turn(edit(target, "hello", "hello, world")),
+        # Relative: the CLI resolves it against its working directory, the repository.
+        turn(edit("hello.txt", "hello", "hello, world")),
         reply("Created hello.txt."),
     ]
 
@@ -66,6 +67,12 @@ def test_writes_and_edits_a_file_and_reports_real_totals(
     # The prompt arrived, and the API key went in its header only.
     assert "Create hello.txt saying hello, world." in steps[0].user_text()
     assert all(r.headers.get("x-api-key") == API_KEY for r in steps)
+    # With non-essential traffic disabled nothing but the conversation reaches the server.
+    assert model_server.side_requests() == []
+    assert {(r.method, r.path) for r in model_server.requests} == {
+        ("HEAD", "/"),
+        ("POST", "/v1/messages?beta=true"),
+    }
 
 
 def test_bash_output_comes_back_as_a_tool_result(
@@ -131,6 +138,7 @@ def test_max_turns_stops_with_error_max_turns(
     assert result is not None, out
     assert result["subtype"] == "error_max_turns"
     assert result["is_error"] is True
+    assert result["errors"] == ["Reached maximum number of turns (2)"]
     assert [r.step for r in model_server.step_requests()] == [0, 1]
     assert len(out.tool_results()) == 2
 
