@@ -18,6 +18,7 @@ from ._errors import (
     RateLimited,
     WebhookError,
 )
+from ._jobs import apply_policy
 from ._markers import find_status_run_id, splice_owned_section, status_marker
 from ._mentions import Mention, find_mentions
 from ._model import (
@@ -34,6 +35,7 @@ from ._ops import RunGitHub, Thread
 from ._policy import TriggerPolicy
 from ._retry import RetryPolicy
 from ._secret import Secret
+from ._webhook import WebhookEvent, parse_webhook
 
 __all__ = [
     "USER_AGENT",
@@ -63,11 +65,14 @@ __all__ = [
     "TokenAuth",
     "TriggerPolicy",
     "WebhookError",
+    "WebhookEvent",
     "advance_cursors",
+    "apply_policy",
     "discover",
     "find_mentions",
     "find_status_run_id",
     "order_jobs",
+    "parse_webhook",
     "resolve_token",
     "splice_owned_section",
     "status_marker",

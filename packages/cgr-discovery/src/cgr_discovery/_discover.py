@@ -16,8 +16,8 @@ from typing import Any
 import anyio
 
 from ._client import GitHubClient
-from ._errors import DiscoveryError, GitHubRequestError
-from ._mentions import find_mentions
+from ._errors import DiscoveryError
+from ._jobs import PermissionCache, comment_job, parse_time, ready_issue_job, screen
 from ._model import (
     STREAMS,
     DiscoveryConfig,
@@ -30,7 +30,6 @@ from ._model import (
     StreamName,
     StreamPoll,
 )
-from ._policy import WRITE_PERMISSIONS, Decision, is_bot_user
 
 log = logging.getLogger("cgr_discovery")
 
@@ -38,11 +37,6 @@ _STREAM_URLS: dict[StreamName, str] = {
     "issue_comments": "/repos/{owner}/{repo}/issues/comments{?since,sort,direction,per_page}",
     "review_comments": "/repos/{owner}/{repo}/pulls/comments{?since,sort,direction,per_page}",
 }
-
-
-def parse_time(value: str) -> datetime:
-    """A GitHub timestamp (``2024-05-01T12:00:00Z``) as an aware UTC datetime."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def format_time(value: datetime) -> str:
@@ -64,12 +58,11 @@ class _RepoPoll:
     gh: GitHubClient
     config: DiscoveryConfig
     processed: Collection[str]
-    priority: int
     jobs: list[Job] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     streams: list[StreamPoll] = field(default_factory=list)
     errors: list[RepoError] = field(default_factory=list)
-    permissions: dict[str, bool] = field(default_factory=dict)
+    permissions: PermissionCache | None = None
 
 
 async def discover(
@@ -100,7 +93,6 @@ async def discover(
                 gh=gh,
                 config=config,
                 processed=processed,
-                priority=config.repo_priority.get(full_name, 0),
             )
             await _poll_repo(part, full_name, by_key)
             results[full_name] = part
@@ -203,7 +195,6 @@ def _repo_error(full_name: str, what: str, exc: DiscoveryError) -> RepoError:
 async def _ready_issues(part: _RepoPoll, full_name: str) -> list[Job]:
     config = part.config
     owner, name = split_repo(full_name)
-    skip = {label.lower() for label in config.blocked_labels} | {config.in_progress_label.lower()}
     jobs: list[Job] = []
     # The repository issue list, not the search API: search has its own, much smaller
     # rate limit and lags behind writes. gidgethub's ETag cache makes an unchanged list
@@ -221,32 +212,11 @@ async def _ready_issues(part: _RepoPoll, full_name: str) -> list[Job]:
             "per_page": config.per_page,
         },
     ):
-        if not isinstance(issue, dict) or "pull_request" in issue:
+        if not isinstance(issue, dict):
             continue
-        labels = {str(label.get("name", "")).lower() for label in issue.get("labels", [])}
-        if labels & skip:
-            continue
-        trigger_id = f"ready:{full_name}#{issue['number']}"
-        if trigger_id in part.processed:
-            continue
-        user = issue.get("user") or {}
-        jobs.append(
-            Job(
-                kind=JobKind.READY_ISSUE,
-                repo=full_name,
-                number=int(issue["number"]),
-                trigger_id=trigger_id,
-                trigger_time=parse_time(issue["created_at"]),
-                updated_at=parse_time(issue["updated_at"]),
-                author=str(user.get("login", "")),
-                author_association=str(issue.get("author_association", "NONE")),
-                is_pull_request=False,
-                title=str(issue.get("title") or ""),
-                body=str(issue.get("body") or ""),
-                url=str(issue.get("html_url") or ""),
-                priority=part.priority,
-            )
-        )
+        job = ready_issue_job(issue, full_name, config)
+        if job is not None and job.trigger_id not in part.processed:
+            jobs.append(job)
     return jobs
 
 
@@ -284,7 +254,7 @@ async def _poll_stream(part: _RepoPoll, cursor: StreamCursor) -> None:
                 continue
             updated = parse_time(comment["updated_at"])
             high_water = updated if high_water is None else max(high_water, updated)
-            await _consider_comment(part, cursor, comment, updated)
+            await _consider_comment(part, cursor, comment)
         if page.next_url is None:
             break
         page = await gh.get_page(page.next_url)
@@ -306,90 +276,14 @@ async def _poll_stream(part: _RepoPoll, cursor: StreamCursor) -> None:
     part.streams.append(StreamPoll(before=cursor, proposed=proposed))
 
 
-async def _consider_comment(
-    part: _RepoPoll, cursor: StreamCursor, comment: dict[str, Any], updated: datetime
-) -> None:
-    config = part.config
-    review = cursor.stream == "review_comments"
-    trigger_id = f"{'review_comment' if review else 'issue_comment'}:{comment['id']}"
-    if trigger_id in part.processed:
+async def _consider_comment(part: _RepoPoll, cursor: StreamCursor, comment: dict[str, Any]) -> None:
+    job = comment_job(comment, cursor.repo, cursor.stream, part.config)
+    if job is None or job.trigger_id in part.processed:
         return
-    user = comment.get("user") or {}
-    author = str(user.get("login", ""))
-    body = str(comment.get("body") or "")
-    mentions = find_mentions(body, config.login)
-    if not mentions:
-        return
-    decision = config.policy.decide(
-        author=author,
-        association=str(comment.get("author_association", "NONE")),
-        is_bot=is_bot_user(user),
-        self_login=config.login,
-    )
-    if decision is Decision.IGNORE:
-        return
-    html_url = str(comment.get("html_url") or "")
-    if review:
-        number = int(str(comment.get("pull_request_url", "")).rstrip("/").rsplit("/", 1)[-1])
-        is_pr = True
-        kind = JobKind.REVIEW_COMMENT
+    if part.permissions is None:
+        part.permissions = PermissionCache(part.gh)
+    rejected = await screen(job, part.config, part.permissions)
+    if rejected is None:
+        part.jobs.append(job)
     else:
-        number = int(str(comment.get("issue_url", "")).rstrip("/").rsplit("/", 1)[-1])
-        # An issue comment on a pull request's conversation links to /pull/N.
-        is_pr = "/pull/" in html_url
-        kind = JobKind.PR_MENTION if is_pr else JobKind.ISSUE_MENTION
-    command = mentions[0].command
-    if command is not None:
-        kind = JobKind.CANCEL if command == "cancel" else JobKind.RETRY
-    job = Job(
-        kind=kind,
-        repo=cursor.repo,
-        number=number,
-        trigger_id=trigger_id,
-        trigger_time=parse_time(comment["created_at"]),
-        updated_at=updated,
-        author=author,
-        author_association=str(comment.get("author_association", "NONE")),
-        is_pull_request=is_pr,
-        body=body,
-        url=html_url,
-        comment_id=int(comment["id"]),
-        instruction=mentions[0].text,
-        stream=cursor.stream,
-        priority=part.priority,
-    )
-    if decision is Decision.DENY:
-        part.rejected.append(
-            Rejected(job=job, code="denied", reason=f"@{author} is not allowed to trigger runs")
-        )
-        return
-    if decision is Decision.CHECK and not await _has_write(part, cursor.repo, author):
-        part.rejected.append(
-            Rejected(
-                job=job,
-                code="no_write_access",
-                reason=f"@{author} needs write access to {cursor.repo} to trigger runs",
-            )
-        )
-        return
-    part.jobs.append(job)
-
-
-async def _has_write(part: _RepoPoll, full_name: str, login: str) -> bool:
-    """Whether ``login`` has write access (admin, maintain or write), asked once per poll."""
-    if login.lower() in part.permissions:
-        return part.permissions[login.lower()]
-    owner, name = split_repo(full_name)
-    try:
-        data = await part.gh.getitem(
-            "/repos/{owner}/{repo}/collaborators/{username}/permission",
-            {"owner": owner, "repo": name, "username": login},
-        )
-    except GitHubRequestError as exc:
-        if exc.status_code != 404:  # 404: not a collaborator at all
-            raise
-        data = {}
-    role = str(data.get("role_name") or data.get("permission") or "none").lower()
-    allowed = role in WRITE_PERMISSIONS
-    part.permissions[login.lower()] = allowed
-    return allowed
+        part.rejected.append(rejected)

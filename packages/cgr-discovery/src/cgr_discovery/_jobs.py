@@ -1,0 +1,179 @@
+"""Turning GitHub objects (REST items and webhook payloads alike) into jobs, and screening
+them with the trigger policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from ._client import GitHubClient
+from ._errors import GitHubRequestError
+from ._mentions import find_mentions
+from ._model import DiscoveryConfig, Job, JobKind, Rejected, StreamName
+from ._policy import WRITE_PERMISSIONS, Decision, is_bot_user
+
+
+def parse_time(value: str) -> datetime:
+    """A GitHub timestamp (``2024-05-01T12:00:00Z``) as an aware UTC datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _last_number(url: object) -> int:
+    return int(str(url or "").rstrip("/").rsplit("/", 1)[-1])
+
+
+def ready_issue_job(issue: dict[str, Any], repo: str, config: DiscoveryConfig) -> Job | None:
+    """The job for an open issue labelled ready, or ``None`` when it must be left alone:
+    a pull request, already in progress, blocked, or assigned to someone."""
+    if "pull_request" in issue or issue.get("state", "open") != "open" or issue.get("assignees"):
+        return None
+    labels = {str(label.get("name", "")).lower() for label in issue.get("labels", [])}
+    skip = {label.lower() for label in config.blocked_labels} | {config.in_progress_label.lower()}
+    if config.ready_label.lower() not in labels or labels & skip:
+        return None
+    user = issue.get("user") or {}
+    return Job(
+        kind=JobKind.READY_ISSUE,
+        repo=repo,
+        number=int(issue["number"]),
+        trigger_id=f"ready:{repo}#{issue['number']}",
+        trigger_time=parse_time(issue["created_at"]),
+        updated_at=parse_time(issue["updated_at"]),
+        author=str(user.get("login", "")),
+        author_association=str(issue.get("author_association", "NONE")),
+        is_pull_request=False,
+        title=str(issue.get("title") or ""),
+        body=str(issue.get("body") or ""),
+        url=str(issue.get("html_url") or ""),
+        priority=config.repo_priority.get(repo, 0),
+    )
+
+
+def comment_job(
+    comment: dict[str, Any], repo: str, stream: StreamName, config: DiscoveryConfig
+) -> Job | None:
+    """The job for an issue or review comment that mentions the bot, or ``None``.
+
+    ``None`` also for comments by the bot itself or any other bot: those never trigger
+    and are never answered (two bots answering each other would loop).
+    """
+    user = comment.get("user") or {}
+    author = str(user.get("login", ""))
+    body = str(comment.get("body") or "")
+    mentions = find_mentions(body, config.login)
+    if not mentions:
+        return None
+    association = str(comment.get("author_association", "NONE"))
+    if (
+        config.policy.decide(
+            author=author,
+            association=association,
+            is_bot=is_bot_user(user),
+            self_login=config.login,
+        )
+        is Decision.IGNORE
+    ):
+        return None
+    html_url = str(comment.get("html_url") or "")
+    if stream == "review_comments":
+        number = _last_number(comment.get("pull_request_url"))
+        is_pr = True
+        kind = JobKind.REVIEW_COMMENT
+        trigger_id = f"review_comment:{comment['id']}"
+    else:
+        number = _last_number(comment.get("issue_url"))
+        # An issue comment in a pull request's conversation links to /pull/N.
+        is_pr = "/pull/" in html_url
+        kind = JobKind.PR_MENTION if is_pr else JobKind.ISSUE_MENTION
+        trigger_id = f"issue_comment:{comment['id']}"
+    command = mentions[0].command
+    if command is not None:
+        kind = JobKind.CANCEL if command == "cancel" else JobKind.RETRY
+    return Job(
+        kind=kind,
+        repo=repo,
+        number=number,
+        trigger_id=trigger_id,
+        trigger_time=parse_time(comment["created_at"]),
+        updated_at=parse_time(comment.get("updated_at") or comment["created_at"]),
+        author=author,
+        author_association=association,
+        is_pull_request=is_pr,
+        body=body,
+        url=html_url,
+        comment_id=int(comment["id"]),
+        instruction=mentions[0].text,
+        stream=stream,
+        priority=config.repo_priority.get(repo, 0),
+    )
+
+
+class PermissionCache:
+    """Write access per (repository, login), asked once per poll through the API."""
+
+    def __init__(self, gh: GitHubClient) -> None:
+        self.gh = gh
+        self._known: dict[tuple[str, str], bool] = {}
+
+    async def has_write(self, repo: str, login: str) -> bool:
+        key = (repo.lower(), login.lower())
+        if key not in self._known:
+            owner, _, name = repo.partition("/")
+            try:
+                data = await self.gh.getitem(
+                    "/repos/{owner}/{repo}/collaborators/{username}/permission",
+                    {"owner": owner, "repo": name, "username": login},
+                )
+            except GitHubRequestError as exc:
+                if exc.status_code != 404:  # 404: not a collaborator at all
+                    raise
+                data = {}
+            role = str(data.get("role_name") or data.get("permission") or "none").lower()
+            self._known[key] = role in WRITE_PERMISSIONS
+        return self._known[key]
+
+
+async def screen(
+    job: Job, config: DiscoveryConfig, permissions: PermissionCache
+) -> Rejected | None:
+    """``None`` when ``job``'s author may trigger it, else the :class:`Rejected` to report.
+
+    Ready issues pass: applying a label already takes triage access on the repository.
+    """
+    if job.kind is JobKind.READY_ISSUE:
+        return None
+    decision = config.policy.decide(
+        author=job.author,
+        association=job.author_association,
+        is_bot=False,
+        self_login=config.login,
+    )
+    if decision is Decision.DENY:
+        return Rejected(
+            job=job, code="denied", reason=f"@{job.author} is not allowed to trigger runs"
+        )
+    if decision is Decision.CHECK and not await permissions.has_write(job.repo, job.author):
+        return Rejected(
+            job=job,
+            code="no_write_access",
+            reason=f"@{job.author} needs write access to {job.repo} to trigger runs",
+        )
+    return None
+
+
+async def apply_policy(
+    gh: GitHubClient, jobs: Iterable[Job], config: DiscoveryConfig
+) -> tuple[tuple[Job, ...], tuple[Rejected, ...]]:
+    """Split ``jobs`` (e.g. from :func:`parse_webhook`) into allowed and rejected ones,
+    asking the permission API where the author association does not decide."""
+    permissions = PermissionCache(gh)
+    allowed: list[Job] = []
+    rejected: list[Rejected] = []
+    for job in jobs:
+        verdict = await screen(job, config, permissions)
+        if verdict is None:
+            allowed.append(job)
+        else:
+            rejected.append(verdict)
+    return tuple(allowed), tuple(rejected)
