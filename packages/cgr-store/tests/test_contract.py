@@ -89,6 +89,9 @@ def test_wrong_types_are_refused_with_the_field_name(store: Store) -> None:
     with pytest.raises(InvalidUpdate) as info:
         store.update_run(run.id, pr_number="seven")
     assert info.value.field == "pr_number"
+    with pytest.raises(InvalidUpdate) as info:
+        store.update_run(run.id, outcome=object())
+    assert info.value.field == "outcome"
     with pytest.raises(InvalidUpdate, match="naive"):
         store.update_run(run.id, heartbeat_at=datetime(2026, 1, 1))
     assert store.get_run(run.id) == run

@@ -42,7 +42,16 @@ def validated(record: T) -> T:
     datetime) fails here and not as a confusing database error later.
     """
     try:
-        checked = msgspec.convert(msgspec.to_builtins(record), type=type(record))
+        builtins = msgspec.to_builtins(record)
+    except TypeError as exc:  # a value of a type msgspec cannot even encode
+        for name in record.__struct_fields__:
+            try:
+                msgspec.to_builtins(getattr(record, name))
+            except TypeError:
+                raise InvalidUpdate(name, str(exc)) from None
+        raise InvalidUpdate("?", str(exc)) from None  # pragma: no cover - found above
+    try:
+        checked = msgspec.convert(builtins, type=type(record))
     except msgspec.ValidationError as exc:
         match = _FIELD_IN_ERROR.search(str(exc))
         raise InvalidUpdate(match.group(1) if match else "?", str(exc)) from None

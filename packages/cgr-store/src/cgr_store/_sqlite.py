@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import msgspec
 
@@ -51,6 +51,7 @@ from ._errors import (
     TriggerAlreadyProcessed,
 )
 from ._migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
+from ._protocol import Store
 from ._records import AgentSession, Cursor, ProcessedTrigger, Run, RunEvent
 from ._rows import RUN_COLUMNS, UPDATABLE_FIELDS, from_row, to_row, validated
 from ._status import RunStatus, TriggerKind, can_transition
@@ -610,18 +611,34 @@ class SQLiteStore:
 
     def set_agent_session(self, session: AgentSession) -> None:
         row = to_row(validated(session))
-        try:
-            self._upsert("agent_sessions", row, ("repo", "target"))
-        except DatabaseUnavailable as exc:
-            if "FOREIGN KEY" in exc.reason:
-                raise RunNotFound(str(session.run_id)) from None
-            raise
 
-    def _upsert(self, table: str, row: dict[str, Any], key: tuple[str, ...]) -> None:
+        def check(conn: sqlite3.Connection) -> None:
+            if session.run_id is not None:
+                self._load(conn, session.run_id)  # RunNotFound rather than a bare FK error
+
+        self._upsert("agent_sessions", row, ("repo", "target"), check)
+
+    def _upsert(
+        self,
+        table: str,
+        row: dict[str, Any],
+        key: tuple[str, ...],
+        check: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         columns = ", ".join(row)
         updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in key)
         sql = (
             f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})"
             f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
         )
-        self._write(lambda conn: conn.execute(sql, tuple(row.values())))
+
+        def body(conn: sqlite3.Connection) -> None:
+            if check is not None:
+                check(conn)
+            conn.execute(sql, tuple(row.values()))
+
+        self._write(body)
+
+
+if TYPE_CHECKING:  # mypy proves here that SQLiteStore implements the Store protocol
+    _implements_store: type[Store] = SQLiteStore
