@@ -143,6 +143,10 @@ def e2e(session: nox.Session) -> None:
         session.run(
             "npm", "install", "--no-save", "--prefix", str(CLAUDE_PREFIX), spec, external=True
         )
+        if _claude_version(claude) != CLAUDE_CODE_VERSION:
+            # The package's postinstall links the native binary over a stub; without it
+            # (npm run with --ignore-scripts, or scripts not allowed) no claude runs.
+            session.error(f"{claude} --version does not report {CLAUDE_CODE_VERSION} after install")
     _install_isolated(session, "cgr-cli", "test")
     args = session.posargs or [str(PACKAGES_DIR / "cgr-cli" / "tests" / "e2e")]
     session.chdir(session.create_tmp())

@@ -139,6 +139,7 @@ def test_max_turns_stops_with_error_max_turns(
     assert result["subtype"] == "error_max_turns"
     assert result["is_error"] is True
     assert result["errors"] == ["Reached maximum number of turns (2)"]
+    assert result["num_turns"] == 3  # counts the turn it refused to start
     assert [r.step for r in model_server.step_requests()] == [0, 1]
     assert len(out.tool_results()) == 2
 
