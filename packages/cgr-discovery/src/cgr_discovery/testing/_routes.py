@@ -1,0 +1,888 @@
+"""The REST endpoints the simulator serves, each a function ``(App, Request) -> Reply``.
+
+Called with ``Model.lock`` held. Parameters, defaults, status codes and error bodies
+follow GitHub's REST API documentation for each endpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from cgr_discovery.testing import _git
+from cgr_discovery.testing._http import (
+    App,
+    Handler,
+    HTTPError,
+    Reply,
+    Request,
+    Route,
+    not_found,
+    validation_failed,
+)
+from cgr_discovery.testing._model import REACTIONS, Comment, Issue, Label, PullData, Repo
+
+_REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _repo(app: App, req: Request) -> Repo:
+    repo = app.model.find_repo(req.params["owner"], req.params["repo"])
+    if repo is None or (repo.private and app.model.role(repo, req.login) is None):
+        # GitHub hides private repositories behind 404, never 403.
+        raise not_found()
+    return repo
+
+
+def _issue(app: App, req: Request, repo: Repo) -> Issue:
+    issue = repo.issues.get(int(req.params["number"]))
+    if issue is None:
+        raise not_found()
+    return issue
+
+
+def _pull(app: App, req: Request, repo: Repo) -> tuple[Issue, PullData]:
+    issue = _issue(app, req, repo)
+    if issue.pull is None:
+        raise not_found()
+    return issue, issue.pull
+
+
+def _require_push(app: App, req: Request, repo: Repo) -> None:
+    if app.model.role(repo, req.login) not in ("admin", "maintain", "write", "triage"):
+        raise HTTPError(403, "Must have admin rights to Repository.")
+
+
+def _since(req: Request) -> int | None:
+    raw = req.arg("since")
+    if not raw:
+        return None
+    try:
+        return int(datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        raise HTTPError(
+            422, f"Invalid request.\n\nFor 'since', {raw!r} is not a valid timestamp."
+        ) from None
+
+
+def _choice(req: Request, name: str, default: str, allowed: Iterable[str]) -> str:
+    value = req.arg(name) or default
+    if value not in allowed:
+        raise validation_failed(
+            {"resource": "Search" if name == "order" else "Issue", "field": name,
+             "code": "invalid", "value": value}
+        )  # fmt: skip
+    return value
+
+
+def _string_list(data: Any, key: str) -> list[str]:
+    """``{"labels": [...]}`` or a bare list, as GitHub accepts both for labels."""
+    values = data.get(key) if isinstance(data, dict) else data
+    if values is None:
+        values = []
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise HTTPError(422, f"Invalid request.\n\nFor '{key}', {values!r} is not an array.")
+    return values
+
+
+def _mentions(body: str | None, login: str) -> bool:
+    if not body:
+        return False
+    return re.search(rf"(?<![\w-])@{re.escape(login)}(?![\w-])", body, re.IGNORECASE) is not None
+
+
+# -- users, rate limit, repositories ---------------------------------------------------------
+
+
+def get_user(app: App, req: Request) -> Reply:
+    return Reply(200, app.renderer.private_user(app.model.user(req.login)))
+
+
+def get_rate_limit(app: App, req: Request) -> Reply:
+    now = app.model.now()
+    resources = {
+        name: {**app.rate_limits.snapshot(name, now), "resource": name}
+        for name in ("core", "search", "graphql", "code_search")
+    }
+    return Reply(200, {"resources": resources, "rate": resources["core"]})
+
+
+def get_repo(app: App, req: Request) -> Reply:
+    return Reply(200, app.renderer.repo(_repo(app, req), viewer=req.login))
+
+
+def get_permission(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    user = app.model.find_user(req.params["user"])
+    if user is None:
+        raise HTTPError(404, f"{req.params['user']} is not a user")
+    return Reply(200, app.renderer.permission(repo, user.login))
+
+
+def list_repo_labels(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    labels = sorted(repo.labels.values(), key=lambda label: label.name.lower())
+    return app.paginate(req, [app.renderer.label(repo, label) for label in labels])
+
+
+def get_repo_label(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    label = repo.labels.get(req.params["name"].lower())
+    if label is None:
+        raise not_found()
+    return Reply(200, app.renderer.label(repo, label))
+
+
+def create_repo_label(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    _require_push(app, req, repo)
+    data = req.json_object()
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise validation_failed({"resource": "Label", "code": "missing_field", "field": "name"})
+    if name.lower() in repo.labels:
+        raise validation_failed({"resource": "Label", "code": "already_exists", "field": "name"})
+    color = str(data.get("color") or "ededed").removeprefix("#")
+    if not re.fullmatch(r"[0-9a-fA-F]{6}", color):
+        raise validation_failed({"resource": "Label", "code": "invalid", "field": "color"})
+    description = data.get("description")
+    label = Label(
+        id=app.model.new_id(),
+        name=name,
+        color=color.lower(),
+        description=description if isinstance(description, str) else None,
+    )
+    repo.labels[name.lower()] = label
+    return Reply(201, app.renderer.label(repo, label))
+
+
+# -- issues -----------------------------------------------------------------------------------
+
+
+_ISSUE_SORT_KEYS: dict[str, Callable[[Repo, Issue], Any]] = {
+    "created": lambda repo, issue: (issue.created_at, issue.number),
+    "updated": lambda repo, issue: (issue.updated_at, issue.number),
+    "comments": lambda repo, issue: (
+        sum(1 for c in repo.comments.values() if c.number == issue.number),
+        issue.number,
+    ),
+}
+
+
+def list_issues(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    state = _choice(req, "state", "open", ("open", "closed", "all"))
+    sort = _choice(req, "sort", "created", _ISSUE_SORT_KEYS)
+    direction = _choice(req, "direction", "desc", ("asc", "desc"))
+    since = _since(req)
+    wanted_labels = [n.strip().lower() for n in (req.arg("labels") or "").split(",") if n.strip()]
+    assignee = req.arg("assignee")
+    creator = req.arg("creator")
+    mentioned = req.arg("mentioned")
+    items = []
+    for issue in repo.issues.values():
+        if state not in ("all", issue.state):
+            continue
+        if since is not None and issue.updated_at < since:
+            continue
+        have = {name.lower() for name in issue.labels}
+        if not all(name in have for name in wanted_labels):
+            continue
+        if assignee == "none" and issue.assignees:
+            continue
+        if assignee == "*" and not issue.assignees:
+            continue
+        if assignee not in (None, "none", "*") and assignee.lower() not in {
+            a.lower() for a in issue.assignees
+        }:
+            continue
+        if creator is not None and issue.user.lower() != creator.lower():
+            continue
+        if mentioned is not None and not _mentioned_in(repo, issue, mentioned):
+            continue
+        items.append(issue)
+    items.sort(key=lambda i: _ISSUE_SORT_KEYS[sort](repo, i), reverse=direction == "desc")
+    return app.paginate(req, [app.renderer.issue(repo, issue) for issue in items])
+
+
+def _mentioned_in(repo: Repo, issue: Issue, login: str) -> bool:
+    if _mentions(issue.body, login):
+        return True
+    return any(_mentions(c.body, login) for c in repo.comments.values() if c.number == issue.number)
+
+
+def get_issue(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    return Reply(200, app.renderer.issue(repo, _issue(app, req, repo)))
+
+
+def create_issue(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    data = req.json_object()
+    title = data.get("title")
+    if not isinstance(title, (str, int)) or str(title) == "":
+        raise validation_failed({"resource": "Issue", "code": "missing_field", "field": "title"})
+    can_triage = app.model.role(repo, req.login) is not None
+    body = data.get("body")
+    issue = app.model.create_issue(
+        repo,
+        title=str(title),
+        body=body if isinstance(body, str) else None,
+        author=req.login,
+        # Without push access GitHub silently drops labels and assignees.
+        labels=_string_list(data, "labels") if can_triage else [],
+        assignees=_string_list(data, "assignees") if can_triage else [],
+    )
+    return Reply(201, app.renderer.issue(repo, issue))
+
+
+def update_issue(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue = _issue(app, req, repo)
+    data = req.json_object()
+    is_author = issue.user.lower() == req.login.lower()
+    if not is_author:
+        _require_push(app, req, repo)
+    if "title" in data:
+        if not isinstance(data["title"], str) or not data["title"]:
+            raise validation_failed(
+                {"resource": "Issue", "code": "missing_field", "field": "title"}
+            )
+        issue.title = data["title"]
+    if "body" in data:
+        issue.body = data["body"] if isinstance(data["body"], str) else None
+    if "labels" in data:
+        issue.labels = []
+        for name in _string_list(data, "labels"):
+            app.model.add_label(repo, issue, name, touch=False)
+    if "assignees" in data:
+        issue.assignees = []
+        for login in _string_list(data, "assignees"):
+            app.model.add_assignee(repo, issue, login, touch=False)
+    if "state" in data:
+        state = data["state"]
+        if state not in ("open", "closed"):
+            raise validation_failed(
+                {"resource": "Issue", "code": "invalid", "field": "state", "value": state}
+            )
+        reason = data.get("state_reason")
+        app.model.set_state(issue, state, actor=req.login, reason=reason)
+    issue.updated_at = app.model.now()
+    return Reply(200, app.renderer.issue(repo, issue))
+
+
+# -- issue comments -------------------------------------------------------------------------
+
+
+def list_issue_comments(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue = _issue(app, req, repo)
+    since = _since(req)
+    comments = [
+        c
+        for c in repo.comments.values()
+        if c.number == issue.number and (since is None or c.updated_at >= since)
+    ]
+    comments.sort(key=lambda c: c.id)
+    return app.paginate(req, [app.renderer.comment(repo, c) for c in comments])
+
+
+def create_issue_comment(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue = _issue(app, req, repo)
+    body = req.json_object().get("body")
+    if not isinstance(body, str) or not body:
+        raise validation_failed(
+            {"resource": "IssueComment", "code": "missing_field", "field": "body"}
+        )
+    if issue.locked and app.model.role(repo, req.login) is None:
+        raise HTTPError(403, "Unable to create comment because issue is locked.")
+    comment = app.model.add_comment(repo, issue, author=req.login, body=body)
+    reply = Reply(201, app.renderer.comment(repo, comment))
+    reply.headers.append(("Location", app.renderer.comment(repo, comment)["url"]))
+    return reply
+
+
+def list_repo_comments(app: App, req: Request) -> Reply:
+    """``GET /repos/{o}/{r}/issues/comments``: every issue comment of the repository."""
+    repo = _repo(app, req)
+    since = _since(req)
+    sort = req.arg("sort")
+    comments = [c for c in repo.comments.values() if since is None or c.updated_at >= since]
+    if sort is None:
+        # Without sort GitHub returns ascending ids and ignores direction.
+        comments.sort(key=lambda c: c.id)
+    else:
+        sort = _choice(req, "sort", "created", ("created", "updated"))
+        direction = _choice(req, "direction", "desc", ("asc", "desc"))
+        key = "created_at" if sort == "created" else "updated_at"
+        comments.sort(key=lambda c: (getattr(c, key), c.id), reverse=direction == "desc")
+    return app.paginate(req, [app.renderer.comment(repo, c) for c in comments])
+
+
+def _comment(app: App, req: Request, repo: Repo) -> Comment:
+    comment = repo.comments.get(int(req.params["comment_id"]))
+    if comment is None:
+        raise not_found()
+    return comment
+
+
+def get_comment(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    return Reply(200, app.renderer.comment(repo, _comment(app, req, repo)))
+
+
+def update_comment(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    comment = _comment(app, req, repo)
+    if comment.user.lower() != req.login.lower():
+        _require_push(app, req, repo)
+    body = req.json_object().get("body")
+    if not isinstance(body, str) or not body:
+        raise validation_failed(
+            {"resource": "IssueComment", "code": "missing_field", "field": "body"}
+        )
+    app.model.edit_comment(repo, comment, body)
+    return Reply(200, app.renderer.comment(repo, comment))
+
+
+def delete_comment(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    comment = _comment(app, req, repo)
+    if comment.user.lower() != req.login.lower():
+        _require_push(app, req, repo)
+    del repo.comments[comment.id]
+    return Reply(204)
+
+
+# -- labels and assignees on issues -----------------------------------------------------------
+
+
+def _issue_labels(app: App, repo: Repo, issue: Issue) -> list[dict[str, Any]]:
+    return [app.renderer.label(repo, app.model.ensure_label(repo, n)) for n in issue.labels]
+
+
+def list_issue_labels(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    return app.paginate(req, _issue_labels(app, repo, _issue(app, req, repo)))
+
+
+def add_issue_labels(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue = _issue(app, req, repo)
+    _require_push(app, req, repo)
+    names = _string_list(req.json(), "labels")
+    if not names:
+        raise validation_failed({"resource": "Label", "code": "missing_field", "field": "labels"})
+    for name in names:
+        app.model.add_label(repo, issue, name)
+    return Reply(200, _issue_labels(app, repo, issue))
+
+
+def set_issue_labels(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue = _issue(app, req, repo)
+    _require_push(app, req, repo)
+    issue.labels = []
+    for name in _string_list(req.json(), "labels"):
+        app.model.add_label(repo, issue, name, touch=False)
+    issue.updated_at = app.model.now()
+    return Reply(200, _issue_labels(app, repo, issue))
+
+
+def remove_issue_label(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue = _issue(app, req, repo)
+    _require_push(app, req, repo)
+    if not app.model.remove_label(repo, issue, req.params["name"]):
+        raise HTTPError(
+            404,
+            "Label does not exist",
+            documentation_url="https://docs.github.com/rest/issues/labels#remove-a-label-from-an-issue",
+        )
+    return Reply(200, _issue_labels(app, repo, issue))
+
+
+def add_assignees(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue = _issue(app, req, repo)
+    _require_push(app, req, repo)
+    for login in _string_list(req.json_object(), "assignees"):
+        app.model.add_assignee(repo, issue, login)
+    return Reply(201, app.renderer.issue(repo, issue))
+
+
+def remove_assignees(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue = _issue(app, req, repo)
+    _require_push(app, req, repo)
+    for login in _string_list(req.json_object(), "assignees"):
+        app.model.remove_assignee(repo, issue, login)
+    return Reply(200, app.renderer.issue(repo, issue))
+
+
+# -- reactions ------------------------------------------------------------------------------
+
+
+def _reaction_target(app: App, req: Request, repo: Repo) -> Any:
+    if "number" in req.params:
+        return _issue(app, req, repo)
+    if "review_comment_id" in req.params:
+        comment = repo.review_comments.get(int(req.params["review_comment_id"]))
+        if comment is None:
+            raise not_found()
+        return comment
+    return _comment(app, req, repo)
+
+
+def create_reaction(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    target = _reaction_target(app, req, repo)
+    content = req.json_object().get("content")
+    if content not in REACTIONS:
+        raise validation_failed(
+            {"resource": "Reaction", "code": "invalid", "field": "content", "value": content}
+        )
+    reaction, created = app.model.add_reaction(target, user=req.login, content=content)
+    return Reply(201 if created else 200, app.renderer.reaction(reaction))
+
+
+def list_reactions(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    target = _reaction_target(app, req, repo)
+    content = req.arg("content")
+    reactions = [r for r in target.reactions if content is None or r.content == content]
+    return app.paginate(req, [app.renderer.reaction(r) for r in reactions])
+
+
+# -- pull requests --------------------------------------------------------------------------
+
+
+def list_pulls(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    state = _choice(req, "state", "open", ("open", "closed", "all"))
+    sort = _choice(req, "sort", "created", ("created", "updated", "popularity", "long-running"))
+    direction = _choice(
+        req, "direction", "desc" if sort != "long-running" else "asc", ("asc", "desc")
+    )
+    head = req.arg("head")
+    base = req.arg("base")
+    heads = _git.heads(repo.git_dir)
+    items = []
+    for issue in repo.issues.values():
+        if issue.pull is None or state not in ("all", issue.state):
+            continue
+        if head is not None:
+            owner, _, branch = head.rpartition(":")
+            if owner and owner.lower() != repo.owner.lower():
+                continue
+            if branch != issue.pull.head_ref:
+                continue
+        if base is not None and base != issue.pull.base_ref:
+            continue
+        items.append(issue)
+    key = "updated_at" if sort == "updated" else "created_at"
+    items.sort(key=lambda i: (getattr(i, key), i.number), reverse=direction == "desc")
+    return app.paginate(req, [app.renderer.pull(repo, i, heads) for i in items])
+
+
+def get_pull(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue, _ = _pull(app, req, repo)
+    return Reply(200, app.renderer.pull(repo, issue, _git.heads(repo.git_dir), full=True))
+
+
+def create_pull(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    data = req.json_object()
+    for required in ("head", "base"):
+        if not isinstance(data.get(required), str) or not data[required]:
+            raise validation_failed(
+                {"resource": "PullRequest", "code": "missing_field", "field": required}
+            )
+    if not isinstance(data.get("title"), str) or not data["title"]:
+        raise validation_failed(
+            {"resource": "PullRequest", "code": "missing_field", "field": "title"}
+        )
+    issue = open_pull(
+        app,
+        repo,
+        author=req.login,
+        head=data["head"],
+        base=data["base"],
+        title=data["title"],
+        body=data.get("body") if isinstance(data.get("body"), str) else None,
+        draft=bool(data.get("draft", False)),
+    )
+    return Reply(201, app.renderer.pull(repo, issue, _git.heads(repo.git_dir), full=True))
+
+
+def open_pull(
+    app: App,
+    repo: Repo,
+    *,
+    author: str,
+    head: str,
+    base: str,
+    title: str,
+    body: str | None,
+    draft: bool,
+) -> Issue:
+    """Create a pull request with GitHub's checks; also used by the test helpers."""
+    heads = _git.heads(repo.git_dir)
+    head_owner, _, head_ref = head.rpartition(":")
+    if head_owner and head_owner.lower() != repo.owner.lower():
+        # Cross-fork pull requests are not simulated: the head must live in this repo.
+        raise validation_failed({"resource": "PullRequest", "field": "head", "code": "invalid"})
+    if base not in heads:
+        raise validation_failed({"resource": "PullRequest", "field": "base", "code": "invalid"})
+    if head_ref not in heads:
+        raise validation_failed({"resource": "PullRequest", "field": "head", "code": "invalid"})
+    for other in repo.issues.values():
+        if (
+            other.pull is not None
+            and other.state == "open"
+            and other.pull.head_ref == head_ref
+            and other.pull.base_ref == base
+        ):
+            raise validation_failed(
+                {
+                    "resource": "PullRequest",
+                    "code": "custom",
+                    "message": f"A pull request already exists for {repo.owner}:{head_ref}.",
+                }
+            )
+    if _git.count_commits(repo.git_dir, heads[base], heads[head_ref]) == 0:
+        raise validation_failed(
+            {
+                "resource": "PullRequest",
+                "code": "custom",
+                "message": f"No commits between {base} and {head_ref}",
+            }
+        )
+    pull = PullData(
+        head_ref=head_ref,
+        base_ref=base,
+        draft=draft,
+        head_sha=heads[head_ref],
+        base_sha=heads[base],
+    )
+    return app.model.create_issue(repo, title=title, body=body, author=author, pull=pull)
+
+
+def update_pull(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue, pull = _pull(app, req, repo)
+    if issue.user.lower() != req.login.lower():
+        _require_push(app, req, repo)
+    data = req.json_object()
+    heads = _git.heads(repo.git_dir)
+    if "title" in data and isinstance(data["title"], str):
+        issue.title = data["title"]
+    if "body" in data:
+        issue.body = data["body"] if isinstance(data["body"], str) else None
+    if "base" in data:
+        if data["base"] not in heads:
+            raise validation_failed({"resource": "PullRequest", "field": "base", "code": "invalid"})
+        pull.base_ref = data["base"]
+    if "state" in data:
+        state = data["state"]
+        if state not in ("open", "closed"):
+            raise validation_failed(
+                {"resource": "PullRequest", "code": "invalid", "field": "state", "value": state}
+            )
+        if pull.merged_at is not None and state == "open":
+            raise validation_failed(
+                {"resource": "PullRequest", "code": "custom",
+                 "message": "Cannot reopen a merged pull request"}
+            )  # fmt: skip
+        app.model.set_state(issue, state, actor=req.login, reason=None)
+    issue.updated_at = app.model.now()
+    return Reply(200, app.renderer.pull(repo, issue, heads, full=True))
+
+
+# -- review comments --------------------------------------------------------------------------
+
+
+def _sorted_review_comments(req: Request, comments: list[Any]) -> list[Any]:
+    sort = req.arg("sort")
+    if sort is None:
+        comments.sort(key=lambda c: c.id)
+        return comments
+    sort = _choice(req, "sort", "created", ("created", "updated", "created_at"))
+    direction = _choice(req, "direction", "desc", ("asc", "desc"))
+    key = "updated_at" if sort == "updated" else "created_at"
+    comments.sort(key=lambda c: (getattr(c, key), c.id), reverse=direction == "desc")
+    return comments
+
+
+def list_repo_review_comments(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    since = _since(req)
+    comments = [c for c in repo.review_comments.values() if since is None or c.updated_at >= since]
+    comments = _sorted_review_comments(req, comments)
+    return app.paginate(req, [app.renderer.review_comment(repo, c) for c in comments])
+
+
+def list_pull_review_comments(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    issue, _ = _pull(app, req, repo)
+    since = _since(req)
+    comments = [
+        c
+        for c in repo.review_comments.values()
+        if c.number == issue.number and (since is None or c.updated_at >= since)
+    ]
+    comments = _sorted_review_comments(req, comments)
+    return app.paginate(req, [app.renderer.review_comment(repo, c) for c in comments])
+
+
+def get_review_comment(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    comment = repo.review_comments.get(int(req.params["review_comment_id"]))
+    if comment is None:
+        raise not_found()
+    return Reply(200, app.renderer.review_comment(repo, comment))
+
+
+def reply_to_review_comment(app: App, req: Request) -> Reply:
+    from cgr_discovery.testing._simulator import add_review_comment_locked
+
+    repo = _repo(app, req)
+    issue, _ = _pull(app, req, repo)
+    parent = repo.review_comments.get(int(req.params["review_comment_id"]))
+    if parent is None or parent.number != issue.number:
+        raise not_found()
+    body = req.json_object().get("body")
+    if not isinstance(body, str) or not body:
+        raise validation_failed(
+            {"resource": "PullRequestReviewComment", "code": "missing_field", "field": "body"}
+        )
+    comment = add_review_comment_locked(
+        app.model, repo, issue, author=req.login, body=body, path=parent.path,
+        line=parent.line, in_reply_to=parent.id,
+    )  # fmt: skip
+    return Reply(201, app.renderer.review_comment(repo, comment))
+
+
+# -- search ---------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r'(-?)([A-Za-z_-]+):("(?:[^"]*)"|\S+)|"([^"]*)"|(\S+)')
+
+
+def search_issues(app: App, req: Request) -> Reply:
+    query = req.arg("q")
+    if not query:
+        raise validation_failed({"resource": "Search", "field": "q", "code": "missing"})
+    sort = req.arg("sort")
+    if sort is not None:
+        _choice(req, "sort", sort, ("comments", "reactions", "created", "updated", "interactions"))
+    order = _choice(req, "order", "desc", ("asc", "desc"))
+    filters: list[Callable[[Repo, Issue], bool]] = []
+    repos: list[Repo] = []
+    for negate, key, value, quoted, word in _TOKEN.findall(query):
+        if not key:
+            filters.append(_text_filter(quoted or word))
+            continue
+        test = _qualifier(app, key.lower(), value.strip('"'), repos)
+        if test is None:
+            # An unknown qualifier is plain text to GitHub's search too.
+            filters.append(_text_filter(f"{key}:{value}"))
+        elif negate:
+            filters.append(_negated(test))
+        else:
+            filters.append(test)
+    candidates = repos or [
+        r
+        for r in app.model.repos.values()
+        if not r.private or app.model.role(r, req.login) is not None
+    ]
+    found = [
+        (repo, issue)
+        for repo in candidates
+        for issue in repo.issues.values()
+        if all(f(repo, issue) for f in filters)
+    ]
+    if sort in ("created", "updated"):
+        attr = f"{sort}_at"
+        found.sort(key=lambda pair: (getattr(pair[1], attr), pair[1].id), reverse=order == "desc")
+    elif sort == "comments":
+        found.sort(
+            key=lambda pair: sum(
+                1 for c in pair[0].comments.values() if c.number == pair[1].number
+            ),
+            reverse=order == "desc",
+        )
+    else:
+        # "Best match": newest first is as good a relevance as any for exact filters.
+        found.sort(key=lambda pair: pair[1].id, reverse=True)
+    items = [{**app.renderer.issue(repo, issue), "score": 1.0} for repo, issue in found]
+    # GitHub caps search results at 1000 and pages through them like any list.
+    page = app.paginate(req, items[:1000])
+    page.data = {
+        "total_count": len(items),
+        "incomplete_results": False,
+        "items": page.data,
+        "search_type": "lexical",
+    }
+    return page
+
+
+def _text_filter(text: str) -> Callable[[Repo, Issue], bool]:
+    needle = text.lower()
+    return lambda r, i: needle in (i.title + " " + (i.body or "")).lower()
+
+
+def _negated(test: Callable[[Repo, Issue], bool]) -> Callable[[Repo, Issue], bool]:
+    return lambda r, i: not test(r, i)
+
+
+# One branch per search qualifier reads better than a table of factories.
+def _qualifier(  # noqa: PLR0911, PLR0912
+    app: App, key: str, value: str, repos: list[Repo]
+) -> Callable[[Repo, Issue], bool] | None:
+    lower = value.lower()
+    if key == "repo":
+        owner, _, name = value.partition("/")
+        repo = app.model.find_repo(owner, name)
+        if repo is None:
+            raise validation_failed(
+                {
+                    "message": "The listed users and repositories cannot be searched either "
+                    "because the resources do not exist or you do not have permission to "
+                    "view them.",
+                    "resource": "Search",
+                    "field": "q",
+                    "code": "invalid",
+                }
+            )
+        repos.append(repo)
+        return lambda r, i: r is repo
+    if key in ("user", "org", "owner"):
+        return lambda r, i: r.owner.lower() == lower
+    if key in ("is", "type", "state"):
+        return {
+            "issue": lambda r, i: i.pull is None,
+            "pr": lambda r, i: i.pull is not None,
+            "pull-request": lambda r, i: i.pull is not None,
+            "open": lambda r, i: i.state == "open",
+            "closed": lambda r, i: i.state == "closed",
+            "merged": lambda r, i: i.pull is not None and i.pull.merged_at is not None,
+            "unmerged": lambda r, i: i.pull is not None and i.pull.merged_at is None,
+            "draft": lambda r, i: i.pull is not None and i.pull.draft,
+        }.get(lower)
+    if key == "label":
+        names = {n.strip().lower() for n in value.split(",")}
+        return lambda r, i: any(n.lower() in names for n in i.labels)
+    if key == "author":
+        return lambda r, i: i.user.lower() == lower
+    if key == "assignee":
+        return lambda r, i: lower in {a.lower() for a in i.assignees}
+    if key == "mentions":
+        return lambda r, i: _mentioned_in(r, i, value)
+    if key == "involves":
+        return lambda r, i: (
+            i.user.lower() == lower
+            or lower in {a.lower() for a in i.assignees}
+            or _mentioned_in(r, i, value)
+            or any(c.user.lower() == lower for c in r.comments.values() if c.number == i.number)
+        )
+    if key == "commenter":
+        return lambda r, i: any(
+            c.user.lower() == lower for c in r.comments.values() if c.number == i.number
+        )
+    if key == "no":
+        return {
+            "assignee": lambda r, i: not i.assignees,
+            "label": lambda r, i: not i.labels,
+        }.get(lower)
+    if key in ("created", "updated"):
+        return _date_qualifier(key, value)
+    if key == "in":
+        return lambda r, i: True
+    return None
+
+
+def _date_qualifier(key: str, value: str) -> Callable[[Repo, Issue], bool] | None:
+    match = re.fullmatch(r"(>=|<=|>|<)?(.+)", value)
+    if match is None:
+        return None
+    op, raw = match.group(1) or ">=", match.group(2)
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        from datetime import UTC
+
+        moment = moment.replace(tzinfo=UTC)
+    stamp = int(moment.timestamp())
+    attr = f"{key}_at"
+    compare: dict[str, Callable[[int], bool]] = {
+        ">=": lambda t: t >= stamp,
+        ">": lambda t: t > stamp,
+        "<=": lambda t: t <= stamp,
+        "<": lambda t: t < stamp,
+    }
+    check = compare[op]
+    return lambda r, i: check(getattr(i, attr))
+
+
+# -- the route table --------------------------------------------------------------------------
+
+
+def _r(method: str, path: str, handler: Handler, resource: str | None = "core") -> Route:
+    return Route(method, re.compile(path), handler, resource)
+
+
+ROUTES: list[Route] = [
+    _r("GET", "/user", get_user),
+    # /rate_limit never counts against the limit, as on GitHub.
+    _r("GET", "/rate_limit", get_rate_limit, None),
+    _r("GET", "/search/issues", search_issues, "search"),
+    _r("GET", _REPO, get_repo),
+    _r("GET", _REPO + r"/collaborators/(?P<user>[^/]+)/permission", get_permission),
+    _r("GET", _REPO + "/labels", list_repo_labels),
+    _r("POST", _REPO + "/labels", create_repo_label),
+    _r("GET", _REPO + r"/labels/(?P<name>[^/]+)", get_repo_label),
+    _r("GET", _REPO + "/issues", list_issues),
+    _r("POST", _REPO + "/issues", create_issue),
+    _r("GET", _REPO + "/issues/comments", list_repo_comments),
+    _r("GET", _REPO + r"/issues/comments/(?P<comment_id>\d+)", get_comment),
+    _r("PATCH", _REPO + r"/issues/comments/(?P<comment_id>\d+)", update_comment),
+    _r("DELETE", _REPO + r"/issues/comments/(?P<comment_id>\d+)", delete_comment),
+    _r("GET", _REPO + r"/issues/comments/(?P<comment_id>\d+)/reactions", list_reactions),
+    _r("POST", _REPO + r"/issues/comments/(?P<comment_id>\d+)/reactions", create_reaction),
+    _r("GET", _REPO + r"/issues/(?P<number>\d+)", get_issue),
+    _r("PATCH", _REPO + r"/issues/(?P<number>\d+)", update_issue),
+    _r("GET", _REPO + r"/issues/(?P<number>\d+)/comments", list_issue_comments),
+    _r("POST", _REPO + r"/issues/(?P<number>\d+)/comments", create_issue_comment),
+    _r("GET", _REPO + r"/issues/(?P<number>\d+)/labels", list_issue_labels),
+    _r("POST", _REPO + r"/issues/(?P<number>\d+)/labels", add_issue_labels),
+    _r("PUT", _REPO + r"/issues/(?P<number>\d+)/labels", set_issue_labels),
+    _r("DELETE", _REPO + r"/issues/(?P<number>\d+)/labels/(?P<name>[^/]+)", remove_issue_label),
+    _r("POST", _REPO + r"/issues/(?P<number>\d+)/assignees", add_assignees),
+    _r("DELETE", _REPO + r"/issues/(?P<number>\d+)/assignees", remove_assignees),
+    _r("GET", _REPO + r"/issues/(?P<number>\d+)/reactions", list_reactions),
+    _r("POST", _REPO + r"/issues/(?P<number>\d+)/reactions", create_reaction),
+    _r("GET", _REPO + "/pulls", list_pulls),
+    _r("POST", _REPO + "/pulls", create_pull),
+    _r("GET", _REPO + "/pulls/comments", list_repo_review_comments),
+    _r("GET", _REPO + r"/pulls/comments/(?P<review_comment_id>\d+)", get_review_comment),
+    _r("GET", _REPO + r"/pulls/comments/(?P<review_comment_id>\d+)/reactions", list_reactions),
+    _r("POST", _REPO + r"/pulls/comments/(?P<review_comment_id>\d+)/reactions", create_reaction),
+    _r("GET", _REPO + r"/pulls/(?P<number>\d+)", get_pull),
+    _r("PATCH", _REPO + r"/pulls/(?P<number>\d+)", update_pull),
+    _r("GET", _REPO + r"/pulls/(?P<number>\d+)/comments", list_pull_review_comments),
+    _r(
+        "POST",
+        _REPO + r"/pulls/(?P<number>\d+)/comments/(?P<review_comment_id>\d+)/replies",
+        reply_to_review_comment,
+    ),
+]
