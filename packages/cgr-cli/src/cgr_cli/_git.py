@@ -167,7 +167,7 @@ class Git:
         return self.run(["rev-parse", "HEAD"], cwd=repo).stdout.strip()
 
     def checkout_new(self, repo: Path, branch: str, start: str) -> None:
-        self.run(["checkout", "-B", branch, start], cwd=repo)
+        self.run(["checkout", "--no-track", "-B", branch, start], cwd=repo)
 
     def rebase(self, repo: Path, onto: str) -> None:
         """Rebase the checked-out branch onto ``onto``; on conflict list the files, abort,

@@ -69,4 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cgr_cli._commands.config import check
 
         return check(args)
+    if args.command == "run":
+        from cgr_cli._commands.run import run
+
+        return run(args)
     return 2  # pragma: no cover - every command returns its own code
