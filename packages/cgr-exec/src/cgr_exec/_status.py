@@ -14,7 +14,11 @@ __all__ = ["ChildExit", "ExitStatus"]
 
 @dataclass(frozen=True, slots=True)
 class ExitStatus:
-    """Exactly one of ``code`` (normal exit) and ``signal`` (killed by a signal) is set."""
+    """How a process ended: ``code`` for a normal exit, ``signal`` if a signal killed it.
+
+    Both are None only when the status could not be collected (another part of the
+    program reaped the process first).
+    """
 
     code: int | None = None
     signal: int | None = None
@@ -56,6 +60,8 @@ class ExitStatus:
     def __str__(self) -> str:
         if self.signal is not None:
             return f"killed by {self.signal_name}"
+        if self.code is None:
+            return "exit status unknown"
         return f"exit code {self.code}"
 
 

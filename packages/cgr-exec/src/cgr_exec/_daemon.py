@@ -1,0 +1,300 @@
+"""Subprocess-daemon strategy: a long-running async parent that runs commands as children.
+
+Used by ``cgr daemon``: it spawns ``cgr run --run-id ...`` children, keeps at most
+``limit`` of them running, knows how each ended, and drains them on shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self, cast
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._errors import (
+    CapacityError,
+    DuplicateKeyError,
+    ExecutorClosedError,
+    SpawnError,
+    UnknownChildError,
+)
+from ._identity import ProcessIdentity
+from ._pipes import wait_exit
+from ._signals import group_alive, signal_identity_group
+from ._status import ChildExit, ExitStatus
+
+__all__ = ["ChildHandle", "SubprocessExecutor", "end_group"]
+
+_POLL = 0.02
+
+
+async def end_group(identity: ProcessIdentity, grace: float) -> None:
+    """SIGTERM the group ``identity`` leads, wait up to ``grace`` seconds, then SIGKILL.
+
+    Returns once no live process of the group is left (or right after the SIGKILL).
+    """
+    if not signal_identity_group(identity, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    # Grandchildren are not our children: /proc is the only place to watch them end.
+    while group_alive(identity):
+        if time.monotonic() >= deadline:
+            signal_identity_group(identity, signal.SIGKILL)
+            return
+        await anyio.sleep(_POLL)
+
+
+class ChildHandle:
+    """One child of a :class:`SubprocessExecutor`; ``exit`` is set once it has ended."""
+
+    __slots__ = ("_done", "_popen", "argv", "exit", "identity", "key", "log_path", "started")
+
+    def __init__(
+        self,
+        key: str,
+        argv: tuple[str, ...],
+        identity: ProcessIdentity,
+        log_path: Path,
+        popen: subprocess.Popen[bytes],
+    ) -> None:
+        self.key = key
+        self.argv = argv
+        self.identity = identity
+        self.log_path = log_path
+        self.started = time.monotonic()
+        self.exit: ChildExit | None = None
+        self._popen = popen
+        self._done = anyio.Event()
+
+    @property
+    def pid(self) -> int:
+        return self.identity.pid
+
+    async def wait(self) -> ChildExit:
+        """Wait until the child has ended and been reaped."""
+        await self._done.wait()
+        return cast(ChildExit, self.exit)  # set before _done
+
+    def __repr__(self) -> str:
+        state = "running" if self.exit is None else str(self.exit.status)
+        return f"<ChildHandle {self.key!r} pid={self.pid} {state}>"
+
+
+class SubprocessExecutor:
+    """Run commands as children of a long-running async parent, at most ``limit`` at once.
+
+    Use it as an async context manager: leaving the block shuts every child down
+    gracefully (SIGTERM to its process group, ``grace`` seconds, SIGKILL) and reaps it,
+    even when the block is left by an exception or cancellation.
+
+    When all slots are taken, :meth:`start` *refuses* with :class:`CapacityError` by
+    default - a poller should leave work queued rather than claim it - and *waits* for a
+    free slot with ``wait=True``; :meth:`wait_slot` waits without starting anything.
+
+    Every child runs in its own session and process group (so one ``killpg`` reaches
+    everything it spawned and a terminal's Ctrl-C does not), reads /dev/null and writes
+    stdout and stderr to its log file.
+    """
+
+    def __init__(self, limit: int = 3, *, grace: float = 10.0) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        self.limit = limit
+        self.grace = grace
+        self._running: dict[str, ChildHandle] = {}
+        self._finished: list[ChildExit] = []
+        self._reserved = 0
+        self._slot_freed: anyio.Event | None = None
+        self._tg: TaskGroup | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        if self._tg is not None or self._closed:
+            raise ExecutorClosedError("a SubprocessExecutor can be entered only once")
+        self._slot_freed = anyio.Event()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg = self._tg
+        if tg is None:
+            raise ExecutorClosedError("the executor was never entered")
+        try:
+            # Shielded: children must be ended and reaped even when we leave by cancellation.
+            with anyio.CancelScope(shield=True):
+                await self.shutdown(self.grace)
+        finally:
+            result = await tg.__aexit__(exc_type, exc, tb)
+        return result
+
+    # -- what is running and what has ended ---------------------------------------------
+
+    @property
+    def running(self) -> Mapping[str, ChildHandle]:
+        """Children that have not ended yet, by key (a snapshot)."""
+        return dict(self._running)
+
+    @property
+    def finished(self) -> list[ChildExit]:
+        """Children that ended since the last :meth:`reap` (a snapshot, oldest first)."""
+        return list(self._finished)
+
+    def identities(self) -> dict[str, ProcessIdentity]:
+        """Identities of the running children, by key."""
+        return {key: handle.identity for key, handle in self._running.items()}
+
+    def reap(self) -> list[ChildExit]:
+        """Return and forget the children that ended since the last call (never blocks).
+
+        Exits are collected as they happen; a long-running daemon calls this to hand them
+        on (e.g. to its store) so the list does not grow without bound.
+        """
+        finished, self._finished = self._finished, []
+        return finished
+
+    def free_slots(self) -> int:
+        return max(0, self.limit - len(self._running) - self._reserved)
+
+    async def wait_slot(self) -> None:
+        """Wait until a child may start. Raises :class:`ExecutorClosedError` on shutdown."""
+        while True:
+            self._check_open()
+            if self.free_slots() > 0:
+                return
+            await cast(anyio.Event, self._slot_freed).wait()
+
+    # -- starting and ending children ---------------------------------------------------
+
+    async def start(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: str | os.PathLike[str],
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        key: str | None = None,
+        wait: bool = False,
+    ) -> ChildHandle:
+        """Start ``argv`` as a child; return its handle once it runs.
+
+        ``env`` replaces the environment entirely (None inherits ours). The log file is
+        created (0600) or appended to. Raises :class:`CapacityError` when full (unless
+        ``wait``), :class:`DuplicateKeyError`, :class:`SpawnError` (command not found, bad
+        ``cwd``) and :class:`ExecutorClosedError`.
+        """
+        if wait:
+            await self.wait_slot()
+        tg = self._check_open()
+        if key is not None and key in self._running:
+            raise DuplicateKeyError(key)
+        if self.free_slots() == 0:
+            raise CapacityError(self.limit, len(self._running) + self._reserved)
+        argv = tuple(os.fspath(a) for a in argv)
+        path = Path(log_path)
+        popen = self._spawn(argv, path, cwd, env)
+        # Not reaped until _watch reaps it, so the pid still names this child.
+        identity = ProcessIdentity.of(popen.pid)
+        child_key = key if key is not None else str(popen.pid)
+        handle = ChildHandle(child_key, argv, identity, path, popen)
+        self._running[handle.key] = handle
+        tg.start_soon(self._watch, handle, name=f"cgr-exec watch {handle.key}")
+        return handle
+
+    @staticmethod
+    def _spawn(
+        argv: tuple[str, ...],
+        log_path: Path,
+        cwd: str | os.PathLike[str] | None,
+        env: Mapping[str, str] | None,
+    ) -> subprocess.Popen[bytes]:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # Popen runs in the event loop's thread: fork/exec (vfork here) takes well
+            # under a millisecond, and Popen reports exec failures synchronously.
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SpawnError(argv, exc, cwd=None if cwd is None else os.fspath(cwd)) from exc
+        finally:
+            os.close(log_fd)  # the child has its own copy
+
+    async def _watch(self, handle: ChildHandle) -> None:
+        try:
+            # Shielded: cancelling the owner must not cut a child's watch short. __aexit__
+            # then ends every child gracefully (SIGTERM, grace, SIGKILL) and this returns.
+            with anyio.CancelScope(shield=True):
+                returncode = await wait_exit(handle._popen)
+        finally:
+            # Also on cancellation (executor torn down abnormally): never leave a zombie.
+            if handle._popen.returncode is None:
+                signal_identity_group(handle.identity, signal.SIGKILL)
+                handle._popen.wait()
+            returncode = handle._popen.returncode
+            handle.exit = ChildExit(
+                key=handle.key,
+                identity=handle.identity,
+                status=ExitStatus.from_returncode(returncode),
+                duration=time.monotonic() - handle.started,
+                log_path=handle.log_path,
+            )
+            del self._running[handle.key]
+            self._finished.append(handle.exit)
+            handle._done.set()
+            self._notify_slot()
+
+    def _notify_slot(self) -> None:
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+            self._slot_freed = anyio.Event()
+
+    async def terminate(self, key: str, grace: float | None = None) -> ChildExit:
+        """End one child and its process group (SIGTERM, ``grace`` s, SIGKILL); reap it."""
+        handle = self._running.get(key)
+        if handle is None:
+            raise UnknownChildError(key)
+        await end_group(handle.identity, self.grace if grace is None else grace)
+        return await handle.wait()
+
+    async def shutdown(self, grace: float | None = None) -> list[ChildExit]:
+        """Start no more children; end every running one gracefully and reap them all.
+
+        Returns how each child that was running ended.
+        """
+        self._closed = True
+        self._notify_slot()  # wake wait_slot() callers so they see the executor is closed
+        handles = list(self._running.values())
+        grace = self.grace if grace is None else grace
+        async with anyio.create_task_group() as tg:
+            for handle in handles:
+                tg.start_soon(end_group, handle.identity, grace)
+        return [await handle.wait() for handle in handles]
+
+    def _check_open(self) -> TaskGroup:
+        if self._closed:
+            raise ExecutorClosedError("the executor has been shut down; it starts no children")
+        if self._tg is None:
+            raise ExecutorClosedError(
+                "enter the executor first: `async with SubprocessExecutor(...) as executor:`"
+            )
+        return self._tg

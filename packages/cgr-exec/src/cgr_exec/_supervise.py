@@ -1,0 +1,382 @@
+"""Supervise one command: pipes, streaming lines, timeout, watchdog, stop, group kill.
+
+This is how the runner runs the agent CLI: prompt on stdin, stream-json lines on stdout
+handed to a callback as they arrive, both streams kept in files, and every way of ending
+it (timeout, watchdog, caller's stop) reaching the whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import re
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal, cast
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._daemon import end_group
+from ._errors import SpawnError, WatchdogPatternError
+from ._identity import ProcessIdentity
+from ._pipes import read_chunk, wait_exit, write_all
+from ._signals import group_alive
+from ._status import ExitStatus
+
+__all__ = ["LineCallback", "StopHandle", "SupervisionResult", "supervise"]
+
+LineCallback = Callable[[str], "str | Awaitable[str | None] | None"]
+"""Called with each stdout line (newline stripped, UTF-8 with replacement characters).
+Returning a string stops the command with that string as the stop reason."""
+
+EndedBy = Literal["exit", "timeout", "watchdog", "stopped"]
+
+
+class StopHandle:
+    """Lets a caller end a supervised command early, from any task in its event loop.
+
+    Create one, pass it as ``supervise(..., stop=handle)`` and call
+    ``handle.stop("cost ceiling crossed")`` when the command must end. The first reason
+    wins. Not thread-safe: call it from the event loop's thread.
+    """
+
+    __slots__ = ("_listeners", "reason")
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def stopped(self) -> bool:
+        return self.reason is not None
+
+    def stop(self, reason: str = "stopped by caller") -> None:
+        if self.reason is not None:
+            return
+        self.reason = reason
+        for listener in self._listeners:
+            listener()
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisionResult:
+    """How a supervised command ended."""
+
+    pid: int
+    identity: ProcessIdentity
+    status: ExitStatus
+    duration: float
+    """Seconds from spawn to the leader's exit."""
+    ended_by: EndedBy
+    """What ended it first: its own exit, the timeout, the watchdog or the caller's stop."""
+    timed_out: bool
+    watchdog_pattern: str | None
+    """The pattern (its source text) that fired, if any."""
+    watchdog_line: str | None
+    stop_reason: str | None
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def returncode(self) -> int:
+        return self.status.returncode
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.status.code
+
+    @property
+    def signal(self) -> int | None:
+        return self.status.signal
+
+
+def _compile(patterns: Sequence[str | re.Pattern[str]]) -> list[re.Pattern[str]]:
+    compiled = []
+    for pattern in patterns:
+        if isinstance(pattern, re.Pattern):
+            compiled.append(pattern)
+            continue
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as exc:
+            raise WatchdogPatternError(pattern, str(exc)) from exc
+    return compiled
+
+
+class _Run:
+    """The mutable state of one supervision (private; the result is frozen)."""
+
+    def __init__(
+        self,
+        identity: ProcessIdentity,
+        watchdog: list[re.Pattern[str]],
+        watchdog_grace: float,
+        kill_grace: float,
+        max_line_bytes: int,
+    ) -> None:
+        self.identity = identity
+        self.watchdog = watchdog
+        self.watchdog_grace = watchdog_grace
+        self.kill_grace = kill_grace
+        self.max_line_bytes = max_line_bytes
+        self.ended_by: EndedBy = "exit"
+        self.timed_out = False
+        self.watchdog_pattern: str | None = None
+        self.watchdog_line: str | None = None
+        self.stop_reason: str | None = None
+        self.exited = False
+        self.duration: float | None = None
+        self.terminate = anyio.Event()
+        self.tg: TaskGroup | None = None
+
+    def request_end(self, cause: EndedBy) -> None:
+        if self.terminate.is_set() or self.exited:
+            return
+        self.ended_by = cause
+        self.terminate.set()
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.request_end("stopped")
+
+    def check_watchdog(self, line: str) -> None:
+        if self.watchdog_pattern is not None:
+            return
+        for pattern in self.watchdog:
+            if pattern.search(line):
+                self.watchdog_pattern = pattern.pattern
+                self.watchdog_line = line
+                cast(TaskGroup, self.tg).start_soon(self._watchdog_fire)
+                return
+
+    async def _watchdog_fire(self) -> None:
+        # The grace lets the command finish on its own (e.g. print its final result)
+        # after it reported trouble; only then is it ended.
+        await anyio.sleep(self.watchdog_grace)
+        self.request_end("watchdog")
+
+    async def enforce(self) -> None:
+        await self.terminate.wait()
+        await end_group(self.identity, self.kill_grace)
+
+    async def timer(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        self.timed_out = True
+        self.request_end("timeout")
+
+    async def pump(
+        self, fd: int, sink: IO[bytes], on_line: LineCallback | None, done: anyio.Event
+    ) -> None:
+        """Copy a pipe to its file and hand out complete lines (split reads reassembled)."""
+        pending = bytearray()
+        try:
+            while chunk := await read_chunk(fd):
+                # Blocking file write in the loop: local disk, at most 64 KiB at a time.
+                sink.write(chunk)
+                sink.flush()
+                pending += chunk
+                start = 0
+                while (end := pending.find(b"\n", start)) != -1:
+                    await self._line(bytes(pending[start:end]), on_line)
+                    start = end + 1
+                del pending[:start]
+                if len(pending) > self.max_line_bytes:  # no newline in sight: hand it out
+                    await self._line(bytes(pending), on_line)
+                    pending.clear()
+            if pending:  # last line without a trailing newline
+                await self._line(bytes(pending), on_line)
+        finally:
+            done.set()
+
+    async def _line(self, raw: bytes, on_line: LineCallback | None) -> None:
+        line = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+        self.check_watchdog(line)
+        if on_line is None:
+            return
+        verdict = on_line(line)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        if isinstance(verdict, str):
+            self.stop(verdict)
+
+    async def feed(self, fd: int, data: bytes) -> None:
+        # BrokenPipeError: the command closed its stdin or exited; it wants no more input.
+        with contextlib.suppress(BrokenPipeError):
+            await write_all(fd, data)
+
+
+async def supervise(
+    argv: Sequence[str],
+    *,
+    stdout_path: str | os.PathLike[str],
+    stderr_path: str | os.PathLike[str],
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | str | os.PathLike[str] | None = None,
+    on_stdout_line: LineCallback | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - the command's limit, not this call's
+    watchdog: Sequence[str | re.Pattern[str]] = (),
+    watchdog_grace: float = 5.0,
+    kill_grace: float = 10.0,
+    stop: StopHandle | None = None,
+    max_line_bytes: int = 32 * 1024 * 1024,
+) -> SupervisionResult:
+    """Run ``argv`` to its end under supervision and report how it ended.
+
+    * The command runs in a new session and process group; every way of ending it sends
+      SIGTERM to the whole group, waits ``kill_grace`` seconds, then SIGKILLs the group.
+      When the command exits by itself, whatever it left running in its group is ended
+      the same way (it would otherwise hold our pipes open).
+    * ``stdin``: bytes are written through a pipe concurrently with reading the output
+      (no deadlock however large); a ``str``/path names a file to read; None is
+      /dev/null. ``env`` replaces the environment (None inherits ours).
+    * stdout and stderr are written to ``stdout_path`` and ``stderr_path`` (truncated
+      first). Each complete stdout line is passed to ``on_stdout_line`` (sync or async);
+      returning a string stops the command with that reason. ``stop.stop(reason)`` does
+      the same from elsewhere.
+    * ``timeout``: wall-clock seconds before the command is ended.
+    * ``watchdog``: regular expressions (strings are compiled) searched in every line
+      of stdout and stderr; the first match ends the command after ``watchdog_grace``.
+    * If the caller is cancelled, the group is still ended and the child reaped.
+
+    Raises :class:`SpawnError` (command not found, bad cwd, unreadable stdin file) and
+    :class:`WatchdogPatternError`; a callback's exception propagates after cleanup.
+    """
+    patterns = _compile(watchdog)
+    argv = tuple(os.fspath(a) for a in argv)
+    out_path, err_path = Path(stdout_path), Path(stderr_path)
+    stdin_file: int | None = None
+    if stdin is not None and not isinstance(stdin, bytes):
+        try:
+            stdin_file = os.open(stdin, os.O_RDONLY)
+        except OSError as exc:
+            raise SpawnError(argv, exc) from exc
+    started = time.monotonic()
+    try:
+        popen = _spawn(argv, stdin, stdin_file, cwd, env)
+    finally:
+        if stdin_file is not None:
+            os.close(stdin_file)
+    # Unreaped until wait_exit below, so this reads the child's own start time.
+    identity = ProcessIdentity.of(popen.pid)
+    run = _Run(identity, patterns, watchdog_grace, kill_grace, max_line_bytes)
+    if stop is not None:
+        stop._listeners.append(lambda: run.stop(stop.reason or "stopped by caller"))
+    pipes = [f for f in (popen.stdin, popen.stdout, popen.stderr) if f is not None]
+    for pipe in pipes:
+        os.set_blocking(pipe.fileno(), False)
+    try:
+        # Local files opened once; blocking for microseconds is acceptable here.
+        with out_path.open("wb") as out_file, err_path.open("wb") as err_file:  # noqa: ASYNC230
+            await _run(
+                popen,
+                run,
+                stdin=stdin,
+                out_file=out_file,
+                err_file=err_file,
+                on_stdout_line=on_stdout_line,
+                seconds=timeout,
+                stop=stop,
+            )
+    finally:
+        with anyio.CancelScope(shield=True):
+            # Whatever happened (callback raised, caller cancelled), end the group and reap.
+            if popen.returncode is None or group_alive(identity):
+                await end_group(identity, kill_grace)
+            await wait_exit(popen)
+        for pipe in pipes:
+            pipe.close()
+        if stop is not None:
+            stop._listeners.clear()
+    return SupervisionResult(
+        pid=popen.pid,
+        identity=identity,
+        status=ExitStatus.from_returncode(popen.wait()),  # reaped above: returns at once
+        duration=run.duration if run.duration is not None else time.monotonic() - started,
+        ended_by=run.ended_by,
+        timed_out=run.timed_out,
+        watchdog_pattern=run.watchdog_pattern,
+        watchdog_line=run.watchdog_line,
+        stop_reason=run.stop_reason,
+        stdout_path=out_path,
+        stderr_path=err_path,
+    )
+
+
+def _spawn(
+    argv: tuple[str, ...],
+    stdin: bytes | str | os.PathLike[str] | None,
+    stdin_file: int | None,
+    cwd: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+) -> subprocess.Popen[bytes]:
+    # Popen in the event loop's thread, like the daemon strategy (see _pipes for why).
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=(
+                subprocess.PIPE
+                if isinstance(stdin, bytes)
+                else (stdin_file if stdin_file is not None else subprocess.DEVNULL)
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SpawnError(argv, exc, cwd=None if cwd is None else os.fspath(cwd)) from exc
+
+
+async def _run(
+    popen: subprocess.Popen[bytes],
+    run: _Run,
+    *,
+    stdin: bytes | str | os.PathLike[str] | None,
+    out_file: IO[bytes],
+    err_file: IO[bytes],
+    on_stdout_line: LineCallback | None,
+    seconds: float | None,
+    stop: StopHandle | None,
+) -> None:
+    stdout, stderr = cast(IO[bytes], popen.stdout), cast(IO[bytes], popen.stderr)
+    started = time.monotonic()
+    out_done, err_done = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        run.tg = tg
+        tg.start_soon(run.pump, stdout.fileno(), out_file, on_stdout_line, out_done)
+        tg.start_soon(run.pump, stderr.fileno(), err_file, None, err_done)
+        if isinstance(stdin, bytes):
+            tg.start_soon(_feed_and_close, run, cast(IO[bytes], popen.stdin), stdin)
+        tg.start_soon(run.enforce)
+        if seconds is not None:
+            tg.start_soon(run.timer, seconds)
+        if stop is not None and stop.reason is not None:
+            run.stop(stop.reason)
+        await wait_exit(popen)
+        run.duration = time.monotonic() - started
+        run.exited = True
+        # Processes the command left in its group still hold the pipes' write ends.
+        if group_alive(run.identity):
+            await end_group(run.identity, run.kill_grace)
+        # Drain what is left in the pipes; a process that escaped the group (its own
+        # setsid) could hold them open forever, so this is bounded.
+        with anyio.move_on_after(max(run.kill_grace, 1.0)):
+            await out_done.wait()
+            await err_done.wait()
+        tg.cancel_scope.cancel()
+
+
+async def _feed_and_close(run: _Run, pipe: IO[bytes], data: bytes) -> None:
+    try:
+        await run.feed(pipe.fileno(), data)
+    finally:
+        # EOF tells the command the input is complete.
+        pipe.close()
