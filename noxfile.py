@@ -1,7 +1,8 @@
 """Sessions for the cgr monorepo.
 
 Plain ``nox`` runs everything that must pass: one isolated test session per package,
-lint, typecheck, build. ``nox -s bench`` prints benchmark figures.
+the end-to-end tests with the real Claude Code CLI (``e2e``), lint, typecheck, build.
+``nox -s bench`` prints benchmark figures.
 
 Each package's test session installs only that package, the siblings it *declares* (from
 their local folders) and its ``test`` dependency group, in one resolver call. A sibling
@@ -29,6 +30,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 nox.options.sessions = [
     *(f"test-{name.removeprefix('cgr-')}" for name in PACKAGES),
+    "e2e",
     "lint",
     "typecheck",
     "build",
