@@ -11,6 +11,7 @@ from ._errors import (
     ForkUnsafeError,
     NoSuchProcessError,
     SpawnError,
+    StdinFileError,
     UnknownChildError,
     WatchdogPatternError,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "ProcStat",
     "ProcessIdentity",
     "SpawnError",
+    "StdinFileError",
     "StopHandle",
     "SubprocessExecutor",
     "SupervisionResult",

@@ -52,6 +52,15 @@ class SpawnError(ExecError):
         super().__init__(f"cannot start {self.command!r}: {what}")
 
 
+class StdinFileError(ExecError):
+    """The file named as a command's stdin cannot be opened."""
+
+    def __init__(self, path: str, cause: OSError) -> None:
+        self.path = path
+        self.errno = cause.errno
+        super().__init__(f"cannot read stdin file {path!r}: {cause.strerror}")
+
+
 class DuplicateKeyError(ExecError):
     """A child with this key is already running in the executor."""
 

@@ -22,7 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._daemon import end_group
-from ._errors import SpawnError, WatchdogPatternError
+from ._errors import SpawnError, StdinFileError, WatchdogPatternError
 from ._identity import ProcessIdentity
 from ._pipes import read_chunk, wait_exit, write_all
 from ._signals import group_alive
@@ -245,8 +245,9 @@ async def supervise(
       of stdout and stderr; the first match ends the command after ``watchdog_grace``.
     * If the caller is cancelled, the group is still ended and the child reaped.
 
-    Raises :class:`SpawnError` (command not found, bad cwd, unreadable stdin file) and
-    :class:`WatchdogPatternError`; a callback's exception propagates after cleanup.
+    Raises :class:`SpawnError` (command not found, bad cwd), :class:`StdinFileError` and
+    :class:`WatchdogPatternError`; a callback's exception propagates (as itself, not in
+    an exception group) after the command was ended and reaped.
     """
     patterns = _compile(watchdog)
     argv = tuple(os.fspath(a) for a in argv)
@@ -256,7 +257,7 @@ async def supervise(
         try:
             stdin_file = os.open(stdin, os.O_RDONLY)
         except OSError as exc:
-            raise SpawnError(argv, exc) from exc
+            raise StdinFileError(os.fspath(stdin), exc) from exc
     started = time.monotonic()
     try:
         popen = _spawn(argv, stdin, stdin_file, cwd, env)
@@ -347,6 +348,29 @@ async def _run(
     stop: StopHandle | None,
 ) -> None:
     stdout, stderr = cast(IO[bytes], popen.stdout), cast(IO[bytes], popen.stderr)
+    try:
+        await _run_tasks(
+            popen, run, stdout, stderr, stdin, out_file, err_file, on_stdout_line, seconds, stop
+        )
+    except BaseExceptionGroup as group:
+        # Only the callback can fail in these tasks; hand its error over unwrapped.
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+            raise group.exceptions[0] from None
+        raise
+
+
+async def _run_tasks(  # noqa: PLR0917 - private, called once
+    popen: subprocess.Popen[bytes],
+    run: _Run,
+    stdout: IO[bytes],
+    stderr: IO[bytes],
+    stdin: bytes | str | os.PathLike[str] | None,
+    out_file: IO[bytes],
+    err_file: IO[bytes],
+    on_stdout_line: LineCallback | None,
+    seconds: float | None,
+    stop: StopHandle | None,
+) -> None:
     started = time.monotonic()
     out_done, err_done = anyio.Event(), anyio.Event()
     async with anyio.create_task_group() as tg:
