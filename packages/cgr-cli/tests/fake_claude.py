@@ -97,9 +97,6 @@ CWD_KEY = hashlib.sha256(str(Path.cwd()).encode()).hexdigest()[:16]
 prompt = sys.stdin.read()
 resume = arg_value("--resume")
 sessions = STATE / "sessions" / CWD_KEY
-if resume and not (sessions / resume).exists():
-    sys.stderr.write(f"No conversation found with session ID: {resume}\n")
-    sys.exit(1)
 SESSION = resume or str(uuid.uuid4())
 
 calls = STATE / "calls"
@@ -111,8 +108,12 @@ record = {
     "stdin": prompt,
     "scenario": SCENARIO,
     "session": SESSION,
+    "pid": os.getpid(),
 }
 (calls / f"{time.time_ns()}.json").write_text(json.dumps(record), encoding="utf-8")
+if resume and not (sessions / resume).exists():
+    sys.stderr.write(f"No conversation found with session ID: {resume}\n")
+    sys.exit(1)
 sessions.mkdir(parents=True, exist_ok=True)
 (sessions / SESSION).write_text(prompt, encoding="utf-8")
 

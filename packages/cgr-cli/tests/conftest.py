@@ -1,0 +1,37 @@
+"""Fixtures for runs against the GitHub simulator, real git and the scripted agent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runworld import REPO, Env
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    from cgr_discovery.testing import GitHubSimulator
+
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        sim.create_repo(REPO, labels=["ready", "in-progress", "needs-human", "cgr-done"])
+        sim.add_collaborator(REPO, "alice", role="write")
+        state = tmp_path / "agent-state"
+        monkeypatch.setenv("FAKE_CLAUDE_STATE", str(state))
+        monkeypatch.setenv("FAKE_CLAUDE_SCENARIO", "success")
+        # Tokens in cgr's own environment must never reach the agent.
+        monkeypatch.setenv("GH_TOKEN", sim.token)
+        monkeypatch.setenv("GITHUB_TOKEN", sim.token)
+        monkeypatch.delenv("CGR_CONFIG", raising=False)
+        world = Env(
+            sim=sim,
+            root=tmp_path,
+            config_path=tmp_path / "config.toml",
+            workspace=tmp_path / "ws",
+            database=tmp_path / "cgr.sqlite3",
+            agent_state=state,
+            monkeypatch=monkeypatch,
+        )
+        world.write_config()
+        yield world

@@ -1,0 +1,98 @@
+"""The world of one ``cgr run`` test: simulator, config, workspace, scripted agent."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FAKE_CLAUDE = Path(__file__).with_name("fake_claude.py")
+REPO = "acme/widgets"
+
+
+@dataclass
+class Env:
+    """One test's world: the simulator, a config file, the workspace and the agent's state."""
+
+    sim: Any
+    root: Path
+    config_path: Path
+    workspace: Path
+    database: Path
+    agent_state: Path
+    monkeypatch: pytest.MonkeyPatch
+
+    def write_config(self, **sections: dict[str, Any]) -> Path:
+        base: dict[str, dict[str, Any]] = {
+            "github": {"api_url": self.sim.url, "token": self.sim.token,
+                       "bot_login": self.sim.bot_login},
+            "paths": {"workspace_root": str(self.workspace), "database": str(self.database)},
+            "agent": {
+                "command": [sys.executable, str(FAKE_CLAUDE)],
+                "env_passthrough": ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE"],
+                "max_cost_usd": 5.0,
+            },
+            "timeouts": {"agent_seconds": 30.0, "agent_idle_seconds": 20.0,
+                         "watchdog_grace_seconds": 1.0, "heartbeat_seconds": 0.5},
+            "cleanup": {"policy": "keep"},
+            "labels": {"done": "cgr-done"},
+        }  # fmt: skip
+        for name, values in sections.items():
+            base.setdefault(name, {}).update(values)
+        lines = [f"repositories = [{json.dumps(REPO)}]"]
+        for name, values in base.items():
+            lines.append(f"[{name}]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return self.config_path
+
+    def scenario(self, name: str) -> None:
+        self.monkeypatch.setenv("FAKE_CLAUDE_SCENARIO", name)
+
+    def calls(self) -> list[dict[str, Any]]:
+        calls = sorted((self.agent_state / "calls").glob("*.json"))
+        return [json.loads(p.read_text()) for p in calls]
+
+    def run(self, number: int, *extra: str) -> int:
+        from cgr_cli import main
+
+        return main(["run", "--config", str(self.config_path), "--repo", REPO,
+                     "--number", str(number), *extra])  # fmt: skip
+
+    def store(self) -> Any:
+        from cgr_store import SQLiteStore
+
+        return SQLiteStore(self.database)
+
+
+def walk_files(root: Path) -> Iterator[Path]:
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            yield path
+
+
+def assert_no_token(env: Env, *roots: Path) -> None:
+    """The token appears in no file under the workspace (checkouts and .git/ included),
+    no log, no artifact, and no comment or PR text on GitHub."""
+    token = env.sim.token.encode()
+    for root in roots or (env.workspace,):
+        for path in walk_files(root):
+            assert token not in path.read_bytes(), f"token found in {path}"
+    for issue in env.sim.pull_requests(REPO):
+        assert env.sim.token not in (issue.body or "")
+    for number in range(1, 30):
+        try:
+            comments = env.sim.comments(REPO, number)
+        except Exception:
+            break
+        for comment in comments:
+            assert env.sim.token not in comment.body
+            assert str(env.workspace) not in comment.body
+
+
+StatusCheck = Callable[[str], None]
