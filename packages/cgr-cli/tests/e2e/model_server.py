@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 __all__ = [
+    "ERROR_TYPES",
+    "SIDE_REQUEST_REPLY",
     "ApiError",
     "Hang",
     "ModelServer",
@@ -34,6 +36,8 @@ __all__ = [
     "Text",
     "ToolUse",
     "Turn",
+    "assistant_turns",
+    "turn_events",
 ]
 
 #: What a request that is not part of the conversation (title generation, topic detection:
@@ -446,9 +450,11 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
 
 
 class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    # Handler threads must not keep the test process alive; stop() ends held streams.
+    # Daemon handler threads, not joined on close: a thread waiting on a keep-alive
+    # connection ends only when its client goes away, and the test must not wait for a
+    # client it may have failed to kill. Held streams (Hang) poll `stopping` and end
+    # within a second of stop().
     daemon_threads = True
-    block_on_close = True
 
     def __init__(self, state: _State) -> None:
         self.state = state
@@ -484,7 +490,6 @@ class ModelServer:
         self._state.stopping.set()
         if self._server is not None:
             self._server.shutdown()
-            # block_on_close: joins the handler threads, which return once `stopping` is set.
             self._server.server_close()
             self._server = None
         if self._thread is not None:
