@@ -11,6 +11,7 @@ imported but not declared is therefore missing at test time and fails loudly.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -67,17 +68,43 @@ def _install_isolated(session: nox.Session, package: str, *groups: str) -> None:
     session.install(str(PACKAGES_DIR / package), *_declared_siblings(package), *extras)
 
 
+# GitHub's official OpenAPI description, against which cgr-discovery's tests check the
+# GitHub simulator. Pinned so a spec change upstream cannot turn main red by itself.
+OPENAPI_PACKAGE = "@octokit/openapi"
+OPENAPI_VERSION = "23.0.2"
+OPENAPI_PREFIX = ROOT / ".nox" / "_openapi"
+
+
+def _github_openapi(session: nox.Session) -> dict[str, str]:
+    """Install the pinned OpenAPI package once (npm) and name its JSON for the tests."""
+    package_dir = OPENAPI_PREFIX / "node_modules" / OPENAPI_PACKAGE
+    package_json = package_dir / "package.json"
+    installed = package_json.is_file() and (
+        json.loads(package_json.read_text()).get("version") == OPENAPI_VERSION
+    )
+    if not installed:
+        session.run(
+            "npm", "install", "--no-save", "--no-audit", "--no-fund",
+            "--prefix", str(OPENAPI_PREFIX), f"{OPENAPI_PACKAGE}@{OPENAPI_VERSION}",
+            external=True,
+        )  # fmt: skip
+    return {"CGR_GITHUB_OPENAPI": str(package_dir / "generated" / "api.github.com.json")}
+
+
 def _make_test_session(package: str) -> None:
     short = package.removeprefix("cgr-")
 
     @nox.session(name=f"test-{short}")
     def tests(session: nox.Session) -> None:
         _install_isolated(session, package, "test")
+        env = _github_openapi(session) if package == "cgr-discovery" else {}
         args = session.posargs or [str(PACKAGES_DIR / package / "tests")]
         # Run from a temporary directory so tests import the installed package,
         # never the source tree next to them.
         session.chdir(session.create_tmp())
-        session.run("pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT), *args)
+        session.run(
+            "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT), *args, env=env
+        )
 
     tests.__doc__ = f"Run {package}'s tests against the installed package alone."
 

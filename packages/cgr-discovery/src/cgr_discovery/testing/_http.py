@@ -66,7 +66,9 @@ def not_found() -> HTTPError:
 
 
 def validation_failed(*errors: dict[str, Any]) -> HTTPError:
-    return HTTPError(422, "Validation Failed", errors=list(errors))
+    # GitHub leaves out a `value` it has not got rather than sending null.
+    cleaned = [{k: v for k, v in error.items() if v is not None} for error in errors]
+    return HTTPError(422, "Validation Failed", errors=cleaned)
 
 
 @dataclass
@@ -435,8 +437,8 @@ class _Handler(BaseHTTPRequestHandler):
         header_resource = resource or "core"
         login = app.authenticate(headers, allow_basic=False)
         if login is None:
-            message = "Requires authentication" if "authorization" not in headers else None
-            exc = HTTPError(401, message or "Bad credentials")
+            sent = headers.get("authorization", "").strip()
+            exc = HTTPError(401, "Bad credentials" if sent else "Requires authentication")
             record(401, False, resource)
             self._send(
                 401,

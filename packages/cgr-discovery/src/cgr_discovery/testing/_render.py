@@ -79,6 +79,8 @@ class Renderer:
         owned = [r for r in self.model.repos.values() if r.owner.lower() == user.login.lower()]
         return {
             **self.user(user),
+            # The OpenAPI discriminator: the authenticated user sees the private view.
+            "user_view_type": "private",
             "name": user.name,
             "company": None,
             "blog": "",
