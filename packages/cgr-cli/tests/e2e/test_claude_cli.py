@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from claude_cli import API_KEY, Claude
 from model_server import SIDE_REQUEST_REPLY, ModelServer, RecordedRequest
-from scenarios import api_error, bash, edit, hang, reply, text, turn, write
+from scenarios import api_error, bash, edit, hang, reply, text, tool, turn, write
 
 # A token in the shape GitHub issues, present in the *test* process's environment only.
 GITHUB_TOKEN = "ghp_e2eTestTokenThatMustNeverReachTheModel0"
@@ -142,6 +142,33 @@ def test_max_turns_stops_with_error_max_turns(
     assert result["num_turns"] == 3  # counts the turn it refused to start
     assert [r.step for r in model_server.step_requests()] == [0, 1]
     assert len(out.tool_results()) == 2
+
+
+def test_a_tool_outside_the_allow_list_is_denied_and_reported(
+    claude: Claude, model_server: ModelServer, git_repo: Path
+) -> None:
+    # -p has nobody to ask: a tool that is neither allowed nor covered by the permission
+    # mode is refused, the model is told so, and the result line lists the denial.
+    model_server.scenario = [
+        turn(tool("WebFetch", {"url": "http://127.0.0.1:9/secret", "prompt": "Read it."})),
+        turn(edit("missing.txt", "a", "b")),
+        reply("I could not do it."),
+    ]
+
+    out = claude.run("Fetch the page.", cwd=git_repo, tools=("Edit",))
+
+    assert out.returncode == 0, out
+    requests = model_server.step_requests()
+    (refused,) = requests[1].tool_results()
+    assert refused["is_error"] is True
+    assert "WebFetch" in refused["content"]
+    (missing,) = requests[2].tool_results()
+    assert missing["is_error"] is True  # Edit is allowed, but the file does not exist
+    assert "File does not exist" in missing["content"]
+    result = out.result
+    assert result is not None
+    assert result["is_error"] is False
+    assert [d["tool_name"] for d in result["permission_denials"]] == ["WebFetch"]
 
 
 def test_resume_in_a_second_process_continues_the_session(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from claude_cli import Claude, ClaudeOutput
 from model_server import ModelServer, Step
-from scenarios import api_error, bash, edit, reply, text, turn, write
+from scenarios import api_error, bash, edit, reply, text, tool, turn, write
 
 SAMPLES = Path(__file__).parent / "samples"
 RECORD = os.environ.get("CGR_E2E_RECORD") == "1"
@@ -38,6 +38,13 @@ SCENARIOS: dict[str, tuple[list[Step], dict[str, Any]]] = {
     "api-error-401": ([api_error(401, "invalid x-api-key")], {}),
     "api-error-500": ([turn(bash("true")), api_error(500, "Internal server error")], {}),
     "max-turns": ([turn(bash("echo one")), turn(bash("echo two"))], {"max_turns": 1}),
+    "permission-denied": (
+        [
+            turn(tool("WebFetch", {"url": "http://127.0.0.1:9/", "prompt": "Read it."})),
+            reply("No."),
+        ],
+        {},
+    ),
 }
 
 
@@ -152,3 +159,20 @@ def test_max_turns_sample_facts() -> None:
     # No "result" text and no api_error_status on this kind of result line.
     assert "result" not in result
     assert "api_error_status" not in result
+
+
+def test_permission_denied_sample_facts() -> None:
+    lines = _lines("permission-denied")
+    refused = _only(lines, lambda x: x["type"] == "user")
+    assert refused["message"]["content"][0]["is_error"] is True
+    # The structured result is a plain string here, not an object as for Bash.
+    assert isinstance(refused["tool_use_result"], str)
+    result = lines[-1]
+    assert result["subtype"] == "success"
+    assert result["is_error"] is False
+    (denial,) = result["permission_denials"]
+    assert denial == {
+        "tool_name": "WebFetch",
+        "tool_use_id": refused["message"]["content"][0]["tool_use_id"],
+        "tool_input": {"url": "http://127.0.0.1:9/", "prompt": "Read it."},
+    }
