@@ -119,6 +119,13 @@ def _by_key(exits: list[ChildExit]) -> dict[str, ChildExit]:
     return {e.key: e for e in exits}
 
 
+def test_both_strategies_satisfy_the_protocol(driver: Driver) -> None:
+    assert isinstance(driver.executor, Executor)
+    assert driver.executor.free_slots() == 3
+    assert driver.executor.identities() == {}
+    assert driver.executor.reap() == []
+
+
 def test_exit_status_and_log(driver: Driver, tmp_path: Path) -> None:
     failing = "import sys; print('to stdout'); print('to stderr', file=sys.stderr); sys.exit(3)"
     driver.start(failing, tmp_path / "a.log", "a")

@@ -273,3 +273,20 @@ async def test_env_and_cwd(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert (tmp_path / "out").read_text() == f"{tmp_path} 1 False\n"
     assert os.getcwd() != str(tmp_path)
+
+
+async def test_idle_timeout_ends_a_silent_command(tmp_path: Path) -> None:
+    code = (
+        "import time\n"
+        "for i in range(5):\n"
+        "    print(i, flush=True); time.sleep(0.1)\n"  # busy: output every 0.1 s
+        "time.sleep(60)\n"  # then silent
+    )
+    started = time.monotonic()
+    result = await run(tmp_path, code, idle_timeout=0.6, timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.ended_by == "idle"
+    assert result.idle_timed_out
+    assert not result.timed_out
+    assert (tmp_path / "out").read_text() == "0\n1\n2\n3\n4\n"
+    assert 1.0 <= elapsed < 10  # 0.5 s of output kept it alive, then 0.6 s of silence

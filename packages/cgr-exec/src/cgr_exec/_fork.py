@@ -45,12 +45,13 @@ def _running_async_library() -> str | None:
         pass
     else:
         return "asyncio"
-    try:  # sniffio is optional: it also recognises trio and others when installed.
-        import sniffio
-    except ImportError:  # pragma: no cover - depends on the environment
+    # sniffio (optional) also recognises trio and others. A library that registers with it
+    # has imported it, so when it is not in sys.modules no such loop can be running.
+    sniffio = sys.modules.get("sniffio")
+    if sniffio is None:
         return None
     try:
-        return sniffio.current_async_library()
+        return str(sniffio.current_async_library())
     except sniffio.AsyncLibraryNotFoundError:
         return None
 

@@ -34,7 +34,7 @@ LineCallback = Callable[[str], "str | Awaitable[str | None] | None"]
 """Called with each stdout line (newline stripped, UTF-8 with replacement characters).
 Returning a string stops the command with that string as the stop reason."""
 
-EndedBy = Literal["exit", "timeout", "watchdog", "stopped"]
+EndedBy = Literal["exit", "timeout", "idle", "watchdog", "stopped"]
 
 
 class StopHandle:
@@ -73,8 +73,11 @@ class SupervisionResult:
     duration: float
     """Seconds from spawn to the leader's exit."""
     ended_by: EndedBy
-    """What ended it first: its own exit, the timeout, the watchdog or the caller's stop."""
+    """What ended it first: its own exit, the timeout, the idle timeout, the watchdog or
+    the caller's stop."""
     timed_out: bool
+    idle_timed_out: bool
+    """No output on stdout or stderr for ``idle_timeout`` seconds."""
     watchdog_pattern: str | None
     """The pattern (its source text) that fired, if any."""
     watchdog_line: str | None
@@ -126,6 +129,9 @@ class _Run:
         self.max_line_bytes = max_line_bytes
         self.ended_by: EndedBy = "exit"
         self.timed_out = False
+        self.idle_timed_out = False
+        self.idle_timeout: float | None = None
+        self.last_output = time.monotonic()
         self.watchdog_pattern: str | None = None
         self.watchdog_line: str | None = None
         self.stop_reason: str | None = None
@@ -170,6 +176,13 @@ class _Run:
         self.timed_out = True
         self.request_end("timeout")
 
+    async def idle_watch(self, seconds: float) -> None:
+        # Sleep until the deadline the latest output implies; output meanwhile moves it.
+        while (remaining := self.last_output + seconds - time.monotonic()) > 0:  # noqa: ASYNC110
+            await anyio.sleep(remaining)
+        self.idle_timed_out = True
+        self.request_end("idle")
+
     async def pump(
         self, fd: int, sink: IO[bytes], on_line: LineCallback | None, done: anyio.Event
     ) -> None:
@@ -177,6 +190,7 @@ class _Run:
         pending = bytearray()
         try:
             while chunk := await read_chunk(fd):
+                self.last_output = time.monotonic()
                 # Blocking file write in the loop: local disk, at most 64 KiB at a time.
                 sink.write(chunk)
                 sink.flush()
@@ -221,6 +235,7 @@ async def supervise(
     stdin: bytes | str | os.PathLike[str] | None = None,
     on_stdout_line: LineCallback | None = None,
     timeout: float | None = None,  # noqa: ASYNC109 - the command's limit, not this call's
+    idle_timeout: float | None = None,
     watchdog: Sequence[str | re.Pattern[str]] = (),
     watchdog_grace: float = 5.0,
     kill_grace: float = 10.0,
@@ -240,7 +255,8 @@ async def supervise(
       first). Each complete stdout line is passed to ``on_stdout_line`` (sync or async);
       returning a string stops the command with that reason. ``stop.stop(reason)`` does
       the same from elsewhere.
-    * ``timeout``: wall-clock seconds before the command is ended.
+    * ``timeout``: wall-clock seconds before the command is ended; ``idle_timeout``:
+      seconds without any output (stdout or stderr) before it is ended.
     * ``watchdog``: regular expressions (strings are compiled) searched in every line
       of stdout and stderr; the first match ends the command after ``watchdog_grace``.
     * If the caller is cancelled, the group is still ended and the child reaped.
@@ -267,6 +283,7 @@ async def supervise(
     # Unreaped until wait_exit below, so this reads the child's own start time.
     identity = ProcessIdentity.of(popen.pid)
     run = _Run(identity, patterns, watchdog_grace, kill_grace, max_line_bytes)
+    run.idle_timeout = idle_timeout
     if stop is not None:
         stop._listeners.append(lambda: run.stop(stop.reason or "stopped by caller"))
     pipes = [f for f in (popen.stdin, popen.stdout, popen.stderr) if f is not None]
@@ -302,6 +319,7 @@ async def supervise(
         duration=run.duration if run.duration is not None else time.monotonic() - started,
         ended_by=run.ended_by,
         timed_out=run.timed_out,
+        idle_timed_out=run.idle_timed_out,
         watchdog_pattern=run.watchdog_pattern,
         watchdog_line=run.watchdog_line,
         stop_reason=run.stop_reason,
@@ -382,6 +400,8 @@ async def _run_tasks(  # noqa: PLR0917 - private, called once
         tg.start_soon(run.enforce)
         if seconds is not None:
             tg.start_soon(run.timer, seconds)
+        if run.idle_timeout is not None:
+            tg.start_soon(run.idle_watch, run.idle_timeout)
         if stop is not None and stop.reason is not None:
             run.stop(stop.reason)
         await wait_exit(popen)

@@ -1,0 +1,136 @@
+"""cgr-exec benchmark: start latency and throughput of both strategies, parent memory.
+
+* latency: from the start request to the child running user code (the child records
+  CLOCK_MONOTONIC, which is system-wide on Linux, so parent and child clocks compare);
+* throughput: N trivial jobs at concurrency 3 - fork (a Python callable), subprocess with
+  a Python child, subprocess with ``true``;
+* peak RSS (ru_maxrss) of the parent.
+
+Prints figures only; nothing is asserted. Run with ``nox -s bench``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import resource
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from cgr_exec import ForkExecutor, SubprocessExecutor
+
+LATENCY_RUNS = 200
+FORK_JOBS = 1000
+TRUE_JOBS = 1000
+# A Python child costs ~20-30 ms of CPU to start; on a shared 2-core box 1000 of them
+# take too long for a quick benchmark, so the Python-child throughput uses 300.
+PYTHON_JOBS = int(os.environ.get("CGR_BENCH_PYTHON_JOBS", "300"))
+CONCURRENCY = 3
+PY_STAMP = "import time; print(time.monotonic_ns())"
+
+
+def _ms(values_ns: list[int]) -> str:
+    ms = sorted(v / 1e6 for v in values_ns)
+    p95 = ms[int(len(ms) * 0.95) - 1]
+    return f"median {statistics.median(ms):7.2f} ms   p95 {p95:7.2f} ms   (n={len(ms)})"
+
+
+def _stamp(fd: int) -> None:
+    os.write(fd, struct.pack("q", time.monotonic_ns()))
+
+
+def fork_latency(tmp: Path) -> list[int]:
+    executor = ForkExecutor()
+    read_end, write_end = os.pipe()
+    samples = []
+    try:
+        for i in range(LATENCY_RUNS):
+            started = time.monotonic_ns()
+            executor.start(
+                functools.partial(_stamp, write_end), log_path=tmp / f"fl{i}.log", key=str(i)
+            )
+            (child_ns,) = struct.unpack("q", os.read(read_end, 8))
+            samples.append(child_ns - started)
+            executor.wait()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    return samples
+
+
+def fork_throughput(tmp: Path, jobs: int) -> float:
+    executor = ForkExecutor(limit=CONCURRENCY)
+    log = tmp / "ft.log"
+    started = time.monotonic()
+    done = 0
+    for i in range(jobs):
+        while executor.free_slots() == 0:
+            done += len(executor.reap())
+            time.sleep(0.0005)
+        executor.start(_noop, log_path=log, key=str(i))
+    done += len(executor.wait())
+    assert done == jobs
+    return time.monotonic() - started
+
+
+def _noop() -> None:
+    return None
+
+
+async def subprocess_latency(tmp: Path) -> list[int]:
+    samples = []
+    async with SubprocessExecutor(limit=1) as executor:
+        for i in range(LATENCY_RUNS):
+            log = tmp / f"sl{i}.log"
+            started = time.monotonic_ns()
+            handle = await executor.start([sys.executable, "-c", PY_STAMP], log_path=log)
+            await handle.wait()
+            samples.append(int(log.read_text()) - started)
+    return samples
+
+
+async def subprocess_throughput(tmp: Path, argv: list[str], jobs: int) -> float:
+    started = time.monotonic()
+    async with SubprocessExecutor(limit=CONCURRENCY) as executor:
+        for _ in range(jobs):
+            await executor.start(argv, log_path=tmp / "st.log", wait=True)
+        while executor.running:
+            await next(iter(executor.running.values())).wait()
+        assert len(executor.reap()) == jobs
+    return time.monotonic() - started
+
+
+def main() -> None:
+    print(f"cgr-exec benchmark on {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        # Fork first: forking is refused inside an event loop (and with other threads).
+        print(f"fork start latency            {_ms(fork_latency(tmp))}")
+        seconds = fork_throughput(tmp, FORK_JOBS)
+        print(
+            f"fork throughput               {FORK_JOBS} jobs, concurrency {CONCURRENCY}: "
+            f"{seconds:6.2f} s = {FORK_JOBS / seconds:7.1f} jobs/s"
+        )
+        latency = anyio.run(subprocess_latency, tmp)
+        print(f"subprocess start latency (py) {_ms(latency)}")
+        for label, argv, jobs in (
+            ("subprocess throughput (true)", ["true"], TRUE_JOBS),
+            ("subprocess throughput (py)  ", [sys.executable, "-c", "pass"], PYTHON_JOBS),
+        ):
+            seconds = anyio.run(subprocess_throughput, tmp, argv, jobs)
+            print(
+                f"{label}  {jobs} jobs, concurrency {CONCURRENCY}: "
+                f"{seconds:6.2f} s = {jobs / seconds:7.1f} jobs/s"
+            )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"parent peak RSS (ru_maxrss)   {peak / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
