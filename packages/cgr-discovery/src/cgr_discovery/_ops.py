@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -222,12 +223,17 @@ class RunGitHub:
     async def find_status_comment(self, repo: str, number: int, run_id: str) -> int | None:
         """The id of run ``run_id``'s status comment on the thread, if there is one."""
         owner, name = split_repo(repo)
-        async for comment in self.gh.getiter(
-            "/repos/{owner}/{repo}/issues/{number}/comments{?per_page}",
-            {"owner": owner, "repo": name, "number": number, "per_page": 100},
-        ):
-            if find_status_run_id(comment.get("body")) == run_id:
-                return int(comment["id"])
+        # aclosing: leaving the loop early must close the generator now, not when the
+        # garbage collector finds it (trio reports that as an unclosed async generator).
+        async with aclosing(
+            self.gh.getiter(
+                "/repos/{owner}/{repo}/issues/{number}/comments{?per_page}",
+                {"owner": owner, "repo": name, "number": number, "per_page": 100},
+            )
+        ) as comments:
+            async for comment in comments:
+                if find_status_run_id(comment.get("body")) == run_id:
+                    return int(comment["id"])
         return None
 
     async def update_status(
@@ -283,21 +289,24 @@ class RunGitHub:
     ) -> dict[str, Any] | None:
         """The newest PR whose head is ``owner:head_branch`` in this repository."""
         owner, name = split_repo(repo)
-        async for pull in self.gh.getiter(
-            "/repos/{owner}/{repo}/pulls{?head,state,sort,direction,per_page}",
-            {
-                "owner": owner,
-                "repo": name,
-                "head": f"{owner}:{head_branch}",
-                "state": state,
-                "sort": "created",
-                "direction": "desc",
-                "per_page": 100,
-            },
-        ):
-            if pull.get("head", {}).get("ref") == head_branch:
-                found: dict[str, Any] = pull
-                return found
+        url_vars: dict[str, Any] = {
+            "owner": owner,
+            "repo": name,
+            "head": f"{owner}:{head_branch}",
+            "state": state,
+            "sort": "created",
+            "direction": "desc",
+            "per_page": 100,
+        }
+        async with aclosing(
+            self.gh.getiter(
+                "/repos/{owner}/{repo}/pulls{?head,state,sort,direction,per_page}", url_vars
+            )
+        ) as pulls:
+            async for pull in pulls:
+                if pull.get("head", {}).get("ref") == head_branch:
+                    found: dict[str, Any] = pull
+                    return found
         return None
 
     async def create_pull_request(
