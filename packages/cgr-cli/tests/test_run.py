@@ -422,3 +422,45 @@ def test_cleanup_policies(env: Env, policy: str) -> None:
             assert "repo/hello.txt" in tar.getnames()
     assert (env.workspace / ".mirrors" / "acme" / "widgets.git" / "HEAD").exists()
     assert_no_token(env)
+
+
+def test_sigterm_cancels_the_run_visibly(env: Env) -> None:
+    """A real ``python -m cgr_cli run`` process, stopped with SIGTERM while the agent
+    hangs: the agent's group is ended and the run still reports, as cancelled."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    number = env.sim.create_issue(REPO, "Stop me", "", author="alice", labels=["ready"])
+    env.scenario("hang")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
+         "--repo", REPO, "--number", str(number)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not env.calls() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert env.calls(), "the agent never started"
+        time.sleep(1.5)  # a few heartbeats
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1, err
+    assert "cancelled" in out
+    summary = _summary(_run_dir(env))
+    assert summary["outcome"] == "cancelled"
+    assert "SIGTERM" in summary["error"]
+    comment = _status_comment(env, number)
+    assert "cancelled" in comment
+    run, _ = _store_run(env, summary["run_id"])
+    assert run.status == "cancelled"
+    assert run.heartbeat_at is not None
+    assert "in-progress" not in env.sim.issue(REPO, number).labels
+    _agent_gone(env)
+    assert_no_token(env)

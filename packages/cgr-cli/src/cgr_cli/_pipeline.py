@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import tarfile
 import time
@@ -35,7 +36,6 @@ from cgr_cli._git import Git, Identity, branch_name
 from cgr_cli._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli._redact import Redactor
 from cgr_cli._report import Outcome, RunSummary, Texts, pr_section
-from cgr_cli._supervise import Supervised, Supervisor
 from cgr_cli._workspace import Workspace
 
 
@@ -67,6 +67,7 @@ class _Ctx:
     claimed: bool = False
     status: str = "failed"
     agent_text: str = ""
+    signalled: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -108,21 +109,30 @@ async def execute_run(
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
             try:
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
-                    await _run(ctx, store, github, token.reveal(), environ)
-                if scope.cancelled_caught:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_watch_signals, ctx, scope)
+                        await _run(ctx, store, github, token.reveal(), environ)
+                        tg.cancel_scope.cancel()  # stop watching signals
+                if ctx.signalled:
+                    ctx.status, ctx.summary.outcome = "cancelled", Outcome.CANCELLED
+                    ctx.summary.error = f"cgr received {ctx.signalled}"
+                elif scope.cancelled_caught:
                     ctx.status, ctx.summary.outcome = "timed_out", Outcome.TIMED_OUT
                     ctx.summary.error = "the run passed its time limit of " + (
                         f"{config.timeouts.run_seconds:g}s"
                     )
-            except RebaseConflictError as exc:
-                ctx.status, ctx.summary.outcome = "needs_human", Outcome.CONFLICT
-                ctx.summary.conflicts = exc.files
-                ctx.summary.error = str(exc)
-            except BaseException as exc:
-                # Any failure, including a bug in cgr, ends the run visibly.
-                ctx.status, ctx.summary.outcome = "failed", Outcome.FAILED
-                ctx.summary.error = _describe(exc)
-                ctx.log.exception("run failed")
+            except BaseException as group:
+                # anyio wraps what the task group's body raised in an ExceptionGroup.
+                exc = _unwrap(group)
+                if isinstance(exc, RebaseConflictError):
+                    ctx.status, ctx.summary.outcome = "needs_human", Outcome.CONFLICT
+                    ctx.summary.conflicts = exc.files
+                    ctx.summary.error = str(exc)
+                else:
+                    # Any failure, including a bug in cgr, ends the run visibly.
+                    ctx.status, ctx.summary.outcome = "failed", Outcome.FAILED
+                    ctx.summary.error = _describe(exc)
+                    ctx.log.exception("run failed", exc_info=exc)
                 if not isinstance(exc, Exception):
                     with anyio.CancelScope(shield=True):
                         await _finish(ctx, store, github)
@@ -132,6 +142,29 @@ async def execute_run(
             return ctx.summary
     finally:
         store.close()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _watch_signals(ctx: _Ctx, scope: anyio.CancelScope) -> None:
+    """SIGTERM (the daemon draining, systemd stopping) or SIGINT ends the run as
+    cancelled: the agent's group is ended by cgr-exec, and the run still reports."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        # Signal handlers can only be installed from the main thread; an embedding
+        # program that runs us elsewhere handles its own signals.
+        await anyio.sleep_forever()
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            ctx.signalled = signal.Signals(signum).name
+            ctx.log.warning("received %s; cancelling the run", ctx.signalled)
+            scope.cancel()
+            return
 
 
 def _describe(exc: BaseException) -> str:
@@ -525,7 +558,7 @@ async def _run_agent(
     environ: dict[str, str],
     token: str,
     resume: str | None,
-) -> tuple[StreamState, Supervised]:
+) -> tuple[StreamState, AgentExit]:
     """Run the agent; when ``--resume`` finds no conversation, start fresh once (the same
     attempt: a lost session is cgr's problem, not the run's)."""
     kw = {"store": store, "github": github, "texts": texts, "environ": environ, "token": token}
@@ -550,6 +583,17 @@ def _tail(path: Path) -> list[str]:
         return []
 
 
+@dataclass(frozen=True, slots=True)
+class AgentExit:
+    """How the agent process ended (from cgr-exec's SupervisionResult)."""
+
+    exit_code: int | None
+    timed_out: bool = False
+    idle: bool = False
+    watchdog: str | None = None
+    stopped: str | None = None
+
+
 async def _agent_once(
     ctx: _Ctx,
     ws: Workspace,
@@ -560,7 +604,8 @@ async def _agent_once(
     environ: dict[str, str],
     token: str,
     resume: str | None,
-) -> tuple[StreamState, Supervised]:
+) -> tuple[StreamState, AgentExit]:
+    from cgr_exec import StopHandle, supervise
     from cgr_store import RunStatus
 
     config, request = ctx.config, ctx.request
@@ -572,41 +617,22 @@ async def _agent_once(
     env = agent_env(config.agent, environ, secrets=(token,))
     ctx.log.info("agent: %s (cwd %s)", " ".join(argv), ws.checkout)
     progress = {"dirty": False}
+    stop = StopHandle()
 
-    def on_line(line: str) -> None:
+    def on_line(line: str) -> str | None:
         if state.feed(line):
             progress["dirty"] = True
         if state.result is None and state.estimated_cost_usd > config.agent.max_cost_usd:
             ctx.log.warning("estimated cost %.4f passed the ceiling", state.estimated_cost_usd)
-            supervisor.stop("cost")
-
-    supervisor = Supervisor(
-        argv,
-        cwd=ws.checkout,
-        env=env,
-        stdin_path=ws.prompt,
-        stdout_path=ws.logs / "agent.jsonl",
-        stderr_path=ws.logs / "agent.stderr",
-        on_stdout_line=on_line,
-        timeout=config.timeouts.agent_seconds,
-        idle_timeout=config.timeouts.agent_idle_seconds,
-        patterns=config.agent.watchdog_patterns,
-        grace=config.timeouts.watchdog_grace_seconds,
-        redact=ctx.redact,
-    )
-    start = time.monotonic()
-    outcome: list[Supervised] = []
-
-    async def supervise(scope: anyio.CancelScope) -> None:
-        outcome.append(await supervisor.run())
-        scope.cancel()
+            return "cost"  # cgr-exec ends the agent's process group with this reason
+        return None
 
     async def heartbeat() -> None:
         while True:
             await anyio.sleep(config.timeouts.heartbeat_seconds)
             status = await anyio.to_thread.run_sync(store.heartbeat, ctx.run_id)
             if status == RunStatus.CANCELLED:
-                supervisor.stop("cancelled")
+                stop.stop("cancelled")
 
     async def report_progress() -> None:
         while True:
@@ -619,13 +645,47 @@ async def _agent_once(
                 except Exception:  # progress is best effort; the final report is not
                     ctx.log.warning("progress update failed", exc_info=True)
 
+    start = time.monotonic()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(supervise, tg.cancel_scope)
         tg.start_soon(heartbeat)
         tg.start_soon(report_progress)
+        try:
+            # Its own process group, the wall clock, the idle watchdog and the output
+            # patterns; SIGTERM then SIGKILL to the whole group on every early end.
+            result = await supervise(
+                argv,
+                cwd=ws.checkout,
+                env=env,
+                stdin=ws.prompt,
+                stdout_path=ws.logs / "agent.jsonl",
+                stderr_path=ws.logs / "agent.stderr",
+                on_stdout_line=on_line,
+                timeout=config.timeouts.agent_seconds,
+                idle_timeout=config.timeouts.agent_idle_seconds,
+                watchdog=config.agent.watchdog_patterns,
+                watchdog_grace=config.timeouts.watchdog_grace_seconds,
+                kill_grace=config.timeouts.watchdog_grace_seconds,
+                stop=stop,
+            )
+        finally:
+            tg.cancel_scope.cancel()
+            # cgr-exec copies the stream verbatim; secrets are scrubbed once it ended.
+            for name in ("agent.jsonl", "agent.stderr"):
+                path = ws.logs / name
+                if path.exists():
+                    path.write_bytes(ctx.redact.bytes(path.read_bytes()))
     ctx.timings["agent"] = ctx.timings.get("agent", 0.0) + round(time.monotonic() - start, 3)
-    ctx.log.info("agent ended: %s", outcome[0])
-    return state, outcome[0]
+    ended = AgentExit(
+        exit_code=result.returncode,
+        timed_out=result.timed_out,
+        idle=result.idle_timed_out,
+        watchdog=(
+            f"output matched {result.watchdog_pattern!r}" if result.watchdog_pattern else None
+        ),
+        stopped=result.stop_reason,
+    )
+    ctx.log.info("agent ended: %s (%s)", ended, result.ended_by)
+    return state, ended
 
 
 def _record_figures(ctx: _Ctx, state: StreamState) -> None:
