@@ -12,13 +12,17 @@ import pytest
 
 from cgr_store import DatabaseBusy, Run, RunKind, RunStatus, SQLiteStore, new_run_id
 
-# Holds SQLite's write lock for a while, from another process, like a slow writer would.
+# Holds SQLite's write lock from another process, like a slow writer would: for argv[2]
+# seconds, or (argv[2] == "stdin") until its stdin is closed.
 HOLD_LOCK = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
 conn.execute("BEGIN IMMEDIATE")
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+if sys.argv[2] == "stdin":
+    sys.stdin.read()
+else:
+    time.sleep(float(sys.argv[2]))
 conn.execute("COMMIT")
 conn.close()
 """
@@ -28,9 +32,12 @@ def make_run(target: int) -> Run:
     return Run(id=new_run_id(), repo="octo/repo", target=target, kind=RunKind.ISSUE)
 
 
-def hold_lock(db: Path, seconds: float) -> subprocess.Popen[str]:
+def hold_lock(db: Path, hold: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(db), str(seconds)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_LOCK, str(db), hold],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == "locked\n"
@@ -40,20 +47,20 @@ def hold_lock(db: Path, seconds: float) -> subprocess.Popen[str]:
 def test_busy_errors_are_retried_until_the_lock_is_free(db_path: Path) -> None:
     # busy_timeout=0 turns off SQLite's own waiting, so every wait here is the store's retry.
     with SQLiteStore(db_path, busy_timeout=0) as store:
-        holder = hold_lock(db_path, 0.6)
+        holder = hold_lock(db_path, "1.0")
         try:
             started = time.monotonic()
             run = store.create_run(make_run(1))
             waited = time.monotonic() - started
         finally:
             holder.communicate(timeout=30)
-        assert waited > 0.3
+        assert waited > 0.2  # (unless this process stalled for most of a second)
         assert store.get_run(run.id) == run
 
 
 def test_a_lock_held_past_the_deadline_gives_database_busy(db_path: Path) -> None:
     with SQLiteStore(db_path, busy_timeout=0, busy_deadline=0.2) as store:
-        holder = hold_lock(db_path, 1.0)
+        holder = hold_lock(db_path, "stdin")  # held until we are done
         try:
             with pytest.raises(DatabaseBusy) as info:
                 store.create_run(make_run(1))

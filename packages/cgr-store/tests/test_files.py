@@ -226,6 +226,17 @@ def test_a_damaged_page_is_reported_as_corrupt(db_path: Path) -> None:
     assert "backup" in str(error)
 
 
+def test_damage_found_later_is_reported_as_corrupt_too(db_path: Path) -> None:
+    _filled_database(db_path)
+    data = bytearray(db_path.read_bytes())
+    data[1 * 4096 : 2 * 4096] = bytes(range(256)) * 16  # page 2: the root of the runs table
+    db_path.write_bytes(bytes(data))
+    # Without the check at open, the damaged page is met by a query, with the same error.
+    with SQLiteStore(db_path, quick_check=False) as store, pytest.raises(CorruptDatabase):
+        store.recent_runs(limit=1000)
+    assert db_path.read_bytes() == bytes(data)
+
+
 def test_a_truncated_file_is_reported_as_corrupt(db_path: Path) -> None:
     _filled_database(db_path)
     db_path.write_bytes(db_path.read_bytes()[: 3 * 4096])

@@ -69,7 +69,9 @@ def test_processes_racing_for_targets_make_one_active_run_each(tmp_path: Path) -
     try:
         deadline = time.monotonic() + 60
         while len(list(tmp_path.glob("ready-*"))) < WORKERS:
-            assert all(p.poll() is None for p in procs), "a worker died before the barrier"
+            for p in procs:
+                if p.poll() is not None:
+                    pytest.fail(f"a worker died before the barrier: {p.communicate()[1]}")
             assert time.monotonic() < deadline, "workers did not get ready"
             time.sleep(0.01)
         (tmp_path / "go").touch()
@@ -78,7 +80,7 @@ def test_processes_racing_for_targets_make_one_active_run_each(tmp_path: Path) -
         for p in procs:
             if p.poll() is None:
                 p.kill()
-                p.wait()
+            p.communicate()  # reap and close the pipes, also when the test failed
     for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err
         assert err == ""  # in particular no "database is locked"

@@ -103,6 +103,9 @@ class SQLiteStore:
 
     ``path`` is a file (created with its schema if missing; its directory must exist) or
     ``":memory:"`` (one private database per store, not usable after fork).
+    ``busy_timeout``: seconds SQLite itself waits for a lock per attempt. ``busy_deadline``:
+    seconds the store keeps retrying before DatabaseBusy. ``quick_check``: verify the whole
+    file when opening it (about 0.3 s for 100,000 runs), so damage is reported up front.
     """
 
     def __init__(
@@ -111,11 +114,13 @@ class SQLiteStore:
         *,
         busy_timeout: float = 5.0,
         busy_deadline: float = 60.0,
+        quick_check: bool = True,
     ) -> None:
         self._path = os.fspath(path)
         self._memory = self._path == MEMORY
         self._busy_timeout = busy_timeout
         self._busy_deadline = busy_deadline
+        self._quick_check = quick_check
         self._lock = threading.RLock()
         self._closed = False
         self._pid = os.getpid()
@@ -196,11 +201,18 @@ class SQLiteStore:
     def _validate(self, conn: sqlite3.Connection) -> None:
         """Refuse files that are not ours, damaged or too new, before writing anything."""
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            tables = conn.execute(
-                "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            ).fetchone()[0]
+            # One read transaction, so the three answers describe the same moment: another
+            # process may be creating the schema of this very file right now, and a version
+            # read before its commit with a table count read after would look foreign.
+            conn.execute("BEGIN")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+                tables = conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                ).fetchone()[0]
+            finally:
+                conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             if _is_busy(exc):
                 raise  # retried by the caller
@@ -211,7 +223,7 @@ class SQLiteStore:
             )
         if version > LATEST_VERSION:
             raise SchemaTooNew(self._path, version, LATEST_VERSION)
-        if version:
+        if version and self._quick_check:
             # A cheap whole-file check at open, so a damaged file is reported up front
             # instead of failing some later write. Reopens after fork skip it.
             try:
