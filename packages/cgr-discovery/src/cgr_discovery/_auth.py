@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -96,7 +95,9 @@ class AppAuth:
     async def authorization(self, gh: GitHubClient) -> str:
         # One refresh at a time: concurrent polls would otherwise all mint a token.
         async with self._lock:
-            if self._token is None or time.time() >= self._expires_at - self.refresh_margin:
+            # expires_at is GitHub's clock: compare with the server time the client tracks.
+            now = gh.server_now().timestamp()
+            if self._token is None or now >= self._expires_at - self.refresh_margin:
                 await self._refresh(gh)
             token = self._token
         if token is None:  # pragma: no cover - _refresh sets it or raises

@@ -78,9 +78,13 @@ class GitHubClient(gh_abc.GitHubAPI):
             repo = await gh.getitem("/repos/{owner}/{repo}", {"owner": o, "repo": r})
 
     ``base_url`` is ``https://HOST/api/v3`` for GitHub Enterprise Server. ``timeout``
-    bounds each HTTP request (connect, read, write, pool). ``cache`` is gidgethub's ETag
-    cache (an :class:`LRUCache` by default; ``None`` disables it). ``sleep`` replaces
-    :func:`anyio.sleep` for every wait the policy makes.
+    bounds each phase of an HTTP request (connecting, each read, each write, waiting for a
+    pooled connection); a timed-out request counts as a transport error. ``cache`` is
+    gidgethub's ETag cache (an :class:`LRUCache` by default; ``None`` disables it).
+    ``sleep`` replaces :func:`anyio.sleep` for every wait the policy makes.
+
+    Create one client per process and event loop: its connection pool must not cross a
+    ``fork()`` (cgr's forked children open their own).
     """
 
     def __init__(
@@ -103,7 +107,11 @@ class GitHubClient(gh_abc.GitHubAPI):
         self.auth = auth
         self.retry = retry or RetryPolicy()
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(timeout))
+        # Redirects are followed because GitHub answers 301/307 for renamed and transferred
+        # repositories; httpx drops the Authorization header if a redirect leaves the host.
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), follow_redirects=True
+        )
         self._sleep = sleep or anyio.sleep
         self._requests = 0
         self._not_modified = 0

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import gidgethub
 
 from ._client import GitHubClient
 from ._errors import DiscoveryError
@@ -174,7 +175,7 @@ async def _poll_repo(
     if config.ready_issues:
         try:
             part.jobs += await _ready_issues(part, full_name)
-        except DiscoveryError as exc:
+        except _POLL_ERRORS as exc:
             part.errors.append(_repo_error(full_name, "ready issues", exc))
     enabled = {"issue_comments": config.mentions, "review_comments": config.review_comments}
     for stream in STREAMS:
@@ -183,12 +184,19 @@ async def _poll_repo(
         cursor = cursors.get((full_name, stream)) or StreamCursor(repo=full_name, stream=stream)
         try:
             await _poll_stream(part, cursor)
-        except DiscoveryError as exc:
+        except _POLL_ERRORS as exc:
             part.errors.append(_repo_error(full_name, stream.replace("_", " "), exc))
 
 
-def _repo_error(full_name: str, what: str, exc: DiscoveryError) -> RepoError:
-    log.warning("polling %s of %s failed: %s", what, full_name, exc)
+# One repository's trouble must not stop the others: besides cgr's own errors, gidgethub's
+# (e.g. a redirect it cannot follow) and a malformed answer (missing or odd fields) are
+# reported for that repository, whose cursors then stay where they were.
+_POLL_ERRORS = (DiscoveryError, gidgethub.HTTPException, KeyError, TypeError, ValueError)
+
+
+def _repo_error(full_name: str, what: str, exc: Exception) -> RepoError:
+    unexpected = not isinstance(exc, DiscoveryError)
+    log.warning("polling %s of %s failed: %s", what, full_name, exc, exc_info=unexpected)
     return RepoError(repo=full_name, error=f"{what}: {exc}", exception_type=type(exc).__name__)
 
 
