@@ -28,9 +28,9 @@ from cgr_exec import ForkExecutor, SubprocessExecutor
 LATENCY_RUNS = 200
 FORK_JOBS = 1000
 TRUE_JOBS = 1000
-# A Python child costs ~20-30 ms of CPU to start; on a shared 2-core box 1000 of them
-# take too long for a quick benchmark, so the Python-child throughput uses 300.
-PYTHON_JOBS = int(os.environ.get("CGR_BENCH_PYTHON_JOBS", "300"))
+# A Python child costs 10-50 ms of CPU to start (more with many .pth files in site-packages);
+# CGR_BENCH_PYTHON_JOBS=300 keeps the run short on a slow or busy machine.
+PYTHON_JOBS = int(os.environ.get("CGR_BENCH_PYTHON_JOBS", "1000"))
 CONCURRENCY = 3
 PY_STAMP = "import time; print(time.monotonic_ns())"
 

@@ -11,6 +11,7 @@ import pytest
 from cgr_exec import (
     CapacityError,
     ExecutorClosedError,
+    LogFileError,
     SpawnError,
     SubprocessExecutor,
     UnknownChildError,
@@ -123,3 +124,11 @@ async def test_cancelled_owner_leaves_no_children(tmp_path: Path) -> None:
 async def test_invalid_limit() -> None:
     with pytest.raises(ValueError, match="limit"):
         SubprocessExecutor(limit=0)
+
+
+async def test_unusable_log_path(tmp_path: Path) -> None:
+    async with SubprocessExecutor(limit=1) as executor:
+        with pytest.raises(LogFileError, match="no-such-dir"):
+            await executor.start(["true"], log_path=tmp_path / "no-such-dir" / "x.log")
+        assert executor.free_slots() == 1
+        assert our_children() == []

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from cgr_exec import ForkExecutor, ForkUnsafeError, ProcessIdentity, check_fork_safe
-from conftest import PY, wait_until
+from cgr_exec import (
+    ForkExecutor,
+    ForkUnsafeError,
+    LogFileError,
+    ProcessIdentity,
+    check_fork_safe,
+)
+from conftest import PY, our_children, wait_until
 
 PARENT = """
 import json, os, pathlib, sys, time
@@ -138,3 +144,14 @@ def test_reap_does_not_block(tmp_path: Path) -> None:
     (ended,) = executor.wait(timeout=10)
     assert ended.key == "slow"
     assert executor.identities() == {}
+
+
+def test_unusable_log_path_is_refused_before_forking(tmp_path: Path) -> None:
+    executor = ForkExecutor()
+    missing = tmp_path / "no-such-dir" / "job.log"
+    with pytest.raises(LogFileError) as err:
+        executor.start(lambda: 0, log_path=missing)
+    assert err.value.path == str(missing)
+    assert "no-such-dir" in str(err.value)
+    assert executor.identities() == {}
+    assert our_children() == []

@@ -13,6 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from cgr_exec import (
+    LogFileError,
     SpawnError,
     StdinFileError,
     StopHandle,
@@ -290,3 +291,14 @@ async def test_idle_timeout_ends_a_silent_command(tmp_path: Path) -> None:
     assert not result.timed_out
     assert (tmp_path / "out").read_text() == "0\n1\n2\n3\n4\n"
     assert 1.0 <= elapsed < 10  # 0.5 s of output kept it alive, then 0.6 s of silence
+
+
+async def test_unusable_output_path_starts_nothing(tmp_path: Path) -> None:
+    with pytest.raises(LogFileError) as err:
+        await supervise(
+            [PY, "-c", "import time; time.sleep(60)"],
+            stdout_path=tmp_path / "out",
+            stderr_path=tmp_path / "missing" / "err",
+        )
+    assert err.value.path == str(tmp_path / "missing" / "err")
+    assert our_children() == []

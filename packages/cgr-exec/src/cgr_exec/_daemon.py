@@ -24,6 +24,7 @@ from ._errors import (
     ExecutorClosedError,
     SpawnError,
     UnknownChildError,
+    open_log,
 )
 from ._identity import ProcessIdentity
 from ._pipes import wait_exit
@@ -194,7 +195,7 @@ class SubprocessExecutor:
         ``env`` replaces the environment entirely (None inherits ours). The log file is
         created (0600) or appended to. Raises :class:`CapacityError` when full (unless
         ``wait``), :class:`DuplicateKeyError`, :class:`SpawnError` (command not found, bad
-        ``cwd``) and :class:`ExecutorClosedError`.
+        ``cwd``), :class:`LogFileError` and :class:`ExecutorClosedError`.
         """
         if wait:
             await self.wait_slot()
@@ -221,7 +222,7 @@ class SubprocessExecutor:
         cwd: str | os.PathLike[str] | None,
         env: Mapping[str, str] | None,
     ) -> subprocess.Popen[bytes]:
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log_fd = open_log(log_path)
         try:
             # Popen runs in the event loop's thread: fork/exec (vfork here) takes well
             # under a millisecond, and Popen reports exec failures synchronously.

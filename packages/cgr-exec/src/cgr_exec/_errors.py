@@ -61,6 +61,24 @@ class StdinFileError(ExecError):
         super().__init__(f"cannot read stdin file {path!r}: {cause.strerror}")
 
 
+class LogFileError(ExecError):
+    """A log or output file cannot be opened for writing (missing directory, permissions)."""
+
+    def __init__(self, path: str, cause: OSError) -> None:
+        self.path = path
+        self.errno = cause.errno
+        super().__init__(f"cannot open log file {path!r} for writing: {cause.strerror}")
+
+
+def open_log(path: str | os.PathLike[str], *, append: bool = True) -> int:
+    """Open (create 0600) a log file for writing; :class:`LogFileError` if impossible."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise LogFileError(os.fspath(path), exc) from exc
+
+
 class DuplicateKeyError(ExecError):
     """A child with this key is already running in the executor."""
 

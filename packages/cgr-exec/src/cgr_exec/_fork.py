@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from ._errors import CapacityError, DuplicateKeyError, ForkUnsafeError, UnknownChildError
+from ._errors import (
+    CapacityError,
+    DuplicateKeyError,
+    ForkUnsafeError,
+    UnknownChildError,
+    open_log,
+)
 from ._identity import ProcessIdentity
 from ._signals import group_alive, signal_identity_group
 from ._status import ChildExit, ExitStatus
@@ -101,16 +107,17 @@ class _Child:
     log_path: Path
 
 
-def _redirect_stdio(log_path: Path) -> None:
+def _redirect_stdio(log_fd: int) -> None:
     # stdin from /dev/null: a detached job must never read the parent's terminal or pipe.
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    # O_APPEND so several writers (the child and anything it spawns) never overwrite.
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
+    # The log was opened by the parent (O_APPEND: the child and anything it spawns never
+    # overwrite each other); dup2 clears O_CLOEXEC on fds 1 and 2, so grandchildren that
+    # exec inherit them while the original fd does not leak into them.
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
     # The parent may have replaced sys.stdout/sys.stderr with objects that do not write
     # to fds 1 and 2 (pytest's capture, a daemon's logger): rebind them to the new fds so
     # print() and tracebacks reach the log. closefd=False leaves the fds to the process.
@@ -130,7 +137,7 @@ def _exit_code(result: object) -> int:
     return 1
 
 
-def _child_main(fn: Callable[[], object], log_path: Path, hooks: Iterable[AfterFork]) -> NoReturn:
+def _child_main(fn: Callable[[], object], log_fd: int, hooks: Iterable[AfterFork]) -> NoReturn:
     """Everything the child does. Never returns: the child must not unwind into the
     parent's stack (pytest, the scheduler loop) - it leaves through ``os._exit``."""
     code = EXIT_SETUP_FAILED
@@ -145,7 +152,7 @@ def _child_main(fn: Callable[[], object], log_path: Path, hooks: Iterable[AfterF
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _redirect_stdio(log_path)
+        _redirect_stdio(log_fd)
         code = EXIT_EXCEPTION
         for hook in hooks:
             hook()
@@ -205,8 +212,8 @@ class ForkExecutor:
 
         ``after_fork`` hooks (the executor's, then these) run in the child before ``fn``.
         The log file is created (mode 0600) or appended to. Raises
-        :class:`ForkUnsafeError`, :class:`CapacityError` or :class:`DuplicateKeyError`
-        before forking.
+        :class:`ForkUnsafeError`, :class:`CapacityError`, :class:`DuplicateKeyError` or
+        :class:`LogFileError` before forking.
         """
         check_fork_safe()
         if key is not None and key in self._children:
@@ -217,13 +224,21 @@ class ForkExecutor:
                 raise CapacityError(self.limit, len(self._children))
         path = Path(log_path)
         hooks = (*self._after_fork, *after_fork)
+        # Opened here, not in the child, so a bad path is the caller's error, raised now.
+        log_fd = open_log(path)
         # Unflushed buffers would be copied into the child and written twice.
         for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+            if stream is not None:  # None in processes started without stdio
+                stream.flush()
         started = time.monotonic()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # EAGAIN/ENOMEM: too many processes or no memory
+            os.close(log_fd)
+            raise
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            _child_main(fn, path, hooks)
+            _child_main(fn, log_fd, hooks)
+        os.close(log_fd)  # the child has its own copy
         # The child cannot have been reaped yet (only we can reap it), so its pid is
         # pinned and reading its start time now is race-free even if it already exited.
         identity = ProcessIdentity.of(pid)

@@ -22,7 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._daemon import end_group
-from ._errors import SpawnError, StdinFileError, WatchdogPatternError
+from ._errors import SpawnError, StdinFileError, WatchdogPatternError, open_log
 from ._identity import ProcessIdentity
 from ._pipes import read_chunk, wait_exit, write_all
 from ._signals import group_alive
@@ -184,7 +184,7 @@ class _Run:
         self.request_end("idle")
 
     async def pump(
-        self, fd: int, sink: IO[bytes], on_line: LineCallback | None, done: anyio.Event
+        self, fd: int, sink: int, on_line: LineCallback | None, done: anyio.Event
     ) -> None:
         """Copy a pipe to its file and hand out complete lines (split reads reassembled)."""
         pending = bytearray()
@@ -192,8 +192,7 @@ class _Run:
             while chunk := await read_chunk(fd):
                 self.last_output = time.monotonic()
                 # Blocking file write in the loop: local disk, at most 64 KiB at a time.
-                sink.write(chunk)
-                sink.flush()
+                _write_file(sink, chunk)
                 pending += chunk
                 start = 0
                 while (end := pending.find(b"\n", start)) != -1:
@@ -261,57 +260,62 @@ async def supervise(
       of stdout and stderr; the first match ends the command after ``watchdog_grace``.
     * If the caller is cancelled, the group is still ended and the child reaped.
 
-    Raises :class:`SpawnError` (command not found, bad cwd), :class:`StdinFileError` and
-    :class:`WatchdogPatternError`; a callback's exception propagates (as itself, not in
-    an exception group) after the command was ended and reaped.
+    Raises :class:`SpawnError` (command not found, bad cwd), :class:`StdinFileError`,
+    :class:`LogFileError` and :class:`WatchdogPatternError`; a callback's exception
+    propagates (as itself, not in an exception group) after the command was ended and
+    reaped.
     """
     patterns = _compile(watchdog)
     argv = tuple(os.fspath(a) for a in argv)
     out_path, err_path = Path(stdout_path), Path(stderr_path)
-    stdin_file: int | None = None
-    if stdin is not None and not isinstance(stdin, bytes):
+    with contextlib.ExitStack() as files:
+        # Everything the caller can get wrong is checked before anything is started.
+        out_fd = open_log(out_path, append=False)
+        files.callback(os.close, out_fd)
+        err_fd = open_log(err_path, append=False)
+        files.callback(os.close, err_fd)
+        stdin_file: int | None = None
+        if stdin is not None and not isinstance(stdin, bytes):
+            try:
+                stdin_file = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise StdinFileError(os.fspath(stdin), exc) from exc
+        started = time.monotonic()
         try:
-            stdin_file = os.open(stdin, os.O_RDONLY)
-        except OSError as exc:
-            raise StdinFileError(os.fspath(stdin), exc) from exc
-    started = time.monotonic()
-    try:
-        popen = _spawn(argv, stdin, stdin_file, cwd, env)
-    finally:
-        if stdin_file is not None:
-            os.close(stdin_file)
-    # Unreaped until wait_exit below, so this reads the child's own start time.
-    identity = ProcessIdentity.of(popen.pid)
-    run = _Run(identity, patterns, watchdog_grace, kill_grace, max_line_bytes)
-    run.idle_timeout = idle_timeout
-    if stop is not None:
-        stop._listeners.append(lambda: run.stop(stop.reason or "stopped by caller"))
-    pipes = [f for f in (popen.stdin, popen.stdout, popen.stderr) if f is not None]
-    for pipe in pipes:
-        os.set_blocking(pipe.fileno(), False)
-    try:
-        # Local files opened once; blocking for microseconds is acceptable here.
-        with out_path.open("wb") as out_file, err_path.open("wb") as err_file:  # noqa: ASYNC230
+            popen = _spawn(argv, stdin, stdin_file, cwd, env)
+        finally:
+            if stdin_file is not None:
+                os.close(stdin_file)
+        # Unreaped until wait_exit below, so this reads the child's own start time.
+        identity = ProcessIdentity.of(popen.pid)
+        run = _Run(identity, patterns, watchdog_grace, kill_grace, max_line_bytes)
+        run.idle_timeout = idle_timeout
+        if stop is not None:
+            stop._listeners.append(lambda: run.stop(stop.reason or "stopped by caller"))
+        pipes = [f for f in (popen.stdin, popen.stdout, popen.stderr) if f is not None]
+        for pipe in pipes:
+            os.set_blocking(pipe.fileno(), False)
+        try:
             await _run(
                 popen,
                 run,
                 stdin=stdin,
-                out_file=out_file,
-                err_file=err_file,
+                out_fd=out_fd,
+                err_fd=err_fd,
                 on_stdout_line=on_stdout_line,
                 seconds=timeout,
                 stop=stop,
             )
-    finally:
-        with anyio.CancelScope(shield=True):
-            # Whatever happened (callback raised, caller cancelled), end the group and reap.
-            if popen.returncode is None or group_alive(identity):
-                await end_group(identity, kill_grace)
-            await wait_exit(popen)
-        for pipe in pipes:
-            pipe.close()
-        if stop is not None:
-            stop._listeners.clear()
+        finally:
+            with anyio.CancelScope(shield=True):
+                # Whatever happened (callback raised, caller cancelled): end the group, reap.
+                if popen.returncode is None or group_alive(identity):
+                    await end_group(identity, kill_grace)
+                await wait_exit(popen)
+            for pipe in pipes:
+                pipe.close()
+            if stop is not None:
+                stop._listeners.clear()
     return SupervisionResult(
         pid=popen.pid,
         identity=identity,
@@ -326,6 +330,12 @@ async def supervise(
         stdout_path=out_path,
         stderr_path=err_path,
     )
+
+
+def _write_file(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _spawn(
@@ -359,8 +369,8 @@ async def _run(
     run: _Run,
     *,
     stdin: bytes | str | os.PathLike[str] | None,
-    out_file: IO[bytes],
-    err_file: IO[bytes],
+    out_fd: int,
+    err_fd: int,
     on_stdout_line: LineCallback | None,
     seconds: float | None,
     stop: StopHandle | None,
@@ -368,7 +378,7 @@ async def _run(
     stdout, stderr = cast(IO[bytes], popen.stdout), cast(IO[bytes], popen.stderr)
     try:
         await _run_tasks(
-            popen, run, stdout, stderr, stdin, out_file, err_file, on_stdout_line, seconds, stop
+            popen, run, stdout, stderr, stdin, out_fd, err_fd, on_stdout_line, seconds, stop
         )
     except BaseExceptionGroup as group:
         # Only the callback can fail in these tasks; hand its error over unwrapped.
@@ -383,8 +393,8 @@ async def _run_tasks(  # noqa: PLR0917 - private, called once
     stdout: IO[bytes],
     stderr: IO[bytes],
     stdin: bytes | str | os.PathLike[str] | None,
-    out_file: IO[bytes],
-    err_file: IO[bytes],
+    out_fd: int,
+    err_fd: int,
     on_stdout_line: LineCallback | None,
     seconds: float | None,
     stop: StopHandle | None,
@@ -393,8 +403,8 @@ async def _run_tasks(  # noqa: PLR0917 - private, called once
     out_done, err_done = anyio.Event(), anyio.Event()
     async with anyio.create_task_group() as tg:
         run.tg = tg
-        tg.start_soon(run.pump, stdout.fileno(), out_file, on_stdout_line, out_done)
-        tg.start_soon(run.pump, stderr.fileno(), err_file, None, err_done)
+        tg.start_soon(run.pump, stdout.fileno(), out_fd, on_stdout_line, out_done)
+        tg.start_soon(run.pump, stderr.fileno(), err_fd, None, err_done)
         if isinstance(stdin, bytes):
             tg.start_soon(_feed_and_close, run, cast(IO[bytes], popen.stdin), stdin)
         tg.start_soon(run.enforce)
