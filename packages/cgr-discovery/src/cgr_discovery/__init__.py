@@ -32,7 +32,7 @@ from ._model import (
     StreamPoll,
 )
 from ._ops import RunGitHub, Thread
-from ._policy import TriggerPolicy
+from ._policy import Decision, TriggerPolicy, is_bot_user
 from ._retry import RetryPolicy
 from ._secret import Secret
 from ._webhook import WebhookEvent, parse_webhook
@@ -43,6 +43,7 @@ __all__ = [
     "Auth",
     "AuthError",
     "ClientStats",
+    "Decision",
     "DiscoveryConfig",
     "DiscoveryError",
     "GitHubClient",
@@ -71,6 +72,7 @@ __all__ = [
     "discover",
     "find_mentions",
     "find_status_run_id",
+    "is_bot_user",
     "order_jobs",
     "parse_webhook",
     "resolve_token",

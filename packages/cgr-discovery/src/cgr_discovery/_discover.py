@@ -78,7 +78,10 @@ async def discover(
 
     ``cursors`` are the stream cursors from the last :func:`advance_cursors` (missing ones
     start fresh); ``processed`` holds trigger ids already turned into jobs or rejected,
-    so a comment edited later (it comes back in the ``since`` list) is not run twice.
+    so a comment edited later (it comes back in the ``since`` list) is not run twice, and
+    a rejected trigger is reported once (until its id is in ``processed`` it is reported
+    on every poll that sees it). Ready issues (``ready:<repo>#<n>``) need not be listed:
+    an issue being worked on carries the in-progress label and is skipped anyway.
     A repository that fails is reported in ``PollResult.errors`` and its cursors are left
     out (keep the old ones); the other repositories are unaffected.
     """

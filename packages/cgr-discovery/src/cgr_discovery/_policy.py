@@ -17,6 +17,8 @@ WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 
 
 class Decision(enum.Enum):
+    """What :meth:`TriggerPolicy.decide` says about one author."""
+
     ALLOW = "allow"
     DENY = "deny"  # on the deny list
     CHECK = "check"  # association does not decide: ask the permission API
