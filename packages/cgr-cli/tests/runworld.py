@@ -47,7 +47,8 @@ class Env:
         lines = [f"repositories = [{json.dumps(REPO)}]"]
         for name, values in base.items():
             lines.append(f"[{name}]")
-            lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+            # None leaves a key out (its default applies).
+            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items() if v is not None]
         self.config_path.write_text("\n".join(lines) + "\n")
         return self.config_path
 

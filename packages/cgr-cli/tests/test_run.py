@@ -126,6 +126,8 @@ def _assert_failed_visibly(env: Env, number: int, *, status: str, fragment: str)
 
 
 def test_agent_that_commits_itself(env: Env) -> None:
+    # Also: no bot_login configured, so cgr asks GitHub who the token belongs to.
+    env.write_config(github={"bot_login": None})
     number = env.sim.create_issue(REPO, "Two files", "", author="alice", labels=["ready"])
     env.scenario("commits")
     assert env.run(number) == 0
@@ -137,6 +139,7 @@ def test_agent_that_commits_itself(env: Env) -> None:
     assert log[0].startswith("cgr: Two files")
     assert log[1] == "agent: add committed.txt"
     assert len(env.sim.pull_requests(REPO)) == 1
+    assert env.sim.bot_login in env.sim.issue(REPO, number).assignees
 
 
 def _git_log(env: Env, branch: str) -> list[str]:
@@ -191,6 +194,16 @@ def test_hang_until_timeout(env: Env) -> None:
     summary = _assert_failed_visibly(env, number, status="timed_out", fragment="time limit")
     assert summary["outcome"] == "timed_out"
     assert summary["timings"]["agent"] < 10
+    _agent_gone(env)
+
+
+def test_whole_run_time_limit(env: Env) -> None:
+    env.write_config(timeouts={"run_seconds": 2.0})
+    number = env.sim.create_issue(REPO, "Slow", "", author="alice", labels=["ready"])
+    env.scenario("hang")
+    assert env.run(number) == 1
+    summary = _assert_failed_visibly(env, number, status="timed_out", fragment="time limit of 2s")
+    assert summary["duration_s"] < 15
     _agent_gone(env)
 
 
@@ -291,6 +304,8 @@ def _two_runs(env: Env) -> tuple[int, list[dict[str, Any]]]:
 def test_follow_up_resumes_the_session_and_updates_the_pr(env: Env) -> None:
     number, info = _two_runs(env)
     first_session = env.calls()[0]["session"]
+    # main moves on meanwhile: the branch is rebased and pushed with a lease.
+    env.sim.commit(REPO, "main", {"CHANGES.md": "someone else's work\n"}, message="other work")
     assert env.run(number, "--comment-id", str(info[0]["comment_id"])) == 0
     first, second = env.calls()
     assert second["argv"][-2:] == ["--resume", first_session]
@@ -304,9 +319,13 @@ def test_follow_up_resumes_the_session_and_updates_the_pr(env: Env) -> None:
     assert summary["outcome"] == "pr_updated"
     assert summary["resumed_session"] is True
     assert summary["pr_number"] == pulls[0].number
-    assert _git_log(env, f"cgr/{number}-greeting")[:2] == [
-        "cgr: Greeting (#1)", "cgr: Greeting (#1)"
+    assert _git_log(env, f"cgr/{number}-greeting")[:3] == [
+        "cgr: Greeting (#1)", "cgr: Greeting (#1)", "other work"
     ]  # fmt: skip
+    assert (
+        "--force-with-lease=refs/heads/cgr/1-greeting:"
+        in (runs[-1] / "logs" / "run.log").read_text()
+    )
     # Two runs, two status comments, each edited to its own outcome.
     assert len([c for c in env.sim.comments(REPO, number) if "<!-- cgr:run=" in c.body]) == 2
     assert_no_token(env)
