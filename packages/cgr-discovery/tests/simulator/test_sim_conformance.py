@@ -7,6 +7,11 @@ its success and error answers and then checks that none was left out.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -220,3 +225,16 @@ def test_the_conformance_check_rejects_a_wrong_shape(
     wrong_type = httpx.Response(200, json={**good.json(), "state": 3}, request=good.request)
     with pytest.raises(pytest.fail.Exception, match="does not conform"):
         spec.check_response(wrong_type)
+
+
+def test_without_the_spec_the_conformance_tests_fail_not_skip(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CGR_GITHUB_OPENAPI"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir",
+         str(tmp_path), f"{__file__}::test_error_bodies_match_githubs_schemas"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout
+    assert "nox -s test-discovery" in proc.stdout
+    assert "1 error" in proc.stdout
+    assert "skipped" not in proc.stdout
