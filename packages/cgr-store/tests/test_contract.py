@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 
 from cgr_store import (
@@ -67,13 +68,7 @@ def test_unknown_run(store: Store) -> None:
 def test_duplicate_id_is_refused(store: Store) -> None:
     run = store.create_run(make_run(target=1))
     with pytest.raises(RunExists):
-        store.create_run(msgspec_replace(run, target=2))
-
-
-def msgspec_replace(run: Run, **fields: object) -> Run:
-    import msgspec
-
-    return msgspec.structs.replace(run, **fields)
+        store.create_run(msgspec.structs.replace(run, target=2))
 
 
 def test_new_runs_must_be_queued(store: Store) -> None:
@@ -410,8 +405,6 @@ def test_agent_sessions(store: Store) -> None:
 
 
 def test_timestamps_keep_their_instant(store: Store) -> None:
-    from datetime import timezone
-
     plus_two = timezone(timedelta(hours=2))
     created = datetime(2026, 6, 1, 1, 30, 0, 123456, tzinfo=plus_two)
     run = store.create_run(make_run(created_at=created))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cgr_store import (
@@ -150,8 +152,6 @@ def test_version_1_file_is_migrated_keeping_its_data(db_path: Path) -> None:
 
 
 def test_migrated_timestamps_compare_correctly(db_path: Path) -> None:
-    from datetime import UTC, datetime, timedelta
-
     make_v1_file(db_path)
     now = datetime(2026, 11, 28, 0, 12, tzinfo=UTC)
     with SQLiteStore(db_path) as store:
@@ -206,13 +206,7 @@ def _filled_database(path: Path) -> None:
     with SQLiteStore(path) as store:
         for target in range(150):
             run = Run(id=new_run_id(), repo="o/r", target=target, kind=RunKind.ISSUE)
-            store.create_run(msgspec_replace(run, error="x" * 300))
-
-
-def msgspec_replace(run: Run, **fields: object) -> Run:
-    import msgspec
-
-    return msgspec.structs.replace(run, **fields)
+            store.create_run(msgspec.structs.replace(run, error="x" * 300))
 
 
 def test_a_damaged_page_is_reported_as_corrupt(db_path: Path) -> None:
