@@ -137,14 +137,16 @@ class Git:
     def clone(self, url: str, dest: Path, *, mirror: Path | None, identity: Identity) -> None:
         """A work copy at ``dest`` whose origin is the real URL (without credentials).
 
-        With a mirror, ``--reference … --dissociate`` fetches only what the mirror lacks and
-        then copies the borrowed objects, so the work copy never depends on the mirror (which
-        a later ``fetch --prune`` may change).
+        With a mirror (just fetched), the work copy is a local clone of it — objects are
+        hard-linked, so no object crosses the network or is copied — and then its origin
+        is pointed at the real URL. Hard links keep the copy independent of the mirror: a
+        later ``fetch --prune``/``gc`` in the mirror only drops the mirror's own links.
         """
-        args = ["clone", "--no-tags"]
         if mirror is not None and (mirror / "HEAD").is_file():
-            args += ["--reference", str(mirror), "--dissociate"]
-        self.run([*args, url, str(dest)], timeout=self.network_timeout)
+            self.run(["clone", "--no-tags", str(mirror), str(dest)])
+            self.run(["remote", "set-url", "origin", url], cwd=dest)
+        else:
+            self.run(["clone", "--no-tags", url, str(dest)], timeout=self.network_timeout)
         # Commits by cgr and by the agent carry the configured identity (not a secret).
         self.run(["config", "user.name", identity.name], cwd=dest)
         self.run(["config", "user.email", identity.email], cwd=dest)

@@ -1,0 +1,68 @@
+"""Whole runs against the GitHub simulator with the scripted agent: where the time goes.
+
+Prints, for a first run (mirror created) and later runs (mirror fetched), the wall time of
+a run and its phases. The agent is tests/fake_claude.py, so the figures are cgr's own
+overhead: GitHub calls, git over smart HTTP, the store, the artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from cgr_cli import parse_config
+from cgr_cli._pipeline import RunRequest, execute_run
+from cgr_discovery.testing import GitHubSimulator
+
+REPO = "bench/big"
+FAKE = Path(__file__).resolve().parents[1] / "tests" / "fake_claude.py"
+RUNS = 6
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp, GitHubSimulator(Path(tmp) / "sim") as sim:
+        sim.create_repo(REPO, labels=["ready"])
+        for batch in range(20):  # 20 commits x 50 files of ~2 KB: a small real project
+            files = {f"src/m{batch}_{i}.py": f"# {batch} {i}\n" + "x = 1\n" * 300
+                     for i in range(50)}  # fmt: skip
+            sim.commit(REPO, "main", files, message=f"batch {batch}")
+        config = parse_config(
+            {
+                "repositories": [REPO],
+                "github": {"api_url": sim.url, "token": sim.token, "bot_login": sim.bot_login},
+                "paths": {"workspace_root": f"{tmp}/ws", "database": f"{tmp}/cgr.sqlite3"},
+                "agent": {"command": [sys.executable, str(FAKE)],
+                          "env_passthrough": ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE"]},
+                "cleanup": {"policy": "delete"},
+            }
+        )  # fmt: skip
+        os.environ["FAKE_CLAUDE_STATE"] = f"{tmp}/agent"
+        os.environ["FAKE_CLAUDE_SCENARIO"] = "success"
+        rows = []
+        for n in range(RUNS):
+            number = sim.create_issue(REPO, f"Task {n}", "", labels=["ready"])
+            started = time.perf_counter()
+            summary = anyio.run(execute_run, config, RunRequest(repo=REPO, number=number))
+            wall = time.perf_counter() - started
+            assert summary.outcome == "pr_opened", summary
+            rows.append((wall, summary.timings))
+        first, later = rows[0], rows[1:]
+        print(f"cgr-cli run pipeline, {RUNS} runs, repo of 1000 files / 21 commits")
+        print(f"  first run (mirror created): {first[0]:.2f} s  phases {json.dumps(first[1])}")
+        walls = [w for w, _ in later]
+        print(f"  later runs (mirror fetched): median {statistics.median(walls):.2f} s, "
+              f"min {min(walls):.2f} s, max {max(walls):.2f} s")  # fmt: skip
+        keys = sorted({k for _, t in later for k in t})
+        medians = {k: round(statistics.median(t.get(k, 0.0) for _, t in later), 3) for k in keys}
+        print(f"  later runs, median phase seconds: {json.dumps(medians)}")
+
+
+if __name__ == "__main__":
+    main()
