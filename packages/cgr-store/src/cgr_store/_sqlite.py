@@ -13,8 +13,9 @@ Design notes
   "database is locked", only DatabaseBusy after the deadline.
 - Fork safety: SQLite forbids using a connection in a child that was opened in the parent.
   Each operation compares os.getpid() with the pid that opened the connection; in a forked
-  child the inherited connection is *dropped without being closed* (closing it could release
-  or touch locks and WAL state that belong to the parent) and a fresh one is opened.
+  child the inherited connection is *dropped without being closed* (see _abandon: closing
+  it would drop the POSIX locks of the child's own connection to the file) and a fresh one
+  is opened. A reopen skips validation and migration, which the parent already did.
 """
 
 # ruff: noqa: S608
