@@ -363,3 +363,18 @@ def test_helper_errors_name_the_thing_to_fix(gh: GitHubSimulator) -> None:
         gh.create_repo(REPO)
     with pytest.raises(SimulatorError, match="No commits between"):
         gh.create_pull_request(REPO, "main", "nothing")
+
+
+def test_basic_auth_and_date_header_follow_the_clock(
+    gh: GitHubSimulator, api: httpx.Client
+) -> None:
+    import base64
+    from email.utils import parsedate_to_datetime
+
+    basic = base64.b64encode(f"x-access-token:{gh.token}".encode()).decode()
+    assert api.get("/user", headers={"Authorization": f"Basic {basic}"}).status_code == 200
+    before = parsedate_to_datetime(api.get("/user").headers["date"]).timestamp()
+    gh.advance_clock(3600)
+    after = api.get("/user")
+    assert parsedate_to_datetime(after.headers["date"]).timestamp() >= before + 3600
+    assert int(after.headers["x-ratelimit-reset"]) > before + 3600

@@ -136,3 +136,23 @@ def test_push_needs_write_access(gh: GitHubSimulator, tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "nope" not in gh.branches(REPO)
+
+
+def test_clone_url_without_dot_git(gh: GitHubSimulator, tmp_path: Path) -> None:
+    env = _git_env(tmp_path, f"Authorization: token {gh.token}")
+    url = gh.git_url("acme", "widgets").removesuffix(".git")
+    _git(env, "clone", "--quiet", url, str(tmp_path / "c"))
+    assert (tmp_path / "c" / "README.md").is_file()
+
+
+def test_clone_of_missing_repository_is_404(gh: GitHubSimulator, tmp_path: Path) -> None:
+    env = _git_env(tmp_path, f"Authorization: token {gh.token}")
+    proc = subprocess.run(
+        ["git", "clone", gh.git_url("acme", "nothing"), str(tmp_path / "c")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert gh.requests[-1].status == 404

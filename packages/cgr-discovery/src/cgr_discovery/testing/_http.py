@@ -36,7 +36,11 @@ from cgr_discovery.testing._model import Model
 from cgr_discovery.testing._render import DOCS, Renderer
 
 JSON_TYPE = "application/json; charset=utf-8"
-_GIT_PATH = re.compile(r"^/(?P<owner>[^/]+)/(?P<repo>[^/]+?)\.git(?P<rest>/.*)$")
+# Smart-HTTP paths, with or without ".git" after the repository name (GitHub takes both).
+_GIT_PATH = re.compile(
+    r"^/(?P<owner>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?"
+    r"(?P<rest>/(?:info/refs|git-upload-pack|git-receive-pack))$"
+)
 # Pushes over 1 MiB arrive chunked; a cap keeps a runaway client from filling memory.
 _MAX_BODY = 512 * 1024 * 1024
 
@@ -150,7 +154,7 @@ class App:
         with self.log_lock:
             self.log.append(record)
 
-    def authenticate(self, headers: dict[str, str], *, allow_basic: bool) -> str | None:
+    def authenticate(self, headers: dict[str, str]) -> str | None:
         """The login a request's token belongs to, or None."""
         value = headers.get("authorization", "")
         scheme, _, credential = value.strip().partition(" ")
@@ -158,8 +162,9 @@ class App:
         token: str | None = None
         if scheme in ("token", "bearer"):
             token = credential.strip()
-        elif scheme == "basic" and allow_basic:
-            # git sends Basic with any user name and the token as password.
+        elif scheme == "basic":
+            # git sends Basic with any user name and the token as password; the REST API
+            # accepts the same.
             try:
                 decoded = base64.b64decode(credential.strip(), validate=True).decode()
             except ValueError:
@@ -301,6 +306,13 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     server: _Server
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header follows the simulator's clock (advance_clock), so a client that
+        # reads GitHub's time from it agrees with x-ratelimit-reset and the timestamps.
+        return super().date_time_string(
+            self.server.app.model.now() if timestamp is None else timestamp
+        )
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: the simulator's request log replaces the stderr access log."""
 
@@ -438,7 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
         route, params = self._route(app, path)
         resource = route.resource if route is not None else "core"
         header_resource = resource or "core"
-        login = app.authenticate(headers, allow_basic=False)
+        login = app.authenticate(headers)
         if login is None:
             sent = headers.get("authorization", "").strip()
             exc = HTTPError(401, "Bad credentials" if sent else "Requires authentication")
@@ -525,7 +537,7 @@ class _Handler(BaseHTTPRequestHandler):
         body: bytes,
         record: Callable[..., None],
     ) -> None:
-        login = app.authenticate(headers, allow_basic=True)
+        login = app.authenticate(headers)
         if login is None:
             # git retries with credentials only after a 401 carrying this challenge.
             record(401, False, None)

@@ -324,7 +324,8 @@ class Model:
         now = self.now()
         comment.body = body
         comment.updated_at = now
-        # Editing a comment does not touch the issue's updated_at on GitHub.
+        # Only the comment's updated_at moves: discovery finds edits through the comment
+        # lists' `since`, which filters on the comment's own updated_at.
 
     def add_reaction(
         self, target: Issue | Comment | ReviewComment, *, user: str, content: str

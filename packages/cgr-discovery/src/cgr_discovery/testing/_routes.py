@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from cgr_discovery.testing import _git
+from cgr_discovery.testing._errors import UnknownItemError
 from cgr_discovery.testing._http import (
     App,
     Handler,
@@ -22,7 +24,16 @@ from cgr_discovery.testing._http import (
     not_found,
     validation_failed,
 )
-from cgr_discovery.testing._model import REACTIONS, Comment, Issue, Label, PullData, Repo
+from cgr_discovery.testing._model import (
+    REACTIONS,
+    Comment,
+    Issue,
+    Label,
+    Model,
+    PullData,
+    Repo,
+    ReviewComment,
+)
 
 _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 
@@ -652,8 +663,6 @@ def get_review_comment(app: App, req: Request) -> Reply:
 
 
 def reply_to_review_comment(app: App, req: Request) -> Reply:
-    from cgr_discovery.testing._simulator import add_review_comment_locked
-
     repo = _repo(app, req)
     issue, _ = _pull(app, req, repo)
     parent = repo.review_comments.get(int(req.params["review_comment_id"]))
@@ -669,6 +678,70 @@ def reply_to_review_comment(app: App, req: Request) -> Reply:
         line=parent.line, in_reply_to=parent.id,
     )  # fmt: skip
     return Reply(201, app.renderer.review_comment(repo, comment))
+
+
+def add_review_comment_locked(
+    model: Model,
+    repo: Repo,
+    issue: Issue,
+    *,
+    author: str,
+    body: str,
+    path: str,
+    line: int,
+    in_reply_to: int | None = None,
+) -> ReviewComment:
+    """Create a review comment on ``issue`` (a PR); the caller holds ``model.lock``."""
+    pull = issue.pull
+    if pull is None:
+        raise UnknownItemError("pull request", repo.full_name, issue.number)
+    heads = _git.heads(repo.git_dir)
+    head_sha = heads.get(pull.head_ref, pull.head_sha)
+    now = model.now()
+    parent = repo.review_comments.get(in_reply_to) if in_reply_to is not None else None
+    comment = ReviewComment(
+        id=model.new_id(),
+        number=issue.number,
+        # A reply belongs to the review of the comment it answers.
+        review_id=parent.review_id if parent is not None else model.new_id(),
+        user=model.user(author).login,
+        body=body,
+        path=path,
+        line=line,
+        side="RIGHT",
+        diff_hunk=_diff_hunk(repo.git_dir, pull.base_sha, head_sha, path, line),
+        commit_id=head_sha,
+        original_commit_id=parent.original_commit_id if parent is not None else head_sha,
+        in_reply_to_id=parent.id if parent is not None else None,
+        created_at=now,
+        updated_at=now,
+    )
+    repo.review_comments[comment.id] = comment
+    issue.updated_at = now
+    return comment
+
+
+def _diff_hunk(git_dir: Path, base: str, head: str, path: str, line: int) -> str:
+    """The diff hunk up to ``line`` of ``path``, as GitHub shows above a review comment."""
+    diff = _git.run_git(git_dir, "diff", "--unified=3", f"{base}...{head}", "--", path)
+    hunk: list[str] = []
+    new_line = 0
+    for text in diff.splitlines():
+        if text.startswith("@@"):
+            if new_line >= line and hunk:
+                break
+            hunk = [text]
+            start = text.split("+", 1)[1].split(" ", 1)[0].split(",")[0]
+            new_line = int(start) - 1
+            continue
+        if not hunk:
+            continue
+        hunk.append(text)
+        if not text.startswith("-"):
+            new_line += 1
+        if new_line >= line:
+            break
+    return "\n".join(hunk) if hunk else f"@@ -0,0 +1,{line} @@"
 
 
 # -- search ---------------------------------------------------------------------------------
