@@ -15,9 +15,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
+import jwt
 from gidgethub import apps
 
-from ._errors import AuthError, DiscoveryError
+from ._errors import AuthError, GitHubRequestError
 from ._secret import Secret
 
 if TYPE_CHECKING:
@@ -61,8 +62,10 @@ class AppAuth:
     installation token (valid one hour), refreshed ``refresh_margin`` seconds before it
     expires so no request goes out with a token about to lapse.
 
-    The JWT comes from :func:`gidgethub.apps.get_jwt` (PyJWT with ``cryptography`` for
-    RS256). The token request itself carries the JWT, so it does not come back here.
+    Give ``installation_id``, or ``repository`` (``owner/name``) to look the installation
+    up once through ``GET /repos/{owner}/{repo}/installation``. The JWT comes from
+    :func:`gidgethub.apps.get_jwt` (PyJWT with ``cryptography`` for RS256); requests that
+    carry it set their own ``Authorization`` header, so they do not come back here.
     """
 
     def __init__(
@@ -70,7 +73,8 @@ class AppAuth:
         *,
         app_id: int | str,
         private_key: Secret | str,
-        installation_id: int | str,
+        installation_id: int | str | None = None,
+        repository: str | None = None,
         refresh_margin: float = 300.0,
     ) -> None:
         self.app_id = str(app_id)
@@ -80,7 +84,13 @@ class AppAuth:
                 f"the private key of GitHub App {self.app_id} is not a PEM key "
                 "(expected the .pem file GitHub generated)"
             )
-        self.installation_id = str(installation_id)
+        if installation_id is None and repository is None:
+            raise AuthError(
+                f"GitHub App {self.app_id} needs an installation id or a repository "
+                "to find its installation"
+            )
+        self.installation_id = None if installation_id is None else str(installation_id)
+        self.repository = repository
         self.refresh_margin = refresh_margin
         self._token: Secret | None = None
         self._expires_at = 0.0
@@ -104,27 +114,49 @@ class AppAuth:
             raise AuthError(f"GitHub App {self.app_id} has no installation token")
         return f"token {token.reveal()}"
 
-    async def _refresh(self, gh: GitHubClient) -> None:
+    def _jwt(self) -> str:
         try:
-            data = await apps.get_installation_access_token(
-                gh,
-                installation_id=self.installation_id,
-                app_id=self.app_id,
-                private_key=self.private_key.reveal(),
+            return apps.get_jwt(app_id=self.app_id, private_key=self.private_key.reveal())
+        except (ValueError, TypeError, jwt.PyJWTError) as exc:  # the key does not load
+            raise AuthError(
+                f"cannot sign a JWT for GitHub App {self.app_id}: the private key is invalid "
+                f"({type(exc).__name__})"
+            ) from None  # the chained error could quote key material
+
+    async def _find_installation(self, gh: GitHubClient) -> str:
+        owner, _, name = (self.repository or "").partition("/")
+        app_jwt = self._jwt()
+        try:
+            data = await gh.getitem(
+                "/repos/{owner}/{repo}/installation",
+                {"owner": owner, "repo": name},
+                jwt=app_jwt,
             )
-        except AuthError as exc:
+        except GitHubRequestError as exc:
             raise AuthError(
-                f"GitHub refused GitHub App {self.app_id} (installation "
-                f"{self.installation_id}): check the app id and private key"
+                f"GitHub App {self.app_id} is not installed on {self.repository} "
+                f"(GitHub answered {exc.status_code}); install it or set the installation id"
             ) from exc
-        except DiscoveryError:
-            raise
-        except ValueError as exc:  # PyJWT cannot load the key
+        return str(data["id"])
+
+    async def _refresh(self, gh: GitHubClient) -> None:
+        if self.installation_id is None:
+            self.installation_id = await self._find_installation(gh)
+        app_jwt = self._jwt()
+        try:
+            data = await gh.post(
+                "/app/installations/{id}/access_tokens",
+                {"id": self.installation_id},
+                data=b"",
+                jwt=app_jwt,
+            )
+        except (AuthError, GitHubRequestError) as exc:
             raise AuthError(
-                f"cannot sign a JWT for GitHub App {self.app_id}: the private key is invalid"
+                f"GitHub refused a token for GitHub App {self.app_id}, installation "
+                f"{self.installation_id}: check the app id, private key and installation id"
             ) from exc
-        token = data.get("token")
-        expires = data.get("expires_at")
+        token = data.get("token") if isinstance(data, dict) else None
+        expires = data.get("expires_at") if isinstance(data, dict) else None
         if not isinstance(token, str) or not isinstance(expires, str):
             raise AuthError("GitHub's installation token response had no token or expires_at")
         self._token = Secret(token)
@@ -139,6 +171,7 @@ class AppAuth:
     def __repr__(self) -> str:
         return (
             f"AppAuth(app_id={self.app_id!r}, installation_id={self.installation_id!r}, "
+            f"repository={self.repository!r}, "
             f"private_key={self.private_key!r})"
         )
 

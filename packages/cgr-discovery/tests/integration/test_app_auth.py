@@ -88,6 +88,19 @@ class AppServer:
 
             def do_GET(self) -> None:
                 auth = self.headers.get("authorization", "")
+                if self.path == "/repos/o/r/installation":
+                    try:
+                        jwt.decode(
+                            auth.removeprefix("bearer "), server.public_key, algorithms=["RS256"]
+                        )
+                    except jwt.PyJWTError:
+                        self.reply(401, {"message": "A JSON web token could not be decoded"})
+                        return
+                    self.reply(200, {"id": int(INSTALLATION), "app_id": int(APP_ID)})
+                    return
+                if self.path == "/repos/o/elsewhere/installation":
+                    self.reply(404, {"message": "Not Found"})
+                    return
                 with server.lock:
                     server.seen_auth.append(auth)
                     ok = auth.removeprefix("token ") in server.valid
@@ -174,3 +187,38 @@ async def test_wrong_key_is_an_auth_error(app_server: AppServer) -> None:
             await gh.getitem("/repos/o/r")
     assert "PRIVATE KEY" not in str(info.value)
     assert app_server.minted == []
+
+
+@pytest.mark.anyio
+async def test_installation_found_from_repository(app_server: AppServer) -> None:
+    auth = AppAuth(app_id=APP_ID, private_key=app_server.private_pem, repository="o/r")
+    async with client(app_server, auth) as gh:
+        await gh.getitem("/repos/o/r")
+    assert auth.installation_id == INSTALLATION
+    assert app_server.minted == ["ghs_minted0"]
+
+
+@pytest.mark.anyio
+async def test_app_not_installed_on_repository(app_server: AppServer) -> None:
+    auth = AppAuth(app_id=APP_ID, private_key=app_server.private_pem, repository="o/elsewhere")
+    async with client(app_server, auth) as gh:
+        with pytest.raises(AuthError, match="not installed on o/elsewhere"):
+            await gh.getitem("/repos/o/r")
+
+
+def test_app_auth_needs_installation_or_repository(app_server: AppServer) -> None:
+    with pytest.raises(AuthError, match="installation id or a repository"):
+        AppAuth(app_id=APP_ID, private_key=app_server.private_pem)
+
+
+@pytest.mark.anyio
+async def test_corrupt_key_is_an_auth_error(app_server: AppServer) -> None:
+    bad = (
+        "-----BEGIN RSA PRIVATE KEY-----\nnot-base64-key-material\n-----END RSA PRIVATE KEY-----\n"
+    )
+    auth = AppAuth(app_id=APP_ID, private_key=bad, installation_id=INSTALLATION)
+    async with client(app_server, auth) as gh:
+        with pytest.raises(AuthError, match="private key is invalid") as info:
+            await gh.getitem("/repos/o/r")
+    assert "not-base64" not in str(info.value)
+    assert info.value.__cause__ is None
