@@ -134,6 +134,11 @@ assistant("msg_0", {"type": "text", "text": "Let me look at the task."}, {"input
 if SCENARIO == "success":
     write_file("hello.txt", "hello from the agent\n", 1)
     result("Added hello.txt with a greeting.")
+elif SCENARIO == "slow":
+    for n in range(1, 5):
+        write_file(f"step{n}.txt", f"step {n}\n", n)
+        time.sleep(0.4)
+    result("Wrote four steps.")
 elif SCENARIO == "followup":
     write_file("followup.txt", f"follow-up work for session {SESSION}\n", 1)
     result("Addressed the review: added followup.txt.")

@@ -483,3 +483,17 @@ def test_sigterm_cancels_the_run_visibly(env: Env) -> None:
     assert "in-progress" not in env.sim.issue(REPO, number).labels
     _agent_gone(env)
     assert_no_token(env)
+
+
+def test_progress_is_shown_in_the_status_comment(env: Env) -> None:
+    env.write_config(github={"status_update_seconds": 0.2})
+    number = env.sim.create_issue(REPO, "Steps", "", author="alice", labels=["ready"])
+    env.scenario("slow")
+    env.sim.clear_requests()
+    assert env.run(number) == 0
+    edits = [r for r in env.sim.requests if r.method == "PATCH" and "/issues/comments/" in r.path]
+    # At least one progress edit while the agent worked, then the final one.
+    assert len(edits) >= 2
+    comment = _status_comment(env, number)
+    assert "Progress:" not in comment  # the final text replaced it
+    assert "Wrote four steps." in comment

@@ -141,6 +141,9 @@ class GitHubConfig(_Section, frozen=True):
     token: Secret | None = None
     # The runner's own account; None means "ask GitHub who the token belongs to".
     bot_login: str | None = None
+    # Progress edits of the status comment are at least this far apart (GitHub limits
+    # content creation); the final edit always goes through.
+    status_update_seconds: Annotated[float, msgspec.Meta(ge=0)] = 10.0
 
     def resolved_token(self) -> Secret | None:
         if self.token:

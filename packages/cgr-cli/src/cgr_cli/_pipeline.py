@@ -103,7 +103,7 @@ async def execute_run(
         async with GitHubClient(
             auth=TokenAuth(token.reveal()), base_url=config.github.api_url
         ) as gh:
-            github = RunGitHub(gh, min_edit_interval=5.0)
+            github = RunGitHub(gh, min_edit_interval=config.github.status_update_seconds)
             bot = config.github.bot_login or await _whoami(gh)
             run = await _create_or_pick_up(store, github, request)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
@@ -636,7 +636,7 @@ async def _agent_once(
 
     async def report_progress() -> None:
         while True:
-            await anyio.sleep(1.0)
+            await anyio.sleep(min(1.0, config.github.status_update_seconds))
             if progress["dirty"]:
                 progress["dirty"] = False
                 text = texts.working(ctx.redact(state.progress_line()))
