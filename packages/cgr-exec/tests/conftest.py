@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,9 +53,9 @@ def our_children() -> list[int]:
     return found
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -80,4 +81,22 @@ def pid_file(tmp_path: Path) -> Path:
 def _no_children_left() -> Iterator[None]:
     """Every test must end with no child process of ours still running or a zombie."""
     yield
-    wait_until(lambda: not our_children(), timeout=10.0)
+    try:
+        wait_until(lambda: not our_children(), timeout=10.0)
+    except AssertionError:
+        leftovers = our_children()
+        for pid in leftovers:  # keep the next tests clean, then fail this one
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        raise AssertionError(f"test left child processes behind: {leftovers}") from None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the in-process forking tests first, while the test process has one thread.
+
+    (Later, trio's guest-mode I/O thread may linger for ~10 s after an async test; the
+    fork tests would wait for it - see test_fork._single_threaded.)
+    """
+    items.sort(key=lambda item: item.path.name != "test_fork.py")

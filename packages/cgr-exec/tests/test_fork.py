@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import subprocess
@@ -15,8 +16,20 @@ from cgr_exec import (
     LogFileError,
     ProcessIdentity,
     check_fork_safe,
+    read_stat,
 )
 from conftest import PY, our_children, wait_until
+
+
+@pytest.fixture(autouse=True)
+def _single_threaded() -> None:
+    """Forking tests need a single-threaded test process.
+
+    anyio's pytest plugin runs trio tests in trio's guest mode, whose I/O thread stays in
+    trio's thread cache for up to 10 s after an earlier async test; wait it out.
+    """
+    wait_until(lambda: (s := read_stat(os.getpid())) is not None and s.num_threads == 1, 20)
+
 
 PARENT = """
 import json, os, pathlib, sys, time
@@ -70,10 +83,10 @@ def test_refuses_while_another_thread_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_refuses_inside_a_running_event_loop(tmp_path: Path) -> None:
+async def test_refuses_inside_a_running_event_loop(tmp_path: Path, anyio_backend: str) -> None:
     with pytest.raises(ForkUnsafeError) as err:
         ForkExecutor().start(lambda: 0, log_path=tmp_path / "x.log")
-    assert err.value.async_library == "asyncio"
+    assert err.value.async_library == anyio_backend
     assert "event loop" in str(err.value)
 
 
@@ -155,3 +168,28 @@ def test_unusable_log_path_is_refused_before_forking(tmp_path: Path) -> None:
     assert "no-such-dir" in str(err.value)
     assert executor.identities() == {}
     assert our_children() == []
+
+
+def test_refuses_with_a_thread_threading_does_not_know(tmp_path: Path) -> None:
+    # _thread threads are invisible to threading.active_count(); the kernel counts them.
+    lock = _thread.allocate_lock()
+    lock.acquire()
+    finished = _thread.allocate_lock()
+    finished.acquire()
+
+    def hold() -> None:
+        with lock:
+            pass
+        finished.release()
+
+    _thread.start_new_thread(hold, ())
+    try:
+        assert threading.active_count() == 1
+        with pytest.raises(ForkUnsafeError) as err:
+            ForkExecutor().start(lambda: 0, log_path=tmp_path / "x.log")
+        assert err.value.threads == 2
+        assert "not started through the threading module" in str(err.value)
+    finally:
+        lock.release()
+        finished.acquire()  # the thread has released it: it is about to end
+    wait_until(lambda: (s := read_stat(os.getpid())) is not None and s.num_threads == 1)

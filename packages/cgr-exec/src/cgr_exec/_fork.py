@@ -27,7 +27,7 @@ from ._errors import (
     UnknownChildError,
     open_log,
 )
-from ._identity import ProcessIdentity
+from ._identity import ProcessIdentity, read_stat
 from ._signals import group_alive, signal_identity_group
 from ._status import ChildExit, ExitStatus
 
@@ -76,12 +76,15 @@ def check_fork_safe() -> None:
       stolen by whichever process polls first, and a loop cannot be safely resumed in the
       child. Fork before starting the loop (or use the subprocess strategy).
     """
-    threads = threading.active_count()
+    # threading only knows the threads it started; C extensions and _thread start others.
+    # The kernel's count (what Python 3.12's own fork warning looks at) sees them all.
+    stat = read_stat(os.getpid())
+    threads = max(threading.active_count(), stat.num_threads if stat is not None else 1)
     library = _running_async_library()
     if threads > 1:
-        names = ", ".join(
-            t.name for t in threading.enumerate() if t is not threading.current_thread()
-        )
+        me = threading.current_thread()
+        names = ", ".join(t.name for t in threading.enumerate() if t is not me)
+        names = names or "not started through the threading module"
         raise ForkUnsafeError(
             f"refusing to fork: {threads - 1} other thread(s) are alive ({names}); locks "
             "they hold would be copied locked into the child. Fork before starting threads, "

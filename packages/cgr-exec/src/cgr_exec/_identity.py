@@ -30,6 +30,8 @@ class ProcStat:
     sid: int
     start_time: int
     """Clock ticks after boot at which the process started (field 22)."""
+    num_threads: int = 1
+    """Kernel threads in the process (field 20), including ones Python does not know of."""
 
 
 def read_stat(pid: int) -> ProcStat | None:
@@ -51,6 +53,7 @@ def read_stat(pid: int) -> ProcStat | None:
         pgid=int(fields[2]),
         sid=int(fields[3]),
         start_time=int(fields[19]),
+        num_threads=int(fields[17]),
     )
 
 

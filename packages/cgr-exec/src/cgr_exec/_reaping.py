@@ -29,9 +29,10 @@ def kill_identity_group(identity: ProcessIdentity, grace: float = 10.0) -> bool:
 
     Blocking (polls /proc). Before every signal the identity is checked again, so a pid
     that the kernel gave to an unrelated process is never touched. Returns True if any
-    process was signalled, False if there was nothing of this identity left to signal.
+    process was signalled, False if nothing of this identity was left running (exited,
+    a zombie with an empty group, or the pid now names another process).
     """
-    if not signal_identity_group(identity, signal.SIGTERM):
+    if not group_alive(identity) or not signal_identity_group(identity, signal.SIGTERM):
         return False
     deadline = time.monotonic() + grace
     killed = False
@@ -48,7 +49,7 @@ def kill_identity_group(identity: ProcessIdentity, grace: float = 10.0) -> bool:
 
 async def akill_identity_group(identity: ProcessIdentity, grace: float = 10.0) -> bool:
     """:func:`kill_identity_group` for async code: same checks, sleeps with anyio."""
-    if not signal_identity_group(identity, signal.SIGTERM):
+    if not group_alive(identity) or not signal_identity_group(identity, signal.SIGTERM):
         return False
     deadline = time.monotonic() + grace
     killed = False
