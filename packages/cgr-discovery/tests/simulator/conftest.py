@@ -84,7 +84,8 @@ class Spec:
             ]
             pytest.fail(
                 f"{method} {path} -> {response.status_code} does not "
-                f"conform to GitHub's OpenAPI description: {exc!r} {cause!r} {details[:5]}"
+                f"conform to GitHub's OpenAPI description: {type(exc).__name__} "
+                f"{type(cause).__name__} {details[:5] or str(exc)[:500]}"
             )
 
 

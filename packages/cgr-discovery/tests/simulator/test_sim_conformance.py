@@ -88,7 +88,7 @@ def _status(response: httpx.Response, status: int) -> httpx.Response:
 
 
 def test_every_endpoint_conforms_to_githubs_openapi(
-    gh: GitHubSimulator, api: httpx.Client, spec: Spec
+    gh: GitHubSimulator, api: httpx.Client, raw_api: httpx.Client, spec: Spec
 ) -> None:
     spec.checked.clear()
     r = "/repos/acme/widgets"
@@ -185,6 +185,22 @@ def test_every_endpoint_conforms_to_githubs_openapi(
         api.post(f"{r}/pulls/{pr}/comments/{review_comment}/replies", json={"body": "On it"}), 201
     )
     _status(api.post(f"{r}/pulls/{pr}/comments/999999/replies", json={"body": "x"}), 404)
+
+    # Later states of the same objects: a merged PR, a closed PR seen as an issue, a
+    # search hit that is a PR, a reply with in_reply_to_id, the exhausted primary limit.
+    gh.merge_pull_request(REPO, pr)
+    merged = _status(api.get(f"{r}/pulls/{pr}"), 200).json()
+    assert merged["merged_by"]["login"] == "cgr-bot"
+    assert _status(api.get(f"{r}/issues/{pr}"), 200).json()["pull_request"]["merged_at"]
+    prs = _status(api.get("/search/issues", params={"q": "repo:acme/widgets is:pr"}), 200)
+    assert all("pull_request" in item for item in prs.json()["items"])
+    replies = _status(api.get(f"{r}/pulls/{pr}/comments"), 200).json()
+    assert replies[-1]["in_reply_to_id"] == review_comment
+    gh.exhaust_rate_limit()
+    # The spec lists no 403 for most operations, though any of them can hit the limit.
+    exhausted = raw_api.get(f"{r}/issues/{ready[1]}")
+    assert exhausted.status_code == 403
+    spec.check_schema(exhausted.json(), "basic-error")
 
     missing = EXPECTED - spec.checked
     assert not missing, f"endpoints not exercised: {sorted(missing)}"

@@ -795,7 +795,11 @@ def search_issues(app: App, req: Request) -> Reply:
     else:
         # "Best match": newest first is as good a relevance as any for exact filters.
         found.sort(key=lambda pair: pair[1].id, reverse=True)
-    items = [{**app.renderer.issue(repo, issue), "score": 1.0} for repo, issue in found]
+    items = [
+        # The search schema's body is a non-nullable string, unlike the issue schema's.
+        {**app.renderer.issue(repo, issue), "body": issue.body or "", "score": 1.0}
+        for repo, issue in found
+    ]
     # GitHub caps search results at 1000 and pages through them like any list.
     page = app.paginate(req, items[:1000])
     page.data = {
