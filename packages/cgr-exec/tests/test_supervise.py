@@ -302,3 +302,14 @@ async def test_unusable_output_path_starts_nothing(tmp_path: Path) -> None:
         )
     assert err.value.path == str(tmp_path / "missing" / "err")
     assert our_children() == []
+
+
+async def test_overlong_lines_are_handed_out_in_pieces(tmp_path: Path) -> None:
+    lines: list[str] = []
+    code = "import sys; sys.stdout.write('x' * 300000 + '\\nshort\\n')"
+    result = await run(tmp_path, code, on_stdout_line=lines.append, max_line_bytes=100_000)
+    assert result.exit_code == 0
+    assert lines[-1] == "short"
+    assert "".join(lines[:-1]) == "x" * 300_000
+    assert all(len(line) <= 100_000 + 65_536 for line in lines)
+    assert len(lines) > 2
