@@ -116,3 +116,29 @@ def test_command_line_prints_url_and_token_and_serves(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_chunked_request_bodies(tmp_path: Path) -> None:
+    import socket
+    from collections.abc import Iterator
+
+    with GitHubSimulator(tmp_path) as gh:
+        gh.create_repo(REPO)
+        number = gh.create_issue(REPO, "chunks")
+
+        def body() -> Iterator[bytes]:
+            yield b'{"body": '
+            yield b'"sent in chunks"}'
+
+        with httpx.Client(base_url=gh.url, headers={"Authorization": f"token {gh.token}"}) as c:
+            created = c.post(f"/repos/{REPO}/issues/{number}/comments", content=body())
+        assert created.status_code == 201
+        assert created.json()["body"] == "sent in chunks"
+
+        host, port = gh.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /user HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+            )
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 400")
