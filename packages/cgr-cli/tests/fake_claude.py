@@ -184,7 +184,10 @@ elif SCENARIO == "leak":
     # An agent that prints whatever it can find that looks like a token.
     leaked = [v for k, v in os.environ.items() if "TOKEN" in k]
     write_file("hello.txt", "hello\n", 1)
-    result(f"Done. Found tokens: {leaked}")
+    fake = "ghp_" + "Z" * 36  # a token-shaped string: must be redacted wherever it lands
+    assistant("msg_9", {"type": "text", "text": f"I saw {fake} in a file"},
+              {"input_tokens": 1, "output_tokens": 1})  # fmt: skip
+    result(f"Done. Found tokens: {leaked}. Also saw {fake}.")
 else:
     sys.stderr.write(f"unknown scenario {SCENARIO}\n")
     sys.exit(3)

@@ -379,7 +379,14 @@ def test_untrusted_text_stays_data_and_the_agent_has_no_token(env: Env) -> None:
     (call,) = env.calls()
     assert call["stdin"] == prompt
     assert not [k for k in call["env"] if "TOKEN" in k]
-    assert "Found tokens: []" in _status_comment(env, number)
+    comment = _status_comment(env, number)
+    assert "Found tokens: []" in comment
+    # A token-shaped string the agent printed is redacted in the comment and the logs.
+    assert "ghp_ZZZZ" not in comment
+    assert "Also saw [REDACTED]." in comment
+    agent_log = (_run_dir(env) / "logs" / "agent.jsonl").read_text()
+    assert "ghp_ZZZZ" not in agent_log
+    assert "[REDACTED]" in agent_log
     assert_no_token(env)
 
 
@@ -497,3 +504,35 @@ def test_progress_is_shown_in_the_status_comment(env: Env) -> None:
     comment = _status_comment(env, number)
     assert "Progress:" not in comment  # the final text replaced it
     assert "Wrote four steps." in comment
+
+
+def test_second_active_run_on_a_target_is_refused(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cgr_store import Run, RunKind, new_run_id
+
+    number = env.sim.create_issue(REPO, "Busy", "", author="alice", labels=["ready"])
+    with env.store() as store:
+        store.create_run(Run(id=new_run_id(), repo=REPO, target=number, kind=RunKind.ISSUE))
+    env.sim.clear_requests()
+    assert env.run(number) == 2
+    assert "already has an active run" in capsys.readouterr().err
+    assert [r for r in env.sim.requests if r.method != "GET"] == []
+
+
+def test_bypass_permissions_as_root_needs_is_sandbox(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the CLI's refusal only applies to root")
+    env.write_config(agent={"permission_mode": "bypassPermissions"})
+    number = env.sim.create_issue(REPO, "Root", "", author="alice", labels=["ready"])
+    env.monkeypatch.delenv("IS_SANDBOX", raising=False)
+    assert env.run(number) == 2
+    assert "IS_SANDBOX=1" in capsys.readouterr().err
+    assert env.sim.comments(REPO, number) == []
+    env.monkeypatch.setenv("IS_SANDBOX", "1")
+    assert env.run(number) == 0
+    (call,) = env.calls()
+    assert call["env"]["IS_SANDBOX"] == "1"
+    assert "bypassPermissions" in call["argv"]

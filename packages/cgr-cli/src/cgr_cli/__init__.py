@@ -16,8 +16,10 @@ from cgr_cli._errors import (
     RunNotFoundError,
 )
 from cgr_cli._main import main
+from cgr_cli._pipeline import RunRequest, execute_run
 from cgr_cli._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli._redact import Redactor
+from cgr_cli._report import Outcome, RunSummary
 
 __version__ = _version("cgr-cli")
 
@@ -28,11 +30,14 @@ __all__ = [
     "ConfigError",
     "ConfigNotFoundError",
     "GitError",
+    "Outcome",
     "PromptInput",
     "RebaseConflictError",
     "Redactor",
     "ReviewComment",
     "RunNotFoundError",
+    "RunRequest",
+    "RunSummary",
     "Secret",
     "StreamState",
     "ThreadComment",
@@ -41,6 +46,7 @@ __all__ = [
     "agent_argv",
     "agent_env",
     "build_prompt",
+    "execute_run",
     "judge",
     "load_config",
     "main",

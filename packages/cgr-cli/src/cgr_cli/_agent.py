@@ -80,6 +80,27 @@ def agent_env(
     return env
 
 
+def check_can_start(config: AgentConfig, env: Mapping[str, str]) -> None:
+    """Refuse early what the CLI would refuse after cgr claimed the issue.
+
+    Claude Code refuses ``--dangerously-skip-permissions`` and ``--permission-mode
+    bypassPermissions`` when running as root unless ``IS_SANDBOX=1`` is set.
+    """
+    from cgr_cli._errors import ConfigError
+
+    bypass = config.permission_mode == "bypassPermissions" or (
+        "--dangerously-skip-permissions" in config.extra_args
+    )
+    if bypass and os.geteuid() == 0 and env.get("IS_SANDBOX") != "1":
+        raise ConfigError(
+            "agent.permission_mode = 'bypassPermissions' (or --dangerously-skip-permissions) "
+            "is refused by Claude Code when running as root unless IS_SANDBOX=1 is set in "
+            "cgr's environment; run cgr as another user, set IS_SANDBOX=1 in a real "
+            "sandbox, or choose another permission mode",
+            key="agent.permission_mode",
+        )
+
+
 @dataclass(slots=True)
 class AgentResult:
     """The agent's final ``result`` line."""

@@ -29,7 +29,14 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from cgr_cli._agent import NO_CONVERSATION, StreamState, agent_argv, agent_env, judge
+from cgr_cli._agent import (
+    NO_CONVERSATION,
+    StreamState,
+    agent_argv,
+    agent_env,
+    check_can_start,
+    judge,
+)
 from cgr_cli._config import Config
 from cgr_cli._errors import CgrError, ConfigError, GitError, RebaseConflictError, RunNotFoundError
 from cgr_cli._git import Git, Identity, branch_name
@@ -97,6 +104,7 @@ async def execute_run(
             key="github.token",
         )
     environ = dict(os.environ if environ is None else environ)
+    check_can_start(config.agent, agent_env(config.agent, environ))
     config.database.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(config.database)
     try:
