@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +73,13 @@ def _since(req: Request) -> int | None:
     if not raw:
         return None
     try:
-        return int(datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp())
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise HTTPError(
             422, f"Invalid request.\n\nFor 'since', {raw!r} is not a valid timestamp."
         ) from None
+    # GitHub reads a timestamp without an offset as UTC, not as the server's local time.
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
 
 
 def _choice(req: Request, name: str, default: str, allowed: Iterable[str]) -> str:
@@ -896,8 +898,6 @@ def _date_qualifier(key: str, value: str) -> Callable[[Repo, Issue], bool] | Non
     except ValueError:
         return None
     if moment.tzinfo is None:
-        from datetime import UTC
-
         moment = moment.replace(tzinfo=UTC)
     stamp = int(moment.timestamp())
     attr = f"{key}_at"
