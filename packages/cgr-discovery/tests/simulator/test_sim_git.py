@@ -156,3 +156,16 @@ def test_clone_of_missing_repository_is_404(gh: GitHubSimulator, tmp_path: Path)
     )
     assert proc.returncode != 0
     assert gh.requests[-1].status == 404
+
+
+def test_git_protocol_header_reaches_http_backend(
+    gh: GitHubSimulator, raw_api: httpx.Client
+) -> None:
+    url = "/acme/widgets.git/info/refs?service=git-upload-pack"
+    v2 = raw_api.get(url, headers={"Git-Protocol": "version=2"})
+    assert v2.status_code == 200
+    assert v2.headers["content-type"] == "application/x-git-upload-pack-advertisement"
+    assert b"version 2" in v2.content
+    v0 = raw_api.get(url)
+    assert b"version 2" not in v0.content
+    assert gh.branches(REPO)["main"].encode() in v0.content

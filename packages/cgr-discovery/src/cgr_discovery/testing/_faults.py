@@ -29,7 +29,9 @@ PRIMARY_DOCS = (
 class RequestRecord:
     """One request as the simulator saw it, for tests to assert on.
 
-    ``status`` is ``None`` when the connection was dropped without a response.
+    ``path`` is percent-decoded (``/labels/needs human``); ``query`` holds the first value
+    of each parameter. ``status`` is ``None`` when the connection was dropped without a
+    response.
     ``conditional`` says whether ``If-None-Match`` was sent; ``counted`` whether the
     request used up one unit of the primary rate limit (a 304 does not, as on GitHub).
     Tokens are never recorded.
