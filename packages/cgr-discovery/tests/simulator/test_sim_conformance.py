@@ -65,6 +65,9 @@ EXPECTED = {
     ("POST", R + "/issues/comments/{comment_id}/reactions", 201),
     ("POST", R + "/issues/comments/{comment_id}/reactions", 200),
     ("GET", R + "/pulls/comments/{comment_id}/reactions", 200),
+    ("DELETE", R + "/issues/{issue_number}/reactions/{reaction_id}", 204),
+    ("DELETE", R + "/issues/comments/{comment_id}/reactions/{reaction_id}", 204),
+    ("DELETE", R + "/pulls/comments/{comment_id}/reactions/{reaction_id}", 204),
     ("POST", R + "/pulls/comments/{comment_id}/reactions", 201),
     ("POST", R + "/pulls/comments/{comment_id}/reactions", 200),
     ("GET", R + "/pulls", 200),
@@ -164,8 +167,10 @@ def test_every_endpoint_conforms_to_githubs_openapi(
         f"{r}/pulls/comments/{review_comment}/reactions",
     ):
         _status(api.post(path, json={"content": "eyes"}), 201)
-        _status(api.post(path, json={"content": "eyes"}), 200)
+        again = _status(api.post(path, json={"content": "eyes"}), 200).json()
         _status(api.get(path), 200)
+        _status(api.delete(f"{path}/{again['id']}"), 204)
+        _status(api.post(path, json={"content": "eyes"}), 201)
     _status(api.post(f"{r}/issues/{ready[0]}/reactions", json={"content": "meh"}), 422)
     _status(api.delete(f"{r}/issues/comments/{comment['id']}"), 204)
 

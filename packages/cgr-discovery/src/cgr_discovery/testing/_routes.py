@@ -466,6 +466,18 @@ def create_reaction(app: App, req: Request) -> Reply:
     return Reply(201 if created else 200, app.renderer.reaction(reaction))
 
 
+def delete_reaction(app: App, req: Request) -> Reply:
+    repo = _repo(app, req)
+    target = _reaction_target(app, req, repo)
+    reaction_id = int(req.params["reaction_id"])
+    for reaction in target.reactions:
+        # Only the person who reacted can take the reaction back.
+        if reaction.id == reaction_id and reaction.user.lower() == req.login.lower():
+            target.reactions.remove(reaction)
+            return Reply(204)
+    raise not_found()
+
+
 def list_reactions(app: App, req: Request) -> Reply:
     repo = _repo(app, req)
     target = _reaction_target(app, req, repo)
@@ -947,6 +959,21 @@ ROUTES: list[Route] = [
     _r("POST", _REPO + r"/issues/(?P<number>\d+)/assignees", add_assignees),
     _r("DELETE", _REPO + r"/issues/(?P<number>\d+)/assignees", remove_assignees),
     _r("GET", _REPO + r"/issues/(?P<number>\d+)/reactions", list_reactions),
+    _r(
+        "DELETE",
+        _REPO + r"/issues/(?P<number>\d+)/reactions/(?P<reaction_id>\d+)",
+        delete_reaction,
+    ),
+    _r(
+        "DELETE",
+        _REPO + r"/issues/comments/(?P<comment_id>\d+)/reactions/(?P<reaction_id>\d+)",
+        delete_reaction,
+    ),
+    _r(
+        "DELETE",
+        _REPO + r"/pulls/comments/(?P<review_comment_id>\d+)/reactions/(?P<reaction_id>\d+)",
+        delete_reaction,
+    ),
     _r("POST", _REPO + r"/issues/(?P<number>\d+)/reactions", create_reaction),
     _r("GET", _REPO + "/pulls", list_pulls),
     _r("POST", _REPO + "/pulls", create_pull),
