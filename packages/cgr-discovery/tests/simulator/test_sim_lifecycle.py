@@ -142,3 +142,16 @@ def test_chunked_request_bodies(tmp_path: Path) -> None:
             )
             answer = sock.recv(4096)
         assert answer.startswith(b"HTTP/1.1 400")
+
+
+def test_readme_example_runs(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## GitHub simulator", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "example.py"
+    script.write_text(example)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("2 [('GET', '/repos/acme/widgets/issues', 502)")
