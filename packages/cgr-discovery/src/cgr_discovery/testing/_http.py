@@ -100,7 +100,7 @@ class Request:
     def json_object(self) -> dict[str, Any]:
         data = self.json()
         if not isinstance(data, dict):
-            raise HTTPError(422, "Invalid request.\n\nFor 'links/0/schema', is not an object.")
+            raise HTTPError(422, "Invalid request.\n\nThe request body must be a JSON object.")
         return data
 
 
@@ -533,15 +533,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, payload, [*extra, *self._common_headers(app, header_resource)])
 
     def _route(self, app: App, path: str) -> tuple[Route | None, dict[str, str]]:
-        path_matched = False
+        # A known path with an unsupported method is a 404 too: GitHub never sends 405.
         for route in app.routes:
             match = route.pattern.fullmatch(path)
-            if match is None:
-                continue
-            path_matched = True
-            if route.method == self.command:
+            if match is not None and route.method == self.command:
                 return route, {k: unquote(v) for k, v in match.groupdict().items()}
-        del path_matched  # GitHub answers 404, not 405, for a method a path lacks
         return None, {}
 
     def _git(
