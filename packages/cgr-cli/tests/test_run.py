@@ -550,3 +550,25 @@ def test_hostile_agent_cannot_redirect_the_push_or_catch_the_token(env: Env) -> 
     assert sorted(env.agent_state.glob("hook-*.env")) == []
     assert not (_run_dir(env) / "publish.git").exists()
     assert_no_token(env)
+
+
+def test_rejected_token(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    token = "ghp_" + "0" * 36  # a token GitHub rejects
+    number = env.sim.create_issue(REPO, "Bad token", "", author="alice", labels=["ready"])
+    # Without bot_login, cgr asks GitHub first: the run cannot start at all.
+    env.write_config(github={"token": token, "bot_login": None})
+    assert env.run(number) == 2
+    err = capsys.readouterr().err
+    assert "could not start" in err
+    assert "401" in err
+    assert token not in err
+    # With bot_login, the run row exists first; it ends failed (GitHub cannot be told).
+    env.write_config(github={"token": token})
+    assert env.run(number) == 1
+    out = capsys.readouterr().out
+    assert "failed" in out
+    assert token not in out
+    summary = _summary(_run_dir(env))
+    run, _ = _store_run(env, summary["run_id"])
+    assert run.status == "failed"
+    assert env.sim.comments(REPO, number) == []

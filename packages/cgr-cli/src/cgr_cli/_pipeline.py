@@ -182,6 +182,13 @@ def _describe(exc: BaseException) -> str:
         return f"git {exc.command} failed ({code}); details are in the run's log"
     if isinstance(exc, CgrError):
         return str(exc)
+    from cgr_discovery import DiscoveryError
+    from cgr_store import StoreError
+
+    if isinstance(exc, DiscoveryError):
+        return f"a GitHub request failed ({exc})"
+    if isinstance(exc, StoreError):
+        return f"the run database failed ({exc})"
     if isinstance(exc, anyio.get_cancelled_exc_class()):
         return "the run was interrupted"
     return f"internal error ({type(exc).__name__}: {exc})"

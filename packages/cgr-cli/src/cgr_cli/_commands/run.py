@@ -10,6 +10,8 @@ def run(args: argparse.Namespace) -> int:
     from cgr_cli._config_load import load_config
     from cgr_cli._errors import CgrError
     from cgr_cli._pipeline import RunRequest, run_sync
+    from cgr_discovery import DiscoveryError
+    from cgr_store import StoreError
 
     try:
         config, _ = load_config(args.config)
@@ -24,8 +26,11 @@ def run(args: argparse.Namespace) -> int:
                 force=args.force,
             ),
         )
-    except CgrError as exc:
-        print(f"cgr: {exc}", file=sys.stderr)
+    except (CgrError, DiscoveryError, StoreError) as exc:
+        # Only errors before the run row exists reach here (bad config, GitHub or the
+        # database unreachable, an active run on the target); later ones are reported on
+        # GitHub and in the summary.
+        print(f"cgr: the run could not start: {exc}", file=sys.stderr)
         return 2
     if args.json:
         import msgspec
