@@ -81,6 +81,8 @@ class GitHubClient(gh_abc.GitHubAPI):
     bounds each phase of an HTTP request (connecting, each read, each write, waiting for a
     pooled connection); a timed-out request counts as a transport error. ``cache`` is
     gidgethub's ETag cache (an :class:`LRUCache` by default; ``None`` disables it).
+    ``max_connections`` bounds the connection pool (all kept alive between polls). An
+    ``http`` client passed in is used as is (its own timeout, limits and redirect settings).
     ``sleep`` replaces :func:`anyio.sleep` for every wait the policy makes.
 
     Create one client per process and event loop: its connection pool must not cross a
@@ -94,11 +96,14 @@ class GitHubClient(gh_abc.GitHubAPI):
         base_url: str = DEFAULT_BASE_URL,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
+        max_connections: int = 32,
         cache: gh_abc.CACHE_TYPE | bool | None = True,
         http: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         user_agent: str = USER_AGENT,
     ) -> None:
+        if timeout <= 0 or max_connections < 1:
+            raise ValueError("GitHubClient timeout must be positive and max_connections >= 1")
         if cache is True:
             cache = LRUCache()
         elif cache is False:
@@ -109,8 +114,14 @@ class GitHubClient(gh_abc.GitHubAPI):
         self._owns_http = http is None
         # Redirects are followed because GitHub answers 301/307 for renamed and transferred
         # repositories; httpx drops the Authorization header if a redirect leaves the host.
+        # Every pooled connection is kept alive: reopening connections on each poll costs a
+        # TLS handshake each on GitHub. GitHub also asks for no more than 100 concurrent
+        # requests (a secondary limit), so the pool stays well below that.
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), follow_redirects=True
+            timeout=httpx.Timeout(timeout), follow_redirects=True, limits=limits
         )
         self._sleep = sleep or anyio.sleep
         self._requests = 0
