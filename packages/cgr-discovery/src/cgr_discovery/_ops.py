@@ -266,11 +266,18 @@ class RunGitHub:
             state.pending = body
             return False
         owner, name = split_repo(repo)
-        await self.gh.patch(
-            "/repos/{owner}/{repo}/issues/comments/{id}",
-            {"owner": owner, "repo": name, "id": state.comment_id},
-            data={"body": body},
-        )
+        try:
+            await self.gh.patch(
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                {"owner": owner, "repo": name, "id": state.comment_id},
+                data={"body": body},
+            )
+        except GitHubRequestError as exc:
+            if exc.status_code != 404:
+                raise
+            # A person deleted the status comment: the run still reports, in a new one.
+            created = await self.comment(repo, number, body)
+            state.comment_id = int(created["id"])
         state.last_edit, state.last_body, state.pending = now, body, None
         return True
 

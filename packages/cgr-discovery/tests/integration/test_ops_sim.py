@@ -154,3 +154,18 @@ async def test_collaborator_permission(sim: GitHubSimulator, ops: RunGitHub) -> 
     assert await ops.collaborator_permission(REPO, "maint") == "maintain"
     assert await ops.collaborator_permission(REPO, BOT) == "write"
     assert await ops.collaborator_permission(REPO, "stranger") in ("none", "read")
+
+
+async def test_deleted_status_comment_is_recreated(sim: GitHubSimulator, gh: GitHubClient) -> None:
+    number = sim.create_issue(REPO, "t", "b")
+    ops = RunGitHub(gh, min_edit_interval=0.0)
+    await ops.update_status(REPO, number, "run-7", "Running")
+    (comment,) = sim.comments(REPO, number)
+    await gh.delete(
+        "/repos/{owner}/{repo}/issues/comments/{id}",
+        {"owner": "acme", "repo": "widgets", "id": comment.id},
+    )
+    assert await ops.update_status(REPO, number, "run-7", "Done", final=True) is True
+    (again,) = sim.comments(REPO, number)
+    assert again.id != comment.id
+    assert again.body == "<!-- cgr:run=run-7 -->\nDone"
