@@ -191,6 +191,9 @@ def resolve_token(
     CLI's own rule). The gh CLI is asked only when it is installed (``gh_executable``
     found on PATH; ``None`` skips it); a gh that is not logged in, fails or hangs past
     ``timeout`` is skipped. Raises :class:`AuthError` naming every place looked at.
+
+    Blocking (it may run ``gh``): call it at start-up, or through
+    ``anyio.to_thread.run_sync`` from async code.
     """
     if (
         configured is not None
