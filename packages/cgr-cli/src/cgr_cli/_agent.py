@@ -117,6 +117,8 @@ class AgentResult:
     cache_creation_tokens: int
     cache_read_tokens: int
     api_error_status: int | None = None
+    # Tools the permission settings refused (their names only; inputs may hold anything).
+    permission_denials: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -204,6 +206,11 @@ class StreamState:
             cache_creation_tokens=_int(usage.get("cache_creation_input_tokens")),
             cache_read_tokens=_int(usage.get("cache_read_input_tokens")),
             api_error_status=_int_or_none(status),
+            permission_denials=[
+                str(d.get("tool_name") or "tool")
+                for d in event.get("permission_denials") or []
+                if isinstance(d, dict)
+            ],
         )
         if self.result.session_id:
             self.session_id = self.result.session_id

@@ -730,6 +730,7 @@ def _record_figures(ctx: _Ctx, state: StreamState) -> None:
         s.input_tokens, s.output_tokens = r.input_tokens, r.output_tokens
         s.cache_creation_tokens, s.cache_read_tokens = r.cache_creation_tokens, r.cache_read_tokens
         s.turns = r.num_turns
+        s.permission_denials = list(r.permission_denials)
     else:
         # No result line (killed): the estimate from the assistant messages seen so far.
         s.cost_usd = round(state.estimated_cost_usd, 6)

@@ -53,6 +53,7 @@ class RunSummary(msgspec.Struct, kw_only=True):
     timings: dict[str, float] = msgspec.field(default_factory=dict)
     error: str | None = None
     conflicts: list[str] = msgspec.field(default_factory=list)
+    permission_denials: list[str] = msgspec.field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -140,6 +141,12 @@ class Texts:
             parts.append(f"❌ The run failed: {summary.error}. No pull request was opened.")
         if agent_text.strip():
             parts.append("### What the agent said\n\n" + _clean_agent_text(agent_text))
+        if summary.permission_denials:
+            tools = ", ".join(f"`{t}`" for t in sorted(set(summary.permission_denials)))
+            parts.append(
+                f"Note: the permission settings refused the agent these tools: {tools} "
+                "(see `agent.permission_mode` / `agent.allowed_tools`)."
+            )
         parts.append(figures(summary) + f" · run `{summary.run_id}`")
         if summary.exit_code != 0 or outcome == Outcome.NO_CHANGES:
             parts.append(self.retry_hint())
