@@ -198,3 +198,16 @@ def test_user_agent_and_enterprise_base_url() -> None:
     assert USER_AGENT.startswith("cgr-discovery/")
     url = sansio.format_url("/repos/{o}/{r}", {"o": "a", "r": "b"}, base_url=gh.base_url)
     assert url == "https://ghe.example.com/api/v3/repos/a/b"
+
+
+async def test_cache_can_be_disabled(sim: GitHubSimulator, make_client: ClientFactory) -> None:
+    gh = make_client(cache=False)
+    await gh.getitem(REPO_PATH)
+    await gh.getitem(REPO_PATH)
+    assert served(sim) == [200, 200]
+    assert gh.stats().points_spent == 2
+
+
+def test_client_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        GitHubClient(timeout=0)
