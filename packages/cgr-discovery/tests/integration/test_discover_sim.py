@@ -289,3 +289,22 @@ async def test_rate_limited_poll_reports_errors_and_keeps_cursors(
 async def test_malformed_repo_name(gh: GitHubClient) -> None:
     with pytest.raises(ValueError, match="owner/name"):
         await discover(gh, ["no-slash"], CONFIG)
+
+
+async def test_poll_rides_out_5xx_bursts_and_secondary_limits(
+    sim: GitHubSimulator, gh: GitHubClient
+) -> None:
+    cursors = await prime(gh)
+    _, comment_id = sim.seed_collaborator_mention(REPO)
+    _, review_id = sim.seed_bot_pull_request(REPO)
+    sim.faults.error(502, path=r"/issues/comments$", count=2)
+    sim.faults.secondary_rate_limit(retry_after=20, path=r"/pulls/comments$", count=1)
+    sim.faults.drop_connection(path=r"/issues$", count=1)
+    result = await discover(gh, [REPO], CONFIG, cursors=cursors)
+    assert result.errors == ()
+    assert {j.comment_id for j in result.jobs} == {comment_id, review_id}
+    stats = gh.stats()
+    assert stats.retries == 3  # two 502s and one dropped connection
+    assert stats.rate_limited == 1
+    faulted = [r.fault for r in sim.requests if r.fault]
+    assert sorted(faulted) == ["drop", "error", "error", "error"]
