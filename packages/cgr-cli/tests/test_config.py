@@ -9,7 +9,7 @@ from cgr_cli._config_load import parse_config, render_config
 
 # (file text, key path named in the error, fragments the message must contain)
 TOML_ERRORS = [
-    ("agent.max_turn = 3", "agent.max_turn", ["did you mean 'agent.max_turns'"]),
+    ("agent.max_turn = 3", "agent.max_turn", ["= 3", "did you mean 'agent.max_turns'"]),
     ("[agnt]\nmodel = 'x'", "agnt", ["did you mean 'agent'"]),
     ("[agent]\nmax_turns = 'many'", "agent.max_turns", ['"many"', "Expected `int`"]),
     ("[agent]\nmax_turns = 0", "agent.max_turns", ["= 0", ">= 1"]),
@@ -30,6 +30,8 @@ TOML_ERRORS = [
     ("[polling]\nbogus = 1", "polling.bogus", ["expected one of: interval_seconds"]),
     ("[timeouts]\nagent_seconds = 'soon'", "timeouts.agent_seconds", ["Expected `float`"]),
     ("[git_identity]\nname = ''", "git_identity.name", ["length >= 1"]),
+    ("[github]\ntokn = 'ghp_" + "s" * 36 + "'", "github.tokn", ["[REDACTED]", "did you mean"]),
+    ("[github]\napi_url = 'ghp_" + "s" * 36 + "'\nbogus = 1", "github.bogus", ["= 1"]),
 ]
 
 
@@ -43,6 +45,7 @@ def test_errors_name_key_value_and_expectation(
         load_config(path)
     assert caught.value.key == key
     message = str(caught.value)
+    assert "ssssssss" not in message
     assert message.startswith(str(path))
     assert key in message
     for fragment in fragments:

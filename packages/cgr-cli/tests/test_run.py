@@ -281,6 +281,23 @@ def test_mention_on_a_pull_request_pushes_to_its_branch(env: Env) -> None:
         assert store.get_run(summary["run_id"]).kind == "pr_mention"
     assert_no_token(env)
 
+    # A second mention on the same pull request: the session is resumed (same target,
+    # same working directory) and the new work is pushed on top, never dropped.
+    env.scenario("followup")
+    again = env.sim.add_comment(REPO, number, f"@{env.sim.bot_login} one more thing",
+                                author="alice")  # fmt: skip
+    before = env.sim.branches(REPO)["feature"]
+    assert env.run(number, "--comment-id", str(again)) == 0
+    first, second = env.calls()
+    assert second["argv"][-2:] == ["--resume", first["session"]]
+    assert second["cwd"] == first["cwd"]
+    assert "one more thing" in second["stdin"]
+    assert _git_log(env, "feature")[1] != "feature"  # a new commit on top
+    assert env.sim.branches(REPO)["feature"] != before
+    assert len(env.sim.pull_requests(REPO)) == 1
+    assert len([c for c in env.sim.comments(REPO, number) if "<!-- cgr:run=" in c.body]) == 2
+    assert_no_token(env)
+
 
 def test_review_comment_gives_file_and_line(env: Env) -> None:
     number, review_id = env.sim.seed_bot_pull_request(REPO)

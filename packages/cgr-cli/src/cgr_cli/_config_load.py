@@ -178,7 +178,7 @@ def _explain(exc: msgspec.ValidationError, data: Mapping[str, Any], source: str)
         struct = _struct_at(parts)
         known = [f.name for f in msgspec.structs.fields(struct)] if struct else []
         key = _dotted([*parts, field])
-        text = f"unknown key {key!r}"
+        text = f"unknown key {key!r} = {_shown(field, _lookup(data, [*parts, field]))}"
         close = difflib.get_close_matches(field, known, n=1)
         if close:
             text += f" (did you mean {_dotted([*parts, close[0]])!r}?)"
@@ -192,8 +192,20 @@ def _explain(exc: msgspec.ValidationError, data: Mapping[str, Any], source: str)
         message = f"expected one of {', '.join(map(repr, choices))}" if choices else message
     elif parts[:1] == ["repositories"] and "matching regex" in message:
         message = "expected a repository as 'OWNER/NAME'"
-    shown = "***" if parts[-1:] == ["token"] else _short(value)
+    shown = _shown(str(parts[-1]) if parts else "", value)
     return ConfigError(f"{key} = {shown}: {message}", key=key, source=source)
+
+
+_SECRET_WORDS = ("token", "secret", "password", "passwd", "key", "auth")
+
+
+def _shown(name: str, value: Any) -> str:
+    """A value for an error message; never one that may be a secret."""
+    from cgr_cli._redact import Redactor
+
+    if any(word in name.lower() for word in _SECRET_WORDS):
+        return "***"
+    return Redactor()(_short(value))
 
 
 def _short(value: Any) -> str:
