@@ -49,3 +49,11 @@ class Secret:
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("a Secret cannot be pickled")
+
+    # Immutable, so copies may share it; without these, copy.deepcopy of a config that holds
+    # a Secret would hit __reduce__ and fail.
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
+        return self

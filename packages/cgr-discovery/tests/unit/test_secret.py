@@ -45,6 +45,14 @@ def test_secret_equality_and_pickling() -> None:
         Secret(123)  # type: ignore[arg-type]
 
 
+def test_secret_survives_copies() -> None:
+    import copy
+
+    secret = Secret(TOKEN)
+    assert copy.copy(secret) is secret
+    assert copy.deepcopy({"token": secret})["token"].reveal() == TOKEN
+
+
 def test_auth_reprs_hide_credentials() -> None:
     auth = TokenAuth(TOKEN, source="GH_TOKEN")
     assert TOKEN not in repr(auth)
