@@ -54,8 +54,8 @@ class ClientStats:
     """A snapshot of the client's counters, for ``cgr status`` and metrics.
 
     ``points_spent`` counts responses that cost rate-limit quota (everything but 304
-    answers to conditional requests). ``rate_limit_*`` come from the last response that
-    carried rate-limit headers (``None`` before the first).
+    answers to conditional requests). ``rate_limit_*`` describe the ``core`` quota (the one
+    every REST call cgr makes counts against) from the last response that carried it.
     """
 
     requests: int
@@ -130,7 +130,10 @@ class GitHubClient(gh_abc.GitHubAPI):
         self._retries = 0
         self._rate_limited = 0
         self._slept = 0.0
-        self._quota: tuple[int, int, float] | None = None  # limit, remaining, reset epoch
+        # Per rate-limit resource ("core", "search", "graphql", ...): limit, remaining,
+        # reset epoch. Each resource has its own quota; an exhausted search quota must not
+        # hold back core requests.
+        self._quotas: dict[str, tuple[int, int, float]] = {}
         # Server clock minus local clock, from the last Date header: rate-limit resets are
         # server times, and a runner's clock may be off.
         self._skew = 0.0
@@ -156,7 +159,8 @@ class GitHubClient(gh_abc.GitHubAPI):
     # --- observability ---------------------------------------------------------------
 
     def stats(self) -> ClientStats:
-        limit, remaining, reset = self._quota if self._quota else (None, None, None)
+        quota = self._quotas.get("core")
+        limit, remaining, reset = quota if quota else (None, None, None)
         return ClientStats(
             requests=self._requests,
             not_modified=self._not_modified,
@@ -315,9 +319,11 @@ class GitHubClient(gh_abc.GitHubAPI):
         When the hourly quota is known to be exhausted, wait for its reset if that is within
         ``max_rate_limit_wait``, else fail fast with :class:`RateLimited` (never spin).
         """
-        if self._quota is None or self._quota[1] > 0:
+        resource = _resource(url)
+        quota = self._quotas.get(resource)
+        if quota is None or quota[1] > 0:
             return
-        reset = self._quota[2]
+        limit, _, reset = quota
         wait = reset - (time.time() + self._skew)
         if wait <= 0:
             return
@@ -330,7 +336,7 @@ class GitHubClient(gh_abc.GitHubAPI):
             )
         await self._wait(wait + 1.0)
         # Assume the reset happened; the next response says the truth.
-        self._quota = (self._quota[0], self._quota[0], reset)
+        self._quotas[resource] = (limit, limit, reset)
 
     def _observe(self, response: httpx.Response) -> None:
         headers = response.headers
@@ -349,7 +355,8 @@ class GitHubClient(gh_abc.GitHubAPI):
                 self._skew = parsed.timestamp() - time.time()
         rate = sansio.RateLimit.from_http(headers)
         if rate is not None:
-            self._quota = (rate.limit, rate.remaining, rate.reset_datetime.timestamp())
+            resource = headers.get("x-ratelimit-resource") or _resource(str(response.url))
+            self._quotas[resource] = (rate.limit, rate.remaining, rate.reset_datetime.timestamp())
             self.rate_limit = rate
 
     async def _backoff(self, retry: int) -> None:
@@ -412,6 +419,16 @@ def _parse_date(value: str | None) -> datetime | None:
     except (TypeError, ValueError):
         return None
     return parsed if parsed.tzinfo is not None else None
+
+
+def _resource(url: str) -> str:
+    """The rate-limit resource a request to ``url`` counts against (GitHub's names)."""
+    path = httpx.URL(url).path
+    for prefix, resource in (("/search/code", "code_search"), ("/search/", "search"),
+                             ("/graphql", "graphql")):  # fmt: skip
+        if prefix in path:
+            return resource
+    return "core"
 
 
 def _path(url: str) -> str:

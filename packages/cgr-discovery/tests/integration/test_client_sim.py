@@ -211,3 +211,16 @@ async def test_cache_can_be_disabled(sim: GitHubSimulator, make_client: ClientFa
 def test_client_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="timeout"):
         GitHubClient(timeout=0)
+
+
+async def test_exhausted_search_quota_does_not_block_core(
+    sim: GitHubSimulator, gh: GitHubClient
+) -> None:
+    sim.exhaust_rate_limit(resource="search", reset_in=3600)
+    with pytest.raises(RateLimited):
+        await gh.getitem("/search/issues?q=repo:acme/widgets")
+    with pytest.raises(RateLimited):  # known now: refused without a request
+        await gh.getitem("/search/issues?q=is:open")
+    assert [r.path for r in sim.requests] == ["/search/issues"]
+    assert (await gh.getitem(REPO_PATH))["full_name"] == REPO
+    assert gh.stats().rate_limit_limit == 5000  # the core quota
