@@ -352,7 +352,10 @@ class GitHubClient(gh_abc.GitHubAPI):
                 parsed = None
             if parsed is not None and parsed.tzinfo is not None:
                 self._last_date = parsed
-                self._skew = parsed.timestamp() - time.time()
+                # Date has whole seconds: the server's clock was somewhere in [Date, Date+1)
+                # when it answered. Differences within that noise are no skew at all.
+                skew = parsed.timestamp() + 0.5 - time.time()
+                self._skew = skew if abs(skew) > 1.0 else 0.0
         rate = sansio.RateLimit.from_http(headers)
         if rate is not None:
             resource = headers.get("x-ratelimit-resource") or _resource(str(response.url))
