@@ -53,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
         help="run even if the issue is not labelled ready or is blocked",
     )
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+    from cgr_cli._commands import init as init_command
+
+    init_command.add_parser(commands)
+    from cgr_cli._commands import doctor as doctor_command
+
+    doctor_command.add_parser(commands)
+    from cgr_cli._commands import systemd as systemd_command
+
+    systemd_command.add_parser(commands)
     return parser
 
 
@@ -69,6 +79,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cgr_cli._commands.config import check
 
         return check(args)
+    if args.command == "init":
+        from cgr_cli._commands.init import init
+
+        return init(args)
+    if args.command == "doctor":
+        from cgr_cli._commands.doctor import doctor
+
+        return doctor(args)
+    if args.command == "systemd":
+        from cgr_cli._commands.systemd import systemd
+
+        return systemd(args)
     if args.command == "run":
         from cgr_cli._commands.run import run
 

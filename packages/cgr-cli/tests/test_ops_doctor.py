@@ -1,0 +1,318 @@
+"""``cgr doctor`` against the GitHub simulator, real SQLite files, git and systemctl."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cgr_cli import main
+from cgr_cli._doctor import (
+    Check,
+    CheckStatus,
+    DoctorOptions,
+    check_database,
+    check_systemd,
+    format_check,
+    run_doctor,
+)
+
+REPO = "acme/widgets"
+LABELS = ["ready", "in-progress", "needs-human", "blocked"]
+
+
+class World:
+    def __init__(self, sim: Any, root: Path) -> None:
+        self.sim = sim
+        self.root = root
+        self.config = root / "config.toml"
+        self.agent = root / "claude"
+        self.agent.write_text("#!/bin/sh\necho '2.1.197 (Claude Code)'\n")
+        self.agent.chmod(0o755)
+        self.write()
+
+    def write(self, token: str | None = None, **github: str) -> None:
+        settings = {"api_url": self.sim.url, "token": token or self.sim.token, **github}
+        lines = [
+            f'repositories = ["{REPO}"]',
+            "[paths]",
+            f'workspace_root = "{self.root / "ws"}"',
+            f'database = "{self.root / "db" / "cgr.sqlite3"}"',
+            "[agent]",
+            f'command = "{self.agent}"',
+            "[github]",
+            *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
+        ]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def doctor(self, *extra: str) -> tuple[int, dict[str, Any]]:
+        import contextlib
+        import io
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["doctor", "--config", str(self.config), "--json", "--min-free-gib",
+                         "0.01", *extra])  # fmt: skip
+        return code, json.loads(out.getvalue())
+
+
+def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in report["checks"]}
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    from cgr_discovery.testing import GitHubSimulator
+
+    monkeypatch.delenv("CGR_GITHUB_TOKEN", raising=False)
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        sim.create_repo(REPO, labels=LABELS)
+        yield World(sim, tmp_path)
+
+
+def _no_systemctl(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shutil.which
+    monkeypatch.setattr(
+        "cgr_cli._doctor.shutil.which",
+        lambda name, *a, **k: None if name == "systemctl" else real(name, *a, **k),
+    )
+
+
+def test_a_good_setup_passes(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_systemctl(monkeypatch)
+    code, report = world.doctor()
+    checks = by_name(report)
+    assert code == 0, report
+    assert report["ok"] is True
+    assert [c["status"] for c in report["checks"]] == ["pass"] * 8 + ["skip"]
+    assert list(checks) == ["configuration", "git", "database", "workspace", "agent", "github",
+                            f"repository {REPO}", f"labels {REPO}", "systemd"]  # fmt: skip
+    assert "2.1.197 (Claude Code)" in checks["agent"]["detail"]
+    assert checks["git"]["detail"].startswith("git version ")
+    github = checks["github"]
+    assert github["data"]["login"] == world.sim.bot_login
+    assert github["data"]["rate_limit"]["limit"] == 5000
+    assert "x-oauth-scopes" in github["detail"]  # the simulator sends none: said so
+    assert "push" in checks[f"repository {REPO}"]["detail"]
+    assert "systemctl not found" in checks["systemd"]["detail"]
+    assert world.sim.token not in json.dumps(report)
+
+
+def test_missing_label_fails_then_fix_creates_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_systemctl(monkeypatch)
+    world.config.write_text(world.config.read_text() + '[labels]\ndone = "cgr-done"\n')
+    code, report = world.doctor()
+    labels = by_name(report)[f"labels {REPO}"]
+    assert code == 1
+    assert labels["status"] == "fail"
+    assert labels["data"]["missing"] == ["cgr-done"]
+    assert "cgr doctor --fix" in labels["fix"]
+    assert "cgr-done" not in {label.name for label in _labels(world)}
+
+    code, report = world.doctor("--fix")
+    assert code == 0, report
+    assert by_name(report)[f"labels {REPO}"]["data"]["created"] == ["cgr-done"]
+    created = {label.name: label for label in _labels(world)}
+    assert created["cgr-done"].color == "5319e7"
+    assert world.doctor()[0] == 0  # and it stays fixed
+
+
+def _labels(world: World) -> list[Any]:
+    with world.sim.model.lock:
+        return list(world.sim.model.repo(REPO).labels.values())
+
+
+def test_a_bad_token_fails_with_the_fix(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_systemctl(monkeypatch)
+    bad = "ghp_" + "0" * 36
+    world.write(token=bad)
+    code, report = world.doctor()
+    github = by_name(report)["github"]
+    assert code == 1
+    assert github["status"] == "fail"
+    assert "401" in github["detail"]
+    assert "set $CGR_GITHUB_TOKEN" in github["fix"]
+    assert by_name(report)["repositories"]["status"] == "skip"
+    assert bad not in json.dumps(report)
+
+
+def test_no_token_and_text_output(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _no_systemctl(monkeypatch)
+    text = world.config.read_text().replace(f'token = "{world.sim.token}"', "")
+    world.config.write_text(text)
+    code = main(["doctor", "--config", str(world.config), "--min-free-gib", "0.01"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL  github" in out
+    assert "fix: create a token for the bot account" in out
+    assert "\x1b[" not in out  # not a terminal: no colours
+    assert "1 check failed" in out
+
+
+def test_wrong_bot_login_and_read_only_access(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_systemctl(monkeypatch)
+    world.write(bot_login="someone-else")
+    checks = by_name(world.doctor()[1])
+    assert checks["github"]["status"] == "fail"
+    assert "someone-else" in checks["github"]["detail"]
+
+    world.sim.add_collaborator(REPO, "reader", role="read")
+    world.write(token=world.sim.token_for("reader"))
+    checks = by_name(world.doctor()[1])
+    repo = checks[f"repository {REPO}"]
+    assert repo["status"] == "fail"
+    assert "reader may only pull" in repo["detail"]
+    assert "Write role" in repo["fix"]
+
+
+def test_unknown_repository(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_systemctl(monkeypatch)
+    world.config.write_text(world.config.read_text().replace(REPO, "acme/nothing"))
+    checks = by_name(world.doctor()[1])
+    assert checks["repository acme/nothing"]["status"] == "fail"
+    assert "not found" in checks["repository acme/nothing"]["detail"]
+
+
+def test_agent_missing(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_systemctl(monkeypatch)
+    world.agent.unlink()
+    agent = by_name(world.doctor()[1])["agent"]
+    assert agent["status"] == "fail"
+    assert "npm install -g @anthropic-ai/claude-code" in agent["fix"]
+
+
+def test_invalid_configuration_skips_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[agent]\nmax_turn = 3\n")
+    seen: list[Check] = []
+    report = run_doctor(DoctorOptions(config_path=str(path), systemctl=None), seen.append)
+    assert not report.ok
+    assert seen == report.checks
+    assert report.checks[0].status is CheckStatus.FAIL
+    assert "did you mean 'agent.max_turns'" in report.checks[0].detail
+    assert {c.status for c in report.checks[2:]} == {CheckStatus.SKIP}
+
+
+# -- database ------------------------------------------------------------------------------
+
+
+def test_database_states(tmp_path: Path) -> None:
+    from cgr_store import SCHEMA_VERSION, SQLiteStore
+
+    path = tmp_path / "db" / "cgr.sqlite3"
+    missing = check_database(path)
+    assert missing.status is CheckStatus.PASS
+    assert "does not exist yet" in missing.detail
+    assert not path.exists()  # doctor creates nothing without --fix
+
+    path.parent.mkdir()
+    SQLiteStore(path).close()
+    fine = check_database(path)
+    assert fine.status is CheckStatus.PASS
+    assert fine.data["schema_version"] == SCHEMA_VERSION
+
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 7}")
+    conn.close()
+    too_new = check_database(path)
+    assert too_new.status is CheckStatus.FAIL
+    assert "upgrade cgr-store" in too_new.detail
+
+    other = tmp_path / "notes.txt"
+    other.write_text("not a database at all, just some text " * 50)
+    bad = check_database(other)
+    assert bad.status is CheckStatus.FAIL
+    assert other.read_text().startswith("not a database")
+
+
+def test_old_schema_fails_then_fix_migrates(tmp_path: Path) -> None:
+    from cgr_store import SCHEMA_VERSION
+    from cgr_store._migrations import APPLICATION_ID, MIGRATIONS
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with sqlite3.connect(path) as c:
+        c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    c.close()
+    old = check_database(path)
+    assert old.status is CheckStatus.FAIL
+    assert "schema version 1" in old.detail
+    assert "--fix" in (old.fix or "")
+    fixed = check_database(path, fix=True)
+    assert fixed.status is CheckStatus.PASS, fixed
+    assert fixed.data["schema_version"] == SCHEMA_VERSION
+    assert "migrated from version 1" in fixed.detail
+
+
+# -- systemd -------------------------------------------------------------------------------
+
+needs_systemctl = pytest.mark.skipif(
+    shutil.which("systemctl") is None, reason="systemctl is not installed here"
+)
+
+
+def _unit_tree(root: Path, *enabled: str) -> None:
+    from cgr_cli._config import Config
+    from cgr_cli._systemd import render_units
+
+    units = root / "etc" / "systemd" / "system"
+    units.mkdir(parents=True)
+    for unit in render_units(Config(), Path("/etc/cgr/config.toml"), user=False,
+                             cgr_argv=["/usr/bin/cgr"]):  # fmt: skip
+        (units / unit.name).write_text(unit.text)
+    for name in enabled:
+        subprocess.run(["systemctl", f"--root={root}", "enable", name],
+                       check=True, capture_output=True)  # fmt: skip
+
+
+@needs_systemctl
+def test_daemon_and_timer_both_enabled_fail(tmp_path: Path) -> None:
+    _unit_tree(tmp_path, "cgr-daemon.service", "cgr-tick.timer")
+    check = check_systemd("systemctl", tmp_path)
+    assert check.status is CheckStatus.FAIL
+    assert "two schedulers" in check.detail
+    assert "disable --now cgr-tick.timer" in (check.fix or "")
+
+
+@needs_systemctl
+def test_only_the_timer_enabled_passes(tmp_path: Path) -> None:
+    _unit_tree(tmp_path, "cgr-tick.timer")
+    check = check_systemd("systemctl", tmp_path)
+    assert check.status is CheckStatus.PASS, check
+    assert check.data["states"]["system"] == {
+        "cgr-daemon.service": "disabled",
+        "cgr-tick.timer": "enabled",
+    }
+
+
+def test_without_systemctl_the_check_says_skipped() -> None:
+    check = check_systemd(None)
+    assert check.status is CheckStatus.SKIP
+    assert "systemctl not found" in check.detail
+    assert check_systemd("no-such-systemctl-here").status is CheckStatus.SKIP
+
+
+def test_format_check_colours_only_when_asked() -> None:
+    check = Check(name="git", status=CheckStatus.FAIL, detail="missing", fix="install it")
+    plain = format_check(check)
+    assert plain.startswith("FAIL  git")
+    assert "fix: install it" in plain
+    assert "\x1b[1;31mFAIL" in format_check(check, colour=True)
+    assert sys.stdout is not None

@@ -1,0 +1,152 @@
+"""``cgr systemd``: the units parse, verify with systemd-analyze where it exists, and say
+the settings that matter (sandbox with cgr's paths writable, kill modes, restarts)."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from cgr_cli import main
+from cgr_cli._config_load import load_config
+from cgr_cli._systemd import render_units
+
+CGR = [sys.executable, "-m", "cgr_cli"]
+
+
+def _config(tmp_path: Path, workspace: str, database: str) -> Path:
+    path = tmp_path / "etc" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f'repositories = ["acme/widgets"]\n[polling]\ninterval_seconds = 45\n'
+        f'[paths]\nworkspace_root = "{workspace}"\ndatabase = "{database}"\n'
+    )
+    return path
+
+
+def _parse(text: str) -> configparser.ConfigParser:
+    # systemd allows repeated keys (Environment=); keep the last like a plain reader would.
+    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return parser
+
+
+def _units(tmp_path: Path, *, user: bool, workspace: str, database: str) -> dict[str, str]:
+    path = _config(tmp_path, workspace, database)
+    config, _ = load_config(path)
+    return {u.name: u.text for u in render_units(config, path, user=user, grace=120,
+                                                  cgr_argv=CGR)}  # fmt: skip
+
+
+def test_system_units(tmp_path: Path) -> None:
+    units = _units(
+        tmp_path, user=False, workspace="/srv/cgr/ws", database="/var/lib/cgr/db.sqlite3"
+    )
+    assert sorted(units) == ["cgr-daemon.service", "cgr-reaper.service", "cgr-reaper.timer",
+                             "cgr-tick.service", "cgr-tick.timer"]  # fmt: skip
+    config_path = str((tmp_path / "etc" / "config.toml").absolute())
+
+    tick = _parse(units["cgr-tick.service"])["Service"]
+    assert tick["Type"] == "oneshot"
+    assert tick["ExecStart"] == f"{sys.executable} -m cgr_cli tick --config {config_path}"
+    assert tick["KillMode"] == "process"
+    assert "forked" in units["cgr-tick.service"] or "forks" in units["cgr-tick.service"]
+    assert tick["ProtectSystem"] == "strict"
+    assert tick["NoNewPrivileges"] == "yes"
+    assert tick["ReadWritePaths"].split() == ["-/srv/cgr/ws", "-/var/lib/cgr", "-%S/cgr/claude"]
+    assert tick["ProtectHome"] == "tmpfs"
+    assert tick["User"] == "cgr"
+
+    daemon = _parse(units["cgr-daemon.service"])
+    service = daemon["Service"]
+    assert service["ExecStart"].endswith(f"daemon --config {config_path} --grace 120")
+    assert service["Restart"] == "on-failure"
+    assert service["KillMode"] == "control-group"
+    assert int(service["TimeoutStopSec"]) >= 120
+    assert service["PrivateTmp"] == "yes"
+    assert service["ReadWritePaths"] == tick["ReadWritePaths"]
+    assert daemon["Install"]["WantedBy"] == "multi-user.target"
+
+    timer = _parse(units["cgr-tick.timer"])["Timer"]
+    assert timer["OnUnitActiveSec"] == "45"
+    assert timer["Unit"] == "cgr-tick.service"
+    reaper = _parse(units["cgr-reaper.service"])["Service"]
+    assert reaper["ExecStart"].endswith(f"reap --config {config_path}")
+    assert _parse(units["cgr-reaper.timer"])["Install"]["WantedBy"] == "timers.target"
+
+
+def test_user_units_keep_home_read_only_but_cgr_paths_writable(tmp_path: Path) -> None:
+    units = _units(tmp_path, user=True, workspace="/home/ann/.local/share/cgr/workspaces",
+                   database="/home/ann/.local/share/cgr/cgr.sqlite3")  # fmt: skip
+    service = _parse(units["cgr-daemon.service"])
+    assert service["Service"]["ProtectHome"] == "read-only"
+    assert service["Service"]["ReadWritePaths"].split() == [
+        "-/home/ann/.local/share/cgr", "-%h/.claude"]  # fmt: skip
+    assert "User" not in service["Service"]
+    assert service["Install"]["WantedBy"] == "default.target"
+
+
+def test_paths_with_spaces_and_percent_are_quoted(tmp_path: Path) -> None:
+    from cgr_cli._systemd import _exec
+
+    assert _exec(["/opt/my cgr/bin/cgr", "--config", "/etc/100%/c.toml"]) == (
+        '"/opt/my cgr/bin/cgr" --config /etc/100%%/c.toml'
+    )
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not here")
+@pytest.mark.parametrize("user", [False, True])
+def test_systemd_analyze_verify(tmp_path: Path, user: bool) -> None:
+    units = _units(tmp_path, user=user, workspace=str(tmp_path / "ws"),
+                   database=str(tmp_path / "db" / "cgr.sqlite3"))  # fmt: skip
+    directory = tmp_path / "units"
+    directory.mkdir()
+    for name, text in units.items():
+        (directory / name).write_text(text)
+    # The user manager needs a runtime directory, even offline; a short path, because
+    # other units' socket paths are made from it.
+    with tempfile.TemporaryDirectory(prefix="cgr-rt-", dir="/tmp") as runtime:
+        done = subprocess.run(
+            ["systemd-analyze", "verify", *(["--user"] if user else []),
+             *sorted(str(p) for p in directory.iterdir())],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "XDG_RUNTIME_DIR": runtime},
+        )  # fmt: skip
+    # verify exits 0 even for settings it ignores: anything it says about our units (or
+    # any unknown or failed setting) is a problem. Other units of the machine are not ours.
+    problems = [line for line in done.stderr.splitlines()
+                if "cgr-" in line or str(directory) in line]  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert problems == []
+
+
+def test_print_and_install(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _config(tmp_path, str(tmp_path / "ws"), str(tmp_path / "cgr.sqlite3"))
+    assert main(["systemd", "--config", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "# --- cgr-daemon.service ---" in printed
+    target = tmp_path / "units"
+    assert main(["systemd", "--config", str(path), "--user", "--dir", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "systemctl --user enable --now cgr-tick.timer cgr-reaper.timer" in out
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        ["cgr-daemon.service", "cgr-reaper.service", "cgr-reaper.timer", "cgr-tick.service",
+         "cgr-tick.timer"])  # fmt: skip
+    assert (target / "cgr-tick.service").stat().st_mode & 0o777 == 0o644
+
+
+def test_install_into_an_unwritable_place_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(tmp_path, str(tmp_path / "ws"), str(tmp_path / "cgr.sqlite3"))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["systemd", "--config", str(path), "--dir", str(blocker / "units")]) == 1
+    assert "cannot write unit files" in capsys.readouterr().err
