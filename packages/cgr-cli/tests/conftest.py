@@ -35,3 +35,18 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         )
         world.write_config()
         yield world
+
+
+@pytest.fixture
+def subreaper(env: Env) -> Iterator[None]:
+    """Orphans (a tick's detached children, agents of a killed run) come to this process,
+    so a test can prove none is left; see schedworld."""
+    from schedworld import no_processes_left, reap_zombies, set_subreaper, wait_until
+
+    set_subreaper(True)
+    try:
+        yield
+        wait_until(lambda: not list(no_processes_left(env)), 30, "leftover processes to end")
+    finally:
+        set_subreaper(False)
+        reap_zombies()

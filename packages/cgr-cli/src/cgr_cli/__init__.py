@@ -7,6 +7,7 @@ from importlib.metadata import version as _version
 from cgr_cli._agent import AgentResult, StreamState, Verdict, agent_argv, agent_env, judge
 from cgr_cli._config import Config, Secret
 from cgr_cli._config_load import load_config, parse_config, render_config
+from cgr_cli._control import ControlError
 from cgr_cli._errors import (
     CgrError,
     ConfigError,
@@ -20,6 +21,7 @@ from cgr_cli._pipeline import RunRequest, execute_run
 from cgr_cli._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli._redact import Redactor
 from cgr_cli._report import Outcome, RunSummary
+from cgr_cli._scheduler import DaemonRunningError, SchedulerBusyError
 
 __version__ = _version("cgr-cli")
 
@@ -29,6 +31,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigNotFoundError",
+    "ControlError",
+    "DaemonRunningError",
     "GitError",
     "Outcome",
     "PromptInput",
@@ -38,6 +42,7 @@ __all__ = [
     "RunNotFoundError",
     "RunRequest",
     "RunSummary",
+    "SchedulerBusyError",
     "Secret",
     "StreamState",
     "ThreadComment",

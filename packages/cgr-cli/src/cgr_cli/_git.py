@@ -134,7 +134,20 @@ class Git:
     # -- repositories --------------------------------------------------------------------
 
     def ensure_mirror(self, url: str, mirror: Path) -> None:
-        """Create or refresh the bare mirror that work copies borrow objects from."""
+        """Create or refresh the bare mirror that work copies borrow objects from.
+
+        Runs of one repository start side by side (``cgr tick``, ``cgr daemon``): an flock
+        on ``<mirror>.lock`` lets one create or fetch the mirror at a time (two clones
+        into one ``.tmp`` or two fetches into one repository fail).
+        """
+        import fcntl
+
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        with open(mirror.with_name(mirror.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            self._ensure_mirror(url, mirror)
+
+    def _ensure_mirror(self, url: str, mirror: Path) -> None:
         if (mirror / "HEAD").is_file():
             self.run(["remote", "set-url", "origin", url], cwd=mirror)
             self.run(["fetch", "--prune", "origin"], cwd=mirror, timeout=self.network_timeout,

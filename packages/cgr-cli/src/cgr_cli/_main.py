@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run even if the issue is not labelled ready or is blocked",
     )
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    _add_scheduling(commands)
 
     from cgr_cli._commands import init as init_command
 
@@ -66,7 +67,57 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """tick, daemon, reap, status, logs, cancel, retry (see _scheduler and friends)."""
+    tick = commands.add_parser("tick", help="one scheduling pass: fork a child per job, exit")
+    _add_config(tick)
+    tick.add_argument("--json", action="store_true", help="print the pass as JSON")
+    daemon = commands.add_parser("daemon", help="schedule continuously (cgr run subprocesses)")
+    _add_config(daemon)
+    daemon.add_argument(
+        "--grace",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long running jobs may take to finish (default 300)",
+    )
+    reap = commands.add_parser("reap", help="end runs whose process is gone or over time")
+    _add_config(reap)
+    reap.add_argument("--json", action="store_true")
+    status = commands.add_parser("status", help="slots, active runs, recent outcomes")
+    _add_config(status)
+    status.add_argument("--json", action="store_true")
+    logs = commands.add_parser("logs", help="a run's log")
+    _add_config(logs)
+    logs.add_argument("run_id", metavar="RUN_ID")
+    logs.add_argument("--follow", "-f", action="store_true", help="until the run ends")
+    shown = logs.add_mutually_exclusive_group()
+    shown.add_argument("--stderr", action="store_true", help="the agent's stderr")
+    shown.add_argument("--prompt", action="store_true", help="the prompt given to the agent")
+    shown.add_argument("--process", action="store_true", help="the run process's own output")
+    shown.add_argument("--json", action="store_true", help="the run and its event history")
+    cancel = commands.add_parser("cancel", help="end a run (process group, comment, labels)")
+    _add_config(cancel)
+    cancel.add_argument("run_id", metavar="RUN_ID")
+    cancel.add_argument("--reason", help="shown in the status comment")
+    retry = commands.add_parser("retry", help="a new run for the same target (attempt + 1)")
+    _add_config(retry)
+    retry.add_argument("run_id", metavar="RUN_ID")
+    retry.add_argument("--now", action="store_true", help="run it here instead of queueing it")
+
+
+_SCHEDULING = ("tick", "daemon", "reap", "status", "logs", "cancel", "retry")
+
+
+def _scheduling(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(f"cgr_cli._commands.{args.command}")
+    code: int = getattr(module, args.command)(args)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return per command
     """Run the ``cgr`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
@@ -95,4 +146,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cgr_cli._commands.run import run
 
         return run(args)
-    return 2  # pragma: no cover - every command returns its own code
+    # Every command returns its own code; 2 is unreachable.
+    return _scheduling(args) if args.command in _SCHEDULING else 2

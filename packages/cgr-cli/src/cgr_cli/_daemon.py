@@ -1,0 +1,186 @@
+"""``cgr daemon``: one long-running scheduler that starts ``cgr run`` subprocesses.
+
+The loop, every ``polling.interval_seconds``:
+
+- heartbeat: the daemon's lock file (pid, start time, last beat) and each tracked run's
+  row; a tracked run found cancelled in the store (``cgr cancel`` from another host) has
+  its child ended;
+- reap: this host's runs whose process is gone or over time (not the children it is
+  supervising itself);
+- schedule: free slots = the concurrency limit minus this host's live runs (so children
+  of an earlier daemon or of ``cgr tick`` count too); discover; write the runs; start
+  ``python -m cgr_cli run --config … --run-id …`` for each through cgr-exec's subprocess
+  strategy (own session and process group, own log file).
+
+At start it reconciles (one reap pass: runs of this host whose process is gone are ended
+visibly). SIGTERM or SIGINT: stop claiming, give running children ``grace`` seconds to
+finish, then end their process groups (the child reports "cancelled" itself; the daemon
+rewrites the comment with the reason, or ends the run itself if the child could not).
+
+Children are started with the daemon's environment (the Claude CLI inherits it the way
+it would from a login shell) and never with the daemon's lock descriptor (O_CLOEXEC).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from cgr_cli._config import Config
+from cgr_cli._scheduler import (
+    DaemonLock,
+    GitHubSession,
+    PassReport,
+    free_slots,
+    hostname,
+    open_github,
+    plan_pass,
+    record_child,
+    run_argv,
+)
+
+if TYPE_CHECKING:
+    from cgr_exec import ProcessIdentity, SubprocessExecutor
+    from cgr_store import SQLiteStore
+
+log = logging.getLogger("cgr.daemon")
+
+
+def run_daemon(config: Config, config_path: Path | None, *, grace: float) -> int:
+    """Own the store and schedule until SIGTERM/SIGINT; returns the exit code."""
+    lock = DaemonLock(config)
+    try:
+        return anyio.run(_main, config, config_path, lock, grace)
+    finally:
+        lock.release()
+
+
+async def _main(config: Config, config_path: Path | None, lock: DaemonLock, grace: float) -> int:
+    from cgr_cli._reaper import reap
+    from cgr_exec import ProcessIdentity, SubprocessExecutor
+    from cgr_store import SQLiteStore
+
+    host, me = hostname(), ProcessIdentity.current()
+    stop = anyio.Event()
+    store = SQLiteStore(config.database)
+    try:
+        async with (
+            open_github(config) as github,
+            SubprocessExecutor(
+                limit=config.polling.max_concurrency,
+                grace=config.timeouts.watchdog_grace_seconds,
+            ) as executor,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(_watch_signals, stop)
+            log.info("daemon %s started on %s (limit %d)", me.pid, host,
+                     config.polling.max_concurrency)  # fmt: skip
+            reconciled = await reap(config, store, github, host=host)
+            log.info("reconciled: %s", {k: v for k, v in reconciled.as_dict().items() if v})
+            while not stop.is_set():
+                try:
+                    await _iteration(
+                        config, config_path=config_path, store=store, github=github,
+                        executor=executor, host=host, me=me,
+                    )  # fmt: skip
+                except Exception:
+                    # A daemon outlives transient trouble (GitHub down, a locked store).
+                    log.exception("scheduling pass failed; trying again next interval")
+                with anyio.move_on_after(config.polling.interval_seconds):
+                    await stop.wait()
+            log.info("stopping: no new runs; %d running get %gs to finish",
+                     len(executor.running), grace)  # fmt: skip
+            await _drain(
+                config, store=store, github=github, executor=executor, lock=lock, grace=grace
+            )
+            tg.cancel_scope.cancel()
+    finally:
+        store.close()
+    return 0
+
+
+async def _watch_signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+async def _iteration(
+    config: Config,
+    *,
+    config_path: Path | None,
+    store: SQLiteStore,
+    github: GitHubSession,
+    executor: SubprocessExecutor,
+    host: str,
+    me: ProcessIdentity,
+) -> None:
+    from cgr_cli._reaper import end_run, reap
+    from cgr_cli._report import Outcome
+    from cgr_cli._tick import child_log_path
+    from cgr_store import RunStatus
+
+    for ended in executor.reap():
+        log.info("run %s ended: %s", ended.key, ended.status)
+    for key in list(executor.running):
+        if store.heartbeat(key) is RunStatus.CANCELLED:
+            log.info("run %s was cancelled in the store; ending its process", key)
+            await executor.terminate(key)
+    reaped = await reap(config, store, github, host=host, skip=frozenset(executor.running))
+    if any(reaped.as_dict().values()):
+        log.info("reaped: %s", {k: v for k, v in reaped.as_dict().items() if v})
+    slots = min(executor.free_slots(), free_slots(config, store, host))
+    if slots <= 0:
+        return
+    report = PassReport()
+    planned = await plan_pass(
+        config, store, github, host=host, slots=slots, owner=me, report=report
+    )
+    for run in planned:
+        try:
+            handle = await executor.start(
+                run_argv(config_path, run), log_path=child_log_path(config, run.id), key=run.id
+            )
+        except Exception as exc:
+            log.exception("could not start run %s", run.id)
+            await end_run(
+                config, store, github, run, RunStatus.FAILED, outcome=Outcome.FAILED,
+                error=f"cgr could not start the run's process: {exc}",
+            )  # fmt: skip
+            continue
+        record_child(store, run.id, handle.identity)
+        log.info("started run %s for %s#%s (pid %d)", run.id, run.repo, run.target, handle.pid)
+    if report.pending or report.errors:
+        log.info("pending: %s; errors: %s", report.pending, report.errors)
+
+
+async def _drain(
+    config: Config,
+    *,
+    store: SQLiteStore,
+    github: GitHubSession,
+    executor: SubprocessExecutor,
+    lock: DaemonLock,
+    grace: float,
+) -> None:
+    from cgr_cli._control import explain_cancel, finish_cancelled
+
+    deadline = time.monotonic() + grace
+    while executor.running and time.monotonic() < deadline:
+        lock.heartbeat()
+        await anyio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    why = f"the cgr daemon stopped and the run did not finish within its {grace:g}s grace period"
+    for key in list(executor.running):
+        log.info("ending run %s (grace period over)", key)
+        await executor.terminate(key)
+        if not await explain_cancel(config, store, github, key, why=why):
+            await finish_cancelled(config, store, github, key, why=why)
+    for ended in executor.reap():
+        log.info("run %s ended: %s", ended.key, ended.status)

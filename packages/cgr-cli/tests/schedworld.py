@@ -1,0 +1,184 @@
+"""Helpers for the scheduling tests: real `cgr tick` / `cgr daemon` processes against the
+GitHub simulator, with the scripted agent.
+
+The pytest process never forks: `cgr tick` runs as a subprocess (`python -m cgr_cli tick`).
+The test process makes itself a child subreaper (prctl), so the tick's detached children
+are re-parented to it when the tick exits; the tests can then prove that no process and
+no zombie is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from runworld import REPO, Env
+
+SLOW_AGENT = Path(__file__).with_name("slow_agent.py")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def sched_config(env: Env, **sections: dict[str, Any]) -> Path:
+    """The run tests' config plus fast polling and an agent that takes ~0.5 s."""
+    base: dict[str, dict[str, Any]] = {
+        "polling": {"interval_seconds": 0.2, "max_concurrency": 3},
+        "agent": {
+            "command": [sys.executable, str(SLOW_AGENT)],
+            "env_passthrough": ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE", "SLOW_AGENT_SECONDS"],
+        },
+        "github": {"status_update_seconds": 0.0},
+        "cleanup": {"policy": "delete"},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return env.write_config(**base)
+
+
+def set_subreaper(on: bool) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def children_of(pid: int) -> list[tuple[int, str, str]]:
+    """(pid, state, command) of every process whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append((int(entry), fields[0], cmd))
+    return found
+
+
+def reap_zombies() -> None:
+    """Collect re-parented children that have exited (they are ours as subreaper)."""
+    for pid, state, _ in children_of(os.getpid()):
+        if state == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def processes_in(root: Path) -> list[int]:
+    """Processes whose working directory is under ``root`` (agents, git)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+            except OSError:
+                continue
+            if cwd.startswith(str(root)):
+                found.append(int(entry))
+    return found
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap_zombies()
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def cgr(env: Env, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``python -m cgr_cli ARGS --config …`` as a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "cgr_cli", *args, "--config", str(env.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_cgr(env: Env, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cgr_cli", *args, "--config", str(env.config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def runs(env: Env) -> list[Any]:
+    with env.store() as store:
+        return store.recent_runs(limit=1000)
+
+
+def all_terminal(env: Env) -> bool:
+    return all(r.status.is_terminal for r in runs(env))
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout=timeout)
+
+
+def assert_consistent(env: Env, issues: list[int]) -> None:
+    """Every triggered issue ends in exactly one visible terminal state; no issue has two
+    PRs or two active runs; the store's history explains every run."""
+    from cgr_store import RunStatus
+
+    all_runs = runs(env)
+    assert all(r.status.is_terminal for r in all_runs), [
+        (r.id, r.status) for r in all_runs if r.status.is_active
+    ]
+    pr_targets = [pr_closes(pr) for pr in env.sim.pull_requests(REPO)]
+    for number in issues:
+        assert pr_targets.count(number) <= 1, f"#{number} has {pr_targets.count(number)} PRs"
+        issue = env.sim.issue(REPO, number)
+        labels = set(issue.labels)
+        assert "in-progress" not in labels, f"#{number} still labelled in-progress"
+        mine = [r for r in all_runs if r.target == number]
+        assert mine, f"#{number} never got a run"
+        last = max(mine, key=lambda r: r.created_at)
+        comments = [c.body for c in env.sim.comments(REPO, number)]
+        status_comments = [b for b in comments if f"cgr:run={last.id}" in b]
+        assert len(status_comments) == 1, f"#{number}: {len(status_comments)} status comments"
+        body = status_comments[0]
+        assert "Working on it" not in body, f"#{number}: status comment never finalised"
+        if last.status is RunStatus.SUCCEEDED:
+            assert pr_targets.count(number) == 1
+            assert "cgr-done" in labels or "pull request" in body
+        else:
+            assert "needs-human" in labels, f"#{number} ({last.status}) lacks needs-human"
+    with env.store() as store:
+        for run in all_runs:
+            events = store.events(run.id)
+            assert events[0].from_status is None
+            assert events[-1].to_status is run.status
+            assert run.outcome, f"{run.id} ended without an outcome"
+
+
+def pr_closes(pr: Any) -> int | None:
+    for line in (pr.body or "").splitlines():
+        if line.startswith("Closes #"):
+            return int(line.removeprefix("Closes #"))
+    return None
+
+
+def no_processes_left(env: Env) -> Iterator[str]:
+    me = os.getpid()
+    for pid, state, cmd in children_of(me):
+        if "cgr_cli" in cmd or "fake_claude" in cmd or "slow_agent" in cmd or state == "Z":
+            yield f"{pid} {state} {cmd}"
+    for pid in processes_in(env.workspace):
+        yield f"{pid} still works in the workspace"

@@ -1,0 +1,91 @@
+"""`cgr daemon` as a real process: subprocess children, the lock, draining on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from runworld import REPO, Env
+from schedworld import (
+    all_terminal,
+    assert_consistent,
+    cgr,
+    no_processes_left,
+    runs,
+    sched_config,
+    start_cgr,
+    stop,
+    wait_until,
+)
+
+
+def active_alive(env: Env) -> int:
+    from cgr_cli._scheduler import process_alive
+
+    return sum(1 for r in runs(env) if r.status.is_active and process_alive(r))
+
+
+@pytest.mark.slow
+def test_daemon_runs_every_issue_within_the_limit_and_owns_the_store(
+    env: Env, subreaper: None, tmp_path: Path
+) -> None:
+    sched_config(env, polling={"max_concurrency": 2})
+    issues = env.sim.seed_ready_issues(REPO, 4)
+    daemon = start_cgr(env, "daemon", "--grace", "5", log=tmp_path / "daemon.log")
+    try:
+        wait_until(lambda: len(runs(env)) > 0, 30, "the daemon's first run")
+        # A tick refuses while the daemon owns the store, and says so; so does a 2nd daemon.
+        refused = cgr(env, "tick")
+        assert refused.returncode == 2
+        assert f"cgr daemon (pid {daemon.pid}) owns the store" in refused.stderr
+        second = cgr(env, "daemon")
+        assert second.returncode == 2
+        assert "owns the store" in second.stderr
+        peak = 0
+
+        def done() -> bool:
+            nonlocal peak
+            peak = max(peak, active_alive(env))
+            return len(runs(env)) == 4 and all_terminal(env)
+
+        wait_until(done, 90, "all four runs")
+        assert peak <= 2
+        status = cgr(env, "status")
+        assert status.returncode == 0
+        assert f"daemon pid {daemon.pid}" in status.stdout
+        assert "pr_opened" in status.stdout
+    finally:
+        code = stop(daemon)
+    assert code == 0, (tmp_path / "daemon.log").read_text()
+    log = (tmp_path / "daemon.log").read_text()
+    assert "started run" in log
+    wait_until(lambda: not list(no_processes_left(env)), 20, "children to be gone")
+    assert_consistent(env, issues)
+    # The lock is free again: a tick may run.
+    assert cgr(env, "tick").returncode == 0
+
+
+@pytest.mark.slow
+def test_sigterm_drains_then_cancels_visibly(env: Env, subreaper: None, tmp_path: Path) -> None:
+    sched_config(env)
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "60")  # would outlast the grace period
+    issues = env.sim.seed_ready_issues(REPO, 1)
+    daemon = start_cgr(env, "daemon", "--grace", "1", log=tmp_path / "daemon.log")
+    try:
+        wait_until(
+            lambda: any(r.status.value == "running" for r in runs(env)), 30, "a running run"
+        )
+    finally:
+        code = stop(daemon, signal.SIGTERM, timeout=40)
+    assert code == 0
+    (run,) = runs(env)
+    assert run.status.value == "cancelled"
+    assert "grace period" in (run.error or "")
+    comments = [c.body for c in env.sim.comments(REPO, issues[0]) if run.id in c.body]
+    assert len(comments) == 1
+    assert "cancelled" in comments[0]
+    assert "grace period" in comments[0]
+    wait_until(lambda: not list(no_processes_left(env)), 20, "children to be gone")
+    assert_consistent(env, issues)
