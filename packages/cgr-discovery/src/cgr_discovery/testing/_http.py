@@ -262,6 +262,9 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a client polling dozens of repositories
+    # at once would see refused connections and 1 s connect retries, unlike GitHub.
+    request_queue_size = 128
 
     def __init__(self, app: App, port: int) -> None:
         self.app = app
