@@ -27,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Turn GitHub issues and mentions into pull requests with Claude Code.",
     )
     parser.add_argument("--version", action="version", version=f"cgr {__version__}")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="process logs on stderr: text (default; $CGR_LOG_FORMAT) or one JSON object "
+        "per line with the run id",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     config = commands.add_parser("config", help="inspect the configuration")
@@ -121,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return 
     """Run the ``cgr`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    from cgr_cli._logging import configure_logging, default_log_format
+
+    configure_logging(args.log_format or default_log_format())
     if args.command is None:
         parser.print_help(sys.stdout)
         return 0
