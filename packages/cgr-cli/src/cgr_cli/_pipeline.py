@@ -13,12 +13,10 @@ Rules every step keeps:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import socket
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,16 +25,10 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import msgspec
 
-from cgr_cli._agent import (
-    NO_CONVERSATION,
-    StreamState,
-    agent_argv,
-    agent_env,
-    check_can_start,
-    judge,
-)
+from cgr_cli._agent import StreamState, agent_env, check_can_start, judge
+from cgr_cli._agent_run import AgentRunner
+from cgr_cli._artifacts import cleanup, write_summary, write_uncommitted_diff
 from cgr_cli._config import Config
 from cgr_cli._errors import CgrError, ConfigError, GitError, RebaseConflictError, RunNotFoundError
 from cgr_cli._git import Git, Identity, branch_name
@@ -276,7 +268,7 @@ async def _timed(ctx: _Ctx, name: str, fn: Callable[..., Any], *args: Any) -> An
 
 
 async def _run(ctx: _Ctx, store: Any, github: Any, token: str, environ: dict[str, str]) -> None:
-    from cgr_store import AgentSession
+    from cgr_store import AgentSession, RunStatus
 
     config, request = ctx.config, ctx.request
     ws = Workspace.for_run(config.workspace_root, ctx.run_id, request.repo, request.number)
@@ -307,16 +299,29 @@ async def _run(ctx: _Ctx, store: Any, github: Any, token: str, environ: dict[str
     os.chmod(ws.prompt, 0o600)
 
     # -- 5/6. the agent ------------------------------------------------------------------
-    state, result = await _run_agent(
-        ctx,
-        ws,
-        store=store,
-        github=github,
-        texts=texts,
+    async def heartbeat() -> bool:
+        status = await anyio.to_thread.run_sync(store.heartbeat, ctx.run_id)
+        return bool(status == RunStatus.CANCELLED)
+
+    async def progress(line: str) -> None:
+        await github.update_status(request.repo, request.number, ctx.run_id,
+                                   texts.working(line))  # fmt: skip
+
+    runner = AgentRunner(
+        config=config,
+        ws=ws,
+        log=ctx.log,
+        redact=ctx.redact,
         environ=environ,
         token=token,
-        resume=session.session_id if session else None,
+        heartbeat=heartbeat,
+        progress=progress,
     )
+    started = time.monotonic()
+    agent_run = await runner.run(session.session_id if session else None)
+    ctx.timings["agent"] = round(time.monotonic() - started, 3)
+    state, result = agent_run.state, agent_run.exit
+    ctx.summary.resumed_session = agent_run.resumed
     if state.session_id:
         store.set_agent_session(
             AgentSession(
@@ -349,7 +354,7 @@ async def _run(ctx: _Ctx, store: Any, github: Any, token: str, environ: dict[str
         ctx.status = verdict.status
         ctx.summary.outcome = Outcome.TIMED_OUT if verdict.status == "timed_out" else "failed"
         ctx.summary.error = verdict.reason
-        await _timed(ctx, "diff", _write_uncommitted_diff, git, ws.checkout, ws)
+        await _timed(ctx, "diff", write_uncommitted_diff, git, ws.checkout, ws, ctx.redact)
         return
     await _publish(ctx, ws, git, github=github, thread=thread, work=work)
 
@@ -503,13 +508,6 @@ def _local_remote_sha(git: Git, repo: Path, branch: str) -> str | None:
     return done.stdout.strip() or None
 
 
-def _write_uncommitted_diff(git: Git, repo: Path, ws: Workspace) -> None:
-    """For a failed run, keep what the agent left (for a person to look at), unpushed."""
-    git.run(["add", "--all", "--intent-to-add"], cwd=repo, check=False)
-    done = git.run(["diff", "HEAD"], cwd=repo, check=False)
-    (ws.artifacts / "git.diff").write_text(done.stdout, encoding="utf-8")
-
-
 def _clone_url(api_url: str, repo: str) -> str:
     """``https://github.com/o/r.git`` for api.github.com, ``https://host/o/r.git`` for
     GitHub Enterprise (``https://host/api/v3``) and the simulator (``http://127.0.0.1:N``)."""
@@ -579,146 +577,6 @@ def _prompt_input(
         base_branch=base,
         follow_up=follow_up,
     )
-
-
-async def _run_agent(
-    ctx: _Ctx,
-    ws: Workspace,
-    *,
-    store: Any,
-    github: Any,
-    texts: Texts,
-    environ: dict[str, str],
-    token: str,
-    resume: str | None,
-) -> tuple[StreamState, AgentExit]:
-    """Run the agent; when ``--resume`` finds no conversation, start fresh once (the same
-    attempt: a lost session is cgr's problem, not the run's)."""
-    kw = {"store": store, "github": github, "texts": texts, "environ": environ, "token": token}
-    state, result = await _agent_once(ctx, ws, resume=resume, **kw)
-    if resume and state.result is None and result.exit_code not in (0, None):
-        stderr = (ws.logs / "agent.stderr").read_text(encoding="utf-8", errors="replace")
-        if NO_CONVERSATION in stderr or any(
-            NO_CONVERSATION in line for line in _tail(ws.logs / "agent.jsonl")
-        ):
-            ctx.log.info("session %s not found; starting a fresh conversation", resume)
-            state, result = await _agent_once(ctx, ws, resume=None, **kw)
-            ctx.summary.resumed_session = False
-            return state, result
-    ctx.summary.resumed_session = bool(resume) and state.result is not None
-    return state, result
-
-
-def _tail(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
-    except FileNotFoundError:
-        return []
-
-
-@dataclass(frozen=True, slots=True)
-class AgentExit:
-    """How the agent process ended (from cgr-exec's SupervisionResult)."""
-
-    exit_code: int | None
-    timed_out: bool = False
-    idle: bool = False
-    watchdog: str | None = None
-    stopped: str | None = None
-
-
-async def _agent_once(
-    ctx: _Ctx,
-    ws: Workspace,
-    *,
-    store: Any,
-    github: Any,
-    texts: Texts,
-    environ: dict[str, str],
-    token: str,
-    resume: str | None,
-) -> tuple[StreamState, AgentExit]:
-    from cgr_exec import StopHandle, supervise
-    from cgr_store import RunStatus
-
-    config, request = ctx.config, ctx.request
-    state = StreamState(
-        input_usd_per_mtok=config.agent.input_usd_per_mtok,
-        output_usd_per_mtok=config.agent.output_usd_per_mtok,
-    )
-    argv = agent_argv(config.agent, resume=resume)
-    env = agent_env(config.agent, environ, secrets=(token,))
-    ctx.log.info("agent: %s (cwd %s)", " ".join(argv), ws.checkout)
-    progress = {"dirty": False}
-    stop = StopHandle()
-
-    def on_line(line: str) -> str | None:
-        if state.feed(line):
-            progress["dirty"] = True
-        if state.result is None and state.estimated_cost_usd > config.agent.max_cost_usd:
-            ctx.log.warning("estimated cost %.4f passed the ceiling", state.estimated_cost_usd)
-            return "cost"  # cgr-exec ends the agent's process group with this reason
-        return None
-
-    async def heartbeat() -> None:
-        while True:
-            await anyio.sleep(config.timeouts.heartbeat_seconds)
-            status = await anyio.to_thread.run_sync(store.heartbeat, ctx.run_id)
-            if status == RunStatus.CANCELLED:
-                stop.stop("cancelled")
-
-    async def report_progress() -> None:
-        while True:
-            await anyio.sleep(min(1.0, config.github.status_update_seconds))
-            if progress["dirty"]:
-                progress["dirty"] = False
-                text = texts.working(ctx.redact(state.progress_line()))
-                try:
-                    await github.update_status(request.repo, request.number, ctx.run_id, text)
-                except Exception:  # progress is best effort; the final report is not
-                    ctx.log.warning("progress update failed", exc_info=True)
-
-    start = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(heartbeat)
-        tg.start_soon(report_progress)
-        try:
-            # Its own process group, the wall clock, the idle watchdog and the output
-            # patterns; SIGTERM then SIGKILL to the whole group on every early end.
-            result = await supervise(
-                argv,
-                cwd=ws.checkout,
-                env=env,
-                stdin=ws.prompt,
-                stdout_path=ws.logs / "agent.jsonl",
-                stderr_path=ws.logs / "agent.stderr",
-                on_stdout_line=on_line,
-                timeout=config.timeouts.agent_seconds,
-                idle_timeout=config.timeouts.agent_idle_seconds,
-                watchdog=config.agent.watchdog_patterns,
-                watchdog_grace=config.timeouts.watchdog_grace_seconds,
-                kill_grace=config.timeouts.watchdog_grace_seconds,
-                stop=stop,
-            )
-        finally:
-            tg.cancel_scope.cancel()
-            # cgr-exec copies the stream verbatim; secrets are scrubbed once it ended.
-            for name in ("agent.jsonl", "agent.stderr"):
-                path = ws.logs / name
-                if path.exists():
-                    path.write_bytes(ctx.redact.bytes(path.read_bytes()))
-    ctx.timings["agent"] = ctx.timings.get("agent", 0.0) + round(time.monotonic() - start, 3)
-    ended = AgentExit(
-        exit_code=result.returncode,
-        timed_out=result.timed_out,
-        idle=result.idle_timed_out,
-        watchdog=(
-            f"output matched {result.watchdog_pattern!r}" if result.watchdog_pattern else None
-        ),
-        stopped=result.stop_reason,
-    )
-    ctx.log.info("agent ended: %s (%s)", ended, result.ended_by)
-    return state, ended
 
 
 def _record_figures(ctx: _Ctx, state: StreamState) -> None:
@@ -792,31 +650,13 @@ async def _finish(ctx: _Ctx, store: Any, github: Any) -> None:
     if ctx.ws is not None:
         try:
             ctx.ws.artifacts.mkdir(parents=True, exist_ok=True)
-            (ctx.ws.artifacts / "summary.json").write_bytes(
-                json.dumps(json.loads(msgspec.json.encode(s)), indent=2).encode() + b"\n"
-            )
-            await anyio.to_thread.run_sync(_cleanup, ctx.ws, config.cleanup.policy)
+            write_summary(ctx.ws, s)
+            await anyio.to_thread.run_sync(cleanup, ctx.ws, config.cleanup.policy)
         except Exception:
             ctx.log.exception("artifacts/cleanup failed")
         for handler in list(ctx.log.handlers):
             handler.close()
             ctx.log.removeHandler(handler)
-
-
-def _cleanup(ws: Workspace, policy: str) -> None:
-    """delete: remove the checkout; archive: tar.gz it into artifacts/ first; keep: leave
-    it (the next run on the same target replaces it). Logs and artifacts always stay; the
-    reaper removes whole run directories after ``cleanup.retention_days``."""
-    import shutil
-
-    if policy == "keep" or not ws.checkout.exists():
-        return
-    if policy == "archive":
-        with tarfile.open(ws.artifacts / "repo.tar.gz", "w:gz") as tar:
-            tar.add(ws.checkout, arcname="repo")
-    shutil.rmtree(ws.checkout, ignore_errors=True)
-    if ws.repo_link.is_symlink():
-        ws.repo_link.unlink()
 
 
 def run_sync(config: Config, request: RunRequest) -> RunSummary:
