@@ -1,0 +1,155 @@
+"""cgr's git layer against real git: local bare repositories and a server that hangs."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cgr_cli import GitError
+from cgr_cli._git import Git, Identity, git_env
+
+ID = Identity("Test", "test@example.invalid")
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    done = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    """A bare repository with one commit on main."""
+    bare = tmp_path / "remote.git"
+    _git("init", "-q", "--bare", "-b", "main", str(bare))
+    seed = tmp_path / "seed"
+    _git("clone", "-q", str(bare), str(seed))
+    (seed / "a.txt").write_text("a\n")
+    _git("add", "a.txt", cwd=seed)
+    _git("commit", "-qm", "first", cwd=seed)
+    _git("push", "-q", "origin", "HEAD:main", cwd=seed)
+    return bare
+
+
+def test_token_only_in_the_environment_of_network_commands() -> None:
+    with_token = git_env("tkn-123456", {"PATH": "/bin", "GIT_DIR": "/x", "GIT_CONFIG_COUNT": "5"})
+    assert with_token["GIT_CONFIG_COUNT"] == "1"
+    assert with_token["GIT_CONFIG_KEY_0"] == "http.extraHeader"
+    assert with_token["GIT_CONFIG_VALUE_0"] == "Authorization: Bearer tkn-123456"
+    assert with_token["GIT_CONFIG_GLOBAL"] == "/dev/null"
+    assert with_token["GIT_TERMINAL_PROMPT"] == "0"
+    assert "GIT_DIR" not in with_token
+    plain = git_env(None, {"PATH": "/bin", "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_VALUE_0": "x"})
+    assert not [k for k in plain if k.startswith("GIT_CONFIG_")]
+
+
+def test_mirror_clone_publish_and_lease(tmp_path: Path, remote: Path) -> None:
+    git = Git(token=None, timeout=30, network_timeout=30)
+    url = f"file://{remote}"
+    mirror = tmp_path / "mirrors" / "r.git"
+    git.ensure_mirror(url, mirror)
+    git.ensure_mirror(url, mirror)  # the second time: a fetch
+    work = tmp_path / "work"
+    git.clone(url, work, mirror=mirror, identity=ID)
+    assert _git("remote", "get-url", "origin", cwd=work) == url
+    assert git.default_branch(work) == "main"
+    git.checkout_new(work, "cgr/1-x", "origin/main")
+    (work / "b.txt").write_text("b\n")
+    assert git.commit_all(work, "add b") is True
+    assert git.commit_all(work, "nothing") is False
+    head = git.head(work)
+    pushed = git.publish(work, url, "cgr/1-x", workdir=tmp_path / "pub.git", mirror=mirror)
+    assert pushed == head
+    assert not (tmp_path / "pub.git").exists()
+    # Someone else moves the branch: a leased push with the old sha is refused, never forced.
+    other = tmp_path / "other"
+    _git("clone", "-q", "-b", "cgr/1-x", str(remote), str(other))
+    (other / "c.txt").write_text("c\n")
+    _git("add", "c.txt", cwd=other)
+    _git("commit", "-qm", "theirs", cwd=other)
+    _git("push", "-q", "origin", "HEAD:cgr/1-x", cwd=other)
+    (work / "d.txt").write_text("d\n")
+    git.commit_all(work, "mine")
+    with pytest.raises(GitError) as caught:
+        git.publish(work, url, "cgr/1-x", workdir=tmp_path / "pub.git", mirror=mirror,
+                    lease=head)  # fmt: skip
+    assert caught.value.command == "push"
+    # And without a lease, a non-fast-forward push is refused too.
+    with pytest.raises(GitError):
+        git.publish(work, url, "cgr/1-x", workdir=tmp_path / "pub.git", mirror=mirror)
+    assert _git("log", "-1", "--format=%s", "cgr/1-x", cwd=remote) == "theirs"
+
+
+def test_rebase_conflict_names_the_files_and_leaves_a_clean_tree(
+    tmp_path: Path, remote: Path
+) -> None:
+    from cgr_cli import RebaseConflictError
+
+    seed = tmp_path / "seed2"
+    _git("clone", "-q", str(remote), str(seed))
+    _git("checkout", "-qb", "feature", cwd=seed)
+    (seed / "a.txt").write_text("feature\n")
+    _git("commit", "-qam", "feature", cwd=seed)
+    _git("push", "-q", "origin", "feature", cwd=seed)
+    _git("checkout", "-q", "main", cwd=seed)
+    (seed / "a.txt").write_text("main\n")
+    _git("commit", "-qam", "main moves", cwd=seed)
+    _git("push", "-q", "origin", "main", cwd=seed)
+    git = Git(token=None)
+    work = tmp_path / "w"
+    git.clone(f"file://{remote}", work, mirror=None, identity=ID)
+    git.checkout_new(work, "feature", "origin/feature")
+    with pytest.raises(RebaseConflictError) as caught:
+        git.rebase(work, "origin/main")
+    assert caught.value.files == ["a.txt"]
+    assert "a.txt" in str(caught.value)
+    assert _git("status", "--porcelain", cwd=work) == ""
+    assert not (work / ".git" / "rebase-merge").exists()
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[int]:
+    """Accepts connections and never answers (a stuck GitHub)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_network_commands_time_out(tmp_path: Path, hanging_server: int) -> None:
+    git = Git(token="secret-token-value", timeout=30, network_timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(GitError) as caught:
+        git.ensure_mirror(f"http://127.0.0.1:{hanging_server}/o/r.git", tmp_path / "m.git")
+    assert time.monotonic() - started < 10
+    assert caught.value.returncode is None
+    assert "timed out" in str(caught.value)
+    assert "secret-token-value" not in str(caught.value)
+    assert not (tmp_path / "m.git").exists()  # a killed clone never looks like a mirror
