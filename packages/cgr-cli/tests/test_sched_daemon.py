@@ -74,9 +74,7 @@ def test_sigterm_drains_then_cancels_visibly(env: Env, subreaper: None, tmp_path
     issues = env.sim.seed_ready_issues(REPO, 1)
     daemon = start_cgr(env, "daemon", "--grace", "1", log=tmp_path / "daemon.log")
     try:
-        wait_until(
-            lambda: any(r.status.value == "running" for r in runs(env)), 30, "a running run"
-        )
+        wait_until(lambda: any(r.status.value == "running" for r in runs(env)), 30, "a running run")
     finally:
         code = stop(daemon, signal.SIGTERM, timeout=40)
     assert code == 0

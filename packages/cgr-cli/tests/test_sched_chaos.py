@@ -1,0 +1,160 @@
+"""Chaos: killed processes, racing schedulers and a flaky GitHub, with real processes.
+
+After everything settles (and a reap), every triggered issue is in exactly one visible
+terminal state, no issue has two PRs or two active runs, no process or zombie is left,
+and the store's history explains every run (schedworld.assert_consistent).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runworld import REPO, Env
+from schedworld import (
+    all_terminal,
+    assert_consistent,
+    cgr,
+    no_processes_left,
+    runs,
+    sched_config,
+    start_cgr,
+    stop,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def settled(env: Env, issues: list[int]) -> bool:
+    """Every issue was taken (no longer `ready`) and every run has ended."""
+    return all_terminal(env) and all("ready" not in env.sim.issue(REPO, n).labels for n in issues)
+
+
+def live_active(env: Env) -> int:
+    from cgr_cli._scheduler import process_alive
+
+    return sum(1 for r in runs(env) if r.status.is_active and process_alive(r))
+
+
+def test_daemon_sigkilled_mid_run_and_restarted(env: Env, subreaper: None, tmp_path: Path) -> None:
+    sched_config(env, polling={"max_concurrency": 2})
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "1.5")
+    issues = env.sim.seed_ready_issues(REPO, 4)
+    log = tmp_path / "daemon.log"
+    first = start_cgr(env, "daemon", log=log)
+    wait_until(lambda: any(r.status.value == "running" for r in runs(env)), 30, "a run")
+    first.send_signal(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    # Its children live on (own sessions) and finish their runs; a new daemon takes the
+    # lock at once (the kernel released the dead one's flock), reconciles, and carries on.
+    second = start_cgr(env, "daemon", "--grace", "10", log=log)
+    try:
+        peak = 0
+
+        def done() -> bool:
+            nonlocal peak
+            peak = max(peak, live_active(env))
+            return settled(env, issues)
+
+        wait_until(done, 120, "every issue to be done")
+    finally:
+        assert stop(second) == 0, log.read_text()
+    assert peak <= 2
+    wait_until(lambda: not list(no_processes_left(env)), 20, "no process left")
+    assert_consistent(env, issues)
+    # Nothing duplicated: one run per issue, each succeeded exactly once.
+    assert sorted(r.target for r in runs(env)) == sorted(issues)
+    assert {r.status.value for r in runs(env)} == {"succeeded"}
+
+
+def test_two_ticks_and_a_daemon_started_at_once(env: Env, subreaper: None, tmp_path: Path) -> None:
+    sched_config(env, polling={"max_concurrency": 3})
+    issues = env.sim.seed_ready_issues(REPO, 6)
+    argv = [sys.executable, "-m", "cgr_cli"]
+    config = ["--config", str(env.config_path)]
+    log = tmp_path / "daemon.log"
+    ticks = [
+        subprocess.Popen([*argv, "tick", *config], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    daemon = start_cgr(env, "daemon", "--grace", "10", log=log)
+    try:
+        outcomes = [t.communicate(timeout=60) for t in ticks]
+        for tick, (_, err) in zip(ticks, outcomes, strict=True):
+            # A tick either did its pass or refused because the daemon owned the store.
+            assert tick.returncode == 0 or b"owns the store" in err, err
+        peak = 0
+
+        def done() -> bool:
+            nonlocal peak
+            peak = max(peak, live_active(env))
+            return settled(env, issues)
+
+        wait_until(done, 120, "every issue to be done")
+    finally:
+        assert stop(daemon) == 0, log.read_text()
+    assert peak <= 3
+    wait_until(lambda: not list(no_processes_left(env)), 20, "no process left")
+    assert_consistent(env, issues)
+    assert sorted(r.target for r in runs(env)) == sorted(issues)
+    assert len(env.sim.pull_requests(REPO)) == 6
+
+
+def test_sigkilled_fork_children_then_the_next_tick_reaps_and_reruns_nothing_twice(
+    env: Env, subreaper: None
+) -> None:
+    sched_config(env)
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "20")
+    issues = env.sim.seed_ready_issues(REPO, 3)
+    assert cgr(env, "tick").returncode == 0
+    wait_until(lambda: all(r.status.value == "running" for r in runs(env)) and runs(env), 30,
+               "three running runs")  # fmt: skip
+    victims = runs(env)[:2]
+    for run in victims:
+        os.kill(run.pid, signal.SIGKILL)
+    # The next tick reaps first (the two dead runs end failed, visibly), then schedules:
+    # the killed issues carry needs-human now and are not taken again.
+    assert cgr(env, "tick").returncode == 0
+    with env.store() as store:
+        for run in victims:
+            assert store.get_run(run.id).status.value == "failed"
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "0")
+    survivor = runs(env)[2]
+    os.kill(survivor.pid, signal.SIGTERM)  # a run told to stop ends cancelled, visibly
+    wait_until(lambda: all_terminal(env), 30, "the survivor to end")
+    assert cgr(env, "reap").returncode == 0
+    wait_until(lambda: not list(no_processes_left(env)), 20, "no process left")
+    assert_consistent(env, issues)
+    assert len(runs(env)) == 3
+
+
+def test_github_5xx_bursts_and_secondary_limits_during_runs(
+    env: Env, subreaper: None, tmp_path: Path
+) -> None:
+    sched_config(env, polling={"max_concurrency": 3})
+    issues = env.sim.seed_ready_issues(REPO, 4)
+    faults = env.sim.faults
+    # Bursts on what runs and schedulers do: issue reads, labels, comments, pulls, lists.
+    faults.error(502, path=r"/issues/\d+$", count=3)
+    faults.error(503, path=r"/labels", count=3)
+    faults.error(500, path=r"/issues$", count=2)
+    faults.secondary_rate_limit(retry_after=1, path=r"/pulls", count=2)
+    faults.secondary_rate_limit(retry_after=1, path=r"/comments", count=2)
+    log = tmp_path / "daemon.log"
+    daemon = start_cgr(env, "daemon", "--grace", "10", log=log)
+    try:
+        wait_until(lambda: settled(env, issues), 150, "every issue to be done")
+    finally:
+        assert stop(daemon) == 0, log.read_text()
+    faults.clear()
+    assert cgr(env, "reap").returncode == 0
+    wait_until(lambda: not list(no_processes_left(env)), 20, "no process left")
+    assert_consistent(env, issues)
+    faulted = [r for r in env.sim.requests if r.fault]
+    assert len(faulted) >= 8  # the faults really happened

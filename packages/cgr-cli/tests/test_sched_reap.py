@@ -1,0 +1,227 @@
+"""`cgr reap`, `cgr cancel`, `cgr retry`, `@bot cancel` / `@bot retry`, `status`, `logs`:
+real processes, the simulator, a real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from runworld import REPO, Env
+from schedworld import (
+    all_terminal,
+    assert_consistent,
+    cgr,
+    no_processes_left,
+    runs,
+    sched_config,
+    start_cgr,
+    stop,
+    wait_until,
+)
+
+
+def running(env: Env, n: int = 1) -> bool:
+    """``n`` runs are in the agent phase (their agent has recorded its call)."""
+    calls = env.agent_state / "calls"
+    started = len(list(calls.glob("*.json"))) if calls.is_dir() else 0
+    return started >= n or sum(r.status.value == "running" for r in runs(env)) >= n
+
+
+def dead_process() -> tuple[int, float]:
+    from cgr_exec import ProcessIdentity
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    identity = ProcessIdentity.of(child.pid)
+    child.wait()
+    return identity.pid, float(identity.start_time)
+
+
+def stored_running_run(env: Env, number: int, *, branch: str | None = None) -> str:
+    """A run row as a `cgr run` process killed mid-run leaves it: running, dead pid."""
+    from cgr_cli._scheduler import hostname
+    from cgr_store import Run, RunKind, RunStatus, new_run_id
+
+    pid, start = dead_process()
+    with env.store() as store:
+        run = store.create_run(
+            Run(id=new_run_id(), repo=REPO, target=number, kind=RunKind.ISSUE,
+                host=hostname(), pid=pid, process_start_time=start)
+        )  # fmt: skip
+        store.transition(run.id, RunStatus.CLAIMED)
+        store.transition(run.id, RunStatus.RUNNING, branch=branch)
+    env.sim.add_labels(REPO, number, "in-progress")
+    return run.id
+
+
+def test_reap_recognises_a_pull_request_the_dead_run_opened(env: Env) -> None:
+    sched_config(env)
+    (done, early, none) = env.sim.seed_ready_issues(REPO, 3)
+    # #early: its branch had a PR before the run started - not the run's work.
+    env.sim.commit(REPO, "cgr/early", {"a.txt": "a\n"})
+    env.sim.create_pull_request(REPO, "cgr/early", "older PR", author="alice")
+    time.sleep(1.1)  # GitHub's timestamps have whole seconds
+    done_id = stored_running_run(env, done, branch="cgr/done")
+    early_id = stored_running_run(env, early, branch="cgr/early")
+    none_id = stored_running_run(env, none, branch="cgr/none")
+    env.sim.commit(REPO, "cgr/done", {"b.txt": "b\n"})
+    env.sim.create_pull_request(REPO, "cgr/done", "the run's PR", author=env.sim.bot_login)
+    result = cgr(env, "reap", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["recovered"] == [done_id]
+    assert sorted(report["gone"]) == sorted([early_id, none_id])
+    with env.store() as store:
+        recovered = store.get_run(done_id)
+        assert recovered.status.value == "succeeded"
+        assert recovered.pr_number is not None
+        assert store.get_run(early_id).status.value == "failed"
+        assert "ended without finishing" in (store.get_run(none_id).error or "")
+    for number, run_id in ((done, done_id), (early, early_id), (none, none_id)):
+        labels = set(env.sim.issue(REPO, number).labels)
+        assert "in-progress" not in labels
+        assert ("needs-human" in labels) == (number != done)
+        (comment,) = [c.body for c in env.sim.comments(REPO, number) if run_id in c.body]
+        assert ("Opened pull request" in comment) == (number == done)
+    # A second reap finds nothing to do.
+    again = json.loads(cgr(env, "reap", "--json").stdout)
+    assert again == {"gone": [], "recovered": [], "timed_out": [], "removed": again["removed"]}
+
+
+@pytest.mark.slow
+def test_sigkilled_children_are_reaped_visibly_and_their_agents_ended(
+    env: Env, subreaper: None
+) -> None:
+    sched_config(env)
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
+    issues = env.sim.seed_ready_issues(REPO, 2)
+    assert cgr(env, "tick").returncode == 0
+    wait_until(lambda: running(env, 2) or len(list(env.workspace.glob("targets/*/*/*/repo"))) >= 2,
+               30, "both runs at work")  # fmt: skip
+    wait_until(lambda: all(r.status.value == "running" for r in runs(env)), 30, "running")
+    for run in runs(env):
+        os.kill(run.pid, signal.SIGKILL)  # the fork child that runs the pipeline
+    result = cgr(env, "reap", "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["gone"]) == 2
+    # The orphaned agents (their own sessions) were found by working directory and ended.
+    wait_until(lambda: not list(no_processes_left(env)), 20, "agents to be ended")
+    assert_consistent(env, issues)
+    assert {r.status.value for r in runs(env)} == {"failed"}
+
+
+@pytest.mark.slow
+def test_a_stuck_run_past_its_time_limit_is_killed_and_timed_out(env: Env, subreaper: None) -> None:
+    sched_config(env, timeouts={"run_seconds": 2.0, "watchdog_grace_seconds": 0.3})
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
+    issues = env.sim.seed_ready_issues(REPO, 1)
+    assert cgr(env, "tick").returncode == 0
+    wait_until(lambda: all(r.status.value == "running" for r in runs(env)), 30, "running")
+    (run,) = runs(env)
+    os.kill(run.pid, signal.SIGSTOP)  # stuck: its own time limit can no longer fire
+    time.sleep(3.0)
+    report = json.loads(cgr(env, "reap", "--json").stdout)
+    assert report["timed_out"] == [run.id]
+    (run,) = runs(env)
+    assert run.status.value == "timed_out"
+    wait_until(lambda: not list(no_processes_left(env)), 20, "the group to be gone")
+    assert_consistent(env, issues)
+
+
+@pytest.mark.slow
+def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> None:
+    sched_config(env)
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
+    issues = env.sim.seed_ready_issues(REPO, 1)
+    assert cgr(env, "tick").returncode == 0
+    wait_until(lambda: running(env), 30, "the agent to start")
+    (run,) = runs(env)
+    # status shows it, with its phase and age
+    status = json.loads(cgr(env, "status", "--json").stdout)
+    assert [a["id"] for a in status["active"]] == [run.id]
+    assert status["slots"]["used"] == 1
+    cancelled = cgr(env, "cancel", run.id, "--reason", "not needed after all")
+    assert cancelled.returncode == 0, cancelled.stderr
+    (run,) = runs(env)
+    assert run.status.value == "cancelled"
+    (comment,) = [c.body for c in env.sim.comments(REPO, issues[0]) if run.id in c.body]
+    assert "not needed after all" in comment
+    assert "needs-human" in env.sim.issue(REPO, issues[0]).labels
+    wait_until(lambda: not list(no_processes_left(env)), 20, "the run's processes to end")
+    assert cgr(env, "cancel", run.id).returncode == 2  # already ended: says so
+    # retry: a new queued run (attempt 2) that the next tick starts
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "0.1")
+    retried = cgr(env, "retry", run.id)
+    assert retried.returncode == 0, retried.stderr
+    assert "attempt 2" in retried.stdout
+    assert cgr(env, "retry", run.id).returncode == 2  # the target has an active run now
+    assert json.loads(cgr(env, "tick", "--json").stdout)["started"]
+    wait_until(lambda: all_terminal(env), 60, "the retry to finish")
+    second = max(runs(env), key=lambda r: r.created_at)
+    assert (second.attempt, second.status.value) == (2, "succeeded")
+    # logs: the run's log, its prompt, its history
+    log = cgr(env, "logs", second.id)
+    assert log.returncode == 0
+    assert f"run {second.id}" in log.stdout
+    assert "Please fix problem number 1" in cgr(env, "logs", second.id, "--prompt").stdout
+    history = json.loads(cgr(env, "logs", second.id, "--json").stdout)
+    assert [e["to_status"] for e in history["events"]] == [
+        "queued", "claimed", "running", "succeeded"
+    ]  # fmt: skip
+    assert cgr(env, "logs", "r-nope").returncode == 2
+    status = cgr(env, "status")
+    assert "cancelled" in status.stdout
+    assert "succeeded" in status.stdout
+
+
+@pytest.mark.slow
+def test_bot_cancel_and_bot_retry_comments(env: Env, subreaper: None, tmp_path: Path) -> None:
+    sched_config(env)
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
+    issues = env.sim.seed_ready_issues(REPO, 1)
+    daemon = start_cgr(env, "daemon", "--grace", "5", log=tmp_path / "daemon.log")
+    try:
+        wait_until(lambda: running(env), 30, "the agent to start")
+        env.sim.add_comment(REPO, issues[0], f"@{env.sim.bot_login} cancel", author="alice")
+        wait_until(lambda: "@alice asked to cancel" in (runs(env)[0].error or ""), 30, "cancel")
+        (run,) = runs(env)
+        assert run.status.value == "cancelled"
+        (comment,) = [c.body for c in env.sim.comments(REPO, issues[0]) if run.id in c.body]
+        assert "@alice asked to cancel" in comment
+        env.sim.add_comment(REPO, issues[0], f"@{env.sim.bot_login} retry", author="alice")
+        wait_until(lambda: len(runs(env)) == 2, 30, "the retry run")
+        retry = max(runs(env), key=lambda r: r.created_at)
+        assert retry.attempt == 2
+        assert retry.kind == run.kind
+        assert cgr(env, "cancel", retry.id).returncode == 0
+    finally:
+        assert stop(daemon) == 0, (tmp_path / "daemon.log").read_text()
+    wait_until(lambda: not list(no_processes_left(env)), 20, "processes to end")
+
+
+def test_workspaces_are_removed_after_retention_never_for_active_runs(env: Env) -> None:
+    from cgr_cli._config_load import load_config
+    from cgr_cli._reaper import clean_workspaces
+    from cgr_store import RunStatus, utcnow
+
+    config, _ = load_config(sched_config(env, cleanup={"retention_days": 1.0}))
+    old = stored_running_run(env, env.sim.seed_ready_issues(REPO, 1)[0])
+    with env.store() as store:
+        store.transition(old.id if hasattr(old, "id") else old, RunStatus.FAILED)
+    active = stored_running_run(env, env.sim.seed_ready_issues(REPO, 1)[0])
+    for run_id in (old, active):
+        (env.workspace / run_id / "artifacts").mkdir(parents=True)
+        (env.workspace / run_id / "artifacts" / "repo.tar.gz").write_bytes(b"archive")
+    with env.store() as store:
+        assert clean_workspaces(config, store, utcnow()) == []  # within retention
+        later = utcnow() + timedelta(days=2)
+        removed = clean_workspaces(config, store, later)
+    assert removed == [str(env.workspace / old)]
+    assert (env.workspace / active).is_dir()
