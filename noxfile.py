@@ -203,6 +203,15 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def demo(session: nox.Session) -> None:
+    """`cgr demo`: the whole loop on a simulated GitHub, offline (`nox -s demo -- --keep`)."""
+    _install_isolated(session, "cgr-cli")
+    # From a temporary directory, so the installed package runs, not the source tree.
+    session.chdir(session.create_tmp())
+    session.run("cgr", "demo", *session.posargs)
+
+
+@nox.session
 def dev(session: nox.Session) -> None:
     """An editable install of every package plus the tools, in .nox/dev."""
     session.install(*(f"-e{PACKAGES_DIR / p}" for p in PACKAGES), "pytest", "pytest-timeout")

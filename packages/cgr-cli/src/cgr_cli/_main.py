@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     from cgr_cli._commands import systemd as systemd_command
 
     systemd_command.add_parser(commands)
+    from cgr_cli._commands import demo as demo_command
+
+    demo_command.add_parser(commands)
     return parser
 
 
@@ -152,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return 
         from cgr_cli._commands.systemd import systemd
 
         return systemd(args)
+    if args.command == "demo":
+        from cgr_cli._commands.demo import demo
+
+        return demo(args)
     if args.command == "run":
         from cgr_cli._commands.run import run
 
