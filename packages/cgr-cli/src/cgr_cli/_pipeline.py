@@ -521,8 +521,7 @@ def _clone_url(api_url: str, repo: str) -> str:
 def _prompt_input(
     ctx: _Ctx, thread: Any, branch: str, base: str, *, follow_up: bool
 ) -> PromptInput:
-    from cgr_discovery import TriggerPolicy, find_status_run_id
-    from cgr_discovery._policy import Decision
+    from cgr_discovery import Decision, TriggerPolicy, find_status_run_id
 
     trigger_cfg = ctx.config.trigger
     policy = TriggerPolicy(
