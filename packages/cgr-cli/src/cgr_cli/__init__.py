@@ -8,6 +8,7 @@ from cgr_cli._agent import AgentResult, StreamState, Verdict, agent_argv, agent_
 from cgr_cli._config import Config, Secret
 from cgr_cli._config_load import load_config, parse_config, render_config
 from cgr_cli._control import ControlError
+from cgr_cli._demo import DemoError, run_demo
 from cgr_cli._errors import (
     CgrError,
     ConfigError,
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigNotFoundError",
     "ControlError",
     "DaemonRunningError",
+    "DemoError",
     "GitError",
     "Outcome",
     "PromptInput",
@@ -57,4 +59,5 @@ __all__ = [
     "main",
     "parse_config",
     "render_config",
+    "run_demo",
 ]
