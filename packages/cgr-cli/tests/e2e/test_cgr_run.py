@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from claude_cli import API_KEY
 from model_server import ModelServer
-from scenarios import api_error, bash, edit, reply, text, turn, write
+from scenarios import api_error, bash, edit, reply, text, tool, turn, write
 
 from runworld import REPO, Env, assert_no_token
 
@@ -314,3 +314,46 @@ def test_prompt_injection_leaves_the_token_nowhere(
         assert token not in (pr.body or "")
     # The untrusted issue text reached the model inside cgr's untrusted block.
     assert re.search(r"<<<UNTRUSTED-\w+", steps[0].user_text())
+
+
+def test_mention_on_the_bots_pull_request_pushes_to_its_branch(
+    world: Env, model_server: ModelServer
+) -> None:
+    env = world
+    number = env.sim.create_issue(REPO, "Greeting", "Add hello.txt.", author="alice",
+                                  labels=["ready"])  # fmt: skip
+    model_server.scenario = [turn(write("hello.txt", "hello\n")), reply("Added hello.txt.")]
+    assert env.run(number) == 0
+    (pr,) = env.sim.pull_requests(REPO)
+    assert pr.pull is not None
+    branch = pr.pull.head_ref
+    first_head = env.sim.branches(REPO)[branch]
+
+    # A reviewer asks on the pull request itself. Sessions are kept per target (issue or
+    # PR number), so this is a new conversation on the PR's checkout, not a resumed one.
+    model_server.scenario = [
+        # Claude Code refuses to Edit a file this conversation has not read.
+        turn(tool("Read", {"file_path": "hello.txt"})),
+        turn(edit("hello.txt", "hello", "hello, reviewer")),
+        reply("Changed the greeting as asked in the review."),
+    ]
+    comment_id = env.sim.add_comment(
+        REPO, pr.number, f"@{env.sim.bot_login} make it greet the reviewer", author="alice"
+    )
+    assert env.run(pr.number, "--comment-id", str(comment_id)) == 0
+
+    summary = _summary(_runs(env)[-1])
+    assert summary["outcome"] == "pr_updated"
+    assert summary["pr_number"] == pr.number
+    request = model_server.step_requests()[-3]
+    assert "make it greet the reviewer" in request.user_text()
+    assert f"`{branch}`" in request.user_text()  # cgr told the agent which branch it is on
+    # The PR's branch moved forward (never rewritten) and holds the edit; still one PR.
+    assert env.sim.branches(REPO)[branch] != first_head
+    assert first_head in _git(env, "rev-list", branch).split()
+    assert _git(env, "show", f"{branch}:hello.txt") == "hello, reviewer\n"
+    assert [p.number for p in env.sim.pull_requests(REPO)] == [pr.number]
+    (comment,) = _status_comments(env, pr.number)
+    assert "Changed the greeting as asked in the review." in comment
+    _assert_figures(comment, summary)
+    assert_no_token(env)
