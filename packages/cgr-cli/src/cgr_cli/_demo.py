@@ -212,12 +212,19 @@ class _Watcher:
             for run_id in run_ids:
                 run, events = store.run_with_events(run_id)
                 runs.append(run)
-                for event in events[self.seen_events.get(run_id, 0) :]:
-                    detail = f" ({event.detail})" if event.detail else ""
-                    self.say(f"{_label(run)}: {event.to_status}{detail}")
+                new = events[self.seen_events.get(run_id, 0) :]
                 self.seen_events[run_id] = len(events)
+                # The agent's steps come before the end, even when one poll sees both.
+                for event in [e for e in new if not e.to_status.is_terminal]:
+                    self._event(run, event)
                 self._agent_lines(run)
+                for event in [e for e in new if e.to_status.is_terminal]:
+                    self._event(run, event)
         return runs
+
+    def _event(self, run: Any, event: Any) -> None:
+        detail = f" ({event.detail})" if event.detail else ""
+        self.say(f"{_label(run)}: {event.to_status}{detail}")
 
     def _agent_lines(self, run: Any) -> None:
         path = self.world.workspaces / run.id / "logs" / "agent.jsonl"
@@ -380,7 +387,7 @@ def run_demo(
         say(f"done in {time.monotonic() - started:.1f} s: "
             f"{sum(1 for r in runs if r.pr_number)} pull request(s) opened")  # fmt: skip
         if keep:
-            _explain_kept(world, say)
+            _explain_kept(world, runs, say)
         return DemoResult(0 if succeeded else 1, runs, world)
     finally:
         if not keep:
@@ -398,8 +405,9 @@ def _tick(world: DemoWorld, say: Callable[[str], None]) -> list[str]:
     return run_ids
 
 
-def _explain_kept(world: DemoWorld, say: Callable[[str], None]) -> None:
+def _explain_kept(world: DemoWorld, runs: list[Any], say: Callable[[str], None]) -> None:
     config = world.config
+    run_id = runs[0].id if runs else "<run-id>"
     say("")
     say(f"State kept in {world.root}:")
     say(f"  config     {config}")
@@ -408,6 +416,6 @@ def _explain_kept(world: DemoWorld, say: Callable[[str], None]) -> None:
     say(f"  GitHub     {world.root / 'github'} (bare git repositories)")
     say("Explore it with:")
     say(f"  cgr status --config {config}")
-    say(f"  cgr logs --config {config} <run-id>")
+    say(f"  cgr logs --config {config} {run_id}")
     say("The simulated GitHub stopped with the demo (its issues lived in memory), so commands")
     say("that talk to GitHub (tick, run, retry) have nothing to reach; run `cgr demo` again.")
