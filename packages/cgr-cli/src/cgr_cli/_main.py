@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     from cgr_cli._commands import systemd as systemd_command
 
     systemd_command.add_parser(commands)
+    from cgr_cli._commands import ui as ui_command
+
+    ui_command.add_parser(commands)
     from cgr_cli._commands import demo as demo_command
 
     demo_command.add_parser(commands)
@@ -127,7 +130,19 @@ def _scheduling(args: argparse.Namespace) -> int:
     return code
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return per command
+_OPERATIONS = ("init", "doctor", "systemd", "ui")
+
+
+def _operations(args: argparse.Namespace) -> int:
+    """init, doctor, systemd, ui: ``cgr_cli._commands.<name>.<name>(args)``."""
+    import importlib
+
+    module = importlib.import_module(f"cgr_cli._commands.{args.command}")
+    code: int = getattr(module, args.command)(args)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cgr`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
@@ -143,18 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return 
         from cgr_cli._commands.config import check
 
         return check(args)
-    if args.command == "init":
-        from cgr_cli._commands.init import init
-
-        return init(args)
-    if args.command == "doctor":
-        from cgr_cli._commands.doctor import doctor
-
-        return doctor(args)
-    if args.command == "systemd":
-        from cgr_cli._commands.systemd import systemd
-
-        return systemd(args)
+    if args.command in _OPERATIONS:
+        return _operations(args)
     if args.command == "demo":
         from cgr_cli._commands.demo import demo
 
