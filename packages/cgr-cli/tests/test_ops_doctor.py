@@ -6,7 +6,6 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -315,4 +314,77 @@ def test_format_check_colours_only_when_asked() -> None:
     assert plain.startswith("FAIL  git")
     assert "fix: install it" in plain
     assert "\x1b[1;31mFAIL" in format_check(check, colour=True)
-    assert sys.stdout is not None
+
+
+# -- classic token scopes (the simulator sends no x-oauth-scopes; GitHub does) -----------
+
+
+class _ScopedGitHub:
+    """GET /user on 127.0.0.1 answering like github.com does for a classic token."""
+
+    def __init__(self, scopes: str) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.authorization = self.headers.get("Authorization")
+                body = json.dumps({"login": "cgr-bot", "type": "User"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("x-oauth-scopes", scopes)
+                self.send_header("x-ratelimit-limit", "5000")
+                self.send_header("x-ratelimit-remaining", "4321")
+                self.send_header("x-ratelimit-reset", "4102444800")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.authorization: str | None = None
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("scopes", "status", "fragment"),
+    [
+        ("repo, workflow", CheckStatus.PASS, "scopes: repo, workflow; rate limit 4321/5000"),
+        ("public_repo, read:org", CheckStatus.FAIL, "cgr needs `repo`"),
+    ],
+)
+def test_classic_token_scopes(scopes: str, status: CheckStatus, fragment: str) -> None:
+    import anyio
+
+    from cgr_cli._config_load import parse_config
+    from cgr_cli._doctor import _check_auth
+    from cgr_discovery import GitHubClient, TokenAuth
+
+    server = _ScopedGitHub(scopes)
+    token = "ghp_" + "s" * 36
+    config = parse_config({"github": {"api_url": server.url, "token": token}})
+
+    async def check() -> tuple[Check, str | None]:
+        async with GitHubClient(auth=TokenAuth(token), base_url=server.url) as gh:
+            return await _check_auth(gh, config)
+
+    try:
+        result, login = anyio.run(check)
+    finally:
+        server.close()
+    assert login == "cgr-bot"
+    assert server.authorization is not None
+    assert result.status is status, result
+    assert fragment in result.detail
+    assert token not in json.dumps(result.data) + result.detail + (result.fix or "")
