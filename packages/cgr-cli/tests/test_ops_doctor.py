@@ -322,7 +322,7 @@ def test_format_check_colours_only_when_asked() -> None:
 class _ScopedGitHub:
     """GET /user on 127.0.0.1 answering like github.com does for a classic token."""
 
-    def __init__(self, scopes: str) -> None:
+    def __init__(self, scopes: str | None, status: int = 200) -> None:
         import http.server
         import threading
 
@@ -331,11 +331,15 @@ class _ScopedGitHub:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.authorization = self.headers.get("Authorization")
-                body = json.dumps({"login": "cgr-bot", "type": "User"}).encode()
-                self.send_response(200)
+                user = {"login": "cgr-bot", "type": "User"}
+                if status == 403:  # what an app installation token gets from GET /user
+                    user = {"message": "Resource not accessible by integration"}
+                body = json.dumps(user).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("x-oauth-scopes", scopes)
+                if scopes is not None:
+                    self.send_header("x-oauth-scopes", scopes)
                 self.send_header("x-ratelimit-limit", "5000")
                 self.send_header("x-ratelimit-remaining", "4321")
                 self.send_header("x-ratelimit-reset", "4102444800")
@@ -358,22 +362,25 @@ class _ScopedGitHub:
 
 
 @pytest.mark.parametrize(
-    ("scopes", "status", "fragment"),
+    ("scopes", "answer", "status", "fragment"),
     [
-        ("repo, workflow", CheckStatus.PASS, "scopes: repo, workflow; rate limit 4321/5000"),
-        ("public_repo, read:org", CheckStatus.FAIL, "cgr needs `repo`"),
+        ("repo, workflow", 200, CheckStatus.PASS, "scopes: repo, workflow; rate limit 4321/5000"),
+        ("public_repo, read:org", 200, CheckStatus.FAIL, "cgr needs `repo`"),
+        (None, 403, CheckStatus.PASS, "GitHub App installation token"),
     ],
 )
-def test_classic_token_scopes(scopes: str, status: CheckStatus, fragment: str) -> None:
+def test_token_kinds(scopes: str | None, answer: int, status: CheckStatus, fragment: str) -> None:
     import anyio
 
     from cgr_cli._config_load import parse_config
     from cgr_cli._doctor import _check_auth
     from cgr_discovery import GitHubClient, TokenAuth
 
-    server = _ScopedGitHub(scopes)
-    token = "ghp_" + "s" * 36
-    config = parse_config({"github": {"api_url": server.url, "token": token}})
+    server = _ScopedGitHub(scopes, answer)
+    token = ("ghs_" if answer == 403 else "ghp_") + "s" * 36
+    config = parse_config(
+        {"github": {"api_url": server.url, "token": token, "bot_login": "cgr-bot"}}
+    )
 
     async def check() -> tuple[Check, str | None]:
         async with GitHubClient(auth=TokenAuth(token), base_url=server.url) as gh:
