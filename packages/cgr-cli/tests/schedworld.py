@@ -182,3 +182,29 @@ def no_processes_left(env: Env) -> Iterator[str]:
             yield f"{pid} {state} {cmd}"
     for pid in processes_in(env.workspace):
         yield f"{pid} still works in the workspace"
+
+
+def dead_process() -> tuple[int, float]:
+    from cgr_exec import ProcessIdentity
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    identity = ProcessIdentity.of(child.pid)
+    child.wait()
+    return identity.pid, float(identity.start_time)
+
+
+def stored_running_run(env: Env, number: int, *, branch: str | None = None) -> str:
+    """A run row as a `cgr run` process killed mid-run leaves it: running, dead pid."""
+    from cgr_cli._scheduler import hostname
+    from cgr_store import Run, RunKind, RunStatus, new_run_id
+
+    pid, start = dead_process()
+    with env.store() as store:
+        run = store.create_run(
+            Run(id=new_run_id(), repo=REPO, target=number, kind=RunKind.ISSUE,
+                host=hostname(), pid=pid, process_start_time=start)
+        )  # fmt: skip
+        store.transition(run.id, RunStatus.CLAIMED)
+        store.transition(run.id, RunStatus.RUNNING, branch=branch)
+    env.sim.add_labels(REPO, number, "in-progress")
+    return run.id

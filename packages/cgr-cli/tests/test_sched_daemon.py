@@ -17,6 +17,7 @@ from schedworld import (
     sched_config,
     start_cgr,
     stop,
+    stored_running_run,
     wait_until,
 )
 
@@ -87,3 +88,21 @@ def test_sigterm_drains_then_cancels_visibly(env: Env, subreaper: None, tmp_path
     assert "grace period" in comments[0]
     wait_until(lambda: not list(no_processes_left(env)), 20, "children to be gone")
     assert_consistent(env, issues)
+
+
+def test_daemon_start_reconciles_runs_whose_process_is_gone(
+    env: Env, subreaper: None, tmp_path: Path
+) -> None:
+    sched_config(env)
+    (number,) = env.sim.seed_ready_issues(REPO, 1)
+    env.sim.remove_label(REPO, number, "ready")  # claimed by the run that died
+    run_id = stored_running_run(env, number)
+    daemon = start_cgr(env, "daemon", log=tmp_path / "daemon.log")
+    try:
+        wait_until(lambda: all_terminal(env), 30, "reconciliation")
+    finally:
+        assert stop(daemon) == 0
+    (run,) = runs(env)
+    assert (run.id, run.status.value) == (run_id, "failed")
+    assert "reconciled" in (tmp_path / "daemon.log").read_text()
+    assert_consistent(env, [number])

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +22,7 @@ from schedworld import (
     sched_config,
     start_cgr,
     stop,
+    stored_running_run,
     wait_until,
 )
 
@@ -33,32 +32,6 @@ def running(env: Env, n: int = 1) -> bool:
     calls = env.agent_state / "calls"
     started = len(list(calls.glob("*.json"))) if calls.is_dir() else 0
     return started >= n or sum(r.status.value == "running" for r in runs(env)) >= n
-
-
-def dead_process() -> tuple[int, float]:
-    from cgr_exec import ProcessIdentity
-
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    identity = ProcessIdentity.of(child.pid)
-    child.wait()
-    return identity.pid, float(identity.start_time)
-
-
-def stored_running_run(env: Env, number: int, *, branch: str | None = None) -> str:
-    """A run row as a `cgr run` process killed mid-run leaves it: running, dead pid."""
-    from cgr_cli._scheduler import hostname
-    from cgr_store import Run, RunKind, RunStatus, new_run_id
-
-    pid, start = dead_process()
-    with env.store() as store:
-        run = store.create_run(
-            Run(id=new_run_id(), repo=REPO, target=number, kind=RunKind.ISSUE,
-                host=hostname(), pid=pid, process_start_time=start)
-        )  # fmt: skip
-        store.transition(run.id, RunStatus.CLAIMED)
-        store.transition(run.id, RunStatus.RUNNING, branch=branch)
-    env.sim.add_labels(REPO, number, "in-progress")
-    return run.id
 
 
 def test_reap_recognises_a_pull_request_the_dead_run_opened(env: Env) -> None:
@@ -176,6 +149,9 @@ def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> No
         "queued", "claimed", "running", "succeeded"
     ]  # fmt: skip
     assert cgr(env, "logs", "r-nope").returncode == 2
+    followed = cgr(env, "logs", second.id, "--follow", timeout=20)  # ended: returns
+    assert followed.returncode == 0
+    assert followed.stdout == log.stdout
     status = cgr(env, "status")
     assert "cancelled" in status.stdout
     assert "succeeded" in status.stdout

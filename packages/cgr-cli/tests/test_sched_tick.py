@@ -49,3 +49,27 @@ def test_tick_with_a_bad_configuration_says_what_to_fix(env: Env) -> None:
     done = cgr(env, "tick")
     assert done.returncode == 1
     assert "polling.max_concurrency" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_mention_beyond_the_free_slots_is_taken_by_a_later_tick(
+    env: Env, subreaper: None
+) -> None:
+    sched_config(env, polling={"max_concurrency": 1})
+    first = json.loads(cgr(env, "tick", "--json").stdout)  # streams start at GitHub's "now"
+    assert first["discovered"] == 0
+    issues = [env.sim.create_issue(REPO, f"Task {n}", "details", author="alice") for n in (1, 2)]
+    for number in issues:
+        env.sim.add_comment(REPO, number, f"@{env.sim.bot_login} please do it", author="alice")
+    second = json.loads(cgr(env, "tick", "--json").stdout)
+    assert len(second["started"]) == 1
+    assert len(second["pending"]) == 1
+    wait_until(lambda: all_terminal(env), 60, "the first mention's run")
+    third = json.loads(cgr(env, "tick", "--json").stdout)
+    assert len(third["started"]) == 1  # the cursor was held before the pending comment
+    wait_until(lambda: all_terminal(env) and len(runs(env)) == 2, 60, "the second run")
+    assert json.loads(cgr(env, "tick", "--json").stdout)["started"] == []
+    assert sorted(r.target for r in runs(env)) == issues
+    assert {r.kind.value for r in runs(env)} == {"issue_mention"}
+    wait_until(lambda: not list(no_processes_left(env)), 20, "children to be gone")
+    assert_consistent(env, issues)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 
 from cgr_cli._config import Config
 from cgr_cli._scheduler import (
@@ -45,7 +46,7 @@ from cgr_cli._scheduler import (
 )
 
 if TYPE_CHECKING:
-    from cgr_exec import ProcessIdentity, SubprocessExecutor
+    from cgr_exec import ChildHandle, ProcessIdentity, SubprocessExecutor
     from cgr_store import SQLiteStore
 
 log = logging.getLogger("cgr.daemon")
@@ -77,22 +78,27 @@ async def _main(config: Config, config_path: Path | None, lock: DaemonLock, grac
             ) as executor,
             anyio.create_task_group() as tg,
         ):
-            tg.start_soon(_watch_signals, stop)
+            wake = _Wake(tg)
+            tg.start_soon(_watch_signals, stop, wake)
             log.info("daemon %s started on %s (limit %d)", me.pid, host,
                      config.polling.max_concurrency)  # fmt: skip
             reconciled = await reap(config, store, github, host=host)
             log.info("reconciled: %s", {k: v for k, v in reconciled.as_dict().items() if v})
             while not stop.is_set():
+                lock.heartbeat()
                 try:
                     await _iteration(
                         config, config_path=config_path, store=store, github=github,
-                        executor=executor, host=host, me=me,
+                        executor=executor, host=host, me=me, wake=wake,
                     )  # fmt: skip
                 except Exception:
                     # A daemon outlives transient trouble (GitHub down, a locked store).
                     log.exception("scheduling pass failed; trying again next interval")
+                # Sleep until the interval is over, a signal arrives, or a child ends (a
+                # free slot is filled at once rather than an interval later).
                 with anyio.move_on_after(config.polling.interval_seconds):
-                    await stop.wait()
+                    await wake.wait()
+                wake.clear()
             log.info("stopping: no new runs; %d running get %gs to finish",
                      len(executor.running), grace)  # fmt: skip
             await _drain(
@@ -104,11 +110,37 @@ async def _main(config: Config, config_path: Path | None, lock: DaemonLock, grac
     return 0
 
 
-async def _watch_signals(stop: anyio.Event) -> None:
+class _Wake:
+    """Wakes the loop early: on a signal, or when a child ends (its slot is free)."""
+
+    def __init__(self, tg: anyio.abc.TaskGroup) -> None:
+        self._tg = tg
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()  # anyio events cannot be reset
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def watch(self, handle: ChildHandle) -> None:
+        async def on_exit() -> None:
+            await handle.wait()
+            self.set()
+
+        self._tg.start_soon(on_exit)
+
+
+async def _watch_signals(stop: anyio.Event, wake: _Wake) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("received %s", signal.Signals(signum).name)
             stop.set()
+            wake.set()
             return
 
 
@@ -121,6 +153,7 @@ async def _iteration(
     executor: SubprocessExecutor,
     host: str,
     me: ProcessIdentity,
+    wake: _Wake,
 ) -> None:
     from cgr_cli._reaper import end_run, reap
     from cgr_cli._report import Outcome
@@ -156,6 +189,7 @@ async def _iteration(
             )  # fmt: skip
             continue
         record_child(store, run.id, handle.identity)
+        wake.watch(handle)
         log.info("started run %s for %s#%s (pid %d)", run.id, run.repo, run.target, handle.pid)
     if report.pending or report.errors:
         log.info("pending: %s; errors: %s", report.pending, report.errors)
