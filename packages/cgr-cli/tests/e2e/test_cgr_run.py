@@ -17,6 +17,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -356,4 +358,37 @@ def test_mention_on_the_bots_pull_request_pushes_to_its_branch(
     (comment,) = _status_comments(env, pr.number)
     assert "Changed the greeting as asked in the review." in comment
     _assert_figures(comment, summary)
+    assert_no_token(env)
+
+
+def test_cgr_tick_forks_a_run_of_the_real_cli(world: Env, model_server: ModelServer) -> None:
+    """Fork mode as a systemd timer runs it: ``cgr tick`` in its own process discovers the
+    ready issue, forks a child and exits; the child runs the CLI to a pull request."""
+    env = world
+    number = env.sim.create_issue(REPO, "Add a changelog", "", author="alice",
+                                  labels=["ready"])  # fmt: skip
+    model_server.scenario = [
+        turn(write("CHANGELOG.md", "# Changelog\n")),
+        reply("Added CHANGELOG.md."),
+    ]
+    tick = subprocess.run(
+        [sys.executable, "-m", "cgr_cli", "tick", "--config", str(env.config_path), "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert tick.returncode == 0, tick.stderr
+    (run_id,) = json.loads(tick.stdout)["children"]
+    deadline = time.monotonic() + 90
+    with env.store() as store:
+        while not store.get_run(run_id).status.is_terminal:
+            assert time.monotonic() < deadline, "the forked run did not finish"
+            time.sleep(0.2)
+        run = store.get_run(run_id)
+    assert (run.status, run.outcome) == ("succeeded", "pr_opened")
+    assert run.pid != os.getpid()  # the forked child ran it, not this process
+    (pr,) = env.sim.pull_requests(REPO)
+    assert pr.number == run.pr_number
+    assert pr.pull is not None
+    assert _git(env, "show", f"{pr.pull.head_ref}:CHANGELOG.md") == "# Changelog\n"
+    (comment,) = _status_comments(env, number)
+    _assert_figures(comment, _summary(env.workspace / run_id))
     assert_no_token(env)
