@@ -150,3 +150,28 @@ def test_install_into_an_unwritable_place_says_so(
     blocker.write_text("")
     assert main(["systemd", "--config", str(path), "--dir", str(blocker / "units")]) == 1
     assert "cannot write unit files" in capsys.readouterr().err
+
+
+def test_every_exec_start_is_a_command_cgr_accepts(tmp_path: Path) -> None:
+    """The units name real `cgr` subcommands and options (tick, reap, daemon --grace)."""
+    import shlex
+
+    from cgr_cli._main import _parser
+
+    units = _units(tmp_path, user=False, workspace="/srv/ws", database="/srv/db/c.sqlite3")
+    seen = []
+    for name in ("cgr-tick.service", "cgr-reaper.service", "cgr-daemon.service"):
+        argv = shlex.split(_parse(units[name])["Service"]["ExecStart"])
+        assert argv[:3] == CGR
+        args = _parser().parse_args(argv[3:])
+        assert Path(args.config).is_absolute()
+        seen.append(args.command)
+    assert seen == ["tick", "reap", "daemon"]
+
+
+def test_json_logs_for_the_journal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _config(tmp_path, str(tmp_path / "ws"), str(tmp_path / "cgr.sqlite3"))
+    assert main(["systemd", "--config", str(path), "--log-format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Environment=CGR_LOG_FORMAT=json") == 3
+    assert "CGR_LOG_FORMAT=text" not in out

@@ -121,7 +121,9 @@ def _sandbox(config: Config, *, user: bool, private_tmp: bool) -> list[str]:
     ]
 
 
-def _service_head(description: str, *, user: bool, config_path: Path) -> list[str]:
+def _service_head(
+    description: str, *, user: bool, config_path: Path, log_format: str = "text"
+) -> list[str]:
     env_file = config_path.parent / "cgr.env"
     lines = [
         "[Unit]",
@@ -138,6 +140,7 @@ def _service_head(description: str, *, user: bool, config_path: Path) -> list[st
         # CGR_GITHUB_TOKEN (and ANTHROPIC_API_KEY) live here, mode 0600, never in the unit.
         f"EnvironmentFile=-{_quote(str(env_file))}",
         "Environment=PYTHONUNBUFFERED=1",
+        f"Environment=CGR_LOG_FORMAT={log_format}",
         "Environment=CLAUDE_CONFIG_DIR=" + ("%h/.claude" if user else "%S/cgr/claude"),
         "UMask=0077",
     ]
@@ -151,8 +154,10 @@ def render_units(
     user: bool,
     grace: float = 300.0,
     cgr_argv: Sequence[str] | None = None,
+    log_format: str = "text",
 ) -> list[Unit]:
-    """The five units, in install order. ``grace`` is the daemon's drain time on stop."""
+    """The five units, in install order. ``grace`` is the daemon's drain time on stop;
+    ``log_format`` (``text`` or ``json``) is what cgr writes to the journal."""
     cgr = list(cgr_argv or cgr_command())
     config_arg = ["--config", str(config_path.absolute())]
     wanted_by = "default.target" if user else "multi-user.target"
@@ -160,7 +165,12 @@ def render_units(
     stop_timeout = math.ceil(grace) + STOP_MARGIN_SECONDS
 
     tick_service = [
-        *_service_head("cgr: one scheduling pass (fork mode)", user=user, config_path=config_path),
+        *_service_head(
+            "cgr: one scheduling pass (fork mode)",
+            user=user,
+            config_path=config_path,
+            log_format=log_format,
+        ),
         "Type=oneshot",
         f"ExecStart={_exec([*cgr, 'tick', *config_arg])}",
         "# `cgr tick` forks one child per run and returns at once. The children stay in",
@@ -188,7 +198,10 @@ def render_units(
     ]
     reaper_service = [
         *_service_head(
-            "cgr: end runs whose process is gone or over time", user=user, config_path=config_path
+            "cgr: end runs whose process is gone or over time",
+            user=user,
+            config_path=config_path,
+            log_format=log_format,
         ),
         "Type=oneshot",
         f"ExecStart={_exec([*cgr, 'reap', *config_arg])}",
@@ -209,7 +222,10 @@ def render_units(
     ]
     daemon_service = [
         *_service_head(
-            "cgr daemon: schedule runs continuously", user=user, config_path=config_path
+            "cgr daemon: schedule runs continuously",
+            user=user,
+            config_path=config_path,
+            log_format=log_format,
         ),
         "Type=exec",
         f"ExecStart={_exec([*cgr, 'daemon', *config_arg, '--grace', f'{grace:g}'])}",

@@ -37,6 +37,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="how long the daemon lets runs finish on stop (default: 300)",
     )
+    parser.add_argument(
+        "--log-format",
+        dest="unit_log_format",
+        choices=["text", "json"],
+        default="text",
+        help="what the services log to the journal (default: text)",
+    )
 
 
 def systemd(args: argparse.Namespace) -> int:
@@ -59,7 +66,13 @@ def systemd(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        units = render_units(config, Path(path).absolute(), user=args.user, grace=args.grace)
+        units = render_units(
+            config,
+            Path(path).absolute(),
+            user=args.user,
+            grace=args.grace,
+            log_format=args.unit_log_format,
+        )
         if not (args.install or args.dir):
             for unit in units:
                 print(f"# --- {unit.name} ---")
