@@ -21,6 +21,7 @@ from schedworld import (
     assert_consistent,
     cgr,
     no_processes_left,
+    processes_in,
     runs,
     sched_config,
     start_cgr,
@@ -158,3 +159,40 @@ def test_github_5xx_bursts_and_secondary_limits_during_runs(
     assert_consistent(env, issues)
     faulted = [r for r in env.sim.requests if r.fault]
     assert len(faulted) >= 8  # the faults really happened
+
+
+def agents(env: Env) -> list[int]:
+    """This test's scripted agents (slow_agent.py) running now."""
+    found = []
+    for pid in processes_in(env.workspace):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"slow_agent.py" in cmd:
+            found.append(pid)
+    return found
+
+
+def test_daemon_reaps_its_own_sigkilled_child(env: Env, subreaper: None, tmp_path: Path) -> None:
+    sched_config(env)
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "20")
+    issues = env.sim.seed_ready_issues(REPO, 2)
+    log = tmp_path / "daemon.log"
+    daemon = start_cgr(env, "daemon", "--grace", "1", log=log)
+    try:
+        wait_until(lambda: len(agents(env)) == 2, 30, "two agents at work")
+        victim, other = runs(env)
+        os.kill(victim.pid, signal.SIGKILL)  # the `cgr run` child, mid-run
+        wait_until(
+            lambda: next(r for r in runs(env) if r.id == victim.id).status.value == "failed",
+            30,
+            "the daemon to reap its dead child",
+        )
+        assert cgr(env, "cancel", other.id).returncode == 0
+    finally:
+        assert stop(daemon) == 0, log.read_text()
+    assert "reaped" in log.read_text()
+    wait_until(lambda: not list(no_processes_left(env)), 20, "no process left")
+    assert_consistent(env, issues)
+    assert sorted(r.status.value for r in runs(env)) == ["cancelled", "failed"]

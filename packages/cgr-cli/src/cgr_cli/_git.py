@@ -154,7 +154,8 @@ class Git:
                      auth=True)  # fmt: skip
             return
         mirror.parent.mkdir(parents=True, exist_ok=True)
-        tmp = mirror.with_name(mirror.name + ".tmp")
+        # Per process: the git of a creator that was killed may still be writing its own.
+        tmp = mirror.with_name(f"{mirror.name}.tmp-{os.getpid()}")
         if tmp.exists():
             _rmtree(tmp)
         self.run(["clone", "--mirror", url, str(tmp)], timeout=self.network_timeout, auth=True)

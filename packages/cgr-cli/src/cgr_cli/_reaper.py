@@ -175,11 +175,13 @@ async def reap(
                     report.recovered.append(run.id)
                 continue
             why = f"the run's process (pid {run.pid}) ended without finishing the run"
+            # What the dead process left running (git in its group, the agent in its
+            # own session) is ended before the run is: nothing writes after the verdict.
+            await anyio.to_thread.run_sync(end_processes, config, run, grace)
             if await end_run(
                 config, store, github, run, RunStatus.FAILED, outcome=Outcome.FAILED, error=why
             ):
                 report.gone.append(run.id)
-            await anyio.to_thread.run_sync(kill_strays, config, run, 0.0)
             continue
         started = run.started_at or run.created_at
         if now - started > limit:
