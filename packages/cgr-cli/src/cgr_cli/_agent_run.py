@@ -57,7 +57,13 @@ class AgentRunner:
         """Run once; if ``--resume`` finds no conversation, run again without it in the
         same attempt (a lost session is cgr's problem, not the run's)."""
         state, ended = await self._once(resume)
-        failed = state.result is None and ended.exit_code not in (0, None)
+        # The real CLI (2.1.197) answers a lost session with exit 1 and a result line of its
+        # own (subtype error_during_execution, is_error, no turns, the message in `errors`);
+        # a CLI killed before its result prints none. Either way it did no work.
+        result = state.result
+        failed = ended.exit_code not in (0, None) and (
+            result is None or (result.is_error and not result.num_turns)
+        )
         if resume and failed and self._says_no_conversation():
             self.log.info("session %s not found; starting a fresh conversation", resume)
             state, ended = await self._once(None)

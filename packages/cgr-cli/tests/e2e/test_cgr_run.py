@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -391,4 +392,41 @@ def test_cgr_tick_forks_a_run_of_the_real_cli(world: Env, model_server: ModelSer
     assert _git(env, "show", f"{pr.pull.head_ref}:CHANGELOG.md") == "# Changelog\n"
     (comment,) = _status_comments(env, number)
     _assert_figures(comment, _summary(env.workspace / run_id))
+    assert_no_token(env)
+
+
+def test_lost_session_starts_a_fresh_conversation(
+    world: Env, model_server: ModelServer, tmp_path: Path
+) -> None:
+    """The real CLI's answer to ``--resume`` of a session it no longer has ("No
+    conversation found with session ID") makes cgr start afresh in the same run."""
+    env = world
+    number = env.sim.create_issue(REPO, "Greeting", "", author="alice", labels=["ready"])
+    model_server.scenario = [turn(write("hello.txt", "hello\n")), reply("Added hello.txt.")]
+    assert env.run(number) == 0
+    first_session = _agent_lines(_runs(env)[0])[0]["session_id"]
+    # The CLI's own session store is gone (a new machine, a cleaned home directory).
+    shutil.rmtree(tmp_path / "home" / ".claude" / "projects")
+
+    model_server.scenario = [turn(write("bye.txt", "bye\n")), reply("Added bye.txt.")]
+    comment_id = env.sim.add_comment(
+        REPO, number, f"@{env.sim.bot_login} add bye.txt too", author="alice"
+    )
+    assert env.run(number, "--comment-id", str(comment_id)) == 0
+
+    run_dir = _runs(env)[-1]
+    summary = _summary(run_dir)
+    assert summary["outcome"] == "pr_updated"
+    assert summary["resumed_session"] is False
+    log = (run_dir / "logs" / "run.log").read_text()
+    assert f"--resume {first_session}" in log
+    assert "starting a fresh conversation" in log
+    new_session = _agent_lines(run_dir)[-1]["session_id"]
+    assert new_session != first_session
+    with env.store() as store:
+        session = store.get_agent_session(REPO, number)
+        assert session is not None
+        assert session.session_id == new_session
+    assert _git(env, "show", f"cgr/{number}-greeting:bye.txt") == "bye\n"
+    assert len(env.sim.pull_requests(REPO)) == 1
     assert_no_token(env)
