@@ -68,6 +68,7 @@ async def _main(config: Config, config_path: Path | None, lock: DaemonLock, grac
 
     host, me = hostname(), ProcessIdentity.current()
     stop = anyio.Event()
+    cancelled_since: dict[str, float] = {}
     store = SQLiteStore(config.database)
     try:
         async with (
@@ -90,6 +91,7 @@ async def _main(config: Config, config_path: Path | None, lock: DaemonLock, grac
                     await _iteration(
                         config, config_path=config_path, store=store, github=github,
                         executor=executor, host=host, me=me, wake=wake,
+                        cancelled_since=cancelled_since,
                     )  # fmt: skip
                 except Exception:
                     # A daemon outlives transient trouble (GitHub down, a locked store).
@@ -154,6 +156,7 @@ async def _iteration(
     host: str,
     me: ProcessIdentity,
     wake: _Wake,
+    cancelled_since: dict[str, float],
 ) -> None:
     from cgr_cli._reaper import end_run, reap
     from cgr_cli._report import Outcome
@@ -162,10 +165,19 @@ async def _iteration(
 
     for ended in executor.reap():
         log.info("run %s ended: %s", ended.key, ended.status)
+    now = time.monotonic()
     for key in list(executor.running):
-        if store.heartbeat(key) is RunStatus.CANCELLED:
+        if store.heartbeat(key) is not RunStatus.CANCELLED:
+            continue
+        # Cancelled in the store: by `cgr cancel` (which also signals the child, which then
+        # reports - leave it time to) or from another host (the child's own heartbeat
+        # notices). A child still there after the grace is ended here.
+        since = cancelled_since.setdefault(key, now)
+        if now - since > config.timeouts.watchdog_grace_seconds + 10:
             log.info("run %s was cancelled in the store; ending its process", key)
             await executor.terminate(key)
+    for key in set(cancelled_since) - set(executor.running):
+        del cancelled_since[key]
     reaped = await reap(config, store, github, host=host, skip=frozenset(executor.running))
     if any(reaped.as_dict().values()):
         log.info("reaped: %s", {k: v for k, v in reaped.as_dict().items() if v})

@@ -40,8 +40,7 @@ if TYPE_CHECKING:
     from cgr_exec import ProcessIdentity
     from cgr_store import Run, RunStatus, SQLiteStore
 
-# A queued row with no process recorded (``cgr retry`` leaves one for the scheduler) is
-# waiting, not dead. A row whose owner is recorded but gone is dead.
+# The comment streams discovery keeps a cursor for (cgr_discovery._model.STREAMS).
 STREAMS: tuple[Literal["issue_comments"], Literal["review_comments"]] = (
     "issue_comments",
     "review_comments",
@@ -328,7 +327,11 @@ def trigger_key(trigger_id: str) -> tuple[Any, str] | None:
 
 
 class ProcessedInStore(Collection[str]):
-    """Discovery's ``processed`` collection, answered by the store one id at a time."""
+    """Discovery's ``processed`` collection, answered by the store one id at a time.
+
+    ``discover`` only asks ``trigger_id in processed``; loading every processed id of the
+    store's history into memory for that would grow without bound. Iteration is empty.
+    """
 
     def __init__(self, store: SQLiteStore) -> None:
         self.store = store
