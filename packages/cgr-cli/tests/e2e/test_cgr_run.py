@@ -319,7 +319,7 @@ def test_prompt_injection_leaves_the_token_nowhere(
     assert re.search(r"<<<UNTRUSTED-\w+", steps[0].user_text())
 
 
-def test_mention_on_the_bots_pull_request_pushes_to_its_branch(
+def test_mentions_on_the_bots_pull_request_push_to_its_branch(
     world: Env, model_server: ModelServer
 ) -> None:
     env = world
@@ -339,6 +339,9 @@ def test_mention_on_the_bots_pull_request_pushes_to_its_branch(
         turn(tool("Read", {"file_path": "hello.txt"})),
         turn(edit("hello.txt", "hello", "hello, reviewer")),
         reply("Changed the greeting as asked in the review."),
+        # The second mention on the PR below resumes this PR's conversation at step 3.
+        turn(write("bye.txt", "bye\n")),
+        reply("Added bye.txt on the same branch."),
     ]
     comment_id = env.sim.add_comment(
         REPO, pr.number, f"@{env.sim.bot_login} make it greet the reviewer", author="alice"
@@ -359,6 +362,27 @@ def test_mention_on_the_bots_pull_request_pushes_to_its_branch(
     (comment,) = _status_comments(env, pr.number)
     assert "Changed the greeting as asked in the review." in comment
     _assert_figures(comment, summary)
+    pr_session = _agent_lines(_runs(env)[-1])[0]["session_id"]
+
+    # A follow-up mention on the same PR resumes the PR's conversation and adds a commit.
+    head = env.sim.branches(REPO)[branch]
+    again = env.sim.add_comment(
+        REPO, pr.number, f"@{env.sim.bot_login} and add bye.txt", author="alice"
+    )
+    assert env.run(pr.number, "--comment-id", str(again)) == 0
+    run_dir = _runs(env)[-1]
+    summary = _summary(run_dir)
+    assert summary["outcome"] == "pr_updated"
+    assert summary["resumed_session"] is True
+    assert f"--resume {pr_session}" in (run_dir / "logs" / "run.log").read_text()
+    resumed = model_server.step_requests()[-2]
+    assert resumed.step == 3
+    assert "hello, reviewer" in json.dumps(resumed.messages)  # the earlier turns
+    assert "and add bye.txt" in resumed.user_text()
+    assert head in _git(env, "rev-list", branch).split()
+    assert _git(env, "show", f"{branch}:bye.txt") == "bye\n"
+    assert [p.number for p in env.sim.pull_requests(REPO)] == [pr.number]
+    assert len(_status_comments(env, pr.number)) == 2
     assert_no_token(env)
 
 
