@@ -159,7 +159,8 @@ def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> No
 
 @pytest.mark.slow
 def test_bot_cancel_and_bot_retry_comments(env: Env, subreaper: None, tmp_path: Path) -> None:
-    sched_config(env)
+    # One slot, taken by the run: the cancel command is handled all the same.
+    sched_config(env, polling={"max_concurrency": 1})
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
     issues = env.sim.seed_ready_issues(REPO, 1)
     daemon = start_cgr(env, "daemon", "--grace", "5", log=tmp_path / "daemon.log")

@@ -181,9 +181,9 @@ async def _iteration(
     reaped = await reap(config, store, github, host=host, skip=frozenset(executor.running))
     if any(reaped.as_dict().values()):
         log.info("reaped: %s", {k: v for k, v in reaped.as_dict().items() if v})
+    # Discovery runs even with no free slot: `@bot cancel` (which frees one) must not wait
+    # behind the work that fills them; other jobs simply stay pending.
     slots = min(executor.free_slots(), free_slots(config, store, host))
-    if slots <= 0:
-        return
     report = PassReport()
     planned = await plan_pass(
         config, store, github, host=host, slots=slots, owner=me, report=report
