@@ -16,9 +16,12 @@ def tick(args: argparse.Namespace) -> int:
     if loaded is None:
         return 1
     config, _ = loaded
+    from cgr_exec import ExecError
+
     try:
         result = run_tick(config)
-    except CgrError as exc:
+    except (CgrError, ExecError) as exc:
+        # ExecError: the fork was refused (e.g. a thread still alive) or a log unusable.
         print(f"cgr tick: {exc}", file=sys.stderr)
         return 2
     if args.json:
