@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -120,10 +122,18 @@ def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> No
     status = json.loads(cgr(env, "status", "--json").stdout)
     assert [a["id"] for a in status["active"]] == [run.id]
     assert status["slots"]["used"] == 1
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "cgr_cli", "logs", run.id, "--follow",
+         "--config", str(env.config_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     cancelled = cgr(env, "cancel", run.id, "--reason", "not needed after all")
     assert cancelled.returncode == 0, cancelled.stderr
     (run,) = runs(env)
     assert run.status.value == "cancelled"
+    followed, _ = follower.communicate(timeout=20)  # --follow ends with the run
+    assert f"run {run.id}" in followed
+    assert "received SIGTERM; cancelling the run" in followed
     (comment,) = [c.body for c in env.sim.comments(REPO, issues[0]) if run.id in c.body]
     assert "not needed after all" in comment
     assert "needs-human" in env.sim.issue(REPO, issues[0]).labels
