@@ -66,7 +66,12 @@ def children_of(pid: int) -> list[tuple[int, str, str]]:
 
 
 def reap_zombies() -> None:
-    """Collect re-parented children that have exited (they are ours as subreaper)."""
+    """Collect re-parented children that have exited (they are ours as subreaper).
+
+    This may also collect a `git http-backend` the simulator started and is about to wait
+    for; that is harmless: the simulator reads the backend's whole answer from its pipes
+    first and parses its status from there, so a lost exit status changes nothing.
+    """
     for pid, state, _ in children_of(os.getpid()):
         if state == "Z":
             with contextlib.suppress(ChildProcessError):
