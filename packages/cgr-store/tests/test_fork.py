@@ -44,20 +44,24 @@ def test_a_forked_child_opens_its_own_connection(db_path: Path) -> None:
     def child() -> int:
         from cgr_store import _sqlite
 
+        # The fork hook closed the parent's connection before the fork: nothing of
+        # SQLite's crosses it, so there is nothing to abandon either.
+        if store._conn is not None:
+            return 4
         second = store.create_run(make_run(2))
         store.transition(first.id, RunStatus.CLAIMED, pid=os.getpid())
         store.transition(second.id, RunStatus.CLAIMED, pid=os.getpid())
         if store._conn is None or store._conn is parent_connection:
             return 2
-        # The parent's connection is parked, neither closed nor used.
-        if [parent_connection] != _sqlite._ABANDONED_AFTER_FORK:
+        if _sqlite._ABANDONED_AFTER_FORK:
             return 3
         return 0
 
     assert run_in_child(child) == 0
-    # The parent keeps its own connection, which still works and sees the child's writes.
-    assert store._conn is parent_connection
+    # The parent reopens on its next operation and sees the child's writes.
     active = store.active_runs()
+    assert store._conn is not None
+    assert store._conn is not parent_connection
     assert [(r.target, r.status) for r in active] == [
         (1, RunStatus.CLAIMED),
         (2, RunStatus.CLAIMED),
@@ -65,6 +69,60 @@ def test_a_forked_child_opens_its_own_connection(db_path: Path) -> None:
     assert len({r.pid for r in active}) == 1
     assert active[0].pid != os.getpid()
     store.transition(first.id, RunStatus.RUNNING)
+    store.close()
+
+
+def test_the_parent_closing_its_store_never_loses_a_childs_writes(db_path: Path) -> None:
+    """A fork child writing on its own store while the parent closes its store.
+
+    Before the fork hook, the child inherited SQLite's lock bookkeeping for the file and
+    wrote believing it held locks it did not; the parent's close then checkpointed and
+    removed the WAL under it, and the child's committed transitions vanished.
+    """
+    parent = SQLiteStore(db_path)
+    run = parent.create_run(make_run(1))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 99
+        try:
+            os.close(write_end)
+            child = SQLiteStore(db_path)
+            os.read(read_end, 1)  # wait until the parent has closed its store
+            child.transition(run.id, RunStatus.CLAIMED)
+            child.transition(run.id, RunStatus.RUNNING)
+            child.close()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(read_end)
+    parent.close()
+    os.write(write_end, b"x")
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with SQLiteStore(db_path) as fresh:
+        assert fresh.get_run(run.id).status is RunStatus.RUNNING
+        assert [e.to_status for e in fresh.events(run.id)] == [
+            RunStatus.QUEUED,
+            RunStatus.CLAIMED,
+            RunStatus.RUNNING,
+        ]
+
+
+def test_a_store_inside_a_transaction_is_not_closed_by_a_fork(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    store.create_run(make_run(1))
+
+    def body(conn: object) -> int:
+        return run_in_child(lambda: 0)
+
+    # Forking from inside a transaction leaves the connection (and the transaction) alone.
+    assert store._transaction(body, write=True) == 0
+    assert store.active_runs()[0].target == 1
     store.close()
 
 

@@ -11,11 +11,20 @@ Design notes
 - Busy errors that still escape (e.g. while another process runs WAL recovery) are retried
   here with exponential backoff and jitter until ``busy_deadline``; callers never see
   "database is locked", only DatabaseBusy after the deadline.
-- Fork safety: SQLite forbids using a connection in a child that was opened in the parent.
-  Each operation compares os.getpid() with the pid that opened the connection; in a forked
-  child the inherited connection is *dropped without being closed* (see _abandon: closing
-  it would drop the POSIX locks of the child's own connection to the file) and a fresh one
-  is opened. A reopen skips validation and migration, which the parent already did.
+- Fork safety: SQLite forbids using a connection in a child that was opened in the parent,
+  and it is not enough for the child to open a new one: SQLite keeps per-process
+  bookkeeping of the locks it holds on each file, shared by every connection to that file
+  in the process. A child that inherits it believes it holds the parent's locks, which the
+  kernel never gave it (fcntl locks are not inherited). Its writes then go unprotected, and
+  the parent closing its last connection checkpoints and removes the WAL under the child:
+  the child's committed writes are lost. So an ``os.register_at_fork`` hook closes every
+  idle file-backed store's connection *before* any fork (the parent reopens lazily on its
+  next operation), and the child inherits no SQLite state at all.
+  Each operation also compares os.getpid() with the pid that opened the connection. A
+  connection the hook could not close (another thread was inside a transaction: forking
+  then is unsafe anyway) is *dropped without being closed* in the child (see _abandon:
+  closing it would drop the POSIX locks of the child's own connection to the file) and a
+  fresh one is opened. A reopen skips validation and migration, which were already done.
 """
 
 # ruff: noqa: S608
@@ -29,6 +38,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -86,6 +96,18 @@ def _abandon(conn: sqlite3.Connection) -> None:
         pass
 
 
+# File-backed stores of this process, so the fork hook below can find them.
+_OPEN_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def _release_connections_before_fork() -> None:
+    for store in list(_OPEN_STORES):
+        store._release_before_fork()
+
+
+os.register_at_fork(before=_release_connections_before_fork)
+
+
 _ACTIVE_SQL = "('queued', 'claimed', 'running')"
 _RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
 _EVENT_SELECT = "SELECT run_id, at, from_status, to_status, detail FROM run_events"
@@ -126,6 +148,8 @@ class SQLiteStore:
         self._closed = False
         self._pid = os.getpid()
         self._conn: sqlite3.Connection | None = self._open(first=True)
+        if not self._memory:
+            _OPEN_STORES.add(self)
 
     @classmethod
     def in_memory(cls) -> SQLiteStore:
@@ -146,6 +170,7 @@ class SQLiteStore:
             self._drop_inherited()
         with self._lock:
             self._closed = True
+            _OPEN_STORES.discard(self)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -275,6 +300,24 @@ class SQLiteStore:
             raise CorruptDatabase(self._path, " ".join(" ".join(problems[:3]).split()))
 
     # -- connection and transactions ----------------------------------------------------
+    def _release_before_fork(self) -> None:
+        """Close this process's connection just before os.fork() (see module doc).
+
+        The next operation reopens it. Skipped while a transaction is open or another
+        thread holds the store: closing would roll back or race that work, and forking
+        then is unsafe anyway (the child falls back to abandoning the connection).
+        """
+        if self._memory or self._pid != os.getpid():
+            return
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self._conn is not None and not self._conn.in_transaction:
+                self._conn.close()
+                self._conn = None
+        finally:
+            self._lock.release()
+
     def _drop_inherited(self) -> None:
         """In a forked child: forget the parent's connection and lock (see module doc)."""
         if self._conn is not None:
