@@ -24,6 +24,16 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def wait_single_threaded() -> None:
+    """Wait until this test process has one thread again, as forking needs.
+
+    anyio's pytest plugin runs trio tests in trio's guest mode, whose I/O thread stays in
+    trio's thread cache for up to 10 s after an earlier async test (and a blocking
+    portal's thread takes a moment to exit); wait those out.
+    """
+    wait_until(lambda: (s := read_stat(os.getpid())) is not None and s.num_threads == 1, 20)
+
+
 def gone(pid: int) -> bool:
     """True when pid names no running process (absent, or a zombie of someone else)."""
     stat = read_stat(pid)

@@ -29,7 +29,7 @@ from cgr_exec import (
     ProcessIdentity,
     SubprocessExecutor,
 )
-from conftest import gone, our_children, our_zombies, wait_until
+from conftest import gone, our_children, our_zombies, wait_single_threaded, wait_until
 
 
 class Driver(Protocol):
@@ -47,6 +47,9 @@ def _run_source(code: str) -> None:
 
 class ForkDriver:
     def __init__(self, limit: int) -> None:
+        # A thread left by an earlier test (trio's thread cache, a portal) would make the
+        # executor refuse to fork, rightly.
+        wait_single_threaded()
         self.forked = ForkExecutor(limit=limit)
         self.executor: Executor = self.forked  # statically checks ForkExecutor is one
 

@@ -18,17 +18,13 @@ from cgr_exec import (
     check_fork_safe,
     read_stat,
 )
-from conftest import PY, our_children, wait_until
+from conftest import PY, our_children, wait_single_threaded, wait_until
 
 
 @pytest.fixture(autouse=True)
 def _single_threaded() -> None:
-    """Forking tests need a single-threaded test process.
-
-    anyio's pytest plugin runs trio tests in trio's guest mode, whose I/O thread stays in
-    trio's thread cache for up to 10 s after an earlier async test; wait it out.
-    """
-    wait_until(lambda: (s := read_stat(os.getpid())) is not None and s.num_threads == 1, 20)
+    """Forking tests need a single-threaded test process."""
+    wait_single_threaded()
 
 
 PARENT = """
