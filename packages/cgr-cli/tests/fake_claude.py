@@ -4,7 +4,9 @@
 It behaves like the real CLI where cgr depends on it: the prompt comes on stdin, the first
 line is ``system/init`` with a session id, each content block is its own ``assistant`` line,
 the ``result`` line carries the totals, ``--resume`` only finds sessions started from the
-same working directory (else "No conversation found with session ID" and exit 1).
+same working directory. An unknown session gets what the real CLI (2.1.x) prints: no init
+line, one ``result`` line (``error_during_execution``, ``is_error``, a new session id, the
+message "No conversation found with session ID: <id>" in ``errors``) and exit 1.
 
 The scenario comes from ``FAKE_CLAUDE_SCENARIO`` (handed through cgr's env pass-through);
 ``FAKE_CLAUDE_STATE`` is a directory where it keeps sessions and records each call (argv,
@@ -97,7 +99,8 @@ CWD_KEY = hashlib.sha256(str(Path.cwd()).encode()).hexdigest()[:16]
 prompt = sys.stdin.read()
 resume = arg_value("--resume")
 sessions = STATE / "sessions" / CWD_KEY
-SESSION = resume or str(uuid.uuid4())
+found = bool(resume) and (sessions / str(resume)).exists()
+SESSION = str(resume) if found else str(uuid.uuid4())
 
 calls = STATE / "calls"
 calls.mkdir(parents=True, exist_ok=True)
@@ -108,11 +111,28 @@ record = {
     "stdin": prompt,
     "scenario": SCENARIO,
     "session": SESSION,
+    # The session this call continued (None: a new conversation, or --resume not found).
+    "resumed": resume if found else None,
     "pid": os.getpid(),
 }
 (calls / f"{time.time_ns()}.json").write_text(json.dumps(record), encoding="utf-8")
-if resume and not (sessions / resume).exists():
-    sys.stderr.write(f"No conversation found with session ID: {resume}\n")
+if resume and not found:
+    emit(
+        {
+            "type": "result",
+            "subtype": "error_during_execution",
+            "duration_ms": 0,
+            "duration_api_ms": 0,
+            "is_error": True,
+            "num_turns": 0,
+            "session_id": SESSION,
+            "total_cost_usd": 0,
+            "usage": {"input_tokens": 0, "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": 0, "output_tokens": 0},
+            "permission_denials": [],
+            "errors": [f"No conversation found with session ID: {resume}"],
+        }
+    )  # fmt: skip
     sys.exit(1)
 sessions.mkdir(parents=True, exist_ok=True)
 (sessions / SESSION).write_text(prompt, encoding="utf-8")
@@ -139,6 +159,12 @@ elif SCENARIO == "slow":
         write_file(f"step{n}.txt", f"step {n}\n", n)
         time.sleep(0.4)
     result("Wrote four steps.")
+elif SCENARIO == "slow_unique":
+    # Slow, and files no other call writes: two runs in turn on one branch both have work.
+    for n in range(1, 4):
+        write_file(f"work-{os.getpid()}-{n}.txt", f"step {n}\n", n)
+        time.sleep(0.5)
+    result("Wrote three steps.")
 elif SCENARIO == "hostile":
     # An agent that tries to get the token out of cgr's later git commands: hooks that dump
     # their environment, a new origin, and a URL rewrite of the real remote.

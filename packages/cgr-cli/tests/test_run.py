@@ -589,3 +589,185 @@ def test_rejected_token(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = _store_run(env, summary["run_id"])
     assert run.status == "failed"
     assert env.sim.comments(REPO, number) == []
+
+
+def _issue_and_its_pull_request(env: Env) -> tuple[int, int, str, dict[str, Any]]:
+    """Issue #N run by cgr: its PR #M, the branch, and the issue run's agent call."""
+    number = env.sim.create_issue(REPO, "Greeting", "Add hello.txt.", author="alice",
+                                  labels=["ready"])  # fmt: skip
+    assert env.run(number) == 0
+    (pr,) = env.sim.pull_requests(REPO)
+    assert pr.pull is not None
+    (call,) = env.calls()
+    return number, pr.number, pr.pull.head_ref, call
+
+
+def test_mention_on_the_bots_pull_request_resumes_the_issues_session(env: Env) -> None:
+    number, pr_number, branch, first = _issue_and_its_pull_request(env)
+    head = env.sim.branches(REPO)[branch]
+    env.scenario("followup")
+    comment_id = env.sim.add_comment(REPO, pr_number, f"@{env.sim.bot_login} one more thing",
+                                     author="alice")  # fmt: skip
+    assert env.run(pr_number, "--comment-id", str(comment_id)) == 0
+    second = env.calls()[-1]
+    # The FIRST mention on the PR continues the issue's conversation, from its checkout.
+    assert second["argv"][-2:] == ["--resume", first["session"]]
+    assert second["resumed"] == first["session"]
+    assert second["cwd"] == first["cwd"]
+    assert second["cwd"].endswith(f"/targets/acme/widgets/{number}/repo")
+    summary = _summary(sorted(p for p in env.workspace.iterdir() if p.name.startswith("r-"))[-1])
+    assert summary["outcome"] == "pr_updated"
+    assert summary["resumed_session"] is True
+    assert summary["pr_number"] == pr_number
+    assert summary["branch"] == branch
+    # The same branch moved forward (a commit on top), still one PR.
+    assert env.sim.branches(REPO)[branch] != head
+    assert _git_log(env, branch)[1] == "cgr: Greeting (#1)"
+    assert [p.number for p in env.sim.pull_requests(REPO)] == [pr_number]
+    with env.store() as store:
+        for target in (number, pr_number):
+            session = store.get_agent_session(REPO, target)
+            assert session is not None
+            assert session.session_id == first["session"]
+        # The row for the issue run is what told cgr: drop the branch from it and the
+        # branch name (cgr/<N>-...) is the fallback; the session is still found.
+        issue_run = next(r for r in store.recent_runs(100) if r.target == number)
+        store.update_run(issue_run.id, branch=None)
+        pr_runs = [r for r in store.recent_runs(100) if r.target == pr_number]
+        for run in pr_runs:
+            store.update_run(run.id, branch=None)
+    again = env.sim.add_comment(REPO, pr_number, f"@{env.sim.bot_login} and another",
+                                author="alice")  # fmt: skip
+    assert env.run(pr_number, "--comment-id", str(again)) == 0
+    third = env.calls()[-1]
+    assert third["resumed"] == first["session"]
+    assert third["cwd"] == first["cwd"]
+    assert_no_token(env)
+
+
+def test_lost_session_on_the_bots_pull_request_starts_fresh_in_the_issues_checkout(
+    env: Env,
+) -> None:
+    import shutil
+
+    number, pr_number, _, first = _issue_and_its_pull_request(env)
+    shutil.rmtree(env.agent_state / "sessions")
+    env.scenario("followup")
+    comment_id = env.sim.add_comment(REPO, pr_number, f"@{env.sim.bot_login} more",
+                                     author="alice")  # fmt: skip
+    assert env.run(pr_number, "--comment-id", str(comment_id)) == 0
+    lost, fresh = env.calls()[1:]
+    assert lost["argv"][-2:] == ["--resume", first["session"]]
+    assert lost["resumed"] is None
+    assert "--resume" not in fresh["argv"]
+    assert fresh["cwd"] == first["cwd"]
+    with env.store() as store:
+        run = store.recent_runs(1)[0]
+        assert run.attempt == 1
+        assert run.status.value == "succeeded"
+        for target in (number, pr_number):
+            session = store.get_agent_session(REPO, target)
+            assert session is not None
+            assert session.session_id == fresh["session"]
+
+
+def test_issue_and_its_pull_request_take_turns_on_the_shared_checkout(env: Env) -> None:
+    """Two live runs (a mention on issue #N, one on its PR #M) want the same checkout: the
+    second waits on the lock, says so in its log, and starts once the first published."""
+    from schedworld import start_cgr, stop, wait_until
+
+    number, pr_number, branch, first = _issue_and_its_pull_request(env)
+    env.scenario("slow_unique")
+    on_issue = env.sim.add_comment(REPO, number, f"@{env.sim.bot_login} a", author="alice")
+    on_pr = env.sim.add_comment(REPO, pr_number, f"@{env.sim.bot_login} b", author="alice")
+    run = ["run", "--repo", REPO]
+    a = start_cgr(env, *run, "--number", str(number), "--comment-id", str(on_issue),
+                  log=env.root / "a.log")  # fmt: skip
+    b = None
+    try:
+        wait_until(lambda: len(env.calls()) >= 2, 30, "the issue run's agent to start")
+        b = start_cgr(env, *run, "--number", str(pr_number), "--comment-id", str(on_pr),
+                      log=env.root / "b.log")  # fmt: skip
+        assert a.wait(timeout=60) == 0, (env.root / "a.log").read_text()
+        assert b.wait(timeout=60) == 0, (env.root / "b.log").read_text()
+    finally:
+        for proc in (a, b):
+            if proc is not None:
+                stop(proc)
+    with env.store() as store:
+        runs = sorted(store.recent_runs(100), key=lambda r: r.created_at)
+    run_a, run_b = runs[1], runs[2]
+    assert (run_a.target, run_b.target) == (number, pr_number)
+    assert {run_a.status.value, run_b.status.value} == {"succeeded"}
+    log_b = (env.workspace / run_b.id / "logs" / "run.log").read_text()
+    assert f"the checkout is in use by run {run_a.id}" in log_b
+    assert "got the checkout after waiting" in log_b
+    call_a, call_b = env.calls()[1:]
+    # B's agent started only after A's agent (three 0.5 s steps) and A's push were done.
+    start_a = int(next(p.stem for p in (env.agent_state / "calls").glob("*.json")
+                       if json.loads(p.read_text())["pid"] == call_a["pid"]))  # fmt: skip
+    start_b = int(next(p.stem for p in (env.agent_state / "calls").glob("*.json")
+                       if json.loads(p.read_text())["pid"] == call_b["pid"]))  # fmt: skip
+    assert (start_b - start_a) / 1e9 > 1.4
+    assert call_a["cwd"] == call_b["cwd"] == first["cwd"]
+    assert call_a["resumed"] == call_b["resumed"] == first["session"]
+    # Both runs' work is on the one branch, neither push lost.
+    files = _git_tree(env, branch)
+    for call in (call_a, call_b):
+        assert f"work-{call['pid']}-3.txt" in files
+
+
+def _git_tree(env: Env, branch: str) -> list[str]:
+    import subprocess
+
+    return subprocess.run(
+        ["git", f"--git-dir={env.sim.git_dir(REPO)}", "ls-tree", "--name-only", branch],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+
+
+def test_checkout_lock_times_out_with_a_typed_error(tmp_path: Path) -> None:
+    """A lock held by another process (a real flock in a real child) past the wait."""
+    import subprocess
+    import sys
+
+    import anyio
+
+    from cgr_cli import CheckoutBusyError
+    from cgr_cli._workspace import checkout_lock, lock_holder
+
+    lock = tmp_path / "repo.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl,os,sys,time; fd=os.open(sys.argv[1], "
+         "os.O_RDWR|os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'r-other'); "
+         "print('locked', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        assert lock_holder(lock) == "r-other"
+        lines: list[str] = []
+
+        async def take() -> None:
+            async with checkout_lock(lock, owner="r-me", wait_s=0.5, log=lines.append):
+                raise AssertionError("got a lock another process holds")
+
+        with pytest.raises(CheckoutBusyError) as caught:
+            anyio.run(take)
+        assert caught.value.holder == "r-other"
+        assert caught.value.waited_s >= 0.5
+        assert lines == ["the checkout is in use by run r-other; waiting up to 0.5s"]
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert lock_holder(lock) is None  # the holder's death released it
+
+    async def take_free() -> float:
+        async with checkout_lock(lock, owner="r-me", wait_s=0.5, log=lines.append) as waited:
+            assert lock_holder(lock) == "r-me"
+            return waited
+
+    assert anyio.run(take_free) == 0.0

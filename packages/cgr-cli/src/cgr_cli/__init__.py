@@ -28,6 +28,7 @@ from cgr_cli._redact import Redactor
 from cgr_cli._report import Outcome, RunSummary
 from cgr_cli._scheduler import DaemonRunningError, SchedulerBusyError
 from cgr_cli._systemd import SystemdError, render_units
+from cgr_cli._workspace import CheckoutBusyError
 
 __version__ = _version("cgr-cli")
 
@@ -36,6 +37,7 @@ __all__ = [
     "BadRepositoryError",
     "CgrError",
     "CheckStatus",
+    "CheckoutBusyError",
     "Config",
     "ConfigError",
     "ConfigExistsError",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -35,7 +36,7 @@ from cgr_cli._git import Git, Identity, branch_name
 from cgr_cli._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli._redact import Redactor
 from cgr_cli._report import Outcome, RunSummary, Texts, pr_section
-from cgr_cli._workspace import Workspace
+from cgr_cli._workspace import Workspace, checkout_lock, while_unlocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +269,6 @@ async def _timed(ctx: _Ctx, name: str, fn: Callable[..., Any], *args: Any) -> An
 
 
 async def _run(ctx: _Ctx, store: Any, github: Any, token: str, environ: dict[str, str]) -> None:
-    from cgr_store import AgentSession, RunStatus
 
     config, request = ctx.config, ctx.request
     ws = Workspace.for_run(config.workspace_root, ctx.run_id, request.repo, request.number)
@@ -281,6 +281,79 @@ async def _run(ctx: _Ctx, store: Any, github: Any, token: str, environ: dict[str
     texts = Texts(ctx.bot, ctx.run_id)
     if not await _claim(ctx, store, github, thread, texts):
         return
+    # The conversation (and so the checkout, --resume only works from the same cwd) this
+    # run continues: its own, or the issue's when the target is cgr's PR for that issue.
+    key = await _session_target(ctx, store, thread)
+    if key != request.number:
+        ws = ctx.ws = ws.with_checkout_of(request.repo, key)
+        ctx.log.info(
+            "#%s is cgr's pull request for issue #%s: continuing that issue's agent session "
+            "in its checkout", request.number, key,
+        )  # fmt: skip
+    remaining = config.timeouts.run_seconds - (time.monotonic() - ctx.started)
+    async with checkout_lock(
+        ws.lock,
+        owner=ctx.run_id,
+        wait_s=max(0.0, remaining - 1.0),
+        log=lambda line: ctx.log.info("%s", line),
+    ) as waited:
+        if waited:
+            ctx.timings["checkout_wait"] = waited
+        await _work(ctx, ws, store=store, github=github, thread=thread, token=token,
+                    environ=environ, texts=texts, key=key)  # fmt: skip
+
+
+async def _session_target(ctx: _Ctx, store: Any, thread: Any) -> int:
+    """The number whose agent session and checkout this run uses.
+
+    A pull request whose head branch cgr created for issue #N continues issue #N's
+    conversation. The store says which issue that was (the run that created the branch);
+    only when no run row has the branch (a database started afresh) is the number read
+    from the branch name ``<prefix>/<N>-...``.
+    """
+    from cgr_store import RunKind, RunStatus
+
+    request, pull = ctx.request, thread.pull
+    if pull is None:
+        return int(request.number)
+    head = pull.get("head") or {}
+    head_repo = str((head.get("repo") or {}).get("full_name") or request.repo)
+    branch = str(head.get("ref") or "")
+    if not branch or head_repo.lower() != request.repo.lower():
+        return int(request.number)
+    issue_kinds = (RunKind.ISSUE, RunKind.ISSUE_MENTION)
+    runs = await anyio.to_thread.run_sync(lambda: store.runs_by_status(*RunStatus))
+    for run in reversed(runs):  # newest first
+        if (
+            run.repo.lower() == request.repo.lower()
+            and run.branch == branch
+            and run.target != request.number
+            and run.kind in issue_kinds
+        ):
+            return int(run.target)
+    prefix = re.escape(ctx.config.branching.prefix.strip("/"))
+    found = re.fullmatch(rf"{prefix}/(\d+)-.*", branch)
+    if found and int(found.group(1)) != request.number:
+        return int(found.group(1))
+    return int(request.number)
+
+
+async def _work(
+    ctx: _Ctx,
+    ws: Workspace,
+    *,
+    store: Any,
+    github: Any,
+    thread: Any,
+    token: str,
+    environ: dict[str, str],
+    texts: Texts,
+    key: int,
+) -> None:
+    """Steps 2-7 with the checkout locked: prepare it, run the agent, publish."""
+    from cgr_store import AgentSession, RunStatus
+
+    config, request = ctx.config, ctx.request
     git = Git(
         token=token,
         timeout=config.timeouts.git_seconds,
@@ -291,7 +364,7 @@ async def _run(ctx: _Ctx, store: Any, github: Any, token: str, environ: dict[str
     store.update_run(ctx.run_id, branch=work.branch, base_branch=work.base)
 
     # -- 4. prompt: written outside repo/ and given on stdin ------------------------------
-    session = store.get_agent_session(request.repo, request.number)
+    session = store.get_agent_session(request.repo, key)
     prompt = build_prompt(
         _prompt_input(ctx, thread, work.branch, work.base, follow_up=session is not None)
     )
@@ -323,14 +396,17 @@ async def _run(ctx: _Ctx, store: Any, github: Any, token: str, environ: dict[str
     state, result = agent_run.state, agent_run.exit
     ctx.summary.resumed_session = agent_run.resumed
     if state.session_id:
-        store.set_agent_session(
-            AgentSession(
-                repo=request.repo,
-                target=request.number,
-                session_id=state.session_id,
-                run_id=ctx.run_id,
+        # Under the conversation's key, and under the PR's own number too (when they
+        # differ) so that anything keyed by the PR finds the same conversation.
+        for target in dict.fromkeys((key, request.number)):
+            store.set_agent_session(
+                AgentSession(
+                    repo=request.repo,
+                    target=target,
+                    session_id=state.session_id,
+                    run_id=ctx.run_id,
+                )
             )
-        )
     _record_figures(ctx, state)
     ctx.agent_text = state.result.text if state.result else state.last_text
     verdict = judge(
@@ -650,7 +726,12 @@ async def _finish(ctx: _Ctx, store: Any, github: Any) -> None:
         try:
             ctx.ws.artifacts.mkdir(parents=True, exist_ok=True)
             write_summary(ctx.ws, s)
-            await anyio.to_thread.run_sync(cleanup, ctx.ws, config.cleanup.policy)
+            ws, policy = ctx.ws, config.cleanup.policy
+            done = await anyio.to_thread.run_sync(
+                while_unlocked, ws.lock, lambda: cleanup(ws, policy)
+            )
+            if not done:
+                ctx.log.info("cleanup skipped: another run works in the checkout now")
         except Exception:
             ctx.log.exception("artifacts/cleanup failed")
         for handler in list(ctx.log.handlers):

@@ -212,13 +212,19 @@ def kill_strays(config: Config, run: Run, grace: float) -> None:
 
     The agent runs in its own session (cgr-exec's supervise), so it is not in the run's
     process group; if the run's process was SIGKILLed the agent was orphaned. Whatever has
-    its working directory in the run's checkout belongs to this run (one active run per
-    target, so nobody else works there).
+    its working directory in the run's checkout belongs to this run: a run holds the
+    checkout's lock while anything works there. The checkout is the one the run's ``repo``
+    link points to (a PR run may use its issue's). If another run holds that lock now, the
+    processes there are its own and are left alone.
     """
-    from cgr_cli._workspace import Workspace
+    from cgr_cli._workspace import Workspace, lock_holder
     from cgr_exec import ProcessIdentity, kill_identity_group
 
-    checkout = str(Workspace.for_run(config.workspace_root, run.id, run.repo, run.target).checkout)
+    ws = Workspace.for_run(config.workspace_root, run.id, run.repo, run.target)
+    checkout = os.readlink(ws.repo_link) if ws.repo_link.is_symlink() else str(ws.checkout)
+    holder = lock_holder(Path(checkout).with_name("repo.lock"))
+    if holder is not None and holder != run.id:
+        return
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -234,6 +240,7 @@ def kill_strays(config: Config, run: Run, grace: float) -> None:
 def clean_workspaces(config: Config, store: SQLiteStore, now: datetime) -> list[str]:
     """Remove run directories (logs, artifacts, archives) and target checkouts whose run
     ended more than ``cleanup.retention_days`` ago. Never one of an active run."""
+    from cgr_cli._workspace import lock_holder
     from cgr_store import RunNotFound
 
     root = config.workspace_root
@@ -258,6 +265,8 @@ def clean_workspaces(config: Config, store: SQLiteStore, now: datetime) -> list[
         owner, name, number = checkout.relative_to(targets).parts
         if not number.isdigit() or (f"{owner}/{name}", int(number)) in active_targets:
             continue
+        if lock_holder(checkout / "repo.lock") is not None:
+            continue  # a run (perhaps a PR's, on its issue's checkout) works there now
         if _newest_mtime(checkout) < cutoff.timestamp():
             shutil.rmtree(checkout, ignore_errors=True)
             removed.append(str(checkout))

@@ -319,41 +319,58 @@ def test_prompt_injection_leaves_the_token_nowhere(
     assert re.search(r"<<<UNTRUSTED-\w+", steps[0].user_text())
 
 
-def test_mentions_on_the_bots_pull_request_push_to_its_branch(
+def test_mentions_on_the_bots_pull_request_resume_the_issues_session(
     world: Env, model_server: ModelServer
 ) -> None:
     env = world
     number = env.sim.create_issue(REPO, "Greeting", "Add hello.txt.", author="alice",
                                   labels=["ready"])  # fmt: skip
-    model_server.scenario = [turn(write("hello.txt", "hello\n")), reply("Added hello.txt.")]
+    # One scenario for all three runs: the server picks the step from the assistant turns
+    # in the request, so each resumed run continues where the conversation stopped.
+    model_server.scenario = [
+        turn(write("hello.txt", "hello\n")),
+        reply("Added hello.txt."),
+        # The first mention on the bot's PR continues the issue's conversation at step 2.
+        # Claude Code refuses to Edit a file this conversation has not read (in this run).
+        turn(tool("Read", {"file_path": "hello.txt"})),
+        turn(edit("hello.txt", "hello", "hello, reviewer")),
+        reply("Changed the greeting as asked in the review."),
+        # The second mention on the PR continues the same conversation at step 5.
+        turn(write("bye.txt", "bye\n")),
+        reply("Added bye.txt on the same branch."),
+    ]
     assert env.run(number) == 0
     (pr,) = env.sim.pull_requests(REPO)
     assert pr.pull is not None
     branch = pr.pull.head_ref
     first_head = env.sim.branches(REPO)[branch]
+    issue_dir = _runs(env)[0]
+    issue_session = _agent_lines(issue_dir)[0]["session_id"]
 
-    # A reviewer asks on the pull request itself. Sessions are kept per target (issue or
-    # PR number), so this is a new conversation on the PR's checkout, not a resumed one.
-    model_server.scenario = [
-        # Claude Code refuses to Edit a file this conversation has not read.
-        turn(tool("Read", {"file_path": "hello.txt"})),
-        turn(edit("hello.txt", "hello", "hello, reviewer")),
-        reply("Changed the greeting as asked in the review."),
-        # The second mention on the PR below resumes this PR's conversation at step 3.
-        turn(write("bye.txt", "bye\n")),
-        reply("Added bye.txt on the same branch."),
-    ]
+    # A reviewer asks on the pull request itself: cgr made this PR for the issue, so the
+    # run resumes the issue's session from the issue's checkout (--resume needs the cwd).
     comment_id = env.sim.add_comment(
         REPO, pr.number, f"@{env.sim.bot_login} make it greet the reviewer", author="alice"
     )
     assert env.run(pr.number, "--comment-id", str(comment_id)) == 0
 
-    summary = _summary(_runs(env)[-1])
+    run_dir = _runs(env)[-1]
+    summary = _summary(run_dir)
     assert summary["outcome"] == "pr_updated"
     assert summary["pr_number"] == pr.number
-    request = model_server.step_requests()[-3]
-    assert "make it greet the reviewer" in request.user_text()
-    assert f"`{branch}`" in request.user_text()  # cgr told the agent which branch it is on
+    assert summary["resumed_session"] is True
+    log = (run_dir / "logs" / "run.log").read_text()
+    assert f"--resume {issue_session}" in log
+    assert f"/targets/acme/widgets/{number}/repo" in log  # the issue's checkout as cwd
+    assert _agent_lines(run_dir)[0]["session_id"] == issue_session
+    steps = model_server.step_requests()
+    assert [r.step for r in steps] == [0, 1, 2, 3, 4]
+    resumed = steps[2]
+    earlier = [m for m in resumed.messages if m.get("role") == "assistant"]
+    assert len(earlier) == 2  # the issue run's turns: the Write and its reply
+    assert "hello.txt" in json.dumps(earlier[0])
+    assert "make it greet the reviewer" in resumed.user_text()
+    assert f"`{branch}`" in resumed.user_text()  # cgr told the agent which branch it is on
     # The PR's branch moved forward (never rewritten) and holds the edit; still one PR.
     assert env.sim.branches(REPO)[branch] != first_head
     assert first_head in _git(env, "rev-list", branch).split()
@@ -362,9 +379,13 @@ def test_mentions_on_the_bots_pull_request_push_to_its_branch(
     (comment,) = _status_comments(env, pr.number)
     assert "Changed the greeting as asked in the review." in comment
     _assert_figures(comment, summary)
-    pr_session = _agent_lines(_runs(env)[-1])[0]["session_id"]
+    with env.store() as store:
+        for target in (number, pr.number):
+            session = store.get_agent_session(REPO, target)
+            assert session is not None
+            assert session.session_id == issue_session
 
-    # A follow-up mention on the same PR resumes the PR's conversation and adds a commit.
+    # A follow-up mention on the same PR continues the same conversation again.
     head = env.sim.branches(REPO)[branch]
     again = env.sim.add_comment(
         REPO, pr.number, f"@{env.sim.bot_login} and add bye.txt", author="alice"
@@ -374,9 +395,9 @@ def test_mentions_on_the_bots_pull_request_push_to_its_branch(
     summary = _summary(run_dir)
     assert summary["outcome"] == "pr_updated"
     assert summary["resumed_session"] is True
-    assert f"--resume {pr_session}" in (run_dir / "logs" / "run.log").read_text()
+    assert f"--resume {issue_session}" in (run_dir / "logs" / "run.log").read_text()
     resumed = model_server.step_requests()[-2]
-    assert resumed.step == 3
+    assert resumed.step == 5
     assert "hello, reviewer" in json.dumps(resumed.messages)  # the earlier turns
     assert "and add bye.txt" in resumed.user_text()
     assert head in _git(env, "rev-list", branch).split()
