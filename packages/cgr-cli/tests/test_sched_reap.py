@@ -3,6 +3,7 @@ real processes, the simulator, a real store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,7 +68,8 @@ def test_reap_recognises_a_pull_request_the_dead_run_opened(env: Env) -> None:
         assert ("Opened pull request" in comment) == (number == done)
     # A second reap finds nothing to do.
     again = json.loads(cgr(env, "reap", "--json").stdout)
-    assert again == {"gone": [], "recovered": [], "timed_out": [], "removed": again["removed"]}
+    assert again == {"gone": [], "recovered": [], "timed_out": [], "hung": [],
+                     "removed": again["removed"]}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -106,6 +108,51 @@ def test_a_stuck_run_past_its_time_limit_is_killed_and_timed_out(env: Env, subre
     assert report["timed_out"] == [run.id]
     (run,) = runs(env)
     assert run.status.value == "timed_out"
+    wait_until(lambda: not list(no_processes_left(env)), 20, "the group to be gone")
+    assert_consistent(env, issues)
+
+
+@pytest.mark.slow
+def test_a_live_run_without_heartbeats_is_killed_and_timed_out(env: Env, subreaper: None) -> None:
+    """A stopped process is alive but runs nothing: no heartbeat. Past the stale limit the
+    reaper kills its group and ends it visibly; while it beats it is left alone."""
+    sched_config(env, timeouts={"heartbeat_seconds": 0.3, "stale_heartbeat_seconds": 1.5,
+                                "watchdog_grace_seconds": 0.3})  # fmt: skip
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
+    issues = env.sim.seed_ready_issues(REPO, 1)
+    assert cgr(env, "tick").returncode == 0
+    wait_until(lambda: all(r.status.value == "running" for r in runs(env)), 30, "running")
+    wait_until(lambda: running(env), 30, "the agent to start")
+    (run,) = runs(env)
+    try:
+        # Working (the agent runs, git ran) for longer than the stale limit: it beats.
+        time.sleep(2.5)
+        report = json.loads(cgr(env, "reap", "--json").stdout)
+        assert report["hung"] == []
+        assert report["timed_out"] == []
+        (live,) = runs(env)
+        assert live.status.value == "running"
+        assert live.heartbeat_at is not None
+        os.kill(run.pid, signal.SIGSTOP)  # alive, but no longer heartbeating
+        time.sleep(2.5)
+        report = json.loads(cgr(env, "reap", "--json").stdout)
+        assert report["hung"] == [run.id]
+        assert report["timed_out"] == []
+    finally:
+        # Never leave a stopped process behind, whatever failed above.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(run.pid, signal.SIGCONT)
+    (ended,) = runs(env)
+    assert ended.status.value == "timed_out"
+    assert ended.outcome == "timed_out"
+    assert "no heartbeat for " in (ended.error or "")
+    assert "(limit 1.5s)" in (ended.error or "")
+    (comment,) = [c.body for c in env.sim.comments(REPO, issues[0]) if run.id in c.body]
+    assert "no heartbeat for" in comment
+    labels = set(env.sim.issue(REPO, issues[0]).labels)
+    assert "needs-human" in labels
+    assert "in-progress" not in labels
+    # The stopped pipeline and its agent (its own session, found by cwd) are gone.
     wait_until(lambda: not list(no_processes_left(env)), 20, "the group to be gone")
     assert_consistent(env, issues)
 

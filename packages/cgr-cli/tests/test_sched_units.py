@@ -98,3 +98,14 @@ def test_a_child_is_started_with_the_same_config_and_the_run_id() -> None:
     request = request_for(issue)
     assert (request.comment_id, request.review_comment, request.run_id) == (None, False, "r-2")
     assert "--comment-id" not in run_argv(None, issue)
+
+
+def test_stale_heartbeat_must_allow_two_beats() -> None:
+    from cgr_cli import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"timeouts": {"heartbeat_seconds": 30, "stale_heartbeat_seconds": 45}})
+    assert caught.value.key == "timeouts.stale_heartbeat_seconds"
+    assert "at least twice timeouts.heartbeat_seconds (30)" in str(caught.value)
+    ok = parse_config({"timeouts": {"heartbeat_seconds": 30, "stale_heartbeat_seconds": 60}})
+    assert ok.timeouts.stale_heartbeat_seconds == 60

@@ -238,6 +238,17 @@ def _check_semantics(config: Config, source: str) -> None:
             ) from None
     if not config.agent.argv or not config.agent.argv[0]:
         raise ConfigError("agent.command = []: expected a program name", key="agent.command")
+    t = config.timeouts
+    if t.stale_heartbeat_seconds < 2 * t.heartbeat_seconds:
+        # The reaper kills a run silent for stale_heartbeat_seconds: with less than two beat
+        # periods, one late beat (a busy database, a slow disk) would kill a healthy run.
+        raise ConfigError(
+            f"timeouts.stale_heartbeat_seconds = {t.stale_heartbeat_seconds:g}: must be at "
+            f"least twice timeouts.heartbeat_seconds ({t.heartbeat_seconds:g}), or the reaper "
+            "would end healthy runs; raise it or lower heartbeat_seconds",
+            key="timeouts.stale_heartbeat_seconds",
+            source=source,
+        )
 
 
 # -- printing ------------------------------------------------------------------------------

@@ -112,6 +112,7 @@ async def execute_run(
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(_watch_signals, ctx, scope)
+                        tg.start_soon(_beat, ctx, store)
                         await _run(ctx, store, github, token.reveal(), environ)
                         tg.cancel_scope.cancel()  # stop watching signals
                 if ctx.signalled:
@@ -143,6 +144,23 @@ async def execute_run(
             return ctx.summary
     finally:
         store.close()
+
+
+async def _beat(ctx: _Ctx, store: Any) -> None:
+    """The run's heartbeat, every ``timeouts.heartbeat_seconds`` for the whole run.
+
+    Its own task, so it keeps going while git (worker threads), the checkout lock wait or
+    the agent (another process) take long; what stops it is this process no longer running
+    its event loop (stopped, deadlocked, blocked in a call): then the reaper, after
+    ``timeouts.stale_heartbeat_seconds`` of silence, ends the run (``reap``). The agent
+    runner's own beat also checks for cancellation and stops the agent.
+    """
+    while True:
+        try:
+            await anyio.to_thread.run_sync(store.heartbeat, ctx.run_id)
+        except Exception:  # a busy database now and then must not end the run
+            ctx.log.warning("heartbeat failed", exc_info=True)
+        await anyio.sleep(ctx.config.timeouts.heartbeat_seconds)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -218,7 +236,9 @@ async def _create_or_pick_up(store: Any, github: Any, request: RunRequest) -> An
             raise RunNotFoundError(request.run_id, "no such run") from None
         if run.status != RunStatus.QUEUED:
             raise RunNotFoundError(request.run_id, f"is {run.status}, not queued")
-        return store.update_run(run.id, host=host, pid=pid, process_start_time=start_time)
+        run = store.update_run(run.id, host=host, pid=pid, process_start_time=start_time)
+        store.heartbeat(run.id)  # the reaper judges silence from here on, not from created_at
+        return run
     if request.comment_id is not None and request.review_comment:
         kind = RunKind.REVIEW_COMMENT
     elif request.comment_id is not None:

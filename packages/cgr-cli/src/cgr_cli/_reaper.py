@@ -113,6 +113,8 @@ class ReapReport:
     gone: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
+    # Alive but silent past timeouts.stale_heartbeat_seconds: killed, ended timed_out.
+    hung: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[str]]:
@@ -120,8 +122,20 @@ class ReapReport:
             "gone": self.gone,
             "recovered": self.recovered,
             "timed_out": self.timed_out,
+            "hung": self.hung,
             "removed": self.removed,
         }
+
+
+def last_sign_of_life(run: Run) -> datetime | None:
+    """When a claimed or running run last showed it works: its newest heartbeat, or its
+    start. None for a queued run: its row may name the scheduler that is about to fork
+    its child (or the child before its first beat), which must not be judged by it."""
+    from cgr_store import RunStatus
+
+    if run.status is RunStatus.QUEUED:
+        return None
+    return max(t for t in (run.heartbeat_at, run.started_at, run.created_at) if t is not None)
 
 
 async def pushed_pull_request(github: GitHubSession, run: Run) -> dict[str, Any] | None:
@@ -150,8 +164,11 @@ async def reap(
     skip: frozenset[str] = frozenset(),
 ) -> ReapReport:
     """End this host's runs whose process is gone (failed, or succeeded when their PR
-    exists) or that are past ``timeouts.run_seconds`` (timed out, whole group killed);
-    then remove expired workspaces. ``skip`` names runs the caller itself supervises."""
+    exists), that are past ``timeouts.run_seconds``, or whose process is alive but has not
+    heartbeated for ``timeouts.stale_heartbeat_seconds`` (hung: e.g. stuck in a call or
+    deadlocked; the run's own limits can no longer fire). The last two have their whole
+    process group killed and end ``timed_out``. Then remove expired workspaces. ``skip``
+    names runs the caller itself supervises."""
     from cgr_cli._report import Outcome
     from cgr_store import RunStatus, utcnow
 
@@ -159,6 +176,7 @@ async def reap(
     report = ReapReport()
     grace = config.timeouts.watchdog_grace_seconds
     limit = timedelta(seconds=config.timeouts.run_seconds + 2 * grace)
+    stale = timedelta(seconds=config.timeouts.stale_heartbeat_seconds)
     for run in store.active_runs(host=host):
         if run.id in skip or waiting_for_scheduler(run):
             continue
@@ -193,6 +211,25 @@ async def reap(
                 outcome=Outcome.TIMED_OUT, error=why,
             ):  # fmt: skip
                 report.timed_out.append(run.id)
+            continue
+        last = last_sign_of_life(run)
+        if last is not None and now - last > stale:
+            # The pipeline beats from its own task every timeouts.heartbeat_seconds, also
+            # while git or the agent works in other threads/processes: silence this long
+            # means the process no longer runs its event loop (stopped, deadlocked, stuck
+            # in a blocking call). Killed through cgr-exec's identity check like above.
+            silent = (now - last).total_seconds()
+            await anyio.to_thread.run_sync(end_processes, config, run, grace)
+            why = (
+                f"no heartbeat for {silent:.0f}s (limit "
+                f"{config.timeouts.stale_heartbeat_seconds:g}s): the run's process was "
+                "alive but hung, and was ended"
+            )
+            if await end_run(
+                config, store, github, run, RunStatus.TIMED_OUT,
+                outcome=Outcome.TIMED_OUT, error=why,
+            ):  # fmt: skip
+                report.hung.append(run.id)
     report.removed = await anyio.to_thread.run_sync(clean_workspaces, config, store, now)
     return report
 

@@ -564,3 +564,5 @@ def record_child(store: SQLiteStore, run_id: str, identity: ProcessIdentity) -> 
 
     with contextlib.suppress(StoreError):
         store.update_run(run_id, pid=identity.pid, process_start_time=float(identity.start_time))
+        # A fresh beat with the new owner: an old retried row is not mistaken for a hung run.
+        store.heartbeat(run_id)
