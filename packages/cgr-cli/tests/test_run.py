@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -677,6 +678,7 @@ def test_issue_and_its_pull_request_take_turns_on_the_shared_checkout(env: Env) 
     from schedworld import start_cgr, stop, wait_until
 
     number, pr_number, branch, first = _issue_and_its_pull_request(env)
+    env.write_config(timeouts={"heartbeat_seconds": 0.2})
     env.scenario("slow_unique")
     on_issue = env.sim.add_comment(REPO, number, f"@{env.sim.bot_login} a", author="alice")
     on_pr = env.sim.add_comment(REPO, pr_number, f"@{env.sim.bot_login} b", author="alice")
@@ -688,6 +690,15 @@ def test_issue_and_its_pull_request_take_turns_on_the_shared_checkout(env: Env) 
         wait_until(lambda: len(env.calls()) >= 2, 30, "the issue run's agent to start")
         b = start_cgr(env, *run, "--number", str(pr_number), "--comment-id", str(on_pr),
                       log=env.root / "b.log")  # fmt: skip
+        # Before its agent starts (waiting for the lock, cloning), B keeps heartbeating:
+        # the beat is the whole run's, not only the agent's.
+        beats = set()
+        while len(env.calls()) < 3 and b.poll() is None:
+            with env.store() as store:
+                beats |= {r.heartbeat_at for r in store.active_runs()
+                          if r.target == pr_number and r.status.value == "running"}  # fmt: skip
+            time.sleep(0.05)
+        assert len(beats - {None}) >= 3, beats
         assert a.wait(timeout=60) == 0, (env.root / "a.log").read_text()
         assert b.wait(timeout=60) == 0, (env.root / "b.log").read_text()
     finally:
