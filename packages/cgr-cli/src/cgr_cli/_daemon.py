@@ -46,30 +46,46 @@ from cgr_cli._scheduler import (
 )
 
 if TYPE_CHECKING:
+    from cgr_cli._metrics import Metrics
     from cgr_exec import ChildHandle, ProcessIdentity, SubprocessExecutor
     from cgr_store import SQLiteStore
 
 log = logging.getLogger("cgr.daemon")
 
 
-def run_daemon(config: Config, config_path: Path | None, *, grace: float) -> int:
-    """Own the store and schedule until SIGTERM/SIGINT; returns the exit code."""
+def run_daemon(
+    config: Config, config_path: Path | None, *, grace: float, metrics_address: str | None = None
+) -> int:
+    """Own the store and schedule until SIGTERM/SIGINT; returns the exit code.
+
+    ``metrics_address`` (``HOST:PORT``): serve /metrics and /healthz there (_metrics).
+    """
     lock = DaemonLock(config)
     try:
-        return anyio.run(_main, config, config_path, lock, grace)
+        return anyio.run(_main, config, config_path, lock, grace, metrics_address)
     finally:
         lock.release()
 
 
-async def _main(config: Config, config_path: Path | None, lock: DaemonLock, grace: float) -> int:
+async def _main(
+    config: Config,
+    config_path: Path | None,
+    lock: DaemonLock,
+    grace: float,
+    metrics_address: str | None = None,
+) -> int:
+    from cgr_cli._metrics import Metrics, serve
     from cgr_cli._reaper import reap
     from cgr_exec import ProcessIdentity, SubprocessExecutor
-    from cgr_store import SQLiteStore
+    from cgr_store import RunStatus, SQLiteStore
 
     host, me = hostname(), ProcessIdentity.current()
     stop = anyio.Event()
     cancelled_since: dict[str, float] = {}
     store = SQLiteStore(config.database)
+    metrics = Metrics(interval=config.polling.interval_seconds)
+    # A thread is safe here: the daemon never forks (children are spawned subprocesses).
+    server = serve(metrics_address, metrics) if metrics_address else None
     try:
         async with (
             open_github(config) as github,
@@ -87,15 +103,19 @@ async def _main(config: Config, config_path: Path | None, lock: DaemonLock, grac
             log.info("reconciled: %s", {k: v for k, v in reconciled.as_dict().items() if v})
             while not stop.is_set():
                 lock.heartbeat()
+                metrics.loop_tick()
                 try:
                     await _iteration(
                         config, config_path=config_path, store=store, github=github,
                         executor=executor, host=host, me=me, wake=wake,
-                        cancelled_since=cancelled_since,
+                        cancelled_since=cancelled_since, metrics=metrics,
                     )  # fmt: skip
                 except Exception:
                     # A daemon outlives transient trouble (GitHub down, a locked store).
                     log.exception("scheduling pass failed; trying again next interval")
+                metrics.set_active_runs(len(executor.running))
+                metrics.set_queue_depth(len(store.runs_by_status(RunStatus.QUEUED)))
+                metrics.github(github.gh.stats())
                 # Sleep until the interval is over, a signal arrives, or a child ends (a
                 # free slot is filled at once rather than an interval later).
                 with anyio.move_on_after(config.polling.interval_seconds):
@@ -108,6 +128,8 @@ async def _main(config: Config, config_path: Path | None, lock: DaemonLock, grac
             )
             tg.cancel_scope.cancel()
     finally:
+        if server is not None:
+            server.close()
         store.close()
     return 0
 
@@ -157,6 +179,7 @@ async def _iteration(
     me: ProcessIdentity,
     wake: _Wake,
     cancelled_since: dict[str, float],
+    metrics: Metrics,
 ) -> None:
     from cgr_cli._reaper import end_run, reap
     from cgr_cli._report import Outcome
@@ -164,7 +187,8 @@ async def _iteration(
     from cgr_store import RunStatus
 
     for ended in executor.reap():
-        log.info("run %s ended: %s", ended.key, ended.status)
+        log.info("run %s ended: %s", ended.key, ended.status, extra={"run_id": ended.key})
+        metrics.run_finished(store.get_run(ended.key))
     now = time.monotonic()
     for key in list(executor.running):
         if store.heartbeat(key) is not RunStatus.CANCELLED:
@@ -202,6 +226,7 @@ async def _iteration(
             continue
         record_child(store, run.id, handle.identity)
         wake.watch(handle)
+        metrics.run_started(str(run.kind))
         log.info("started run %s for %s#%s (pid %d)", run.id, run.repo, run.target, handle.pid)
     if report.pending or report.errors:
         log.info("pending: %s; errors: %s", report.pending, report.errors)

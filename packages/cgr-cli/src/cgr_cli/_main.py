@@ -94,6 +94,11 @@ def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, how long running jobs may take to finish (default 300)",
     )
+    daemon.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and /healthz here (e.g. 127.0.0.1:9464)",
+    )
     reap = commands.add_parser("reap", help="end runs whose process is gone or over time")
     _add_config(reap)
     reap.add_argument("--json", action="store_true")

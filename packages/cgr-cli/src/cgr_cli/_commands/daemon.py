@@ -23,7 +23,12 @@ def daemon(args: argparse.Namespace) -> int:
     )
     try:
         # Children read the same file: an absolute path, whatever their cwd.
-        return run_daemon(config, Path(path).resolve() if path else None, grace=args.grace)
+        return run_daemon(
+            config,
+            Path(path).resolve() if path else None,
+            grace=args.grace,
+            metrics_address=args.metrics,
+        )
     except CgrError as exc:
         print(f"cgr daemon: {exc}", file=sys.stderr)
         return 2
