@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 from pathlib import Path
 
@@ -66,6 +68,37 @@ def test_daemon_runs_every_issue_within_the_limit_and_owns_the_store(
     assert_consistent(env, issues)
     # The lock is free again: a tick may run.
     assert cgr(env, "tick").returncode == 0
+
+
+@pytest.mark.slow
+def test_daemon_ends_a_hung_child_of_its_own(env: Env, subreaper: None, tmp_path: Path) -> None:
+    """A child that stops heartbeating (SIGSTOPped: alive, but running nothing) is ended by
+    the daemon's own reap pass; the daemon does not stamp its children's rows itself."""
+    sched_config(env, timeouts={"heartbeat_seconds": 0.3, "stale_heartbeat_seconds": 1.5,
+                                "watchdog_grace_seconds": 0.3})  # fmt: skip
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "60")
+    issues = env.sim.seed_ready_issues(REPO, 1)
+    daemon = start_cgr(env, "daemon", "--grace", "1", log=tmp_path / "daemon.log")
+    stopped: int | None = None
+    try:
+        wait_until(lambda: any(r.status.value == "running" for r in runs(env)), 30, "a running run")
+        (run,) = runs(env)
+        assert run.pid is not None
+        stopped = run.pid
+        os.kill(stopped, signal.SIGSTOP)  # the `cgr run` child: alive, no longer beating
+        wait_until(lambda: runs(env)[0].status.value == "timed_out", 30, "the daemon's reap")
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGCONT)
+        code = stop(daemon, signal.SIGTERM, timeout=40)
+    assert code == 0
+    (ended,) = runs(env)
+    assert "no heartbeat for " in (ended.error or "")
+    (comment,) = [c.body for c in env.sim.comments(REPO, issues[0]) if ended.id in c.body]
+    assert "no heartbeat for" in comment
+    wait_until(lambda: not list(no_processes_left(env)), 20, "children to be gone")
+    assert_consistent(env, issues)
 
 
 @pytest.mark.slow

@@ -2,11 +2,13 @@
 
 The loop, every ``polling.interval_seconds``:
 
-- heartbeat: the daemon's lock file (pid, start time, last beat) and each tracked run's
-  row; a tracked run found cancelled in the store (``cgr cancel`` from another host) has
-  its child ended;
-- reap: this host's runs whose process is gone or over time (not the children it is
-  supervising itself);
+- heartbeat: the daemon's lock file (pid, start time, last beat). Run rows are not
+  stamped here: each ``cgr run`` child heartbeats its own row, so a child that hangs
+  goes silent and the reaper's stale-heartbeat rule can end it. A tracked run found
+  cancelled in the store (``cgr cancel`` from another host) has its child ended;
+- reap: this host's runs whose process is gone, over time or hung - the daemon's own
+  children included (a finished child is collected first, so only a child that died
+  without ending its run, or one that hangs, is ended here);
 - schedule: free slots = the concurrency limit minus this host's live runs (so children
   of an earlier daemon or of ``cgr tick`` count too); discover; write the runs; start
   ``python -m cgr_cli run --config … --run-id …`` for each through cgr-exec's subprocess
@@ -191,7 +193,7 @@ async def _iteration(
         metrics.run_finished(store.get_run(ended.key))
     now = time.monotonic()
     for key in list(executor.running):
-        if store.heartbeat(key) is not RunStatus.CANCELLED:
+        if store.get_run(key).status is not RunStatus.CANCELLED:
             continue
         # Cancelled in the store: by `cgr cancel` (which also signals the child, which then
         # reports - leave it time to) or from another host (the child's own heartbeat
@@ -202,7 +204,7 @@ async def _iteration(
             await executor.terminate(key)
     for key in set(cancelled_since) - set(executor.running):
         del cancelled_since[key]
-    reaped = await reap(config, store, github, host=host, skip=frozenset(executor.running))
+    reaped = await reap(config, store, github, host=host)
     if any(reaped.as_dict().values()):
         log.info("reaped: %s", {k: v for k, v in reaped.as_dict().items() if v})
     # Discovery runs even with no free slot: `@bot cancel` (which frees one) must not wait
