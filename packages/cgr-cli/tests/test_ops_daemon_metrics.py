@@ -69,6 +69,9 @@ def test_daemon_serves_metrics_and_health(env: Env, subreaper: None, tmp_path: P
     assert code == 0, log.read_text()
     assert _value(text, "cgr_runs_started_total", kind="issue") == 2
     assert _value(text, "cgr_agent_duration_seconds_count") == 2
+    # Each child's claim (row written at discovery → claimed on GitHub) was measured once.
+    assert _value(text, "cgr_claim_latency_seconds_count") == 2
+    assert (_value(text, "cgr_claim_latency_seconds_sum") or 0) > 0
     assert _value(text, "cgr_active_runs") == 0
     assert _value(text, "cgr_queue_depth") == 0
     assert (_value(text, "cgr_github_requests_total") or 0) > 0

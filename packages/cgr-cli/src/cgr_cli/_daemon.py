@@ -84,6 +84,7 @@ async def _main(
     host, me = hostname(), ProcessIdentity.current()
     stop = anyio.Event()
     cancelled_since: dict[str, float] = {}
+    unclaimed: set[str] = set()  # started children whose claim is not yet measured
     store = SQLiteStore(config.database)
     metrics = Metrics(interval=config.polling.interval_seconds)
     # A thread is safe here: the daemon never forks (children are spawned subprocesses).
@@ -110,7 +111,8 @@ async def _main(
                     await _iteration(
                         config, config_path=config_path, store=store, github=github,
                         executor=executor, host=host, me=me, wake=wake,
-                        cancelled_since=cancelled_since, metrics=metrics,
+                        cancelled_since=cancelled_since, unclaimed=unclaimed,
+                        metrics=metrics,
                     )  # fmt: skip
                 except Exception:
                     # A daemon outlives transient trouble (GitHub down, a locked store).
@@ -181,6 +183,7 @@ async def _iteration(
     me: ProcessIdentity,
     wake: _Wake,
     cancelled_since: dict[str, float],
+    unclaimed: set[str],
     metrics: Metrics,
 ) -> None:
     from cgr_cli._reaper import end_run, reap
@@ -191,6 +194,7 @@ async def _iteration(
     for ended in executor.reap():
         log.info("run %s ended: %s", ended.key, ended.status, extra={"run_id": ended.key})
         metrics.run_finished(store.get_run(ended.key))
+    _measure_claims(store, unclaimed, metrics)
     now = time.monotonic()
     for key in list(executor.running):
         if store.get_run(key).status is not RunStatus.CANCELLED:
@@ -229,9 +233,28 @@ async def _iteration(
         record_child(store, run.id, handle.identity)
         wake.watch(handle)
         metrics.run_started(str(run.kind))
+        unclaimed.add(run.id)
         log.info("started run %s for %s#%s (pid %d)", run.id, run.repo, run.target, handle.pid)
     if report.pending or report.errors:
         log.info("pending: %s; errors: %s", report.pending, report.errors)
+
+
+def _measure_claims(store: SQLiteStore, unclaimed: set[str], metrics: Metrics) -> None:
+    """Claim latency: from the run row written at discovery to its claim on GitHub.
+
+    The child claims (``cgr run``), so the daemon reads the claim's event from the store
+    once the run has left ``queued``.
+    """
+    from cgr_store import RunStatus
+
+    for key in list(unclaimed):
+        run = store.get_run(key)
+        if run.status is RunStatus.QUEUED:
+            continue
+        unclaimed.discard(key)
+        claimed = next((e.at for e in store.events(key) if e.to_status is RunStatus.CLAIMED), None)
+        if claimed is not None:
+            metrics.claim_latency((claimed - run.created_at).total_seconds())
 
 
 async def _drain(
