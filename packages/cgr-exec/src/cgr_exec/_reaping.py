@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import anyio
 
@@ -32,34 +32,41 @@ def kill_identity_group(identity: ProcessIdentity, grace: float = 10.0) -> bool:
     process was signalled, False if nothing of this identity was left running (exited,
     a zombie with an empty group, or the pid now names another process).
     """
-    if not group_alive(identity) or not signal_identity_group(identity, signal.SIGTERM):
+    if not _terminate(identity):
         return False
-    deadline = time.monotonic() + grace
-    killed = False
-    while group_alive(identity):
-        if not killed and time.monotonic() >= deadline:
-            signal_identity_group(identity, signal.SIGKILL)
-            killed = True
-            deadline = time.monotonic() + _AFTER_KILL
-        elif killed and time.monotonic() >= deadline:
-            break
+    for _ in _until_gone(identity, grace):
         time.sleep(_POLL)
     return True
 
 
-async def akill_identity_group(identity: ProcessIdentity, grace: float = 10.0) -> bool:
-    """:func:`kill_identity_group` for async code: same checks, sleeps with anyio."""
-    if not group_alive(identity) or not signal_identity_group(identity, signal.SIGTERM):
-        return False
+def _terminate(identity: ProcessIdentity) -> bool:
+    """SIGTERM the group if anything of this identity still runs; False if nothing did."""
+    return group_alive(identity) and signal_identity_group(identity, signal.SIGTERM)
+
+
+def _until_gone(identity: ProcessIdentity, grace: float) -> Iterator[None]:
+    """Yield once per poll until the group is gone; SIGKILL it once ``grace`` has passed.
+
+    The caller sleeps between polls (blocking or with anyio), so the escalation logic is
+    shared by both. Polling /proc: the processes need not be our children, so there is no
+    event to wait on.
+    """
     deadline = time.monotonic() + grace
     killed = False
-    # Polling /proc: the processes need not be our children, so there is no event to await.
     while group_alive(identity):
         if not killed and time.monotonic() >= deadline:
             signal_identity_group(identity, signal.SIGKILL)
             killed = True
             deadline = time.monotonic() + _AFTER_KILL
         elif killed and time.monotonic() >= deadline:
-            break
+            return
+        yield
+
+
+async def akill_identity_group(identity: ProcessIdentity, grace: float = 10.0) -> bool:
+    """:func:`kill_identity_group` for async code: same checks, sleeps with anyio."""
+    if not _terminate(identity):
+        return False
+    for _ in _until_gone(identity, grace):
         await anyio.sleep(_POLL)
     return True
