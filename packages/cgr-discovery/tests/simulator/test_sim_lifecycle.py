@@ -155,3 +155,29 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("2 [('GET', '/repos/acme/widgets/issues', 502)")
+
+
+def test_a_client_resetting_its_connection_prints_no_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A process that exits mid keep-alive resets its connections: normal, not an error."""
+    import socket
+    import struct
+    import time
+
+    with GitHubSimulator(tmp_path) as gh:
+        host, port = gh.url.removeprefix("http://").split("/")[0].split(":")
+        for _ in range(3):
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(b"GET /user HTTP/1.1\r\n")  # the server now waits for the rest
+            time.sleep(0.1)
+            # Linger 0: close() sends RST, so the server's read fails with ECONNRESET.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        time.sleep(0.3)
+        # Still serving.
+        answer = httpx.get(f"{gh.url}/user", headers={"Authorization": f"token {gh.token}"})
+        assert answer.status_code == 200
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "ConnectionResetError" not in err

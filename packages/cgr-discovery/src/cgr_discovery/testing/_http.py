@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import socket
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -289,6 +290,13 @@ class _Server(ThreadingHTTPServer):
         finally:
             with self._conns_lock:
                 self._conns.pop(threading.current_thread(), None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops its keep-alive connection (a process exiting, a reset) is
+        normal traffic, not a server error: no traceback on stderr. Anything else is."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self, timeout: float = 10.0) -> None:
         with self._conns_lock:
