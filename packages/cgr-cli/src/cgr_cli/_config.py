@@ -75,6 +75,10 @@ class BranchingConfig(_Section, frozen=True):
 class PollingConfig(_Section, frozen=True):
     interval_seconds: PositiveFloat = 60.0
     max_concurrency: PositiveInt = 3
+    # A ready issue whose runs keep failing before the claim (GitHub failing for it) waits
+    # base * 2**(failures - 1) seconds, at most max, before a pass tries it again.
+    retry_backoff_seconds: PositiveFloat = 60.0
+    retry_backoff_max_seconds: PositiveFloat = 3600.0
 
 
 class TimeoutsConfig(_Section, frozen=True):

@@ -238,6 +238,15 @@ def _check_semantics(config: Config, source: str) -> None:
             ) from None
     if not config.agent.argv or not config.agent.argv[0]:
         raise ConfigError("agent.command = []: expected a program name", key="agent.command")
+    p = config.polling
+    if p.retry_backoff_max_seconds < p.retry_backoff_seconds:
+        raise ConfigError(
+            f"polling.retry_backoff_max_seconds = {p.retry_backoff_max_seconds:g}: must be at "
+            f"least polling.retry_backoff_seconds ({p.retry_backoff_seconds:g}); raise it or "
+            "lower retry_backoff_seconds",
+            key="polling.retry_backoff_max_seconds",
+            source=source,
+        )
     t = config.timeouts
     if t.stale_heartbeat_seconds < 2 * t.heartbeat_seconds:
         # The reaper kills a run silent for stale_heartbeat_seconds: with less than two beat

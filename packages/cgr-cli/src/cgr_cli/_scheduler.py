@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Collection, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -414,6 +415,109 @@ def last_run_on(store: SQLiteStore, repo: str, target: int, *, scan: int = 2000)
     return None
 
 
+# -- backoff for ready issues that keep failing before their claim -----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """A ready issue left out of a pass: its last ``failures`` runs ended before the claim."""
+
+    repo: str
+    target: int
+    failures: int
+    last_ended_at: datetime
+    retry_at: datetime
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        return {
+            "target": f"{self.repo}#{self.target}",
+            "failures": self.failures,
+            "retry_at": self.retry_at.isoformat(),
+            "retry_in_seconds": round(max(0.0, (self.retry_at - now).total_seconds()), 3),
+        }
+
+
+def backoff_delay(failures: int, base: float, cap: float) -> float:
+    """``min(base * 2**(failures - 1), cap)`` seconds (no overflow for a long streak)."""
+    delay = base
+    for _ in range(1, failures):
+        if delay >= cap:
+            break
+        delay *= 2
+    return min(delay, cap)
+
+
+def _preclaim_failure(store: SQLiteStore, run: Run) -> bool | None:
+    """True: the run ended failed/cancelled/timed_out and was never claimed (it counts).
+    False: it says the issue can be worked on (claimed at some point, or succeeded, or
+    another terminal outcome): the streak ends here. None: still active (ignored)."""
+    from cgr_store import RunStatus
+
+    if not run.status.is_terminal:
+        return None
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT):
+        return False
+    # A claim is a real outcome: the pipeline then owns the labels (needs-human on
+    # failure) and the issue is not retried by discovery anyway. Only runs that never
+    # reached the claim leave `ready` in place and loop.
+    return not any(e.to_status is RunStatus.CLAIMED for e in store.events(run.id))
+
+
+def preclaim_backoffs(
+    config: Config,
+    store: SQLiteStore,
+    targets: Collection[tuple[str, int]],
+    *,
+    now: datetime,
+    scan: int = 2000,
+) -> dict[tuple[str, int], Backoff]:
+    """The ready issues among ``targets`` that must wait, keyed by (repo, number).
+
+    Only issue runs (kind ``issue``) of those targets are looked at, newest first, among the
+    newest ``scan`` runs of the store, and a target stops being looked at as soon as its
+    streak is known: a run that was claimed or succeeded ends it, and failures beyond the
+    one that reaches the cap change nothing. So the events of at most a few runs per
+    target are read, and a target without history costs one pass over ``scan`` rows.
+    """
+    from cgr_store import RunKind
+
+    base = config.polling.retry_backoff_seconds
+    cap = config.polling.retry_backoff_max_seconds
+    # failures after which the delay no longer grows
+    enough = 1
+    while backoff_delay(enough, base, cap) < cap:
+        enough += 1
+    streak: dict[tuple[str, int], list[Run]] = {t: [] for t in targets}
+    open_targets = set(streak)
+    page = 200
+    for offset in range(0, scan, page):
+        if not open_targets:
+            break
+        runs = store.recent_runs(limit=page, offset=offset)
+        for run in runs:
+            key = (run.repo, run.target)
+            if key not in open_targets or run.kind is not RunKind.ISSUE:
+                continue
+            counted = _preclaim_failure(store, run)
+            if counted is None:
+                continue
+            if counted:
+                streak[key].append(run)
+            if not counted or len(streak[key]) >= enough:
+                open_targets.discard(key)
+        if len(runs) < page:
+            break
+    found: dict[tuple[str, int], Backoff] = {}
+    for (repo, target), failed in streak.items():
+        if not failed or failed[0].ended_at is None:
+            continue
+        last = failed[0].ended_at
+        retry_at = last + timedelta(seconds=backoff_delay(len(failed), base, cap))
+        if now < retry_at:
+            found[(repo, target)] = Backoff(repo, target, len(failed), last, retry_at)
+    return found
+
+
 @dataclass(slots=True)
 class PassReport:
     """One scheduling pass: what it found and did (printed by tick, logged by the daemon)."""
@@ -426,8 +530,10 @@ class PassReport:
     rejected: int = 0
     cancelled: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    backed_off: list[Backoff] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        now = now or datetime.now(UTC)
         return {
             "free_slots": self.free_slots,
             "discovered": self.discovered,
@@ -437,10 +543,11 @@ class PassReport:
             "rejected": self.rejected,
             "cancelled": self.cancelled,
             "errors": self.errors,
+            "backed_off": [b.as_dict(now) for b in self.backed_off],
         }
 
 
-async def plan_pass(  # noqa: PLR0912 - one decision per kind of job, in one place
+async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, in one place
     config: Config,
     store: SQLiteStore,
     github: GitHubSession,
@@ -493,8 +600,20 @@ async def plan_pass(  # noqa: PLR0912 - one decision per kind of job, in one pla
             store.mark_trigger_processed(trigger)  # decided: never reported again
         report.rejected += 1
     accepted: set[str] = set()
+    backoffs = preclaim_backoffs(
+        config,
+        store,
+        {(j.repo, j.number) for j in result.jobs if j.kind is JobKind.READY_ISSUE},
+        now=datetime.now(UTC),
+    )
     for job in result.jobs:
         where = f"{job.repo}#{job.number}"
+        backoff = backoffs.get((job.repo, job.number))
+        if job.kind is JobKind.READY_ISSUE and backoff is not None:
+            # Not accepted and nothing written: the issue keeps its label and a pass after
+            # retry_at takes it. It holds no slot meanwhile.
+            report.backed_off.append(backoff)
+            continue
         if job.kind is JobKind.CANCEL:
             done = await cancel_target(
                 config, store, github, job.repo, job.number, why=f"@{job.author} asked to cancel"

@@ -1,0 +1,177 @@
+"""Backoff for ready issues whose runs keep failing before the claim.
+
+Unit tests of the planning rule against a real SQLite store, and one real `cgr tick`
+process against the simulator failing to answer for the issue the run reads first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cgr_cli import ConfigError, parse_config
+from cgr_cli._config import Config
+from cgr_cli._scheduler import backoff_delay, preclaim_backoffs
+from cgr_store import Run, RunKind, SQLiteStore, new_run_id
+from runworld import REPO, Env
+from schedworld import all_terminal, cgr, runs, sched_config, wait_until
+
+OTHER = "acme/gadgets"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return parse_config(
+        {
+            "paths": {"database": str(tmp_path / "cgr.sqlite3"), "workspace_root": str(tmp_path)},
+            "polling": {"retry_backoff_seconds": 10, "retry_backoff_max_seconds": 35},
+        }
+    )
+
+
+def _ended(
+    store: SQLiteStore, target: int, how: str, *, repo: str = REPO, kind: str = "issue"
+) -> Run:
+    """A run on ``target`` that ended: ``preclaim`` (failed while queued), ``claimed_failed``
+    (claimed, then failed), ``succeeded``, ``cancelled`` or ``timed_out`` (before a claim)."""
+    from cgr_store import RunStatus
+
+    run = store.create_run(Run(id=new_run_id(), repo=repo, target=target, kind=RunKind(kind)))
+    t = store.transition
+    if how == "preclaim":
+        return t(run.id, RunStatus.FAILED, detail="GitHub answered 502")
+    if how in ("cancelled", "timed_out"):
+        return t(run.id, RunStatus(how), detail=how)
+    t(run.id, RunStatus.CLAIMED, detail="claiming on GitHub")
+    t(run.id, RunStatus.RUNNING, detail="claimed")
+    return t(run.id, RunStatus.SUCCEEDED if how == "succeeded" else RunStatus.FAILED, detail=how)
+
+
+def test_the_delay_doubles_and_is_capped() -> None:
+    assert [backoff_delay(n, 10, 35) for n in (1, 2, 3, 4, 60)] == [10, 20, 35, 35, 35]
+    assert backoff_delay(10_000, 60, 3600) == 3600  # a long streak does not overflow
+
+
+def test_preclaim_failures_back_off_and_a_claim_or_success_resets(config: Config) -> None:
+    with SQLiteStore(config.database) as store:
+        # 1: one failure before the claim -> 10 s from its end.
+        first = _ended(store, 1, "preclaim")
+        # 2: three in a row (cancelled and timed out before a claim count too) -> capped 35 s.
+        _ended(store, 2, "preclaim")
+        _ended(store, 2, "cancelled")
+        last2 = _ended(store, 2, "timed_out")
+        # 3: two failures, but the newest run was claimed before it failed: a real outcome.
+        _ended(store, 3, "preclaim")
+        _ended(store, 3, "preclaim")
+        _ended(store, 3, "claimed_failed")
+        # 4: a success, then two pre-claim failures: the streak counts from the success.
+        _ended(store, 4, "preclaim")
+        _ended(store, 4, "preclaim")
+        _ended(store, 4, "succeeded")
+        _ended(store, 4, "preclaim")
+        last4 = _ended(store, 4, "preclaim")
+        # 5: a mention run failing before its claim is not a ready-issue loop.
+        _ended(store, 5, "preclaim", kind="issue_mention")
+        # the same number in another repository has its own history
+        _ended(store, 1, "succeeded", repo=OTHER)
+        targets = {(REPO, n) for n in (1, 2, 3, 4, 5, 6)} | {(OTHER, 1)}
+        now = last4.ended_at
+        found = preclaim_backoffs(config, store, targets, now=now)
+        assert set(found) == {(REPO, 1), (REPO, 2), (REPO, 4)}
+        assert found[(REPO, 1)].failures == 1
+        assert found[(REPO, 1)].retry_at == first.ended_at + timedelta(seconds=10)
+        assert found[(REPO, 2)].failures == 3
+        assert found[(REPO, 2)].retry_at == last2.ended_at + timedelta(seconds=35)
+        assert found[(REPO, 4)].failures == 2
+        assert found[(REPO, 4)].retry_at == last4.ended_at + timedelta(seconds=20)
+        view = found[(REPO, 4)].as_dict(now)
+        assert view["target"] == f"{REPO}#4"
+        assert view["retry_in_seconds"] == 20.0
+        # After its delay an issue is free again (the others still wait).
+        later = preclaim_backoffs(config, store, targets, now=now + timedelta(seconds=21))
+        assert set(later) == {(REPO, 2)}
+        assert preclaim_backoffs(config, store, targets, now=now + timedelta(seconds=36)) == {}
+        # Only the targets asked about are looked at.
+        assert set(preclaim_backoffs(config, store, {(REPO, 4)}, now=now)) == {(REPO, 4)}
+        # An active run is ignored (the store refuses a second one anyway).
+        store.create_run(Run(id=new_run_id(), repo=REPO, target=1, kind=RunKind.ISSUE))
+        assert preclaim_backoffs(config, store, {(REPO, 1)}, now=now)[(REPO, 1)].failures == 1
+
+
+def test_backoff_settings_are_validated() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"polling": {"retry_backoff_seconds": 0}})
+    assert "polling.retry_backoff_seconds" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_config({"polling": {"retry_backoff_seconds": 60, "retry_backoff_max_seconds": 30}})
+    assert err.value.key == "polling.retry_backoff_max_seconds"
+    assert "at least polling.retry_backoff_seconds (60)" in str(err.value)
+    defaults = parse_config({}).polling
+    assert (defaults.retry_backoff_seconds, defaults.retry_backoff_max_seconds) == (60, 3600)
+
+
+def _tick(env: Env) -> dict[str, object]:
+    done = cgr(env, "tick", "--json")
+    assert done.returncode == 0, done.stderr
+    report: dict[str, object] = json.loads(done.stdout)
+    return report
+
+
+def _wait_ended(env: Env, count: int) -> None:
+    wait_until(lambda: len(runs(env)) == count and all_terminal(env), 60, f"{count} runs ended")
+
+
+@pytest.mark.slow
+def test_tick_backs_off_an_issue_failing_before_its_claim_then_retries_it(
+    env: Env, subreaper: None
+) -> None:
+    sched_config(env, polling={"retry_backoff_seconds": 0.8, "retry_backoff_max_seconds": 2.0})
+    [number] = env.sim.seed_ready_issues(REPO, 1)
+    # The run reads the issue first: GitHub refusing there ends it before the claim, and
+    # the issue keeps its ready label. (A secondary rate limit asking for 1 s keeps the
+    # client's retries short; a lasting 5xx ends the same way, after longer waits.)
+    fault = env.sim.faults.secondary_rate_limit(
+        retry_after=1, method="GET", path=rf"/issues/{number}$"
+    )
+    first = _tick(env)
+    assert len(first["started"]) == 1  # type: ignore[arg-type]
+    _wait_ended(env, 1)
+    assert runs(env)[0].status.value == "failed"
+    assert "ready" in env.sim.issue(REPO, number).labels
+
+    delays = []
+    for failures in (1, 2, 3):
+        ended_at = runs(env)[0].ended_at
+        backed = _tick(env)
+        assert backed["started"] == []
+        assert backed["pending"] == []
+        [entry] = backed["backed_off"]  # type: ignore[misc]
+        assert entry["target"] == f"{REPO}#{number}"
+        assert entry["failures"] == failures
+        delay = (datetime.fromisoformat(entry["retry_at"]) - ended_at).total_seconds()
+        delays.append(delay)
+        assert len(runs(env)) == failures  # nothing written, nothing started
+        due = ended_at.timestamp() + delay + 0.05
+        time.sleep(max(0.0, due - time.time()))
+        if failures == 3:
+            fault.remove()  # GitHub is back: the retry succeeds
+        again = _tick(env)
+        assert len(again["started"]) == 1, again  # type: ignore[arg-type]
+        assert again["backed_off"] == []
+        _wait_ended(env, failures + 1)
+    assert delays == [0.8, 1.6, 2.0]  # doubled, then capped
+    with env.store() as store:
+        history = [(r, store.events(r.id)) for r in reversed(store.recent_runs())]
+    # Every failed run ended before its claim; the last one claimed the issue and succeeded.
+    assert [r.status.value for r, _ in history] == ["failed"] * 3 + ["succeeded"]
+    claimed = [any(e.to_status.value == "claimed" for e in events) for _, events in history]
+    assert claimed == [False, False, False, True]
+    assert runs(env)[0].outcome == "pr_opened"
+    # Done: the ready label is gone, nothing is backed off or started any more.
+    last = _tick(env)
+    assert last["started"] == []
+    assert last["backed_off"] == []
