@@ -20,6 +20,7 @@ import msgspec
 
 from cgr_cli._config import Config, Secret
 from cgr_cli._errors import ConfigError, ConfigNotFoundError
+from cgr_cli._redact import yaml_error_text
 
 # Never handed to the agent, whatever the configuration says: cgr does GitHub writes itself.
 FORBIDDEN_PASSTHROUGH = frozenset({"GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN",
@@ -78,7 +79,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML: {exc}", source=str(path)) from None
+            # Never str(exc): it quotes the line, which may hold the token.
+            raise ConfigError(f"not valid YAML: {yaml_error_text(exc)}", source=str(path)) from None
         if data is None:
             return {}
         if not isinstance(data, dict):

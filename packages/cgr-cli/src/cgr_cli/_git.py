@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cgr_cli._config_load import FORBIDDEN_PASSTHROUGH
 from cgr_cli._errors import GitError, RebaseConflictError
 
 # Variables that would make git talk to another repository or config than the one we name.
@@ -34,17 +35,37 @@ def auth_header(token: str) -> str:
     return f"Authorization: Bearer {token}"
 
 
-def git_env(token: str | None, base: dict[str, str] | None = None) -> dict[str, str]:
+# Tracing that prints HTTP headers to stderr (which cgr logs and puts in GitError).
+_CURL_TRACE = ("GIT_TRACE_CURL", "GIT_CURL_VERBOSE", "GIT_TRACE_PACKET")
+
+
+def git_env(
+    token: str | None, base: dict[str, str] | None = None, *, hide: tuple[str, ...] = ()
+) -> dict[str, str]:
     """The environment for git processes: the caller's minus repository overrides, no
     prompts; with a token, the token as an extra HTTP header from environment config and
-    no global or system config (which other processes of this user could have changed)."""
+    no global or system config (which other processes of this user could have changed).
+
+    No GitHub token variable (and no variable whose value holds ``token`` or one of
+    ``hide``) is passed on: in the agent's checkout git runs the filters and
+    ``core.fsmonitor`` the agent configured, and they inherit this environment.
+    """
     env = dict(os.environ if base is None else base)
+    secrets = [s for s in (token, *hide) if s]
     for name in list(env):
-        if name in _STRIP or name.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")):
+        if (
+            name in _STRIP
+            or name in _CURL_TRACE
+            or name.upper() in FORBIDDEN_PASSTHROUGH
+            or name.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
+            or any(s in env[name] for s in secrets)
+        ):
             del env[name]
     env.pop("GIT_CONFIG_COUNT", None)
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["GCM_INTERACTIVE"] = "never"
+    # Git's default, restated: an inherited GIT_TRACE_REDACT=0 would print the header.
+    env["GIT_TRACE_REDACT"] = "1"
     if token:
         env["GIT_CONFIG_NOSYSTEM"] = "1"
         env["GIT_CONFIG_GLOBAL"] = os.devnull
@@ -89,7 +110,7 @@ class Git:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self._auth_env = git_env(token)
-        self._plain_env = git_env(None)
+        self._plain_env = git_env(None, hide=(token,) if token else ())
         self.timeout = timeout
         self.network_timeout = network_timeout
         self._log = log or (lambda _line: None)

@@ -149,6 +149,11 @@ def _operations(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cgr`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    from cgr_cli._hardening import make_undumpable
+
+    # First thing: the agent runs as this user and could otherwise read the GitHub token
+    # from /proc/<this pid>/environ (see _hardening). Forks inherit it, exec drops it.
+    make_undumpable()
     parser = _parser()
     args = parser.parse_args(argv)
     from cgr_cli._logging import configure_logging, default_log_format

@@ -7,6 +7,7 @@ known, so the text can neither close its block early nor forge a block of cgr's 
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,12 @@ def _boundary(texts: Iterable[str]) -> str:
 
 def _block(boundary: str, label: str, text: str) -> str:
     return f"<<<{boundary} {label}>>>\n{text.rstrip()}\n<<<END {boundary}>>>"
+
+
+def _one_line(text: str) -> str:
+    """``text`` for a line of cgr's own (outside the blocks): a file path chosen by a pull
+    request's author may hold newlines, which would start lines that read as cgr's."""
+    return text if text.isprintable() else json.dumps(text)
 
 
 INSTRUCTIONS = """\
@@ -106,7 +113,7 @@ def build_prompt(data: PromptInput) -> str:
             parts.append(_block(boundary, f"comment by @{comment.author}", comment.body))
     if data.review_comment:
         rc = data.review_comment
-        where = f"{rc.path}" + (f" line {rc.line}" if rc.line else "")
+        where = _one_line(rc.path) + (f" line {rc.line}" if rc.line else "")
         parts.append(f"## The review comment to address, on {where}\n")
         if rc.diff_hunk:
             parts.append(_block(boundary, "diff hunk", rc.diff_hunk))

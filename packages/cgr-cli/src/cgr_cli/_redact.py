@@ -49,3 +49,21 @@ class Redactor:
 
     def bytes(self, data: bytes) -> bytes:
         return self(data.decode("utf-8", errors="replace")).encode("utf-8")
+
+
+def yaml_error_text(exc: Exception) -> str:
+    """A YAML parse error without the excerpt of the file PyYAML puts in its message.
+
+    The excerpt is the offending line, and in a configuration that line may be
+    ``token: ghp_…``: the message keeps the problem and its line and column only.
+    """
+    parts = []
+    for text_name, mark_name in (("context", "context_mark"), ("problem", "problem_mark")):
+        text, mark = getattr(exc, text_name, None), getattr(exc, mark_name, None)
+        if not isinstance(text, str):
+            continue
+        line, column = getattr(mark, "line", None), getattr(mark, "column", None)
+        if isinstance(line, int) and isinstance(column, int):
+            text += f" (at line {line + 1}, column {column + 1})"
+        parts.append(text)
+    return ": ".join(parts) or type(exc).__name__
