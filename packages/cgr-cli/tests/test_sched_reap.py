@@ -227,8 +227,14 @@ def test_bot_cancel_and_bot_retry_comments(env: Env, subreaper: None, tmp_path: 
         wait_until(lambda: "@alice asked to cancel" in (runs(env)[0].error or ""), 30, "cancel")
         (run,) = runs(env)
         assert run.status.value == "cancelled"
-        (comment,) = [c.body for c in env.sim.comments(REPO, issues[0]) if run.id in c.body]
-        assert "@alice asked to cancel" in comment
+
+        def status_comment() -> str:
+            (body,) = [c.body for c in env.sim.comments(REPO, issues[0]) if run.id in c.body]
+            return body
+
+        # The store records the reason first, then the status comment is rewritten with it
+        # (a GitHub call that may take a moment on a loaded machine).
+        wait_until(lambda: "@alice asked to cancel" in status_comment(), 30, "the comment")
         env.sim.add_comment(REPO, issues[0], f"@{env.sim.bot_login} retry", author="alice")
         wait_until(lambda: len(runs(env)) == 2, 30, "the retry run")
         retry = max(runs(env), key=lambda r: r.created_at)
