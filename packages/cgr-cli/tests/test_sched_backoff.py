@@ -175,3 +175,19 @@ def test_tick_backs_off_an_issue_failing_before_its_claim_then_retries_it(
     last = _tick(env)
     assert last["started"] == []
     assert last["backed_off"] == []
+
+
+@pytest.mark.slow
+def test_plain_tick_says_which_issue_is_backed_off_and_until_when(
+    env: Env, subreaper: None
+) -> None:
+    sched_config(env, polling={"retry_backoff_seconds": 600, "retry_backoff_max_seconds": 600})
+    [number] = env.sim.seed_ready_issues(REPO, 1)
+    with env.store() as store:
+        _ended(store, number, "preclaim")
+    done = cgr(env, "tick")
+    assert done.returncode == 0, done.stderr
+    assert "0 started" in done.stdout
+    assert f"backed off: {REPO}#{number} failed 1 time(s) before its claim" in done.stdout
+    assert "tried again from " in done.stdout
+    assert len(runs(env)) == 1  # nothing new was written

@@ -237,6 +237,11 @@ async def _iteration(
         log.info("started run %s for %s#%s (pid %d)", run.id, run.repo, run.target, handle.pid)
     if report.pending or report.errors:
         log.info("pending: %s; errors: %s", report.pending, report.errors)
+    for backoff in report.backed_off:
+        log.info(
+            "backed off: %s#%d failed %d time(s) before its claim; tried again from %s",
+            backoff.repo, backoff.target, backoff.failures, backoff.retry_at.isoformat(),
+        )  # fmt: skip
 
 
 def _measure_claims(store: SQLiteStore, unclaimed: set[str], metrics: Metrics) -> None:

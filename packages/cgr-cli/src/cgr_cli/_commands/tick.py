@@ -37,6 +37,11 @@ def tick(args: argparse.Namespace) -> int:
         print(f"  started {run_id} (pid {pid})")
     for kind, ids in result.reaped.items():
         print(f"  reaped ({kind}): {', '.join(ids)}")
+    for backoff in r.backed_off:
+        print(
+            f"  backed off: {backoff.repo}#{backoff.target} failed {backoff.failures} time(s) "
+            f"before its claim; tried again from {backoff.retry_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
     for error in r.errors:
         print(f"  error: {error}", file=sys.stderr)
     return 0
