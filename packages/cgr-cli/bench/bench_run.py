@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 
 from cgr_cli import parse_config
-from cgr_cli._pipeline import RunRequest, execute_run
+from cgr_cli.run._pipeline import RunRequest, execute_run
 from cgr_discovery.testing import GitHubSimulator
 
 REPO = "bench/big"

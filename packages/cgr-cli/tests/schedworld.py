@@ -200,7 +200,7 @@ def dead_process() -> tuple[int, float]:
 
 def stored_running_run(env: Env, number: int, *, branch: str | None = None) -> str:
     """A run row as a `cgr run` process killed mid-run leaves it: running, dead pid."""
-    from cgr_cli._scheduler import hostname
+    from cgr_cli.schedule._runs import hostname
     from cgr_store import Run, RunKind, RunStatus, new_run_id
 
     pid, start = dead_process()

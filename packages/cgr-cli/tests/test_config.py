@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from cgr_cli import Config, ConfigError, ConfigNotFoundError, Secret, load_config, main
-from cgr_cli._config_load import parse_config, render_config
+from cgr_cli.config._load import parse_config, render_config
 
 # (file text, key path named in the error, fragments the message must contain)
 TOML_ERRORS = [

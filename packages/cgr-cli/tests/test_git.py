@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cgr_cli import GitError
-from cgr_cli._git import Git, Identity, git_env
+from cgr_cli.run._git import Git, Identity, git_env
 
 ID = Identity("Test", "test@example.invalid")
 

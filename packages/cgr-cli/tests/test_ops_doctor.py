@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cgr_cli import main
-from cgr_cli._doctor import (
+from cgr_cli.ops._doctor import (
     Check,
     CheckStatus,
     DoctorOptions,
@@ -79,7 +79,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
 def _no_systemctl(monkeypatch: pytest.MonkeyPatch) -> None:
     real = shutil.which
     monkeypatch.setattr(
-        "cgr_cli._doctor.shutil.which",
+        "cgr_cli.ops._doctor.shutil.which",
         lambda name, *a, **k: None if name == "systemctl" else real(name, *a, **k),
     )
 
@@ -268,8 +268,8 @@ needs_systemctl = pytest.mark.skipif(
 
 
 def _unit_tree(root: Path, *enabled: str) -> None:
-    from cgr_cli._config import Config
-    from cgr_cli._systemd import render_units
+    from cgr_cli.config._model import Config
+    from cgr_cli.ops._systemd import render_units
 
     units = root / "etc" / "systemd" / "system"
     units.mkdir(parents=True)
@@ -372,8 +372,8 @@ class _ScopedGitHub:
 def test_token_kinds(scopes: str | None, answer: int, status: CheckStatus, fragment: str) -> None:
     import anyio
 
-    from cgr_cli._config_load import parse_config
-    from cgr_cli._doctor import _check_auth
+    from cgr_cli.config._load import parse_config
+    from cgr_cli.ops._doctor import _check_auth
     from cgr_discovery import GitHubClient, TokenAuth
 
     server = _ScopedGitHub(scopes, answer)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cgr_cli import load_config, main
-from cgr_cli._init import BadRepositoryError, InitPaths, ask_repositories, parse_repositories
+from cgr_cli.config._init import BadRepositoryError, InitPaths, ask_repositories, parse_repositories
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cgr_cli import main
-from cgr_cli._logging import (
+from cgr_cli.ops._logging import (
     JsonFormatter,
     RunIdFilter,
     TextFormatter,
@@ -99,7 +99,7 @@ def test_colours_on_a_terminal() -> None:
     """stderr a real pseudo-terminal: the level is coloured."""
     code = (
         "import logging\n"
-        "from cgr_cli._logging import configure_logging\n"
+        "from cgr_cli.ops._logging import configure_logging\n"
         "configure_logging('text')\n"
         "logging.getLogger('cgr.x').error('on a tty')\n"
     )

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cgr_cli._metrics import Metrics, MetricsAddressError, parse_address, serve
+from cgr_cli.schedule._metrics import Metrics, MetricsAddressError, parse_address, serve
 
 
 class FakeClock:

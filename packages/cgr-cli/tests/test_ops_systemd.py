@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cgr_cli import main
-from cgr_cli._config_load import load_config
-from cgr_cli._systemd import render_units
+from cgr_cli.config._load import load_config
+from cgr_cli.ops._systemd import render_units
 
 CGR = [sys.executable, "-m", "cgr_cli"]
 
@@ -94,7 +94,7 @@ def test_user_units_keep_home_read_only_but_cgr_paths_writable(tmp_path: Path) -
 
 
 def test_paths_with_spaces_and_percent_are_quoted(tmp_path: Path) -> None:
-    from cgr_cli._systemd import _exec
+    from cgr_cli.ops._systemd import _exec
 
     assert _exec(["/opt/my cgr/bin/cgr", "--config", "/etc/100%/c.toml"]) == (
         '"/opt/my cgr/bin/cgr" --config /etc/100%%/c.toml'

@@ -30,8 +30,8 @@ import pytest
 
 pytest.importorskip("textual")
 
-from cgr_cli._ui.app import CgrApp, ConfirmScreen, HelpScreen, RunScreen
-from cgr_cli._ui.data import LogTail, RunSource, render_agent_line
+from cgr_cli.ui._app import CgrApp, ConfirmScreen, HelpScreen, RunScreen
+from cgr_cli.ui._data import LogTail, RunSource, render_agent_line
 from cgr_store import Run, RunKind, RunStatus, SQLiteStore
 
 SNAPSHOTS = Path(__file__).with_name("snapshots")
@@ -180,8 +180,8 @@ async def test_retry_asks_then_queues_a_new_attempt(world: World, tmp_path: Path
 
 @pytest.mark.anyio
 async def test_cancel_asks_then_ends_the_run_on_github(world: World, tmp_path: Path) -> None:
-    from cgr_cli._config_load import parse_config
-    from cgr_cli._scheduler import hostname
+    from cgr_cli.config._load import parse_config
+    from cgr_cli.schedule._runs import hostname
     from cgr_discovery.testing import GitHubSimulator
 
     with GitHubSimulator(tmp_path / "sim") as sim:

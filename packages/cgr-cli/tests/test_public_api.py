@@ -8,3 +8,9 @@ def test_all_names_are_exported() -> None:
     assert set(cgr_cli.__all__) - {"__version__"} == exported - {"annotations"}
     for name in cgr_cli.__all__:
         assert getattr(cgr_cli, name) is not None
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    assert cgr_cli.__version__ == version("cgr-cli")

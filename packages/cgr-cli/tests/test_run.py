@@ -745,7 +745,7 @@ def test_checkout_lock_times_out_with_a_typed_error(tmp_path: Path) -> None:
     import anyio
 
     from cgr_cli import CheckoutBusyError
-    from cgr_cli._workspace import checkout_lock, lock_holder
+    from cgr_cli.run._workspace import checkout_lock, lock_holder
 
     lock = tmp_path / "repo.lock"
     holder = subprocess.Popen(

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cgr_cli import ConfigError, parse_config
-from cgr_cli._config import Config
-from cgr_cli._scheduler import backoff_delay, preclaim_backoffs
+from cgr_cli.config._model import Config
+from cgr_cli.schedule._backoff import backoff_delay, preclaim_backoffs
 from cgr_store import Run, RunKind, SQLiteStore, new_run_id
 from runworld import REPO, Env
 from schedworld import all_terminal, cgr, runs, sched_config, wait_until

@@ -25,7 +25,7 @@ from schedworld import (
 
 
 def active_alive(env: Env) -> int:
-    from cgr_cli._scheduler import process_alive
+    from cgr_cli.schedule._runs import process_alive
 
     return sum(1 for r in runs(env) if r.status.is_active and process_alive(r))
 

@@ -247,8 +247,8 @@ def test_bot_cancel_and_bot_retry_comments(env: Env, subreaper: None, tmp_path: 
 
 
 def test_workspaces_are_removed_after_retention_never_for_active_runs(env: Env) -> None:
-    from cgr_cli._config_load import load_config
-    from cgr_cli._reaper import clean_workspaces
+    from cgr_cli.config._load import load_config
+    from cgr_cli.schedule._reaper import clean_workspaces
     from cgr_store import RunStatus, utcnow
 
     config, _ = load_config(sched_config(env, cleanup={"retention_days": 1.0}))

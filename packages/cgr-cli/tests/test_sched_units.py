@@ -9,16 +9,10 @@ from pathlib import Path
 import pytest
 
 from cgr_cli import DaemonRunningError, SchedulerBusyError, parse_config
-from cgr_cli._config import Config
-from cgr_cli._scheduler import (
-    DaemonLock,
-    ProcessedInStore,
-    daemon_owner,
-    request_for,
-    run_argv,
-    tick_locks,
-    trigger_key,
-)
+from cgr_cli.config._model import Config
+from cgr_cli.schedule._locks import DaemonLock, daemon_owner, tick_locks
+from cgr_cli.schedule._runs import request_for, run_argv
+from cgr_cli.schedule._triggers import ProcessedInStore, trigger_key
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cgr_cli._git import Git, git_env
+from cgr_cli.run._git import Git, git_env
 
 TOKEN = "ghp_" + "S3cr3tT0kenValue0123456789abcdef"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cgr_cli._hardening import is_dumpable, make_undumpable
+from cgr_cli.ops._hardening import is_dumpable, make_undumpable
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
 
@@ -39,7 +39,7 @@ def _holder(harden: bool) -> subprocess.Popen[bytes]:
     ready_r, ready_w = os.pipe()
     code = (
         "import os, sys, time\n"
-        "from cgr_cli._hardening import _prctl, make_undumpable\n"
+        "from cgr_cli.ops._hardening import _prctl, make_undumpable\n"
         "if os.geteuid() == 0:\n"
         f"    os.setgid({NOBODY}); os.setuid({NOBODY})\n"
         f"{'make_undumpable()' if harden else '_prctl(4, 1)'}\n"
@@ -119,7 +119,7 @@ def test_the_mark_is_inherited_by_forks_and_dropped_on_exec() -> None:
             # After exec (git, the agent) the process is dumpable again.
             done = subprocess.run(
                 [sys.executable, "-c",
-                 "from cgr_cli._hardening import is_dumpable; print(is_dumpable())"],
+                 "from cgr_cli.ops._hardening import is_dumpable; print(is_dumpable())"],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             os.write(w, done.stdout.strip().encode())
@@ -137,7 +137,7 @@ def test_the_mark_is_inherited_by_forks_and_dropped_on_exec() -> None:
 
 def test_cgr_main_marks_its_process() -> None:
     code = (
-        "import cgr_cli._main as m, cgr_cli._hardening as h\n"
+        "import cgr_cli._main as m, cgr_cli.ops._hardening as h\n"
         "try:\n    m.main([])\nexcept SystemExit:\n    pass\n"
         "print('dumpable', h.is_dumpable())\n"
     )

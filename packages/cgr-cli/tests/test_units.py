@@ -19,7 +19,7 @@ from cgr_cli import (
     judge,
     parse_config,
 )
-from cgr_cli._git import branch_name, slugify
+from cgr_cli.run._git import branch_name, slugify
 
 
 def _lines() -> list[str]:

@@ -62,19 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
     _add_scheduling(commands)
 
-    from cgr_cli._commands import init as init_command
+    from cgr_cli.commands import _init as init_command
 
     init_command.add_parser(commands)
-    from cgr_cli._commands import doctor as doctor_command
+    from cgr_cli.commands import _doctor as doctor_command
 
     doctor_command.add_parser(commands)
-    from cgr_cli._commands import systemd as systemd_command
+    from cgr_cli.commands import _systemd as systemd_command
 
     systemd_command.add_parser(commands)
-    from cgr_cli._commands import ui as ui_command
+    from cgr_cli.commands import _ui as ui_command
 
     ui_command.add_parser(commands)
-    from cgr_cli._commands import demo as demo_command
+    from cgr_cli.commands import _demo as demo_command
 
     demo_command.add_parser(commands)
     return parser
@@ -130,7 +130,7 @@ _SCHEDULING = ("tick", "daemon", "reap", "status", "logs", "cancel", "retry")
 def _scheduling(args: argparse.Namespace) -> int:
     import importlib
 
-    module = importlib.import_module(f"cgr_cli._commands.{args.command}")
+    module = importlib.import_module(f"cgr_cli.commands._{args.command}")
     code: int = getattr(module, args.command)(args)
     return code
 
@@ -139,24 +139,24 @@ _OPERATIONS = ("init", "doctor", "systemd", "ui")
 
 
 def _operations(args: argparse.Namespace) -> int:
-    """init, doctor, systemd, ui: ``cgr_cli._commands.<name>.<name>(args)``."""
+    """init, doctor, systemd, ui: ``cgr_cli.commands._<name>.<name>(args)``."""
     import importlib
 
-    module = importlib.import_module(f"cgr_cli._commands.{args.command}")
+    module = importlib.import_module(f"cgr_cli.commands._{args.command}")
     code: int = getattr(module, args.command)(args)
     return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cgr`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
-    from cgr_cli._hardening import make_undumpable
+    from cgr_cli.ops._hardening import make_undumpable
 
     # First thing: the agent runs as this user and could otherwise read the GitHub token
     # from /proc/<this pid>/environ (see _hardening). Forks inherit it, exec drops it.
     make_undumpable()
     parser = _parser()
     args = parser.parse_args(argv)
-    from cgr_cli._logging import configure_logging, default_log_format
+    from cgr_cli.ops._logging import configure_logging, default_log_format
 
     configure_logging(args.log_format or default_log_format())
     if args.command is None:
@@ -165,17 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         if args.config_command != "check":
             parser.parse_args(["config", "--help"])
-        from cgr_cli._commands.config import check
+        from cgr_cli.commands._config import check
 
         return check(args)
     if args.command in _OPERATIONS:
         return _operations(args)
     if args.command == "demo":
-        from cgr_cli._commands.demo import demo
+        from cgr_cli.commands._demo import demo
 
         return demo(args)
     if args.command == "run":
-        from cgr_cli._commands.run import run
+        from cgr_cli.commands._run import run
 
         return run(args)
     # Every command returns its own code; 2 is unreachable.

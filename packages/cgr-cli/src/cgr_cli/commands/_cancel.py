@@ -1,0 +1,44 @@
+"""``cgr cancel RUN_ID``: end a run (its process group, status comment, labels)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cgr_cli.commands._common import load
+
+
+def cancel(args: argparse.Namespace) -> int:
+    import anyio
+
+    from cgr_cli._errors import CgrError
+    from cgr_cli.schedule._control import cancel_run
+    from cgr_cli.schedule._github import open_github
+
+    loaded = load(args)
+    if loaded is None:
+        return 1
+    config, _ = loaded
+
+    async def main() -> tuple[bool, str]:
+        from cgr_store import RunNotFound, SQLiteStore
+
+        with SQLiteStore(config.database) as store:
+            try:
+                run = store.get_run(args.run_id)
+            except RunNotFound:
+                return False, f"no run {args.run_id!r} in {config.database}"
+            if not run.status.is_active:
+                return False, f"run {run.id} already ended ({run.status})"
+            async with open_github(config) as github:
+                why = args.reason or "cancelled with `cgr cancel`"
+                done = await cancel_run(config, store, github, run, why=why)
+            return done, f"run {run.id}: {store.get_run(run.id).status}"
+
+    try:
+        done, message = anyio.run(main)
+    except CgrError as exc:
+        print(f"cgr cancel: {exc}", file=sys.stderr)
+        return 2
+    print(message, file=sys.stdout if done else sys.stderr)
+    return 0 if done else 2

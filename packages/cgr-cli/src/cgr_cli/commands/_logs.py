@@ -1,0 +1,60 @@
+"""``cgr logs RUN_ID``: a run's log (or agent stderr, prompt, event history)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from cgr_cli.commands._common import load, print_json
+
+
+def logs(args: argparse.Namespace) -> int:
+    from cgr_cli.ops._status_view import run_files
+    from cgr_store import RunNotFound, SQLiteStore
+
+    loaded = load(args)
+    if loaded is None:
+        return 1
+    config, _ = loaded
+    with SQLiteStore(config.database) as store:
+        try:
+            run, events = store.run_with_events(args.run_id)
+        except RunNotFound:
+            print(f"cgr logs: no run {args.run_id!r} in {config.database}", file=sys.stderr)
+            return 2
+        if args.json:
+            import msgspec
+
+            print_json(
+                {
+                    "run": msgspec.to_builtins(run),
+                    "events": [msgspec.to_builtins(e) for e in events],
+                }
+            )
+            return 0
+        files = run_files(config, run.id)
+        which = (
+            "stderr" if args.stderr else "prompt" if args.prompt
+            else "process" if args.process else "run"
+        )  # fmt: skip
+        path = files[which]
+        if which == "run" and not path.exists() and files["process"].exists():
+            path = files["process"]  # the run never got as far as its own log
+        if not path.exists() and not args.follow:
+            print(f"cgr logs: {path} does not exist (yet)", file=sys.stderr)
+            return 2
+        offset = 0
+        while True:
+            if path.exists():
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                offset += len(chunk)
+                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                sys.stdout.flush()
+            if not args.follow or not store.get_run(run.id).status.is_active:
+                if args.follow and path.exists() and path.stat().st_size > offset:
+                    continue  # the last lines written as it ended
+                return 0
+            time.sleep(0.25)

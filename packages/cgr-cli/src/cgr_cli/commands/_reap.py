@@ -1,0 +1,42 @@
+"""``cgr reap``: end runs whose process is gone or over time; remove expired workspaces."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cgr_cli.commands._common import load, print_json
+
+
+def reap(args: argparse.Namespace) -> int:
+    import anyio
+
+    from cgr_cli._errors import CgrError
+    from cgr_cli.schedule._github import open_github
+    from cgr_cli.schedule._reaper import ReapReport
+    from cgr_cli.schedule._reaper import reap as do_reap
+    from cgr_cli.schedule._runs import hostname
+
+    loaded = load(args)
+    if loaded is None:
+        return 1
+    config, _ = loaded
+
+    async def main() -> ReapReport:
+        from cgr_store import SQLiteStore
+
+        with SQLiteStore(config.database) as store:
+            async with open_github(config) as github:
+                return await do_reap(config, store, github, host=hostname())
+
+    try:
+        report = anyio.run(main)
+    except CgrError as exc:
+        print(f"cgr reap: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print_json(report.as_dict())
+    else:
+        for kind, ids in report.as_dict().items():
+            print(f"{kind}: {len(ids)}" + (f" ({', '.join(ids)})" if ids else ""))
+    return 0

@@ -1,0 +1,63 @@
+"""``cgr ui``: the terminal dashboard (needs the ``ui`` extra: Textual)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "ui",
+        help="a terminal dashboard: live runs, a run's events, agent log and prompt, "
+        "cancel and retry",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="configuration file; default: $CGR_CONFIG, ~/.config/cgr/config.toml, "
+        "/etc/cgr/config.toml",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the tables reload (default: 2)",
+    )
+
+
+def ui(args: argparse.Namespace) -> int:
+    from cgr_cli._errors import ConfigError
+    from cgr_cli.config._load import load_config
+
+    try:
+        import textual  # noqa: F401 - only to say clearly when it is missing
+    except ImportError:
+        print("cgr ui needs Textual: pip install 'cgr-cli[ui]'", file=sys.stderr)
+        return 2
+    from cgr_cli.ui._app import run_app
+    from cgr_cli.ui._data import RunSource
+    from cgr_store import SQLiteStore, StoreError
+
+    try:
+        config, _ = load_config(args.config)
+    except ConfigError as exc:
+        print(f"cgr ui: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not config.database.is_file():
+        print(
+            f"cgr ui: no runs yet: the database {config.database} does not exist "
+            "(cgr creates it with the first run)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        store = SQLiteStore(config.database)
+    except StoreError as exc:
+        print(f"cgr ui: {exc}", file=sys.stderr)
+        return 2
+    with store:
+        run_app(RunSource(store, config.workspace_root), config,
+                refresh_seconds=args.refresh if args.refresh > 0 else None)  # fmt: skip
+    return 0

@@ -1,0 +1,302 @@
+"""Finding, reading and validating the configuration file; printing the effective config.
+
+Every error names the key path (``agent.max_turns``), the value found and what was
+expected, so the user can fix the file without reading cgr's source.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from cgr_cli._errors import ConfigError, ConfigNotFoundError
+from cgr_cli._redact import yaml_error_text
+from cgr_cli.config._model import Config, Secret
+
+# Never handed to the agent, whatever the configuration says: cgr does GitHub writes itself.
+FORBIDDEN_PASSTHROUGH = frozenset({"GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN",
+                                   "GITHUB_ENTERPRISE_TOKEN", "CGR_GITHUB_TOKEN"})  # fmt: skip
+
+_PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
+
+
+def default_config_paths() -> list[Path]:
+    """The search order after ``--config`` and ``$CGR_CONFIG``."""
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return [
+        config_home / "cgr" / "config.toml",
+        config_home / "cgr" / "config.yaml",
+        config_home / "cgr" / "config.yml",
+        Path("/etc/cgr/config.toml"),
+    ]
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """``--config`` (must exist), else ``$CGR_CONFIG`` (must exist), else the first default
+    path that exists, else None (the built-in defaults apply)."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigNotFoundError(str(path))
+        return path
+    from_env = os.environ.get("CGR_CONFIG")
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigNotFoundError(str(path))
+        return path
+    return next((p for p in default_config_paths() if p.is_file()), None)
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> tuple[Config, Path | None]:
+    """Find and parse the configuration; returns it with the file it came from."""
+    path = find_config(explicit)
+    if path is None:
+        return parse_config({}, source="(defaults)"), None
+    return parse_config(read_config_file(path), source=str(path)), path
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    text = path.read_bytes()
+    if path.suffix in {".yaml", ".yml"}:
+        try:
+            import yaml
+        except ImportError:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                "YAML configuration needs PyYAML: pip install 'cgr-cli[yaml]' (or use TOML)",
+                source=str(path),
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            # Never str(exc): it quotes the line, which may hold the token.
+            raise ConfigError(f"not valid YAML: {yaml_error_text(exc)}", source=str(path)) from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"the top level must be a mapping, got {type(data).__name__}", source=str(path)
+            )
+        return data
+    try:
+        return tomllib.loads(text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Secret:
+        if not isinstance(obj, str):
+            raise TypeError(f"Expected `str`, got `{type(obj).__name__}`")
+        return Secret(obj)
+    raise NotImplementedError(type_)  # pragma: no cover - no other custom types
+
+
+def parse_config(data: Mapping[str, Any], *, source: str = "") -> Config:
+    """Validate raw TOML/YAML data into a ``Config`` or raise ``ConfigError``."""
+    # An empty YAML section (`labels:`) parses as None; treat it like an empty table.
+    cleaned = {k: ({} if v is None and k in _SECTION_NAMES else v) for k, v in data.items()}
+    try:
+        config = msgspec.convert(cleaned, type=Config, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise _explain(exc, cleaned, source) from None
+    _check_semantics(config, source)
+    return config
+
+
+_SECTION_NAMES = frozenset(
+    f.name for f in msgspec.structs.fields(Config) if f.name != "repositories"
+)
+
+
+def _split_path(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for match in re.finditer(r"\.([^.\[]+)|\[(\d+)\]", path):
+        parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+    return parts
+
+
+def _dotted(parts: list[str | int]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _lookup(data: Any, parts: list[str | int]) -> Any:
+    for part in parts:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _struct_at(parts: list[str | int]) -> type | None:
+    """The Struct type that sits at a key path of ``Config`` (for "did you mean")."""
+    current: Any = Config
+    for part in parts:
+        if isinstance(part, int) or not isinstance(current, type):
+            return None
+        fields = {f.name: f.type for f in msgspec.structs.fields(current)}
+        current = fields.get(part)
+    return current if isinstance(current, type) else None
+
+
+def _literal_choices(parts: list[str | int]) -> tuple[Any, ...]:
+    parent = _struct_at(parts[:-1])
+    if parent is None or not parts or isinstance(parts[-1], int):
+        return ()
+    fields = {f.name: f.type for f in msgspec.structs.fields(parent)}
+    annotation = fields.get(parts[-1])
+    # `Literal[...] | None` arrives as a Union whose first member is the Literal.
+    for member in typing.get_args(annotation) or ():
+        if typing.get_origin(member) is typing.Literal:
+            return typing.get_args(member)
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    return ()
+
+
+def _explain(exc: msgspec.ValidationError, data: Mapping[str, Any], source: str) -> ConfigError:
+    message = str(exc)
+    path = ""
+    if match := _PATH_RE.search(message):
+        path = match.group("path")
+        message = message[: match.start()]
+    parts = _split_path(path)
+    if unknown := _UNKNOWN_RE.match(message):
+        field = unknown.group("field")
+        struct = _struct_at(parts)
+        known = [f.name for f in msgspec.structs.fields(struct)] if struct else []
+        key = _dotted([*parts, field])
+        text = f"unknown key {key!r} = {_shown(field, _lookup(data, [*parts, field]))}"
+        close = difflib.get_close_matches(field, known, n=1)
+        if close:
+            text += f" (did you mean {_dotted([*parts, close[0]])!r}?)"
+        elif known:
+            text += f"; expected one of: {', '.join(known)}"
+        return ConfigError(text, key=key, source=source)
+    key = _dotted(parts) or "(top level)"
+    value = _lookup(data, parts)
+    if message.startswith("Invalid enum value"):
+        choices = _literal_choices(parts)
+        message = f"expected one of {', '.join(map(repr, choices))}" if choices else message
+    elif parts[:1] == ["repositories"] and "matching regex" in message:
+        message = "expected a repository as 'OWNER/NAME'"
+    shown = _shown(str(parts[-1]) if parts else "", value)
+    return ConfigError(f"{key} = {shown}: {message}", key=key, source=source)
+
+
+_SECRET_WORDS = ("token", "secret", "password", "passwd", "key", "auth")
+
+
+def _shown(name: str, value: Any) -> str:
+    """A value for an error message; never one that may be a secret."""
+    from cgr_cli._redact import Redactor
+
+    if any(word in name.lower() for word in _SECRET_WORDS):
+        return "***"
+    return Redactor()(_short(value))
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=str)
+    except ValueError:  # pragma: no cover - circular data cannot come from TOML
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_semantics(config: Config, source: str) -> None:
+    for index, name in enumerate(config.agent.env_passthrough):
+        if name.upper() in FORBIDDEN_PASSTHROUGH:
+            key = f"agent.env_passthrough[{index}]"
+            raise ConfigError(
+                f"{key} = {name!r}: a GitHub token is never passed to the agent "
+                "(cgr makes every GitHub write itself); remove it",
+                key=key,
+                source=source,
+            )
+    for index, pattern in enumerate(config.agent.watchdog_patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            key = f"agent.watchdog_patterns[{index}]"
+            raise ConfigError(
+                f"{key} = {pattern!r}: expected a regular expression ({exc})",
+                key=key,
+                source=source,
+            ) from None
+    if not config.agent.argv or not config.agent.argv[0]:
+        raise ConfigError("agent.command = []: expected a program name", key="agent.command")
+    p = config.polling
+    if p.retry_backoff_max_seconds < p.retry_backoff_seconds:
+        raise ConfigError(
+            f"polling.retry_backoff_max_seconds = {p.retry_backoff_max_seconds:g}: must be at "
+            f"least polling.retry_backoff_seconds ({p.retry_backoff_seconds:g}); raise it or "
+            "lower retry_backoff_seconds",
+            key="polling.retry_backoff_max_seconds",
+            source=source,
+        )
+    t = config.timeouts
+    if t.stale_heartbeat_seconds < 2 * t.heartbeat_seconds:
+        # The reaper kills a run silent for stale_heartbeat_seconds: with less than two beat
+        # periods, one late beat (a busy database, a slow disk) would kill a healthy run.
+        raise ConfigError(
+            f"timeouts.stale_heartbeat_seconds = {t.stale_heartbeat_seconds:g}: must be at "
+            f"least twice timeouts.heartbeat_seconds ({t.heartbeat_seconds:g}), or the reaper "
+            "would end healthy runs; raise it or lower heartbeat_seconds",
+            key="timeouts.stale_heartbeat_seconds",
+            source=source,
+        )
+
+
+# -- printing ------------------------------------------------------------------------------
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, Secret):
+        return "***"
+    raise NotImplementedError(type(obj))  # pragma: no cover
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as TOML, secrets shown as ``***``."""
+    data = msgspec.to_builtins(config, enc_hook=_enc_hook)
+    lines: list[str] = []
+    sections: list[tuple[str, dict[str, Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            sections.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, section in sections:
+        lines.append(f"\n[{name}]")
+        for key, value in section.items():
+            if value is None:
+                lines.append(f"# {key} is not set")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,864 @@
+"""``cgr doctor``: check a whole installation, one line per check, each with its fix.
+
+Checks run in a fixed order and each reports ``pass``, ``warn``, ``fail`` or ``skip`` with
+a one-line detail and, unless it passed, the exact thing to do. A check that cannot run
+(the configuration is invalid, systemctl is missing) says ``skip`` and why, never a silent
+pass. ``--fix`` repairs what cgr can repair itself: missing labels, a missing workspace
+root, an old database schema. Only failures make the exit code non-zero.
+
+The GitHub token is used through ``GitHubClient`` only; no message, JSON field or
+exception text here ever contains it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from cgr_cli.config._model import Config
+
+GIB = 1024**3
+# cgr hands the token to git through GIT_CONFIG_COUNT/KEY_n/VALUE_n, which git reads
+# since 2.31; an older git would ignore it and fall back to asking for a password.
+MIN_GIT = (2, 31)
+DAEMON_SERVICE = "cgr-daemon.service"
+TICK_TIMER = "cgr-tick.timer"
+# Colours and descriptions of the labels cgr uses, for `--fix`.
+_LABEL_STYLE = {
+    "ready": ("0e8a16", "cgr: ready for the runner to pick up"),
+    "in_progress": ("fbca04", "cgr: a run is working on this"),
+    "needs_human": ("d93f0b", "cgr: the run needs a person to look at it"),
+    "blocked": ("b60205", "cgr: do not run on this"),
+    "done": ("5319e7", "cgr: a run finished with a pull request"),
+}
+_ENABLED = frozenset({"enabled", "enabled-runtime"})
+
+
+class CheckStatus(StrEnum):
+    PASS = "pass"  # noqa: S105 - a check's outcome, not a password
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Check:
+    """One line of the report: ``fix`` says what to do when it did not pass."""
+
+    name: str
+    status: CheckStatus
+    detail: str
+    fix: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DoctorReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status is not CheckStatus.FAIL for c in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checks": [{**asdict(c), "status": str(c.status)} for c in self.checks],
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DoctorOptions:
+    """``confirm`` (if given) is asked before creating missing labels without ``fix``.
+
+    ``systemctl`` is the program to ask (``None``: skip that check); ``systemd_root`` runs
+    it with ``--root`` (tests use a unit tree in a temporary directory).
+    """
+
+    config_path: str | None = None
+    fix: bool = False
+    min_free_bytes: int = 2 * GIB
+    timeout: float = 20.0
+    systemctl: str | None = "systemctl"
+    systemd_root: Path | None = None
+    confirm: Callable[[str], bool] | None = None
+
+
+def run_doctor(
+    options: DoctorOptions, on_check: Callable[[Check], None] | None = None
+) -> DoctorReport:
+    """Run every check; ``on_check`` sees each result as soon as it is known."""
+    report = DoctorReport()
+
+    def add(check: Check) -> None:
+        report.checks.append(check)
+        if on_check is not None:
+            on_check(check)
+
+    config_check, config = check_config(options.config_path)
+    add(config_check)
+    add(check_git())
+    if config is None:
+        for name in ("database", "workspace", "agent", "github", "repositories", "systemd"):
+            add(Check(name=name, status=CheckStatus.SKIP, detail="needs a valid configuration"))
+        return report
+    add(check_database(config.database, fix=options.fix))
+    add(check_workspace(config.workspace_root, options.min_free_bytes, fix=options.fix))
+    add(check_agent(config, timeout=options.timeout))
+    import anyio
+
+    anyio.run(_github_checks, config, options, add)
+    add(check_systemd(options.systemctl, options.systemd_root))
+    return report
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+def check_config(path: str | None) -> tuple[Check, Config | None]:
+    from cgr_cli._errors import ConfigError, ConfigNotFoundError
+    from cgr_cli.config._load import default_config_paths, load_config
+
+    name = "configuration"
+    try:
+        config, found = load_config(path)
+    except ConfigNotFoundError as exc:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=str(exc),
+            fix="give an existing file with --config, or write one: cgr init",
+        ), None
+    except ConfigError as exc:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=str(exc),
+            fix=f"edit {exc.source or 'the file'} at the key named above "
+            "(`cgr config check` shows the effective settings)",
+        ), None
+    if found is None:
+        looked = ", ".join(str(p) for p in default_config_paths())
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=f"no configuration file found (looked at $CGR_CONFIG, {looked})",
+            fix="write one: cgr init OWNER/NAME (or cgr init --system)",
+        ), None
+    if not config.repositories:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=f"{found}: no repositories configured; cgr would do nothing",
+            fix=f'add repositories = ["OWNER/NAME"] to {found}',
+            data={"path": str(found)},
+        ), config
+    count = len(config.repositories)
+    return Check(
+        name=name,
+        status=CheckStatus.PASS,
+        detail=f"{found}: valid, {count} repositor{'y' if count == 1 else 'ies'}",
+        data={"path": str(found), "repositories": list(config.repositories)},
+    ), config
+
+
+# -- database ------------------------------------------------------------------------------
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _writable_dir(path: Path) -> bool:
+    """Really create a file there: os.access says yes to root on a read-only mount."""
+    try:
+        with tempfile.TemporaryFile(dir=path, prefix=".cgr-doctor-"):
+            return True
+    except OSError:
+        return False
+
+
+def check_database(path: Path, *, fix: bool = False) -> Check:  # noqa: PLR0911 - one per outcome
+    from cgr_store import SCHEMA_VERSION, SQLiteStore, StoreError
+
+    name = "database"
+    data: dict[str, Any] = {"path": str(path), "schema_current": SCHEMA_VERSION}
+    if not path.exists():
+        ancestor = _existing_ancestor(path.parent)
+        if ancestor.is_dir() and _writable_dir(ancestor):
+            return Check(
+                name=name,
+                status=CheckStatus.PASS,
+                data=data,
+                detail=f"{path} does not exist yet; it is created on first use",
+            )
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"{path} cannot be created: {ancestor} is not a writable directory",
+            fix=f"create {path.parent} writable by the user cgr runs as, "
+            "or set paths.database elsewhere",
+        )
+    if path.is_dir():
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"{path} is a directory",
+            fix="set paths.database to a file path",
+        )
+    try:
+        # Read-only first: doctor must not migrate (or create) anything without --fix.
+        uri = path.absolute().as_uri() + "?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=5.0)) as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as exc:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"{path} cannot be read as SQLite: {exc}",
+            fix="point paths.database at another file, or move this one away",
+        )
+    data["schema_version"] = version
+    migrated = ""
+    if 0 < version < SCHEMA_VERSION and not fix:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"{path} has schema version {version}; this cgr uses {SCHEMA_VERSION}",
+            fix=f"back it up (cp {path} {path}.bak), then `cgr doctor --fix` migrates it "
+            "(so would any cgr command)",
+        )
+    if 0 < version < SCHEMA_VERSION:
+        migrated = f" (migrated from version {version})"
+    try:
+        # Validates the file (ours, not damaged, not too new) and, with --fix, migrates it.
+        with SQLiteStore(path, busy_deadline=10.0) as store:
+            version = store.schema_version
+    except StoreError as exc:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=str(exc),
+            fix="see above; the file was left as it was",
+        )
+    data["schema_version"] = version
+    problem = _write_probe(path)
+    if problem is not None:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"{path} is not writable: {problem}",
+            fix=f"make {path} and its directory writable by the user cgr runs as",
+        )
+    return Check(
+        name=name,
+        status=CheckStatus.PASS,
+        data=data,
+        detail=f"{path}: writable, schema version {version} (current){migrated}",
+    )
+
+
+def _write_probe(path: Path) -> str | None:
+    """Take SQLite's write lock and give it back: proves writes work, changes nothing."""
+    if not os.access(path.parent, os.W_OK):
+        return f"its directory {path.parent} is read-only (SQLite needs it for the WAL)"
+    try:
+        with closing(sqlite3.connect(path, timeout=10.0, isolation_level=None)) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        return str(exc)
+    return None
+
+
+# -- workspace -----------------------------------------------------------------------------
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def check_workspace(root: Path, min_free: int, *, fix: bool = False) -> Check:
+    name = "workspace"
+    data: dict[str, Any] = {"path": str(root), "min_free_bytes": min_free}
+    created = ""
+    if not root.exists() and fix:
+        try:
+            root.mkdir(mode=0o700, parents=True)
+            created = " (created)"
+        except OSError as exc:
+            return Check(
+                name=name,
+                status=CheckStatus.FAIL,
+                data=data,
+                detail=f"cannot create {root}: {exc.strerror}",
+                fix=f"create {root} writable by the user cgr runs as",
+            )
+    probe = root if root.exists() else _existing_ancestor(root)
+    if not probe.is_dir():
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"{probe} is not a directory",
+            fix="set paths.workspace_root to a directory",
+        )
+    if not _writable_dir(probe):
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"{probe} is not writable",
+            fix=f"make {probe} writable by the user cgr runs as, "
+            "or set paths.workspace_root elsewhere",
+        )
+    free = shutil.disk_usage(probe).free
+    data["free_bytes"] = free
+    if free < min_free:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"only {_gib(free)} free under {probe}; cgr wants at least {_gib(min_free)}",
+            fix="free some space (old runs: cgr reap), or move paths.workspace_root",
+        )
+    state = "writable" if root.exists() else f"does not exist yet; {probe} is writable"
+    return Check(
+        name=name,
+        status=CheckStatus.PASS,
+        data=data,
+        detail=f"{root}: {state}{created}, {_gib(free)} free",
+    )
+
+
+# -- programs ------------------------------------------------------------------------------
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(g) for g in match.groups() if g is not None) if match else ()
+
+
+def check_git() -> Check:
+    name = "git"
+    git = shutil.which("git")
+    if git is None:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail="git is not on PATH",
+            fix="install git 2.31 or newer (e.g. apt-get install git)",
+        )
+    try:
+        done = subprocess.run(
+            [git, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=f"{git} --version: {exc}",
+            fix="reinstall git",
+        )
+    version = done.stdout.strip()
+    data = {"path": git, "version": version}
+    if _version_tuple(version)[:2] < MIN_GIT:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"{version or 'unknown version'} at {git}: too old",
+            fix="install git 2.31 or newer (cgr passes the token through GIT_CONFIG_COUNT)",
+        )
+    return Check(name=name, status=CheckStatus.PASS, detail=f"{version} ({git})", data=data)
+
+
+def check_agent(config: Config, *, timeout: float = 20.0) -> Check:
+    from cgr_cli.run._agent import agent_env
+
+    name = "agent"
+    argv = config.agent.argv
+    program = shutil.which(argv[0])
+    if program is None:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=f"agent command {argv[0]!r} not found (PATH={os.environ.get('PATH', '')})",
+            fix="install Claude Code (npm install -g @anthropic-ai/claude-code) or set "
+            "agent.command to its absolute path (systemd services get a short PATH)",
+        )
+    token = config.github.resolved_token()
+    env = agent_env(config.agent, os.environ, secrets=(token.reveal(),) if token else ())
+    shown = " ".join([program, *argv[1:], "--version"])
+    try:
+        done = subprocess.run(
+            [program, *argv[1:], "--version"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=f"`{shown}` did not answer within {timeout:.0f} s",
+            fix="run it by hand to see what it waits for",
+        )
+    except OSError as exc:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=f"`{shown}`: {exc.strerror}",
+            fix="check that agent.command names an executable program",
+        )
+    first = (done.stdout.strip() or done.stderr.strip()).splitlines()[:1]
+    version = first[0] if first else ""
+    data = {"path": program, "version": version}
+    if done.returncode != 0:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"`{shown}` exited {done.returncode}: {version}",
+            fix="run it by hand; reinstall the agent if it is broken",
+        )
+    return Check(name=name, status=CheckStatus.PASS, detail=f"{version} ({program})", data=data)
+
+
+# -- GitHub --------------------------------------------------------------------------------
+
+
+_CLASSIC_SCOPES_NEEDED = ("repo",)
+# Advice text only; it holds no token.
+_CREDENTIAL_ADVICE = (
+    "create a token for the bot account (classic: scope `repo`; fine-grained: Contents, "
+    "Issues and Pull requests read and write) and set $CGR_GITHUB_TOKEN or github.token"
+)
+
+
+async def _github_checks(
+    config: Config, options: DoctorOptions, add: Callable[[Check], None]
+) -> None:
+    from cgr_discovery import (
+        AuthError,
+        DiscoveryError,
+        GitHubClient,
+        GitHubRequestError,
+        RetryPolicy,
+        TokenAuth,
+    )
+
+    token = config.github.resolved_token()
+    if token is None:
+        add(
+            Check(
+                name="github",
+                status=CheckStatus.FAIL,
+                detail="no GitHub token: github.token is not set and $CGR_GITHUB_TOKEN is empty",
+                fix=_CREDENTIAL_ADVICE,
+            )
+        )
+        add(Check(name="repositories", status=CheckStatus.SKIP, detail="needs a GitHub token"))
+        return
+    # Few retries and no long rate-limit waits: a doctor answers now or says why not.
+    retry = RetryPolicy(attempts=2, max_rate_limit_wait=0.0)
+    async with GitHubClient(
+        auth=TokenAuth(token.reveal(), source="configuration"),
+        base_url=config.github.api_url,
+        retry=retry,
+        timeout=options.timeout,
+        cache=None,
+    ) as gh:
+        try:
+            auth_check, login = await _check_auth(gh, config)
+        except AuthError as exc:
+            add(
+                Check(
+                    name="github", status=CheckStatus.FAIL, detail=str(exc), fix=_CREDENTIAL_ADVICE
+                )
+            )
+            add(
+                Check(
+                    name="repositories",
+                    status=CheckStatus.SKIP,
+                    detail="needs working GitHub authentication",
+                )
+            )
+            return
+        except DiscoveryError as exc:
+            add(
+                Check(
+                    name="github",
+                    status=CheckStatus.FAIL,
+                    detail=f"cannot talk to {config.github.api_url}: {exc}",
+                    fix="check github.api_url, the network and any proxy settings",
+                )
+            )
+            add(Check(name="repositories", status=CheckStatus.SKIP, detail="GitHub unreachable"))
+            return
+        add(auth_check)
+        for repo in config.repositories:
+            try:
+                add(await _check_repo(gh, repo, login))
+            except GitHubRequestError as exc:
+                if exc.status_code == 404:
+                    add(
+                        Check(
+                            name=f"repository {repo}",
+                            status=CheckStatus.FAIL,
+                            detail=f"{repo} not found, or {login or 'the token'} cannot see it",
+                            fix=f"check the name in `repositories`; give {login or 'the account'} "
+                            "access to it (a collaborator with the Write role)",
+                        )
+                    )
+                    continue
+                add(
+                    Check(
+                        name=f"repository {repo}",
+                        status=CheckStatus.FAIL,
+                        detail=str(exc),
+                        fix="see GitHub's message above",
+                    )
+                )
+                continue
+            except DiscoveryError as exc:
+                add(
+                    Check(
+                        name=f"repository {repo}",
+                        status=CheckStatus.FAIL,
+                        detail=str(exc),
+                        fix="check the network; run cgr doctor again",
+                    )
+                )
+                continue
+            try:
+                add(await _check_labels(gh, config, repo, options))
+            except DiscoveryError as exc:
+                add(
+                    Check(
+                        name=f"labels {repo}",
+                        status=CheckStatus.FAIL,
+                        detail=str(exc),
+                        fix="the account needs the Triage or Write role to manage labels",
+                    )
+                )
+
+
+async def _check_auth(gh: Any, config: Config) -> tuple[Check, str | None]:
+    from gidgethub import sansio
+
+    from cgr_discovery import GitHubRequestError
+
+    url = sansio.format_url("/user", {}, base_url=gh.base_url)
+    headers = sansio.create_headers(gh.requester, accept=sansio.accept_format())
+    data: dict[str, Any] = {}
+    login: str | None
+    try:
+        response = await gh.send("GET", url, headers)
+    except GitHubRequestError as exc:
+        # GitHub App installation tokens may not read /user (403 "Resource not accessible
+        # by integration"); they still work for everything cgr does per repository.
+        if exc.status_code != 403:
+            raise
+        login = config.github.bot_login
+        kind = "GitHub App installation token (GET /user not allowed)"
+        scopes_text = "permissions are those of the app installation, checked per repository"
+        response = None
+    else:
+        user = response.json()
+        login = str(user.get("login"))
+        kind = f"{login} ({user.get('type', 'User')})"
+        raw = response.headers.get("x-oauth-scopes")
+        if raw is None:
+            scopes_text = (
+                "no x-oauth-scopes header (a fine-grained or app token): "
+                "permissions checked per repository"
+            )
+        else:
+            scopes = sorted(s.strip() for s in raw.split(",") if s.strip())
+            data["scopes"] = scopes
+            scopes_text = f"scopes: {', '.join(scopes) or '(none)'}"
+            missing = [s for s in _CLASSIC_SCOPES_NEEDED if s not in scopes]
+            if missing:
+                return Check(
+                    name="github",
+                    status=CheckStatus.FAIL,
+                    data=data,
+                    detail=f"token of {kind}: {scopes_text}; cgr needs `repo`",
+                    fix="give the token the `repo` scope (Settings → Developer settings → "
+                    "Tokens), or use a fine-grained token",
+                ), login
+    data["login"] = login
+    stats = gh.stats()
+    data["rate_limit"] = {
+        "limit": stats.rate_limit_limit,
+        "remaining": stats.rate_limit_remaining,
+        "reset": stats.rate_limit_reset.isoformat() if stats.rate_limit_reset else None,
+    }
+    quota = (
+        f"rate limit {stats.rate_limit_remaining}/{stats.rate_limit_limit}"
+        + (f", resets {stats.rate_limit_reset:%H:%M} UTC" if stats.rate_limit_reset else "")
+        if stats.rate_limit_limit is not None
+        else "rate limit not reported"
+    )
+    detail = f"authenticated as {kind}; {scopes_text}; {quota}"
+    if config.github.bot_login and login and config.github.bot_login.lower() != login.lower():
+        return Check(
+            name="github",
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"github.bot_login is {config.github.bot_login!r} but the token "
+            f"belongs to {login!r}",
+            fix=f"set github.bot_login = {login!r} (or remove it), or use the bot's token",
+        ), login
+    if stats.rate_limit_remaining == 0:
+        return Check(
+            name="github",
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=detail,
+            fix="wait for the reset, or give cgr a token of its own",
+        ), login
+    return Check(name="github", status=CheckStatus.PASS, data=data, detail=detail), login
+
+
+async def _check_repo(gh: Any, repo: str, login: str | None) -> Check:
+    owner, name = repo.split("/", 1)
+    data: dict[str, Any] = await gh.getitem("/repos/{owner}/{repo}", {"owner": owner, "repo": name})
+    check_name = f"repository {repo}"
+    full = str(data.get("full_name", repo))
+    facts = {"full_name": full, "permissions": data.get("permissions")}
+    if full.lower() != repo.lower():
+        return Check(
+            name=check_name,
+            status=CheckStatus.FAIL,
+            data=facts,
+            detail=f"{repo} was renamed or moved to {full}",
+            fix=f"write {full!r} in `repositories`",
+        )
+    if data.get("archived"):
+        return Check(
+            name=check_name,
+            status=CheckStatus.FAIL,
+            data=facts,
+            detail=f"{repo} is archived (read-only)",
+            fix="unarchive it, or remove it from `repositories`",
+        )
+    if data.get("has_issues") is False:
+        return Check(
+            name=check_name,
+            status=CheckStatus.FAIL,
+            data=facts,
+            detail=f"{repo} has issues turned off",
+            fix="turn on Issues in the repository's settings",
+        )
+    permissions = data.get("permissions")
+    if not isinstance(permissions, dict):
+        return Check(
+            name=check_name,
+            status=CheckStatus.WARN,
+            data=facts,
+            detail=f"{repo}: reachable; GitHub did not report the token's permissions",
+            fix="make sure the token may push, and write issues and pull requests",
+        )
+    granted = [k for k in ("admin", "maintain", "push", "triage", "pull") if permissions.get(k)]
+    if not permissions.get("push"):
+        who = login or "the account"
+        return Check(
+            name=check_name,
+            status=CheckStatus.FAIL,
+            data=facts,
+            detail=f"{who} may only {', '.join(granted) or 'nothing'} on {repo}; cgr needs "
+            "push (branches), and to write issues (labels, comments) and pull requests",
+            fix=f"add {who} as a collaborator with the Write role "
+            "(or grant the fine-grained token Contents, Issues and Pull requests: write)",
+        )
+    return Check(
+        name=check_name,
+        status=CheckStatus.PASS,
+        data=facts,
+        detail=f"{repo}: reachable; issues, pull requests and push allowed ({', '.join(granted)})",
+    )
+
+
+def needed_labels(config: Config) -> list[tuple[str, str, str]]:
+    """(name, colour, description) of every label cgr reads or writes."""
+    labels = config.labels
+    out = [
+        (labels.ready, *_LABEL_STYLE["ready"]),
+        (labels.in_progress, *_LABEL_STYLE["in_progress"]),
+        (labels.needs_human, *_LABEL_STYLE["needs_human"]),
+        *((name, *_LABEL_STYLE["blocked"]) for name in labels.blocked),
+    ]
+    if labels.done:
+        out.append((labels.done, *_LABEL_STYLE["done"]))
+    seen: set[str] = set()
+    unique = []
+    for item in out:
+        if item[0].lower() not in seen:
+            seen.add(item[0].lower())
+            unique.append(item)
+    return unique
+
+
+async def _check_labels(gh: Any, config: Config, repo: str, options: DoctorOptions) -> Check:
+    from cgr_discovery import RunGitHub
+
+    github = RunGitHub(gh)
+    check_name = f"labels {repo}"
+    # GitHub compares label names without regard to case.
+    present = {str(label["name"]).lower() for label in await github.list_labels(repo)}
+    missing = [spec for spec in needed_labels(config) if spec[0].lower() not in present]
+    if not missing:
+        return Check(
+            name=check_name,
+            status=CheckStatus.PASS,
+            detail=f"{repo}: all {len(needed_labels(config))} labels exist",
+        )
+    names = ", ".join(spec[0] for spec in missing)
+    create = options.fix or (
+        options.confirm is not None and options.confirm(f"Create the labels {names} in {repo}?")
+    )
+    if not create:
+        return Check(
+            name=check_name,
+            status=CheckStatus.FAIL,
+            data={"missing": [spec[0] for spec in missing]},
+            detail=f"{repo}: missing {names}",
+            fix="cgr doctor --fix creates them (or create them on the repository's Labels page)",
+        )
+    for label, color, description in missing:
+        await github.create_label(repo, label, color=color, description=description)
+    return Check(
+        name=check_name,
+        status=CheckStatus.PASS,
+        data={"created": [spec[0] for spec in missing]},
+        detail=f"{repo}: created {names}",
+    )
+
+
+# -- systemd -------------------------------------------------------------------------------
+
+
+def _unit_state(argv: Sequence[str], unit: str) -> tuple[str, str]:
+    """``systemctl is-enabled`` answer: (state, error text)."""
+    try:
+        done = subprocess.run(
+            [*argv, "is-enabled", unit],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "unknown", str(exc)
+    state = done.stdout.strip()
+    if state:
+        return state, ""
+    error = done.stderr.strip()
+    if "No such file" in error or "not found" in error.lower():
+        return "not-found", ""
+    return "unknown", error.splitlines()[0] if error else f"exit {done.returncode}"
+
+
+def check_systemd(systemctl: str | None, root: Path | None = None) -> Check:
+    name = "systemd"
+    program = shutil.which(systemctl) if systemctl else None
+    if program is None:
+        return Check(
+            name=name,
+            status=CheckStatus.SKIP,
+            detail="skipped: systemctl not found (not a systemd host), so "
+            "nothing can enable both the daemon and the tick timer",
+        )
+    base = [program, f"--root={root}"] if root is not None else [program]
+    # `--root` reads a unit tree offline; the user scope needs the user's manager.
+    scopes = [("system", base)] + ([("user", [*base, "--user"])] if root is None else [])
+    states: dict[str, dict[str, str]] = {}
+    errors: list[str] = []
+    for scope, argv in scopes:
+        for unit in (DAEMON_SERVICE, TICK_TIMER):
+            state, error = _unit_state(argv, unit)
+            states.setdefault(scope, {})[unit] = state
+            if error:
+                errors.append(f"{scope}: {error}")
+    enabled = {
+        unit: [scope for scope in states if states[scope][unit] in _ENABLED]
+        for unit in (DAEMON_SERVICE, TICK_TIMER)
+    }
+    data: dict[str, Any] = {"states": states}
+    if enabled[DAEMON_SERVICE] and enabled[TICK_TIMER]:
+        where = (
+            f"{DAEMON_SERVICE} ({', '.join(enabled[DAEMON_SERVICE])}) and "
+            f"{TICK_TIMER} ({', '.join(enabled[TICK_TIMER])})"
+        )
+        user_flag = " --user" if "user" in enabled[TICK_TIMER] else ""
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"both {where} are enabled: two schedulers would start runs side by side",
+            fix=f"keep one: systemctl{user_flag} disable --now {TICK_TIMER} cgr-reaper.timer "
+            f"(or disable {DAEMON_SERVICE})",
+        )
+    known = {scope: s for scope, s in states.items() if "unknown" not in s.values()}
+    if not known:
+        return Check(
+            name=name,
+            status=CheckStatus.SKIP,
+            data=data,
+            detail="skipped: systemctl could not answer (" + "; ".join(errors) + ")",
+        )
+    summary = "; ".join(
+        f"{scope}: {DAEMON_SERVICE} {s[DAEMON_SERVICE]}, {TICK_TIMER} {s[TICK_TIMER]}"
+        for scope, s in known.items()
+    )
+    return Check(
+        name=name,
+        status=CheckStatus.PASS,
+        data=data,
+        detail=f"not both the daemon and the tick timer are enabled ({summary})",
+    )
+
+
+# -- output --------------------------------------------------------------------------------
+
+_COLOURS = {
+    CheckStatus.PASS: "\x1b[32m",
+    CheckStatus.WARN: "\x1b[33m",
+    CheckStatus.FAIL: "\x1b[1;31m",
+    CheckStatus.SKIP: "\x1b[2m",
+}
+
+
+def format_check(check: Check, *, colour: bool = False, width: int = 28) -> str:
+    """``PASS  name  detail`` and, unless it passed, an indented ``fix:`` line."""
+    label = str(check.status).upper().ljust(4)
+    if colour:
+        label = f"{_COLOURS[check.status]}{label}\x1b[0m"
+    line = f"{label}  {check.name.ljust(width)} {check.detail}"
+    if check.fix and check.status is not CheckStatus.PASS:
+        line += f"\n{'':6}{'':{width}} fix: {check.fix}"
+    return line

@@ -1,0 +1,184 @@
+"""What ``cgr status`` and ``cgr logs`` show: read-only views of the store and workspaces."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cgr_cli.config._model import Config
+from cgr_cli.schedule._locks import daemon_owner
+from cgr_cli.schedule._runs import hostname, process_alive
+
+if TYPE_CHECKING:
+    from cgr_store import Run, Store
+
+
+def run_files(config: Config, run_id: str) -> dict[str, Path]:
+    base = config.workspace_root / run_id
+    return {
+        "run": base / "logs" / "run.log",
+        "process": base / "logs" / "process.log",
+        "agent": base / "logs" / "agent.jsonl",
+        "stderr": base / "logs" / "agent.stderr",
+        "prompt": base / "prompt.md",
+        "summary": base / "artifacts" / "summary.json",
+    }
+
+
+def cost_so_far(config: Config, run: Run) -> float | None:
+    """The final cost once known, else an estimate from the agent's stream so far."""
+    if run.cost_usd is not None:
+        return run.cost_usd
+    path = run_files(config, run.id)["agent"]
+    if not path.exists():
+        return None
+    from cgr_cli.run._agent import StreamState
+
+    state = StreamState(
+        input_usd_per_mtok=config.agent.input_usd_per_mtok,
+        output_usd_per_mtok=config.agent.output_usd_per_mtok,
+    )
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            state.feed(line)
+    return round(state.estimated_cost_usd, 4)
+
+
+def phase(config: Config, run: Run) -> str:
+    """A word for where an active run is: the store's status refined by its files."""
+    files = run_files(config, run.id)
+    if run.status.value != "running":
+        return run.status.value
+    if files["agent"].exists():
+        return "agent"
+    return "preparing"
+
+
+def status_data(config: Config, config_path: Path | None, store: Store) -> dict[str, Any]:
+    from cgr_store import utcnow
+
+    now = utcnow()
+    host = hostname()
+    daemon = daemon_owner(config)
+    active = store.active_runs()
+    mine = [r for r in active if r.host == host and process_alive(r)]
+    recent = [r for r in store.recent_runs(limit=50) if r.status.is_terminal][:10]
+    return {
+        "config": {
+            "file": str(config_path) if config_path else None,
+            "repositories": list(config.repositories),
+            "database": str(config.database),
+            "workspace_root": str(config.workspace_root),
+            "max_concurrency": config.polling.max_concurrency,
+            "interval_seconds": config.polling.interval_seconds,
+        },
+        "daemon": None
+        if daemon is None
+        else {
+            "pid": daemon.pid,
+            "up_seconds": round(time.time() - daemon.started_at, 1),
+            "heartbeat_age_seconds": round(time.time() - daemon.heartbeat_at, 1),
+        },
+        "slots": {
+            "limit": config.polling.max_concurrency,
+            "used": len(mine),
+            "free": max(0, config.polling.max_concurrency - len(mine)),
+        },
+        "active": [
+            {
+                "id": r.id,
+                "target": f"{r.repo}#{r.target}",
+                "status": r.status.value,
+                "phase": phase(config, r),
+                "age_seconds": round((now - r.created_at).total_seconds(), 1),
+                "host": r.host,
+                "pid": r.pid,
+                "alive": process_alive(r),
+                "attempt": r.attempt,
+                "cost_usd": cost_so_far(config, r),
+            }
+            for r in active
+        ],
+        "recent": [
+            {
+                "id": r.id,
+                "target": f"{r.repo}#{r.target}",
+                "status": r.status.value,
+                "outcome": r.outcome,
+                "ended_at": r.ended_at.isoformat() if r.ended_at else None,
+                "pr_url": r.pr_url,
+                "cost_usd": r.cost_usd,
+                "error": r.error,
+            }
+            for r in recent
+        ],
+        "counts": {status.value: n for status, n in store.counts().items() if n},
+    }
+
+
+def _age(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*headers), *(fmt.format(*row) for row in rows)]
+
+
+def render_status(data: dict[str, Any]) -> str:
+    cfg, slots = data["config"], data["slots"]
+    lines = [
+        f"config      {cfg['file'] or 'built-in defaults'}",
+        f"repos       {', '.join(cfg['repositories']) or '(none)'}",
+        f"database    {cfg['database']}",
+        f"workspaces  {cfg['workspace_root']}",
+    ]
+    daemon = data["daemon"]
+    lines.append(
+        "scheduler   "
+        + (
+            f"daemon pid {daemon['pid']}, up {_age(daemon['up_seconds'])}, "
+            f"last heartbeat {daemon['heartbeat_age_seconds']:.0f}s ago"
+            if daemon
+            else "no daemon (cgr tick by timer, or idle)"
+        )
+    )
+    lines.append(f"slots       {slots['used']}/{slots['limit']} used, {slots['free']} free")
+    lines.append("")
+    if data["active"]:
+        lines.append("ACTIVE")
+        rows = [
+            [
+                a["id"],
+                a["target"],
+                a["phase"],
+                _age(a["age_seconds"]),
+                f"${a['cost_usd']:.4f}" if a["cost_usd"] is not None else "-",
+                f"{a['pid']}{'' if a['alive'] else ' (gone)'}" if a["pid"] else "-",
+            ]
+            for a in data["active"]
+        ]
+        lines += _table(["RUN", "TARGET", "PHASE", "AGE", "COST", "PID"], rows)
+    else:
+        lines.append("ACTIVE      none")
+    lines.append("")
+    if data["recent"]:
+        lines.append("RECENT")
+        rows = [
+            [
+                r["id"],
+                r["target"],
+                r["status"],
+                r["outcome"] or "-",
+                r["pr_url"] or (r["error"] or "")[:60],
+            ]
+            for r in data["recent"]
+        ]
+        lines += _table(["RUN", "TARGET", "STATUS", "OUTCOME", "PR / ERROR"], rows)
+    else:
+        lines.append("RECENT      none")
+    return "\n".join(lines) + "\n"

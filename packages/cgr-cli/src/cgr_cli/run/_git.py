@@ -1,0 +1,286 @@
+"""Git for a run: mirror, clone, branch, rebase, commit, push, verify.
+
+The token only ever travels in the environment of git processes, as
+``GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader GIT_CONFIG_VALUE_0=Authorization: …``:
+never in argv (visible in ``ps``), in a remote URL, or in ``.git/config``. Every command has
+a timeout; a clone or fetch has its own, longer one.
+
+Only the network commands get the token, and none of them runs in the agent's checkout:
+the agent can write that repository's config and hooks (a ``pre-push`` hook, a
+``url.insteadOf`` or a new ``origin`` would otherwise receive the token). cgr publishes by
+fetching the agent's commits (locally, without the token) into a bare repository of its
+own and pushing from there to the explicit URL, with hooks off and without global or
+system git config.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cgr_cli._errors import GitError, RebaseConflictError
+from cgr_cli.config._load import FORBIDDEN_PASSTHROUGH
+
+# Variables that would make git talk to another repository or config than the one we name.
+_STRIP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+          "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS")  # fmt: skip
+
+
+def auth_header(token: str) -> str:
+    """The ``Authorization`` header git sends with every smart-HTTP request."""
+    return f"Authorization: Bearer {token}"
+
+
+# Tracing that prints HTTP headers to stderr (which cgr logs and puts in GitError).
+_CURL_TRACE = ("GIT_TRACE_CURL", "GIT_CURL_VERBOSE", "GIT_TRACE_PACKET")
+
+
+def git_env(
+    token: str | None, base: dict[str, str] | None = None, *, hide: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """The environment for git processes: the caller's minus repository overrides, no
+    prompts; with a token, the token as an extra HTTP header from environment config and
+    no global or system config (which other processes of this user could have changed).
+
+    No GitHub token variable (and no variable whose value holds ``token`` or one of
+    ``hide``) is passed on: in the agent's checkout git runs the filters and
+    ``core.fsmonitor`` the agent configured, and they inherit this environment.
+    """
+    env = dict(os.environ if base is None else base)
+    secrets = [s for s in (token, *hide) if s]
+    for name in list(env):
+        if (
+            name in _STRIP
+            or name in _CURL_TRACE
+            or name.upper() in FORBIDDEN_PASSTHROUGH
+            or name.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
+            or any(s in env[name] for s in secrets)
+        ):
+            del env[name]
+    env.pop("GIT_CONFIG_COUNT", None)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GCM_INTERACTIVE"] = "never"
+    # Git's default, restated: an inherited GIT_TRACE_REDACT=0 would print the header.
+    env["GIT_TRACE_REDACT"] = "1"
+    if token:
+        env["GIT_CONFIG_NOSYSTEM"] = "1"
+        env["GIT_CONFIG_GLOBAL"] = os.devnull
+        env["GIT_CONFIG_COUNT"] = "1"
+        env["GIT_CONFIG_KEY_0"] = "http.extraHeader"
+        env["GIT_CONFIG_VALUE_0"] = auth_header(token)
+    return env
+
+
+def slugify(title: str, *, max_length: int = 40, fallback: str = "work") -> str:
+    """ASCII-folded, lower-case, dash-separated; never empty, at most ``max_length``."""
+    folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    out: list[str] = []
+    for char in folded.lower():
+        if char.isalnum():
+            out.append(char)
+        elif out and out[-1] != "-":
+            out.append("-")
+    slug = "".join(out).strip("-")[:max_length].rstrip("-")
+    return slug or fallback
+
+
+def branch_name(prefix: str, number: int, title: str) -> str:
+    return f"{prefix.strip('/')}/{number}-{slugify(title)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    name: str
+    email: str
+
+
+class Git:
+    """Runs git with the run's token in its environment and a timeout on every call."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        timeout: float = 120.0,
+        network_timeout: float = 900.0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self._auth_env = git_env(token)
+        self._plain_env = git_env(None, hide=(token,) if token else ())
+        self.timeout = timeout
+        self.network_timeout = network_timeout
+        self._log = log or (lambda _line: None)
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        auth: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one git command; ``auth`` gives it the token (network commands only)."""
+        command = " ".join(args)
+        self._log(f"$ git {command}" + (f"  (in {cwd.name})" if cwd else ""))
+        try:
+            done = subprocess.run(
+                # Hooks never run in cgr's own git commands: in the checkout they are the
+                # agent's to write.
+                ["git", "-c", "core.hooksPath=/dev/null", *args],
+                cwd=cwd,
+                env=self._auth_env if auth else self._plain_env,
+                capture_output=True,
+                text=True,
+                timeout=timeout or self.timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            # subprocess.run kills the child on timeout; git's own children (remote helpers)
+            # die with the broken pipe.
+            raw: object = exc.stderr
+            output = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
+            raise GitError(args[0], None, output) from None
+        if done.stdout.strip() or done.stderr.strip():
+            self._log((done.stdout + done.stderr).rstrip())
+        if check and done.returncode != 0:
+            raise GitError(args[0], done.returncode, done.stderr or done.stdout)
+        return done
+
+    # -- repositories --------------------------------------------------------------------
+
+    def ensure_mirror(self, url: str, mirror: Path) -> None:
+        """Create or refresh the bare mirror that work copies borrow objects from.
+
+        Runs of one repository start side by side (``cgr tick``, ``cgr daemon``): an flock
+        on ``<mirror>.lock`` lets one create or fetch the mirror at a time (two clones
+        into one ``.tmp`` or two fetches into one repository fail).
+        """
+        import fcntl
+
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        with open(mirror.with_name(mirror.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            self._ensure_mirror(url, mirror)
+
+    def _ensure_mirror(self, url: str, mirror: Path) -> None:
+        if (mirror / "HEAD").is_file():
+            self.run(["remote", "set-url", "origin", url], cwd=mirror)
+            self.run(["fetch", "--prune", "origin"], cwd=mirror, timeout=self.network_timeout,
+                     auth=True)  # fmt: skip
+            return
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        # Per process: the git of a creator that was killed may still be writing its own.
+        tmp = mirror.with_name(f"{mirror.name}.tmp-{os.getpid()}")
+        if tmp.exists():
+            _rmtree(tmp)
+        self.run(["clone", "--mirror", url, str(tmp)], timeout=self.network_timeout, auth=True)
+        # Renamed into place only when complete, so a killed clone never looks like a mirror.
+        tmp.rename(mirror)
+
+    def clone(self, url: str, dest: Path, *, mirror: Path | None, identity: Identity) -> None:
+        """A work copy at ``dest`` whose origin is the real URL (without credentials).
+
+        With a mirror (just fetched), the work copy is a local clone of it — objects are
+        hard-linked, so no object crosses the network or is copied — and then its origin
+        is pointed at the real URL. Hard links keep the copy independent of the mirror: a
+        later ``fetch --prune``/``gc`` in the mirror only drops the mirror's own links.
+        """
+        if mirror is not None and (mirror / "HEAD").is_file():
+            self.run(["clone", "--no-tags", str(mirror), str(dest)])
+            self.run(["remote", "set-url", "origin", url], cwd=dest)
+        else:
+            self.run(["clone", "--no-tags", url, str(dest)], timeout=self.network_timeout,
+                     auth=True)  # fmt: skip
+        # Commits by cgr and by the agent carry the configured identity (not a secret).
+        self.run(["config", "user.name", identity.name], cwd=dest)
+        self.run(["config", "user.email", identity.email], cwd=dest)
+
+    def default_branch(self, repo: Path) -> str:
+        done = self.run(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], cwd=repo)
+        return done.stdout.strip().removeprefix("origin/")
+
+    def head(self, repo: Path) -> str:
+        return self.run(["rev-parse", "HEAD"], cwd=repo).stdout.strip()
+
+    def checkout_new(self, repo: Path, branch: str, start: str) -> None:
+        self.run(["checkout", "--no-track", "-B", branch, start], cwd=repo)
+
+    def rebase(self, repo: Path, onto: str) -> None:
+        """Rebase the checked-out branch onto ``onto``; on conflict list the files, abort,
+        and raise RebaseConflictError (the files are read before ``--abort`` erases them)."""
+        done = self.run(["rebase", onto], cwd=repo, check=False)
+        if done.returncode == 0:
+            return
+        files = self.run(["diff", "--name-only", "--diff-filter=U"], cwd=repo, check=False)
+        conflicted = [f for f in files.stdout.splitlines() if f.strip()]
+        self.run(["rebase", "--abort"], cwd=repo, check=False)
+        if not conflicted:
+            raise GitError("rebase", done.returncode, done.stderr or done.stdout)
+        raise RebaseConflictError(conflicted)
+
+    def commit_all(self, repo: Path, message: str) -> bool:
+        """Commit everything the agent left uncommitted; False when there was nothing."""
+        self.run(["add", "--all"], cwd=repo)
+        if self.run(["diff", "--cached", "--quiet"], cwd=repo, check=False).returncode == 0:
+            return False
+        self.run(["commit", "--no-verify", "-m", message], cwd=repo)
+        return True
+
+    def diff(self, repo: Path, base: str) -> str:
+        return self.run(["diff", "--binary", f"{base}..HEAD"], cwd=repo).stdout
+
+    def changed_files(self, repo: Path, base: str) -> list[str]:
+        done = self.run(["diff", "--name-only", f"{base}..HEAD"], cwd=repo)
+        return [line for line in done.stdout.splitlines() if line]
+
+    def commit_count(self, repo: Path, base: str) -> int:
+        return int(self.run(["rev-list", "--count", f"{base}..HEAD"], cwd=repo).stdout.strip())
+
+    def publish(
+        self,
+        checkout: Path,
+        url: str,
+        branch: str,
+        *,
+        workdir: Path,
+        mirror: Path | None,
+        lease: str | None = None,
+    ) -> str | None:
+        """Push the checkout's HEAD to ``branch`` at ``url``; return the remote's sha after.
+
+        The push runs from ``workdir``, a bare repository cgr creates (borrowing the
+        mirror's objects through ``alternates``), never from the agent's checkout. Never a
+        plain force: with ``lease`` (the sha the remote branch had before cgr's own
+        rebase) it is ``--force-with-lease`` on exactly that.
+        """
+        _rmtree(workdir)
+        self.run(["init", "-q", "--bare", str(workdir)])
+        if mirror is not None and (mirror / "objects").is_dir():
+            alternates = workdir / "objects" / "info" / "alternates"
+            alternates.write_text(f"{(mirror / 'objects').resolve()}\n", encoding="utf-8")
+        # Local fetch, no token: only objects and the one ref come over.
+        self.run(["fetch", "--no-tags", "--no-write-fetch-head", str(checkout),
+                  "+HEAD:refs/cgr/publish"], cwd=workdir)  # fmt: skip
+        args = ["push", url, f"refs/cgr/publish:refs/heads/{branch}"]
+        if lease is not None:
+            args.insert(1, f"--force-with-lease=refs/heads/{branch}:{lease}")
+        try:
+            self.run(args, cwd=workdir, timeout=self.network_timeout, auth=True)
+            done = self.run(["ls-remote", url, f"refs/heads/{branch}"], cwd=workdir,
+                            timeout=self.network_timeout, auth=True)  # fmt: skip
+        finally:
+            _rmtree(workdir)
+        lines = done.stdout.strip().splitlines()
+        return lines[0].split()[0] if lines else None
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

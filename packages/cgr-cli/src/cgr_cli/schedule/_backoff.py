@@ -1,0 +1,112 @@
+"""Backoff for ready issues whose runs keep failing before their claim."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cgr_cli.config._model import Config
+    from cgr_store import Run, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """A ready issue left out of a pass: its last ``failures`` runs ended before the claim."""
+
+    repo: str
+    target: int
+    failures: int
+    last_ended_at: datetime
+    retry_at: datetime
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        return {
+            "target": f"{self.repo}#{self.target}",
+            "failures": self.failures,
+            "retry_at": self.retry_at.isoformat(),
+            "retry_in_seconds": round(max(0.0, (self.retry_at - now).total_seconds()), 3),
+        }
+
+
+def backoff_delay(failures: int, base: float, cap: float) -> float:
+    """``min(base * 2**(failures - 1), cap)`` seconds (no overflow for a long streak)."""
+    delay = base
+    for _ in range(1, failures):
+        if delay >= cap:
+            break
+        delay *= 2
+    return min(delay, cap)
+
+
+def _preclaim_failure(store: Store, run: Run) -> bool | None:
+    """True: the run ended failed/cancelled/timed_out and was never claimed (it counts).
+    False: it says the issue can be worked on (claimed at some point, or succeeded, or
+    another terminal outcome): the streak ends here. None: still active (ignored)."""
+    from cgr_store import RunStatus
+
+    if not run.status.is_terminal:
+        return None
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT):
+        return False
+    # A claim is a real outcome: the pipeline then owns the labels (needs-human on
+    # failure) and the issue is not retried by discovery anyway. Only runs that never
+    # reached the claim leave `ready` in place and loop.
+    return not any(e.to_status is RunStatus.CLAIMED for e in store.events(run.id))
+
+
+def preclaim_backoffs(
+    config: Config,
+    store: Store,
+    targets: Collection[tuple[str, int]],
+    *,
+    now: datetime,
+    scan: int = 2000,
+) -> dict[tuple[str, int], Backoff]:
+    """The ready issues among ``targets`` that must wait, keyed by (repo, number).
+
+    Only issue runs (kind ``issue``) of those targets are looked at, newest first, among the
+    newest ``scan`` runs of the store, and a target stops being looked at as soon as its
+    streak is known: a run that was claimed or succeeded ends it, and failures beyond the
+    one that reaches the cap change nothing. So the events of at most a few runs per
+    target are read, and a target without history costs one pass over ``scan`` rows.
+    """
+    from cgr_store import RunKind
+
+    base = config.polling.retry_backoff_seconds
+    cap = config.polling.retry_backoff_max_seconds
+    # failures after which the delay no longer grows
+    enough = 1
+    while backoff_delay(enough, base, cap) < cap:
+        enough += 1
+    streak: dict[tuple[str, int], list[Run]] = {t: [] for t in targets}
+    open_targets = set(streak)
+    page = 200
+    for offset in range(0, scan, page):
+        if not open_targets:
+            break
+        runs = store.recent_runs(limit=page, offset=offset)
+        for run in runs:
+            key = (run.repo, run.target)
+            if key not in open_targets or run.kind is not RunKind.ISSUE:
+                continue
+            counted = _preclaim_failure(store, run)
+            if counted is None:
+                continue
+            if counted:
+                streak[key].append(run)
+            if not counted or len(streak[key]) >= enough:
+                open_targets.discard(key)
+        if len(runs) < page:
+            break
+    found: dict[tuple[str, int], Backoff] = {}
+    for (repo, target), failed in streak.items():
+        if not failed or failed[0].ended_at is None:
+            continue
+        last = failed[0].ended_at
+        retry_at = last + timedelta(seconds=backoff_delay(len(failed), base, cap))
+        if now < retry_at:
+            found[(repo, target)] = Backoff(repo, target, len(failed), last, retry_at)
+    return found

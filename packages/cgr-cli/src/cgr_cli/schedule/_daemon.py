@@ -1,0 +1,280 @@
+"""``cgr daemon``: one long-running scheduler that starts ``cgr run`` subprocesses.
+
+The loop, every ``polling.interval_seconds``:
+
+- heartbeat: the daemon's lock file (pid, start time, last beat). Run rows are not
+  stamped here: each ``cgr run`` child heartbeats its own row, so a child that hangs
+  goes silent and the reaper's stale-heartbeat rule can end it. A tracked run found
+  cancelled in the store (``cgr cancel`` from another host) has its child ended;
+- reap: this host's runs whose process is gone, over time or hung - the daemon's own
+  children included (a finished child is collected first, so only a child that died
+  without ending its run, or one that hangs, is ended here);
+- schedule: free slots = the concurrency limit minus this host's live runs (so children
+  of an earlier daemon or of ``cgr tick`` count too); discover; write the runs; start
+  ``python -m cgr_cli run --config … --run-id …`` for each through cgr-exec's subprocess
+  strategy (own session and process group, own log file).
+
+At start it reconciles (one reap pass: runs of this host whose process is gone are ended
+visibly). SIGTERM or SIGINT: stop claiming, give running children ``grace`` seconds to
+finish, then end their process groups (the child reports "cancelled" itself; the daemon
+rewrites the comment with the reason, or ends the run itself if the child could not).
+
+Children are started with the daemon's environment (the Claude CLI inherits it the way
+it would from a login shell) and never with the daemon's lock descriptor (O_CLOEXEC).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+
+from cgr_cli.config._model import Config
+from cgr_cli.schedule._github import GitHubSession, open_github
+from cgr_cli.schedule._locks import DaemonLock
+from cgr_cli.schedule._plan import PassReport, plan_pass
+from cgr_cli.schedule._runs import free_slots, hostname, record_child, run_argv
+
+if TYPE_CHECKING:
+    from cgr_cli.schedule._metrics import Metrics
+    from cgr_exec import ChildHandle, ProcessIdentity, SubprocessExecutor
+    from cgr_store import Store
+
+log = logging.getLogger("cgr.daemon")
+
+
+def run_daemon(
+    config: Config, config_path: Path | None, *, grace: float, metrics_address: str | None = None
+) -> int:
+    """Own the store and schedule until SIGTERM/SIGINT; returns the exit code.
+
+    ``metrics_address`` (``HOST:PORT``): serve /metrics and /healthz there (_metrics).
+    """
+    lock = DaemonLock(config)
+    try:
+        return anyio.run(_main, config, config_path, lock, grace, metrics_address)
+    finally:
+        lock.release()
+
+
+async def _main(
+    config: Config,
+    config_path: Path | None,
+    lock: DaemonLock,
+    grace: float,
+    metrics_address: str | None = None,
+) -> int:
+    from cgr_cli.schedule._metrics import Metrics, serve
+    from cgr_cli.schedule._reaper import reap
+    from cgr_exec import ProcessIdentity, SubprocessExecutor
+    from cgr_store import RunStatus, SQLiteStore
+
+    host, me = hostname(), ProcessIdentity.current()
+    stop = anyio.Event()
+    cancelled_since: dict[str, float] = {}
+    unclaimed: set[str] = set()  # started children whose claim is not yet measured
+    store = SQLiteStore(config.database)
+    metrics = Metrics(interval=config.polling.interval_seconds)
+    # A thread is safe here: the daemon never forks (children are spawned subprocesses).
+    server = serve(metrics_address, metrics) if metrics_address else None
+    try:
+        async with (
+            open_github(config) as github,
+            SubprocessExecutor(
+                limit=config.polling.max_concurrency,
+                grace=config.timeouts.watchdog_grace_seconds,
+            ) as executor,
+            anyio.create_task_group() as tg,
+        ):
+            wake = _Wake(tg)
+            tg.start_soon(_watch_signals, stop, wake)
+            log.info("daemon %s started on %s (limit %d)", me.pid, host,
+                     config.polling.max_concurrency)  # fmt: skip
+            reconciled = await reap(config, store, github, host=host)
+            log.info("reconciled: %s", {k: v for k, v in reconciled.as_dict().items() if v})
+            while not stop.is_set():
+                lock.heartbeat()
+                metrics.loop_tick()
+                try:
+                    await _iteration(
+                        config, config_path=config_path, store=store, github=github,
+                        executor=executor, host=host, me=me, wake=wake,
+                        cancelled_since=cancelled_since, unclaimed=unclaimed,
+                        metrics=metrics,
+                    )  # fmt: skip
+                except Exception:
+                    # A daemon outlives transient trouble (GitHub down, a locked store).
+                    log.exception("scheduling pass failed; trying again next interval")
+                metrics.set_active_runs(len(executor.running))
+                metrics.set_queue_depth(len(store.runs_by_status(RunStatus.QUEUED)))
+                metrics.github(github.gh.stats())
+                # Sleep until the interval is over, a signal arrives, or a child ends (a
+                # free slot is filled at once rather than an interval later).
+                with anyio.move_on_after(config.polling.interval_seconds):
+                    await wake.wait()
+                wake.clear()
+            log.info("stopping: no new runs; %d running get %gs to finish",
+                     len(executor.running), grace)  # fmt: skip
+            await _drain(
+                config, store=store, github=github, executor=executor, lock=lock, grace=grace
+            )
+            tg.cancel_scope.cancel()
+    finally:
+        if server is not None:
+            server.close()
+        store.close()
+    return 0
+
+
+class _Wake:
+    """Wakes the loop early: on a signal, or when a child ends (its slot is free)."""
+
+    def __init__(self, tg: anyio.abc.TaskGroup) -> None:
+        self._tg = tg
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()  # anyio events cannot be reset
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def watch(self, handle: ChildHandle) -> None:
+        async def on_exit() -> None:
+            await handle.wait()
+            self.set()
+
+        self._tg.start_soon(on_exit)
+
+
+async def _watch_signals(stop: anyio.Event, wake: _Wake) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            stop.set()
+            wake.set()
+            return
+
+
+async def _iteration(
+    config: Config,
+    *,
+    config_path: Path | None,
+    store: Store,
+    github: GitHubSession,
+    executor: SubprocessExecutor,
+    host: str,
+    me: ProcessIdentity,
+    wake: _Wake,
+    cancelled_since: dict[str, float],
+    unclaimed: set[str],
+    metrics: Metrics,
+) -> None:
+    from cgr_cli.run._report import Outcome
+    from cgr_cli.schedule._reaper import end_run, reap
+    from cgr_cli.schedule._tick import child_log_path
+    from cgr_store import RunStatus
+
+    for ended in executor.reap():
+        log.info("run %s ended: %s", ended.key, ended.status, extra={"run_id": ended.key})
+        metrics.run_finished(store.get_run(ended.key))
+    _measure_claims(store, unclaimed, metrics)
+    now = time.monotonic()
+    for key in list(executor.running):
+        if store.get_run(key).status is not RunStatus.CANCELLED:
+            continue
+        # Cancelled in the store: by `cgr cancel` (which also signals the child, which then
+        # reports - leave it time to) or from another host (the child's own heartbeat
+        # notices). A child still there after the grace is ended here.
+        since = cancelled_since.setdefault(key, now)
+        if now - since > config.timeouts.watchdog_grace_seconds + 10:
+            log.info("run %s was cancelled in the store; ending its process", key)
+            await executor.terminate(key)
+    for key in set(cancelled_since) - set(executor.running):
+        del cancelled_since[key]
+    reaped = await reap(config, store, github, host=host)
+    if any(reaped.as_dict().values()):
+        log.info("reaped: %s", {k: v for k, v in reaped.as_dict().items() if v})
+    # Discovery runs even with no free slot: `@bot cancel` (which frees one) must not wait
+    # behind the work that fills them; other jobs simply stay pending.
+    slots = min(executor.free_slots(), free_slots(config, store, host))
+    report = PassReport()
+    planned = await plan_pass(
+        config, store, github, host=host, slots=slots, owner=me, report=report
+    )
+    for run in planned:
+        try:
+            handle = await executor.start(
+                run_argv(config_path, run), log_path=child_log_path(config, run.id), key=run.id
+            )
+        except Exception as exc:
+            log.exception("could not start run %s", run.id)
+            await end_run(
+                config, store, github, run, RunStatus.FAILED, outcome=Outcome.FAILED,
+                error=f"cgr could not start the run's process: {exc}",
+            )  # fmt: skip
+            continue
+        record_child(store, run.id, handle.identity)
+        wake.watch(handle)
+        metrics.run_started(str(run.kind))
+        unclaimed.add(run.id)
+        log.info("started run %s for %s#%s (pid %d)", run.id, run.repo, run.target, handle.pid)
+    if report.pending or report.errors:
+        log.info("pending: %s; errors: %s", report.pending, report.errors)
+    for backoff in report.backed_off:
+        log.info(
+            "backed off: %s#%d failed %d time(s) before its claim; tried again from %s",
+            backoff.repo, backoff.target, backoff.failures, backoff.retry_at.isoformat(),
+        )  # fmt: skip
+
+
+def _measure_claims(store: Store, unclaimed: set[str], metrics: Metrics) -> None:
+    """Claim latency: from the run row written at discovery to its claim on GitHub.
+
+    The child claims (``cgr run``), so the daemon reads the claim's event from the store
+    once the run has left ``queued``.
+    """
+    from cgr_store import RunStatus
+
+    for key in list(unclaimed):
+        run = store.get_run(key)
+        if run.status is RunStatus.QUEUED:
+            continue
+        unclaimed.discard(key)
+        claimed = next((e.at for e in store.events(key) if e.to_status is RunStatus.CLAIMED), None)
+        if claimed is not None:
+            metrics.claim_latency((claimed - run.created_at).total_seconds())
+
+
+async def _drain(
+    config: Config,
+    *,
+    store: Store,
+    github: GitHubSession,
+    executor: SubprocessExecutor,
+    lock: DaemonLock,
+    grace: float,
+) -> None:
+    from cgr_cli.schedule._control import explain_cancel, finish_cancelled
+
+    deadline = time.monotonic() + grace
+    while executor.running and time.monotonic() < deadline:
+        lock.heartbeat()
+        await anyio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    why = f"the cgr daemon stopped and the run did not finish within its {grace:g}s grace period"
+    for key in list(executor.running):
+        log.info("ending run %s (grace period over)", key)
+        await executor.terminate(key)
+        if not await explain_cancel(config, store, github, key, why=why):
+            await finish_cancelled(config, store, github, key, why=why)
+    for ended in executor.reap():
+        log.info("run %s ended: %s", ended.key, ended.status)

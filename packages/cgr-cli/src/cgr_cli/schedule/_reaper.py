@@ -1,0 +1,321 @@
+"""Ending runs whose process is gone or over time, from outside that process.
+
+Used by ``cgr reap``, by the daemon's loop and at daemon start (reconciliation), and by
+``cgr cancel``. Every ending follows one order: the store's transition first (it is the
+arbiter: if the run's own process finished it in the meantime, the transition is illegal
+and the reaper backs off without touching GitHub), then GitHub (labels and the run's one
+status comment), each GitHub step on its own so one failure does not skip the others.
+
+Processes are only ever signalled through cgr-exec's identity checks (pid + start time),
+so a pid the kernel gave to another process since is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from cgr_cli.config._model import Config
+from cgr_cli.schedule._github import GitHubSession
+from cgr_cli.schedule._runs import run_identity, waiting_for_scheduler
+
+if TYPE_CHECKING:
+    from cgr_cli.run._report import RunSummary
+    from cgr_store import Run, RunStatus, Store
+
+
+def summary_from_run(run: Run, *, status: str, outcome: str, error: str | None) -> RunSummary:
+    """A RunSummary for texts written on a run's behalf (figures from its row)."""
+    from cgr_cli.run._report import RunSummary
+    from cgr_store import utcnow
+
+    start = run.started_at or run.created_at
+    return RunSummary(
+        run_id=run.id,
+        repo=run.repo,
+        number=run.target,
+        status=status,
+        outcome=outcome,
+        pr_number=run.pr_number,
+        pr_url=run.pr_url,
+        branch=run.branch,
+        base_branch=run.base_branch,
+        cost_usd=run.cost_usd,
+        input_tokens=run.input_tokens,
+        output_tokens=run.output_tokens,
+        turns=run.turns,
+        duration_s=max(0.0, (utcnow() - start).total_seconds()),
+        error=error,
+    )
+
+
+async def end_run(
+    config: Config,
+    store: Store,
+    github: GitHubSession,
+    run: Run,
+    status: RunStatus,
+    *,
+    outcome: str,
+    error: str | None,
+    pr: dict[str, Any] | None = None,
+) -> bool:
+    """Give an active run a terminal status and its visible state on GitHub.
+
+    Returns False (and writes nothing) if the run was no longer active.
+    """
+    from cgr_cli.run._report import Texts
+    from cgr_store import IllegalTransition, RunNotFound, RunStatus
+
+    fields: dict[str, Any] = {"outcome": outcome, "error": error}
+    if pr is not None:
+        fields["pr_number"] = int(pr["number"])
+        fields["pr_url"] = str(pr.get("html_url") or pr.get("url") or "")
+    never_claimed = run.status is RunStatus.QUEUED
+    try:
+        ended = store.transition(
+            run.id, status, detail=outcome + (f": {error}" if error else ""), **fields
+        )
+    except (IllegalTransition, RunNotFound):
+        return False
+    if never_claimed and run.trigger_id is None:
+        # Nothing was written on GitHub yet and the issue still carries the ready label:
+        # the next scheduling pass takes it again, so it is not lost.
+        return True
+    labels, repo, number = config.labels, run.repo, run.target
+    summary = summary_from_run(ended, status=status.value, outcome=outcome, error=error)
+
+    async def step(coro: Any) -> None:
+        # Best effort per step (GitHub may be down); the store already has the truth.
+        with contextlib.suppress(Exception):
+            await coro
+
+    await step(github.ops.remove_label(repo, number, labels.in_progress))
+    if status is RunStatus.SUCCEEDED:
+        if labels.done:
+            await step(github.ops.add_labels(repo, number, labels.done))
+    else:
+        await step(github.ops.add_labels(repo, number, labels.needs_human))
+    text = Texts(github.bot, run.id).final(summary)
+    await step(github.ops.update_status(repo, number, run.id, text, final=True))
+    return True
+
+
+@dataclass(slots=True)
+class ReapReport:
+    gone: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    timed_out: list[str] = field(default_factory=list)
+    # Alive but silent past timeouts.stale_heartbeat_seconds: killed, ended timed_out.
+    hung: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "gone": self.gone,
+            "recovered": self.recovered,
+            "timed_out": self.timed_out,
+            "hung": self.hung,
+            "removed": self.removed,
+        }
+
+
+def last_sign_of_life(run: Run) -> datetime | None:
+    """When a claimed or running run last showed it works: its newest heartbeat, or its
+    start. None for a queued run: its row may name the scheduler that is about to fork
+    its child (or the child before its first beat), which must not be judged by it."""
+    from cgr_store import RunStatus
+
+    if run.status is RunStatus.QUEUED:
+        return None
+    return max(t for t in (run.heartbeat_at, run.started_at, run.created_at) if t is not None)
+
+
+async def pushed_pull_request(github: GitHubSession, run: Run) -> dict[str, Any] | None:
+    """A PR on the run's branch created after the run started: the run got that far.
+
+    A PR opened earlier (a mention on an existing PR works on its branch) does not count.
+    """
+    if not run.branch:
+        return None
+    pr = await github.ops.find_pull_request(run.repo, run.branch, state="all")
+    if pr is None:
+        return None
+    created = datetime.fromisoformat(str(pr.get("created_at", "")).replace("Z", "+00:00"))
+    start = run.started_at or run.created_at
+    # GitHub's timestamps have whole seconds.
+    return pr if created >= start.replace(microsecond=0) else None
+
+
+async def reap(
+    config: Config,
+    store: Store,
+    github: GitHubSession,
+    *,
+    host: str,
+    now: datetime | None = None,
+    skip: frozenset[str] = frozenset(),
+) -> ReapReport:
+    """End this host's runs whose process is gone (failed, or succeeded when their PR
+    exists), that are past ``timeouts.run_seconds``, or whose process is alive but has not
+    heartbeated for ``timeouts.stale_heartbeat_seconds`` (hung: e.g. stuck in a call or
+    deadlocked; the run's own limits can no longer fire). The last two have their whole
+    process group killed and end ``timed_out``. Then remove expired workspaces. ``skip``
+    names runs the caller itself supervises."""
+    from cgr_cli.run._report import Outcome
+    from cgr_store import RunStatus, utcnow
+
+    now = now or utcnow()
+    report = ReapReport()
+    grace = config.timeouts.watchdog_grace_seconds
+    limit = timedelta(seconds=config.timeouts.run_seconds + 2 * grace)
+    stale = timedelta(seconds=config.timeouts.stale_heartbeat_seconds)
+    for run in store.active_runs(host=host):
+        if run.id in skip or waiting_for_scheduler(run):
+            continue
+        identity = run_identity(run)
+        if identity is None or not identity.is_alive():
+            pr = None
+            with contextlib.suppress(Exception):  # GitHub down: decide without the PR
+                pr = await pushed_pull_request(github, run)
+            if pr is not None and run.status is RunStatus.RUNNING:
+                if await end_run(
+                    config, store, github, run, RunStatus.SUCCEEDED,
+                    outcome=Outcome.PR_OPENED, error=None, pr=pr,
+                ):  # fmt: skip
+                    report.recovered.append(run.id)
+                continue
+            why = f"the run's process (pid {run.pid}) ended without finishing the run"
+            # What the dead process left running (git in its group, the agent in its
+            # own session) is ended before the run is: nothing writes after the verdict.
+            await anyio.to_thread.run_sync(end_processes, config, run, grace)
+            if await end_run(
+                config, store, github, run, RunStatus.FAILED, outcome=Outcome.FAILED, error=why
+            ):
+                report.gone.append(run.id)
+            continue
+        started = run.started_at or run.created_at
+        if now - started > limit:
+            # Blocking (polls /proc through the grace period): a worker thread.
+            await anyio.to_thread.run_sync(end_processes, config, run, grace)
+            why = f"the run passed its time limit of {config.timeouts.run_seconds:g}s"
+            if await end_run(
+                config, store, github, run, RunStatus.TIMED_OUT,
+                outcome=Outcome.TIMED_OUT, error=why,
+            ):  # fmt: skip
+                report.timed_out.append(run.id)
+            continue
+        last = last_sign_of_life(run)
+        if last is not None and now - last > stale:
+            # The pipeline beats from its own task every timeouts.heartbeat_seconds, also
+            # while git or the agent works in other threads/processes: silence this long
+            # means the process no longer runs its event loop (stopped, deadlocked, stuck
+            # in a blocking call). Killed through cgr-exec's identity check like above.
+            silent = (now - last).total_seconds()
+            await anyio.to_thread.run_sync(end_processes, config, run, grace)
+            why = (
+                f"no heartbeat for {silent:.0f}s (limit "
+                f"{config.timeouts.stale_heartbeat_seconds:g}s): the run's process was "
+                "alive but hung, and was ended"
+            )
+            if await end_run(
+                config, store, github, run, RunStatus.TIMED_OUT,
+                outcome=Outcome.TIMED_OUT, error=why,
+            ):  # fmt: skip
+                report.hung.append(run.id)
+    report.removed = await anyio.to_thread.run_sync(clean_workspaces, config, store, now)
+    return report
+
+
+def end_processes(config: Config, run: Run, grace: float) -> None:
+    """SIGTERM the run's process group, SIGKILL after ``grace``; then its strays."""
+    from cgr_exec import kill_identity_group
+
+    identity = run_identity(run)
+    if identity is not None:
+        kill_identity_group(identity, grace)
+    kill_strays(config, run, grace)
+
+
+def kill_strays(config: Config, run: Run, grace: float) -> None:
+    """End processes still working in the run's checkout.
+
+    The agent runs in its own session (cgr-exec's supervise), so it is not in the run's
+    process group; if the run's process was SIGKILLed the agent was orphaned. Whatever has
+    its working directory in the run's checkout belongs to this run: a run holds the
+    checkout's lock while anything works there. The checkout is the one the run's ``repo``
+    link points to (a PR run may use its issue's). If another run holds that lock now, the
+    processes there are its own and are left alone.
+    """
+    from cgr_cli.run._workspace import Workspace, lock_holder
+    from cgr_exec import ProcessIdentity, kill_identity_group
+
+    ws = Workspace.for_run(config.workspace_root, run.id, run.repo, run.target)
+    checkout = os.readlink(ws.repo_link) if ws.repo_link.is_symlink() else str(ws.checkout)
+    holder = lock_holder(Path(checkout).with_name("repo.lock"))
+    if holder is not None and holder != run.id:
+        return
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if cwd == checkout or cwd.startswith(checkout + "/"):
+            with contextlib.suppress(Exception):
+                kill_identity_group(ProcessIdentity.of(int(entry)), grace)
+
+
+def clean_workspaces(config: Config, store: Store, now: datetime) -> list[str]:
+    """Remove run directories (logs, artifacts, archives) and target checkouts whose run
+    ended more than ``cleanup.retention_days`` ago. Never one of an active run."""
+    from cgr_cli.run._workspace import lock_holder
+    from cgr_store import RunNotFound
+
+    root = config.workspace_root
+    if not root.is_dir():
+        return []
+    keep = timedelta(days=config.cleanup.retention_days)
+    cutoff = now - keep
+    removed: list[str] = []
+    active = store.active_runs()
+    active_targets = {(r.repo, r.target) for r in active}
+    for run_dir in sorted(root.glob("r-*")):
+        try:
+            run = store.get_run(run_dir.name)
+        except RunNotFound:
+            continue  # not ours to judge
+        if run.status.is_active or run.ended_at is None or run.ended_at >= cutoff:
+            continue
+        shutil.rmtree(run_dir, ignore_errors=True)
+        removed.append(str(run_dir))
+    targets = root / "targets"
+    for checkout in sorted(targets.glob("*/*/*")) if targets.is_dir() else []:
+        owner, name, number = checkout.relative_to(targets).parts
+        if not number.isdigit() or (f"{owner}/{name}", int(number)) in active_targets:
+            continue
+        if lock_holder(checkout / "repo.lock") is not None:
+            continue  # a run (perhaps a PR's, on its issue's checkout) works there now
+        if _newest_mtime(checkout) < cutoff.timestamp():
+            shutil.rmtree(checkout, ignore_errors=True)
+            removed.append(str(checkout))
+    return removed
+
+
+def _newest_mtime(path: Path) -> float:
+    try:
+        newest = path.lstat().st_mtime
+        for child in path.iterdir():
+            newest = max(newest, child.lstat().st_mtime)
+    except OSError:
+        return 0.0
+    return newest

@@ -1,0 +1,108 @@
+"""Run rows as the schedulers see them: whose process, which slot, how a child picks one up."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cgr_cli.config._model import Config
+    from cgr_cli.run._pipeline import RunRequest
+    from cgr_exec import ProcessIdentity
+    from cgr_store import Run, Store
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+# -- process identities -------------------------------------------------------------------
+
+
+def run_identity(run: Run) -> ProcessIdentity | None:
+    """The process a run row names, or None when none is recorded."""
+    from cgr_exec import ProcessIdentity
+
+    if run.pid is None or run.process_start_time is None:
+        return None
+    return ProcessIdentity(run.pid, int(run.process_start_time))
+
+
+def process_alive(run: Run) -> bool:
+    """True if the run's recorded process is alive (identity-checked: a reused pid is dead)."""
+    identity = run_identity(run)
+    return identity is not None and identity.is_alive()
+
+
+def waiting_for_scheduler(run: Run) -> bool:
+    """A queued run with no process recorded (left by ``cgr retry``) waits for a scheduler."""
+    from cgr_store import RunStatus
+
+    return run.status is RunStatus.QUEUED and run.pid is None
+
+
+def occupied(store: Store, host: str) -> list[Run]:
+    """Active runs of ``host`` that hold a slot: their process is alive."""
+    return [run for run in store.active_runs(host=host) if process_alive(run)]
+
+
+def free_slots(config: Config, store: Store, host: str) -> int:
+    return max(0, config.polling.max_concurrency - len(occupied(store, host)))
+
+
+def request_for(run: Run) -> RunRequest:
+    """How a child picks up a queued run (``cgr run --run-id`` takes the same fields)."""
+    from cgr_cli.run._pipeline import RunRequest
+    from cgr_store import RunKind
+
+    comment_id: int | None = None
+    if run.kind is not RunKind.ISSUE and run.trigger_id and run.trigger_id.isdigit():
+        comment_id = int(run.trigger_id)
+    return RunRequest(
+        repo=run.repo,
+        number=run.target,
+        comment_id=comment_id,
+        review_comment=run.kind is RunKind.REVIEW_COMMENT,
+        run_id=run.id,
+    )
+
+
+def run_argv(config_path: Path | None, run: Run) -> list[str]:
+    """``python -m cgr_cli run --run-id …``: works without the console script on PATH."""
+    import sys
+
+    request = request_for(run)
+    argv = [sys.executable, "-m", "cgr_cli", "run"]
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
+    argv += ["--repo", run.repo, "--number", str(run.target), "--run-id", run.id, "--json"]
+    if request.comment_id is not None:
+        argv += ["--comment-id", str(request.comment_id)]
+        if request.review_comment:
+            argv.append("--review-comment")
+    return argv
+
+
+def last_run_on(store: Store, repo: str, target: int, *, scan: int = 2000) -> Run | None:
+    """The newest run on (repo, target) among the newest ``scan`` runs."""
+    page = 200
+    for offset in range(0, scan, page):
+        runs = store.recent_runs(limit=page, offset=offset)
+        for run in runs:
+            if run.repo == repo and run.target == target:
+                return run
+        if len(runs) < page:
+            break
+    return None
+
+
+def record_child(store: Store, run_id: str, identity: ProcessIdentity) -> None:
+    """The run's row now names the child that runs it (the child writes the same)."""
+    from cgr_store import StoreError
+
+    with contextlib.suppress(StoreError):
+        store.update_run(run_id, pid=identity.pid, process_start_time=float(identity.start_time))
+        # A fresh beat with the new owner: an old retried row is not mistaken for a hung run.
+        store.heartbeat(run_id)

@@ -1,0 +1,143 @@
+"""``cgr tick``: one scheduling pass in fork mode (run by a systemd timer or cron).
+
+1. Refuse if a daemon owns the store; serialise with other ticks (``_scheduler`` locks).
+2. In one event loop (``anyio.run``): reap, count free slots, discover, and write a queued
+   run per job that fits (trigger marked processed atomically, cursors held back at the
+   first job left pending).
+3. After that loop has finished - no event loop running, and the worker threads it
+   used are gone - fork one child per run through cgr-exec's fork strategy. Each child
+   starts a new session, writes to its own log and runs the pipeline for its run id with
+   its own store connection and HTTP client: nothing crosses the fork.
+4. Print a short summary and exit; the children run on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from cgr_cli.config._model import Config
+from cgr_cli.schedule._github import open_github
+from cgr_cli.schedule._locks import tick_locks
+from cgr_cli.schedule._plan import PassReport, plan_pass
+from cgr_cli.schedule._runs import free_slots, hostname, record_child, request_for
+
+if TYPE_CHECKING:
+    from cgr_store import Run, Store
+
+
+@dataclass(slots=True)
+class TickResult:
+    report: PassReport
+    reaped: dict[str, list[str]] = field(default_factory=dict)
+    children: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.report.as_dict(),
+            "reaped": self.reaped,
+            "children": self.children,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def child_log_path(config: Config, run_id: str) -> Path:
+    """``<workspace>/<run-id>/logs/process.log``: the child's own stdout and stderr."""
+    path = config.workspace_root / run_id / "logs" / "process.log"
+    for directory in (config.workspace_root, path.parent.parent, path.parent):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def tick(config: Config) -> TickResult:
+    """One pass; see the module docstring. Raises CgrError subclasses for a user to fix."""
+    from cgr_exec import ForkExecutor
+    from cgr_store import SQLiteStore
+
+    start = time.monotonic()
+    config.database.parent.mkdir(parents=True, exist_ok=True)
+    host = hostname()
+    with tick_locks(config) as lock_fds:
+        result = TickResult(PassReport())
+        with SQLiteStore(config.database) as store:
+            planned = anyio.run(_discover_and_record, config, store, host, result)
+        # Closed before forking: SQLite's per-process state (locks, the WAL index) must not
+        # be copied into the children, who open their own connection.
+        _wait_single_threaded()
+
+        def close_inherited() -> None:
+            # The child must not hold the scheduling locks for as long as its run lasts
+            # (a daemon could never start). Closing our copies releases nothing the parent
+            # holds: an flock lives until the last descriptor of its open file closes.
+            for fd in lock_fds:
+                os.close(fd)
+
+        executor = ForkExecutor(after_fork=[close_inherited])
+        for run in planned:
+            identity = executor.start(
+                _child_main(config, run), log_path=child_log_path(config, run.id), key=run.id
+            )
+            result.children[run.id] = identity.pid
+        # Until now each row named this process (alive: the reaper leaves the run alone);
+        # from here on, the child that runs it.
+        with SQLiteStore(config.database) as store:
+            for run in planned:
+                record_child(store, run.id, executor.identities()[run.id])
+    result.seconds = time.monotonic() - start
+    return result
+
+
+async def _discover_and_record(
+    config: Config, store: Store, host: str, result: TickResult
+) -> list[Run]:
+    from cgr_cli.schedule._reaper import reap
+    from cgr_exec import ProcessIdentity
+
+    async with open_github(config) as github:
+        reaped = await reap(config, store, github, host=host)
+        result.reaped = {k: v for k, v in reaped.as_dict().items() if v}
+        slots = free_slots(config, store, host)
+        return await plan_pass(
+            config,
+            store,
+            github,
+            host=host,
+            slots=slots,
+            owner=ProcessIdentity.current(),
+            report=result.report,
+        )
+
+
+def _wait_single_threaded(timeout: float = 5.0) -> None:
+    """anyio's worker threads (blocking work in the reaper) end shortly after the loop
+    has; forking while one lives is refused by cgr-exec (its locks would be copied
+    held), so wait for them briefly."""
+    from cgr_exec import read_stat
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stat = read_stat(os.getpid())
+        kernel = getattr(stat, "num_threads", 1) if stat is not None else 1
+        if threading.active_count() == 1 and kernel == 1:
+            return
+        time.sleep(0.01)
+
+
+def _child_main(config: Config, run: Run) -> Any:
+    request = request_for(run)
+
+    def main() -> int:
+        from cgr_cli.run._pipeline import run_sync
+
+        summary = run_sync(config, request)
+        print(summary.one_line(), flush=True)
+        return summary.exit_code
+
+    return main
