@@ -131,6 +131,26 @@ def all_terminal(env: Env) -> bool:
     return all(r.status.is_terminal for r in runs(env))
 
 
+def live_active(env: Env) -> int:
+    """Active runs whose process is alive: the slots in use right now."""
+    from cgr_cli.schedule._runs import process_alive
+
+    return sum(1 for r in runs(env) if r.status.is_active and process_alive(r))
+
+
+def wait_tracking_peak(env: Env, done: Callable[[], bool], timeout: float, what: str) -> int:
+    """Wait until ``done()``; return the most slots seen in use at once on the way."""
+    peak = 0
+
+    def check() -> bool:
+        nonlocal peak
+        peak = max(peak, live_active(env))
+        return done()
+
+    wait_until(check, timeout, what)
+    return peak
+
+
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)

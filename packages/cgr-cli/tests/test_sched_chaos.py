@@ -26,6 +26,7 @@ from schedworld import (
     sched_config,
     start_cgr,
     stop,
+    wait_tracking_peak,
     wait_until,
 )
 
@@ -35,12 +36,6 @@ pytestmark = pytest.mark.slow
 def settled(env: Env, issues: list[int]) -> bool:
     """Every issue was taken (no longer `ready`) and every run has ended."""
     return all_terminal(env) and all("ready" not in env.sim.issue(REPO, n).labels for n in issues)
-
-
-def live_active(env: Env) -> int:
-    from cgr_cli.schedule._runs import process_alive
-
-    return sum(1 for r in runs(env) if r.status.is_active and process_alive(r))
 
 
 def test_daemon_sigkilled_mid_run_and_restarted(env: Env, subreaper: None, tmp_path: Path) -> None:
@@ -56,14 +51,7 @@ def test_daemon_sigkilled_mid_run_and_restarted(env: Env, subreaper: None, tmp_p
     # lock at once (the kernel released the dead one's flock), reconciles, and carries on.
     second = start_cgr(env, "daemon", "--grace", "10", log=log)
     try:
-        peak = 0
-
-        def done() -> bool:
-            nonlocal peak
-            peak = max(peak, live_active(env))
-            return settled(env, issues)
-
-        wait_until(done, 120, "every issue to be done")
+        peak = wait_tracking_peak(env, lambda: settled(env, issues), 120, "every issue to be done")
     finally:
         assert stop(second) == 0, log.read_text()
     assert peak <= 2
@@ -90,14 +78,7 @@ def test_two_ticks_and_a_daemon_started_at_once(env: Env, subreaper: None, tmp_p
         for tick, (_, err) in zip(ticks, outcomes, strict=True):
             # A tick either did its pass or refused because the daemon owned the store.
             assert tick.returncode == 0 or b"owns the store" in err, err
-        peak = 0
-
-        def done() -> bool:
-            nonlocal peak
-            peak = max(peak, live_active(env))
-            return settled(env, issues)
-
-        wait_until(done, 120, "every issue to be done")
+        peak = wait_tracking_peak(env, lambda: settled(env, issues), 120, "every issue to be done")
     finally:
         assert stop(daemon) == 0, log.read_text()
     assert peak <= 3

@@ -20,14 +20,9 @@ from schedworld import (
     start_cgr,
     stop,
     stored_running_run,
+    wait_tracking_peak,
     wait_until,
 )
-
-
-def active_alive(env: Env) -> int:
-    from cgr_cli.schedule._runs import process_alive
-
-    return sum(1 for r in runs(env) if r.status.is_active and process_alive(r))
 
 
 @pytest.mark.slow
@@ -46,14 +41,9 @@ def test_daemon_runs_every_issue_within_the_limit_and_owns_the_store(
         second = cgr(env, "daemon")
         assert second.returncode == 2
         assert "owns the store" in second.stderr
-        peak = 0
-
-        def done() -> bool:
-            nonlocal peak
-            peak = max(peak, active_alive(env))
-            return len(runs(env)) == 4 and all_terminal(env)
-
-        wait_until(done, 90, "all four runs")
+        peak = wait_tracking_peak(
+            env, lambda: len(runs(env)) == 4 and all_terminal(env), 90, "all four runs"
+        )
         assert peak <= 2
         status = cgr(env, "status")
         assert status.returncode == 0

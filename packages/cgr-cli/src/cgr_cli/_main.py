@@ -9,18 +9,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="configuration file (TOML or YAML); default: $CGR_CONFIG, "
-        "~/.config/cgr/config.toml, /etc/cgr/config.toml",
-    )
+from cgr_cli.commands._options import add_config_option
 
 
 def _parser() -> argparse.ArgumentParser:
-    from cgr_cli import __version__
+    from cgr_cli._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="cgr",
@@ -41,10 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser(
         "check", help="validate the configuration and print the effective settings"
     )
-    _add_config(check)
+    add_config_option(check)
 
     run = commands.add_parser("run", help="run one issue or pull request to its outcome")
-    _add_config(run)
+    add_config_option(run)
     run.add_argument("--repo", required=True, metavar="OWNER/NAME")
     run.add_argument("--number", required=True, type=int, metavar="N")
     run.add_argument("--comment-id", type=int, metavar="C", help="the triggering comment")
@@ -83,10 +76,10 @@ def _parser() -> argparse.ArgumentParser:
 def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """tick, daemon, reap, status, logs, cancel, retry (see _scheduler and friends)."""
     tick = commands.add_parser("tick", help="one scheduling pass: fork a child per job, exit")
-    _add_config(tick)
+    add_config_option(tick)
     tick.add_argument("--json", action="store_true", help="print the pass as JSON")
     daemon = commands.add_parser("daemon", help="schedule continuously (cgr run subprocesses)")
-    _add_config(daemon)
+    add_config_option(daemon)
     daemon.add_argument(
         "--grace",
         type=float,
@@ -100,13 +93,13 @@ def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="serve Prometheus /metrics and /healthz here (e.g. 127.0.0.1:9464)",
     )
     reap = commands.add_parser("reap", help="end runs whose process is gone or over time")
-    _add_config(reap)
+    add_config_option(reap)
     reap.add_argument("--json", action="store_true")
     status = commands.add_parser("status", help="slots, active runs, recent outcomes")
-    _add_config(status)
+    add_config_option(status)
     status.add_argument("--json", action="store_true")
     logs = commands.add_parser("logs", help="a run's log")
-    _add_config(logs)
+    add_config_option(logs)
     logs.add_argument("run_id", metavar="RUN_ID")
     logs.add_argument("--follow", "-f", action="store_true", help="until the run ends")
     shown = logs.add_mutually_exclusive_group()
@@ -115,11 +108,11 @@ def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser
     shown.add_argument("--process", action="store_true", help="the run process's own output")
     shown.add_argument("--json", action="store_true", help="the run and its event history")
     cancel = commands.add_parser("cancel", help="end a run (process group, comment, labels)")
-    _add_config(cancel)
+    add_config_option(cancel)
     cancel.add_argument("run_id", metavar="RUN_ID")
     cancel.add_argument("--reason", help="shown in the status comment")
     retry = commands.add_parser("retry", help="a new run for the same target (attempt + 1)")
-    _add_config(retry)
+    add_config_option(retry)
     retry.add_argument("run_id", metavar="RUN_ID")
     retry.add_argument("--now", action="store_true", help="run it here instead of queueing it")
 

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import jwt
@@ -22,7 +22,26 @@ from ._errors import AuthError, GitHubRequestError
 from ._secret import Secret
 
 if TYPE_CHECKING:
-    from ._client import GitHubClient
+    from collections.abc import Mapping
+    from datetime import datetime
+
+
+class GitHubClient(Protocol):
+    """What an :class:`Auth` needs of the client (``_client.GitHubClient`` is one).
+
+    A protocol rather than an import of ``_client``: the client imports this module for
+    :class:`Auth`, and the two would otherwise import each other.
+    """
+
+    def server_now(self) -> datetime: ...
+
+    async def getitem(
+        self, url: str, url_vars: Mapping[str, str] = ..., *, jwt: str | None = None
+    ) -> Any: ...
+
+    async def post(
+        self, url: str, url_vars: Mapping[str, str] = ..., *, data: Any, jwt: str | None = None
+    ) -> Any: ...
 
 
 class Auth(Protocol):

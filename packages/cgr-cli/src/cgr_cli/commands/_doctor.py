@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from cgr_cli.commands._options import add_config_option
+
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
@@ -15,12 +17,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Check the whole setup; each check prints pass or fail and the fix. "
         "Exits 1 when any check fails.",
     )
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="configuration file; default: $CGR_CONFIG, ~/.config/cgr/config.toml, "
-        "/etc/cgr/config.toml",
-    )
+    add_config_option(parser)
     parser.add_argument(
         "--fix",
         action="store_true",

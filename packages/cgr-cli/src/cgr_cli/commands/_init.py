@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from cgr_cli.commands._options import add_config_option
+
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
@@ -21,7 +23,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a system-wide setup: /etc/cgr/config.toml and /var/lib/cgr "
         "(default: ~/.config/cgr and ~/.local/share/cgr)",
     )
-    parser.add_argument("--config", metavar="PATH", help="write the file here instead")
+    add_config_option(parser, help="write the file here instead")
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
 
 

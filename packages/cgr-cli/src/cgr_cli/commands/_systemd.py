@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from cgr_cli.commands._options import add_config_option
+
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
@@ -15,9 +17,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "cgr-tick.service and cgr-reaper.timer + cgr-reaper.service (fork mode), and "
         "cgr-daemon.service (daemon mode). Enable one mode, not both.",
     )
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
+    add_config_option(
+        parser,
         help="configuration file the units pass to cgr; default: the one cgr finds",
     )
     parser.add_argument(

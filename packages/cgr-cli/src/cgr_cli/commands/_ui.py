@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cgr_cli.commands._options import add_config_option
+
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
@@ -12,12 +14,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a terminal dashboard: live runs, a run's events, agent log and prompt, "
         "cancel and retry",
     )
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="configuration file; default: $CGR_CONFIG, ~/.config/cgr/config.toml, "
-        "/etc/cgr/config.toml",
-    )
+    add_config_option(parser)
     parser.add_argument(
         "--refresh",
         type=float,

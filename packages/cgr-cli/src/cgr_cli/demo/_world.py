@@ -36,9 +36,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cgr_cli._errors import CgrError
+
+if TYPE_CHECKING:
+    from cgr_store import Run, RunEvent
 
 #: Longest the demo waits for its runs; they take a few seconds on a loaded machine.
 RUN_WAIT_SECONDS = 180.0
@@ -80,7 +83,7 @@ class DemoWorld:
 @dataclass
 class DemoResult:
     exit_code: int
-    runs: list[Any]
+    runs: list[Run]
     world: DemoWorld
 
 
@@ -204,7 +207,7 @@ class _Watcher:
         self.seen_events: dict[str, int] = {}
         self.seen_lines: dict[str, int] = {}
 
-    def poll(self, run_ids: list[str]) -> list[Any]:
+    def poll(self, run_ids: list[str]) -> list[Run]:
         from cgr_store import SQLiteStore
 
         runs = []
@@ -222,11 +225,11 @@ class _Watcher:
                     self._event(run, event)
         return runs
 
-    def _event(self, run: Any, event: Any) -> None:
+    def _event(self, run: Run, event: RunEvent) -> None:
         detail = f" ({event.detail})" if event.detail else ""
         self.say(f"{_label(run)}: {event.to_status}{detail}")
 
-    def _agent_lines(self, run: Any) -> None:
+    def _agent_lines(self, run: Run) -> None:
         path = self.world.workspaces / run.id / "logs" / "agent.jsonl"
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -240,7 +243,7 @@ class _Watcher:
                 self._describe(run, json.loads(line))
         self.seen_lines[run.id] = max(start, len(whole))
 
-    def _describe(self, run: Any, event: dict[str, Any]) -> None:
+    def _describe(self, run: Run, event: dict[str, Any]) -> None:
         if event.get("type") != "assistant":
             return
         for block in event.get("message", {}).get("content", []):
@@ -249,13 +252,13 @@ class _Watcher:
                 self.say(f"{_label(run)}:   agent {block.get('name')} {target}".rstrip())
 
 
-def _label(run: Any) -> str:
+def _label(run: Run) -> str:
     return f"{run.repo}#{run.target} [{run.id}]"
 
 
 def wait_for_runs(
     world: DemoWorld, run_ids: list[str], say: Callable[[str], None], timeout: float
-) -> list[Any]:
+) -> list[Run]:
     watcher = _Watcher(world, say)
     deadline = time.monotonic() + timeout
     while True:
@@ -290,7 +293,7 @@ def _indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line if line else line for line in text.splitlines())
 
 
-def report(world: DemoWorld, runs: list[Any], say: Callable[[str], None], *, keep: bool) -> None:
+def report(world: DemoWorld, runs: list[Run], say: Callable[[str], None], *, keep: bool) -> None:
     repo = world.repo
     say("")
     say("== What happened on GitHub ==")
@@ -405,7 +408,7 @@ def _tick(world: DemoWorld, say: Callable[[str], None]) -> list[str]:
     return run_ids
 
 
-def _explain_kept(world: DemoWorld, runs: list[Any], say: Callable[[str], None]) -> None:
+def _explain_kept(world: DemoWorld, runs: list[Run], say: Callable[[str], None]) -> None:
     config = world.config
     run_id = runs[0].id if runs else "<run-id>"
     say("")

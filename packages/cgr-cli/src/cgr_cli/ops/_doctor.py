@@ -18,14 +18,17 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cgr_cli.config._model import Config
+
+if TYPE_CHECKING:
+    from cgr_discovery import DiscoveryError, GitHubClient
 
 GIB = 1024**3
 # cgr hands the token to git through GIT_CONFIG_COUNT/KEY_n/VALUE_n, which git reads
@@ -464,7 +467,6 @@ async def _github_checks(
         AuthError,
         DiscoveryError,
         GitHubClient,
-        GitHubRequestError,
         RetryPolicy,
         TokenAuth,
     )
@@ -519,53 +521,58 @@ async def _github_checks(
             return
         add(auth_check)
         for repo in config.repositories:
-            try:
-                add(await _check_repo(gh, repo, login))
-            except GitHubRequestError as exc:
-                if exc.status_code == 404:
-                    add(
-                        Check(
-                            name=f"repository {repo}",
-                            status=CheckStatus.FAIL,
-                            detail=f"{repo} not found, or {login or 'the token'} cannot see it",
-                            fix=f"check the name in `repositories`; give {login or 'the account'} "
-                            "access to it (a collaborator with the Write role)",
-                        )
-                    )
-                    continue
-                add(
-                    Check(
-                        name=f"repository {repo}",
-                        status=CheckStatus.FAIL,
-                        detail=str(exc),
-                        fix="see GitHub's message above",
-                    )
+            repo_check, answered = await _guarded(
+                f"repository {repo}", _check_repo(gh, repo, login), _repo_failure(repo, login)
+            )
+            add(repo_check)
+            if answered:
+                labels, _ = await _guarded(
+                    f"labels {repo}", _check_labels(gh, config, repo, options), _LABELS_FIX
                 )
-                continue
-            except DiscoveryError as exc:
-                add(
-                    Check(
-                        name=f"repository {repo}",
-                        status=CheckStatus.FAIL,
-                        detail=str(exc),
-                        fix="check the network; run cgr doctor again",
-                    )
-                )
-                continue
-            try:
-                add(await _check_labels(gh, config, repo, options))
-            except DiscoveryError as exc:
-                add(
-                    Check(
-                        name=f"labels {repo}",
-                        status=CheckStatus.FAIL,
-                        detail=str(exc),
-                        fix="the account needs the Triage or Write role to manage labels",
-                    )
-                )
+                add(labels)
 
 
-async def _check_auth(gh: Any, config: Config) -> tuple[Check, str | None]:
+_LABELS_FIX = "the account needs the Triage or Write role to manage labels"
+
+
+def _repo_failure(repo: str, login: str | None) -> Explain:
+    """What to say when GitHub refused or failed a repository check, by what it said."""
+
+    def explain(exc: DiscoveryError) -> tuple[str, str]:
+        from cgr_discovery import GitHubRequestError
+
+        if isinstance(exc, GitHubRequestError) and exc.status_code == 404:
+            return (
+                f"{repo} not found, or {login or 'the token'} cannot see it",
+                f"check the name in `repositories`; give {login or 'the account'} access to "
+                "it (a collaborator with the Write role)",
+            )
+        if isinstance(exc, GitHubRequestError):
+            return str(exc), "see GitHub's message above"
+        return str(exc), "check the network; run cgr doctor again"
+
+    return explain
+
+
+# (detail, fix) for a check that GitHub refused or failed
+Explain = Callable[["DiscoveryError"], tuple[str, str]]
+
+
+async def _guarded(
+    name: str, check: Awaitable[Check], explain: str | Explain
+) -> tuple[Check, bool]:
+    """``(check's result, True)``, or a failed check named ``name`` and False when GitHub
+    refused or failed (``explain``: the fix, or a function giving detail and fix)."""
+    from cgr_discovery import DiscoveryError
+
+    try:
+        return await check, True
+    except DiscoveryError as exc:
+        detail, fix = (str(exc), explain) if isinstance(explain, str) else explain(exc)
+        return Check(name=name, status=CheckStatus.FAIL, detail=detail, fix=fix), False
+
+
+async def _check_auth(gh: GitHubClient, config: Config) -> tuple[Check, str | None]:
     from gidgethub import sansio
 
     from cgr_discovery import GitHubRequestError
@@ -584,7 +591,6 @@ async def _check_auth(gh: Any, config: Config) -> tuple[Check, str | None]:
         login = config.github.bot_login
         kind = "GitHub App installation token (GET /user not allowed)"
         scopes_text = "permissions are those of the app installation, checked per repository"
-        response = None
     else:
         user = response.json()
         login = str(user.get("login"))
@@ -643,7 +649,7 @@ async def _check_auth(gh: Any, config: Config) -> tuple[Check, str | None]:
     return Check(name="github", status=CheckStatus.PASS, data=data, detail=detail), login
 
 
-async def _check_repo(gh: Any, repo: str, login: str | None) -> Check:
+async def _check_repo(gh: GitHubClient, repo: str, login: str | None) -> Check:
     owner, name = repo.split("/", 1)
     data: dict[str, Any] = await gh.getitem("/repos/{owner}/{repo}", {"owner": owner, "repo": name})
     check_name = f"repository {repo}"
@@ -722,7 +728,9 @@ def needed_labels(config: Config) -> list[tuple[str, str, str]]:
     return unique
 
 
-async def _check_labels(gh: Any, config: Config, repo: str, options: DoctorOptions) -> Check:
+async def _check_labels(
+    gh: GitHubClient, config: Config, repo: str, options: DoctorOptions
+) -> Check:
     from cgr_discovery import RunGitHub
 
     github = RunGitHub(gh)

@@ -19,10 +19,10 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -37,6 +37,10 @@ from cgr_cli.run._git import Git, Identity, branch_name
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli.run._report import Outcome, RunSummary, Texts, pr_section
 from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
+
+if TYPE_CHECKING:
+    from cgr_discovery import GitHubClient, RunGitHub, Thread
+    from cgr_store import Run, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +150,7 @@ async def execute_run(
         store.close()
 
 
-async def _beat(ctx: _Ctx, store: Any) -> None:
+async def _beat(ctx: _Ctx, store: Store) -> None:
     """The run's heartbeat, every ``timeouts.heartbeat_seconds`` for the whole run.
 
     Its own task, so it keeps going while git (worker threads), the checkout lock wait or
@@ -205,7 +209,7 @@ def _describe(exc: BaseException) -> str:
     return f"internal error ({type(exc).__name__}: {exc})"
 
 
-async def _whoami(gh: Any) -> str:
+async def _whoami(gh: GitHubClient) -> str:
     data = await gh.getitem("/user")
     return str(data["login"])
 
@@ -222,7 +226,7 @@ def _new_ctx(config: Config, request: RunRequest, run_id: str, token: str, bot: 
     return _Ctx(config, request, run_id, redact, log, time.monotonic(), summary, bot=bot)
 
 
-async def _create_or_pick_up(store: Any, github: Any, request: RunRequest) -> Any:
+async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunRequest) -> Run:
     """The run row comes first: created queued here, or an existing queued one."""
     from cgr_exec import ProcessIdentity
     from cgr_store import ActiveRunExists, Run, RunKind, RunNotFound, RunStatus, new_run_id
@@ -288,7 +292,9 @@ async def _timed(ctx: _Ctx, name: str, fn: Callable[..., Any], *args: Any) -> An
         ctx.timings[name] = ctx.timings.get(name, 0.0) + round(time.monotonic() - start, 3)
 
 
-async def _run(ctx: _Ctx, store: Any, github: Any, token: str, environ: dict[str, str]) -> None:
+async def _run(
+    ctx: _Ctx, store: Store, github: RunGitHub, token: str, environ: dict[str, str]
+) -> None:
 
     config, request = ctx.config, ctx.request
     ws = Workspace.for_run(config.workspace_root, ctx.run_id, request.repo, request.number)
@@ -323,7 +329,7 @@ async def _run(ctx: _Ctx, store: Any, github: Any, token: str, environ: dict[str
                     environ=environ, texts=texts, key=key)  # fmt: skip
 
 
-async def _session_target(ctx: _Ctx, store: Any, thread: Any) -> int:
+async def _session_target(ctx: _Ctx, store: Store, thread: Thread) -> int:
     """The number whose agent session and checkout this run uses.
 
     A pull request whose head branch cgr created for issue #N continues issue #N's
@@ -362,9 +368,9 @@ async def _work(
     ctx: _Ctx,
     ws: Workspace,
     *,
-    store: Any,
-    github: Any,
-    thread: Any,
+    store: Store,
+    github: RunGitHub,
+    thread: Thread,
     token: str,
     environ: dict[str, str],
     texts: Texts,
@@ -466,7 +472,7 @@ class _Work:
     existing_pr: dict[str, Any] | None
 
 
-async def _claim(ctx: _Ctx, store: Any, github: Any, thread: Any, texts: Texts) -> bool:
+async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, texts: Texts) -> bool:
     """Step 1: labels, assignee, reaction, status comment; queued → claimed → running."""
     from cgr_store import RunStatus
 
@@ -494,7 +500,9 @@ async def _claim(ctx: _Ctx, store: Any, github: Any, thread: Any, texts: Texts) 
     return True
 
 
-async def _prepare_checkout(ctx: _Ctx, ws: Workspace, git: Git, github: Any, thread: Any) -> _Work:
+async def _prepare_checkout(
+    ctx: _Ctx, ws: Workspace, git: Git, github: RunGitHub, thread: Thread
+) -> _Work:
     """Steps 2-3: mirror, fresh clone, and the branch to work on."""
     config, request = ctx.config, ctx.request
     url = _clone_url(config.github.api_url, request.repo)
@@ -544,7 +552,7 @@ async def _prepare_checkout(ctx: _Ctx, ws: Workspace, git: Git, github: Any, thr
 
 
 async def _publish(
-    ctx: _Ctx, ws: Workspace, git: Git, *, github: Any, thread: Any, work: _Work
+    ctx: _Ctx, ws: Workspace, git: Git, *, github: RunGitHub, thread: Thread, work: _Work
 ) -> None:
     """Step 7: commit leftovers, push (never a plain force), verify, open or update the PR."""
     request, repo_dir = ctx.request, ws.checkout
@@ -615,7 +623,7 @@ def _clone_url(api_url: str, repo: str) -> str:
 
 
 def _prompt_input(
-    ctx: _Ctx, thread: Any, branch: str, base: str, *, follow_up: bool
+    ctx: _Ctx, thread: Thread, branch: str, base: str, *, follow_up: bool
 ) -> PromptInput:
     from cgr_discovery import Decision, TriggerPolicy, find_status_run_id
 
@@ -689,7 +697,7 @@ def _record_figures(ctx: _Ctx, state: StreamState) -> None:
         s.cost_usd = round(state.estimated_cost_usd, 6)
 
 
-async def _finish(ctx: _Ctx, store: Any, github: Any) -> None:
+async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
     """Labels, final comment, terminal status, summary, cleanup: each step on its own, so
     one failing (GitHub down) does not keep the others from happening."""
     from cgr_store import RunStatus
@@ -704,7 +712,7 @@ async def _finish(ctx: _Ctx, store: Any, github: Any) -> None:
         s.error = ctx.redact(s.error)
     labels = config.labels
 
-    async def step(name: str, coro: Any) -> None:
+    async def step(name: str, coro: Awaitable[object]) -> None:
         try:
             await coro
         except Exception:

@@ -28,6 +28,8 @@ from cgr_cli.schedule._github import GitHubSession
 from cgr_cli.schedule._runs import run_identity, waiting_for_scheduler
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from cgr_cli.run._report import RunSummary
     from cgr_store import Run, RunStatus, Store
 
@@ -93,7 +95,7 @@ async def end_run(
     labels, repo, number = config.labels, run.repo, run.target
     summary = summary_from_run(ended, status=status.value, outcome=outcome, error=error)
 
-    async def step(coro: Any) -> None:
+    async def step(coro: Awaitable[object]) -> None:
         # Best effort per step (GitHub may be down); the store already has the truth.
         with contextlib.suppress(Exception):
             await coro

@@ -29,6 +29,8 @@ from cgr_cli.schedule._plan import PassReport, plan_pass
 from cgr_cli.schedule._runs import free_slots, hostname, record_child, request_for
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cgr_store import Run, Store
 
 
@@ -130,7 +132,7 @@ def _wait_single_threaded(timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def _child_main(config: Config, run: Run) -> Any:
+def _child_main(config: Config, run: Run) -> Callable[[], int]:
     request = request_for(run)
 
     def main() -> int:
