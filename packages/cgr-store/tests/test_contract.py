@@ -412,3 +412,54 @@ def test_timestamps_keep_their_instant(store: Store) -> None:
     assert stored == created
     assert stored.tzinfo is UTC
     assert stored.hour == 23
+
+
+def test_runs_for_target_newest_first(store: Store) -> None:
+    base = datetime(2026, 4, 1, tzinfo=UTC)
+    ids = []
+    for i in range(3):
+        run = store.create_run(make_run(target=8, created_at=base + timedelta(hours=i)))
+        finish(store, run.id, RunStatus.FAILED)
+        ids.append(run.id)
+    store.create_run(make_run(target=9, created_at=base))
+    store.create_run(make_run(target=8, repo="octo/other", created_at=base))
+    latest = store.create_run(make_run(target=8, created_at=base + timedelta(hours=5)))
+    newest_first = [latest.id, *ids[::-1]]
+    assert [r.id for r in store.runs_for_target("octo/repo", 8)] == newest_first
+    # GitHub names are case-insensitive: one repository, however it is spelt.
+    assert [r.id for r in store.runs_for_target("Octo/Repo", 8)] == newest_first
+    assert [r.id for r in store.runs_for_target("octo/repo", 8, limit=2)] == newest_first[:2]
+    assert store.runs_for_target("octo/repo", 8, limit=0) == []
+    assert store.runs_for_target("octo/repo", 10) == []
+    assert store.runs_for_target("octo/repo", 8)[0] == store.get_run(latest.id)
+    with pytest.raises(InvalidUpdate):
+        store.runs_for_target("octo/repo", 8, limit=-1)
+
+
+def test_run_for_branch(store: Store) -> None:
+    base = datetime(2026, 4, 1, tzinfo=UTC)
+    issue = store.create_run(make_run(target=3, branch="cgr/3-fix", created_at=base))
+    finish(store, issue.id)
+    mention = Run(
+        id=new_run_id(),
+        repo="octo/repo",
+        target=40,
+        kind=RunKind.PR_MENTION,
+        branch="cgr/3-fix",
+        created_at=base + timedelta(minutes=5),
+    )
+    store.create_run(mention)
+    store.create_run(make_run(target=4, branch="cgr/4-other", created_at=base))
+    store.create_run(make_run(target=3, repo="octo/other", branch="cgr/3-fix", created_at=base))
+
+    newest = store.run_for_branch("octo/repo", "cgr/3-fix")
+    assert newest is not None
+    assert newest.id == mention.id
+    issue_kinds = (RunKind.ISSUE, RunKind.ISSUE_MENTION)
+    found = store.run_for_branch("OCTO/repo", "cgr/3-fix", kinds=issue_kinds)
+    assert found == store.get_run(issue.id)
+    assert store.run_for_branch("octo/repo", "cgr/3-fix", kinds=[RunKind.REVIEW_COMMENT]) is None
+    assert store.run_for_branch("octo/repo", "cgr/3-fix", kinds=[]) is None
+    assert store.run_for_branch("octo/repo", "cgr/9-none") is None
+    # Branch names are case-sensitive in git.
+    assert store.run_for_branch("octo/repo", "CGR/3-fix") is None

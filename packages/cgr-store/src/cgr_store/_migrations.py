@@ -110,7 +110,17 @@ _V2: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
+# Version 3: indexes for the questions cgr asks of one target or one branch (the runs of an
+# issue for the pre-claim backoff; the issue behind a pull request's head branch), which
+# were answered by scanning recent runs. ``lower(repo)`` because GitHub names are
+# case-insensitive: ``Octo/Repo`` and ``octo/repo`` are one repository. ``created_at, id``
+# last, so "newest first" reads the index backwards without a sort.
+_V3: tuple[str, ...] = (
+    "CREATE INDEX runs_by_target ON runs (lower(repo), target, created_at, id)",
+    "CREATE INDEX runs_by_branch ON runs (lower(repo), branch, created_at, id)",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
 """Statements that take a file from version ``n - 1`` to version ``n``."""
 
 LATEST_VERSION = max(MIGRATIONS)

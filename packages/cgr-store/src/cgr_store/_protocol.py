@@ -7,12 +7,13 @@ directly. Async code calls them through a worker thread, e.g.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
 from ._records import AgentSession, Cursor, ProcessedTrigger, Run, RunEvent
-from ._status import RunStatus, TriggerKind
+from ._status import RunKind, RunStatus, TriggerKind
 
 __all__ = ["Store"]
 
@@ -72,6 +73,18 @@ class Store(Protocol):
     ) -> list[Run]:
         """Active runs whose last sign of life (heartbeat, else start, else creation) is
         older than ``older_than``."""
+        ...
+
+    def runs_for_target(self, repo: str, number: int, *, limit: int | None = None) -> list[Run]:
+        """Every run on one issue or pull request, newest first (at most ``limit``).
+        ``repo`` is compared case-insensitively, as GitHub does. Indexed."""
+        ...
+
+    def run_for_branch(
+        self, repo: str, branch: str, *, kinds: Iterable[RunKind] | None = None
+    ) -> Run | None:
+        """The newest run of ``repo`` that worked on ``branch`` (of one of ``kinds`` if
+        given), or None. ``repo`` is compared case-insensitively. Indexed."""
         ...
 
     def counts(self) -> dict[RunStatus, int]:

@@ -65,7 +65,7 @@ from ._migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
 from ._protocol import Store
 from ._records import AgentSession, Cursor, ProcessedTrigger, Run, RunEvent
 from ._rows import RUN_COLUMNS, UPDATABLE_FIELDS, from_row, to_row, validated
-from ._status import RunStatus, TriggerKind, can_transition
+from ._status import RunKind, RunStatus, TriggerKind, can_transition
 from ._time import to_db, utcnow
 
 __all__ = ["SQLiteStore"]
@@ -591,6 +591,30 @@ class SQLiteStore:
         if host is None:
             return self._runs(where, (cutoff,))
         return self._runs(f"{where} AND host = ?", (cutoff, host))
+
+    def runs_for_target(self, repo: str, number: int, *, limit: int | None = None) -> list[Run]:
+        if limit is not None and limit < 0:
+            raise InvalidUpdate("limit", "must not be negative")
+        # lower(repo) as written in the index runs_by_target, so SQLite uses it.
+        return self._runs(
+            "lower(repo) = lower(?) AND target = ?",
+            (repo, number, -1 if limit is None else limit),
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+
+    def run_for_branch(
+        self, repo: str, branch: str, *, kinds: Iterable[RunKind] | None = None
+    ) -> Run | None:
+        where = "lower(repo) = lower(?) AND branch = ?"
+        params: list[Any] = [repo, branch]
+        if kinds is not None:
+            values = [RunKind(k).value for k in kinds]
+            if not values:
+                return None
+            where += f" AND kind IN ({', '.join('?' * len(values))})"
+            params.extend(values)
+        found = self._runs(where, params, "ORDER BY created_at DESC, id DESC LIMIT 1")
+        return found[0] if found else None
 
     def counts(self) -> dict[RunStatus, int]:
         rows = self._read(
