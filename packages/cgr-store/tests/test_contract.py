@@ -13,6 +13,8 @@ from cgr_store import (
     Cursor,
     IllegalTransition,
     InvalidUpdate,
+    OutboxEntry,
+    OutboxItemNotFound,
     ProcessedTrigger,
     Run,
     RunExists,
@@ -463,3 +465,94 @@ def test_run_for_branch(store: Store) -> None:
     assert store.run_for_branch("octo/repo", "cgr/9-none") is None
     # Branch names are case-sensitive in git.
     assert store.run_for_branch("octo/repo", "CGR/3-fix") is None
+
+
+def report(key: str = "final", **payload: object) -> OutboxEntry:
+    return OutboxEntry(
+        kind="status_comment", key=key, payload=msgspec.json.encode(payload or {"x": 1}).decode()
+    )
+
+
+def test_outbox_put_is_idempotent_per_run_and_key(store: Store) -> None:
+    run = store.create_run(make_run())
+    first = store.put_outbox(run.id, report(body="done"))
+    assert (first.run_id, first.kind, first.key) == (run.id, "status_comment", "final")
+    assert msgspec.json.decode(first.payload) == {"body": "done"}
+    assert (first.attempts, first.last_error, first.delivered_at) == (0, None, None)
+    # Recording the same report again (a retried pass) keeps the one there is.
+    again = store.put_outbox(run.id, report(body="done, retried"))
+    assert again == first
+    other_key = store.put_outbox(run.id, report(key="labels", add=["done"]))
+    other_run = store.create_run(make_run(target=2))
+    same_key_other_run = store.put_outbox(other_run.id, report(body="x"))
+    assert len({first.id, other_key.id, same_key_other_run.id}) == 3
+    assert [i.id for i in store.outbox_for_run(run.id)] == [first.id, other_key.id]
+    with pytest.raises(RunNotFound):
+        store.put_outbox("r-none", report())
+
+
+def test_outbox_refuses_what_cannot_be_sent_later(store: Store) -> None:
+    run = store.create_run(make_run())
+    with pytest.raises(InvalidUpdate) as info:
+        store.put_outbox(run.id, OutboxEntry(kind="labels", key="k", payload="{not json"))
+    assert info.value.field == "payload"
+    with pytest.raises(InvalidUpdate) as info:
+        store.put_outbox(run.id, OutboxEntry(kind="labels", key="", payload="{}"))
+    assert info.value.field == "key"
+    with pytest.raises(InvalidUpdate):
+        store.transition(
+            run.id, RunStatus.FAILED, outbox=[OutboxEntry(kind="l", key="k", payload="")]
+        )
+    assert store.get_run(run.id) == run  # the bad entry stopped the transition too
+    assert store.outbox_for_run(run.id) == []
+
+
+def test_outbox_pending_oldest_first_delivered_and_failed(store: Store) -> None:
+    runs = [store.create_run(make_run(target=t)) for t in range(3)]
+    items = [store.put_outbox(r.id, report()) for r in runs]
+    assert [i.id for i in store.pending_outbox()] == [i.id for i in items]
+    assert [i.id for i in store.pending_outbox(limit=2)] == [i.id for i in items[:2]]
+    assert [i.id for i in store.pending_outbox(run_id=runs[1].id)] == [items[1].id]
+    with pytest.raises(InvalidUpdate):
+        store.pending_outbox(limit=-1)
+
+    moment = datetime(2026, 7, 1, 12, tzinfo=UTC)
+    failed = store.record_outbox_failure(items[0].id, "502 Bad Gateway", at=moment)
+    failed = store.record_outbox_failure(items[0].id, "timeout", at=moment + timedelta(1))
+    assert (failed.attempts, failed.last_error) == (2, "timeout")
+    assert failed.last_attempt_at == moment + timedelta(1)
+    assert failed.delivered_at is None
+    assert items[0].id in [i.id for i in store.pending_outbox()]  # still to send
+
+    delivered = store.mark_outbox_delivered(items[0].id, at=moment + timedelta(2))
+    assert delivered.delivered_at == moment + timedelta(2)
+    assert delivered.attempts == 2
+    # A second mark (a sender that raced another) keeps the first time.
+    assert store.mark_outbox_delivered(items[0].id).delivered_at == moment + timedelta(2)
+    assert [i.id for i in store.pending_outbox()] == [items[1].id, items[2].id]
+    assert store.outbox_for_run(runs[0].id) == [delivered]
+    for missing in (items[-1].id + 1000,):
+        with pytest.raises(OutboxItemNotFound) as info:
+            store.mark_outbox_delivered(missing)
+        assert info.value.item_id == missing
+        with pytest.raises(OutboxItemNotFound):
+            store.record_outbox_failure(missing, "x")
+
+
+def test_terminal_transition_records_its_report_atomically(store: Store) -> None:
+    run = store.create_run(make_run())
+    store.transition(run.id, RunStatus.CLAIMED)
+    store.transition(run.id, RunStatus.RUNNING)
+    entries = [report(body="PR #3"), report(key="labels", add=["done"])]
+    done = store.transition(run.id, RunStatus.SUCCEEDED, outcome="pr_opened", outbox=entries)
+    assert done.status is RunStatus.SUCCEEDED
+    pending = store.pending_outbox(run_id=run.id)
+    assert [(i.key, i.payload) for i in pending] == [(e.key, e.payload) for e in entries]
+    assert all(i.created_at == done.ended_at for i in pending)
+    # An illegal transition writes neither the status nor its report.
+    other = store.create_run(make_run(target=2))
+    with pytest.raises(IllegalTransition):
+        store.transition(other.id, RunStatus.SUCCEEDED, outbox=[report()])
+    assert store.outbox_for_run(other.id) == []
+    with pytest.raises(RunNotFound):
+        store.transition("r-none", RunStatus.FAILED, outbox=[report()])

@@ -15,6 +15,7 @@ from cgr_store import (
     CorruptDatabase,
     DatabaseUnavailable,
     NotADatabase,
+    OutboxEntry,
     Run,
     RunKind,
     RunStatus,
@@ -97,7 +98,7 @@ def make_v1_file(path: Path) -> None:
 
 def test_new_file_uses_wal_and_the_latest_schema(db_path: Path) -> None:
     with SQLiteStore(db_path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         assert store.path == str(db_path)
         assert repr(store) == f"SQLiteStore({str(db_path)!r})"
     conn = sqlite3.connect(db_path)
@@ -222,6 +223,10 @@ def test_version_2_file_gets_the_target_and_branch_indexes_keeping_its_data(
         issue_run = store.run_for_branch("octo/repo", "cgr/issue-12", kinds=[RunKind.ISSUE])
         assert issue_run == done
         assert store.counts()[RunStatus.FAILED] == 1
+        # Version 4's outbox works on the migrated file.
+        entry = OutboxEntry(kind="status_comment", key="final", payload="{}")
+        assert store.put_outbox(done.id, entry).run_id == done.id
+        assert [i.run_id for i in store.pending_outbox()] == [done.id]
     # SQLite really answers them from the new indexes, not by scanning the table.
     target_plan = _query_plan(
         db_path,

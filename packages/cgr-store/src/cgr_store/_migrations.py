@@ -120,7 +120,30 @@ _V3: tuple[str, ...] = (
     "CREATE INDEX runs_by_branch ON runs (lower(repo), branch, created_at, id)",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
+# Version 4: the outbox of GitHub writes (a run's final report), recorded before they are
+# sent and marked delivered after, so a report GitHub did not take is sent by a later pass.
+# UNIQUE (run_id, key): recording the same report twice keeps one. The partial index holds
+# only what is pending, so finding it stays cheap however many were delivered.
+_V4: tuple[str, ...] = (
+    """
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        kind            TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        last_attempt_at TEXT,
+        delivered_at    TEXT,
+        UNIQUE (run_id, key)
+    )
+    """,
+    "CREATE INDEX outbox_pending ON outbox (id) WHERE delivered_at IS NULL",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 """Statements that take a file from version ``n - 1`` to version ``n``."""
 
 LATEST_VERSION = max(MIGRATIONS)

@@ -12,7 +12,15 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
-from ._records import AgentSession, Cursor, ProcessedTrigger, Run, RunEvent
+from ._records import (
+    AgentSession,
+    Cursor,
+    OutboxEntry,
+    OutboxItem,
+    ProcessedTrigger,
+    Run,
+    RunEvent,
+)
 from ._status import RunKind, RunStatus, TriggerKind
 
 __all__ = ["Store"]
@@ -28,10 +36,21 @@ class Store(Protocol):
         the same transaction. Raises ActiveRunExists, TriggerAlreadyProcessed, RunExists."""
         ...
 
-    def transition(self, run_id: str, to: RunStatus, *, detail: str = "", **fields: Any) -> Run:
+    def transition(
+        self,
+        run_id: str,
+        to: RunStatus,
+        *,
+        detail: str = "",
+        outbox: Iterable[OutboxEntry] = (),
+        **fields: Any,
+    ) -> Run:
         """Move a run to ``to`` (checked against ALLOWED_TRANSITIONS), set ``fields`` and
         append a RunEvent, all in one transaction. Sets ``started_at`` on running and
-        ``ended_at`` on a terminal status unless given. Raises IllegalTransition."""
+        ``ended_at`` on a terminal status unless given. Raises IllegalTransition.
+
+        ``outbox``: entries recorded for the run in the same transaction (as put_outbox), so
+        a crash never leaves a run ended without the report it must send."""
         ...
 
     def update_run(self, run_id: str, **fields: Any) -> Run:
@@ -107,6 +126,32 @@ class Store(Protocol):
     def get_agent_session(self, repo: str, target: int) -> AgentSession | None: ...
 
     def set_agent_session(self, session: AgentSession) -> None: ...
+
+    # -- outbox of GitHub writes ---------------------------------------------------------
+    def put_outbox(self, run_id: str, entry: OutboxEntry) -> OutboxItem:
+        """Record a write to send for a run; idempotent on (run_id, entry.key): the first
+        entry of a key is kept and returned again. Raises RunNotFound, InvalidUpdate (a
+        payload that is not JSON)."""
+        ...
+
+    def pending_outbox(self, limit: int = 100, *, run_id: str | None = None) -> list[OutboxItem]:
+        """Items not delivered yet (of one run if given), oldest first."""
+        ...
+
+    def outbox_for_run(self, run_id: str) -> list[OutboxItem]:
+        """Every item of a run, delivered or not, oldest first."""
+        ...
+
+    def mark_outbox_delivered(self, item_id: int, *, at: datetime | None = None) -> OutboxItem:
+        """Mark an item sent; a second call keeps the first time. Raises OutboxItemNotFound."""
+        ...
+
+    def record_outbox_failure(
+        self, item_id: int, error: str, *, at: datetime | None = None
+    ) -> OutboxItem:
+        """Count a failed attempt (``attempts + 1``, ``last_error``, ``last_attempt_at``); the
+        item stays pending. Raises OutboxItemNotFound."""
+        ...
 
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None: ...

@@ -11,14 +11,23 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._errors import InvalidUpdate
-from ._records import Base, Run
+from ._records import Base, OutboxEntry, OutboxItem, Run
 from ._time import to_db
 
-__all__ = ["RUN_COLUMNS", "UPDATABLE_FIELDS", "from_row", "to_row", "validated"]
+__all__ = [
+    "OUTBOX_COLUMNS",
+    "RUN_COLUMNS",
+    "UPDATABLE_FIELDS",
+    "checked_outbox",
+    "from_row",
+    "to_row",
+    "validated",
+]
 
 T = TypeVar("T", bound=Base)
 
 RUN_COLUMNS: tuple[str, ...] = Run.__struct_fields__
+OUTBOX_COLUMNS: tuple[str, ...] = OutboxItem.__struct_fields__
 
 UPDATABLE_FIELDS: frozenset[str] = frozenset(RUN_COLUMNS) - {
     "id",
@@ -78,3 +87,19 @@ def to_row(record: Base) -> dict[str, Any]:
 def from_row(row: Mapping[str, Any], record_type: type[T]) -> T:
     """A record from a row; msgspec parses the timestamps and enums and checks types."""
     return msgspec.convert(dict(row), type=record_type)
+
+
+def checked_outbox(entry: OutboxEntry) -> OutboxEntry:
+    """``entry`` validated, with a payload that is JSON text (InvalidUpdate otherwise).
+
+    Checked on the way in because the payload is read back by another process, maybe much
+    later, which must not be the first to find it unreadable.
+    """
+    entry = validated(entry)
+    if not entry.key:
+        raise InvalidUpdate("key", "must not be empty")
+    try:
+        msgspec.json.decode(entry.payload)
+    except msgspec.DecodeError as exc:
+        raise InvalidUpdate("payload", f"not JSON text ({exc})") from None
+    return entry

@@ -55,6 +55,7 @@ from ._errors import (
     IllegalTransition,
     InvalidUpdate,
     NotADatabase,
+    OutboxItemNotFound,
     RunExists,
     RunNotFound,
     SchemaTooNew,
@@ -63,8 +64,24 @@ from ._errors import (
 )
 from ._migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
 from ._protocol import Store
-from ._records import AgentSession, Cursor, ProcessedTrigger, Run, RunEvent
-from ._rows import RUN_COLUMNS, UPDATABLE_FIELDS, from_row, to_row, validated
+from ._records import (
+    AgentSession,
+    Cursor,
+    OutboxEntry,
+    OutboxItem,
+    ProcessedTrigger,
+    Run,
+    RunEvent,
+)
+from ._rows import (
+    OUTBOX_COLUMNS,
+    RUN_COLUMNS,
+    UPDATABLE_FIELDS,
+    checked_outbox,
+    from_row,
+    to_row,
+    validated,
+)
 from ._status import RunKind, RunStatus, TriggerKind, can_transition
 from ._time import to_db, utcnow
 
@@ -111,6 +128,7 @@ os.register_at_fork(before=_release_connections_before_fork)
 _ACTIVE_SQL = "('queued', 'claimed', 'running')"
 _RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
 _EVENT_SELECT = "SELECT run_id, at, from_status, to_status, detail FROM run_events"
+_OUTBOX_SELECT = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox"
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -490,12 +508,21 @@ class SQLiteStore:
         if cursor.rowcount != 1:  # impossible under BEGIN IMMEDIATE; checked all the same
             raise StoreError(f"run {run.id!r} changed underneath an update")
 
-    def transition(self, run_id: str, to: RunStatus, *, detail: str = "", **fields: Any) -> Run:
+    def transition(
+        self,
+        run_id: str,
+        to: RunStatus,
+        *,
+        detail: str = "",
+        outbox: Iterable[OutboxEntry] = (),
+        **fields: Any,
+    ) -> Run:
         try:
             target_status = RunStatus(to)
         except ValueError:
             raise InvalidUpdate("status", f"{to!r} is not a RunStatus") from None
         self._check_fields(fields)
+        entries = [checked_outbox(entry) for entry in outbox]
 
         def body(conn: sqlite3.Connection) -> Run:
             current = self._load(conn, run_id)
@@ -517,6 +544,8 @@ class SQLiteStore:
                 to_status=target_status,
                 detail=detail,
             )
+            for entry in entries:
+                self._insert_outbox(conn, run_id, entry, now)
             return updated
 
         return self._write(body)
@@ -664,6 +693,72 @@ class SQLiteStore:
             return True
 
         return self._write(body)
+
+    # -- outbox -------------------------------------------------------------------------
+    @staticmethod
+    def _insert_outbox(
+        conn: sqlite3.Connection, run_id: str, entry: OutboxEntry, now: datetime
+    ) -> OutboxItem:
+        # DO NOTHING on (run_id, key): the first entry of a key stays, so recording the same
+        # report again (a retried transition, a second pass) never makes a second one.
+        conn.execute(
+            "INSERT INTO outbox (run_id, kind, key, payload, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO NOTHING",
+            (run_id, entry.kind, entry.key, entry.payload, to_db(now)),
+        )
+        row = conn.execute(
+            f"{_OUTBOX_SELECT} WHERE run_id = ? AND key = ?", (run_id, entry.key)
+        ).fetchone()
+        return from_row(row, OutboxItem)
+
+    def put_outbox(self, run_id: str, entry: OutboxEntry) -> OutboxItem:
+        entry = checked_outbox(entry)
+
+        def body(conn: sqlite3.Connection) -> OutboxItem:
+            self._load(conn, run_id)  # RunNotFound rather than a bare foreign-key error
+            return self._insert_outbox(conn, run_id, entry, utcnow())
+
+        return self._write(body)
+
+    def _outbox(self, where: str, params: Iterable[Any], tail: str = "") -> list[OutboxItem]:
+        sql = f"{_OUTBOX_SELECT} WHERE {where} ORDER BY id {tail}"
+        return self._read(
+            lambda conn: [from_row(r, OutboxItem) for r in conn.execute(sql, (*params,))]
+        )
+
+    def pending_outbox(self, limit: int = 100, *, run_id: str | None = None) -> list[OutboxItem]:
+        if limit < 0:
+            raise InvalidUpdate("limit", "must not be negative")
+        if run_id is None:
+            return self._outbox("delivered_at IS NULL", (limit,), "LIMIT ?")
+        return self._outbox("delivered_at IS NULL AND run_id = ?", (run_id, limit), "LIMIT ?")
+
+    def outbox_for_run(self, run_id: str) -> list[OutboxItem]:
+        return self._outbox("run_id = ?", (run_id,))
+
+    def _update_outbox(self, item_id: int, assignments: str, params: tuple[Any, ...]) -> OutboxItem:
+        def body(conn: sqlite3.Connection) -> OutboxItem:
+            conn.execute(f"UPDATE outbox SET {assignments} WHERE id = ?", (*params, item_id))
+            row = conn.execute(f"{_OUTBOX_SELECT} WHERE id = ?", (item_id,)).fetchone()
+            if row is None:
+                raise OutboxItemNotFound(item_id)
+            return from_row(row, OutboxItem)
+
+        return self._write(body)
+
+    def mark_outbox_delivered(self, item_id: int, *, at: datetime | None = None) -> OutboxItem:
+        stamp = to_db(at or utcnow())
+        return self._update_outbox(item_id, "delivered_at = COALESCE(delivered_at, ?)", (stamp,))
+
+    def record_outbox_failure(
+        self, item_id: int, error: str, *, at: datetime | None = None
+    ) -> OutboxItem:
+        stamp = to_db(at or utcnow())
+        return self._update_outbox(
+            item_id,
+            "attempts = attempts + 1, last_error = ?, last_attempt_at = ?",
+            (str(error), stamp),
+        )
 
     # -- cursors and agent sessions -----------------------------------------------------
     def get_cursor(self, repo: str, stream: str) -> Cursor | None:
