@@ -11,6 +11,7 @@ from cgr_store import (
     ActiveRunExists,
     AgentSession,
     Cursor,
+    HttpCacheEntry,
     IllegalTransition,
     InvalidUpdate,
     OutboxEntry,
@@ -556,3 +557,54 @@ def test_terminal_transition_records_its_report_atomically(store: Store) -> None
     assert store.outbox_for_run(other.id) == []
     with pytest.raises(RunNotFound):
         store.transition("r-none", RunStatus.FAILED, outbox=[report()])
+
+
+def test_cursors_written_many_at_once_and_only_when_changed(store: Store) -> None:
+    since = datetime(2026, 5, 1, tzinfo=UTC)
+    first = [
+        Cursor(repo=f"octo/r{i}", stream=stream, since=since, etag=f'W/"{i}"')
+        for i in range(3)
+        for stream in ("issues", "issue_comments")
+    ]
+    assert store.set_cursors(first) == 6
+    assert store.get_cursors() == sorted(first, key=lambda c: (c.repo, c.stream))
+    assert store.get_cursors("octo/r1") == sorted(
+        [c for c in first if c.repo == "octo/r1"], key=lambda c: c.stream
+    )
+    assert store.get_cursors("octo/none") == []
+    # An idle poll: the same positions, a later clock. Nothing is written, not even the time.
+    later = [msgspec.structs.replace(c, updated_at=utcnow() + timedelta(hours=1)) for c in first]
+    assert store.set_cursors(later) == 0
+    assert store.get_cursors() == sorted(first, key=lambda c: (c.repo, c.stream))
+    # One moved, one new: those two are written; the last cursor of a key given twice wins.
+    moved = msgspec.structs.replace(first[0], since=since + timedelta(minutes=1))
+    new = Cursor(repo="octo/r9", stream="issues", etag='W/"9"')
+    stale = msgspec.structs.replace(new, etag='W/"8"')
+    assert store.set_cursors([*later, stale, moved, new]) == 2
+    assert store.get_cursor(moved.repo, moved.stream) == moved
+    assert store.get_cursor("octo/r9", "issues") == new
+    assert store.set_cursors([]) == 0
+
+
+def test_http_cache(store: Store) -> None:
+    assert store.http_cache_get("https://api.github.com/repos/o/r/issues") is None
+    entries = [
+        HttpCacheEntry(key=f"/repos/o/r{i}/issues", etag=f'W/"{i}"', body=bytes([i, 0, 255]) * 3)
+        for i in range(4)
+    ]
+    assert store.http_cache_put_many(entries) == 4
+    assert store.http_cache_get("/repos/o/r2/issues") == entries[2]
+    assert store.http_cache_get_many() == {e.key: e for e in entries}
+    keys = ["/repos/o/r1/issues", "/nothing", "/repos/o/r3/issues", "/repos/o/r1/issues"]
+    assert store.http_cache_get_many(keys) == {e.key: e for e in (entries[1], entries[3])}
+    # Unchanged entries (the 304 case) are not written again.
+    assert store.http_cache_put_many(entries) == 0
+    changed = msgspec.structs.replace(entries[0], etag='W/"new"', body=b'{"a": 1}')
+    modified = msgspec.structs.replace(entries[1], last_modified="Tue, 01 Dec 2026 10:00:00 GMT")
+    assert store.http_cache_put_many([changed, modified, entries[2]]) == 2
+    assert store.http_cache_get(changed.key) == changed
+    assert store.http_cache_get(modified.key) == modified
+    assert store.http_cache_delete([changed.key, "/nothing"]) == 1
+    assert store.http_cache_get(changed.key) is None
+    assert store.http_cache_delete([]) == 0
+    assert store.http_cache_put_many([]) == 0

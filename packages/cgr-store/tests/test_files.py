@@ -13,7 +13,9 @@ from cgr_store import (
     SCHEMA_VERSION,
     AgentSession,
     CorruptDatabase,
+    Cursor,
     DatabaseUnavailable,
+    HttpCacheEntry,
     NotADatabase,
     OutboxEntry,
     Run,
@@ -98,7 +100,7 @@ def make_v1_file(path: Path) -> None:
 
 def test_new_file_uses_wal_and_the_latest_schema(db_path: Path) -> None:
     with SQLiteStore(db_path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 4
+        assert store.schema_version == SCHEMA_VERSION == 5
         assert store.path == str(db_path)
         assert repr(store) == f"SQLiteStore({str(db_path)!r})"
     conn = sqlite3.connect(db_path)
@@ -358,3 +360,19 @@ def test_a_closed_store_says_so(db_path: Path) -> None:
     store.close()
     with pytest.raises(DatabaseUnavailable, match="closed"):
         store.counts()
+
+
+def test_unchanged_cursors_and_cache_entries_write_nothing_to_the_file(db_path: Path) -> None:
+    cursors = [Cursor(repo=f"o/r{i}", stream="issues", etag=f'"{i}"') for i in range(50)]
+    entries = [HttpCacheEntry(key=f"/r{i}", etag=f'"{i}"', body=b"[]") for i in range(50)]
+    with SQLiteStore(db_path) as store:
+        assert store.set_cursors(cursors) == 50
+        assert store.http_cache_put_many(entries) == 50
+        wal = db_path.with_name(db_path.name + "-wal")
+        before = (db_path.read_bytes(), wal.read_bytes())
+        # An idle poll of 50 repositories: no write transaction, so no fsync either.
+        assert store.set_cursors(cursors) == 0
+        assert store.http_cache_put_many(entries) == 0
+        assert (db_path.read_bytes(), wal.read_bytes()) == before
+        assert store.set_cursors([Cursor(repo="o/r1", stream="issues", etag='"x"')]) == 1
+        assert wal.read_bytes() != before[1]

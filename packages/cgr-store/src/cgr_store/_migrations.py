@@ -143,7 +143,22 @@ _V4: tuple[str, ...] = (
     "CREATE INDEX outbox_pending ON outbox (id) WHERE delivered_at IS NULL",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+# Version 5: discovery's HTTP cache (ETag, Last-Modified and body per URL), so that the
+# idle poll of a fresh process (every `cgr tick` is one) sends conditional requests, which
+# GitHub answers with 304 at no rate-limit cost.
+_V5: tuple[str, ...] = (
+    """
+    CREATE TABLE http_cache (
+        key           TEXT PRIMARY KEY,
+        etag          TEXT,
+        last_modified TEXT,
+        body          BLOB NOT NULL,
+        updated_at    TEXT NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 """Statements that take a file from version ``n - 1`` to version ``n``."""
 
 LATEST_VERSION = max(MIGRATIONS)

@@ -15,6 +15,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from ._records import (
     AgentSession,
     Cursor,
+    HttpCacheEntry,
     OutboxEntry,
     OutboxItem,
     ProcessedTrigger,
@@ -123,9 +124,34 @@ class Store(Protocol):
 
     def set_cursor(self, cursor: Cursor) -> None: ...
 
+    def get_cursors(self, repo: str | None = None) -> list[Cursor]:
+        """Every cursor (of one repository if given), by repo and stream: one read."""
+        ...
+
+    def set_cursors(self, cursors: Iterable[Cursor]) -> int:
+        """Write the cursors whose ``since`` or ``etag`` differ from the stored ones, all in
+        one transaction; returns how many were written (0: nothing written at all)."""
+        ...
+
     def get_agent_session(self, repo: str, target: int) -> AgentSession | None: ...
 
     def set_agent_session(self, session: AgentSession) -> None: ...
+
+    # -- HTTP cache of discovery ---------------------------------------------------------
+    def http_cache_get(self, key: str) -> HttpCacheEntry | None: ...
+
+    def http_cache_get_many(self, keys: Iterable[str] | None = None) -> dict[str, HttpCacheEntry]:
+        """The entries of ``keys`` that exist (every entry if None), in one read."""
+        ...
+
+    def http_cache_put_many(self, entries: Iterable[HttpCacheEntry]) -> int:
+        """Write the entries whose etag, last_modified or body changed, in one transaction;
+        returns how many were written (0: nothing written at all)."""
+        ...
+
+    def http_cache_delete(self, keys: Iterable[str]) -> int:
+        """Forget entries; returns how many existed."""
+        ...
 
     # -- outbox of GitHub writes ---------------------------------------------------------
     def put_outbox(self, run_id: str, entry: OutboxEntry) -> OutboxItem:

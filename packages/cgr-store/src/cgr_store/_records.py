@@ -19,6 +19,7 @@ __all__ = [
     "AgentSession",
     "Base",
     "Cursor",
+    "HttpCacheEntry",
     "OutboxEntry",
     "OutboxItem",
     "ProcessedTrigger",
@@ -115,6 +116,23 @@ class Cursor(Base, frozen=True, kw_only=True):
     since: datetime | None = None
     etag: str | None = None
     updated_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class HttpCacheEntry(Base, frozen=True, kw_only=True):
+    """One cached HTTP response, so a fresh process can send a conditional request.
+
+    GitHub answers ``304 Not Modified`` to a request carrying the ETag of what it would
+    send, and such an answer costs no rate-limit point; the body is what the caller replays
+    then. The store does not interpret ``body``: the caller chooses its encoding.
+    """
+
+    key: str
+    """Usually the URL (with its query)."""
+    etag: str | None = None
+    last_modified: str | None = None
+    body: bytes = b""
+    updated_at: datetime = msgspec.field(default_factory=utcnow)
+    """When the entry last changed (writing an unchanged entry writes nothing)."""
 
 
 class AgentSession(Base, frozen=True, kw_only=True):

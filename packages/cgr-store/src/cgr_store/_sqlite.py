@@ -33,6 +33,7 @@ Design notes
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sqlite3
@@ -67,6 +68,7 @@ from ._protocol import Store
 from ._records import (
     AgentSession,
     Cursor,
+    HttpCacheEntry,
     OutboxEntry,
     OutboxItem,
     ProcessedTrigger,
@@ -77,6 +79,7 @@ from ._rows import (
     OUTBOX_COLUMNS,
     RUN_COLUMNS,
     UPDATABLE_FIELDS,
+    changed_columns,
     checked_outbox,
     from_row,
     to_row,
@@ -129,6 +132,12 @@ _ACTIVE_SQL = "('queued', 'claimed', 'running')"
 _RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
 _EVENT_SELECT = "SELECT run_id, at, from_status, to_status, detail FROM run_events"
 _OUTBOX_SELECT = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox"
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    """The UPDATE of these run columns (cached: the same few sets recur for every run)."""
+    return f"UPDATE runs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ? AND status = ?"
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -231,12 +240,15 @@ class SQLiteStore:
     def _open(self, *, first: bool) -> sqlite3.Connection:
         """Open (first=True: also validate, switch to WAL and migrate)."""
         conn = self._connect()
-        if not first:
-            return conn  # a reopen after fork: the parent already validated and migrated
         try:
-            self._with_busy_retry(lambda: self._validate(conn))
-            self._with_busy_retry(lambda: self._enable_wal(conn))
-            self._with_busy_retry(lambda: self._migrate(conn))
+            if first:  # a reopen after fork skips these: the parent validated and migrated
+                self._with_busy_retry(lambda: self._validate(conn))
+                self._with_busy_retry(lambda: self._enable_wal(conn))
+            # Per connection, so every one sets it, also those reopened after a fork (after
+            # validation: it reads the file header, and a foreign file is refused first).
+            self._with_busy_retry(lambda: self._set_synchronous(conn))
+            if first:
+                self._with_busy_retry(lambda: self._migrate(conn))
         except BaseException:
             conn.close()
             raise
@@ -285,8 +297,12 @@ class SQLiteStore:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise DatabaseUnavailable(self._path, f"cannot switch to WAL (journal mode {mode})")
-        # FULL: a committed run survives a power cut, not just a crashed process; cgr
-        # writes a few rows per minute, so the fsync per commit is cheap.
+
+    def _set_synchronous(self, conn: sqlite3.Connection) -> None:
+        if self._memory:
+            return
+        # FULL: in WAL mode every COMMIT fsyncs the WAL before it returns, so a committed run
+        # survives a power cut, not just a killed process (the README says why that matters).
         conn.execute("PRAGMA synchronous = FULL")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -497,16 +513,17 @@ class SQLiteStore:
                 raise InvalidUpdate(name, f"not an updatable run field (those are: {known})")
 
     @staticmethod
-    def _save(conn: sqlite3.Connection, run: Run, expected_status: RunStatus) -> None:
-        row = to_row(run)
-        row.pop("id")
-        assignments = ", ".join(f"{name} = ?" for name in row)
+    def _save(conn: sqlite3.Connection, before: Run, after: Run) -> None:
+        """Write the columns in which ``after`` differs from ``before`` (read in this
+        transaction), checking the status did not change underneath."""
+        changed = changed_columns(before, after)
+        if not changed:
+            return
         cursor = conn.execute(
-            f"UPDATE runs SET {assignments} WHERE id = ? AND status = ?",
-            (*row.values(), run.id, expected_status.value),
+            _update_sql(tuple(changed)), (*changed.values(), after.id, before.status.value)
         )
         if cursor.rowcount != 1:  # impossible under BEGIN IMMEDIATE; checked all the same
-            raise StoreError(f"run {run.id!r} changed underneath an update")
+            raise StoreError(f"run {after.id!r} changed underneath an update")
 
     def transition(
         self,
@@ -535,7 +552,7 @@ class SQLiteStore:
             if target_status.is_terminal:
                 changes.setdefault("ended_at", now)
             updated = validated(msgspec.structs.replace(current, status=target_status, **changes))
-            self._save(conn, updated, current.status)
+            self._save(conn, current, updated)
             self._add_event(
                 conn,
                 run_id,
@@ -556,7 +573,7 @@ class SQLiteStore:
         def body(conn: sqlite3.Connection) -> Run:
             current = self._load(conn, run_id)
             updated = validated(msgspec.structs.replace(current, **fields))
-            self._save(conn, updated, current.status)
+            self._save(conn, current, updated)
             return updated
 
         return self._write(body)
@@ -694,6 +711,40 @@ class SQLiteStore:
 
         return self._write(body)
 
+    # -- HTTP cache -----------------------------------------------------------------------
+    _HTTP_SELECT = "SELECT key, etag, last_modified, body, updated_at FROM http_cache"
+
+    def http_cache_get(self, key: str) -> HttpCacheEntry | None:
+        return self.http_cache_get_many([key]).get(key)
+
+    def http_cache_get_many(self, keys: Iterable[str] | None = None) -> dict[str, HttpCacheEntry]:
+        wanted = None if keys is None else list(dict.fromkeys(keys))
+
+        def body(conn: sqlite3.Connection) -> dict[str, HttpCacheEntry]:
+            if wanted is None:
+                rows = list(conn.execute(self._HTTP_SELECT))
+            else:
+                found = (
+                    conn.execute(f"{self._HTTP_SELECT} WHERE key = ?", (k,)).fetchone()
+                    for k in wanted
+                )
+                rows = [r for r in found if r is not None]
+            return {r["key"]: from_row(r, HttpCacheEntry) for r in rows}
+
+        return self._read(body)
+
+    def http_cache_put_many(self, entries: Iterable[HttpCacheEntry]) -> int:
+        rows = [to_row(validated(e)) for e in entries]
+        return self._put_changed("http_cache", ("key",), ("etag", "last_modified", "body"), rows)
+
+    def http_cache_delete(self, keys: Iterable[str]) -> int:
+        doomed = [(k,) for k in dict.fromkeys(keys)]
+        if not doomed:
+            return 0
+        return self._write(
+            lambda conn: conn.executemany("DELETE FROM http_cache WHERE key = ?", doomed).rowcount
+        )
+
     # -- outbox -------------------------------------------------------------------------
     @staticmethod
     def _insert_outbox(
@@ -773,6 +824,63 @@ class SQLiteStore:
 
     def set_cursor(self, cursor: Cursor) -> None:
         self._upsert("cursors", to_row(validated(cursor)), ("repo", "stream"))
+
+    def get_cursors(self, repo: str | None = None) -> list[Cursor]:
+        sql = "SELECT repo, stream, since, etag, updated_at FROM cursors"
+        params: tuple[str, ...] = ()
+        if repo is not None:
+            sql, params = f"{sql} WHERE repo = ?", (repo,)
+        return self._read(
+            lambda conn: [
+                from_row(r, Cursor) for r in conn.execute(f"{sql} ORDER BY repo, stream", params)
+            ]
+        )
+
+    def set_cursors(self, cursors: Iterable[Cursor]) -> int:
+        rows = [to_row(validated(c)) for c in cursors]
+        return self._put_changed("cursors", ("repo", "stream"), ("since", "etag"), rows)
+
+    def _put_changed(
+        self,
+        table: str,
+        key: tuple[str, ...],
+        compared: tuple[str, ...],
+        rows: list[dict[str, Any]],
+    ) -> int:
+        """Upsert the ``rows`` whose ``compared`` columns differ from the stored row.
+
+        The comparison is a read transaction, which takes no write lock: an idle poll, where
+        nothing changed, writes nothing and fsyncs nothing. The changed rows go in one write
+        transaction (one fsync however many). Two processes writing the same key at once
+        both write; the last one stays, as with set_cursor.
+        """
+        latest = {tuple(row[k] for k in key): row for row in rows}  # the last of a key wins
+        if not latest:
+            return 0
+        where = " AND ".join(f"{k} = ?" for k in key)
+        select = f"SELECT {', '.join(compared)} FROM {table} WHERE {where}"
+
+        def differing(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            changed = []
+            for ident, row in latest.items():
+                stored = conn.execute(select, ident).fetchone()
+                if stored is None or tuple(stored) != tuple(row[c] for c in compared):
+                    changed.append(row)
+            return changed
+
+        changed = self._read(differing)
+        if not changed:
+            return 0
+        columns = list(changed[0])
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+        )
+        self._write(
+            lambda conn: conn.executemany(sql, [tuple(r[c] for c in columns) for r in changed])
+        )
+        return len(changed)
 
     def get_agent_session(self, repo: str, target: int) -> AgentSession | None:
         row = self._read(
