@@ -11,8 +11,11 @@ from cgr_store import (
     ActiveRunExists,
     AgentSession,
     Cursor,
+    HttpCacheEntry,
     IllegalTransition,
     InvalidUpdate,
+    OutboxEntry,
+    OutboxItemNotFound,
     ProcessedTrigger,
     Run,
     RunExists,
@@ -412,3 +415,196 @@ def test_timestamps_keep_their_instant(store: Store) -> None:
     assert stored == created
     assert stored.tzinfo is UTC
     assert stored.hour == 23
+
+
+def test_runs_for_target_newest_first(store: Store) -> None:
+    base = datetime(2026, 4, 1, tzinfo=UTC)
+    ids = []
+    for i in range(3):
+        run = store.create_run(make_run(target=8, created_at=base + timedelta(hours=i)))
+        finish(store, run.id, RunStatus.FAILED)
+        ids.append(run.id)
+    store.create_run(make_run(target=9, created_at=base))
+    store.create_run(make_run(target=8, repo="octo/other", created_at=base))
+    latest = store.create_run(make_run(target=8, created_at=base + timedelta(hours=5)))
+    newest_first = [latest.id, *ids[::-1]]
+    assert [r.id for r in store.runs_for_target("octo/repo", 8)] == newest_first
+    # GitHub names are case-insensitive: one repository, however it is spelt.
+    assert [r.id for r in store.runs_for_target("Octo/Repo", 8)] == newest_first
+    assert [r.id for r in store.runs_for_target("octo/repo", 8, limit=2)] == newest_first[:2]
+    assert store.runs_for_target("octo/repo", 8, limit=0) == []
+    assert store.runs_for_target("octo/repo", 10) == []
+    assert store.runs_for_target("octo/repo", 8)[0] == store.get_run(latest.id)
+    with pytest.raises(InvalidUpdate):
+        store.runs_for_target("octo/repo", 8, limit=-1)
+
+
+def test_run_for_branch(store: Store) -> None:
+    base = datetime(2026, 4, 1, tzinfo=UTC)
+    issue = store.create_run(make_run(target=3, branch="cgr/3-fix", created_at=base))
+    finish(store, issue.id)
+    mention = Run(
+        id=new_run_id(),
+        repo="octo/repo",
+        target=40,
+        kind=RunKind.PR_MENTION,
+        branch="cgr/3-fix",
+        created_at=base + timedelta(minutes=5),
+    )
+    store.create_run(mention)
+    store.create_run(make_run(target=4, branch="cgr/4-other", created_at=base))
+    store.create_run(make_run(target=3, repo="octo/other", branch="cgr/3-fix", created_at=base))
+
+    newest = store.run_for_branch("octo/repo", "cgr/3-fix")
+    assert newest is not None
+    assert newest.id == mention.id
+    issue_kinds = (RunKind.ISSUE, RunKind.ISSUE_MENTION)
+    found = store.run_for_branch("OCTO/repo", "cgr/3-fix", kinds=issue_kinds)
+    assert found == store.get_run(issue.id)
+    assert store.run_for_branch("octo/repo", "cgr/3-fix", kinds=[RunKind.REVIEW_COMMENT]) is None
+    assert store.run_for_branch("octo/repo", "cgr/3-fix", kinds=[]) is None
+    assert store.run_for_branch("octo/repo", "cgr/9-none") is None
+    # Branch names are case-sensitive in git.
+    assert store.run_for_branch("octo/repo", "CGR/3-fix") is None
+
+
+def report(key: str = "final", **payload: object) -> OutboxEntry:
+    return OutboxEntry(
+        kind="status_comment", key=key, payload=msgspec.json.encode(payload or {"x": 1}).decode()
+    )
+
+
+def test_outbox_put_is_idempotent_per_run_and_key(store: Store) -> None:
+    run = store.create_run(make_run())
+    first = store.put_outbox(run.id, report(body="done"))
+    assert (first.run_id, first.kind, first.key) == (run.id, "status_comment", "final")
+    assert msgspec.json.decode(first.payload) == {"body": "done"}
+    assert (first.attempts, first.last_error, first.delivered_at) == (0, None, None)
+    # Recording the same report again (a retried pass) keeps the one there is.
+    again = store.put_outbox(run.id, report(body="done, retried"))
+    assert again == first
+    other_key = store.put_outbox(run.id, report(key="labels", add=["done"]))
+    other_run = store.create_run(make_run(target=2))
+    same_key_other_run = store.put_outbox(other_run.id, report(body="x"))
+    assert len({first.id, other_key.id, same_key_other_run.id}) == 3
+    assert [i.id for i in store.outbox_for_run(run.id)] == [first.id, other_key.id]
+    with pytest.raises(RunNotFound):
+        store.put_outbox("r-none", report())
+
+
+def test_outbox_refuses_what_cannot_be_sent_later(store: Store) -> None:
+    run = store.create_run(make_run())
+    with pytest.raises(InvalidUpdate) as info:
+        store.put_outbox(run.id, OutboxEntry(kind="labels", key="k", payload="{not json"))
+    assert info.value.field == "payload"
+    with pytest.raises(InvalidUpdate) as info:
+        store.put_outbox(run.id, OutboxEntry(kind="labels", key="", payload="{}"))
+    assert info.value.field == "key"
+    with pytest.raises(InvalidUpdate):
+        store.transition(
+            run.id, RunStatus.FAILED, outbox=[OutboxEntry(kind="l", key="k", payload="")]
+        )
+    assert store.get_run(run.id) == run  # the bad entry stopped the transition too
+    assert store.outbox_for_run(run.id) == []
+
+
+def test_outbox_pending_oldest_first_delivered_and_failed(store: Store) -> None:
+    runs = [store.create_run(make_run(target=t)) for t in range(3)]
+    items = [store.put_outbox(r.id, report()) for r in runs]
+    assert [i.id for i in store.pending_outbox()] == [i.id for i in items]
+    assert [i.id for i in store.pending_outbox(limit=2)] == [i.id for i in items[:2]]
+    assert [i.id for i in store.pending_outbox(run_id=runs[1].id)] == [items[1].id]
+    with pytest.raises(InvalidUpdate):
+        store.pending_outbox(limit=-1)
+
+    moment = datetime(2026, 7, 1, 12, tzinfo=UTC)
+    failed = store.record_outbox_failure(items[0].id, "502 Bad Gateway", at=moment)
+    failed = store.record_outbox_failure(items[0].id, "timeout", at=moment + timedelta(1))
+    assert (failed.attempts, failed.last_error) == (2, "timeout")
+    assert failed.last_attempt_at == moment + timedelta(1)
+    assert failed.delivered_at is None
+    assert items[0].id in [i.id for i in store.pending_outbox()]  # still to send
+
+    delivered = store.mark_outbox_delivered(items[0].id, at=moment + timedelta(2))
+    assert delivered.delivered_at == moment + timedelta(2)
+    assert delivered.attempts == 2
+    # A second mark (a sender that raced another) keeps the first time.
+    assert store.mark_outbox_delivered(items[0].id).delivered_at == moment + timedelta(2)
+    assert [i.id for i in store.pending_outbox()] == [items[1].id, items[2].id]
+    assert store.outbox_for_run(runs[0].id) == [delivered]
+    for missing in (items[-1].id + 1000,):
+        with pytest.raises(OutboxItemNotFound) as info:
+            store.mark_outbox_delivered(missing)
+        assert info.value.item_id == missing
+        with pytest.raises(OutboxItemNotFound):
+            store.record_outbox_failure(missing, "x")
+
+
+def test_terminal_transition_records_its_report_atomically(store: Store) -> None:
+    run = store.create_run(make_run())
+    store.transition(run.id, RunStatus.CLAIMED)
+    store.transition(run.id, RunStatus.RUNNING)
+    entries = [report(body="PR #3"), report(key="labels", add=["done"])]
+    done = store.transition(run.id, RunStatus.SUCCEEDED, outcome="pr_opened", outbox=entries)
+    assert done.status is RunStatus.SUCCEEDED
+    pending = store.pending_outbox(run_id=run.id)
+    assert [(i.key, i.payload) for i in pending] == [(e.key, e.payload) for e in entries]
+    assert all(i.created_at == done.ended_at for i in pending)
+    # An illegal transition writes neither the status nor its report.
+    other = store.create_run(make_run(target=2))
+    with pytest.raises(IllegalTransition):
+        store.transition(other.id, RunStatus.SUCCEEDED, outbox=[report()])
+    assert store.outbox_for_run(other.id) == []
+    with pytest.raises(RunNotFound):
+        store.transition("r-none", RunStatus.FAILED, outbox=[report()])
+
+
+def test_cursors_written_many_at_once_and_only_when_changed(store: Store) -> None:
+    since = datetime(2026, 5, 1, tzinfo=UTC)
+    first = [
+        Cursor(repo=f"octo/r{i}", stream=stream, since=since, etag=f'W/"{i}"')
+        for i in range(3)
+        for stream in ("issues", "issue_comments")
+    ]
+    assert store.set_cursors(first) == 6
+    assert store.get_cursors() == sorted(first, key=lambda c: (c.repo, c.stream))
+    assert store.get_cursors("octo/r1") == sorted(
+        [c for c in first if c.repo == "octo/r1"], key=lambda c: c.stream
+    )
+    assert store.get_cursors("octo/none") == []
+    # An idle poll: the same positions, a later clock. Nothing is written, not even the time.
+    later = [msgspec.structs.replace(c, updated_at=utcnow() + timedelta(hours=1)) for c in first]
+    assert store.set_cursors(later) == 0
+    assert store.get_cursors() == sorted(first, key=lambda c: (c.repo, c.stream))
+    # One moved, one new: those two are written; the last cursor of a key given twice wins.
+    moved = msgspec.structs.replace(first[0], since=since + timedelta(minutes=1))
+    new = Cursor(repo="octo/r9", stream="issues", etag='W/"9"')
+    stale = msgspec.structs.replace(new, etag='W/"8"')
+    assert store.set_cursors([*later, stale, moved, new]) == 2
+    assert store.get_cursor(moved.repo, moved.stream) == moved
+    assert store.get_cursor("octo/r9", "issues") == new
+    assert store.set_cursors([]) == 0
+
+
+def test_http_cache(store: Store) -> None:
+    assert store.http_cache_get("https://api.github.com/repos/o/r/issues") is None
+    entries = [
+        HttpCacheEntry(key=f"/repos/o/r{i}/issues", etag=f'W/"{i}"', body=bytes([i, 0, 255]) * 3)
+        for i in range(4)
+    ]
+    assert store.http_cache_put_many(entries) == 4
+    assert store.http_cache_get("/repos/o/r2/issues") == entries[2]
+    assert store.http_cache_get_many() == {e.key: e for e in entries}
+    keys = ["/repos/o/r1/issues", "/nothing", "/repos/o/r3/issues", "/repos/o/r1/issues"]
+    assert store.http_cache_get_many(keys) == {e.key: e for e in (entries[1], entries[3])}
+    # Unchanged entries (the 304 case) are not written again.
+    assert store.http_cache_put_many(entries) == 0
+    changed = msgspec.structs.replace(entries[0], etag='W/"new"', body=b'{"a": 1}')
+    modified = msgspec.structs.replace(entries[1], last_modified="Tue, 01 Dec 2026 10:00:00 GMT")
+    assert store.http_cache_put_many([changed, modified, entries[2]]) == 2
+    assert store.http_cache_get(changed.key) == changed
+    assert store.http_cache_get(modified.key) == modified
+    assert store.http_cache_delete([changed.key, "/nothing"]) == 1
+    assert store.http_cache_get(changed.key) is None
+    assert store.http_cache_delete([]) == 0
+    assert store.http_cache_put_many([]) == 0

@@ -13,8 +13,11 @@ from cgr_store import (
     SCHEMA_VERSION,
     AgentSession,
     CorruptDatabase,
+    Cursor,
     DatabaseUnavailable,
+    HttpCacheEntry,
     NotADatabase,
+    OutboxEntry,
     Run,
     RunKind,
     RunStatus,
@@ -97,7 +100,7 @@ def make_v1_file(path: Path) -> None:
 
 def test_new_file_uses_wal_and_the_latest_schema(db_path: Path) -> None:
     with SQLiteStore(db_path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 5
         assert store.path == str(db_path)
         assert repr(store) == f"SQLiteStore({str(db_path)!r})"
     conn = sqlite3.connect(db_path)
@@ -118,7 +121,7 @@ def test_reopening_keeps_the_data(db_path: Path) -> None:
 def test_version_1_file_is_migrated_keeping_its_data(db_path: Path) -> None:
     make_v1_file(db_path)
     with SQLiteStore(db_path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == SCHEMA_VERSION
         done = store.get_run("r-20261127-235959-000-aaaaaa")
         assert done.status is RunStatus.SUCCEEDED
         assert (done.pid, done.branch, done.pr_number, done.outcome) == (
@@ -147,8 +150,104 @@ def test_version_1_file_is_migrated_keeping_its_data(db_path: Path) -> None:
         store.set_agent_session(AgentSession(repo="octo/repo", target=13, session_id="s"))
         assert store.get_agent_session("octo/repo", 13) is not None
     with SQLiteStore(db_path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == SCHEMA_VERSION
         assert store.counts()[RunStatus.SUCCEEDED] == 2
+
+
+# Schema version 2 as released: version 1 plus these statements, verbatim (not imported).
+V2_DDL = (
+    V1_DDL.replace("PRAGMA user_version = 1;", "")
+    + """
+ALTER TABLE runs ADD COLUMN cost_usd REAL;
+ALTER TABLE runs ADD COLUMN input_tokens INTEGER;
+ALTER TABLE runs ADD COLUMN output_tokens INTEGER;
+ALTER TABLE runs ADD COLUMN turns INTEGER;
+CREATE TABLE agent_sessions (
+    repo TEXT NOT NULL, target INTEGER NOT NULL, session_id TEXT NOT NULL,
+    run_id TEXT REFERENCES runs (id) ON DELETE SET NULL, updated_at TEXT NOT NULL,
+    PRIMARY KEY (repo, target)
+);
+PRAGMA user_version = 2;
+"""
+)
+
+V2_DATA = (
+    V1_DATA
+    + """
+UPDATE runs SET cost_usd = 1.25, turns = 7 WHERE id = 'r-20261127-235959-000-aaaaaa';
+INSERT INTO runs (id, repo, target, kind, status, branch, attempt, created_at, ended_at)
+VALUES ('r-20261128-000200-000-cccccc', 'Octo/Repo', 41, 'pr_mention', 'failed',
+        'cgr/issue-12', 1, '2026-11-28T00:02:00.000000Z', '2026-11-28T00:03:00.000000Z');
+INSERT INTO run_events (run_id, at, from_status, to_status, detail) VALUES
+    ('r-20261128-000200-000-cccccc', '2026-11-28T00:02:00.000000Z', NULL, 'queued', 'created'),
+    ('r-20261128-000200-000-cccccc', '2026-11-28T00:03:00.000000Z', 'queued', 'failed', 'x');
+INSERT INTO agent_sessions VALUES
+    ('octo/repo', 12, 'sess-12', 'r-20261127-235959-000-aaaaaa', '2026-11-28T00:10:00.000000Z');
+"""
+)
+
+
+def make_v2_file(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(V2_DDL)
+        conn.executescript(V2_DATA)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _query_plan(path: Path, sql: str, params: tuple[object, ...]) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    finally:
+        conn.close()
+
+
+def test_version_2_file_gets_the_target_and_branch_indexes_keeping_its_data(
+    db_path: Path,
+) -> None:
+    make_v2_file(db_path)
+    with SQLiteStore(db_path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        done = store.get_run("r-20261127-235959-000-aaaaaa")
+        assert (done.cost_usd, done.turns, done.pr_number) == (1.25, 7, 40)
+        assert len(store.events(done.id)) == 4
+        session = store.get_agent_session("octo/repo", 12)
+        assert session is not None
+        assert session.session_id == "sess-12"
+        # The new lookups answer from the migrated rows, the repo's spelling aside.
+        assert [r.id for r in store.runs_for_target("octo/repo", 12)] == [done.id]
+        by_branch = store.run_for_branch("octo/repo", "cgr/issue-12")
+        assert by_branch is not None
+        assert by_branch.id == "r-20261128-000200-000-cccccc"
+        issue_run = store.run_for_branch("octo/repo", "cgr/issue-12", kinds=[RunKind.ISSUE])
+        assert issue_run == done
+        assert store.counts()[RunStatus.FAILED] == 1
+        # Version 4's outbox works on the migrated file.
+        entry = OutboxEntry(kind="status_comment", key="final", payload="{}")
+        assert store.put_outbox(done.id, entry).run_id == done.id
+        assert [i.run_id for i in store.pending_outbox()] == [done.id]
+    # SQLite really answers them from the new indexes, not by scanning the table.
+    target_plan = _query_plan(
+        db_path,
+        "SELECT id FROM runs WHERE lower(repo) = lower(?) AND target = ?"
+        " ORDER BY created_at DESC, id DESC",
+        ("octo/repo", 12),
+    )
+    assert "USING INDEX runs_by_target" in target_plan
+    assert "TEMP B-TREE" not in target_plan
+    branch_plan = _query_plan(
+        db_path,
+        "SELECT id FROM runs WHERE lower(repo) = lower(?) AND branch = ?"
+        " ORDER BY created_at DESC, id DESC LIMIT 1",
+        ("octo/repo", "cgr/issue-12"),
+    )
+    assert "USING INDEX runs_by_branch" in branch_plan
+    with SQLiteStore(db_path) as store:  # a second open finds nothing left to migrate
+        assert store.schema_version == SCHEMA_VERSION
+        assert len(store.recent_runs()) == 3
 
 
 def test_migrated_timestamps_compare_correctly(db_path: Path) -> None:
@@ -261,3 +360,19 @@ def test_a_closed_store_says_so(db_path: Path) -> None:
     store.close()
     with pytest.raises(DatabaseUnavailable, match="closed"):
         store.counts()
+
+
+def test_unchanged_cursors_and_cache_entries_write_nothing_to_the_file(db_path: Path) -> None:
+    cursors = [Cursor(repo=f"o/r{i}", stream="issues", etag=f'"{i}"') for i in range(50)]
+    entries = [HttpCacheEntry(key=f"/r{i}", etag=f'"{i}"', body=b"[]") for i in range(50)]
+    with SQLiteStore(db_path) as store:
+        assert store.set_cursors(cursors) == 50
+        assert store.http_cache_put_many(entries) == 50
+        wal = db_path.with_name(db_path.name + "-wal")
+        before = (db_path.read_bytes(), wal.read_bytes())
+        # An idle poll of 50 repositories: no write transaction, so no fsync either.
+        assert store.set_cursors(cursors) == 0
+        assert store.http_cache_put_many(entries) == 0
+        assert (db_path.read_bytes(), wal.read_bytes()) == before
+        assert store.set_cursors([Cursor(repo="o/r1", stream="issues", etag='"x"')]) == 1
+        assert wal.read_bytes() != before[1]

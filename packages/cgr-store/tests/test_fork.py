@@ -11,6 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cgr_store import DatabaseUnavailable, Run, RunKind, RunStatus, SQLiteStore, new_run_id
 
@@ -165,3 +166,38 @@ def test_an_in_memory_store_refuses_to_cross_a_fork() -> None:
 
         assert run_in_child(child) == 0
         assert len(store.active_runs()) == 1
+
+
+def _synchronous(store: SQLiteStore) -> int:
+    """The connection's PRAGMA synchronous (2 is FULL)."""
+    return int(store._read(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]))
+
+
+def test_every_connection_is_synchronous_full_also_after_fork(db_path: Path) -> None:
+    # Per-connection, so a connection reopened after a fork must set it again: SQLite's
+    # compiled-in default may be weaker (NORMAL in WAL mode on some builds), so the
+    # statements each new connection runs are recorded, not just the resulting value.
+    store = SQLiteStore(db_path)
+    assert _synchronous(store) == 2
+
+    def child() -> int:
+        import sqlite3
+
+        from cgr_store import _sqlite
+
+        statements: list[str] = []
+        real_connect = sqlite3.connect
+
+        def traced_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            conn = real_connect(*args, **kwargs)
+            conn.set_trace_callback(statements.append)
+            return conn
+
+        _sqlite.sqlite3.connect = traced_connect  # type: ignore[assignment]  # child only
+        if _synchronous(store) != 2 or store._conn is None:
+            return 5
+        return 0 if "PRAGMA synchronous = FULL" in statements else 6
+
+    assert run_in_child(child) == 0
+    assert _synchronous(store) == 2  # the parent's reopened connection too
+    store.close()

@@ -109,7 +109,7 @@ def test_processes_racing_for_targets_make_one_active_run_each(tmp_path: Path) -
 # Writes as fast as it can: each run goes through its whole life, with updates in between.
 CRASH_WORKER = """
 import itertools, sys
-from cgr_store import Run, RunKind, RunStatus, SQLiteStore, new_run_id
+from cgr_store import OutboxEntry, Run, RunKind, RunStatus, SQLiteStore, new_run_id
 
 path, first = sys.argv[1], int(sys.argv[2])
 with SQLiteStore(path) as store:
@@ -120,7 +120,9 @@ with SQLiteStore(path) as store:
         store.update_run(run.id, pid=n, branch=f"cgr/{n}")
         store.transition(run.id, RunStatus.RUNNING)
         store.heartbeat(run.id)
-        store.transition(run.id, RunStatus.SUCCEEDED, outcome="ok", cost_usd=0.01, turns=1)
+        report = OutboxEntry(kind="status_comment", key="final", payload=f'{{"n": {n}}}')
+        store.transition(run.id, RunStatus.SUCCEEDED, outcome="ok", cost_usd=0.01, turns=1,
+                         outbox=[report])
         if n == first + 20:
             print("going", flush=True)
 """
@@ -158,8 +160,14 @@ def test_sigkill_mid_write_leaves_a_consistent_database(tmp_path: Path) -> None:
             for before, after in itertools.pairwise(events):
                 assert after.from_status is before.to_status
             assert events[-1].to_status is run.status
+            # The final report is there exactly when the run ended: never one without the
+            # other, wherever the kill landed.
+            reports = [(i.key, i.payload) for i in store.outbox_for_run(run.id)]
             if run.status is RunStatus.SUCCEEDED:
                 assert (run.outcome, run.ended_at is not None) == ("ok", True)
+                assert reports == [("final", f'{{"n": {run.target}}}')]
+            else:
+                assert reports == []
         # At most one run per round was cut short, and the file is still fully usable.
         assert len(store.active_runs()) <= 4
         for run in store.active_runs():

@@ -13,6 +13,7 @@ from ._errors import (
     IllegalTransition,
     InvalidUpdate,
     NotADatabase,
+    OutboxItemNotFound,
     RunExists,
     RunNotFound,
     SchemaTooNew,
@@ -21,7 +22,18 @@ from ._errors import (
 )
 from ._migrations import LATEST_VERSION as SCHEMA_VERSION
 from ._protocol import Store
-from ._records import AgentSession, Base, Cursor, ProcessedTrigger, Run, RunEvent, new_run_id
+from ._records import (
+    AgentSession,
+    Base,
+    Cursor,
+    HttpCacheEntry,
+    OutboxEntry,
+    OutboxItem,
+    ProcessedTrigger,
+    Run,
+    RunEvent,
+    new_run_id,
+)
 from ._sqlite import SQLiteStore
 from ._status import ALLOWED_TRANSITIONS, RunKind, RunStatus, TriggerKind, can_transition
 from ._time import utcnow
@@ -36,9 +48,13 @@ __all__ = [
     "Cursor",
     "DatabaseBusy",
     "DatabaseUnavailable",
+    "HttpCacheEntry",
     "IllegalTransition",
     "InvalidUpdate",
     "NotADatabase",
+    "OutboxEntry",
+    "OutboxItem",
+    "OutboxItemNotFound",
     "ProcessedTrigger",
     "Run",
     "RunEvent",

@@ -16,6 +16,7 @@ __all__ = [
     "IllegalTransition",
     "InvalidUpdate",
     "NotADatabase",
+    "OutboxItemNotFound",
     "RunExists",
     "RunNotFound",
     "SchemaTooNew",
@@ -92,6 +93,14 @@ class RunNotFound(StoreError):
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(f"no run with id {run_id!r}")
+
+
+class OutboxItemNotFound(StoreError):
+    """No outbox item has this id."""
+
+    def __init__(self, item_id: int) -> None:
+        self.item_id = item_id
+        super().__init__(f"no outbox item with id {item_id!r}")
 
 
 class RunExists(StoreError):

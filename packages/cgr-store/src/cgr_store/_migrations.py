@@ -110,7 +110,55 @@ _V2: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
+# Version 3: indexes for the questions cgr asks of one target or one branch (the runs of an
+# issue for the pre-claim backoff; the issue behind a pull request's head branch), which
+# were answered by scanning recent runs. ``lower(repo)`` because GitHub names are
+# case-insensitive: ``Octo/Repo`` and ``octo/repo`` are one repository. ``created_at, id``
+# last, so "newest first" reads the index backwards without a sort.
+_V3: tuple[str, ...] = (
+    "CREATE INDEX runs_by_target ON runs (lower(repo), target, created_at, id)",
+    "CREATE INDEX runs_by_branch ON runs (lower(repo), branch, created_at, id)",
+)
+
+# Version 4: the outbox of GitHub writes (a run's final report), recorded before they are
+# sent and marked delivered after, so a report GitHub did not take is sent by a later pass.
+# UNIQUE (run_id, key): recording the same report twice keeps one. The partial index holds
+# only what is pending, so finding it stays cheap however many were delivered.
+_V4: tuple[str, ...] = (
+    """
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        kind            TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        last_attempt_at TEXT,
+        delivered_at    TEXT,
+        UNIQUE (run_id, key)
+    )
+    """,
+    "CREATE INDEX outbox_pending ON outbox (id) WHERE delivered_at IS NULL",
+)
+
+# Version 5: discovery's HTTP cache (ETag, Last-Modified and body per URL), so that the
+# idle poll of a fresh process (every `cgr tick` is one) sends conditional requests, which
+# GitHub answers with 304 at no rate-limit cost.
+_V5: tuple[str, ...] = (
+    """
+    CREATE TABLE http_cache (
+        key           TEXT PRIMARY KEY,
+        etag          TEXT,
+        last_modified TEXT,
+        body          BLOB NOT NULL,
+        updated_at    TEXT NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 """Statements that take a file from version ``n - 1`` to version ``n``."""
 
 LATEST_VERSION = max(MIGRATIONS)

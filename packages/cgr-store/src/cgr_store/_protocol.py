@@ -7,12 +7,22 @@ directly. Async code calls them through a worker thread, e.g.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
-from ._records import AgentSession, Cursor, ProcessedTrigger, Run, RunEvent
-from ._status import RunStatus, TriggerKind
+from ._records import (
+    AgentSession,
+    Cursor,
+    HttpCacheEntry,
+    OutboxEntry,
+    OutboxItem,
+    ProcessedTrigger,
+    Run,
+    RunEvent,
+)
+from ._status import RunKind, RunStatus, TriggerKind
 
 __all__ = ["Store"]
 
@@ -27,10 +37,21 @@ class Store(Protocol):
         the same transaction. Raises ActiveRunExists, TriggerAlreadyProcessed, RunExists."""
         ...
 
-    def transition(self, run_id: str, to: RunStatus, *, detail: str = "", **fields: Any) -> Run:
+    def transition(
+        self,
+        run_id: str,
+        to: RunStatus,
+        *,
+        detail: str = "",
+        outbox: Iterable[OutboxEntry] = (),
+        **fields: Any,
+    ) -> Run:
         """Move a run to ``to`` (checked against ALLOWED_TRANSITIONS), set ``fields`` and
         append a RunEvent, all in one transaction. Sets ``started_at`` on running and
-        ``ended_at`` on a terminal status unless given. Raises IllegalTransition."""
+        ``ended_at`` on a terminal status unless given. Raises IllegalTransition.
+
+        ``outbox``: entries recorded for the run in the same transaction (as put_outbox), so
+        a crash never leaves a run ended without the report it must send."""
         ...
 
     def update_run(self, run_id: str, **fields: Any) -> Run:
@@ -74,6 +95,18 @@ class Store(Protocol):
         older than ``older_than``."""
         ...
 
+    def runs_for_target(self, repo: str, number: int, *, limit: int | None = None) -> list[Run]:
+        """Every run on one issue or pull request, newest first (at most ``limit``).
+        ``repo`` is compared case-insensitively, as GitHub does. Indexed."""
+        ...
+
+    def run_for_branch(
+        self, repo: str, branch: str, *, kinds: Iterable[RunKind] | None = None
+    ) -> Run | None:
+        """The newest run of ``repo`` that worked on ``branch`` (of one of ``kinds`` if
+        given), or None. ``repo`` is compared case-insensitively. Indexed."""
+        ...
+
     def counts(self) -> dict[RunStatus, int]:
         """Number of runs per status; every status is present."""
         ...
@@ -91,9 +124,60 @@ class Store(Protocol):
 
     def set_cursor(self, cursor: Cursor) -> None: ...
 
+    def get_cursors(self, repo: str | None = None) -> list[Cursor]:
+        """Every cursor (of one repository if given), by repo and stream: one read."""
+        ...
+
+    def set_cursors(self, cursors: Iterable[Cursor]) -> int:
+        """Write the cursors whose ``since`` or ``etag`` differ from the stored ones, all in
+        one transaction; returns how many were written (0: nothing written at all)."""
+        ...
+
     def get_agent_session(self, repo: str, target: int) -> AgentSession | None: ...
 
     def set_agent_session(self, session: AgentSession) -> None: ...
+
+    # -- HTTP cache of discovery ---------------------------------------------------------
+    def http_cache_get(self, key: str) -> HttpCacheEntry | None: ...
+
+    def http_cache_get_many(self, keys: Iterable[str] | None = None) -> dict[str, HttpCacheEntry]:
+        """The entries of ``keys`` that exist (every entry if None), in one read."""
+        ...
+
+    def http_cache_put_many(self, entries: Iterable[HttpCacheEntry]) -> int:
+        """Write the entries whose etag, last_modified or body changed, in one transaction;
+        returns how many were written (0: nothing written at all)."""
+        ...
+
+    def http_cache_delete(self, keys: Iterable[str]) -> int:
+        """Forget entries; returns how many existed."""
+        ...
+
+    # -- outbox of GitHub writes ---------------------------------------------------------
+    def put_outbox(self, run_id: str, entry: OutboxEntry) -> OutboxItem:
+        """Record a write to send for a run; idempotent on (run_id, entry.key): the first
+        entry of a key is kept and returned again. Raises RunNotFound, InvalidUpdate (a
+        payload that is not JSON)."""
+        ...
+
+    def pending_outbox(self, limit: int = 100, *, run_id: str | None = None) -> list[OutboxItem]:
+        """Items not delivered yet (of one run if given), oldest first."""
+        ...
+
+    def outbox_for_run(self, run_id: str) -> list[OutboxItem]:
+        """Every item of a run, delivered or not, oldest first."""
+        ...
+
+    def mark_outbox_delivered(self, item_id: int, *, at: datetime | None = None) -> OutboxItem:
+        """Mark an item sent; a second call keeps the first time. Raises OutboxItemNotFound."""
+        ...
+
+    def record_outbox_failure(
+        self, item_id: int, error: str, *, at: datetime | None = None
+    ) -> OutboxItem:
+        """Count a failed attempt (``attempts + 1``, ``last_error``, ``last_attempt_at``); the
+        item stays pending. Raises OutboxItemNotFound."""
+        ...
 
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None: ...

@@ -19,6 +19,9 @@ __all__ = [
     "AgentSession",
     "Base",
     "Cursor",
+    "HttpCacheEntry",
+    "OutboxEntry",
+    "OutboxItem",
     "ProcessedTrigger",
     "Run",
     "RunEvent",
@@ -115,6 +118,23 @@ class Cursor(Base, frozen=True, kw_only=True):
     updated_at: datetime = msgspec.field(default_factory=utcnow)
 
 
+class HttpCacheEntry(Base, frozen=True, kw_only=True):
+    """One cached HTTP response, so a fresh process can send a conditional request.
+
+    GitHub answers ``304 Not Modified`` to a request carrying the ETag of what it would
+    send, and such an answer costs no rate-limit point; the body is what the caller replays
+    then. The store does not interpret ``body``: the caller chooses its encoding.
+    """
+
+    key: str
+    """Usually the URL (with its query)."""
+    etag: str | None = None
+    last_modified: str | None = None
+    body: bytes = b""
+    updated_at: datetime = msgspec.field(default_factory=utcnow)
+    """When the entry last changed (writing an unchanged entry writes nothing)."""
+
+
 class AgentSession(Base, frozen=True, kw_only=True):
     """The agent session of a target, so follow-up runs can resume the conversation."""
 
@@ -123,6 +143,39 @@ class AgentSession(Base, frozen=True, kw_only=True):
     session_id: str
     run_id: str | None = None
     updated_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class OutboxEntry(Base, frozen=True, kw_only=True):
+    """A GitHub write to make for a run (its final status comment, its labels, ...).
+
+    Recorded before it is sent, so a write that GitHub refused or never answered is still
+    there to be sent again by a later pass; see Store.put_outbox.
+    """
+
+    kind: str
+    """What the payload is, for the code that sends it, e.g. ``status_comment``, ``labels``."""
+    key: str
+    """Unique within the run: recording the same key again keeps the first entry."""
+    payload: str
+    """JSON text (checked when stored), e.g. ``msgspec.json.encode(obj).decode()``."""
+
+
+class OutboxItem(Base, frozen=True, kw_only=True):
+    """An OutboxEntry as stored, with its delivery state."""
+
+    id: int
+    """Assigned by the store, increasing: oldest first is id order."""
+    run_id: str
+    kind: str
+    key: str
+    payload: str
+    created_at: datetime
+    attempts: int = 0
+    """Failed attempts so far (a delivered item keeps the count it had)."""
+    last_error: str | None = None
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    """None while pending."""
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -11,14 +11,24 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._errors import InvalidUpdate
-from ._records import Base, Run
+from ._records import Base, OutboxEntry, OutboxItem, Run
 from ._time import to_db
 
-__all__ = ["RUN_COLUMNS", "UPDATABLE_FIELDS", "from_row", "to_row", "validated"]
+__all__ = [
+    "OUTBOX_COLUMNS",
+    "RUN_COLUMNS",
+    "UPDATABLE_FIELDS",
+    "changed_columns",
+    "checked_outbox",
+    "from_row",
+    "to_row",
+    "validated",
+]
 
 T = TypeVar("T", bound=Base)
 
 RUN_COLUMNS: tuple[str, ...] = Run.__struct_fields__
+OUTBOX_COLUMNS: tuple[str, ...] = OutboxItem.__struct_fields__
 
 UPDATABLE_FIELDS: frozenset[str] = frozenset(RUN_COLUMNS) - {
     "id",
@@ -55,26 +65,60 @@ def validated(record: T) -> T:
     except msgspec.ValidationError as exc:
         match = _FIELD_IN_ERROR.search(str(exc))
         raise InvalidUpdate(match.group(1) if match else "?", str(exc)) from None
-    for name in checked.__struct_fields__:
-        value = getattr(checked, name)
-        if isinstance(value, datetime) and value.tzinfo is None:
+    values = msgspec.structs.astuple(checked)
+    for name, value in zip(checked.__struct_fields__, values, strict=True):
+        if type(value) is datetime and value.tzinfo is None:  # msgspec gives plain datetimes
             raise InvalidUpdate(name, "naive datetime; pass an aware one, e.g. utcnow()")
     return checked
 
 
+def to_column(value: Any) -> Any:
+    """One value as stored: fixed-width UTC text for a datetime, the value of an enum."""
+    # Most values are None, str or int: one type() test lets them through (a hot path).
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, datetime):
+        return to_db(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+_PLAIN = frozenset({type(None), str, int, float, bytes})
+
+
 def to_row(record: Base) -> dict[str, Any]:
-    """Column values of a (validated) record: fixed-width UTC text for datetimes."""
-    row: dict[str, Any] = {}
-    for name in record.__struct_fields__:
-        value = getattr(record, name)
-        if isinstance(value, datetime):
-            value = to_db(value)
-        elif isinstance(value, Enum):
-            value = value.value
-        row[name] = value
-    return row
+    """Column values of a (validated) record."""
+    values = msgspec.structs.astuple(record)
+    return {name: to_column(v) for name, v in zip(record.__struct_fields__, values, strict=True)}
+
+
+def changed_columns(before: Base, after: Base) -> dict[str, Any]:
+    """The column values of ``after`` that differ from ``before`` (records of one type)."""
+    pairs = zip(msgspec.structs.astuple(before), msgspec.structs.astuple(after), strict=True)
+    return {
+        name: to_column(new)
+        for name, (old, new) in zip(after.__struct_fields__, pairs, strict=True)
+        if old != new
+    }
 
 
 def from_row(row: Mapping[str, Any], record_type: type[T]) -> T:
     """A record from a row; msgspec parses the timestamps and enums and checks types."""
     return msgspec.convert(dict(row), type=record_type)
+
+
+def checked_outbox(entry: OutboxEntry) -> OutboxEntry:
+    """``entry`` validated, with a payload that is JSON text (InvalidUpdate otherwise).
+
+    Checked on the way in because the payload is read back by another process, maybe much
+    later, which must not be the first to find it unreadable.
+    """
+    entry = validated(entry)
+    if not entry.key:
+        raise InvalidUpdate("key", "must not be empty")
+    try:
+        msgspec.json.decode(entry.payload)
+    except msgspec.DecodeError as exc:
+        raise InvalidUpdate("payload", f"not JSON text ({exc})") from None
+    return entry

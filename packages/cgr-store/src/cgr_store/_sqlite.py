@@ -33,6 +33,7 @@ Design notes
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sqlite3
@@ -55,6 +56,7 @@ from ._errors import (
     IllegalTransition,
     InvalidUpdate,
     NotADatabase,
+    OutboxItemNotFound,
     RunExists,
     RunNotFound,
     SchemaTooNew,
@@ -63,9 +65,27 @@ from ._errors import (
 )
 from ._migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
 from ._protocol import Store
-from ._records import AgentSession, Cursor, ProcessedTrigger, Run, RunEvent
-from ._rows import RUN_COLUMNS, UPDATABLE_FIELDS, from_row, to_row, validated
-from ._status import RunStatus, TriggerKind, can_transition
+from ._records import (
+    AgentSession,
+    Cursor,
+    HttpCacheEntry,
+    OutboxEntry,
+    OutboxItem,
+    ProcessedTrigger,
+    Run,
+    RunEvent,
+)
+from ._rows import (
+    OUTBOX_COLUMNS,
+    RUN_COLUMNS,
+    UPDATABLE_FIELDS,
+    changed_columns,
+    checked_outbox,
+    from_row,
+    to_row,
+    validated,
+)
+from ._status import RunKind, RunStatus, TriggerKind, can_transition
 from ._time import to_db, utcnow
 
 __all__ = ["SQLiteStore"]
@@ -111,6 +131,13 @@ os.register_at_fork(before=_release_connections_before_fork)
 _ACTIVE_SQL = "('queued', 'claimed', 'running')"
 _RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
 _EVENT_SELECT = "SELECT run_id, at, from_status, to_status, detail FROM run_events"
+_OUTBOX_SELECT = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox"
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    """The UPDATE of these run columns (cached: the same few sets recur for every run)."""
+    return f"UPDATE runs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ? AND status = ?"
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -213,12 +240,15 @@ class SQLiteStore:
     def _open(self, *, first: bool) -> sqlite3.Connection:
         """Open (first=True: also validate, switch to WAL and migrate)."""
         conn = self._connect()
-        if not first:
-            return conn  # a reopen after fork: the parent already validated and migrated
         try:
-            self._with_busy_retry(lambda: self._validate(conn))
-            self._with_busy_retry(lambda: self._enable_wal(conn))
-            self._with_busy_retry(lambda: self._migrate(conn))
+            if first:  # a reopen after fork skips these: the parent validated and migrated
+                self._with_busy_retry(lambda: self._validate(conn))
+                self._with_busy_retry(lambda: self._enable_wal(conn))
+            # Per connection, so every one sets it, also those reopened after a fork (after
+            # validation: it reads the file header, and a foreign file is refused first).
+            self._with_busy_retry(lambda: self._set_synchronous(conn))
+            if first:
+                self._with_busy_retry(lambda: self._migrate(conn))
         except BaseException:
             conn.close()
             raise
@@ -267,8 +297,12 @@ class SQLiteStore:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise DatabaseUnavailable(self._path, f"cannot switch to WAL (journal mode {mode})")
-        # FULL: a committed run survives a power cut, not just a crashed process; cgr
-        # writes a few rows per minute, so the fsync per commit is cheap.
+
+    def _set_synchronous(self, conn: sqlite3.Connection) -> None:
+        if self._memory:
+            return
+        # FULL: in WAL mode every COMMIT fsyncs the WAL before it returns, so a committed run
+        # survives a power cut, not just a killed process (the README says why that matters).
         conn.execute("PRAGMA synchronous = FULL")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -479,23 +513,33 @@ class SQLiteStore:
                 raise InvalidUpdate(name, f"not an updatable run field (those are: {known})")
 
     @staticmethod
-    def _save(conn: sqlite3.Connection, run: Run, expected_status: RunStatus) -> None:
-        row = to_row(run)
-        row.pop("id")
-        assignments = ", ".join(f"{name} = ?" for name in row)
+    def _save(conn: sqlite3.Connection, before: Run, after: Run) -> None:
+        """Write the columns in which ``after`` differs from ``before`` (read in this
+        transaction), checking the status did not change underneath."""
+        changed = changed_columns(before, after)
+        if not changed:
+            return
         cursor = conn.execute(
-            f"UPDATE runs SET {assignments} WHERE id = ? AND status = ?",
-            (*row.values(), run.id, expected_status.value),
+            _update_sql(tuple(changed)), (*changed.values(), after.id, before.status.value)
         )
         if cursor.rowcount != 1:  # impossible under BEGIN IMMEDIATE; checked all the same
-            raise StoreError(f"run {run.id!r} changed underneath an update")
+            raise StoreError(f"run {after.id!r} changed underneath an update")
 
-    def transition(self, run_id: str, to: RunStatus, *, detail: str = "", **fields: Any) -> Run:
+    def transition(
+        self,
+        run_id: str,
+        to: RunStatus,
+        *,
+        detail: str = "",
+        outbox: Iterable[OutboxEntry] = (),
+        **fields: Any,
+    ) -> Run:
         try:
             target_status = RunStatus(to)
         except ValueError:
             raise InvalidUpdate("status", f"{to!r} is not a RunStatus") from None
         self._check_fields(fields)
+        entries = [checked_outbox(entry) for entry in outbox]
 
         def body(conn: sqlite3.Connection) -> Run:
             current = self._load(conn, run_id)
@@ -508,7 +552,7 @@ class SQLiteStore:
             if target_status.is_terminal:
                 changes.setdefault("ended_at", now)
             updated = validated(msgspec.structs.replace(current, status=target_status, **changes))
-            self._save(conn, updated, current.status)
+            self._save(conn, current, updated)
             self._add_event(
                 conn,
                 run_id,
@@ -517,6 +561,8 @@ class SQLiteStore:
                 to_status=target_status,
                 detail=detail,
             )
+            for entry in entries:
+                self._insert_outbox(conn, run_id, entry, now)
             return updated
 
         return self._write(body)
@@ -527,7 +573,7 @@ class SQLiteStore:
         def body(conn: sqlite3.Connection) -> Run:
             current = self._load(conn, run_id)
             updated = validated(msgspec.structs.replace(current, **fields))
-            self._save(conn, updated, current.status)
+            self._save(conn, current, updated)
             return updated
 
         return self._write(body)
@@ -592,6 +638,30 @@ class SQLiteStore:
             return self._runs(where, (cutoff,))
         return self._runs(f"{where} AND host = ?", (cutoff, host))
 
+    def runs_for_target(self, repo: str, number: int, *, limit: int | None = None) -> list[Run]:
+        if limit is not None and limit < 0:
+            raise InvalidUpdate("limit", "must not be negative")
+        # lower(repo) as written in the index runs_by_target, so SQLite uses it.
+        return self._runs(
+            "lower(repo) = lower(?) AND target = ?",
+            (repo, number, -1 if limit is None else limit),
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+
+    def run_for_branch(
+        self, repo: str, branch: str, *, kinds: Iterable[RunKind] | None = None
+    ) -> Run | None:
+        where = "lower(repo) = lower(?) AND branch = ?"
+        params: list[Any] = [repo, branch]
+        if kinds is not None:
+            values = [RunKind(k).value for k in kinds]
+            if not values:
+                return None
+            where += f" AND kind IN ({', '.join('?' * len(values))})"
+            params.extend(values)
+        found = self._runs(where, params, "ORDER BY created_at DESC, id DESC LIMIT 1")
+        return found[0] if found else None
+
     def counts(self) -> dict[RunStatus, int]:
         rows = self._read(
             lambda conn: conn.execute(
@@ -641,6 +711,106 @@ class SQLiteStore:
 
         return self._write(body)
 
+    # -- HTTP cache -----------------------------------------------------------------------
+    _HTTP_SELECT = "SELECT key, etag, last_modified, body, updated_at FROM http_cache"
+
+    def http_cache_get(self, key: str) -> HttpCacheEntry | None:
+        return self.http_cache_get_many([key]).get(key)
+
+    def http_cache_get_many(self, keys: Iterable[str] | None = None) -> dict[str, HttpCacheEntry]:
+        wanted = None if keys is None else list(dict.fromkeys(keys))
+
+        def body(conn: sqlite3.Connection) -> dict[str, HttpCacheEntry]:
+            if wanted is None:
+                rows = list(conn.execute(self._HTTP_SELECT))
+            else:
+                found = (
+                    conn.execute(f"{self._HTTP_SELECT} WHERE key = ?", (k,)).fetchone()
+                    for k in wanted
+                )
+                rows = [r for r in found if r is not None]
+            return {r["key"]: from_row(r, HttpCacheEntry) for r in rows}
+
+        return self._read(body)
+
+    def http_cache_put_many(self, entries: Iterable[HttpCacheEntry]) -> int:
+        rows = [to_row(validated(e)) for e in entries]
+        return self._put_changed("http_cache", ("key",), ("etag", "last_modified", "body"), rows)
+
+    def http_cache_delete(self, keys: Iterable[str]) -> int:
+        doomed = [(k,) for k in dict.fromkeys(keys)]
+        if not doomed:
+            return 0
+        return self._write(
+            lambda conn: conn.executemany("DELETE FROM http_cache WHERE key = ?", doomed).rowcount
+        )
+
+    # -- outbox -------------------------------------------------------------------------
+    @staticmethod
+    def _insert_outbox(
+        conn: sqlite3.Connection, run_id: str, entry: OutboxEntry, now: datetime
+    ) -> OutboxItem:
+        # DO NOTHING on (run_id, key): the first entry of a key stays, so recording the same
+        # report again (a retried transition, a second pass) never makes a second one.
+        conn.execute(
+            "INSERT INTO outbox (run_id, kind, key, payload, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO NOTHING",
+            (run_id, entry.kind, entry.key, entry.payload, to_db(now)),
+        )
+        row = conn.execute(
+            f"{_OUTBOX_SELECT} WHERE run_id = ? AND key = ?", (run_id, entry.key)
+        ).fetchone()
+        return from_row(row, OutboxItem)
+
+    def put_outbox(self, run_id: str, entry: OutboxEntry) -> OutboxItem:
+        entry = checked_outbox(entry)
+
+        def body(conn: sqlite3.Connection) -> OutboxItem:
+            self._load(conn, run_id)  # RunNotFound rather than a bare foreign-key error
+            return self._insert_outbox(conn, run_id, entry, utcnow())
+
+        return self._write(body)
+
+    def _outbox(self, where: str, params: Iterable[Any], tail: str = "") -> list[OutboxItem]:
+        sql = f"{_OUTBOX_SELECT} WHERE {where} ORDER BY id {tail}"
+        return self._read(
+            lambda conn: [from_row(r, OutboxItem) for r in conn.execute(sql, (*params,))]
+        )
+
+    def pending_outbox(self, limit: int = 100, *, run_id: str | None = None) -> list[OutboxItem]:
+        if limit < 0:
+            raise InvalidUpdate("limit", "must not be negative")
+        if run_id is None:
+            return self._outbox("delivered_at IS NULL", (limit,), "LIMIT ?")
+        return self._outbox("delivered_at IS NULL AND run_id = ?", (run_id, limit), "LIMIT ?")
+
+    def outbox_for_run(self, run_id: str) -> list[OutboxItem]:
+        return self._outbox("run_id = ?", (run_id,))
+
+    def _update_outbox(self, item_id: int, assignments: str, params: tuple[Any, ...]) -> OutboxItem:
+        def body(conn: sqlite3.Connection) -> OutboxItem:
+            conn.execute(f"UPDATE outbox SET {assignments} WHERE id = ?", (*params, item_id))
+            row = conn.execute(f"{_OUTBOX_SELECT} WHERE id = ?", (item_id,)).fetchone()
+            if row is None:
+                raise OutboxItemNotFound(item_id)
+            return from_row(row, OutboxItem)
+
+        return self._write(body)
+
+    def mark_outbox_delivered(self, item_id: int, *, at: datetime | None = None) -> OutboxItem:
+        stamp = to_db(at or utcnow())
+        return self._update_outbox(item_id, "delivered_at = COALESCE(delivered_at, ?)", (stamp,))
+
+    def record_outbox_failure(
+        self, item_id: int, error: str, *, at: datetime | None = None
+    ) -> OutboxItem:
+        stamp = to_db(at or utcnow())
+        return self._update_outbox(
+            item_id,
+            "attempts = attempts + 1, last_error = ?, last_attempt_at = ?",
+            (str(error), stamp),
+        )
+
     # -- cursors and agent sessions -----------------------------------------------------
     def get_cursor(self, repo: str, stream: str) -> Cursor | None:
         row = self._read(
@@ -654,6 +824,63 @@ class SQLiteStore:
 
     def set_cursor(self, cursor: Cursor) -> None:
         self._upsert("cursors", to_row(validated(cursor)), ("repo", "stream"))
+
+    def get_cursors(self, repo: str | None = None) -> list[Cursor]:
+        sql = "SELECT repo, stream, since, etag, updated_at FROM cursors"
+        params: tuple[str, ...] = ()
+        if repo is not None:
+            sql, params = f"{sql} WHERE repo = ?", (repo,)
+        return self._read(
+            lambda conn: [
+                from_row(r, Cursor) for r in conn.execute(f"{sql} ORDER BY repo, stream", params)
+            ]
+        )
+
+    def set_cursors(self, cursors: Iterable[Cursor]) -> int:
+        rows = [to_row(validated(c)) for c in cursors]
+        return self._put_changed("cursors", ("repo", "stream"), ("since", "etag"), rows)
+
+    def _put_changed(
+        self,
+        table: str,
+        key: tuple[str, ...],
+        compared: tuple[str, ...],
+        rows: list[dict[str, Any]],
+    ) -> int:
+        """Upsert the ``rows`` whose ``compared`` columns differ from the stored row.
+
+        The comparison is a read transaction, which takes no write lock: an idle poll, where
+        nothing changed, writes nothing and fsyncs nothing. The changed rows go in one write
+        transaction (one fsync however many). Two processes writing the same key at once
+        both write; the last one stays, as with set_cursor.
+        """
+        latest = {tuple(row[k] for k in key): row for row in rows}  # the last of a key wins
+        if not latest:
+            return 0
+        where = " AND ".join(f"{k} = ?" for k in key)
+        select = f"SELECT {', '.join(compared)} FROM {table} WHERE {where}"
+
+        def differing(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            changed = []
+            for ident, row in latest.items():
+                stored = conn.execute(select, ident).fetchone()
+                if stored is None or tuple(stored) != tuple(row[c] for c in compared):
+                    changed.append(row)
+            return changed
+
+        changed = self._read(differing)
+        if not changed:
+            return 0
+        columns = list(changed[0])
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+        )
+        self._write(
+            lambda conn: conn.executemany(sql, [tuple(r[c] for c in columns) for r in changed])
+        )
+        return len(changed)
 
     def get_agent_session(self, repo: str, target: int) -> AgentSession | None:
         row = self._read(

@@ -21,9 +21,13 @@ def utcnow() -> datetime:
 
 def to_db(value: datetime) -> str:
     """Format an aware datetime for storage; naive datetimes are refused (their zone is a guess)."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value!r}: pass an aware datetime, e.g. utcnow()")
-    text = value.astimezone(UTC).strftime(_DB_FORMAT)
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware datetime, e.g. utcnow()")
+        value = value.astimezone(UTC)
+    # isoformat() with a fixed timespec is strftime(_DB_FORMAT) without the "Z", at a
+    # fraction of the cost (this runs for every timestamp of every row written).
+    text = value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"
     if len(text) != 27:  # years before 1000 would break the fixed width and so the ordering
         raise ValueError(f"datetime {value!r} is outside the storable range")
     return text
