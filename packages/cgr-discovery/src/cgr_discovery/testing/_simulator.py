@@ -152,7 +152,8 @@ class GitHubSimulator:
 
     @property
     def faults(self) -> Faults:
-        """Fault injection: latency, error, secondary_rate_limit, drop_connection."""
+        """Fault injection: latency, error, secondary_rate_limit, drop_connection,
+        drop_after_apply."""
         return self._app.faults
 
     def exhaust_rate_limit(self, *, resource: str = "core", reset_in: int = 60) -> None:
