@@ -271,9 +271,7 @@ def update_issue(app: App, req: Request) -> Reply:
     if "body" in data:
         issue.body = data["body"] if isinstance(data["body"], str) else None
     if "labels" in data:
-        issue.labels = []
-        for name in _string_list(data, "labels"):
-            app.model.add_label(repo, issue, name, touch=False)
+        app.model.set_labels(repo, issue, _string_list(data, "labels"), actor=req.login)
     if "assignees" in data:
         issue.assignees = []
         for login in _string_list(data, "assignees"):
@@ -420,7 +418,7 @@ def add_issue_labels(app: App, req: Request) -> Reply:
     if not names:
         raise validation_failed({"resource": "Label", "code": "missing_field", "field": "labels"})
     for name in names:
-        app.model.add_label(repo, issue, name)
+        app.model.add_label(repo, issue, name, actor=req.login)
     return Reply(200, _issue_labels(app, repo, issue))
 
 
@@ -428,9 +426,7 @@ def set_issue_labels(app: App, req: Request) -> Reply:
     repo = _repo(app, req)
     issue = _issue(app, req, repo)
     _require_push(app, req, repo)
-    issue.labels = []
-    for name in _string_list(req.json(), "labels"):
-        app.model.add_label(repo, issue, name, touch=False)
+    app.model.set_labels(repo, issue, _string_list(req.json(), "labels"), actor=req.login)
     issue.updated_at = app.model.now()
     return Reply(200, _issue_labels(app, repo, issue))
 
@@ -439,13 +435,20 @@ def remove_issue_label(app: App, req: Request) -> Reply:
     repo = _repo(app, req)
     issue = _issue(app, req, repo)
     _require_push(app, req, repo)
-    if not app.model.remove_label(repo, issue, req.params["name"]):
+    if not app.model.remove_label(repo, issue, req.params["name"], actor=req.login):
         raise HTTPError(
             404,
             "Label does not exist",
             documentation_url="https://docs.github.com/rest/issues/labels#remove-a-label-from-an-issue",
         )
     return Reply(200, _issue_labels(app, repo, issue))
+
+
+def list_issue_events(app: App, req: Request) -> Reply:
+    """``GET /repos/{o}/{r}/issues/{n}/events``: the issue's events, oldest first."""
+    repo = _repo(app, req)
+    issue = _issue(app, req, repo)
+    return app.paginate(req, [app.renderer.issue_event(repo, e) for e in issue.events])
 
 
 def add_assignees(app: App, req: Request) -> Reply:
@@ -976,6 +979,7 @@ ROUTES: list[Route] = [
     _r("POST", _REPO + r"/issues/(?P<number>\d+)/labels", add_issue_labels),
     _r("PUT", _REPO + r"/issues/(?P<number>\d+)/labels", set_issue_labels),
     _r("DELETE", _REPO + r"/issues/(?P<number>\d+)/labels/(?P<name>[^/]+)", remove_issue_label),
+    _r("GET", _REPO + r"/issues/(?P<number>\d+)/events", list_issue_events),
     _r("POST", _REPO + r"/issues/(?P<number>\d+)/assignees", add_assignees),
     _r("DELETE", _REPO + r"/issues/(?P<number>\d+)/assignees", remove_assignees),
     _r("GET", _REPO + r"/issues/(?P<number>\d+)/reactions", list_reactions),
