@@ -19,7 +19,13 @@ from ._errors import (
     WebhookError,
 )
 from ._jobs import apply_policy
-from ._markers import find_status_run_id, splice_owned_section, status_marker
+from ._markers import (
+    find_post_key,
+    find_status_run_id,
+    post_marker,
+    splice_owned_section,
+    status_marker,
+)
 from ._mentions import Mention, find_mentions
 from ._model import (
     DiscoveryConfig,
@@ -35,11 +41,13 @@ from ._ops import RunGitHub, Thread
 from ._policy import Decision, TriggerPolicy, is_bot_user
 from ._retry import RetryPolicy
 from ._secret import Secret
+from ._steps import AttemptHook, WriteAttempt, WriteOutcome
 from ._webhook import WebhookEvent, parse_webhook
 
 __all__ = [
     "USER_AGENT",
     "AppAuth",
+    "AttemptHook",
     "Auth",
     "AuthError",
     "ClientStats",
@@ -67,14 +75,18 @@ __all__ = [
     "TriggerPolicy",
     "WebhookError",
     "WebhookEvent",
+    "WriteAttempt",
+    "WriteOutcome",
     "advance_cursors",
     "apply_policy",
     "discover",
     "find_mentions",
+    "find_post_key",
     "find_status_run_id",
     "is_bot_user",
     "order_jobs",
     "parse_webhook",
+    "post_marker",
     "resolve_token",
     "splice_owned_section",
     "status_marker",

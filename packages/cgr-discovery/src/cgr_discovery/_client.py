@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -32,6 +34,7 @@ from ._retry import (
     RetryPolicy,
     Verdict,
     classify,
+    github_error_messages,
     github_message,
 )
 
@@ -47,6 +50,25 @@ USER_AGENT: Final = f"cgr-discovery/{__version__} (cgr)"
 # Transport errors raised before a single byte of the request left: repeating them cannot
 # duplicate a write, so even a POST is retried.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(slots=True)
+class _OneAttempt:
+    """Set (through a context variable) while ``RunGitHub`` sends one attempt of a write.
+
+    The write step then owns the retry loop (each attempt is reported, a lost answer is
+    looked up before anything is repeated), so the client must not repeat the request by
+    itself after a 5xx or a transport error. Rate-limit answers are still waited out here
+    (GitHub did not process the request) and each wait is told to ``on_wait``.
+    """
+
+    on_wait: Callable[[float, int, bool], None] | None = None
+
+
+# A context variable rather than a parameter: gidgethub's getitem/post/patch call
+# ``_request`` without a way to pass options through, and a context variable follows the
+# awaiting task under asyncio and trio alike without leaking into concurrent tasks.
+_ONE_ATTEMPT: ContextVar[_OneAttempt | None] = ContextVar("cgr_one_attempt", default=None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,11 +259,28 @@ class GitHubClient(gh_abc.GitHubAPI):
                 continue
             retry = await self._after_failure(method, url, response, verdict, retry)
 
+    @contextmanager
+    def _one_attempt(
+        self, on_wait: Callable[[float, int, bool], None] | None = None
+    ) -> Iterator[None]:
+        """Within this block, a 5xx or transport error is raised at once, never repeated.
+
+        Used by ``RunGitHub``'s write steps, which retry (and look up lost answers)
+        themselves. ``on_wait(seconds, status, secondary)`` hears of every rate-limit wait.
+        """
+        token = _ONE_ATTEMPT.set(_OneAttempt(on_wait))
+        try:
+            yield
+        finally:
+            _ONE_ATTEMPT.reset(token)
+
     async def _after_transport_error(
         self, method: str, url: str, exc: httpx.TransportError, retry: int
     ) -> int:
         """Wait and return the next retry number, or raise :class:`GitHubUnavailable`."""
         safe = method in IDEMPOTENT_METHODS or isinstance(exc, _NOT_SENT)
+        if _ONE_ATTEMPT.get() is not None:
+            safe = False  # the write step decides, after looking
         if safe and retry + 1 < self.retry.attempts:
             await self._backoff(retry + 1)
             return retry + 1
@@ -260,8 +299,9 @@ class GitHubClient(gh_abc.GitHubAPI):
         """Wait and return the next retry number, or raise the error the response means."""
         status = response.status_code
         more = retry + 1 < self.retry.attempts
+        one_attempt = _ONE_ATTEMPT.get()
         if verdict.verdict is Verdict.TRANSIENT:
-            if method in IDEMPOTENT_METHODS and more:
+            if method in IDEMPOTENT_METHODS and more and one_attempt is None:
                 await self._backoff(retry + 1)
                 return retry + 1
             raise GitHubUnavailable(
@@ -276,6 +316,8 @@ class GitHubClient(gh_abc.GitHubAPI):
             reset = verdict.reset_epoch or (now + 60.0)
             wait = max(0.0, reset - now) + 1.0
             if more and wait <= self.retry.max_rate_limit_wait:
+                if one_attempt is not None and one_attempt.on_wait is not None:
+                    one_attempt.on_wait(wait, status, False)
                 await self._wait(wait)
                 return retry + 1
             raise RateLimited(
@@ -287,6 +329,8 @@ class GitHubClient(gh_abc.GitHubAPI):
             self._rate_limited += 1
             wait = self.retry.secondary_wait(retry + 1, verdict.retry_after)
             if more and wait <= self.retry.max_rate_limit_wait:
+                if one_attempt is not None and one_attempt.on_wait is not None:
+                    one_attempt.on_wait(wait, status, True)
                 await self._wait(wait)
                 return retry + 1
             reset_at = datetime.fromtimestamp(self.server_now().timestamp() + wait, UTC)
@@ -297,6 +341,7 @@ class GitHubClient(gh_abc.GitHubAPI):
                 reset_at=reset_at,
             )
         message = github_message(response.content)
+        details = github_error_messages(response.content)
         if status == 401:
             who = repr(self.auth) if self.auth is not None else "no token configured"
             raise AuthError(
@@ -306,11 +351,13 @@ class GitHubClient(gh_abc.GitHubAPI):
             )
         raise GitHubRequestError(
             f"{method} {_path(url)}: GitHub answered {status}"
-            + (f": {message}" if message else ""),
+            + (f": {message}" if message else "")
+            + (f" ({'; '.join(details)})" if details else ""),
             method=method,
             url=url,
             status_code=status,
             github_message=message,
+            github_errors=details,
         )
 
     async def _respect_known_quota(self, method: str, url: str) -> None:

@@ -177,7 +177,7 @@ async def _poll_repo(
     # which a stream's first cursor is taken from.
     if config.ready_issues:
         try:
-            part.jobs += await _ready_issues(part, full_name)
+            await _screen_ready_issues(part, await _ready_issues(part, full_name))
         except _POLL_ERRORS as exc:
             part.errors.append(_repo_error(full_name, "ready issues", exc))
     enabled = {"issue_comments": config.mentions, "review_comments": config.review_comments}
@@ -229,6 +229,18 @@ async def _ready_issues(part: _RepoPoll, full_name: str) -> list[Job]:
         if job is not None and job.trigger_id not in part.processed:
             jobs.append(job)
     return jobs
+
+
+async def _screen_ready_issues(part: _RepoPoll, jobs: list[Job]) -> None:
+    """Keep the ready issues whose label was applied by someone allowed to trigger."""
+    if part.permissions is None:
+        part.permissions = PermissionCache(part.gh)
+    for job in jobs:
+        verdict = await screen(job, part.config, part.permissions)
+        if isinstance(verdict, Job):
+            part.jobs.append(verdict)
+        else:
+            part.rejected.append(verdict)
 
 
 async def _poll_stream(part: _RepoPoll, cursor: StreamCursor) -> None:
@@ -293,8 +305,8 @@ async def _consider_comment(part: _RepoPoll, cursor: StreamCursor, comment: dict
         return
     if part.permissions is None:
         part.permissions = PermissionCache(part.gh)
-    rejected = await screen(job, part.config, part.permissions)
-    if rejected is None:
-        part.jobs.append(job)
+    verdict = await screen(job, part.config, part.permissions)
+    if isinstance(verdict, Job):
+        part.jobs.append(verdict)
     else:
-        part.rejected.append(rejected)
+        part.rejected.append(verdict)

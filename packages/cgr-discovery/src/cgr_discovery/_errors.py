@@ -43,17 +43,26 @@ class GitHubRequestError(DiscoveryError):
     """GitHub answered a request with an error that retrying cannot fix (4xx).
 
     ``status_code`` and GitHub's ``message`` are kept so callers can tell "not found"
-    from "validation failed" without parsing text.
+    from "validation failed" without parsing text; ``github_errors`` holds the messages of
+    GitHub's ``errors`` list (what exactly failed validation).
     """
 
     def __init__(
-        self, message: str, *, method: str, url: str, status_code: int, github_message: str | None
+        self,
+        message: str,
+        *,
+        method: str,
+        url: str,
+        status_code: int,
+        github_message: str | None,
+        github_errors: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message)
         self.method = method
         self.url = url
         self.status_code = status_code
         self.github_message = github_message
+        self.github_errors = github_errors
 
 
 class WebhookError(DiscoveryError):

@@ -4,6 +4,7 @@ them with the trigger policy."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,11 +111,32 @@ def comment_job(
 
 
 class PermissionCache:
-    """Write access per (repository, login), asked once per poll through the API."""
+    """Write access per (repository, login), asked once per poll through the API; and who
+    applied an issue's ready label, from the issue events API."""
 
     def __init__(self, gh: GitHubClient) -> None:
         self.gh = gh
         self._known: dict[tuple[str, str], bool] = {}
+
+    async def labeller(self, repo: str, number: int, label: str) -> dict[str, Any] | None:
+        """The ``actor`` (a user object) of the issue's latest ``labeled`` event for
+        ``label`` (case-insensitive), or ``None`` when there is none.
+
+        The events list is oldest first and read whole (an issue rarely has more than a
+        page); gidgethub's ETag cache makes an unchanged list a free 304.
+        """
+        owner, _, name = repo.partition("/")
+        actor: dict[str, Any] | None = None
+        async for event in self.gh.getiter(
+            "/repos/{owner}/{repo}/issues/{number}/events{?per_page}",
+            {"owner": owner, "repo": name, "number": number, "per_page": 100},
+        ):
+            if not isinstance(event, dict) or event.get("event") != "labeled":
+                continue
+            named = str((event.get("label") or {}).get("name", ""))
+            if named.lower() == label.lower() and isinstance(event.get("actor"), dict):
+                actor = event["actor"]
+        return actor
 
     async def has_write(self, repo: str, login: str) -> bool:
         key = (repo.lower(), login.lower())
@@ -134,15 +156,17 @@ class PermissionCache:
         return self._known[key]
 
 
-async def screen(
-    job: Job, config: DiscoveryConfig, permissions: PermissionCache
-) -> Rejected | None:
-    """``None`` when ``job``'s author may trigger it, else the :class:`Rejected` to report.
+async def screen(job: Job, config: DiscoveryConfig, permissions: PermissionCache) -> Job | Rejected:
+    """``job`` when its trigger may start a run (a ready issue gains ``labelled_by``), else
+    the :class:`Rejected` to report.
 
-    Ready issues pass: applying a label already takes triage access on the repository.
+    A mention is judged by its author. A ready issue is judged by the account that applied
+    the ready label (the issue's latest ``labeled`` event for it), never by the issue's
+    author: triage access suffices to label, and a maintainer labelling an outsider's
+    issue is exactly how such an issue is meant to run.
     """
     if job.kind is JobKind.READY_ISSUE:
-        return None
+        return await _screen_ready(job, config, permissions)
     decision = config.policy.decide(
         author=job.author,
         association=job.author_association,
@@ -159,7 +183,44 @@ async def screen(
             code="no_write_access",
             reason=f"@{job.author} needs write access to {job.repo} to trigger runs",
         )
-    return None
+    return job
+
+
+async def _screen_ready(
+    job: Job, config: DiscoveryConfig, permissions: PermissionCache
+) -> Job | Rejected:
+    label = config.ready_label
+    where = f"{job.repo}#{job.number}"
+    actor = await permissions.labeller(job.repo, job.number, label)
+    if actor is None:
+        return Rejected(
+            job=job,
+            code="labeller_unknown",
+            reason=f"no '{label}' label event found on {where}; remove and re-apply the label",
+        )
+    login = str(actor.get("login") or "")
+    # The events API gives no author_association for the actor, so only the allow list
+    # or the permission API can admit them.
+    decision = config.policy.decide(
+        author=login, association="NONE", is_bot=is_bot_user(actor), self_login=config.login
+    )
+    if decision is Decision.IGNORE:
+        return Rejected(
+            job=job,
+            code="labelled_by_bot",
+            reason=f"the '{label}' label on {where} was applied by the bot account @{login}; "
+            "bots never trigger runs",
+        )
+    if decision is Decision.DENY:
+        return Rejected(job=job, code="denied", reason=f"@{login} is not allowed to trigger runs")
+    if decision is Decision.CHECK and not await permissions.has_write(job.repo, login):
+        return Rejected(
+            job=job,
+            code="no_write_access",
+            reason=f"@{login} applied the '{label}' label on {where} but needs write access "
+            f"to {job.repo} to trigger runs",
+        )
+    return replace(job, labelled_by=login)
 
 
 async def apply_policy(
@@ -172,8 +233,8 @@ async def apply_policy(
     rejected: list[Rejected] = []
     for job in jobs:
         verdict = await screen(job, config, permissions)
-        if verdict is None:
-            allowed.append(job)
+        if isinstance(verdict, Job):
+            allowed.append(verdict)
         else:
             rejected.append(verdict)
     return tuple(allowed), tuple(rejected)

@@ -13,6 +13,7 @@ BEGIN: Final = "<!-- cgr:begin -->"
 END: Final = "<!-- cgr:end -->"
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _STATUS_MARKER = re.compile(r"<!-- cgr:run=(?P<id>[A-Za-z0-9._:-]{1,128}) -->")
+_POST_MARKER = re.compile(r"<!-- cgr:post=(?P<key>[A-Za-z0-9._:-]{1,128}) -->")
 
 
 def status_marker(run_id: str) -> str:
@@ -28,6 +29,25 @@ def find_status_run_id(body: str | None) -> str | None:
         return None
     match = _STATUS_MARKER.search(body)
     return match.group("id") if match else None
+
+
+def post_marker(key: str) -> str:
+    """The hidden marker of a comment cgr posts with idempotency key ``key``.
+
+    A comment whose creation answer was lost is found again by it, so a retry never
+    posts it twice.
+    """
+    if not _RUN_ID.match(key):
+        raise ValueError(f"comment key {key!r} must be 1-128 characters of [A-Za-z0-9._:-]")
+    return f"<!-- cgr:post={key} -->"
+
+
+def find_post_key(body: str | None) -> str | None:
+    """The idempotency key of a comment body, or ``None`` when it carries no marker."""
+    if not body:
+        return None
+    match = _POST_MARKER.search(body)
+    return match.group("key") if match else None
 
 
 def splice_owned_section(body: str | None, section: str) -> str:

@@ -61,6 +61,7 @@ class Job:
     ``ready:<owner/repo>#<n>``); pass it back in ``processed`` so it is never turned into a
     job twice. ``trigger_time`` orders jobs (the comment's or issue's creation time);
     ``updated_at`` is what the stream cursor compares (GitHub's ``since`` filters on it).
+    ``labelled_by`` is, for a screened ready issue, the account that applied the label.
     """
 
     kind: JobKind
@@ -79,15 +80,24 @@ class Job:
     instruction: str = ""
     stream: StreamName | None = None
     priority: int = 0
+    labelled_by: str | None = None
+
+
+RejectionCode = Literal["denied", "no_write_access", "labelled_by_bot", "labeller_unknown"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rejected:
-    """A trigger the trigger policy refused; ``reason`` is a sentence fit for a reply."""
+    """A trigger the trigger policy refused; ``reason`` is a sentence fit for a reply.
+
+    ``code``: ``denied`` (deny list), ``no_write_access``, ``labelled_by_bot`` (a ready
+    label applied by a bot account), ``labeller_unknown`` (no ``labeled`` event for the
+    ready label in the issue's events).
+    """
 
     job: Job
     reason: str
-    code: Literal["denied", "no_write_access"]
+    code: RejectionCode
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

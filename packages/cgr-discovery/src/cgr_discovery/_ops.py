@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ._client import GitHubClient
 from ._discover import split_repo
 from ._errors import GitHubRequestError
-from ._markers import find_status_run_id, splice_owned_section, status_marker
+from ._markers import (
+    find_post_key,
+    find_status_run_id,
+    post_marker,
+    splice_owned_section,
+    status_marker,
+)
+from ._steps import AttemptHook, write_step
+
+T = TypeVar("T")
 
 Reaction = Literal["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"]
 
@@ -51,6 +61,13 @@ class RunGitHub:
     created once and edited in place. Edits closer together than
     ``min_edit_interval`` seconds are held back (the newest text is kept) because GitHub
     limits content creation; a ``final=True`` update always goes through.
+
+    Every write is a step that is safe to repeat (see ``_steps.py``): retried on 5xx,
+    dropped connections and timeouts with backoff and jitter for up to ``write_budget``
+    seconds (default: the client's ``RetryPolicy.write_budget``); a creation whose answer
+    was lost is looked up before anything is sent again. ``on_attempt`` hears of every
+    attempt (a :class:`WriteAttempt`) so the caller can record it in the run's history;
+    it is called synchronously and must not raise.
     """
 
     def __init__(
@@ -59,11 +76,39 @@ class RunGitHub:
         *,
         min_edit_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        on_attempt: AttemptHook | None = None,
+        write_budget: float | None = None,
     ) -> None:
+        if write_budget is not None and write_budget < 0:
+            raise ValueError("RunGitHub write_budget must not be negative")
         self.gh = gh
         self.min_edit_interval = min_edit_interval
+        self.on_attempt = on_attempt
+        self.write_budget = gh.retry.write_budget if write_budget is None else write_budget
         self._clock = clock
         self._status: dict[str, _StatusState] = {}
+
+    async def _step(
+        self,
+        step: str,
+        target: str,
+        write: Callable[[], Awaitable[T]],
+        *,
+        lookup: Callable[[], Awaitable[T | None]] | None = None,
+        exists: Callable[[GitHubRequestError], Awaitable[T | None]] | None = None,
+        look_first: bool = False,
+    ) -> T:
+        return await write_step(
+            self.gh,
+            step,
+            target,
+            write,
+            budget=self.write_budget,
+            hook=self.on_attempt,
+            lookup=lookup,
+            exists=exists,
+            look_first=look_first,
+        )
 
     # --- reading ---------------------------------------------------------------------
 
@@ -122,12 +167,17 @@ class RunGitHub:
     # --- labels and assignees --------------------------------------------------------
 
     async def add_labels(self, repo: str, number: int, *labels: str) -> None:
+        """Add ``labels`` (naturally idempotent: adding a label twice changes nothing)."""
         owner, name = split_repo(repo)
-        await self.gh.post(
-            "/repos/{owner}/{repo}/issues/{number}/labels",
-            {"owner": owner, "repo": name, "number": number},
-            data={"labels": list(labels)},
-        )
+
+        async def write() -> None:
+            await self.gh.post(
+                "/repos/{owner}/{repo}/issues/{number}/labels",
+                {"owner": owner, "repo": name, "number": number},
+                data={"labels": list(labels)},
+            )
+
+        await self._step("add_labels", f"{repo}#{number}", write)
 
     async def remove_label(self, repo: str, number: int, label: str) -> bool:
         """Remove ``label``; returns ``False`` (no error) when it was not there.
@@ -136,16 +186,25 @@ class RunGitHub:
         characters are percent-encoded.
         """
         owner, name = split_repo(repo)
-        try:
-            await self.gh.delete(
-                "/repos/{owner}/{repo}/issues/{number}/labels/{name}",
-                {"owner": owner, "repo": name, "number": number, "name": label},
-            )
-        except GitHubRequestError as exc:
-            if exc.status_code == 404:
-                return False
-            raise
-        return True
+        attempts = 0
+
+        async def write() -> bool:
+            nonlocal attempts
+            attempts += 1
+            try:
+                await self.gh.delete(
+                    "/repos/{owner}/{repo}/issues/{number}/labels/{name}",
+                    {"owner": owner, "repo": name, "number": number, "name": label},
+                )
+            except GitHubRequestError as exc:
+                if exc.status_code == 404:
+                    # After an attempt whose answer was lost, 404 means that attempt
+                    # removed it.
+                    return attempts > 1
+                raise
+            return True
+
+        return await self._step("remove_label", f"{repo}#{number}", write)
 
     async def list_labels(self, repo: str) -> list[dict[str, Any]]:
         owner, name = split_repo(repo)
@@ -160,68 +219,112 @@ class RunGitHub:
     async def create_label(
         self, repo: str, label: str, *, color: str = "ededed", description: str = ""
     ) -> dict[str, Any]:
+        """Create a repository label; one that already exists is returned as it is."""
         owner, name = split_repo(repo)
-        data: dict[str, Any] = await self.gh.post(
-            "/repos/{owner}/{repo}/labels",
-            {"owner": owner, "repo": name},
-            data={"name": label, "color": color.removeprefix("#"), "description": description},
+
+        async def write() -> dict[str, Any]:
+            data: dict[str, Any] = await self.gh.post(
+                "/repos/{owner}/{repo}/labels",
+                {"owner": owner, "repo": name},
+                data={
+                    "name": label,
+                    "color": color.removeprefix("#"),
+                    "description": description,
+                },
+            )
+            return data
+
+        async def lookup() -> dict[str, Any] | None:
+            try:
+                data: dict[str, Any] = await self.gh.getitem(
+                    "/repos/{owner}/{repo}/labels/{name}",
+                    {"owner": owner, "repo": name, "name": label},
+                )
+            except GitHubRequestError as exc:
+                if exc.status_code == 404:
+                    return None
+                raise
+            return data
+
+        async def exists(exc: GitHubRequestError) -> dict[str, Any] | None:
+            if exc.status_code != 422 or not any("already_exists" in e for e in exc.github_errors):
+                return None
+            return await lookup()
+
+        return await self._step(
+            "create_label", f"{repo} label {label!r}", write, lookup=lookup, exists=exists
         )
-        return data
 
     async def assign(self, repo: str, number: int, *logins: str) -> None:
+        """Add assignees (naturally idempotent)."""
         owner, name = split_repo(repo)
-        await self.gh.post(
-            "/repos/{owner}/{repo}/issues/{number}/assignees",
-            {"owner": owner, "repo": name, "number": number},
-            data={"assignees": list(logins)},
-        )
+
+        async def write() -> None:
+            await self.gh.post(
+                "/repos/{owner}/{repo}/issues/{number}/assignees",
+                {"owner": owner, "repo": name, "number": number},
+                data={"assignees": list(logins)},
+            )
+
+        await self._step("assign", f"{repo}#{number}", write)
 
     async def unassign(self, repo: str, number: int, *logins: str) -> None:
         owner, name = split_repo(repo)
-        await self.gh.delete(
-            "/repos/{owner}/{repo}/issues/{number}/assignees",
-            {"owner": owner, "repo": name, "number": number},
-            data={"assignees": list(logins)},
-        )
+
+        async def write() -> None:
+            await self.gh.delete(
+                "/repos/{owner}/{repo}/issues/{number}/assignees",
+                {"owner": owner, "repo": name, "number": number},
+                data={"assignees": list(logins)},
+            )
+
+        await self._step("unassign", f"{repo}#{number}", write)
 
     # --- comments and reactions ------------------------------------------------------
 
-    async def comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
-        """A new comment (never retried once it may have reached GitHub)."""
-        owner, name = split_repo(repo)
-        data: dict[str, Any] = await self.gh.post(
-            "/repos/{owner}/{repo}/issues/{number}/comments",
-            {"owner": owner, "repo": name, "number": number},
-            data={"body": body},
-        )
-        return data
+    async def comment(
+        self, repo: str, number: int, body: str, *, key: str | None = None
+    ) -> dict[str, Any]:
+        """Post a comment exactly once, however often the request must be repeated.
 
-    async def react(
-        self,
-        repo: str,
-        content: Reaction,
-        *,
-        number: int | None = None,
-        comment_id: int | None = None,
-        review_comment_id: int | None = None,
-    ) -> None:
-        """React to an issue/PR (``number``), an issue comment or a review comment."""
+        The comment carries a hidden marker that finds it again: the body's status marker
+        (``status_marker(run_id)``) if it has one, else ``<!-- cgr:post=<key> -->`` put in
+        front (a random key when none is given). After an attempt whose answer was lost,
+        the thread is searched for the marker before anything is posted again. With a
+        status marker or an explicit ``key`` the thread is searched *before the first
+        attempt* too, so a caller that crashed and repeats the call gets the same comment.
+        """
+        look_first = find_status_run_id(body) is not None or key is not None
+        if find_status_run_id(body) is None and find_post_key(body) is None:
+            body = f"{post_marker(key or secrets.token_hex(8))}\n{body}"
+        return await self._create_comment(repo, number, body, look_first=look_first)
+
+    async def _create_comment(
+        self, repo: str, number: int, body: str, *, look_first: bool
+    ) -> dict[str, Any]:
+        """Post ``body`` (which carries a status or post marker) as one comment."""
         owner, name = split_repo(repo)
-        if sum(x is not None for x in (number, comment_id, review_comment_id)) != 1:
-            raise ValueError("react() takes exactly one of number, comment_id, review_comment_id")
-        target: int | None
-        if comment_id is not None:
-            url, target = "/repos/{owner}/{repo}/issues/comments/{id}/reactions", comment_id
-        elif review_comment_id is not None:
-            url, target = "/repos/{owner}/{repo}/pulls/comments/{id}/reactions", review_comment_id
-        else:
-            url, target = "/repos/{owner}/{repo}/issues/{id}/reactions", number
-        await self.gh.post(
-            url, {"owner": owner, "repo": name, "id": target}, data={"content": content}
+        run_id = find_status_run_id(body)
+        post_key = find_post_key(body) if run_id is None else None
+
+        async def lookup() -> dict[str, Any] | None:
+            return await self._find_comment(repo, number, run_id=run_id, post_key=post_key)
+
+        async def write() -> dict[str, Any]:
+            data: dict[str, Any] = await self.gh.post(
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                {"owner": owner, "repo": name, "number": number},
+                data={"body": body},
+            )
+            return data
+
+        return await self._step(
+            "comment", f"{repo}#{number}", write, lookup=lookup, look_first=look_first
         )
 
-    async def find_status_comment(self, repo: str, number: int, run_id: str) -> int | None:
-        """The id of run ``run_id``'s status comment on the thread, if there is one."""
+    async def _find_comment(
+        self, repo: str, number: int, *, run_id: str | None, post_key: str | None
+    ) -> dict[str, Any] | None:
         owner, name = split_repo(repo)
         # aclosing: leaving the loop early must close the generator now, not when the
         # garbage collector finds it (trio reports that as an unclosed async generator).
@@ -232,9 +335,54 @@ class RunGitHub:
             )
         ) as comments:
             async for comment in comments:
-                if find_status_run_id(comment.get("body")) == run_id:
-                    return int(comment["id"])
+                text = comment.get("body")
+                if (run_id is not None and find_status_run_id(text) == run_id) or (
+                    post_key is not None and find_post_key(text) == post_key
+                ):
+                    found: dict[str, Any] = comment
+                    return found
         return None
+
+    async def react(
+        self,
+        repo: str,
+        content: Reaction,
+        *,
+        number: int | None = None,
+        comment_id: int | None = None,
+        review_comment_id: int | None = None,
+    ) -> dict[str, Any]:
+        """React to an issue/PR (``number``), an issue comment or a review comment.
+
+        Naturally idempotent: GitHub answers an existing reaction with 200 and that
+        reaction, so a repeated attempt never adds a second one.
+        """
+        owner, name = split_repo(repo)
+        if sum(x is not None for x in (number, comment_id, review_comment_id)) != 1:
+            raise ValueError("react() takes exactly one of number, comment_id, review_comment_id")
+        target: int | None
+        if comment_id is not None:
+            url, target = "/repos/{owner}/{repo}/issues/comments/{id}/reactions", comment_id
+            what = f"{repo} comment {comment_id}"
+        elif review_comment_id is not None:
+            url, target = "/repos/{owner}/{repo}/pulls/comments/{id}/reactions", review_comment_id
+            what = f"{repo} review comment {review_comment_id}"
+        else:
+            url, target = "/repos/{owner}/{repo}/issues/{id}/reactions", number
+            what = f"{repo}#{number}"
+
+        async def write() -> dict[str, Any]:
+            data: dict[str, Any] = await self.gh.post(
+                url, {"owner": owner, "repo": name, "id": target}, data={"content": content}
+            )
+            return data
+
+        return await self._step("react", what, write)
+
+    async def find_status_comment(self, repo: str, number: int, run_id: str) -> int | None:
+        """The id of run ``run_id``'s status comment on the thread, if there is one."""
+        found = await self._find_comment(repo, number, run_id=run_id, post_key=None)
+        return int(found["id"]) if found is not None else None
 
     async def update_status(
         self, repo: str, number: int, run_id: str, text: str, *, final: bool = False
@@ -251,7 +399,7 @@ class RunGitHub:
             # A crash or a second process may have created it already: look before writing.
             state.comment_id = await self.find_status_comment(repo, number, run_id)
         if state.comment_id is None:
-            created = await self.comment(repo, number, body)
+            created = await self._create_comment(repo, number, body, look_first=False)
             state.comment_id = int(created["id"])
             state.last_edit, state.last_body, state.pending = now, body, None
             return True
@@ -266,17 +414,23 @@ class RunGitHub:
             state.pending = body
             return False
         owner, name = split_repo(repo)
-        try:
+        comment_id = state.comment_id
+
+        async def edit() -> None:
             await self.gh.patch(
                 "/repos/{owner}/{repo}/issues/comments/{id}",
-                {"owner": owner, "repo": name, "id": state.comment_id},
+                {"owner": owner, "repo": name, "id": comment_id},
                 data={"body": body},
             )
+
+        try:
+            # An absolute PATCH (the whole body): repeating it leaves the same comment.
+            await self._step("edit_status", f"{repo}#{number}", edit)
         except GitHubRequestError as exc:
             if exc.status_code != 404:
                 raise
             # A person deleted the status comment: the run still reports, in a new one.
-            created = await self.comment(repo, number, body)
+            created = await self._create_comment(repo, number, body, look_first=False)
             state.comment_id = int(created["id"])
         state.last_edit, state.last_body, state.pending = now, body, None
         return True
@@ -319,13 +473,44 @@ class RunGitHub:
     async def create_pull_request(
         self, repo: str, *, head: str, base: str, title: str, body: str, draft: bool = False
     ) -> dict[str, Any]:
+        """Open a pull request from branch ``head`` into ``base``, exactly once.
+
+        An open pull request for the same head and base is looked for first (a repeated
+        call returns it), again after an attempt whose answer was lost, and when GitHub
+        answers 422 "A pull request already exists".
+        """
         owner, name = split_repo(repo)
-        data: dict[str, Any] = await self.gh.post(
-            "/repos/{owner}/{repo}/pulls",
-            {"owner": owner, "repo": name},
-            data={"head": head, "base": base, "title": title, "body": body, "draft": draft},
+        head_branch = head.rpartition(":")[2]
+
+        async def lookup() -> dict[str, Any] | None:
+            found = await self.find_pull_request(repo, head_branch, state="open")
+            if found is not None and found.get("base", {}).get("ref") == base:
+                return found
+            return None
+
+        async def write() -> dict[str, Any]:
+            data: dict[str, Any] = await self.gh.post(
+                "/repos/{owner}/{repo}/pulls",
+                {"owner": owner, "repo": name},
+                data={"head": head, "base": base, "title": title, "body": body, "draft": draft},
+            )
+            return data
+
+        async def exists(exc: GitHubRequestError) -> dict[str, Any] | None:
+            if exc.status_code != 422 or not any(
+                "already exists" in e.lower() for e in exc.github_errors
+            ):
+                return None
+            return await lookup()
+
+        return await self._step(
+            "create_pull_request",
+            f"{repo} {head_branch}",
+            write,
+            lookup=lookup,
+            exists=exists,
+            look_first=True,
         )
-        return data
 
     async def update_pull_request(
         self, repo: str, number: int, *, section: str | None = None, title: str | None = None
@@ -342,7 +527,12 @@ class RunGitHub:
             patch["title"] = title
         if not patch:
             raise ValueError("update_pull_request() needs a section or a title")
-        data: dict[str, Any] = await self.gh.patch(
-            "/repos/{owner}/{repo}/pulls/{number}", v, data=patch
-        )
-        return data
+
+        async def write() -> dict[str, Any]:
+            # Absolute values (the whole body, the title): safe to send again.
+            data: dict[str, Any] = await self.gh.patch(
+                "/repos/{owner}/{repo}/pulls/{number}", v, data=patch
+            )
+            return data
+
+        return await self._step("update_pull_request", f"{repo}#{number}", write)

@@ -35,6 +35,10 @@ class RetryPolicy:
     ``secondary_min_wait``: the wait after a secondary limit that gave no ``retry-after``
     (GitHub asks for at least a minute).
 
+    ``write_budget``: how long one write step of a run (add labels, post the status
+    comment, open the pull request) may keep retrying, in seconds: the backoff waits
+    plus the time the attempts themselves took. Past it the step gives up.
+
     ``scale`` multiplies every real sleep (never the decisions): tests and the simulator
     run the same code paths with ``scale=0.001`` so a "60 s" wait takes 60 ms.
     """
@@ -45,6 +49,7 @@ class RetryPolicy:
     jitter: float = 0.5
     secondary_min_wait: float = 60.0
     max_rate_limit_wait: float = 900.0
+    write_budget: float = 120.0
     scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -52,7 +57,12 @@ class RetryPolicy:
             raise ValueError("RetryPolicy.attempts must be at least 1")
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError("RetryPolicy.jitter must be between 0 and 1")
-        if self.scale < 0 or self.backoff_base < 0 or self.max_rate_limit_wait < 0:
+        if (
+            self.scale < 0
+            or self.backoff_base < 0
+            or self.max_rate_limit_wait < 0
+            or self.write_budget < 0
+        ):
             raise ValueError("RetryPolicy waits and scale must not be negative")
 
     def backoff(self, retry: int, rng: random.Random | None = None) -> float:
@@ -127,6 +137,36 @@ def github_message(body: bytes) -> str | None:
         return None
     message = data.get("message") if isinstance(data, dict) else None
     return message if isinstance(message, str) else None
+
+
+def github_error_messages(body: bytes) -> tuple[str, ...]:
+    """The ``errors[].message`` texts of a GitHub error body (a 422's real reason).
+
+    GitHub's ``message`` for a validation error is only "Validation Failed"; what failed
+    ("A pull request already exists for acme:branch.") is in ``errors``. An error without
+    a message is described by its ``code`` and ``field``.
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ()
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(errors, list):
+        return ()
+    found: list[str] = []
+    for error in errors:
+        if isinstance(error, str):
+            found.append(error)
+        elif isinstance(error, dict):
+            text = error.get("message")
+            if isinstance(text, str):
+                found.append(text)
+            elif isinstance(error.get("code"), str):
+                field = error.get("field")
+                found.append(
+                    f"{error['code']} {field}" if isinstance(field, str) else error["code"]
+                )
+    return tuple(found)
 
 
 def _float(value: str | None) -> float | None:

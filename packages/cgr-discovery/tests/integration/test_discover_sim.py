@@ -172,11 +172,14 @@ async def test_ready_issue_exclusions(sim: GitHubSimulator, gh: GitHubClient) ->
 async def test_ordering_mentions_first_then_oldest(sim: GitHubSimulator, gh: GitHubClient) -> None:
     cursors = await prime(gh)
     in_the_past(sim, 100)
-    old_ready = sim.create_issue(REPO, "old", labels=["ready"])
+    # Labelled by the repository's owner (the simulator's default labeller).
+    old_ready = sim.create_issue(REPO, "old")
+    sim.add_labels(REPO, old_ready, "ready")
     sim.advance_clock(50)
     mention_issue, _ = sim.seed_collaborator_mention(REPO)  # older than the cursor: not seen
     sim.advance_clock(45)
-    new_ready = sim.create_issue(REPO, "new", labels=["ready"])
+    new_ready = sim.create_issue(REPO, "new")
+    sim.add_labels(REPO, new_ready, "ready")
     sim.advance_clock(5)
     _, fresh = sim.seed_collaborator_mention(REPO, "erin")
     result = await discover(gh, [REPO], CONFIG, cursors=cursors)
@@ -237,7 +240,12 @@ async def test_idle_poll_is_all_304_and_spends_no_quota(
     sim.clear_requests()
     used = sim.rate_limit()["used"]
     idle = await discover(gh, [REPO], CONFIG, cursors=cursors)
-    assert [r.status for r in sim.requests] == [304, 304, 304]
+    # Per waiting ready issue its events (who labelled it) and, once per poll, the
+    # labeller's permission: all free 304s too.
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in sim.requests) == [
+        "comments", "comments", "events", "events", "issues", "permission"
+    ]  # fmt: skip
+    assert {r.status for r in sim.requests} == {304}
     assert sim.rate_limit()["used"] == used
     assert len(idle.jobs) == 2  # the ready issues are still there to take
     assert advance_cursors(idle, set()) == cursors  # ready issues hold no stream cursor

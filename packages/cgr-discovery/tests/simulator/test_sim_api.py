@@ -378,3 +378,31 @@ def test_basic_auth_and_date_header_follow_the_clock(
     after = api.get("/user")
     assert parsedate_to_datetime(after.headers["date"]).timestamp() >= before + 3600
     assert int(after.headers["x-ratelimit-reset"]) > before + 3600
+
+
+def test_issue_events_record_who_labelled(
+    gh: GitHubSimulator, api: httpx.Client, raw_api: httpx.Client
+) -> None:
+    gh.add_collaborator(REPO, "maint", role="maintain")
+    gh.add_user("mallory")
+    number = gh.create_issue(REPO, "t", author="mallory", labels=["bug"])
+    gh.advance_clock(5)
+    gh.add_labels(REPO, number, "ready", actor="maint")
+    maint = httpx.Client(
+        base_url=gh.url, headers={"Authorization": f"token {gh.token_for('maint')}"}
+    )
+    with maint:
+        assert maint.delete(f"/repos/{REPO}/issues/{number}/labels/bug").status_code == 200
+        put = maint.put(f"/repos/{REPO}/issues/{number}/labels", json={"labels": ["ready", "docs"]})
+        assert put.status_code == 200
+    response = api.get(f"/repos/{REPO}/issues/{number}/events")
+    assert response.status_code == 200
+    events = [(e["event"], e["label"]["name"], e["actor"]["login"]) for e in response.json()]
+    assert events == [
+        ("labeled", "bug", "mallory"),  # labels given at creation: applied by the author
+        ("labeled", "ready", "maint"),
+        ("unlabeled", "bug", "maint"),
+        ("labeled", "docs", "maint"),  # PUT records only what changed
+    ]
+    # (GitHub's description lists no 404 for this operation, so unchecked.)
+    assert raw_api.get(f"/repos/{REPO}/issues/999/events").status_code == 404

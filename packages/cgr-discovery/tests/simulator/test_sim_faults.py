@@ -186,3 +186,40 @@ def test_bad_fault_arguments_are_refused(gh: GitHubSimulator) -> None:
         gh.faults.error(404)
     with pytest.raises(ValueError, match="count must be a positive"):
         gh.faults.error(500, count=0)
+
+
+def test_drop_after_apply_applies_the_write_and_loses_the_answer(
+    gh: GitHubSimulator, raw_api: httpx.Client
+) -> None:
+    number = gh.create_issue(REPO, "Lost answers")
+    comments = f"{ISSUES}/{number}/comments"
+    fault = gh.faults.drop_after_apply(method="POST", path=r"/comments$")
+    with pytest.raises(httpx.RemoteProtocolError):
+        raw_api.post(comments, json={"body": "applied, answer lost"})
+    # The comment exists although the client never heard of it.
+    assert [c.body for c in gh.comments(REPO, number)] == ["applied, answer lost"]
+    record = gh.requests[-1]
+    assert (record.status, record.fault, record.applied_status) == (None, "drop_after", 201)
+    assert record.counted  # GitHub did the work, so the request cost a point
+    assert fault.hits == 1
+    assert gh.faults.active == []
+    # A GET is not affected by a POST-only fault, and the next POST answers normally.
+    listed = raw_api.get(comments)
+    assert [c["body"] for c in listed.json()] == ["applied, answer lost"]
+    assert raw_api.post(comments, json={"body": "second"}).status_code == 201
+
+
+def test_drop_before_does_not_apply(gh: GitHubSimulator, raw_api: httpx.Client) -> None:
+    number = gh.create_issue(REPO, "Dropped before")
+    gh.faults.drop_connection(method="POST", path=r"/labels$")
+    with pytest.raises(httpx.RemoteProtocolError):
+        raw_api.post(f"{ISSUES}/{number}/labels", json={"labels": ["bug"]})
+    assert gh.issue(REPO, number).labels == []
+    gh.faults.drop_after_apply(method="POST", path=r"/labels$")
+    with pytest.raises(httpx.RemoteProtocolError):
+        raw_api.post(f"{ISSUES}/{number}/labels", json={"labels": ["bug"]})
+    assert gh.issue(REPO, number).labels == ["bug"]
+    assert [(r.fault, r.applied_status) for r in gh.requests[-2:]] == [
+        ("drop", None),
+        ("drop_after", 200),
+    ]

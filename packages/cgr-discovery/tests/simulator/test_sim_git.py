@@ -169,3 +169,32 @@ def test_git_protocol_header_reaches_http_backend(
     v0 = raw_api.get(url)
     assert b"version 2" not in v0.content
     assert gh.branches(REPO)["main"].encode() in v0.content
+
+
+def test_push_lands_but_the_answer_is_dropped(gh: GitHubSimulator, tmp_path: Path) -> None:
+    env = _git_env(tmp_path, f"Authorization: Bearer {gh.token}")
+    work = tmp_path / "w"
+    _git(env, "clone", "--quiet", gh.git_url("acme", "widgets"), str(work))
+    _git(env, "switch", "--quiet", "-c", "cgr/lost", cwd=work)
+    (work / "f.txt").write_text("landed\n")
+    _git(env, "add", ".", cwd=work)
+    _git(env, "commit", "--quiet", "-m", "Lost answer", cwd=work)
+    head = _git(env, "rev-parse", "HEAD", cwd=work)
+    fault = gh.faults.drop_after_apply(method="POST", path=r"/git-receive-pack$")
+    proc = subprocess.run(
+        ["git", "push", "origin", "cgr/lost"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # git reports a failure, yet the branch is on the server: a retry must check first.
+    assert proc.returncode != 0, proc.stderr
+    assert fault.hits == 1
+    assert gh.branches(REPO)["cgr/lost"] == head
+    (record,) = [r for r in gh.requests if r.fault is not None]
+    assert record.path.endswith("/git-receive-pack")
+    assert (record.status, record.fault, record.applied_status) == (None, "drop_after", 200)
+    remote = _git(env, "ls-remote", "origin", "refs/heads/cgr/lost", cwd=work)
+    assert remote.split()[0] == head

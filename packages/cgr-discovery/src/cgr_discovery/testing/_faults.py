@@ -8,7 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-FaultKind = Literal["error", "drop", "latency"]
+# "drop" closes the connection before the request is applied (nothing happened on the
+# server); "drop_after" applies it (a comment exists, a push landed) and then closes the
+# connection without an answer: the client cannot tell the two apart, which is exactly
+# the case an idempotent retry must handle.
+FaultKind = Literal["error", "drop", "drop_after", "latency"]
 
 SECONDARY_RATE_LIMIT_MESSAGE = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
@@ -32,6 +36,9 @@ class RequestRecord:
     ``path`` is percent-decoded (``/labels/needs human``); ``query`` holds the first value
     of each parameter. ``status`` is ``None`` when the connection was dropped without a
     response.
+    ``fault`` names the injected fault that shaped the answer: ``"drop_after"`` means the
+    request was applied in full (``applied_status`` is the status it would have answered)
+    and only the answer was lost.
     ``conditional`` says whether ``If-None-Match`` was sent; ``counted`` whether the
     request used up one unit of the primary rate limit (a 304 does not, as on GitHub).
     Tokens are never recorded.
@@ -45,6 +52,7 @@ class RequestRecord:
     counted: bool
     resource: str | None
     fault: FaultKind | None = None
+    applied_status: int | None = None
 
 
 @dataclass(eq=False, kw_only=True)
@@ -153,8 +161,22 @@ class Faults:
     def drop_connection(
         self, *, method: str | None = None, path: str | None = None, count: int | None = 1
     ) -> Fault:
-        """Close the socket of matching requests without sending any response."""
+        """Close the socket of matching requests without sending any response.
+
+        The request is not applied: GitHub never saw it.
+        """
         return self._add("drop", method, path, count)
+
+    def drop_after_apply(
+        self, *, method: str | None = None, path: str | None = None, count: int | None = 1
+    ) -> Fault:
+        """Apply matching requests, then close the socket without sending the answer.
+
+        The REST write happened (a comment was created, a label added) or the push landed
+        (``git-receive-pack``), but the client sees a dropped connection, as when GitHub's
+        front end loses a response. A client must find out what happened by looking.
+        """
+        return self._add("drop_after", method, path, count)
 
     def remove(self, fault: Fault) -> None:
         with self._lock:

@@ -316,6 +316,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "GitHub.com"
     sys_version = ""
     server: _Server
+    # Set per request by a "drop_after" fault (one handler object serves one connection,
+    # one request at a time).
+    _drop_reply = False
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         # The Date header follows the simulator's clock (advance_clock), so a client that
@@ -386,6 +389,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
         # Callers record the request in the log *before* sending, so a test that has its
         # response can rely on the log entry being there.
+        if self._drop_reply:
+            # The request was applied; its answer is lost. No status line at all: the
+            # client sees the connection close, exactly as with a drop before applying.
+            self._drop_reply = False
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -405,6 +416,9 @@ class _Handler(BaseHTTPRequestHandler):
         flat_query = {k: v[0] for k, v in query.items()}
 
         def record(status: int | None, counted: bool, resource: str | None, **kw: Any) -> None:
+            if self._drop_reply:
+                kw = {**kw, "fault": "drop_after", "applied_status": status}
+                status = None
             app.record(
                 RequestRecord(
                     method=self.command,
@@ -429,6 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
         delay, fault = app.faults.take(self.command, path)
         if delay:
             app.faults.closing.wait(delay)
+        # Apply the request as usual; _send then drops the connection instead of answering.
+        self._drop_reply = fault is not None and fault.kind == "drop_after"
         if fault is not None and fault.kind == "drop":
             # No status line at all: the client sees the connection close mid-request.
             record(None, False, None, fault="drop")
@@ -436,7 +452,7 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if fault is not None:
+        if fault is not None and fault.kind == "error":
             status, payload, extra = _fault_reply(fault)
             record(status, False, None, fault="error")
             self._send(status, payload, [*extra, *self._common_headers(app, "core")])

@@ -107,6 +107,22 @@ class PullData:
 
 
 @dataclass
+class IssueEvent:
+    """An entry of an issue's timeline as the issue events API lists it.
+
+    Only label changes are recorded: ``labeled``/``unlabeled`` with the label's name and
+    the account that applied or removed it (``actor``), which is what cgr's trigger
+    policy asks for a ``ready`` label.
+    """
+
+    id: int
+    event: Literal["labeled", "unlabeled"]
+    actor: str
+    label: str
+    created_at: int
+
+
+@dataclass
 class Issue:
     """An issue, or a pull request when ``pull`` is set (they share one number sequence)."""
 
@@ -127,6 +143,7 @@ class Issue:
     reactions: list[Reaction] = field(default_factory=list)
     pull: PullData | None = None
     pull_id: int = 0
+    events: list[IssueEvent] = field(default_factory=list)
 
 
 @dataclass
@@ -263,27 +280,55 @@ class Model:
         if pull is not None:
             issue.pull_id = self.new_id()
         for name in labels:
-            self.add_label(repo, issue, name, touch=False)
+            # Labels given at creation are applied by the author, as on GitHub.
+            self.add_label(repo, issue, name, actor=author, touch=False)
         for login in assignees:
             self.add_assignee(repo, issue, login, touch=False)
         repo.next_number += 1
         repo.issues[issue.number] = issue
         return issue
 
-    def add_label(self, repo: Repo, issue: Issue, name: str, *, touch: bool = True) -> None:
+    def _label_event(
+        self, issue: Issue, event: Literal["labeled", "unlabeled"], actor: str, label: str
+    ) -> None:
+        issue.events.append(
+            IssueEvent(
+                id=self.new_id(),
+                event=event,
+                actor=self.user(actor).login,
+                label=label,
+                created_at=self.now(),
+            )
+        )
+
+    def add_label(
+        self, repo: Repo, issue: Issue, name: str, *, actor: str, touch: bool = True
+    ) -> None:
+        """Add a label as ``actor``; a ``labeled`` event is recorded when it was not there."""
         label = self.ensure_label(repo, name)
         if all(existing.lower() != label.name.lower() for existing in issue.labels):
             issue.labels.append(label.name)
+            self._label_event(issue, "labeled", actor, label.name)
             if touch:
                 issue.updated_at = self.now()
 
-    def remove_label(self, repo: Repo, issue: Issue, name: str) -> bool:
+    def remove_label(self, repo: Repo, issue: Issue, name: str, *, actor: str) -> bool:
         for existing in issue.labels:
             if existing.lower() == name.lower():
                 issue.labels.remove(existing)
+                self._label_event(issue, "unlabeled", actor, existing)
                 issue.updated_at = self.now()
                 return True
         return False
+
+    def set_labels(self, repo: Repo, issue: Issue, names: list[str], *, actor: str) -> None:
+        """Replace the labels (PUT labels, PATCH issue): events for what changed only."""
+        wanted = {name.lower() for name in names}
+        for existing in list(issue.labels):
+            if existing.lower() not in wanted:
+                self.remove_label(repo, issue, existing, actor=actor)
+        for name in names:
+            self.add_label(repo, issue, name, actor=actor, touch=False)
 
     def can_be_assigned(self, repo: Repo, login: str) -> bool:
         user = self.find_user(login)

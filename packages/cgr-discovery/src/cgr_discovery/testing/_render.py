@@ -16,6 +16,7 @@ from cgr_discovery.testing._model import (
     REACTIONS,
     Comment,
     Issue,
+    IssueEvent,
     Label,
     Model,
     Reaction,
@@ -247,6 +248,21 @@ class Renderer:
         }
 
     # -- issues -----------------------------------------------------------------------------
+
+    def issue_event(self, repo: Repo, event: IssueEvent) -> JSON:
+        label = self.model.ensure_label(repo, event.label)
+        return {
+            "id": event.id,
+            "node_id": node_id("LE", event.id),
+            "url": f"{self.api}/repos/{repo.full_name}/issues/events/{event.id}",
+            "actor": self.user(self.model.user(event.actor)),
+            "event": event.event,
+            "commit_id": None,
+            "commit_url": None,
+            "created_at": iso(event.created_at),
+            "performed_via_github_app": None,
+            "label": {"name": label.name, "color": label.color},
+        }
 
     def reactions(self, url: str, reactions: list[Reaction]) -> JSON:
         counts = {content: 0 for content in REACTIONS}

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from cgr_discovery.testing import _git
 from cgr_discovery.testing._errors import UnknownItemError
@@ -271,9 +271,7 @@ def update_issue(app: App, req: Request) -> Reply:
     if "body" in data:
         issue.body = data["body"] if isinstance(data["body"], str) else None
     if "labels" in data:
-        issue.labels = []
-        for name in _string_list(data, "labels"):
-            app.model.add_label(repo, issue, name, touch=False)
+        app.model.set_labels(repo, issue, _string_list(data, "labels"), actor=req.login)
     if "assignees" in data:
         issue.assignees = []
         for login in _string_list(data, "assignees"):
@@ -293,17 +291,48 @@ def update_issue(app: App, req: Request) -> Reply:
 # -- issue comments -------------------------------------------------------------------------
 
 
+class _Dated(Protocol):
+    id: int
+    created_at: int
+    updated_at: int
+
+
+_D = TypeVar("_D", bound=_Dated)
+
+
+def _filter_and_page(
+    app: App,
+    req: Request,
+    items: Iterable[_D],
+    render: Callable[[_D], dict[str, Any]],
+    *,
+    sorts: tuple[str, ...] = (),
+) -> Reply:
+    """``since``, ``sort``, ``direction`` and pagination, as GitHub's comment lists do them.
+
+    Shared by every list of dated items (issue comments per issue and per repository,
+    review comments per PR and per repository). ``since`` keeps items *updated* at or
+    after it. Without ``sort`` (or where the endpoint has none: ``sorts`` empty) GitHub
+    answers in ascending id order and ignores ``direction``; with it, by ``created`` or
+    ``updated`` time (ties by id), descending unless ``direction=asc``.
+    """
+    since = _since(req)
+    chosen = [item for item in items if since is None or item.updated_at >= since]
+    if not sorts or req.arg("sort") is None:
+        chosen.sort(key=lambda item: item.id)
+    else:
+        sort = _choice(req, "sort", "created", sorts)
+        direction = _choice(req, "direction", "desc", ("asc", "desc"))
+        key = "updated_at" if sort == "updated" else "created_at"
+        chosen.sort(key=lambda item: (getattr(item, key), item.id), reverse=direction == "desc")
+    return app.paginate(req, [render(item) for item in chosen])
+
+
 def list_issue_comments(app: App, req: Request) -> Reply:
     repo = _repo(app, req)
     issue = _issue(app, req, repo)
-    since = _since(req)
-    comments = [
-        c
-        for c in repo.comments.values()
-        if c.number == issue.number and (since is None or c.updated_at >= since)
-    ]
-    comments.sort(key=lambda c: c.id)
-    return app.paginate(req, [app.renderer.comment(repo, c) for c in comments])
+    comments = (c for c in repo.comments.values() if c.number == issue.number)
+    return _filter_and_page(app, req, comments, lambda c: app.renderer.comment(repo, c))
 
 
 def create_issue_comment(app: App, req: Request) -> Reply:
@@ -325,18 +354,13 @@ def create_issue_comment(app: App, req: Request) -> Reply:
 def list_repo_comments(app: App, req: Request) -> Reply:
     """``GET /repos/{o}/{r}/issues/comments``: every issue comment of the repository."""
     repo = _repo(app, req)
-    since = _since(req)
-    sort = req.arg("sort")
-    comments = [c for c in repo.comments.values() if since is None or c.updated_at >= since]
-    if sort is None:
-        # Without sort GitHub returns ascending ids and ignores direction.
-        comments.sort(key=lambda c: c.id)
-    else:
-        sort = _choice(req, "sort", "created", ("created", "updated"))
-        direction = _choice(req, "direction", "desc", ("asc", "desc"))
-        key = "created_at" if sort == "created" else "updated_at"
-        comments.sort(key=lambda c: (getattr(c, key), c.id), reverse=direction == "desc")
-    return app.paginate(req, [app.renderer.comment(repo, c) for c in comments])
+    return _filter_and_page(
+        app,
+        req,
+        repo.comments.values(),
+        lambda c: app.renderer.comment(repo, c),
+        sorts=("created", "updated"),
+    )
 
 
 def _comment(app: App, req: Request, repo: Repo) -> Comment:
@@ -394,7 +418,7 @@ def add_issue_labels(app: App, req: Request) -> Reply:
     if not names:
         raise validation_failed({"resource": "Label", "code": "missing_field", "field": "labels"})
     for name in names:
-        app.model.add_label(repo, issue, name)
+        app.model.add_label(repo, issue, name, actor=req.login)
     return Reply(200, _issue_labels(app, repo, issue))
 
 
@@ -402,9 +426,7 @@ def set_issue_labels(app: App, req: Request) -> Reply:
     repo = _repo(app, req)
     issue = _issue(app, req, repo)
     _require_push(app, req, repo)
-    issue.labels = []
-    for name in _string_list(req.json(), "labels"):
-        app.model.add_label(repo, issue, name, touch=False)
+    app.model.set_labels(repo, issue, _string_list(req.json(), "labels"), actor=req.login)
     issue.updated_at = app.model.now()
     return Reply(200, _issue_labels(app, repo, issue))
 
@@ -413,13 +435,20 @@ def remove_issue_label(app: App, req: Request) -> Reply:
     repo = _repo(app, req)
     issue = _issue(app, req, repo)
     _require_push(app, req, repo)
-    if not app.model.remove_label(repo, issue, req.params["name"]):
+    if not app.model.remove_label(repo, issue, req.params["name"], actor=req.login):
         raise HTTPError(
             404,
             "Label does not exist",
             documentation_url="https://docs.github.com/rest/issues/labels#remove-a-label-from-an-issue",
         )
     return Reply(200, _issue_labels(app, repo, issue))
+
+
+def list_issue_events(app: App, req: Request) -> Reply:
+    """``GET /repos/{o}/{r}/issues/{n}/events``: the issue's events, oldest first."""
+    repo = _repo(app, req)
+    issue = _issue(app, req, repo)
+    return app.paginate(req, [app.renderer.issue_event(repo, e) for e in issue.events])
 
 
 def add_assignees(app: App, req: Request) -> Reply:
@@ -635,37 +664,31 @@ def update_pull(app: App, req: Request) -> Reply:
 # -- review comments --------------------------------------------------------------------------
 
 
-def _sorted_review_comments(req: Request, comments: list[Any]) -> list[Any]:
-    sort = req.arg("sort")
-    if sort is None:
-        comments.sort(key=lambda c: c.id)
-        return comments
-    sort = _choice(req, "sort", "created", ("created", "updated", "created_at"))
-    direction = _choice(req, "direction", "desc", ("asc", "desc"))
-    key = "updated_at" if sort == "updated" else "created_at"
-    comments.sort(key=lambda c: (getattr(c, key), c.id), reverse=direction == "desc")
-    return comments
+# GitHub's review-comment lists accept "created_at" as a synonym of "created".
+_REVIEW_SORTS = ("created", "updated", "created_at")
 
 
 def list_repo_review_comments(app: App, req: Request) -> Reply:
     repo = _repo(app, req)
-    since = _since(req)
-    comments = [c for c in repo.review_comments.values() if since is None or c.updated_at >= since]
-    comments = _sorted_review_comments(req, comments)
-    return app.paginate(req, [app.renderer.review_comment(repo, c) for c in comments])
+    return _filter_and_page(
+        app,
+        req,
+        repo.review_comments.values(),
+        lambda c: app.renderer.review_comment(repo, c),
+        sorts=_REVIEW_SORTS,
+    )
 
 
 def list_pull_review_comments(app: App, req: Request) -> Reply:
     repo = _repo(app, req)
     issue, _ = _pull(app, req, repo)
-    since = _since(req)
-    comments = [
-        c
-        for c in repo.review_comments.values()
-        if c.number == issue.number and (since is None or c.updated_at >= since)
-    ]
-    comments = _sorted_review_comments(req, comments)
-    return app.paginate(req, [app.renderer.review_comment(repo, c) for c in comments])
+    return _filter_and_page(
+        app,
+        req,
+        (c for c in repo.review_comments.values() if c.number == issue.number),
+        lambda c: app.renderer.review_comment(repo, c),
+        sorts=_REVIEW_SORTS,
+    )
 
 
 def get_review_comment(app: App, req: Request) -> Reply:
@@ -956,6 +979,7 @@ ROUTES: list[Route] = [
     _r("POST", _REPO + r"/issues/(?P<number>\d+)/labels", add_issue_labels),
     _r("PUT", _REPO + r"/issues/(?P<number>\d+)/labels", set_issue_labels),
     _r("DELETE", _REPO + r"/issues/(?P<number>\d+)/labels/(?P<name>[^/]+)", remove_issue_label),
+    _r("GET", _REPO + r"/issues/(?P<number>\d+)/events", list_issue_events),
     _r("POST", _REPO + r"/issues/(?P<number>\d+)/assignees", add_assignees),
     _r("DELETE", _REPO + r"/issues/(?P<number>\d+)/assignees", remove_assignees),
     _r("GET", _REPO + r"/issues/(?P<number>\d+)/reactions", list_reactions),

@@ -152,7 +152,8 @@ class GitHubSimulator:
 
     @property
     def faults(self) -> Faults:
-        """Fault injection: latency, error, secondary_rate_limit, drop_connection."""
+        """Fault injection: latency, error, secondary_rate_limit, drop_connection,
+        drop_after_apply."""
         return self._app.faults
 
     def exhaust_rate_limit(self, *, resource: str = "core", reset_in: int = 60) -> None:
@@ -317,17 +318,19 @@ class GitHubSimulator:
             r = self.model.repo(repo)
             self.model.edit_comment(r, self._comment(r, comment_id), body)
 
-    def add_labels(self, repo: str, number: int, *labels: str) -> None:
+    def add_labels(self, repo: str, number: int, *labels: str, actor: str | None = None) -> None:
+        """Label an issue as ``actor`` (the repository's owner, an admin, by default);
+        each new label is a ``labeled`` event in the issue events API."""
         with self.model.lock:
             r = self.model.repo(repo)
             issue = self.model.issue(r, number)
             for label in labels:
-                self.model.add_label(r, issue, label)
+                self.model.add_label(r, issue, label, actor=actor or r.owner)
 
-    def remove_label(self, repo: str, number: int, label: str) -> None:
+    def remove_label(self, repo: str, number: int, label: str, *, actor: str | None = None) -> None:
         with self.model.lock:
             r = self.model.repo(repo)
-            self.model.remove_label(r, self.model.issue(r, number), label)
+            self.model.remove_label(r, self.model.issue(r, number), label, actor=actor or r.owner)
 
     def assign(self, repo: str, number: int, *logins: str) -> None:
         with self.model.lock:
