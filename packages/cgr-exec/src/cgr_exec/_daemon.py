@@ -18,17 +18,18 @@ from typing import Self, cast
 import anyio
 from anyio.abc import TaskGroup
 
+from ._confine import Confinement
 from ._errors import (
     CapacityError,
     DuplicateKeyError,
     ExecutorClosedError,
-    SpawnError,
     UnknownChildError,
     open_log,
 )
 from ._identity import ProcessIdentity
 from ._pipes import wait_exit
 from ._signals import group_alive, signal_identity_group
+from ._spawn import spawn
 from ._status import ChildExit, ExitStatus
 
 __all__ = ["ChildHandle", "SubprocessExecutor", "end_group"]
@@ -189,13 +190,18 @@ class SubprocessExecutor:
         env: Mapping[str, str] | None = None,
         key: str | None = None,
         wait: bool = False,
+        confinement: Confinement | None = None,
+        job: str | None = None,
+        job_cgroup: bool | None = None,
     ) -> ChildHandle:
         """Start ``argv`` as a child; return its handle once it runs.
 
         ``env`` replaces the environment entirely (None inherits ours). The log file is
-        created (0600) or appended to. Raises :class:`CapacityError` when full (unless
-        ``wait``), :class:`DuplicateKeyError`, :class:`SpawnError` (command not found, bad
-        ``cwd``), :class:`LogFileError` and :class:`ExecutorClosedError`.
+        created (0600) or appended to. ``confinement``, ``job`` and ``job_cgroup`` work as
+        in :func:`supervise`. Raises :class:`CapacityError` when full (unless ``wait``),
+        :class:`DuplicateKeyError`, :class:`SpawnError` (command not found, bad ``cwd``),
+        :class:`LogFileError`, :class:`ConfinementError` (nothing was run),
+        :class:`JobMarkerError` and :class:`ExecutorClosedError`.
         """
         if wait:
             await self.wait_slot()
@@ -206,7 +212,9 @@ class SubprocessExecutor:
             raise CapacityError(self.limit, len(self._running) + self._reserved)
         argv = tuple(os.fspath(a) for a in argv)
         path = Path(log_path)
-        popen = self._spawn(argv, path, cwd, env)
+        popen = self._spawn(
+            argv, path, cwd, env, confinement=confinement, job=job, job_cgroup=job_cgroup
+        )
         # Not reaped until _watch reaps it, so the pid still names this child.
         identity = ProcessIdentity.of(popen.pid)
         child_key = key if key is not None else str(popen.pid)
@@ -221,22 +229,27 @@ class SubprocessExecutor:
         log_path: Path,
         cwd: str | os.PathLike[str] | None,
         env: Mapping[str, str] | None,
+        *,
+        confinement: Confinement | None,
+        job: str | None,
+        job_cgroup: bool | None,
     ) -> subprocess.Popen[bytes]:
         log_fd = open_log(log_path)
         try:
-            # Popen runs in the event loop's thread: fork/exec (vfork here) takes well
-            # under a millisecond, and Popen reports exec failures synchronously.
-            return subprocess.Popen(
+            # Popen runs in the event loop's thread: fork/exec (vfork when nothing runs
+            # between them) takes well under a millisecond, and Popen reports exec
+            # failures synchronously.
+            return spawn(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
-                env=dict(env) if env is not None else None,
-                start_new_session=True,
+                env=env,
+                confinement=confinement,
+                job=job,
+                job_cgroup=job_cgroup,
             )
-        except OSError as exc:
-            raise SpawnError(argv, exc, cwd=None if cwd is None else os.fspath(cwd)) from exc
         finally:
             os.close(log_fd)  # the child has its own copy
 

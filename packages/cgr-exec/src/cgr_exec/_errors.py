@@ -115,3 +115,37 @@ class WatchdogPatternError(ExecError):
         super().__init__(
             f"watchdog pattern {pattern!r} is not a valid regular expression: {message}"
         )
+
+
+class ConfinementError(ExecError):
+    """A confinement (Landlock, another user, a job cgroup) cannot be applied.
+
+    Raised in the parent, before anything runs, when the spec asks for something this
+    machine cannot do (``step`` None), and after the fork when a step failed in the child
+    (``step`` names it, ``errno`` says why): the command was then *not* executed, never
+    run unconfined.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        errno: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.step = step
+        self.errno = errno
+        self.path = path
+        super().__init__(message)
+
+
+class JobMarkerError(ExecError):
+    """A job marker is not usable (it must be 1-100 of ``A-Z a-z 0-9 _ . -``)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        super().__init__(
+            f"job marker {marker!r} is not valid: use 1 to 100 characters from "
+            "A-Z a-z 0-9 _ . - (it names an environment value and a cgroup directory)"
+        )

@@ -21,18 +21,26 @@ from typing import IO, Literal, cast
 import anyio
 from anyio.abc import TaskGroup
 
+from ._confine import Confinement
 from ._daemon import end_group
-from ._errors import SpawnError, StdinFileError, WatchdogPatternError, open_log
+from ._errors import StdinFileError, WatchdogPatternError, open_log
 from ._identity import ProcessIdentity
 from ._pipes import read_chunk, wait_exit, write_all
 from ._signals import group_alive
+from ._spawn import spawn
 from ._status import ExitStatus
 
-__all__ = ["LineCallback", "StopHandle", "SupervisionResult", "supervise"]
+__all__ = ["LineCallback", "NoteCallback", "StopHandle", "SupervisionResult", "supervise"]
+
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 
 LineCallback = Callable[[str], "str | Awaitable[str | None] | None"]
 """Called with each stdout line (newline stripped, UTF-8 with replacement characters).
 Returning a string stops the command with that string as the stop reason."""
+
+NoteCallback = Callable[[str], None]
+"""Called with a one-line note when output is skipped (a line over ``max_line_bytes``)
+or no longer stored (``max_output_bytes`` reached)."""
 
 EndedBy = Literal["exit", "timeout", "idle", "watchdog", "stopped"]
 
@@ -84,6 +92,15 @@ class SupervisionResult:
     stop_reason: str | None
     stdout_path: Path
     stderr_path: Path
+    stdout_bytes: int = 0
+    """Bytes the command wrote to stdout (stored or not)."""
+    stderr_bytes: int = 0
+    stdout_truncated: bool = False
+    """True when ``max_output_bytes`` was reached: the file holds only the first bytes."""
+    stderr_truncated: bool = False
+    skipped_lines: int = 0
+    """Lines (stdout and stderr) over ``max_line_bytes``: neither passed to the callback
+    nor searched by the watchdog."""
 
     @property
     def returncode(self) -> int:
@@ -111,6 +128,39 @@ def _compile(patterns: Sequence[str | re.Pattern[str]]) -> list[re.Pattern[str]]
     return compiled
 
 
+class _Sink:
+    """One stream's output file, written until its storage cap, then one note line."""
+
+    __slots__ = ("cap", "fd", "name", "total", "truncated", "written")
+
+    def __init__(self, name: str, fd: int, cap: int | None) -> None:
+        self.name = name
+        self.fd = fd
+        self.cap = cap
+        self.written = 0
+        self.total = 0
+        self.truncated = False
+
+    def store(self, chunk: bytes, note: Callable[[str], None]) -> None:
+        """Write ``chunk`` (blocking: a local file, at most 64 KiB at a time)."""
+        self.total += len(chunk)
+        if self.truncated:
+            return
+        if self.cap is None or self.written + len(chunk) <= self.cap:
+            _write_file(self.fd, chunk)
+            self.written += len(chunk)
+            return
+        _write_file(self.fd, chunk[: self.cap - self.written])
+        self.written = self.cap
+        self.truncated = True
+        text = (
+            f"cgr-exec: {self.name} reached max_output_bytes={self.cap}; "
+            "the rest is read and parsed but not stored"
+        )
+        _write_file(self.fd, f"\n[{text}]\n".encode())
+        note(text)
+
+
 class _Run:
     """The mutable state of one supervision (private; the result is frozen)."""
 
@@ -121,12 +171,16 @@ class _Run:
         watchdog_grace: float,
         kill_grace: float,
         max_line_bytes: int,
+        *,
+        on_note: NoteCallback | None,
     ) -> None:
         self.identity = identity
         self.watchdog = watchdog
         self.watchdog_grace = watchdog_grace
         self.kill_grace = kill_grace
         self.max_line_bytes = max_line_bytes
+        self.on_note = on_note
+        self.skipped_lines = 0
         self.ended_by: EndedBy = "exit"
         self.timed_out = False
         self.idle_timed_out = False
@@ -183,26 +237,51 @@ class _Run:
         self.idle_timed_out = True
         self.request_end("idle")
 
+    def note(self, text: str) -> None:
+        if self.on_note is not None:
+            self.on_note(text)
+
+    def _skip(self, sink: _Sink) -> None:
+        self.skipped_lines += 1
+        self.note(
+            f"cgr-exec: a {sink.name} line over max_line_bytes={self.max_line_bytes} was skipped"
+        )
+
     async def pump(
-        self, fd: int, sink: int, on_line: LineCallback | None, done: anyio.Event
+        self, fd: int, sink: _Sink, on_line: LineCallback | None, done: anyio.Event
     ) -> None:
-        """Copy a pipe to its file and hand out complete lines (split reads reassembled)."""
+        """Copy a pipe to its file and hand out complete lines (split reads reassembled).
+
+        Memory stays bounded by ``max_line_bytes`` plus one read: a line that grows past
+        the limit is dropped as soon as it does and the rest of it is discarded as it
+        arrives, up to its newline; it is never held whole.
+        """
         pending = bytearray()
+        skipping = False  # inside a line already known to be too long
         try:
             while chunk := await read_chunk(fd):
                 self.last_output = time.monotonic()
-                # Blocking file write in the loop: local disk, at most 64 KiB at a time.
-                _write_file(sink, chunk)
-                pending += chunk
+                sink.store(chunk, self.note)
+                view = memoryview(chunk)
                 start = 0
-                while (end := pending.find(b"\n", start)) != -1:
-                    await self._line(bytes(pending[start:end]), on_line)
-                    start = end + 1
-                del pending[:start]
-                if len(pending) > self.max_line_bytes:  # no newline in sight: hand it out
-                    await self._line(bytes(pending), on_line)
+                while (end := chunk.find(b"\n", start)) != -1:
+                    if skipping:
+                        skipping = False  # the overlong line ends here
+                    elif len(pending) + end - start > self.max_line_bytes:
+                        self._skip(sink)
+                    else:
+                        pending += view[start:end]
+                        await self._line(bytes(pending), on_line)
                     pending.clear()
-            if pending:  # last line without a trailing newline
+                    start = end + 1
+                if not skipping and start < len(chunk):
+                    if len(pending) + len(chunk) - start > self.max_line_bytes:
+                        skipping = True
+                        pending.clear()
+                        self._skip(sink)
+                    else:
+                        pending += view[start:]
+            if pending and not skipping:  # last line without a trailing newline
                 await self._line(bytes(pending), on_line)
         finally:
             done.set()
@@ -239,7 +318,12 @@ async def supervise(
     watchdog_grace: float = 5.0,
     kill_grace: float = 10.0,
     stop: StopHandle | None = None,
-    max_line_bytes: int = 32 * 1024 * 1024,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_output_bytes: int | None = None,
+    on_note: NoteCallback | None = None,
+    confinement: Confinement | None = None,
+    job: str | None = None,
+    job_cgroup: bool | None = None,
 ) -> SupervisionResult:
     """Run ``argv`` to its end under supervision and report how it ended.
 
@@ -258,14 +342,29 @@ async def supervise(
       seconds without any output (stdout or stderr) before it is ended.
     * ``watchdog``: regular expressions (strings are compiled) searched in every line
       of stdout and stderr; the first match ends the command after ``watchdog_grace``.
+    * Output is bounded: a line (stdout or stderr) longer than ``max_line_bytes`` is
+      skipped - never held in memory whole, not passed to the callback or the watchdog -
+      and ``on_note`` is told; past ``max_output_bytes`` per stream, output is still read
+      and parsed but no longer stored, and the file ends with one note line.
+    * ``confinement``: applied in the child between fork and exec (Landlock, another
+      user); see :class:`Confinement`.
+    * ``job``: a marker (e.g. a run id) put in the child's environment as
+      ``CGR_EXEC_JOB`` and, where possible (``job_cgroup``: see :func:`prepare_job`), a
+      cgroup the child joins before exec, so :func:`kill_job_leftovers` finds whatever it
+      leaves behind, even after this process died.
     * If the caller is cancelled, the group is still ended and the child reaped.
 
     Raises :class:`SpawnError` (command not found, bad cwd), :class:`StdinFileError`,
-    :class:`LogFileError` and :class:`WatchdogPatternError`; a callback's exception
+    :class:`LogFileError`, :class:`WatchdogPatternError`, :class:`ConfinementError`
+    (nothing was run) and :class:`JobMarkerError`; a callback's exception
     propagates (as itself, not in an exception group) after the command was ended and
     reaped.
     """
     patterns = _compile(watchdog)
+    if max_line_bytes < 1:
+        raise ValueError(f"max_line_bytes must be at least 1, not {max_line_bytes}")
+    if max_output_bytes is not None and max_output_bytes < 0:
+        raise ValueError(f"max_output_bytes must be None or >= 0, not {max_output_bytes}")
     argv = tuple(os.fspath(a) for a in argv)
     out_path, err_path = Path(stdout_path), Path(stderr_path)
     with contextlib.ExitStack() as files:
@@ -282,13 +381,29 @@ async def supervise(
                 raise StdinFileError(os.fspath(stdin), exc) from exc
         started = time.monotonic()
         try:
-            popen = _spawn(argv, stdin, stdin_file, cwd, env)
+            popen = spawn(
+                argv,
+                stdin=(
+                    subprocess.PIPE
+                    if isinstance(stdin, bytes)
+                    else (stdin_file if stdin_file is not None else subprocess.DEVNULL)
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                confinement=confinement,
+                job=job,
+                job_cgroup=job_cgroup,
+            )
         finally:
             if stdin_file is not None:
                 os.close(stdin_file)
         # Unreaped until wait_exit below, so this reads the child's own start time.
         identity = ProcessIdentity.of(popen.pid)
-        run = _Run(identity, patterns, watchdog_grace, kill_grace, max_line_bytes)
+        run = _Run(identity, patterns, watchdog_grace, kill_grace, max_line_bytes, on_note=on_note)
+        out_sink = _Sink("stdout", out_fd, max_output_bytes)
+        err_sink = _Sink("stderr", err_fd, max_output_bytes)
         run.idle_timeout = idle_timeout
         if stop is not None:
             stop._listeners.append(lambda: run.stop(stop.reason or "stopped by caller"))
@@ -300,8 +415,8 @@ async def supervise(
                 popen,
                 run,
                 stdin=stdin,
-                out_fd=out_fd,
-                err_fd=err_fd,
+                out_sink=out_sink,
+                err_sink=err_sink,
                 on_stdout_line=on_stdout_line,
                 seconds=timeout,
                 stop=stop,
@@ -329,6 +444,11 @@ async def supervise(
         stop_reason=run.stop_reason,
         stdout_path=out_path,
         stderr_path=err_path,
+        stdout_bytes=out_sink.total,
+        stderr_bytes=err_sink.total,
+        stdout_truncated=out_sink.truncated,
+        stderr_truncated=err_sink.truncated,
+        skipped_lines=run.skipped_lines,
     )
 
 
@@ -338,39 +458,13 @@ def _write_file(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _spawn(
-    argv: tuple[str, ...],
-    stdin: bytes | str | os.PathLike[str] | None,
-    stdin_file: int | None,
-    cwd: str | os.PathLike[str] | None,
-    env: Mapping[str, str] | None,
-) -> subprocess.Popen[bytes]:
-    # Popen in the event loop's thread, like the daemon strategy (see _pipes for why).
-    try:
-        return subprocess.Popen(
-            argv,
-            stdin=(
-                subprocess.PIPE
-                if isinstance(stdin, bytes)
-                else (stdin_file if stdin_file is not None else subprocess.DEVNULL)
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise SpawnError(argv, exc, cwd=None if cwd is None else os.fspath(cwd)) from exc
-
-
 async def _run(
     popen: subprocess.Popen[bytes],
     run: _Run,
     *,
     stdin: bytes | str | os.PathLike[str] | None,
-    out_fd: int,
-    err_fd: int,
+    out_sink: _Sink,
+    err_sink: _Sink,
     on_stdout_line: LineCallback | None,
     seconds: float | None,
     stop: StopHandle | None,
@@ -378,7 +472,7 @@ async def _run(
     stdout, stderr = cast(IO[bytes], popen.stdout), cast(IO[bytes], popen.stderr)
     try:
         await _run_tasks(
-            popen, run, stdout, stderr, stdin, out_fd, err_fd, on_stdout_line, seconds, stop
+            popen, run, stdout, stderr, stdin, out_sink, err_sink, on_stdout_line, seconds, stop
         )
     except BaseExceptionGroup as group:
         # Only the callback can fail in these tasks; hand its error over unwrapped.
@@ -393,8 +487,8 @@ async def _run_tasks(  # noqa: PLR0917 - private, called once
     stdout: IO[bytes],
     stderr: IO[bytes],
     stdin: bytes | str | os.PathLike[str] | None,
-    out_fd: int,
-    err_fd: int,
+    out_sink: _Sink,
+    err_sink: _Sink,
     on_stdout_line: LineCallback | None,
     seconds: float | None,
     stop: StopHandle | None,
@@ -403,8 +497,8 @@ async def _run_tasks(  # noqa: PLR0917 - private, called once
     out_done, err_done = anyio.Event(), anyio.Event()
     async with anyio.create_task_group() as tg:
         run.tg = tg
-        tg.start_soon(run.pump, stdout.fileno(), out_fd, on_stdout_line, out_done)
-        tg.start_soon(run.pump, stderr.fileno(), err_fd, None, err_done)
+        tg.start_soon(run.pump, stdout.fileno(), out_sink, on_stdout_line, out_done)
+        tg.start_soon(run.pump, stderr.fileno(), err_sink, None, err_done)
         if isinstance(stdin, bytes):
             tg.start_soon(_feed_and_close, run, cast(IO[bytes], popen.stdin), stdin)
         tg.start_soon(run.enforce)
