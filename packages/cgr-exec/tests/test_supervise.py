@@ -304,12 +304,109 @@ async def test_unusable_output_path_starts_nothing(tmp_path: Path) -> None:
     assert our_children() == []
 
 
-async def test_overlong_lines_are_handed_out_in_pieces(tmp_path: Path) -> None:
+async def test_overlong_lines_are_skipped_not_buffered(tmp_path: Path) -> None:
     lines: list[str] = []
-    code = "import sys; sys.stdout.write('x' * 300000 + '\\nshort\\n')"
-    result = await run(tmp_path, code, on_stdout_line=lines.append, max_line_bytes=100_000)
+    notes: list[str] = []
+    # One 300 kB line arriving over several reads, one that is complete inside a read,
+    # and an overlong last line without a newline.
+    code = (
+        "import sys; w = sys.stdout.write; w('first\\n' + 'x' * 300000 + '\\nshort\\n'); "
+        "w('y' * 150 + '\\nz' * 3 + '\\n'); w('q' * 200)"
+    )
+    result = await run(
+        tmp_path, code, on_stdout_line=lines.append, max_line_bytes=100, on_note=notes.append
+    )
     assert result.exit_code == 0
-    assert lines[-1] == "short"
-    assert "".join(lines[:-1]) == "x" * 300_000
-    assert all(len(line) <= 100_000 + 65_536 for line in lines)
-    assert len(lines) > 2
+    assert lines == ["first", "short", "z", "z", "z"]
+    assert result.skipped_lines == 3
+    assert notes == ["cgr-exec: a stdout line over max_line_bytes=100 was skipped"] * 3
+    assert result.stdout_bytes == len((tmp_path / "out").read_bytes())  # the file is whole
+    assert not result.stdout_truncated
+
+
+async def test_output_past_the_cap_is_parsed_but_not_stored(tmp_path: Path) -> None:
+    lines: list[str] = []
+    notes: list[str] = []
+    code = (
+        "import sys\nfor i in range(1000): print(f'{i:099d}')\nprint('e' * 5000, file=sys.stderr)"
+    )
+    result = await run(
+        tmp_path, code, on_stdout_line=lines.append, max_output_bytes=10_000, on_note=notes.append
+    )
+    assert result.exit_code == 0
+    assert len(lines) == 1000  # every line still reached the callback
+    assert lines[-1] == f"{999:099d}"
+    assert result.stdout_bytes == 100_000
+    assert result.stdout_truncated
+    assert not result.stderr_truncated
+    stored = (tmp_path / "out").read_bytes()
+    text = (
+        "cgr-exec: stdout reached max_output_bytes=10000; "
+        "the rest is read and parsed but not stored"
+    )
+    assert stored == b"".join(f"{i:099d}\n".encode() for i in range(100)) + f"\n[{text}]\n".encode()
+    assert notes == [text]
+    assert (tmp_path / "err").read_text() == "e" * 5000 + "\n"
+
+
+async def test_bad_output_limits_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_line_bytes"):
+        await run(tmp_path, "pass", max_line_bytes=0)
+    with pytest.raises(ValueError, match="max_output_bytes"):
+        await run(tmp_path, "pass", max_output_bytes=-1)
+
+
+RSS_SCRIPT = """
+import json, resource, sys
+import anyio
+from cgr_exec import supervise
+
+PRINTER = '''
+import sys
+w = sys.stdout.buffer.write
+block = (b"x" * 4095 + b"\\\\n") * 256
+for _ in range(75):
+    w(block)
+w(b"y" * (50 << 20) + b"\\\\n")
+for _ in range(75):
+    w(block)
+'''
+lines = 0
+def on_line(line):
+    global lines
+    lines += 1
+
+async def main():
+    return await supervise([sys.executable, "-c", PRINTER], stdout_path=sys.argv[1] + "/out",
+                           stderr_path=sys.argv[1] + "/err", on_stdout_line=on_line,
+                           max_output_bytes=64 << 20)
+
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = anyio.run(main)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"growth_kib": after - before, "lines": lines, "skipped": result.skipped_lines,
+                  "total": result.stdout_bytes, "truncated": result.stdout_truncated}))
+"""
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_with_200_mb_of_output_and_a_50_mb_line(tmp_path: Path) -> None:
+    # Run in a fresh process so ru_maxrss measures supervise alone (RUSAGE_SELF: the
+    # printing child's memory is not counted).
+    import subprocess
+
+    done = subprocess.run(
+        [PY, "-c", RSS_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["total"] == (200 << 20) + 1  # 200 MiB and the long line's newline
+    assert figures["lines"] == 150 * 256
+    assert figures["skipped"] == 1
+    assert figures["truncated"]
+    assert (tmp_path / "out").stat().st_size < (64 << 20) + 200
+    assert figures["growth_kib"] < 100 * 1024  # loosely: the 50 MB line was never held
