@@ -337,6 +337,21 @@ def run_sh(tmp_path: Path, script: str, confinement: Confinement) -> tuple[int, 
 
 
 @needs_root
+def test_root_child_keeps_no_capabilities(tmp_path: Path) -> None:
+    spec = Confinement(landlock=False)
+    status = {"status": "print(open('/proc/self/status').read(), file=sys.stderr)"}
+    assert probe(tmp_path, spec, status) == {"status": "ok"}
+    fields = dict(
+        line.split(":\t")
+        for line in (tmp_path / "probe.err").read_text().splitlines()
+        if ":\t" in line
+    )
+    for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(fields[name], 16) == 0, name
+    assert fields["NoNewPrivs"].strip() == "0"  # no Landlock asked: only the capabilities
+
+
+@needs_root
 def test_user_mode_drops_to_an_unprivileged_uid_without_extra_groups(tmp_path: Path) -> None:
     code, out = run_sh(tmp_path, "id -u; id -g; id -G", Confinement(landlock=False, user=65534))
     assert code == 0, out

@@ -252,3 +252,28 @@ def test_job_marker_in_supervise_env_keeps_the_rest(tmp_path: Path, marker: str)
 
     anyio.run(main)
     assert (tmp_path / "out").read_text().split() == ["kept", marker]
+
+
+@pytest.mark.skipif(not cgroup_usable(), reason="needs root and cgroup v2")
+def test_child_switched_to_another_user_still_joins_the_job_cgroup(
+    tmp_path: Path, marker: str
+) -> None:
+    # The child writes cgroup.procs after Popen made it nobody; the file was opened by us
+    # as root, and the kernel checks the opener's credentials.
+    from cgr_exec import Confinement, supervise
+
+    async def main() -> None:
+        await supervise(
+            ["/bin/sh", "-c", "id -u; cat /proc/self/cgroup"],
+            stdout_path=tmp_path / "out",
+            stderr_path=tmp_path / "err",
+            cwd="/",
+            confinement=Confinement(landlock=False, user=65534),
+            job=marker,
+            job_cgroup=True,
+        )
+
+    anyio.run(main)
+    out = (tmp_path / "out").read_text()
+    assert out.split()[0] == "65534", (tmp_path / "err").read_text()
+    assert f"0::/cgr-exec-job-{marker}" in out or f"/cgr-exec-job-{marker}\n" in out

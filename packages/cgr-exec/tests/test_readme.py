@@ -14,10 +14,12 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTAL
 
 
 def test_readme_has_examples() -> None:
-    assert len(EXAMPLES) == 4
+    assert len(EXAMPLES) == 5
 
 
-@pytest.mark.parametrize("source", EXAMPLES, ids=["fork", "daemon", "supervise", "reaping"])
+@pytest.mark.parametrize(
+    "source", EXAMPLES, ids=["fork", "daemon", "supervise", "confine", "reaping"]
+)
 def test_example_runs(source: str, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", source],
