@@ -28,6 +28,7 @@ from cgr_exec import (
     ConfinementError,
     SubprocessExecutor,
     SupervisionResult,
+    cgroup_root,
     landlock_supported,
     prepare_confinement,
     probe_confinement,
@@ -144,9 +145,13 @@ def test_probe_reports_the_kernel_abi() -> None:
     assert support.can_change_user == (os.geteuid() == 0)
     assert support.network == (ABI >= 4)
     assert support.scopes == (ABI >= 6)
+    root = cgroup_root()
+    assert support.cgroup_v2 == (None if root is None else str(root))
+    assert support.job_cgroups == (os.geteuid() == 0 and root is not None)
     lines = support.lines()
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert (f"ABI {ABI}" in lines[0]) if ABI else ("not available" in lines[0])
+    assert lines[2].startswith("job cgroups: yes" if support.job_cgroups else "job cgroups: no")
 
 
 def test_spec_is_frozen_and_normalised() -> None:
@@ -256,6 +261,23 @@ def test_devices_are_paths_too(tmp_path: Path) -> None:
     assert probe(tmp_path, confined(tmp_path), attempts) == {"devnull": "EACCES"}
     spec = Confinement(read_only=PYTHON_READ_ONLY, read_write=[str(tmp_path / "work"), "/dev/null"])
     assert probe(tmp_path, spec, attempts) == {"devnull": "ok"}
+
+
+@needs_landlock
+def test_a_program_outside_the_rules_is_named(tmp_path: Path) -> None:
+    spec = Confinement(read_only=["/lib", "/etc"], read_write=[str(tmp_path)])
+
+    async def main() -> None:
+        await supervise(
+            ["/usr/bin/true"],
+            stdout_path=tmp_path / "out",
+            stderr_path=tmp_path / "err",
+            confinement=spec,
+        )
+
+    with pytest.raises(ConfinementError, match="cannot execute '/usr/bin/true' under") as err:
+        anyio.run(main)
+    assert (err.value.step, err.value.errno) == ("execve", errno.EACCES)
 
 
 # -- network --------------------------------------------------------------------------------
