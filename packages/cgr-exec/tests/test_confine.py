@@ -280,6 +280,67 @@ def test_a_program_outside_the_rules_is_named(tmp_path: Path) -> None:
     assert (err.value.step, err.value.errno) == ("execve", errno.EACCES)
 
 
+SYSTEM = ["/usr", "/lib", "/lib64", "/etc", "/proc", "/dev/urandom"]
+
+
+@needs_landlock
+def test_git_works_with_the_documented_minimum(tmp_path: Path) -> None:
+    # What the README lists for a typical command: the system read-only (with /proc and
+    # /dev/urandom), the work directory and /dev/null read-write. git needs /dev/urandom
+    # for its temporary object files.
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (
+        "git init -q repo && cd repo && echo hi > f && git add f && "
+        "git -c user.name=a -c user.email=a@example.com commit -q -m x && git log --oneline | wc -l"
+    )
+
+    def git(read_only: list[str]) -> tuple[int, str]:
+        async def main() -> SupervisionResult:
+            return await supervise(
+                ["/bin/sh", "-c", script],
+                stdout_path=tmp_path / "out",
+                stderr_path=tmp_path / "err",
+                cwd=work,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(work)},
+                confinement=Confinement(read_only=read_only, read_write=[str(work), "/dev/null"]),
+            )
+
+        result = anyio.run(main)
+        return result.exit_code or 0, (tmp_path / "out").read_text() + (
+            tmp_path / "err"
+        ).read_text()
+
+    assert git(SYSTEM) == (0, "1\n")
+    shutil.rmtree(work / "repo")
+    code, out = git([p for p in SYSTEM if p != "/dev/urandom"])
+    assert code != 0
+    assert "unable to get random bytes" in out
+
+
+@needs_landlock
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_needs_proc_to_see_the_machine(tmp_path: Path) -> None:
+    code = "console.log(require('os').cpus().length > 0)"
+    node = os.path.realpath(str(shutil.which("node")))
+    system = [*SYSTEM, os.path.dirname(os.path.dirname(node))]
+
+    def run(read_only: list[str]) -> str:
+        async def main() -> None:
+            await supervise(
+                [node, "-e", code],
+                stdout_path=tmp_path / "out",
+                stderr_path=tmp_path / "err",
+                confinement=Confinement(read_only=read_only, read_write=["/dev/null"]),
+            )
+
+        anyio.run(main)
+        return (tmp_path / "out").read_text().strip()
+
+    assert run(system) == "true"
+    assert run([p for p in system if p != "/proc"]) == "false"  # Node sees no CPU at all
+
+
 # -- network --------------------------------------------------------------------------------
 
 
