@@ -28,6 +28,7 @@ from cgr_exec import (
     ConfinementError,
     SubprocessExecutor,
     SupervisionResult,
+    cgroup_root,
     landlock_supported,
     prepare_confinement,
     probe_confinement,
@@ -144,9 +145,13 @@ def test_probe_reports_the_kernel_abi() -> None:
     assert support.can_change_user == (os.geteuid() == 0)
     assert support.network == (ABI >= 4)
     assert support.scopes == (ABI >= 6)
+    root = cgroup_root()
+    assert support.cgroup_v2 == (None if root is None else str(root))
+    assert support.job_cgroups == (os.geteuid() == 0 and root is not None)
     lines = support.lines()
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert (f"ABI {ABI}" in lines[0]) if ABI else ("not available" in lines[0])
+    assert lines[2].startswith("job cgroups: yes" if support.job_cgroups else "job cgroups: no")
 
 
 def test_spec_is_frozen_and_normalised() -> None:
@@ -256,6 +261,84 @@ def test_devices_are_paths_too(tmp_path: Path) -> None:
     assert probe(tmp_path, confined(tmp_path), attempts) == {"devnull": "EACCES"}
     spec = Confinement(read_only=PYTHON_READ_ONLY, read_write=[str(tmp_path / "work"), "/dev/null"])
     assert probe(tmp_path, spec, attempts) == {"devnull": "ok"}
+
+
+@needs_landlock
+def test_a_program_outside_the_rules_is_named(tmp_path: Path) -> None:
+    spec = Confinement(read_only=["/lib", "/etc"], read_write=[str(tmp_path)])
+
+    async def main() -> None:
+        await supervise(
+            ["/usr/bin/true"],
+            stdout_path=tmp_path / "out",
+            stderr_path=tmp_path / "err",
+            confinement=spec,
+        )
+
+    with pytest.raises(ConfinementError, match="cannot execute '/usr/bin/true' under") as err:
+        anyio.run(main)
+    assert (err.value.step, err.value.errno) == ("execve", errno.EACCES)
+
+
+SYSTEM = ["/usr", "/lib", "/lib64", "/etc", "/proc", "/dev/urandom"]
+
+
+@needs_landlock
+def test_git_works_with_the_documented_minimum(tmp_path: Path) -> None:
+    # What the README lists for a typical command: the system read-only (with /proc and
+    # /dev/urandom), the work directory and /dev/null read-write. git needs /dev/urandom
+    # for its temporary object files.
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (
+        "git init -q repo && cd repo && echo hi > f && git add f && "
+        "git -c user.name=a -c user.email=a@example.com commit -q -m x && git log --oneline | wc -l"
+    )
+
+    def git(read_only: list[str]) -> tuple[int, str]:
+        async def main() -> SupervisionResult:
+            return await supervise(
+                ["/bin/sh", "-c", script],
+                stdout_path=tmp_path / "out",
+                stderr_path=tmp_path / "err",
+                cwd=work,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(work)},
+                confinement=Confinement(read_only=read_only, read_write=[str(work), "/dev/null"]),
+            )
+
+        result = anyio.run(main)
+        return result.exit_code or 0, (tmp_path / "out").read_text() + (
+            tmp_path / "err"
+        ).read_text()
+
+    assert git(SYSTEM) == (0, "1\n")
+    shutil.rmtree(work / "repo")
+    code, out = git([p for p in SYSTEM if p != "/dev/urandom"])
+    assert code != 0
+    assert "unable to get random bytes" in out
+
+
+@needs_landlock
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_needs_proc_to_see_the_machine(tmp_path: Path) -> None:
+    code = "console.log(require('os').cpus().length > 0)"
+    node = os.path.realpath(str(shutil.which("node")))
+    system = [*SYSTEM, os.path.dirname(os.path.dirname(node))]
+
+    def run(read_only: list[str]) -> str:
+        async def main() -> None:
+            await supervise(
+                [node, "-e", code],
+                stdout_path=tmp_path / "out",
+                stderr_path=tmp_path / "err",
+                confinement=Confinement(read_only=read_only, read_write=["/dev/null"]),
+            )
+
+        anyio.run(main)
+        return (tmp_path / "out").read_text().strip()
+
+    assert run(system) == "true"
+    assert run([p for p in system if p != "/proc"]) == "false"  # Node sees no CPU at all
 
 
 # -- network --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from . import _landlock
 from ._errors import ConfinementError
+from ._jobs import cgroup_root
 
 __all__ = [
     "Confinement",
@@ -111,6 +112,13 @@ class ConfinementSupport:
     """0 when Landlock is unavailable."""
     can_change_user: bool
     """True when running as root (needed for ``Confinement.user``)."""
+    cgroup_v2: str | None = None
+    """Where the cgroup v2 hierarchy is mounted, None if it is not."""
+
+    @property
+    def job_cgroups(self) -> bool:
+        """Per-job cgroups can be made (root and a cgroup v2 hierarchy)."""
+        return self.can_change_user and self.cgroup_v2 is not None
 
     @property
     def filesystem(self) -> bool:
@@ -140,12 +148,23 @@ class ConfinementSupport:
             if self.can_change_user
             else "run as another user: no (needs root)"
         )
-        return [landlock, user]
+        if self.job_cgroups:
+            cgroups = f"job cgroups: yes (cgroup v2 at {self.cgroup_v2})"
+        elif self.cgroup_v2 is None:
+            cgroups = "job cgroups: no (no cgroup v2 hierarchy mounted); env marker only"
+        else:
+            cgroups = "job cgroups: no (needs root); env marker only"
+        return [landlock, user, cgroups]
 
 
 def probe_confinement() -> ConfinementSupport:
     """Probe what confinement this kernel and process support."""
-    return ConfinementSupport(landlock_abi=landlock_supported(), can_change_user=os.geteuid() == 0)
+    root = cgroup_root()
+    return ConfinementSupport(
+        landlock_abi=landlock_supported(),
+        can_change_user=os.geteuid() == 0,
+        cgroup_v2=None if root is None else str(root),
+    )
 
 
 @dataclass(slots=True)

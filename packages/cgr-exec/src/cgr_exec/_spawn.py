@@ -95,7 +95,8 @@ def spawn(
                 err_w = -1
             raise _child_failure(err_r, argv) from exc
         except OSError as exc:
-            raise SpawnError(argv, exc, cwd=None if cwd is None else os.fspath(cwd)) from exc
+            landlocked = prepared is not None and prepared.ruleset is not None
+            raise _spawn_error(exc, argv, cwd, confined=landlocked) from exc
     finally:
         for fd in (err_r, err_w):
             if fd != -1:
@@ -104,6 +105,24 @@ def spawn(
             prepared.close()
         if job_setup is not None:
             job_setup.close()
+
+
+def _spawn_error(
+    exc: OSError, argv: tuple[str, ...], cwd: str | os.PathLike[str] | None, *, confined: bool
+) -> ConfinementError | SpawnError:
+    where = None if cwd is None else os.fspath(cwd)
+    if confined and isinstance(exc, PermissionError) and exc.filename != where:
+        # execve itself was refused: under Landlock that means the program is not beneath
+        # any read_only/read_write path (without a confinement, the same error means the
+        # file's own permissions, and SpawnError says so).
+        return ConfinementError(
+            f"cannot execute {argv[0]!r} under the confinement: put the program (and the "
+            "libraries and interpreter it loads) beneath a read_only or read_write path",
+            step="execve",
+            errno=exc.errno,
+            path=argv[0],
+        )
+    return SpawnError(argv, exc, cwd=where)
 
 
 def _child_setup(
