@@ -337,7 +337,7 @@ async def _session_target(ctx: _Ctx, store: Store, thread: Thread) -> int:
     only when no run row has the branch (a database started afresh) is the number read
     from the branch name ``<prefix>/<N>-...``.
     """
-    from cgr_store import RunKind, RunStatus
+    from cgr_store import RunKind
 
     request, pull = ctx.request, thread.pull
     if pull is None:
@@ -348,15 +348,11 @@ async def _session_target(ctx: _Ctx, store: Store, thread: Thread) -> int:
     if not branch or head_repo.lower() != request.repo.lower():
         return int(request.number)
     issue_kinds = (RunKind.ISSUE, RunKind.ISSUE_MENTION)
-    runs = await anyio.to_thread.run_sync(lambda: store.runs_by_status(*RunStatus))
-    for run in reversed(runs):  # newest first
-        if (
-            run.repo.lower() == request.repo.lower()
-            and run.branch == branch
-            and run.target != request.number
-            and run.kind in issue_kinds
-        ):
-            return int(run.target)
+    creator = await anyio.to_thread.run_sync(
+        lambda: store.run_for_branch(request.repo, branch, kinds=issue_kinds)
+    )
+    if creator is not None and creator.target != request.number:
+        return int(creator.target)
     prefix = re.escape(ctx.config.branching.prefix.strip("/"))
     found = re.fullmatch(rf"{prefix}/(\d+)-.*", branch)
     if found and int(found.group(1)) != request.number:

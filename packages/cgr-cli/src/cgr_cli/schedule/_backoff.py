@@ -63,15 +63,14 @@ def preclaim_backoffs(
     targets: Collection[tuple[str, int]],
     *,
     now: datetime,
-    scan: int = 2000,
 ) -> dict[tuple[str, int], Backoff]:
     """The ready issues among ``targets`` that must wait, keyed by (repo, number).
 
-    Only issue runs (kind ``issue``) of those targets are looked at, newest first, among the
-    newest ``scan`` runs of the store, and a target stops being looked at as soon as its
-    streak is known: a run that was claimed or succeeded ends it, and failures beyond the
-    one that reaches the cap change nothing. So the events of at most a few runs per
-    target are read, and a target without history costs one pass over ``scan`` rows.
+    Each target's issue runs (kind ``issue``) are read newest first through the store's
+    index on (repo, target), and reading stops as soon as the streak is known: a run that
+    was claimed or succeeded ends it, and failures beyond the one that reaches the cap
+    change nothing. So the events of at most a few runs per target are read, whatever the
+    size of the store's history.
     """
     from cgr_store import RunKind
 
@@ -81,28 +80,20 @@ def preclaim_backoffs(
     enough = 1
     while backoff_delay(enough, base, cap) < cap:
         enough += 1
-    streak: dict[tuple[str, int], list[Run]] = {t: [] for t in targets}
-    open_targets = set(streak)
-    page = 200
-    for offset in range(0, scan, page):
-        if not open_targets:
-            break
-        runs = store.recent_runs(limit=page, offset=offset)
-        for run in runs:
-            key = (run.repo, run.target)
-            if key not in open_targets or run.kind is not RunKind.ISSUE:
+    found: dict[tuple[str, int], Backoff] = {}
+    for repo, target in targets:
+        failed: list[Run] = []
+        for run in store.runs_for_target(repo, target):
+            if run.kind is not RunKind.ISSUE:
                 continue
             counted = _preclaim_failure(store, run)
             if counted is None:
                 continue
-            if counted:
-                streak[key].append(run)
-            if not counted or len(streak[key]) >= enough:
-                open_targets.discard(key)
-        if len(runs) < page:
-            break
-    found: dict[tuple[str, int], Backoff] = {}
-    for (repo, target), failed in streak.items():
+            if not counted:
+                break
+            failed.append(run)
+            if len(failed) >= enough:
+                break
         if not failed or failed[0].ended_at is None:
             continue
         last = failed[0].ended_at

@@ -85,17 +85,10 @@ def run_argv(config_path: Path | None, run: Run) -> list[str]:
     return argv
 
 
-def last_run_on(store: Store, repo: str, target: int, *, scan: int = 2000) -> Run | None:
-    """The newest run on (repo, target) among the newest ``scan`` runs."""
-    page = 200
-    for offset in range(0, scan, page):
-        runs = store.recent_runs(limit=page, offset=offset)
-        for run in runs:
-            if run.repo == repo and run.target == target:
-                return run
-        if len(runs) < page:
-            break
-    return None
+def last_run_on(store: Store, repo: str, target: int) -> Run | None:
+    """The newest run on (repo, target) (an indexed lookup)."""
+    newest = store.runs_for_target(repo, target, limit=1)
+    return newest[0] if newest else None
 
 
 def record_child(store: Store, run_id: str, identity: ProcessIdentity) -> None:
