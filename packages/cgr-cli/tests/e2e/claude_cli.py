@@ -21,7 +21,15 @@ from typing import Any, Final
 
 from model_server import ModelServer
 
-__all__ = ["API_KEY", "ENV_VAR", "Claude", "ClaudeOutput", "ClaudeRun", "cli_environment"]
+__all__ = [
+    "API_KEY",
+    "ENV_VAR",
+    "Claude",
+    "ClaudeOutput",
+    "ClaudeRun",
+    "cli_environment",
+    "version_key",
+]
 
 #: The nox ``e2e`` session puts the path of the pinned ``claude`` binary here.
 ENV_VAR: Final = "CGR_E2E_CLAUDE"
@@ -171,14 +179,28 @@ def cli_environment(
     return env
 
 
-class Claude:
-    """The pinned ``claude`` binary, bound to one model server and one scratch HOME."""
+def version_key(version: str) -> tuple[int, ...]:
+    """ "2.1.332" as (2, 1, 332), so releases compare in order."""
+    return tuple(int(part) for part in version.split("."))
 
-    def __init__(self, binary: Path, server: ModelServer, home: Path) -> None:
+
+class Claude:
+    """A pinned ``claude`` binary, bound to one model server and one scratch HOME.
+
+    ``version`` is what the binary reports ("2.1.332"); ``since`` lets a test state a
+    behaviour that changed between the pinned releases.
+    """
+
+    def __init__(self, binary: Path, version: str, server: ModelServer, home: Path) -> None:
         self.binary = binary
+        self.version = version
         self.server = server
         self.home = home
         self._running: list[ClaudeRun] = []
+
+    def since(self, version: str) -> bool:
+        """True when this CLI is ``version`` or newer."""
+        return version_key(self.version) >= version_key(version)
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return cli_environment(self.server.base_url, self.home, extra)

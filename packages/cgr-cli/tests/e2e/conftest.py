@@ -1,9 +1,11 @@
 """End-to-end tests with the real Claude Code CLI: fixtures and the collection gate.
 
-Run them with ``nox -s e2e``: the session installs the pinned CLI from npm and names its
-binary in ``CGR_E2E_CLAUDE``. Fixtures:
+Run them with ``nox -s e2e``: one session per pinned CLI release installs it from npm and
+names its binary in ``CGR_E2E_CLAUDE``. Fixtures:
 
 - ``claude_binary``: that path; the test *fails* (never skips) when it is not set.
+- ``claude_version``: what that binary's ``--version`` says ("2.1.332"), which picks the
+  recorded samples (``samples/<version>/``) and the version-specific expectations.
 - ``model_server``: a running ``ModelServer``; assign ``model_server.scenario``. After the
   test it fails if the CLI asked for more steps than the scenario has.
 - ``claude``: a ``Claude`` bound to the binary, the server and a scratch HOME.
@@ -17,6 +19,7 @@ says so; named directly (``pytest .../tests/e2e``) without the variable, they fa
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +29,7 @@ from claude_cli import ENV_VAR, Claude
 from model_server import ModelServer
 
 HERE = Path(__file__).parent.resolve()
-RUN_THEM = "run `nox -s e2e`: it installs the pinned Claude Code CLI and sets " + ENV_VAR
+RUN_THEM = "run `nox -s e2e`: it installs each pinned Claude Code CLI and sets " + ENV_VAR
 
 
 def _named_on_command_line(config: pytest.Config) -> bool:
@@ -69,6 +72,22 @@ def claude_binary() -> Path:
     return binary
 
 
+@pytest.fixture(scope="session")
+def claude_version(claude_binary: Path) -> str:
+    done = subprocess.run(
+        [claude_binary, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    # "2.1.332 (Claude Code)"; anything else means the binary is not what nox installed.
+    match = re.fullmatch(r"(\d+\.\d+\.\d+) \(Claude Code\)", done.stdout.strip())
+    if done.returncode != 0 or match is None:
+        pytest.fail(
+            f"{claude_binary} --version exited {done.returncode} with {done.stdout!r} "
+            f"{done.stderr!r}; {RUN_THEM}",
+            pytrace=False,
+        )
+    return match.group(1)
+
+
 @pytest.fixture
 def model_server() -> Iterator[ModelServer]:
     with ModelServer() as server:
@@ -83,10 +102,12 @@ def model_server() -> Iterator[ModelServer]:
 
 
 @pytest.fixture
-def claude(claude_binary: Path, model_server: ModelServer, tmp_path: Path) -> Iterator[Claude]:
+def claude(
+    claude_binary: Path, claude_version: str, model_server: ModelServer, tmp_path: Path
+) -> Iterator[Claude]:
     home = tmp_path / "home"
     home.mkdir()
-    cli = Claude(claude_binary, model_server, home)
+    cli = Claude(claude_binary, claude_version, model_server, home)
     try:
         yield cli
     finally:
