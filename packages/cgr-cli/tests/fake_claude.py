@@ -95,6 +95,16 @@ def arg_value(flag: str) -> str | None:
 
 STATE = Path(os.environ.get("FAKE_CLAUDE_STATE", "/nonexistent"))
 SCENARIO = os.environ.get("FAKE_CLAUDE_SCENARIO", "success")
+if sys.argv[1:] == ["--version"]:
+    # What the real CLI prints; FAKE_CLAUDE_VERSION picks the release it pretends to be
+    # (2.1.197 by default: the oldest supported, whose flags cgr's argv tests expect).
+    # Each question is recorded, so a test can count how often cgr asks.
+    if "FAKE_CLAUDE_STATE" in os.environ:
+        asked = STATE / "version_calls"
+        asked.mkdir(parents=True, exist_ok=True)
+        (asked / f"{time.time_ns()}").write_text(str(Path.cwd()), encoding="utf-8")
+    print(os.environ.get("FAKE_CLAUDE_VERSION", "2.1.197") + " (Claude Code)")
+    sys.exit(0)
 CWD_KEY = hashlib.sha256(str(Path.cwd()).encode()).hexdigest()[:16]
 prompt = sys.stdin.read()
 resume = arg_value("--resume")

@@ -34,7 +34,8 @@ class Env:
             "paths": {"workspace_root": str(self.workspace), "database": str(self.database)},
             "agent": {
                 "command": [sys.executable, str(FAKE_CLAUDE)],
-                "env_passthrough": ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE"],
+                "env_passthrough": ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE",
+                                    "FAKE_CLAUDE_VERSION"],
                 "max_cost_usd": 5.0,
             },
             "timeouts": {"agent_seconds": 30.0, "agent_idle_seconds": 20.0,

@@ -32,7 +32,12 @@ def sched_config(env: Env, **sections: dict[str, Any]) -> Path:
         "polling": {"interval_seconds": 0.2, "max_concurrency": 3},
         "agent": {
             "command": [sys.executable, str(SLOW_AGENT)],
-            "env_passthrough": ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE", "SLOW_AGENT_SECONDS"],
+            "env_passthrough": [
+                "FAKE_CLAUDE_SCENARIO",
+                "FAKE_CLAUDE_STATE",
+                "FAKE_CLAUDE_VERSION",
+                "SLOW_AGENT_SECONDS",
+            ],
         },
         "github": {"status_update_seconds": 0.0},
         "cleanup": {"policy": "delete"},

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-time.sleep(float(os.environ.get("SLOW_AGENT_SECONDS", "0.5")))
+if sys.argv[1:] != ["--version"]:  # cgr's question before a run is answered at once
+    time.sleep(float(os.environ.get("SLOW_AGENT_SECONDS", "0.5")))
 fake = str(Path(__file__).with_name("fake_claude.py"))
 os.execv(sys.executable, [sys.executable, fake, *sys.argv[1:]])  # noqa: S606 - become the agent

@@ -35,7 +35,8 @@ from cgr_cli.ui._data import LogTail, RunSource, render_agent_line
 from cgr_store import Run, RunKind, RunStatus, SQLiteStore
 
 SNAPSHOTS = Path(__file__).with_name("snapshots")
-SAMPLE = Path(__file__).parent / "e2e" / "samples" / "success.jsonl"
+# The snapshots show this release's recorded stream (samples are per release).
+SAMPLE = Path(__file__).parent / "e2e" / "samples" / "2.1.197" / "success.jsonl"
 NOW = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
 SIZE = (110, 26)
 RUNNING = "r-20261128-122500-000-aaaaaa"

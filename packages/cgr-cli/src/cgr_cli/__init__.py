@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from cgr_cli.ops._logging import bind_run_id, configure_logging
     from cgr_cli.ops._systemd import SystemdError, render_units
     from cgr_cli.run._agent import AgentResult, StreamState, Verdict, agent_argv, agent_env, judge
+    from cgr_cli.run._agent_cli import AgentCli, AgentVersionError, ClaudeVersion, detect_agent_cli
     from cgr_cli.run._pipeline import RunRequest, execute_run
     from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
     from cgr_cli.run._report import Outcome, RunSummary
@@ -41,9 +42,12 @@ if TYPE_CHECKING:
 
 # public name -> (module, attribute)
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "AgentCli": ("cgr_cli.run._agent_cli", "AgentCli"),
     "AgentResult": ("cgr_cli.run._agent", "AgentResult"),
+    "AgentVersionError": ("cgr_cli.run._agent_cli", "AgentVersionError"),
     "BadRepositoryError": ("cgr_cli.config._init", "BadRepositoryError"),
     "CgrError": ("cgr_cli._errors", "CgrError"),
+    "ClaudeVersion": ("cgr_cli.run._agent_cli", "ClaudeVersion"),
     "CheckStatus": ("cgr_cli.ops._doctor", "CheckStatus"),
     "CheckoutBusyError": ("cgr_cli.run._workspace", "CheckoutBusyError"),
     "Config": ("cgr_cli.config._model", "Config"),
@@ -77,6 +81,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "bind_run_id": ("cgr_cli.ops._logging", "bind_run_id"),
     "build_prompt": ("cgr_cli.run._prompt", "build_prompt"),
     "configure_logging": ("cgr_cli.ops._logging", "configure_logging"),
+    "detect_agent_cli": ("cgr_cli.run._agent_cli", "detect_agent_cli"),
     "execute_run": ("cgr_cli.run._pipeline", "execute_run"),
     "judge": ("cgr_cli.run._agent", "judge"),
     "load_config": ("cgr_cli.config._load", "load_config"),
@@ -104,11 +109,14 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AgentCli",
     "AgentResult",
+    "AgentVersionError",
     "BadRepositoryError",
     "CgrError",
     "CheckStatus",
     "CheckoutBusyError",
+    "ClaudeVersion",
     "Config",
     "ConfigError",
     "ConfigExistsError",
@@ -141,6 +149,7 @@ __all__ = [
     "bind_run_id",
     "build_prompt",
     "configure_logging",
+    "detect_agent_cli",
     "execute_run",
     "judge",
     "load_config",

@@ -227,9 +227,12 @@ class Claude:
         *,
         cwd: Path,
         env: Mapping[str, str] | None = None,
+        argv: Sequence[str] | None = None,
         **argv_options: Any,
     ) -> ClaudeRun:
-        argv = self.argv(**argv_options)
+        """Start the CLI with the harness's argv (``argv_options``), or with ``argv`` as
+        given (cgr's own, to prove the real CLI takes it)."""
+        argv = list(argv) if argv is not None else self.argv(**argv_options)
         # The prompt goes on stdin, as cgr will pass it: never in argv (ps shows argv).
         # A file rather than a pipe: nothing to feed while waiting, no deadlock possible.
         with tempfile.TemporaryFile() as stdin:
@@ -258,9 +261,10 @@ class Claude:
         cwd: Path,
         env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
+        argv: Sequence[str] | None = None,
         **argv_options: Any,
     ) -> ClaudeOutput:
-        return self.start(prompt, cwd=cwd, env=env, **argv_options).wait(timeout)
+        return self.start(prompt, cwd=cwd, env=env, argv=argv, **argv_options).wait(timeout)
 
     def cleanup(self) -> None:
         """Kill whatever a failed test left running and reap it."""

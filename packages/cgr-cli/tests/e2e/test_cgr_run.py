@@ -105,7 +105,7 @@ def _assert_figures(comment: str, summary: dict[str, Any]) -> None:
 
 
 def test_real_cli_edits_files_and_cgr_opens_the_pull_request(
-    world: Env, model_server: ModelServer
+    world: Env, model_server: ModelServer, claude_version: str
 ) -> None:
     env = world
     number = env.sim.create_issue(REPO, "Add a greeting file", "Please add hello.txt.",
@@ -132,6 +132,9 @@ def test_real_cli_edits_files_and_cgr_opens_the_pull_request(
     init = _agent_lines(run_dir)[0]
     assert init["type"] == "system"
     assert init["permissionMode"] == "acceptEdits"
+    # cgr asked the CLI for its release before the run and knows it is a tested one.
+    log = (run_dir / "logs" / "run.log").read_text()
+    assert f"agent release: {claude_version} (tested)" in log
     assert init["cwd"].endswith(f"targets/acme/widgets/{number}/repo")
 
     # GitHub: branch pushed with the file, PR with cgr's section, comment, labels.

@@ -243,6 +243,7 @@ def test_resume_of_an_unknown_session_says_no_conversation_found(
     assert result["subtype"] == "error_during_execution"
     assert result["is_error"] is True
     assert result["num_turns"] == 0
+    assert result["errors"] == [f"No conversation found with session ID: {unknown}"]
     assert model_server.step_requests() == []
 
 

@@ -112,7 +112,9 @@ class PathsConfig(_Section, frozen=True):
     database: NonEmpty = msgspec.field(default_factory=_default_database)
 
 
-PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions", "dontAsk"]
+# "manual" is Claude Code's name since 2.1.200 for what older releases call "default";
+# either is accepted and cgr passes the installed release's own name (run/_agent_cli.py).
+PermissionMode = Literal["default", "manual", "acceptEdits", "plan", "bypassPermissions", "dontAsk"]
 
 
 class AgentConfig(_Section, frozen=True):

@@ -169,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cgr_cli.demo._agent")
     parser.add_argument("--step-delay", type=float, default=0.4, help="seconds per model turn")
     parser.add_argument("--resume", help="continue this session id")
+    # cgr asks every agent for its release before a run; this answer is not Claude Code's,
+    # so cgr passes the oldest supported release's flags (all ignored here anyway).
+    parser.add_argument("--version", action="version", version=f"{MODEL} (not Claude Code)")
     # Claude Code's own flags (-p, --output-format, --max-turns, ...) are accepted and ignored.
     args, _ = parser.parse_known_args(argv)
     prompt = sys.stdin.read()

@@ -446,7 +446,68 @@ def check_agent(config: Config, *, timeout: float = 20.0) -> Check:
             detail=f"`{shown}` exited {done.returncode}: {version}",
             fix="run it by hand; reinstall the agent if it is broken",
         )
-    return Check(name=name, status=CheckStatus.PASS, detail=f"{version} ({program})", data=data)
+    return _agent_release(version, program, config.agent.extra_args, data)
+
+
+def _agent_release(
+    reported: str, program: str, extra_args: list[str], data: dict[str, Any]
+) -> Check:
+    """Where the release stands against the range ``nox -s e2e`` tests: fail below the
+    oldest supported (cgr refuses to run it), warn above the newest tested or when the
+    program is not Claude Code, pass in between."""
+    from cgr_cli.run._agent_cli import (
+        NEWEST_TESTED,
+        OLDEST_SUPPORTED,
+        AgentCli,
+        AgentVersionError,
+        ClaudeVersion,
+        Support,
+    )
+
+    cli = AgentCli(ClaudeVersion.parse(reported), reported)
+    tested = f"{OLDEST_SUPPORTED} to {NEWEST_TESTED}"
+    data.update(release=str(cli.version) if cli.version else None, support=str(cli.support))
+    data["tested"] = [str(OLDEST_SUPPORTED), str(NEWEST_TESTED)]
+    upgrade = "npm install -g @anthropic-ai/claude-code"
+    if cli.support is Support.UNKNOWN:
+        return Check(
+            name="agent",
+            status=CheckStatus.WARN,
+            data=data,
+            detail=f"{reported!r} ({program}) is not Claude Code's version line; cgr tests "
+            f"Claude Code {tested} and gives this program the oldest one's flags",
+            fix="point agent.command at Claude Code, or make sure the program takes its flags",
+        )
+    if cli.support is Support.TOO_OLD:
+        return Check(
+            name="agent",
+            status=CheckStatus.FAIL,
+            data=data,
+            detail=f"Claude Code {cli.version} ({program}) is older than the oldest release "
+            f"cgr supports, {OLDEST_SUPPORTED}; runs are refused",
+            fix=f"upgrade it ({upgrade}) or point agent.command at a newer release",
+        )
+    try:
+        cli.check(extra_args)
+    except AgentVersionError as exc:
+        return Check(name="agent", status=CheckStatus.FAIL, data=data, detail=str(exc),
+                     fix=f"upgrade the agent ({upgrade}) or edit agent.extra_args")  # fmt: skip
+    if cli.support is Support.NEWER:
+        return Check(
+            name="agent",
+            status=CheckStatus.WARN,
+            data=data,
+            detail=f"Claude Code {cli.version} ({program}) is newer than the newest release "
+            f"cgr was tested with ({tested}); it is used, and unknown output is ignored",
+            fix="if runs misbehave, install the newest tested release "
+            f"(npm install -g @anthropic-ai/claude-code@{NEWEST_TESTED}) and report it",
+        )
+    return Check(
+        name="agent",
+        status=CheckStatus.PASS,
+        data=data,
+        detail=f"{reported} ({program}), in the tested range {tested}",
+    )
 
 
 # -- GitHub --------------------------------------------------------------------------------

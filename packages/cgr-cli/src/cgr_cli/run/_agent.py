@@ -1,6 +1,8 @@
 """The Claude Code adapter: its command line, its environment, and its stream-json output.
 
-Facts this module relies on (checked against the real CLI):
+Facts this module relies on, checked against the real CLI by ``nox -s e2e`` on every
+pinned release (2.1.197 and 2.1.332; which release is installed, and the flags it takes,
+is ``_agent_cli``'s business):
 
 - ``--output-format stream-json`` requires ``--verbose`` with ``-p``.
 - The first line is ``{"type":"system","subtype":"init","session_id":...}``.
@@ -11,8 +13,12 @@ Facts this module relies on (checked against the real CLI):
 - An API error exits 1 with a ``result`` whose ``is_error`` is true while ``subtype`` may
   still say ``success``: success is judged by ``is_error``, ``api_error_status`` and the exit
   code, never by ``subtype`` alone. Reaching ``--max-turns`` gives ``error_max_turns``.
-- ``--resume ID`` only finds sessions started in the same working directory; an unknown id
-  prints "No conversation found with session ID".
+- An unknown ``--resume ID`` exits 1 with "No conversation found with session ID" on
+  stderr and in the ``errors`` of a result line without turns. (2.1.197 only finds
+  sessions started in the same working directory, 2.1.332 finds them from anywhere; cgr
+  resumes in the same one.)
+- Lines, and keys within lines, that this module does not know are ignored: every
+  release adds some (2.1.332's init line has a dozen more keys than 2.1.197's).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 
 from cgr_cli.config._load import FORBIDDEN_PASSTHROUGH
 from cgr_cli.config._model import AgentConfig
+from cgr_cli.run._agent_cli import AgentCli, detect_agent_cli
 
 NO_CONVERSATION = "No conversation found with session ID"
 
@@ -40,16 +47,22 @@ _BASE_NAMES = frozenset({
 _BASE_PREFIXES = ("LC_", "ANTHROPIC_", "CLAUDE_CODE_")
 
 
-def agent_argv(config: AgentConfig, *, resume: str | None = None) -> list[str]:
-    """The agent's argv. The prompt is never in it: it goes to stdin."""
+def agent_argv(
+    config: AgentConfig, *, resume: str | None = None, cli: AgentCli | None = None
+) -> list[str]:
+    """The agent's argv for the Claude Code release ``cli`` (from ``detect_agent_cli``;
+    None: the oldest supported release's flags). The prompt is never in it: it goes to
+    stdin."""
+    cli = AgentCli(None) if cli is None else cli
     argv = [*config.argv, "-p", "--output-format", "stream-json", "--verbose"]
     argv += ["--max-turns", str(config.max_turns)]
     if config.model:
         argv += ["--model", config.model]
     if config.permission_mode:
-        argv += ["--permission-mode", config.permission_mode]
+        argv += ["--permission-mode", cli.permission_mode(config.permission_mode)]
     if config.allowed_tools:
         argv += ["--allowedTools", ",".join(config.allowed_tools)]
+    argv += cli.headless_args(config.extra_args)
     argv += config.extra_args
     if resume:
         argv += ["--resume", resume]
@@ -80,13 +93,19 @@ def agent_env(
     return env
 
 
-def check_can_start(config: AgentConfig, env: Mapping[str, str]) -> None:
-    """Refuse early what the CLI would refuse after cgr claimed the issue.
+def check_can_start(config: AgentConfig, env: Mapping[str, str]) -> AgentCli:
+    """Refuse early what the CLI would refuse after cgr claimed the issue, and return the
+    agent's release (asked once here, then used for the whole run).
 
-    Claude Code refuses ``--dangerously-skip-permissions`` and ``--permission-mode
-    bypassPermissions`` when running as root unless ``IS_SANDBOX=1`` is set.
+    A release older than the oldest supported, or one lacking a flag ``extra_args`` names,
+    is refused (``AgentVersionError``). Claude Code refuses
+    ``--dangerously-skip-permissions`` and ``--permission-mode bypassPermissions`` when
+    running as root unless ``IS_SANDBOX=1`` is set.
     """
     from cgr_cli._errors import ConfigError
+
+    cli = detect_agent_cli(config.argv, env)
+    cli.check(config.extra_args)
 
     bypass = config.permission_mode == "bypassPermissions" or (
         "--dangerously-skip-permissions" in config.extra_args
@@ -99,6 +118,7 @@ def check_can_start(config: AgentConfig, env: Mapping[str, str]) -> None:
             "sandbox, or choose another permission mode",
             key="agent.permission_mode",
         )
+    return cli
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ import anyio
 from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
 from cgr_cli.run._agent import NO_CONVERSATION, StreamState, agent_argv, agent_env
+from cgr_cli.run._agent_cli import AgentCli, detect_agent_cli
 from cgr_cli.run._workspace import Workspace
 
 
@@ -52,14 +53,24 @@ class AgentRunner:
     token: str
     heartbeat: Callable[[], Awaitable[bool]]
     progress: Callable[[str], Awaitable[None]]
+    # The agent's Claude Code release, as the pipeline asked it before the claim; None:
+    # ask here (once, kept for both attempts of a lost session).
+    cli: AgentCli | None = None
 
     async def run(self, resume: str | None) -> AgentRun:
         """Run once; if ``--resume`` finds no conversation, run again without it in the
         same attempt (a lost session is cgr's problem, not the run's)."""
+        if self.cli is None:
+            env = agent_env(self.config.agent, self.environ, secrets=(self.token,))
+            self.cli = await anyio.to_thread.run_sync(detect_agent_cli, self.config.agent.argv, env)
+        self.log.info(
+            "agent release: %s (%s)", self.cli.version or self.cli.reported, self.cli.support
+        )
         state, ended = await self._once(resume)
-        # The real CLI (2.1.197) answers a lost session with exit 1 and a result line of its
-        # own (subtype error_during_execution, is_error, no turns, the message in `errors`);
-        # a CLI killed before its result prints none. Either way it did no work.
+        # The real CLI (2.1.197 and 2.1.332) answers a lost session with exit 1 and a result
+        # line of its own (subtype error_during_execution, is_error, no turns; the message in
+        # `errors` and on stderr); a CLI killed before its result prints none. Either way it
+        # did no work.
         result = state.result
         failed = ended.exit_code not in (0, None) and (
             result is None or (result.is_error and not result.num_turns)
@@ -85,7 +96,7 @@ class AgentRunner:
             input_usd_per_mtok=agent.input_usd_per_mtok,
             output_usd_per_mtok=agent.output_usd_per_mtok,
         )
-        argv = agent_argv(agent, resume=resume)
+        argv = agent_argv(agent, resume=resume, cli=self.cli)
         env = agent_env(agent, self.environ, secrets=(self.token,))
         self.log.info("agent: %s (cwd %s)", " ".join(argv), self.ws.checkout)
         dirty = anyio.Event()

@@ -31,6 +31,7 @@ from cgr_cli._errors import CgrError, ConfigError, GitError, RebaseConflictError
 from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
 from cgr_cli.run._agent import StreamState, agent_env, check_can_start, judge
+from cgr_cli.run._agent_cli import AgentCli
 from cgr_cli.run._agent_run import AgentRunner
 from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_diff
 from cgr_cli.run._git import Git, Identity, branch_name
@@ -73,6 +74,7 @@ class _Ctx:
     agent_text: str = ""
     signalled: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    agent_cli: AgentCli | None = None  # the agent's release, asked before the claim
 
 
 def _hostname() -> str:
@@ -101,7 +103,9 @@ async def execute_run(
             key="github.token",
         )
     environ = dict(os.environ if environ is None else environ)
-    check_can_start(config.agent, agent_env(config.agent, environ))
+    # The agent's release, asked once here, before the claim; the run keeps the answer.
+    env = agent_env(config.agent, environ, secrets=(token.reveal(),))
+    agent_cli = await anyio.to_thread.run_sync(check_can_start, config.agent, env)
     config.database.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(config.database)
     try:
@@ -112,6 +116,7 @@ async def execute_run(
             bot = config.github.bot_login or await _whoami(gh)
             run = await _create_or_pick_up(store, github, request)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
+            ctx.agent_cli = agent_cli
             try:
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
                     async with anyio.create_task_group() as tg:
@@ -411,6 +416,7 @@ async def _work(
         token=token,
         heartbeat=heartbeat,
         progress=progress,
+        cli=ctx.agent_cli,
     )
     started = time.monotonic()
     agent_run = await runner.run(session.session_id if session else None)
