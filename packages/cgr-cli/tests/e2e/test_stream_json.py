@@ -140,6 +140,25 @@ def test_live_output_has_the_samples_shape(
         )
 
 
+def test_another_releases_samples_do_not_match_the_live_output(
+    claude: Claude, claude_version: str, model_server: ModelServer, git_repo: Path
+) -> None:
+    # The control for the test above, on real output: the other pinned release's samples
+    # differ from this release's live stream, so a release drifting from its own samples
+    # would be caught the same way.
+    others = [v for v in VERSIONS if v != claude_version]
+    assert others, f"samples of one release only: {VERSIONS}"
+    live = shape_lines(_run(claude, model_server, git_repo, "success").events)
+    for other in others:
+        recorded = shape_lines(_parse((SAMPLES / other / "success.jsonl").read_text()))
+        changed = [
+            line
+            for line in difflib.unified_diff(recorded, live, lineterm="")
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))
+        ]
+        assert changed, f"Claude Code {claude_version}'s stream has the shape of {other}'s"
+
+
 def test_the_shape_diff_names_a_new_field_and_a_changed_type() -> None:
     # The control for the test above: a changed stream is reported, line by line.
     old = [{"type": "result", "subtype": "success", "num_turns": 3, "usage": {"a": 1}}]
