@@ -8,6 +8,7 @@ command line, whichever of the two mode names the configuration uses.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,39 @@ def test_the_real_cli_takes_cgrs_command_line_for_its_release(
     else:
         assert "--permission-prompts" not in argv
         assert all("requested permissions" in text for text in refusals), refusals
+
+
+def test_the_releases_help_lists_what_cgr_thinks_it_has(claude: Claude) -> None:
+    # cgr's table of first releases (found by bisecting --help) agrees with this release.
+    done = subprocess.run(
+        [str(claude.binary), "--help"], env=claude.env(), capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    cli = detect_agent_cli([str(claude.binary)], claude.env())
+    # "--permission-mode <mode> ... (choices: "acceptEdits", "auto", ...)"
+    modes = done.stdout[done.stdout.index("--permission-mode") :].split(")", 1)[0]
+    assert ('"manual"' in modes) is (cli.permission_mode("default") == "manual")
+    assert ('"default"' in modes) is (cli.permission_mode("manual") == "default")
+    for flag in ("--restricted", "--permission-prompts"):
+        assert (f"  {flag} " in done.stdout) is cli.has(flag), flag
+
+
+@pytest.mark.parametrize("mode", ["default", "manual"])
+def test_which_mode_names_the_release_itself_takes(
+    claude: Claude, model_server: ModelServer, git_repo: Path, mode: str
+) -> None:
+    # What the translation protects against: 2.1.197 refuses "manual"; 2.1.332 still
+    # takes "default", though its --help lists only "manual".
+    model_server.scenario = [reply("Done.")]
+
+    argv = [str(claude.binary), "-p", "--output-format", "stream-json", "--verbose"]
+
+    out = claude.run("Hello.", cwd=git_repo, argv=[*argv, "--permission-mode", mode])
+
+    if mode == "manual" and not claude.since("2.1.200"):
+        assert out.returncode == 1, out
+        assert "argument 'manual' is invalid" in out.stderr
+        assert model_server.requests == []
+    else:
+        assert out.returncode == 0, out
+        assert out.init["permissionMode"] == "default"
