@@ -129,7 +129,9 @@ def _wait_ended(env: Env, count: int) -> None:
 def test_tick_backs_off_an_issue_failing_before_its_claim_then_retries_it(
     env: Env, subreaper: None
 ) -> None:
-    sched_config(env, polling={"retry_backoff_seconds": 0.8, "retry_backoff_max_seconds": 2.0})
+    # Delays long enough that a `cgr tick` process started on a loaded machine still sees
+    # the backoff (its start-up must not outlast the delay it is meant to observe).
+    sched_config(env, polling={"retry_backoff_seconds": 2.5, "retry_backoff_max_seconds": 6.0})
     [number] = env.sim.seed_ready_issues(REPO, 1)
     # The run reads the issue first: GitHub refusing there ends it before the claim, and
     # the issue keeps its ready label. (A secondary rate limit asking for 1 s keeps the
@@ -163,7 +165,7 @@ def test_tick_backs_off_an_issue_failing_before_its_claim_then_retries_it(
         assert len(again["started"]) == 1, again  # type: ignore[arg-type]
         assert again["backed_off"] == []
         _wait_ended(env, failures + 1)
-    assert delays == [0.8, 1.6, 2.0]  # doubled, then capped
+    assert delays == [2.5, 5.0, 6.0]  # doubled, then capped
     with env.store() as store:
         history = [(r, store.events(r.id)) for r in reversed(store.recent_runs())]
     # Every failed run ended before its claim; the last one claimed the issue and succeeded.
