@@ -1,0 +1,53 @@
+"""Choosing a backend from one ``database`` setting, and URLs safe to print."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from ._protocol import Store
+
+__all__ = ["is_postgres_url", "open_store", "redact_url"]
+
+_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(database: str | os.PathLike[str]) -> bool:
+    """True for a libpq URI (``postgresql://`` or ``postgres://``), False for a path."""
+    return isinstance(database, str) and database.lower().startswith(_SCHEMES)
+
+
+def open_store(database: str | os.PathLike[str], **options: Any) -> Store:
+    """The store ``database`` names: PostgresStore for a ``postgresql://`` or
+    ``postgres://`` URI (any libpq URI, e.g. ``postgresql://cgr@/cgr?host=/run/postgresql``
+    for a unix socket), SQLiteStore for anything else, taken as a file path.
+    ``options`` go to the backend's constructor."""
+    if is_postgres_url(database):
+        from ._postgres import PostgresStore
+
+        return PostgresStore(str(database), **options)
+    from ._sqlite import SQLiteStore
+
+    return SQLiteStore(database, **options)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (in the user part or a ``password=`` parameter), for
+    messages and logs. Anything that is not a URI is returned with ``password=...`` masked."""
+    if not is_postgres_url(url):
+        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", url, flags=re.IGNORECASE)
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hosts}" if has_password else f"{user}@{hosts}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() == "password" for k, _ in pairs):
+            masked = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+            query = urlencode(masked, safe="/*", quote_via=quote)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
