@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ._protocol import Store
 
@@ -42,12 +42,19 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hosts = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hosts}" if has_password else f"{user}@{hosts}"
+        user, _, password = userinfo.partition(":")
+        netloc = f"{user}:***@{hosts}" if password else f"{userinfo}@{hosts}"
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(k.lower() == "password" for k, _ in pairs):
             masked = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
             query = urlencode(masked, safe="/*", quote_via=quote)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # Put together by hand: urlunsplit drops the "//" of an empty host (the unix-socket
+    # form postgresql:///db?host=/dir), which would change the URL's meaning.
+    text = f"{parts.scheme}://{netloc}{parts.path}"
+    if query:
+        text += f"?{query}"
+    if parts.fragment:
+        text += f"#{parts.fragment}"
+    return text

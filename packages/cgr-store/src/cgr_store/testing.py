@@ -29,6 +29,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -80,9 +81,14 @@ def _free_port() -> int:
 
 
 class TemporaryPostgres:
-    """A PostgreSQL server in a temporary directory, stopped and removed on ``stop()``."""
+    """A PostgreSQL server in a temporary directory, stopped and removed on ``stop()``.
 
-    def __init__(self) -> None:
+    ``durable``: keep PostgreSQL's fsync on commit (for benchmarks that compare with a
+    store that fsyncs); tests leave it off, which makes creating databases quick.
+    """
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self._durable = durable
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._pgserver: Any = None
@@ -146,13 +152,15 @@ class TemporaryPostgres:
         log = (self._dir / "server.log").open("wb")
         if run_as:
             os.chown(self._dir / "server.log", run_as["user"], run_as["group"])
+        # Throwaway data: no fsync, so creating a database per test is quick.
+        fast = [] if self._durable else [
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+        ]  # fmt: skip
         self._process = subprocess.Popen(
             [
                 str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
                 "-k", str(self._dir), "-c", "listen_addresses=127.0.0.1",
-                # Throwaway data: no fsync, so creating a database per test is quick.
-                "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off", "-c", "max_connections=200",
+                "-c", "max_connections=200", *fast,
             ],
             stdout=log, stderr=subprocess.STDOUT, **run_as,
         )  # fmt: skip
@@ -178,16 +186,20 @@ class TemporaryPostgres:
                 return
 
     def _start_pgserver(self) -> None:
-        try:
-            import pgserver  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise PostgresUnavailable(
-                "no PostgreSQL server binaries on this machine and no pgserver wheel: "
-                "install PostgreSQL, or `pip install pgserver`"
-            ) from None
-        self.kind = "pgserver"
-        self._dir = Path(tempfile.mkdtemp(prefix="cgr-pgserver-"))
-        self._pgserver = pgserver.get_server(self._dir / "data", cleanup_mode="stop")
+        # pgserver's import and start-up warn about the environment (e.g. platformdirs:
+        # "XDG_RUNTIME_DIR is not set"), which strict test runs turn into errors.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                import pgserver  # type: ignore[import-not-found,unused-ignore]
+            except ImportError:
+                raise PostgresUnavailable(
+                    "no PostgreSQL server binaries on this machine and no pgserver wheel: "
+                    "install PostgreSQL, or `pip install pgserver`"
+                ) from None
+            self.kind = "pgserver"
+            self._dir = Path(tempfile.mkdtemp(prefix="cgr-pgserver-"))
+            self._pgserver = pgserver.get_server(self._dir / "data", cleanup_mode="stop")
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its directory. Idempotent."""
