@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cgr_store import (
+    Cursor,
     HostLeaseHeld,
     IllegalTransition,
     InvalidUpdate,
@@ -176,3 +178,87 @@ def test_leadership(store: Store) -> None:
     assert store.acquire_leadership("other", "alpha", TTL, now=T0 + timedelta(seconds=51))
     store.release_leadership("poll", "beta")  # a clean stop hands over at once
     assert store.acquire_leadership("poll", "alpha", TTL, now=T0 + timedelta(seconds=52))
+
+
+def _second_handle(store: Store) -> Store:
+    """Another connection to the same store (another host's process, in effect)."""
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store._url)
+    assert isinstance(store, SQLiteStore)
+    if store.path == ":memory:":
+        pytest.skip("an in-memory store has no second connection")
+    return SQLiteStore(store.path)
+
+
+def test_writes_racing_a_take_over_land_before_it_or_not_at_all(store: Store) -> None:
+    # The paused host keeps heartbeating its run from another connection while a live
+    # host takes the run over and stamps its own decision: the paused host's writes stop
+    # at the take-over, and none of them overwrites what the live host wrote after it.
+    import threading
+
+    dead_view = _second_handle(store)
+    now = datetime.now(UTC)
+    alpha = store.acquire_host_lease("alpha", TTL, now=now - TTL * 2)
+    beta = store.acquire_host_lease("beta", TTL)
+    run = store.create_run(make_run(1))
+    store.transition(run.id, RunStatus.CLAIMED, lease=alpha)
+    store.transition(run.id, RunStatus.RUNNING, lease=alpha)
+    beats: list[int] = []
+    refused: list[BaseException] = []
+
+    def paused_host() -> None:
+        for n in range(100_000):
+            try:
+                dead_view.heartbeat(
+                    run.id, at=datetime(2030, 1, 1, tzinfo=UTC) + timedelta(n), lease=alpha
+                )
+            except LeaseLost as exc:
+                refused.append(exc)
+                return
+            beats.append(n)
+
+    worker = threading.Thread(target=paused_host)
+    worker.start()
+    try:
+        while len(beats) < 20:
+            time.sleep(0.001)
+        store.take_over_runs("alpha", beta)
+        decided = datetime(2040, 1, 1, tzinfo=UTC)
+        store.heartbeat(run.id, at=decided, lease=beta)
+    finally:
+        worker.join(timeout=60)
+        dead_view.close()
+    assert refused, "the paused host was never refused"
+    assert store.get_run(run.id).heartbeat_at == decided
+
+
+def test_overlapping_batches_from_two_hosts_do_not_fail(store: Store) -> None:
+    # Two hosts writing the same cursors in opposite orders: written in key order, so
+    # they take turns instead of deadlocking (PostgreSQL) or failing busy (SQLite).
+    import threading
+
+    other = _second_handle(store)
+    errors: list[BaseException] = []
+
+    def write(handle: Store, reverse: bool) -> None:
+        try:
+            for n in range(15):
+                cursors = [
+                    Cursor(repo=f"octo/r{i}", stream="issues", etag=f'"{n}-{reverse}"')
+                    for i in range(20)
+                ]
+                handle.set_cursors(reversed(cursors) if reverse else cursors)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=write, args=(store, False)),
+        threading.Thread(target=write, args=(other, True)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    other.close()
+    assert errors == []
+    assert len(store.get_cursors()) == 20

@@ -147,6 +147,7 @@ class PostgresStore(SQLStore):
     """
 
     _for_update = " FOR UPDATE"
+    _for_share = " FOR SHARE"
     _skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:

@@ -7,6 +7,8 @@ transaction and hand it a connection), and a few dialect hooks:
 - ``_for_update``: appended to the SELECT of a row about to change. PostgreSQL's row lock
   makes two hosts changing one run take turns; SQLite needs none (``BEGIN IMMEDIATE``
   takes the database's one write lock up front).
+- ``_for_share``: appended to the read of a host's lease row by a fenced write, so a
+  take-over (which moves the epoch on) waits for the write in flight, or refuses it.
 - ``_skip_locked``: the same for the claim of queued runs, skipping rows another host is
   claiming right now instead of waiting for it (``FOR UPDATE SKIP LOCKED``).
 - ``_lock_key(conn, key)``: a transaction-scoped lock on a name, for check-then-insert
@@ -131,6 +133,7 @@ class SQLStore:
     """The Store protocol over a DB-API-like connection; see the module docstring."""
 
     _for_update = ""
+    _for_share = ""
     _skip_locked = ""
     _integrity_errors: tuple[type[Exception], ...] = ()
 
@@ -782,7 +785,9 @@ class SQLStore:
         """Refuse a write of ``lease``'s holder if its lease was superseded, or if the run
         belongs to another holder (another host, or an earlier or later epoch of this one).
         A queued run is anyone's to claim: the status machine lets only one claim win."""
-        current = self._host(conn, lease.host_id)
+        # FOR SHARE: a take-over (which updates this row) waits until this write is done,
+        # so a write is either before the take-over, or refused.
+        current = self._host(conn, lease.host_id, self._for_share)
         if current is None or current.epoch != lease.epoch:
             raise LeaseLost(lease.host_id, lease.epoch, None if current is None else current.epoch)
         if run.status is RunStatus.QUEUED or run.lease_epoch is None:
@@ -835,7 +840,7 @@ class SQLStore:
         self._check_fields(fields)
 
         def body(conn: Conn) -> list[Run]:
-            holder = self._host(conn, lease.host_id)
+            holder = self._host(conn, lease.host_id, self._for_share)  # as in _check_fence
             if holder is None or holder.epoch != lease.epoch:
                 raise LeaseLost(
                     lease.host_id, lease.epoch, None if holder is None else holder.epoch
