@@ -28,7 +28,7 @@ unchanged (copy_store).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -71,7 +71,7 @@ from ._rows import (
 from ._status import RunKind, RunStatus, TriggerKind, can_transition
 from ._time import to_db, utcnow
 
-__all__ = ["COPIED_TABLES", "Conn", "Cursor_", "SQLStore"]
+__all__ = ["COPIED_TABLES", "Conn", "SQLStore"]
 
 T = TypeVar("T")
 
@@ -81,19 +81,6 @@ _EVENT_SELECT = "SELECT run_id, at, from_status, to_status, detail FROM run_even
 _OUTBOX_SELECT = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox"
 _HOST_COLUMNS = HostLease.__struct_fields__
 _HOST_SELECT = f"SELECT {', '.join(_HOST_COLUMNS)} FROM hosts"
-
-
-class Cursor_(Protocol):
-    """What the shared code needs of a cursor: sqlite3's and the psycopg adapter's."""
-
-    @property
-    def rowcount(self) -> int: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-    def __iter__(self) -> Iterator[Any]: ...
 
 
 class Conn(Protocol):
