@@ -30,7 +30,7 @@ from ._errors import (
     TriggerAlreadyProcessed,
 )
 from ._migrations import LATEST_VERSION as SCHEMA_VERSION
-from ._open import open_store, redact_url
+from ._open import open_store
 from ._postgres import PostgresStore
 from ._protocol import Store
 from ._records import (
@@ -49,6 +49,7 @@ from ._records import (
 from ._sqlite import SQLiteStore
 from ._status import ALLOWED_TRANSITIONS, RunKind, RunStatus, TriggerKind, can_transition
 from ._time import utcnow
+from ._urls import redact_url
 
 __all__ = [
     "ALLOWED_TRANSITIONS",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ._errors import CopyMismatch
-from ._sql import COPIED_TABLES, SQLStore
+from ._protocol import Store
+from ._sql import COPIED_TABLES
 
 __all__ = ["copy_store"]
 
 
-def copy_store(source: SQLStore, target: SQLStore) -> dict[str, int]:
+def copy_store(source: Store, target: Store) -> dict[str, int]:
     """Copy runs, their events, processed triggers, cursors, agent sessions, the outbox and
     the HTTP cache from ``source`` into the empty ``target``; returns rows per table.
 

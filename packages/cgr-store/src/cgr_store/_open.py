@@ -1,22 +1,14 @@
-"""Choosing a backend from one ``database`` setting, and URLs safe to print."""
+"""Choosing a backend from one ``database`` setting."""
 
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ._protocol import Store
+from ._urls import is_postgres_url
 
-__all__ = ["is_postgres_url", "open_store", "redact_url"]
-
-_SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_postgres_url(database: str | os.PathLike[str]) -> bool:
-    """True for a libpq URI (``postgresql://`` or ``postgres://``), False for a path."""
-    return isinstance(database, str) and database.lower().startswith(_SCHEMES)
+__all__ = ["open_store"]
 
 
 def open_store(database: str | os.PathLike[str], **options: Any) -> Store:
@@ -31,30 +23,3 @@ def open_store(database: str | os.PathLike[str], **options: Any) -> Store:
     from ._sqlite import SQLiteStore
 
     return SQLiteStore(database, **options)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password (in the user part or a ``password=`` parameter), for
-    messages and logs. Anything that is not a URI is returned with ``password=...`` masked."""
-    if not is_postgres_url(url):
-        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", url, flags=re.IGNORECASE)
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        netloc = f"{user}:***@{hosts}" if password else f"{userinfo}@{hosts}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() == "password" for k, _ in pairs):
-            masked = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
-            query = urlencode(masked, safe="/*", quote_via=quote)
-    # Put together by hand: urlunsplit drops the "//" of an empty host (the unix-socket
-    # form postgresql:///db?host=/dir), which would change the URL's meaning.
-    text = f"{parts.scheme}://{netloc}{parts.path}"
-    if query:
-        text += f"?{query}"
-    if parts.fragment:
-        text += f"#{parts.fragment}"
-    return text

@@ -45,9 +45,9 @@ from ._errors import (
 )
 from ._fork import abandon
 from ._migrations import LATEST_VERSION, postgres_statements
-from ._open import redact_url
 from ._protocol import Store
 from ._sql import Conn, SQLStore
+from ._urls import redact_url
 
 if TYPE_CHECKING:
     import psycopg

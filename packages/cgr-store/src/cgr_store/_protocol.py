@@ -255,6 +255,19 @@ class Store(Protocol):
 
     def release_leadership(self, name: str, host_id: str) -> None: ...
 
+    # -- copying a whole store (copy_store) ---------------------------------------------
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table that copy_store copies."""
+        ...
+
+    def export_tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row of every copied table, as stored, in one consistent read."""
+        ...
+
+    def import_tables(self, tables: dict[str, list[dict[str, Any]]]) -> None:
+        """Insert exported rows in one transaction; CopyTargetNotEmpty if there are any."""
+        ...
+
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None: ...
 
