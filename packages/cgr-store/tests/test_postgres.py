@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -207,6 +208,7 @@ def test_an_older_postgres_schema_is_migrated_keeping_its_data(pg_url: str) -> N
 RACE_WORKER = """
 import json, random, sys, time
 from datetime import timedelta
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 from cgr_store import ActiveRunExists, Run, RunKind, RunStatus, open_store, new_run_id
@@ -316,3 +318,67 @@ def test_server_clock(pg_store_url: str) -> None:
     with PostgresStore(pg_store_url) as store:
         skew = abs((store.server_now() - utcnow()).total_seconds())
     assert skew < 5
+
+
+# A host that claims runs, starts two, renews its lease with its heartbeat, and is killed.
+LOST_HOST = """
+import sys, time
+from datetime import timedelta
+from cgr_store import RunStatus, open_store
+
+ttl = timedelta(seconds=float(sys.argv[2]))
+with open_store(sys.argv[1]) as store:
+    lease = store.acquire_host_lease("doomed", ttl, slots=4)
+    runs = store.claim_next(lease, limit=4)
+    for run in runs[:2]:
+        store.transition(run.id, RunStatus.RUNNING, lease=lease, pid=4242)
+    print("working", flush=True)
+    while True:
+        store.renew_host_lease("doomed", lease.epoch, ttl, running=2)
+        for run in runs[:2]:
+            store.heartbeat(run.id, lease=lease)
+        time.sleep(0.1)
+"""
+
+
+def test_a_killed_host_is_noticed_within_its_lease_and_its_runs_taken_over(
+    pg_store_url: str,
+) -> None:
+    ttl = 1.0
+    with PostgresStore(pg_store_url) as store:
+        queued = [store.create_run(make_run(n)).id for n in range(6)]
+        doomed = subprocess.Popen(
+            [sys.executable, "-c", LOST_HOST, pg_store_url, str(ttl)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert doomed.stdout is not None
+            assert doomed.stdout.readline() == "working\n", doomed.stderr and doomed.stderr.read()
+            time.sleep(0.3)
+            doomed.kill()  # SIGKILL: no release, no goodbye
+            killed_at = time.monotonic()
+        finally:
+            doomed.kill()
+            doomed.communicate()
+        survivor = store.acquire_host_lease("survivor", timedelta(minutes=1))
+        while not store.expired_hosts():
+            assert time.monotonic() - killed_at < ttl + 5, "the lost host was never noticed"
+            time.sleep(0.05)
+        noticed = time.monotonic() - killed_at
+        # Within the lease timeout after its last renewal (plus this loop's polling, on a
+        # loaded machine).
+        assert noticed <= ttl + 1.5
+        taken = store.take_over_runs("doomed", survivor)
+        assert [r.id for r in taken] == queued[:4]
+        for run in taken:  # requeue what never started, end what was running
+            if run.status is RunStatus.CLAIMED:
+                store.transition(run.id, RunStatus.QUEUED, lease=survivor, detail="host lost")
+            else:
+                store.transition(run.id, RunStatus.FAILED, lease=survivor, detail="host lost")
+        claimed = store.claim_next(survivor, limit=10)
+        assert sorted(r.id for r in claimed) == sorted(queued[2:])
+        assert store.counts()[RunStatus.FAILED] == 2
+        [lost] = [h for h in store.hosts() if h.host_id == "doomed"]
+        assert lost.running == 0  # fenced: its epoch moved on
