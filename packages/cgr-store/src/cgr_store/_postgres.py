@@ -9,9 +9,9 @@ Design notes
   advisory lock on the trigger or target; reads in ``REPEATABLE READ READ ONLY``, so a run
   and its events are read from one snapshot. A deadlock or serialization failure rolls the
   whole transaction back, and it is retried (the body has no effect outside it).
-- Fork safety: idle connections are closed before any fork (the hook in _sqlite.py closes
-  both kinds); a connection found in a child by the pid check is abandoned, never closed:
-  closing it would end the parent's session on the shared socket (see _fork.py).
+- Fork safety: idle connections are closed before any fork (an ``os.register_at_fork``
+  hook, as for SQLite); a connection found in a child by the pid check is abandoned, never
+  closed: closing it would end the parent's session on the shared socket (see _fork.py).
 - Schema: the same numbered migrations as SQLite (translated by postgres_statements), with
   the version in a one-row table ``cgr_schema``; migrations take an advisory lock, so hosts
   starting together migrate once. PostgreSQL's transactional DDL makes each step all or
