@@ -242,7 +242,7 @@ class SQLStore:
         cursor = conn.execute(
             _update_sql(tuple(changed)), (*changed.values(), after.id, before.status.value)
         )
-        if cursor.rowcount != 1:  # impossible under BEGIN IMMEDIATE; checked all the same
+        if cursor.rowcount != 1:  # impossible: the row is locked (IMMEDIATE, FOR UPDATE)
             raise StoreError(f"run {after.id!r} changed underneath an update")
 
     def transition(
