@@ -382,3 +382,24 @@ def test_a_killed_host_is_noticed_within_its_lease_and_its_runs_taken_over(
         assert store.counts()[RunStatus.FAILED] == 2
         [lost] = [h for h in store.hosts() if h.host_id == "doomed"]
         assert lost.running == 0  # fenced: its epoch moved on
+
+
+def test_import_needs_no_psycopg_and_the_store_says_how_to_get_it() -> None:
+    script = """
+import sys
+sys.modules["psycopg"] = None  # as if the postgres extra were not installed
+import cgr_store
+from cgr_store import DatabaseUnavailable, PostgresStore, open_store
+assert "psycopg" not in [m for m in sys.modules if sys.modules[m] is not None]
+try:
+    open_store("postgresql://cgr:secret@db.internal/cgr")
+except DatabaseUnavailable as exc:
+    print(exc)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'cgr-store[postgres]'" in done.stdout
+    assert "postgresql://cgr:***@db.internal/cgr" in done.stdout
+    assert "secret" not in done.stdout
