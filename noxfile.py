@@ -11,6 +11,7 @@ imported but not declared is therefore missing at test time and fails loudly.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -103,12 +104,34 @@ def _github_openapi(session: nox.Session) -> dict[str, str]:
     return {"CGR_GITHUB_OPENAPI": str(package_dir / "generated" / "api.github.com.json")}
 
 
+# cgr-store's tests and benchmark start a real PostgreSQL (cgr_store.testing): the machine's
+# server binaries when it has them, otherwise the pgserver wheel from PyPI (PostgreSQL 16
+# inside a wheel; it runs as root too), so the test command needs only Python, pip and git.
+PGSERVER_WHEEL = "pgserver>=0.1.4"
+
+
+def _has_postgres_binaries() -> bool:
+    dirs = [Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")]
+    if os.environ.get("CGR_TEST_PG_BINDIR"):
+        dirs.append(Path(os.environ["CGR_TEST_PG_BINDIR"]))
+    if shutil.which("initdb"):
+        dirs.append(Path(str(shutil.which("initdb"))).resolve().parent)
+    return any((d / "initdb").is_file() and (d / "postgres").is_file() for d in dirs)
+
+
+def _install_postgres_server(session: nox.Session) -> None:
+    if os.environ.get("CGR_TEST_PG") == "pgserver" or not _has_postgres_binaries():
+        session.install(PGSERVER_WHEEL)
+
+
 def _make_test_session(package: str) -> None:
     short = package.removeprefix("cgr-")
 
     @nox.session(name=f"test-{short}")
     def tests(session: nox.Session) -> None:
         _install_isolated(session, package, "test")
+        if package == "cgr-store":
+            _install_postgres_server(session)
         env = _github_openapi(session) if package == "cgr-discovery" else {}
         args = session.posargs or [str(PACKAGES_DIR / package / "tests")]
         # Run from a temporary directory so tests import the installed package,
@@ -229,6 +252,8 @@ def bench(session: nox.Session) -> None:
         if not scripts:
             continue
         _install_isolated(session, package, "test")
+        if package == "cgr-store":
+            _install_postgres_server(session)
         for script in scripts:
             session.run("python", str(script), env={"PYTHONUNBUFFERED": "1"})
 

@@ -100,7 +100,7 @@ def make_v1_file(path: Path) -> None:
 
 def test_new_file_uses_wal_and_the_latest_schema(db_path: Path) -> None:
     with SQLiteStore(db_path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 5
+        assert store.schema_version == SCHEMA_VERSION == 6
         assert store.path == str(db_path)
         assert repr(store) == f"SQLiteStore({str(db_path)!r})"
     conn = sqlite3.connect(db_path)

@@ -43,7 +43,7 @@ def test_a_forked_child_opens_its_own_connection(db_path: Path) -> None:
     assert parent_connection is not None
 
     def child() -> int:
-        from cgr_store import _sqlite
+        from cgr_store import _fork
 
         # The fork hook closed the parent's connection before the fork: nothing of
         # SQLite's crosses it, so there is nothing to abandon either.
@@ -54,7 +54,7 @@ def test_a_forked_child_opens_its_own_connection(db_path: Path) -> None:
         store.transition(second.id, RunStatus.CLAIMED, pid=os.getpid())
         if store._conn is None or store._conn is parent_connection:
             return 2
-        if _sqlite._ABANDONED_AFTER_FORK:
+        if _fork._ABANDONED_AFTER_FORK:
             return 3
         return 0
 

@@ -7,19 +7,28 @@ to do, because the person reading it is usually an operator looking at a log lin
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 __all__ = [
     "ActiveRunExists",
+    "AuthenticationFailed",
+    "CopyMismatch",
+    "CopyTargetNotEmpty",
     "CorruptDatabase",
     "DatabaseBusy",
     "DatabaseUnavailable",
+    "FencingError",
+    "HostLeaseHeld",
     "IllegalTransition",
     "InvalidUpdate",
+    "LeaseLost",
     "NotADatabase",
     "OutboxItemNotFound",
     "RunExists",
     "RunNotFound",
+    "RunOwnedElsewhere",
     "SchemaTooNew",
+    "ServerUnreachable",
     "StoreError",
     "TriggerAlreadyProcessed",
 ]
@@ -155,3 +164,94 @@ class InvalidUpdate(StoreError, ValueError):
         self.field = field
         self.reason = reason
         super().__init__(f"cannot set run field {field!r}: {reason}")
+
+
+class ServerUnreachable(DatabaseUnavailable):
+    """No PostgreSQL server answered at the URL (down, wrong host/port/socket directory)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(url, f"no PostgreSQL server answered ({reason}); is it running there?")
+
+
+class AuthenticationFailed(DatabaseUnavailable):
+    """The PostgreSQL server refused the user or password of the URL."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            url, f"the server refused the login ({reason}); check the user and password"
+        )
+
+
+class FencingError(StoreError):
+    """A write was refused because the lease it was made under is no longer valid."""
+
+
+class LeaseLost(FencingError):
+    """The host's lease epoch was superseded: another process acquired the same host id, or
+    a live host took over this host's runs after its lease expired. Stop working on them."""
+
+    def __init__(self, host_id: str, epoch: int, current_epoch: int | None) -> None:
+        self.host_id = host_id
+        self.epoch = epoch
+        self.current_epoch = current_epoch
+        now = "has no lease" if current_epoch is None else f"is at epoch {current_epoch}"
+        super().__init__(
+            f"host {host_id!r} wrote with lease epoch {epoch}, but it {now}: its runs were "
+            "taken over (or another process uses the same host id); the write was refused"
+        )
+
+
+class RunOwnedElsewhere(FencingError):
+    """The run belongs to another lease holder; this host must not change it."""
+
+    def __init__(
+        self, run_id: str, owner: str | None, owner_epoch: int | None, host_id: str, epoch: int
+    ) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        self.owner_epoch = owner_epoch
+        self.host_id = host_id
+        self.epoch = epoch
+        super().__init__(
+            f"run {run_id!r} belongs to host {owner!r} (epoch {owner_epoch}), not to "
+            f"{host_id!r} (epoch {epoch}); the write was refused"
+        )
+
+
+class HostLeaseHeld(StoreError):
+    """The host id's lease is still live: another process holds it (or held it until a
+    moment ago). Use another host id, or wait until ``expires_at``."""
+
+    def __init__(self, host_id: str, expires_at: datetime) -> None:
+        self.host_id = host_id
+        self.expires_at = expires_at
+        super().__init__(
+            f"host id {host_id!r} is leased until {expires_at.isoformat()}: another process "
+            "uses it; give each host its own host id, or wait for the lease to expire"
+        )
+
+
+class CopyTargetNotEmpty(StoreError):
+    """copy_store() writes only into an empty store."""
+
+    def __init__(self, location: str, table: str, rows: int) -> None:
+        self.location = location
+        self.table = table
+        self.rows = rows
+        super().__init__(
+            f"the target store {location!r} already has {rows} rows in {table!r}; "
+            "copy into a new, empty database"
+        )
+
+
+class CopyMismatch(StoreError):
+    """After a copy the target's row counts differ from the source's."""
+
+    def __init__(self, table: str, source: int, target: int) -> None:
+        self.table = table
+        self.source = source
+        self.target = target
+        super().__init__(
+            f"copied {table!r}: the source has {source} rows but the target {target}; "
+            "was the source written to meanwhile? Stop every cgr process and copy again"
+        )

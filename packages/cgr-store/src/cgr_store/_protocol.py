@@ -15,6 +15,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from ._records import (
     AgentSession,
     Cursor,
+    HostLease,
     HttpCacheEntry,
     OutboxEntry,
     OutboxItem,
@@ -44,6 +45,7 @@ class Store(Protocol):
         *,
         detail: str = "",
         outbox: Iterable[OutboxEntry] = (),
+        lease: HostLease | None = None,
         **fields: Any,
     ) -> Run:
         """Move a run to ``to`` (checked against ALLOWED_TRANSITIONS), set ``fields`` and
@@ -51,14 +53,21 @@ class Store(Protocol):
         ``ended_at`` on a terminal status unless given. Raises IllegalTransition.
 
         ``outbox``: entries recorded for the run in the same transaction (as put_outbox), so
-        a crash never leaves a run ended without the report it must send."""
+        a crash never leaves a run ended without the report it must send.
+
+        ``lease``: a fenced write (see HostLease): refused with LeaseLost if the lease was
+        superseded, RunOwnedElsewhere if another holder owns the run; the run is then
+        stamped with the lease's host and epoch (a claim binds it to the host)."""
         ...
 
-    def update_run(self, run_id: str, **fields: Any) -> Run:
-        """Set non-status fields (pid, branch, pr_number, cost_usd, ...). Raises InvalidUpdate."""
+    def update_run(self, run_id: str, *, lease: HostLease | None = None, **fields: Any) -> Run:
+        """Set non-status fields (pid, branch, pr_number, cost_usd, ...). Raises InvalidUpdate;
+        with ``lease``, fenced as transition()."""
         ...
 
-    def heartbeat(self, run_id: str, at: datetime | None = None) -> RunStatus:
+    def heartbeat(
+        self, run_id: str, at: datetime | None = None, *, lease: HostLease | None = None
+    ) -> RunStatus:
         """Record that an active run is alive; returns its status (a runner that sees a
         terminal one, e.g. cancelled, should stop)."""
         ...
@@ -177,6 +186,86 @@ class Store(Protocol):
     ) -> OutboxItem:
         """Count a failed attempt (``attempts + 1``, ``last_error``, ``last_attempt_at``); the
         item stays pending. Raises OutboxItemNotFound."""
+        ...
+
+    # -- hosts, leases, the queue and leadership (a fleet on one PostgreSQL) ---------------
+    def acquire_host_lease(
+        self,
+        host_id: str,
+        ttl: timedelta,
+        *,
+        slots: int | None = None,
+        takeover: bool = False,
+        now: datetime | None = None,
+    ) -> HostLease:
+        """Start holding ``host_id``'s lease until now + ttl, with a new epoch. Raises
+        HostLeaseHeld while another holder's lease is live, unless ``takeover`` (a restart
+        of this very host that cannot wait for its old lease to expire)."""
+        ...
+
+    def renew_host_lease(
+        self,
+        host_id: str,
+        epoch: int,
+        ttl: timedelta,
+        *,
+        running: int | None = None,
+        slots: int | None = None,
+        now: datetime | None = None,
+    ) -> HostLease:
+        """Extend the lease to now + ttl (the host's heartbeat). Raises LeaseLost if the
+        epoch was superseded: the host must stop touching its runs."""
+        ...
+
+    def release_host_lease(self, host_id: str, epoch: int, *, now: datetime | None = None) -> None:
+        """End the lease now (a clean shutdown), if ``epoch`` still holds it."""
+        ...
+
+    def hosts(self) -> list[HostLease]:
+        """Every host that ever held a lease, by host id."""
+        ...
+
+    def expired_hosts(self, *, now: datetime | None = None) -> list[HostLease]:
+        """Hosts whose lease ran out (their runs are for take_over_runs)."""
+        ...
+
+    def take_over_runs(
+        self, dead_host_id: str, lease: HostLease, *, now: datetime | None = None
+    ) -> list[Run]:
+        """Make the active runs of a host whose lease expired ``lease``'s, and fence the
+        dead host (its epoch moves on). The caller then ends or requeues them with fenced
+        transitions. Raises HostLeaseHeld if that lease is still live, LeaseLost if
+        ``lease`` itself was superseded."""
+        ...
+
+    def claim_next(
+        self, lease: HostLease, *, limit: int = 1, detail: str = "", **fields: Any
+    ) -> list[Run]:
+        """Claim up to ``limit`` of the oldest queued runs for ``lease``'s host (status
+        claimed, stamped with host and epoch, ``fields`` set). Concurrent claimers never
+        get the same run; on PostgreSQL they skip the rows others are claiming."""
+        ...
+
+    def acquire_leadership(
+        self, name: str, host_id: str, ttl: timedelta, *, now: datetime | None = None
+    ) -> bool:
+        """Lead ``name`` (e.g. ``poll``) until now + ttl: True if no other host leads it with
+        a live lease. Call it again each interval to stay leader. SQLite: always True."""
+        ...
+
+    def release_leadership(self, name: str, host_id: str) -> None: ...
+
+    # -- copying a whole store (copy_store) ---------------------------------------------
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table that copy_store copies."""
+        ...
+
+    def export_tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row of every copied table, as stored, in one consistent read."""
+        ...
+
+    def import_tables(self, tables: dict[str, list[dict[str, Any]]]) -> None:
+        """Insert exported rows in one transaction; CopyTargetNotEmpty if there are any."""
         ...
 
     # -- lifetime -----------------------------------------------------------------------

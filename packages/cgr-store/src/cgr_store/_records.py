@@ -19,6 +19,7 @@ __all__ = [
     "AgentSession",
     "Base",
     "Cursor",
+    "HostLease",
     "HttpCacheEntry",
     "OutboxEntry",
     "OutboxItem",
@@ -83,6 +84,10 @@ class Run(Base, frozen=True, kw_only=True):
     input_tokens: int | None = None
     output_tokens: int | None = None
     turns: int | None = None
+    # Added in schema version 6.
+    lease_epoch: int | None = None
+    """The epoch of ``host``'s lease under which the run was claimed (see HostLease); None
+    for a run no lease-holding host claimed."""
 
 
 class RunEvent(Base, frozen=True, kw_only=True):
@@ -143,6 +148,26 @@ class AgentSession(Base, frozen=True, kw_only=True):
     session_id: str
     run_id: str | None = None
     updated_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class HostLease(Base, frozen=True, kw_only=True):
+    """A runner host's lease: it works on runs only while it renews this in time.
+
+    ``epoch`` grows by one each time the lease is acquired anew or taken over, and a host
+    carries its epoch on its writes (fencing): once another host took over its runs, or a
+    second process acquired the same host id, the writes of the old epoch are refused.
+    """
+
+    host_id: str
+    epoch: int
+    acquired_at: datetime
+    lease_expires_at: datetime
+    heartbeat_at: datetime
+    """The last renewal."""
+    slots: int | None = None
+    """How many runs the host may run at once (its concurrency), as it last said."""
+    running: int | None = None
+    """How many it was running at its last renewal."""
 
 
 class OutboxEntry(Base, frozen=True, kw_only=True):
