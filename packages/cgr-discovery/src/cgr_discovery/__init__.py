@@ -6,7 +6,7 @@ Cursors in, jobs and new cursors out: this package stores nothing and runs no pr
 from __future__ import annotations
 
 from ._auth import AppAuth, Auth, TokenAuth, resolve_token
-from ._cache import LRUCache
+from ._cache import CacheBackend, ETagCache, LRUCache
 from ._client import USER_AGENT, ClientStats, GitHubClient
 from ._client import __version__ as __version__
 from ._discover import advance_cursors, discover, order_jobs
@@ -50,10 +50,12 @@ __all__ = [
     "AttemptHook",
     "Auth",
     "AuthError",
+    "CacheBackend",
     "ClientStats",
     "Decision",
     "DiscoveryConfig",
     "DiscoveryError",
+    "ETagCache",
     "GitHubClient",
     "GitHubRequestError",
     "GitHubUnavailable",

@@ -105,6 +105,8 @@ async def discover(
         for full_name in dict.fromkeys(repos):
             tg.start_soon(poll, full_name)
 
+    # One write of the poll's changed ETags (a persistent cache's backend, e.g. the store).
+    gh.flush_cache()
     jobs: list[Job] = []
     rejected: list[Rejected] = []
     streams: list[StreamPoll] = []
@@ -172,23 +174,63 @@ def advance_cursors(result: PollResult, accepted: Collection[str]) -> tuple[Stre
 async def _poll_repo(
     part: _RepoPoll, full_name: str, cursors: dict[tuple[str, StreamName], StreamCursor]
 ) -> None:
+    """One repository: its ready issues and comment streams, requested concurrently.
+
+    Each list is one round trip when nothing changed, so doing them together makes a
+    repository cost one round trip instead of three. Each task collects into its own
+    part, merged in a fixed order so the result does not depend on which answer came
+    first.
+    """
     config = part.config
-    # Ready issues first: their response's Date header also tells the server's clock,
-    # which a stream's first cursor is taken from.
-    if config.ready_issues:
-        try:
-            await _screen_ready_issues(part, await _ready_issues(part, full_name))
-        except _POLL_ERRORS as exc:
-            part.errors.append(_repo_error(full_name, "ready issues", exc))
     enabled = {"issue_comments": config.mentions, "review_comments": config.review_comments}
-    for stream in STREAMS:
-        if not enabled[stream]:
-            continue
-        cursor = cursors.get((full_name, stream)) or StreamCursor(repo=full_name, stream=stream)
+    streams = [
+        cursors.get((full_name, stream)) or StreamCursor(repo=full_name, stream=stream)
+        for stream in STREAMS
+        if enabled[stream]
+    ]
+    if part.permissions is None:
+        part.permissions = PermissionCache(part.gh)
+    parts: list[_RepoPoll] = []
+
+    def sub_part() -> _RepoPoll:
+        sub = _RepoPoll(
+            gh=part.gh, config=config, processed=part.processed, permissions=part.permissions
+        )
+        parts.append(sub)
+        return sub
+
+    async def ready(sub: _RepoPoll) -> None:
         try:
-            await _poll_stream(part, cursor)
+            await _screen_ready_issues(sub, await _ready_issues(sub, full_name))
         except _POLL_ERRORS as exc:
-            part.errors.append(_repo_error(full_name, stream.replace("_", " "), exc))
+            sub.errors.append(_repo_error(full_name, "ready issues", exc))
+
+    async def stream(sub: _RepoPoll, cursor: StreamCursor) -> None:
+        try:
+            await _poll_stream(sub, cursor)
+        except _POLL_ERRORS as exc:
+            sub.errors.append(_repo_error(full_name, cursor.stream.replace("_", " "), exc))
+
+    ready_part = sub_part() if config.ready_issues else None
+    if (
+        ready_part is not None
+        and part.gh.last_server_date is None
+        and any(cursor.since is None for cursor in streams)
+    ):
+        # A stream's first cursor is taken from the server's clock, known only once an
+        # answer's Date header arrived: ask for the ready issues first this once.
+        await ready(ready_part)
+        ready_part = None
+    async with anyio.create_task_group() as tg:
+        if ready_part is not None:
+            tg.start_soon(ready, ready_part)
+        for cursor in streams:
+            tg.start_soon(stream, sub_part(), cursor)
+    for sub in parts:
+        part.jobs += sub.jobs
+        part.rejected += sub.rejected
+        part.streams += sub.streams
+        part.errors += sub.errors
 
 
 # One repository's trouble must not stop the others: besides cgr's own errors, gidgethub's

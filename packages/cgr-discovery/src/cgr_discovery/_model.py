@@ -140,7 +140,9 @@ class DiscoveryConfig:
     ``mentions_first``, then by trigger time, oldest first unless ``newest_first``;
     ``repo_priority`` (higher first) outranks both. ``replay_since`` sets where a stream
     with no cursor starts; by default it starts at the server's "now", so old mentions are
-    not replayed on the first poll.
+    not replayed on the first poll. ``max_concurrent_repos`` repositories are polled at
+    once, each with its (up to three) list requests in flight together: give the client
+    ``max_connections`` of at least three times as many (the defaults, 16 and 64, do).
     """
 
     login: str
@@ -154,7 +156,7 @@ class DiscoveryConfig:
     newest_first: bool = False
     repo_priority: Mapping[str, int] = field(default_factory=dict)
     replay_since: datetime | None = None
-    max_concurrent_repos: int = 8
+    max_concurrent_repos: int = 16
     per_page: int = 100
     policy: TriggerPolicy = field(default_factory=TriggerPolicy)
 
