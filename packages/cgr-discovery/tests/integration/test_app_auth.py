@@ -1,7 +1,8 @@
 """GitHub App authentication against a small loopback server that really verifies the
 RS256 JWT with the app's public key and hands out short-lived installation tokens.
 
-(The GitHub simulator models repositories, not apps, so this server is the real part here.)
+(The GitHub simulator mints installation tokens too, see test_sim_webhooks.py; this server
+scripts what it does not: short token lifetimes, revocation and counting of mints.)
 """
 
 from __future__ import annotations

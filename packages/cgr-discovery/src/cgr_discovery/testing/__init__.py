@@ -21,12 +21,15 @@ from cgr_discovery.testing._errors import (
 from cgr_discovery.testing._faults import Fault, Faults, RequestRecord
 from cgr_discovery.testing._model import Comment, Issue, PullData, Reaction, ReviewComment
 from cgr_discovery.testing._simulator import GitHubSimulator
+from cgr_discovery.testing._webhooks import Delivery, Hook
 
 __all__ = [
     "Comment",
+    "Delivery",
     "Fault",
     "Faults",
     "GitHubSimulator",
+    "Hook",
     "Issue",
     "PullData",
     "Reaction",

@@ -12,7 +12,8 @@ from typing import Literal
 # server); "drop_after" applies it (a comment exists, a push landed) and then closes the
 # connection without an answer: the client cannot tell the two apart, which is exactly
 # the case an idempotent retry must handle.
-FaultKind = Literal["error", "drop", "drop_after", "latency"]
+# "drop_delivery" loses a webhook delivery of the matching event (nothing is sent).
+FaultKind = Literal["error", "drop", "drop_after", "latency", "drop_delivery"]
 
 SECONDARY_RATE_LIMIT_MESSAGE = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
@@ -178,6 +179,26 @@ class Faults:
         """
         return self._add("drop_after", method, path, count)
 
+    def drop_delivery(self, *, event: str | None = None, count: int | None = 1) -> Fault:
+        """Lose the next webhook delivery (of ``event``, a regular expression on the event
+        name, if given): it is logged as dropped and never sent, as when GitHub's delivery
+        fails. GitHub does not retry it; only a redelivery or polling finds the change."""
+        return self._add("drop_delivery", "WEBHOOK", event, count)
+
+    def take_delivery(self, event: str) -> Fault | None:
+        """The drop_delivery fault for a delivery of ``event``, counted down, if any."""
+        with self._lock:
+            for fault in list(self._faults):
+                if fault.kind != "drop_delivery" or not fault.matches("WEBHOOK", event):
+                    continue
+                fault.hits += 1
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                return fault
+        return None
+
     def remove(self, fault: Fault) -> None:
         with self._lock:
             if fault in self._faults:
@@ -199,7 +220,7 @@ class Faults:
         chosen: Fault | None = None
         with self._lock:
             for fault in list(self._faults):
-                if not fault.matches(method, path):
+                if fault.kind == "drop_delivery" or not fault.matches(method, path):
                     continue
                 if fault.kind == "latency":
                     delay += fault.seconds

@@ -121,6 +121,29 @@ class Route:
     pattern: re.Pattern[str]
     handler: Handler
     resource: str | None
+    # "token": a user's or an installation's token; "jwt": a GitHub App's JWT.
+    auth: str = "token"
+
+
+@dataclass(kw_only=True)
+class AppRecord:
+    """A GitHub App known to the simulator: its id, slug and the public key of its JWTs."""
+
+    id: int
+    slug: str
+    public_key: Any = field(repr=False)
+
+    @property
+    def bot_login(self) -> str:
+        return f"{self.slug}[bot]"
+
+
+@dataclass(kw_only=True)
+class Installation:
+    id: int
+    app_id: int
+    account: str
+    repos: list[str]
 
 
 class App:
@@ -145,6 +168,42 @@ class App:
         self.log_lock = threading.Lock()
         self.crashes: list[str] = []
         self._request_ids = 0
+        self.apps: dict[int, AppRecord] = {}
+        self.installations: dict[int, Installation] = {}
+        # Installation tokens: which installation each one was minted for.
+        self.installation_tokens: dict[str, int] = {}
+
+    def authenticate_jwt(self, headers: dict[str, str]) -> int | None:
+        """The id of the GitHub App whose RS256 JWT signs the request, or None.
+
+        Checked like GitHub: signed with the app's key, ``iss`` the app id, not expired,
+        issued at most 10 minutes before it expires (clock: the simulator's).
+        """
+        import jwt  # PyJWT with cryptography: cgr-discovery's own dependency
+
+        scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or token.count(".") != 2:
+            return None
+        try:
+            claims = jwt.decode(token.strip(), options={"verify_signature": False})
+            app = self.apps.get(int(str(claims.get("iss"))))
+            if app is None:
+                return None
+            claims = jwt.decode(
+                token.strip(),
+                app.public_key,
+                algorithms=["RS256"],
+                options={"verify_exp": False, "verify_iat": False},
+            )
+        except (jwt.PyJWTError, TypeError, ValueError):
+            return None
+        now = self.model.now()
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if not isinstance(exp, int) or not isinstance(iat, int):
+            return None
+        if exp < now or iat > now + 60 or exp - iat > 660:
+            return None
+        return app.id
 
     def set_base_url(self, url: str) -> None:
         self.renderer.api = self.renderer.web = url
@@ -494,7 +553,16 @@ class _Handler(BaseHTTPRequestHandler):
         route, params = self._route(app, path)
         resource = route.resource if route is not None else "core"
         header_resource = resource or "core"
-        login = app.authenticate(headers)
+        if route is not None and route.auth == "jwt":
+            app_id = app.authenticate_jwt(headers)
+            login = None if app_id is None else f"app/{app_id}"
+            if login is None:
+                exc = HTTPError(401, "A JSON web token could not be decoded")
+                record(401, False, None)
+                self._send(401, json.dumps(exc.payload).encode(), [("Content-Type", JSON_TYPE)])
+                return
+        else:
+            login = app.authenticate(headers)
         if login is None:
             sent = headers.get("authorization", "").strip()
             exc = HTTPError(401, "Bad credentials" if sent else "Requires authentication")

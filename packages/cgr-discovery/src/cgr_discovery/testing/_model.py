@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cgr_discovery.testing._errors import (
     UnknownItemError,
@@ -170,6 +171,26 @@ class Repo:
         return f"{self.owner}/{self.name}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelEvent:
+    """Something happened that GitHub would send a webhook for (see ``_webhooks.py``).
+
+    Emitted with ``Model.lock`` held, by the mutation itself, so the routes and the test
+    helpers produce the same events.
+    """
+
+    event: str
+    action: str
+    repo: Repo
+    sender: str
+    issue: Issue | None = None
+    comment: Comment | None = None
+    review_comment: ReviewComment | None = None
+    label: str | None = None
+    changes: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = None
+
+
 class Model:
     """All state plus the lock that guards it; lookups raise the helper errors."""
 
@@ -181,6 +202,12 @@ class Model:
         self.org_members: dict[str, set[str]] = {}
         self._next_id = 1000
         self.clock_offset = 0.0
+        # Called with every ModelEvent (the simulator's webhook sender listens here).
+        self.listeners: list[Callable[[ModelEvent], None]] = []
+
+    def emit(self, event: ModelEvent) -> None:
+        for listener in self.listeners:
+            listener(event)
 
     def now(self) -> int:
         return int(time.time() + self.clock_offset)
@@ -309,6 +336,13 @@ class Model:
         if all(existing.lower() != label.name.lower() for existing in issue.labels):
             issue.labels.append(label.name)
             self._label_event(issue, "labeled", actor, label.name)
+            if issue.pull is None:
+                self.emit(
+                    ModelEvent(
+                        event="issues", action="labeled", repo=repo, sender=actor,
+                        issue=issue, label=label.name,
+                    )
+                )  # fmt: skip
             if touch:
                 issue.updated_at = self.now()
 
@@ -363,12 +397,26 @@ class Model:
         )
         repo.comments[comment.id] = comment
         issue.updated_at = now
+        self.emit(
+            ModelEvent(
+                event="issue_comment", action="created", repo=repo, sender=author,
+                issue=issue, comment=comment,
+            )
+        )  # fmt: skip
         return comment
 
     def edit_comment(self, repo: Repo, comment: Comment, body: str) -> None:
         now = self.now()
+        before = comment.body
         comment.body = body
         comment.updated_at = now
+        self.emit(
+            ModelEvent(
+                event="issue_comment", action="edited", repo=repo, sender=comment.user,
+                issue=repo.issues[comment.number], comment=comment,
+                changes={"body": {"from": before}},
+            )
+        )  # fmt: skip
         # Only the comment's updated_at moves: discovery finds edits through the comment
         # lists' `since`, which filters on the comment's own updated_at.
 

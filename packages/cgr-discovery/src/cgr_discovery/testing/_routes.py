@@ -7,6 +7,7 @@ follow GitHub's REST API documentation for each endpoint.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from cgr_discovery.testing._http import (
     App,
     Handler,
     HTTPError,
+    Installation,
     Reply,
     Request,
     Route,
@@ -30,10 +32,12 @@ from cgr_discovery.testing._model import (
     Issue,
     Label,
     Model,
+    ModelEvent,
     PullData,
     Repo,
     ReviewComment,
 )
+from cgr_discovery.testing._render import iso
 
 _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 
@@ -755,6 +759,12 @@ def add_review_comment_locked(
     )
     repo.review_comments[comment.id] = comment
     issue.updated_at = now
+    model.emit(
+        ModelEvent(
+            event="pull_request_review_comment", action="created", repo=repo, sender=author,
+            issue=issue, review_comment=comment,
+        )
+    )  # fmt: skip
     return comment
 
 
@@ -946,6 +956,88 @@ def _date_qualifier(key: str, value: str) -> Callable[[Repo, Issue], bool] | Non
     return lambda r, i: check(getattr(i, attr))
 
 
+# -- GitHub Apps: JWT-authenticated routes and installation tokens --------------------------
+
+APP_PERMISSIONS = {"issues": "write", "pull_requests": "write", "contents": "write",
+                   "metadata": "read"}  # fmt: skip
+
+
+def _requesting_app(app: App, req: Request) -> int:
+    return int(req.login.removeprefix("app/"))
+
+
+def render_installation(app: App, inst: Installation) -> dict[str, Any]:
+    account = app.model.user(inst.account)
+    record = app.apps[inst.app_id]
+    api = app.renderer.api
+    return {
+        "id": inst.id,
+        "account": app.renderer.user(account),
+        "app_id": inst.app_id,
+        "app_slug": record.slug,
+        "target_id": account.id,
+        "target_type": "Organization" if account.type == "Organization" else "User",
+        "repository_selection": "selected",
+        "permissions": APP_PERMISSIONS,
+        "events": ["issue_comment", "issues", "pull_request_review_comment"],
+        "access_tokens_url": f"{api}/app/installations/{inst.id}/access_tokens",
+        "repositories_url": f"{api}/installation/repositories",
+        "html_url": f"{app.renderer.web}/settings/installations/{inst.id}",
+        "single_file_name": None,
+        "created_at": "2020-01-01T00:00:00Z",
+        "updated_at": "2020-01-01T00:00:00Z",
+        "suspended_at": None,
+        "suspended_by": None,
+    }
+
+
+def get_app(app: App, req: Request) -> Reply:
+    record = app.apps[_requesting_app(app, req)]
+    events = ["issue_comment", "issues", "pull_request_review_comment"]
+    return Reply(
+        200,
+        {"id": record.id, "slug": record.slug, "name": record.slug, "owner": None,
+         "permissions": APP_PERMISSIONS, "events": events},
+    )  # fmt: skip
+
+
+def get_repo_installation(app: App, req: Request) -> Reply:
+    app_id = _requesting_app(app, req)
+    repo = app.model.find_repo(req.params["owner"], req.params["repo"])
+    if repo is not None:
+        for inst in app.installations.values():
+            if inst.app_id == app_id and repo.full_name.lower() in {r.lower() for r in inst.repos}:
+                return Reply(200, render_installation(app, inst))
+    raise not_found()
+
+
+def create_installation_token(app: App, req: Request) -> Reply:
+    inst = app.installations.get(int(req.params["installation_id"]))
+    if inst is None or inst.app_id != _requesting_app(app, req):
+        raise not_found()
+    token = "ghs_" + secrets.token_hex(18)
+    app.tokens[token] = app.apps[inst.app_id].bot_login
+    app.installation_tokens[token] = inst.id
+    expires = app.model.now() + 3600
+    return Reply(
+        201,
+        {"token": token, "expires_at": iso(expires), "permissions": APP_PERMISSIONS,
+         "repository_selection": "selected"},
+    )  # fmt: skip
+
+
+def list_installation_repos(app: App, req: Request) -> Reply:
+    token = req.headers.get("authorization", "").partition(" ")[2].strip()
+    inst = app.installations.get(app.installation_tokens.get(token, -1))
+    if inst is None:
+        raise HTTPError(403, "This endpoint requires an installation access token.")
+    repos = [app.model.repo(name) for name in inst.repos]
+    reply = app.paginate(req, [app.renderer.repo(r) for r in repos])
+    reply.data = {"total_count": len(repos), "repository_selection": "selected",
+                  "repositories": reply.data}  # fmt: skip
+    return reply
+
+
 # -- the route table --------------------------------------------------------------------------
 
 
@@ -955,6 +1047,16 @@ def _r(method: str, path: str, handler: Handler, resource: str | None = "core") 
 
 ROUTES: list[Route] = [
     _r("GET", "/user", get_user),
+    Route("GET", re.compile("/app"), get_app, None, auth="jwt"),
+    Route("GET", re.compile(_REPO + "/installation"), get_repo_installation, None, auth="jwt"),
+    Route(
+        "POST",
+        re.compile(r"/app/installations/(?P<installation_id>\d+)/access_tokens"),
+        create_installation_token,
+        None,
+        auth="jwt",
+    ),
+    _r("GET", "/installation/repositories", list_installation_repos),
     # /rate_limit never counts against the limit, as on GitHub.
     _r("GET", "/rate_limit", get_rate_limit, None),
     _r("GET", "/search/issues", search_issues, "search"),

@@ -17,7 +17,14 @@ from cgr_discovery.testing._errors import (
     UnknownItemError,
 )
 from cgr_discovery.testing._faults import Faults, RequestRecord
-from cgr_discovery.testing._http import App, HTTPError, start_server, stop_server
+from cgr_discovery.testing._http import (
+    App,
+    AppRecord,
+    HTTPError,
+    Installation,
+    start_server,
+    stop_server,
+)
 from cgr_discovery.testing._model import (
     ROLES,
     Comment,
@@ -30,7 +37,13 @@ from cgr_discovery.testing._model import (
     User,
     UserType,
 )
-from cgr_discovery.testing._routes import ROUTES, add_review_comment_locked, open_pull
+from cgr_discovery.testing._routes import (
+    ROUTES,
+    add_review_comment_locked,
+    open_pull,
+    render_installation,
+)
+from cgr_discovery.testing._webhooks import Delivery, Hook, Webhooks
 
 DEFAULT_BOT = "cgr-bot"
 
@@ -75,6 +88,7 @@ class GitHubSimulator:
         )
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._webhooks = Webhooks(self.model, self._app.renderer, self._app.faults)
         self.add_user(bot_login)
         self._tokens[self._token] = bot_login
 
@@ -92,6 +106,7 @@ class GitHubSimulator:
 
         Raises ``SimulatorServerError`` if a request crashed inside the simulator.
         """
+        self._webhooks.close()
         if self._server is not None and self._thread is not None:
             stop_server(self._server, self._thread)
             self._server = self._thread = None
@@ -147,6 +162,105 @@ class GitHubSimulator:
             token = "ghp_" + secrets.token_hex(18)
             self._tokens[token] = user.login
             return token
+
+    # -- webhooks ------------------------------------------------------------------------------
+
+    def add_webhook(self, url: str, secret: str, *, events: Iterable[str] | None = None) -> Hook:
+        """Send signed deliveries of this simulator's events to ``url`` (all repositories).
+
+        Events: ``issues`` (labeled), ``issue_comment`` (created, edited),
+        ``pull_request_review_comment`` (created), ``installation_repositories`` (added,
+        removed); all of them unless ``events`` names some. Deliveries are sent in the
+        background in order; see ``deliveries``, ``wait_for_deliveries``, ``redeliver``
+        and ``faults.drop_delivery``.
+        """
+        return self._webhooks.add_hook(url, secret, frozenset(events) if events else None)
+
+    def remove_webhook(self, hook: Hook) -> None:
+        self._webhooks.remove_hook(hook)
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        """The delivery log, oldest first (redeliveries included)."""
+        return self._webhooks.deliveries()
+
+    def wait_for_deliveries(self, timeout: float = 10.0) -> None:
+        """Block until every delivery so far was attempted (sent, failed or dropped)."""
+        if not self._webhooks.wait(timeout):
+            raise SimulatorError(f"webhook deliveries still pending after {timeout} s")
+
+    def redeliver(self, delivery_id: int) -> Delivery:
+        """Send a logged delivery again, same ``X-GitHub-Delivery`` GUID and body."""
+        return self._webhooks.redeliver(delivery_id)
+
+    # -- GitHub Apps -----------------------------------------------------------------------------
+
+    def register_app(self, app_id: int, public_key_pem: str | bytes, *, slug: str) -> str:
+        """Know a GitHub App: JWTs it signs (RS256, ``iss`` = ``app_id``) are checked
+        against ``public_key_pem``. Returns its bot login, ``<slug>[bot]``."""
+        pem = public_key_pem.decode() if isinstance(public_key_pem, bytes) else public_key_pem
+        record = AppRecord(id=app_id, slug=slug, public_key=pem)
+        with self.model.lock:
+            self._app.apps[app_id] = record
+        self.add_bot(record.bot_login)
+        return record.bot_login
+
+    def install_app(
+        self, app_id: int, repos: Iterable[str], *, installation_id: int | None = None
+    ) -> int:
+        """Install a registered App on ``repos`` (one owner); returns the installation id.
+
+        Its bot gets write access to them; ``POST /app/installations/{id}/access_tokens``
+        with the App's JWT mints installation tokens (``ghs_…``, one hour).
+        """
+        with self.model.lock:
+            record = self._app.apps.get(app_id)
+            if record is None:
+                raise SimulatorError(f"no GitHub App {app_id}; call register_app() first")
+            names = [self.model.repo(name).full_name for name in repos]
+            if not names:
+                raise SimulatorError("install_app needs at least one repository")
+            ident = installation_id or self.model.new_id()
+            self._app.installations[ident] = Installation(
+                id=ident, app_id=app_id, account=names[0].split("/")[0], repos=[]
+            )
+        self.add_installation_repositories(ident, *names, notify=False)
+        return ident
+
+    def add_installation_repositories(
+        self, installation_id: int, *repos: str, notify: bool = True
+    ) -> None:
+        """Add repositories to an installation (an ``installation_repositories`` "added"
+        webhook unless ``notify=False``)."""
+        self._change_installation(installation_id, repos, "added", notify)
+
+    def remove_installation_repositories(self, installation_id: int, *repos: str) -> None:
+        self._change_installation(installation_id, repos, "removed", True)
+
+    def _change_installation(
+        self, installation_id: int, repos: Iterable[str], action: str, notify: bool
+    ) -> None:
+        with self.model.lock:
+            inst = self._app.installations.get(installation_id)
+            if inst is None:
+                raise SimulatorError(f"no installation {installation_id}")
+            record = self._app.apps[inst.app_id]
+            changed = [self.model.repo(name) for name in repos]
+            for r in changed:
+                if action == "added":
+                    if r.full_name not in inst.repos:
+                        inst.repos.append(r.full_name)
+                    r.collaborators[record.bot_login] = "write"
+                else:
+                    inst.repos = [n for n in inst.repos if n != r.full_name]
+                    r.collaborators.pop(record.bot_login, None)
+            if notify and changed:
+                self._webhooks.emit_installation_repositories(
+                    action=action,
+                    installation=render_installation(self._app, inst),
+                    repos=changed,
+                    sender=changed[0].owner,
+                )
 
     # -- faults, rate limit, request log -------------------------------------------------------
 
