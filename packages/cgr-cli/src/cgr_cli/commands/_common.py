@@ -12,16 +12,11 @@ if TYPE_CHECKING:
     from cgr_cli.config._model import Config
 
 
-def load(args: argparse.Namespace) -> tuple[Config, Path | None] | None:
-    """The configuration, or None after printing the error (exit code 1 for the caller)."""
-    from cgr_cli._errors import ConfigError
+def load(args: argparse.Namespace) -> tuple[Config, Path | None]:
+    """The configuration and its file; a ConfigError goes up to ``_main``'s boundary."""
     from cgr_cli.config._load import load_config
 
-    try:
-        return load_config(args.config)
-    except ConfigError as exc:
-        print(f"cgr: configuration error: {exc}", file=sys.stderr)
-        return None
+    return load_config(args.config)
 
 
 def print_json(data: Any) -> None:

@@ -10,19 +10,18 @@ from cgr_cli.commands._common import load, print_json
 
 
 def logs(args: argparse.Namespace) -> int:
+    from cgr_cli._errors import NotFoundError
     from cgr_cli.ops._status_view import run_files
     from cgr_store import RunNotFound, SQLiteStore
 
-    loaded = load(args)
-    if loaded is None:
-        return 1
-    config, _ = loaded
+    config, _ = load(args)
     with SQLiteStore(config.database) as store:
         try:
             run, events = store.run_with_events(args.run_id)
         except RunNotFound:
-            print(f"cgr logs: no run {args.run_id!r} in {config.database}", file=sys.stderr)
-            return 2
+            raise NotFoundError(
+                f"no run {args.run_id!r} in {config.database}; `cgr status` lists the runs"
+            ) from None
         if args.json:
             import msgspec
 
@@ -42,8 +41,7 @@ def logs(args: argparse.Namespace) -> int:
         if which == "run" and not path.exists() and files["process"].exists():
             path = files["process"]  # the run never got as far as its own log
         if not path.exists() and not args.follow:
-            print(f"cgr logs: {path} does not exist (yet)", file=sys.stderr)
-            return 2
+            raise NotFoundError(f"{path} does not exist (yet); --follow waits for it")
         offset = 0
         while True:
             if path.exists():

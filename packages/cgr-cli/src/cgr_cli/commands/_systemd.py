@@ -86,6 +86,6 @@ def systemd(args: argparse.Namespace) -> int:
             print(f"wrote {written}")
     except CgrError as exc:
         print(f"cgr systemd: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     print(after_install(directory, user=args.user), end="")
     return 0

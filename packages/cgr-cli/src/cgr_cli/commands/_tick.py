@@ -9,21 +9,10 @@ from cgr_cli.commands._common import load, print_json
 
 
 def tick(args: argparse.Namespace) -> int:
-    from cgr_cli._errors import CgrError
     from cgr_cli.schedule._tick import tick as run_tick
 
-    loaded = load(args)
-    if loaded is None:
-        return 1
-    config, _ = loaded
-    from cgr_exec import ExecError
-
-    try:
-        result = run_tick(config)
-    except (CgrError, ExecError) as exc:
-        # ExecError: the fork was refused (e.g. a thread still alive) or a log unusable.
-        print(f"cgr tick: {exc}", file=sys.stderr)
-        return 2
+    config, _ = load(args)
+    result = run_tick(config)
     if args.json:
         print_json(result.as_dict())
         return 0

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cgr_cli._errors import CgrError
+from cgr_cli._errors import BusyError
 
 if TYPE_CHECKING:
     from cgr_cli.config._model import Config
 
 
-class DaemonRunningError(CgrError):
+class DaemonRunningError(BusyError):
     """A daemon owns this store: ``pid`` (and its start time) holds ``lock_path``."""
 
     def __init__(self, lock_path: Path, pid: int | None, detail: str = "") -> None:
@@ -36,7 +36,7 @@ class DaemonRunningError(CgrError):
         )
 
 
-class SchedulerBusyError(CgrError):
+class SchedulerBusyError(BusyError):
     """The daemon lock could not be taken within ``waited`` seconds (ticks kept it)."""
 
     def __init__(self, lock_path: Path, waited: float) -> None:
