@@ -64,6 +64,14 @@ class ConfigNotFoundError(ConfigError):
         )
 
 
+class DatabaseFileError(CgrError):
+    """The database file at ``path`` is not one cgr will open (e.g. 0 bytes)."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
 class GitError(CgrError):
     """A git command failed; ``args`` never holds a token (it only ever travels in env)."""
 

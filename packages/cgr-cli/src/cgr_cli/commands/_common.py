@@ -19,5 +19,19 @@ def load(args: argparse.Namespace) -> tuple[Config, Path | None]:
     return load_config(args.config)
 
 
+def require_repositories(config: Config, path: Path | None) -> None:
+    """Refuse to schedule with nothing to watch: a timer running such a tick would stay
+    green forever while doing nothing."""
+    from cgr_cli._errors import ConfigError
+
+    if not config.repositories:
+        where = str(path) if path else "no configuration file was found, and the defaults"
+        raise ConfigError(
+            f'{where}: no repositories to watch; add repositories = ["OWNER/NAME"] '
+            "(or write a configuration with `cgr init OWNER/NAME`)",
+            key="repositories",
+        )
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cgr_cli.commands._common import load, print_json
+from cgr_cli.commands._common import load, print_json, require_repositories
 
 
 def reap(args: argparse.Namespace) -> int:
@@ -15,7 +15,8 @@ def reap(args: argparse.Namespace) -> int:
     from cgr_cli.schedule._reaper import reap as do_reap
     from cgr_cli.schedule._runs import hostname
 
-    config, _ = load(args)
+    config, path = load(args)
+    require_repositories(config, path)
 
     async def main() -> ReapReport:
         from cgr_store import SQLiteStore

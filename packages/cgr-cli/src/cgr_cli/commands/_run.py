@@ -14,6 +14,11 @@ def run(args: argparse.Namespace) -> int:
     # the target) come before the run row exists and go up to `_main`'s boundary; later
     # ones are reported on GitHub and in the summary.
     config, _ = load_config(args.config)
+    if args.run_id is None:
+        # A scheduler (tick, daemon) made these checks before it queued --run-id runs.
+        from cgr_cli.run._preflight import preflight
+
+        preflight(config)
     summary = run_sync(
         config,
         RunRequest(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -46,6 +47,10 @@ class SchedulerBusyError(BusyError):
             f"{lock_path} stayed locked by running `cgr tick` passes for {waited:g}s; "
             "disable the tick timer before starting the daemon"
         )
+
+
+def _log() -> logging.Logger:
+    return logging.getLogger("cgr.locks")
 
 
 def daemon_lock_path(config: Config) -> Path:
@@ -136,10 +141,18 @@ def tick_locks(config: Config, *, wait: float = 60.0) -> Iterator[list[int]]:
 
 def _flock_wait(fd: int, op: int, wait: float, path: Path) -> None:
     deadline = time.monotonic() + wait
+    said = False
     while True:
         try:
             fcntl.flock(fd, op | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not said:
+                # Said once, so a person at a terminal (or the journal) knows why nothing
+                # happens for up to `wait` seconds.
+                _log().info(
+                    "waiting for %s: another `cgr tick` pass holds it (up to %gs)", path, wait
+                )
+                said = True
             if time.monotonic() > deadline:
                 raise SchedulerBusyError(path, wait) from None
             time.sleep(0.05)
@@ -156,6 +169,7 @@ class DaemonLock:
         self.path = daemon_lock_path(config)
         self.fd = _open_lock(self.path)
         deadline = time.monotonic() + wait
+        said = False
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -165,6 +179,11 @@ class DaemonLock:
                 if info is not None and info.alive:
                     os.close(self.fd)
                     raise DaemonRunningError(self.path, info.pid) from None
+                if not said:
+                    _log().info(
+                        "waiting for %s: a `cgr tick` pass holds it (up to %gs)", self.path, wait
+                    )
+                    said = True
                 # Held shared by tick passes (each lasts seconds): wait for them.
                 if time.monotonic() > deadline:
                     os.close(self.fd)
