@@ -213,7 +213,8 @@ async def test_retry_asks_then_queues_a_new_attempt(world: World, tmp_path: Path
         assert FAILED in app.screen.question
         drawn = screen_text(app)
         assert f"Retry: queue a new attempt for the target of {FAILED}?" in drawn, drawn
-        assert "y yes" in drawn and "Esc no" in drawn, drawn
+        assert "y yes" in drawn, drawn
+        assert "Esc no" in drawn, drawn
         assert_snapshot(app, "confirm_retry", tmp_path)
         await pilot.press("n")
         await pilot.pause()
