@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from cgr_cli._errors import CgrError, ConfigError, GitError, RebaseConflictError, RunNotFoundError
+from cgr_cli._errors import (
+    BusyError,
+    CgrError,
+    ConfigError,
+    GitError,
+    RebaseConflictError,
+    RunNotFoundError,
+)
 from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
 from cgr_cli.run._agent import StreamState, agent_env, check_can_start, judge
@@ -270,7 +277,7 @@ async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunReques
             )
         )
     except ActiveRunExists:
-        raise CgrError(
+        raise BusyError(
             f"{request.repo}#{request.number} already has an active run; "
             "see `cgr status` or wait for it to end"
         ) from None
