@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from cgr_cli.commands._common import load, print_json
+
+if TYPE_CHECKING:
+    from cgr_cli.config._model import Config
+    from cgr_store import Store
 
 
 def logs(args: argparse.Namespace) -> int:
@@ -32,6 +37,8 @@ def logs(args: argparse.Namespace) -> int:
                 }
             )
             return 0
+        if args.agent or (args.follow and not (args.stderr or args.prompt or args.process)):
+            return _readable(config, run.id, store, follow=args.follow, agent_only=args.agent)
         files = run_files(config, run.id)
         which = (
             "stderr" if args.stderr else "prompt" if args.prompt
@@ -56,3 +63,29 @@ def logs(args: argparse.Namespace) -> int:
                     continue  # the last lines written as it ended
                 return 0
             time.sleep(0.25)
+
+
+def _readable(config: Config, run_id: str, store: Store, *, follow: bool, agent_only: bool) -> int:
+    """The run's log with the agent's activity as readable lines (``--follow``: until it
+    ends, then the outcome and the pull request); ``--agent``: the agent's transcript."""
+    from cgr_cli._errors import NotFoundError
+    from cgr_cli.commands._follow import RunFollower, outcome_line
+    from cgr_cli.commands._follow import follow as follow_run
+
+    def write(line: str) -> None:
+        print(line, flush=True)
+
+    if follow:
+        follow_run(config, run_id, write, run_log=not agent_only)
+        return 0
+    run = store.get_run(run_id)
+    lines = RunFollower(config, run_id, run_log=False).poll(run)
+    if not lines:
+        from cgr_cli.ops._status_view import run_files
+
+        raise NotFoundError(f"{run_files(config, run_id)['agent']} does not exist (yet)")
+    for line in lines:
+        write(line)
+    if not run.status.is_active:
+        write(outcome_line(run))
+    return 0

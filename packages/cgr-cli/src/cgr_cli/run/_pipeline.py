@@ -226,12 +226,19 @@ async def _whoami(gh: GitHubClient) -> str:
     return str(data["login"])
 
 
+# Handlers every run's logger gets besides run.log (`cgr run` on a terminal adds one that
+# shows progress); the logger does not propagate, so this is the way in.
+RUN_LOG_HANDLERS: list[logging.Handler] = []
+
+
 def _new_ctx(config: Config, request: RunRequest, run_id: str, token: str, bot: str) -> _Ctx:
     root = config.workspace_root
     redact = Redactor([token], hide_paths=[root.resolve(), root])
     log = logging.getLogger(f"cgr.run.{run_id}")
     log.setLevel(logging.INFO)
     log.propagate = False
+    for handler in RUN_LOG_HANDLERS:
+        log.addHandler(handler)
     summary = RunSummary(
         run_id=run_id, repo=request.repo, number=request.number, status="running", outcome=""
     )
