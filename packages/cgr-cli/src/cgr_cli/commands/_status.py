@@ -23,5 +23,9 @@ def status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        sys.stdout.write(render_status(data))
+        import shutil
+
+        # Fitted to a terminal; a pipe gets whole lines (grep, less -S decide for themselves).
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        sys.stdout.write(render_status(data, width))
     return 0
