@@ -208,7 +208,12 @@ def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> No
     assert cgr(env, "logs", "r-nope").returncode == 3  # not found
     followed = cgr(env, "logs", second.id, "--follow", timeout=20)  # ended: returns
     assert followed.returncode == 0
-    assert followed.stdout == log.stdout
+    # --follow: the run's log, then the agent's activity, then the outcome.
+    # (Blank lines of the log are left out of the readable view.)
+    logged = [line for line in log.stdout.splitlines() if line.strip()]
+    assert followed.stdout.splitlines()[: len(logged)] == logged
+    assert "  ■ result: success" in followed.stdout
+    assert followed.stdout.rstrip().splitlines()[-1].startswith(f"run {second.id} succeeded")
     status = cgr(env, "status")
     assert "cancelled" in status.stdout
     assert "succeeded" in status.stdout

@@ -64,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
         "On a terminal, progress lines show what the agent does.",
     )
     add_config_option(run)
-    run.add_argument("--repo", required=True, metavar="OWNER/NAME")
-    run.add_argument("--number", required=True, type=int, metavar="N")
+    run.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the repository")
+    run.add_argument(
+        "--number", required=True, type=int, metavar="N", help="the issue or pull request"
+    )
     run.add_argument("--comment-id", type=int, metavar="C", help="the triggering comment")
     run.add_argument(
         "--review-comment",
@@ -104,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         "zsh: `cgr completion zsh > ~/.zfunc/_cgr` (with ~/.zfunc on $fpath); "
         "fish: `cgr completion fish > ~/.config/fish/completions/cgr.fish`.",
     )
-    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell")
     return parser
 
 
@@ -162,7 +164,7 @@ def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "cost so far) as it happens and ends with the outcome and the pull request.",
     )
     add_config_option(logs)
-    logs.add_argument("run_id", metavar="RUN_ID")
+    logs.add_argument("run_id", metavar="RUN_ID", help="the run (see `cgr status`)")
     logs.add_argument("--follow", "-f", action="store_true", help="until the run ends")
     shown = logs.add_mutually_exclusive_group()
     shown.add_argument("--stderr", action="store_true", help="the agent's stderr")
@@ -179,7 +181,7 @@ def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "on GitHub.",
     )
     add_config_option(cancel)
-    cancel.add_argument("run_id", metavar="RUN_ID")
+    cancel.add_argument("run_id", metavar="RUN_ID", help="the run to end")
     cancel.add_argument("--reason", help="shown in the status comment")
     retry = commands.add_parser(
         "retry",
@@ -188,7 +190,7 @@ def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "the daemon starts it, or --now runs it here.",
     )
     add_config_option(retry)
-    retry.add_argument("run_id", metavar="RUN_ID")
+    retry.add_argument("run_id", metavar="RUN_ID", help="an ended run whose target to retry")
     retry.add_argument("--now", action="store_true", help="run it here instead of queueing it")
 
 

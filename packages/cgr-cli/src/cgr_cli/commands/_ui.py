@@ -13,6 +13,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "ui",
         help="a terminal dashboard: live runs, a run's events, agent log and prompt, "
         "cancel and retry",
+        description="A terminal dashboard of the runs in the database: live status, a "
+        "run's events, its agent log (followed live) and prompt; cancel and retry with a "
+        "confirmation. ? shows the keys; q or Esc goes back or quits. Needs the `ui` extra.",
     )
     add_config_option(parser)
     parser.add_argument(

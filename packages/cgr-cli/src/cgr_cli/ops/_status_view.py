@@ -132,7 +132,10 @@ def _table(headers: list[str], rows: list[list[str]], width: int | None = None) 
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1])
     indent = sum(widths[:-1]) + 2 * (len(widths) - 1)
-    room = max(20, width - indent) if width else None
+    room = width - indent if width else None
+    if width and room is not None and room < 24:
+        # Too narrow to wrap beside the row: the last column goes under it, indented.
+        return _table_below(headers, rows, widths, width)
     out = [(fmt.format(*headers[:-1]) + "  " + headers[-1]).rstrip()]
     for row in rows:
         last = row[-1]
@@ -143,6 +146,21 @@ def _table(headers: list[str], rows: list[list[str]], width: int | None = None) 
         )
         out.append((fmt.format(*row[:-1]) + "  " + pieces[0]).rstrip())
         out += [(" " * indent + piece).rstrip() for piece in pieces[1:]]
+    return out
+
+
+def _table_below(
+    headers: list[str], rows: list[list[str]], widths: list[int], width: int
+) -> list[str]:
+    import textwrap
+
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1])
+    out = [fmt.format(*headers[:-1]).rstrip(), f"    {headers[-1]}"]
+    for row in rows:
+        out.append(fmt.format(*row[:-1]).rstrip())
+        wrapped = textwrap.wrap(row[-1], max(20, width - 4), break_long_words=False,
+                                break_on_hyphens=False)  # fmt: skip
+        out += [f"    {piece}" for piece in wrapped]
     return out
 
 

@@ -153,7 +153,10 @@ async def _wait_for_github(config: Config, watchdog: Watchdog, cap: float = 60.0
     delay = 1.0
     while True:
         try:
-            async with open_github(config):
+            async with open_github(config) as github:
+                # A real request even when bot_login is set (then open_github makes none);
+                # /rate_limit costs no quota.
+                await github.gh.getitem("/rate_limit")
                 return
         except (GitHubUnavailable, RateLimited, OSError) as exc:
             log.warning("GitHub is not reachable (%s); trying again in %gs", exc, delay)
