@@ -242,7 +242,7 @@ def test_the_service_account_comes_from_sysusers(
 def test_system_units_refuse_a_cgr_under_a_home_directory() -> None:
     from cgr_cli.ops._systemd import SystemdError, check_system_command
 
-    with pytest.raises(SystemdError, match="pipx install --global"):
+    with pytest.raises(SystemdError, match="PIPX_BIN_DIR=/usr/local/bin"):
         check_system_command(["/home/ann/.local/bin/cgr"])
     with pytest.raises(SystemdError, match="ProtectHome"):
         check_system_command(["/root/.local/pipx/venvs/cgr-cli/bin/python", "-m", "cgr_cli"])

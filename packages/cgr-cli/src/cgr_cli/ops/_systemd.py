@@ -302,8 +302,9 @@ def check_system_command(argv: Sequence[str]) -> None:
     if _under_home(program):
         raise SystemdError(
             f"the cgr command {program} is under a home directory, which the system units "
-            "cannot see (ProtectHome); install cgr system-wide (`sudo pipx install --global "
-            "...`, binary in /usr/local/bin) and run `cgr systemd` from there, or use --user",
+            "cannot see (ProtectHome); install cgr system-wide (as root: PIPX_HOME=/opt/pipx "
+            "PIPX_BIN_DIR=/usr/local/bin nox -s install) and run `cgr systemd` from there, "
+            "or use --user units",
             directory=str(SYSTEM_UNIT_DIR),
         )
 
