@@ -176,13 +176,15 @@ def _local_wheels() -> dict[str, Path]:
     return wheels
 
 
-def _pipx_local_args(wheels: dict[str, Path]) -> list[str]:
+def _pipx_local_args(wheels: dict[str, Path], extras: str = "") -> list[str]:
     """``pipx install`` arguments that take every cgr-* package from its local wheel, by
     path: the siblings are pre-installed into the app's venv from their files, and cgr-cli
     itself is a file too, so pip never asks an index for a cgr-* name (names nobody has
     claimed on PyPI: anyone publishing "cgr-store 0.1.99" there would otherwise win a
-    ``--find-links`` install, which still consults the index)."""
-    args = [str(wheels["cgr-cli"])]
+    ``--find-links`` install, which still consults the index). ``extras`` ("ui,yaml")
+    become a direct reference to the same file: ``cgr-cli[ui] @ file:///…whl``."""
+    main = wheels["cgr-cli"].resolve()
+    args = [f"cgr-cli[{extras}] @ {main.as_uri()}" if extras else str(main)]
     for package in PACKAGES:
         if package != "cgr-cli":
             args += ["--preinstall", str(wheels[package])]
@@ -221,7 +223,8 @@ def build(session: nox.Session) -> None:
     env = {"PIPX_HOME": str(tmp / "home"), "PIPX_BIN_DIR": str(tmp / "bin")}
     wheels = _local_wheels()
     session.run(
-        "pipx", "install", *_pipx_local_args(wheels),
+        # With an extra (yaml: small), as `nox -s install -- yaml` does it.
+        "pipx", "install", *_pipx_local_args(wheels, extras="yaml"),
         # The squatter's wheel is on offer to every resolution pip makes here.
         f"--pip-args=--find-links {hostile}", env=env,
     )  # fmt: skip
@@ -230,7 +233,7 @@ def build(session: nox.Session) -> None:
     local = wheels["cgr-store"].name.split("-")[1]
     session.run(
         str(python), "-c",
-        "import importlib.metadata as m, cgr_store; v = m.version('cgr-store'); "
+        "import importlib.metadata as m, cgr_store, yaml; v = m.version('cgr-store'); "
         f"assert v == {local!r}, f'cgr-store {{v}} installed, not the local {local}'; "
         "print('cgr-store', v, 'from dist/')",
         external=True,
@@ -251,10 +254,7 @@ def install(session: nox.Session) -> None:
     except RuntimeError:
         session.notify("build")
         session.error("no wheels in dist/ yet: run `nox -s build` first")
-    extras = ",".join(session.posargs)
-    args = _pipx_local_args(wheels)
-    if extras:
-        args[0] = f"cgr-cli[{extras}] @ {wheels['cgr-cli'].resolve().as_uri()}"
+    args = _pipx_local_args(wheels, extras=",".join(session.posargs))
     passthrough = {k: os.environ[k] for k in ("PIPX_HOME", "PIPX_BIN_DIR") if k in os.environ}
     session.run("pipx", "install", "--force", *args, env=passthrough)
 
