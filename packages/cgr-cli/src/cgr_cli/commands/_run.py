@@ -22,10 +22,11 @@ def run(args: argparse.Namespace) -> int:
     # ones are reported on GitHub and in the summary.
     config, _ = load_config(args.config)
     if args.run_id is None:
-        # A scheduler (tick, daemon) made these checks before it queued --run-id runs.
+        # A scheduler (tick, daemon) made these checks before it queued --run-id runs. The
+        # agent's --version is asked by the pipeline itself, before the claim.
         from cgr_cli.run._preflight import preflight
 
-        preflight(config)
+        preflight(config, run_agent=False)
     progress = _Progress(config) if _wants_progress(args) else None
     if progress is not None:
         RUN_LOG_HANDLERS.append(progress)

@@ -29,16 +29,25 @@ class PreflightError(CgrError):
         super().__init__("not ready to run jobs, nothing was claimed: " + "; ".join(problems))
 
 
-def preflight(config: Config) -> None:
+def preflight(config: Config, *, run_agent: bool = True) -> None:
     """Raise PreflightError unless the agent runs, the workspace is writable and the store
-    opens."""
-    problems = [
-        p
-        for p in (check_agent_runs(config), check_workspace(config), check_store(config))
-        if p is not None
-    ]
+    opens. ``run_agent=False`` only finds the agent's program: for `cgr run`, whose pipeline
+    asks the agent's ``--version`` itself before the claim (once per run, see _agent_cli)."""
+    agent = check_agent_runs(config) if run_agent else check_agent_found(config)
+    problems = [p for p in (agent, check_workspace(config), check_store(config)) if p is not None]
     if problems:
         raise PreflightError(problems)
+
+
+def check_agent_found(config: Config) -> str | None:
+    argv = config.agent.argv
+    if shutil.which(argv[0]) is None:
+        return (
+            f"the agent command {argv[0]!r} was not found on PATH; install Claude Code "
+            "(npm install -g @anthropic-ai/claude-code) or set agent.command to its absolute "
+            "path (systemd services get a short PATH)"
+        )
+    return None
 
 
 def check_agent_runs(config: Config, *, timeout: float = AGENT_TIMEOUT_SECONDS) -> str | None:
@@ -47,11 +56,7 @@ def check_agent_runs(config: Config, *, timeout: float = AGENT_TIMEOUT_SECONDS) 
     argv = config.agent.argv
     program = shutil.which(argv[0])
     if program is None:
-        return (
-            f"the agent command {argv[0]!r} was not found on PATH; install Claude Code "
-            "(npm install -g @anthropic-ai/claude-code) or set agent.command to its absolute "
-            "path (systemd services get a short PATH)"
-        )
+        return check_agent_found(config)
     token = config.github.resolved_token()
     env = agent_env(config.agent, os.environ, secrets=(token.reveal(),) if token else ())
     shown = " ".join([program, *argv[1:], "--version"])
