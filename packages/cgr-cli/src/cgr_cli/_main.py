@@ -295,11 +295,11 @@ def describe_error(exc: BaseException) -> tuple[str, ExitCode]:  # noqa: PLR0911
         return str(exc), exc.exit_code
     module = type(exc).__module__.split(".", 1)[0]
     if module == "cgr_store":
-        from cgr_store import ActiveRunExists, DatabaseBusy, RunNotFound
+        from cgr_store import ActiveRunExists, DatabaseBusy, HostLeaseHeld, RunNotFound
 
         if isinstance(exc, RunNotFound):
             return f"{exc}; `cgr status` lists the runs", ExitCode.NOT_FOUND
-        if isinstance(exc, DatabaseBusy | ActiveRunExists):
+        if isinstance(exc, DatabaseBusy | ActiveRunExists | HostLeaseHeld):
             return str(exc), ExitCode.BUSY
         return str(exc), ExitCode.FAILURE
     if module == "cgr_discovery":
