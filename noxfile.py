@@ -165,18 +165,98 @@ def typecheck(session: nox.Session) -> None:
         session.run("mypy", str(PACKAGES_DIR / package / "src"))
 
 
+def _local_wheels() -> dict[str, Path]:
+    """The wheel of each package in dist/ (one each, as `build` leaves it)."""
+    wheels = {}
+    for package in PACKAGES:
+        found = sorted(DIST.glob(f"{package.replace('-', '_')}-*.whl"))
+        if len(found) != 1:
+            raise RuntimeError(f"expected one {package} wheel in {DIST}, found {found}")
+        wheels[package] = found[0]
+    return wheels
+
+
+def _pipx_local_args(wheels: dict[str, Path], extras: str = "") -> list[str]:
+    """``pipx install`` arguments that take every cgr-* package from its local wheel, by
+    path: the siblings are pre-installed into the app's venv from their files, and cgr-cli
+    itself is a file too, so pip never asks an index for a cgr-* name (names nobody has
+    claimed on PyPI: anyone publishing "cgr-store 0.1.99" there would otherwise win a
+    ``--find-links`` install, which still consults the index). ``extras`` ("ui,yaml")
+    become a direct reference to the same file: ``cgr-cli[ui] @ file:///…whl``."""
+    main = wheels["cgr-cli"].resolve()
+    args = [f"cgr-cli[{extras}] @ {main.as_uri()}" if extras else str(main)]
+    for package in PACKAGES:
+        if package != "cgr-cli":
+            args += ["--preinstall", str(wheels[package])]
+    return args
+
+
+def _fake_higher_cgr_store(session: nox.Session, where: Path) -> Path:
+    """A cgr-store 0.1.99 wheel (it only raises on import) in ``where``: the squatter a
+    public index could offer."""
+    project = where / "fake-cgr-store"
+    (project / "cgr_store").mkdir(parents=True, exist_ok=True)
+    (project / "cgr_store" / "__init__.py").write_text(
+        'raise ImportError("the fake cgr-store 0.1.99 was installed")\n'
+    )
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling>=1.26"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "cgr-store"\nversion = "0.1.99"\n'
+        '[tool.hatch.build.targets.wheel]\npackages = ["cgr_store"]\n'
+    )
+    index = where / "index"
+    session.run("python", "-m", "build", "--wheel", "--outdir", str(index), str(project))
+    return index
+
+
 @nox.session
 def build(session: nox.Session) -> None:
-    """Wheels and sdists for all packages into dist/, then a pipx-style install from them."""
+    """Wheels and sdists for all packages into dist/, then the README's pipx install from
+    them, next to an index that offers a higher cgr-store: the local one must win."""
     session.install("build>=1.2", "pipx>=1.6")
     shutil.rmtree(DIST, ignore_errors=True)
     for package in PACKAGES:
         session.run("python", "-m", "build", "--outdir", str(DIST), str(PACKAGES_DIR / package))
     tmp = Path(session.create_tmp()) / "pipx"
     shutil.rmtree(tmp, ignore_errors=True)
+    hostile = _fake_higher_cgr_store(session, tmp / "squatter")
     env = {"PIPX_HOME": str(tmp / "home"), "PIPX_BIN_DIR": str(tmp / "bin")}
-    session.run("pipx", "install", "cgr-cli", f"--pip-args=--find-links {DIST}", env=env)
+    wheels = _local_wheels()
+    session.run(
+        # With an extra (yaml: small), as `nox -s install -- yaml` does it.
+        "pipx", "install", *_pipx_local_args(wheels, extras="yaml"),
+        # The squatter's wheel is on offer to every resolution pip makes here.
+        f"--pip-args=--find-links {hostile}", env=env,
+    )  # fmt: skip
     session.run(str(tmp / "bin" / "cgr"), "--version", env=env, external=True)
+    python = tmp / "home" / "venvs" / "cgr-cli" / "bin" / "python"
+    local = wheels["cgr-store"].name.split("-")[1]
+    session.run(
+        str(python), "-c",
+        "import importlib.metadata as m, cgr_store, yaml; v = m.version('cgr-store'); "
+        f"assert v == {local!r}, f'cgr-store {{v}} installed, not the local {local}'; "
+        "print('cgr-store', v, 'from dist/')",
+        external=True,
+    )  # fmt: skip
+
+
+@nox.session
+def install(session: nox.Session) -> None:
+    """Install `cgr` from this checkout with pipx (every cgr-* package from dist/, by path).
+
+    Builds first when dist/ has no wheels. Where pipx puts it is pipx's choice: ~/.local
+    for you; for a system-wide install (systemd system units) run it as root with
+    PIPX_HOME=/opt/pipx PIPX_BIN_DIR=/usr/local/bin. Extras: ``nox -s install -- ui``.
+    """
+    session.install("pipx>=1.6")
+    try:
+        wheels = _local_wheels()
+    except RuntimeError:
+        session.notify("build")
+        session.error("no wheels in dist/ yet: run `nox -s build` first")
+    args = _pipx_local_args(wheels, extras=",".join(session.posargs))
+    passthrough = {k: os.environ[k] for k in ("PIPX_HOME", "PIPX_BIN_DIR") if k in os.environ}
+    session.run("pipx", "install", "--force", *args, env=passthrough)
 
 
 # The Claude Code releases the e2e suite runs, each with the Node.js its package.json

@@ -259,10 +259,10 @@ def test_run_refuses_a_too_old_agent_before_claiming(
     monkeypatch.setenv("FAKE_CLAUDE_VERSION", "2.1.100")
     number = env.sim.create_issue(REPO, "Greeting", "", author="alice", labels=["ready"])
 
-    assert env.run(number) == 2
+    assert env.run(number) == 1  # a configuration error: the README's exit code table
 
     err = capsys.readouterr().err
-    assert "could not start" in err
+    assert err.startswith("cgr run: configuration error: ")
     assert "Claude Code 2.1.100, older than the oldest release cgr supports (2.1.197)" in err
     # Nothing happened on GitHub and the agent never ran.
     assert env.sim.comments(REPO, number) == []

@@ -157,5 +157,6 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["config", "check", "--config", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "agent.max_turns" in err
-    assert main(["config", "check", "--config", str(tmp_path / "nope.toml")]) == 1
+    # A --config that names no file: 3, "not found" (the README's exit code table).
+    assert main(["config", "check", "--config", str(tmp_path / "nope.toml")]) == 3
     assert "does not exist" in capsys.readouterr().err

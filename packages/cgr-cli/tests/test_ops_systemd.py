@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def test_system_units(tmp_path: Path) -> None:
     assert tick["ProtectSystem"] == "strict"
     assert tick["NoNewPrivileges"] == "yes"
     assert tick["ReadWritePaths"].split() == ["-/srv/cgr/ws", "-/var/lib/cgr", "-%S/cgr/claude"]
-    assert tick["ProtectHome"] == "tmpfs"
+    assert tick["ProtectHome"] == "yes"  # nothing of cgr's under /home: hide it all
     assert tick["User"] == "cgr"
 
     daemon = _parse(units["cgr-daemon.service"])
@@ -175,3 +176,75 @@ def test_json_logs_for_the_journal(tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert out.count("Environment=CGR_LOG_FORMAT=json") == 3
     assert "CGR_LOG_FORMAT=text" not in out
+
+
+# systemd-analyze comes with Debian's `systemd` package, which .ci/run installs when it is
+# missing; the test skips only where the binary truly is not there.
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not here")
+def test_the_daemon_unit_rates_ok_in_systemd_analyze_security(tmp_path: Path) -> None:
+    units = _units(tmp_path, user=False, workspace="/var/lib/cgr/workspaces",
+                   database="/var/lib/cgr/cgr.sqlite3")  # fmt: skip
+    scores = {}
+    for name in ("cgr-daemon.service", "cgr-tick.service", "cgr-reaper.service"):
+        unit = tmp_path / name
+        unit.write_text(units[name])
+        done = subprocess.run(
+            ["systemd-analyze", "security", "--offline=yes", str(unit)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+        assert found, done.stdout + done.stderr
+        scores[name] = float(found.group(1))
+    assert scores["cgr-daemon.service"] <= 4.0, scores
+    assert max(scores.values()) <= 4.0, scores
+
+
+def test_the_daemon_is_type_notify_with_a_watchdog(tmp_path: Path) -> None:
+    units = _units(tmp_path, user=False, workspace="/srv/ws", database="/srv/db/c.sqlite3")
+    service = _parse(units["cgr-daemon.service"])["Service"]
+    assert service["Type"] == "notify"
+    assert service["NotifyAccess"] == "main"
+    assert int(service["WatchdogSec"]) > 0
+    assert service["CapabilityBoundingSet"] == ""
+    assert "MemoryDenyWriteExecute" not in service  # Node's JIT needs it
+    user = _parse(_units(tmp_path / "u", user=True, workspace="/home/a/ws",
+                         database="/home/a/db")["cgr-daemon.service"])["Service"]  # fmt: skip
+    assert user["Type"] == "notify"
+    assert "CapabilityBoundingSet" not in user  # system services only
+
+
+def test_the_service_account_comes_from_sysusers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(tmp_path, str(tmp_path / "ws"), str(tmp_path / "cgr.sqlite3"))
+    assert main(["systemd", "--config", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "# --- /etc/sysusers.d/cgr.conf ---" in printed
+    assert 'u cgr - "cgr runner" /var/lib/cgr' in printed
+    target = tmp_path / "units"
+    assert main(["systemd", "--config", str(path), "--dir", str(target)]) == 0
+    out = capsys.readouterr().out
+    snippet = target / "cgr.sysusers.conf"
+    assert snippet.read_text().splitlines()[-1] == 'u cgr - "cgr runner" /var/lib/cgr'
+    assert "systemd-sysusers" in out
+    sysusers = shutil.which("systemd-sysusers")
+    if sysusers is not None:  # systemd's own parser accepts it (--dry-run changes nothing)
+        root = tmp_path / "root"
+        (root / "etc").mkdir(parents=True)
+        done = subprocess.run(
+            [sysusers, "--dry-run", f"--root={root}", str(snippet)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "cgr" in done.stdout + done.stderr
+
+
+def test_system_units_refuse_a_cgr_under_a_home_directory() -> None:
+    from cgr_cli.ops._systemd import SystemdError, check_system_command
+
+    with pytest.raises(SystemdError, match="PIPX_BIN_DIR=/usr/local/bin"):
+        check_system_command(["/home/ann/.local/bin/cgr"])
+    with pytest.raises(SystemdError, match="ProtectHome"):
+        check_system_command(["/root/.local/pipx/venvs/cgr-cli/bin/python", "-m", "cgr_cli"])
+    check_system_command(["/usr/local/bin/cgr"])
+    check_system_command(["/opt/pipx/venvs/cgr-cli/bin/cgr"])

@@ -13,8 +13,10 @@ and look at the SVGs (any browser shows them) before committing.
 
 from __future__ import annotations
 
+import html
 import os
 import pty
+import re
 import select
 import shutil
 import sqlite3
@@ -64,6 +66,14 @@ def assert_snapshot(app: CgrApp, name: str, tmp_path: Path) -> None:
         f"screen {name!r} differs from {path}; the new one is {actual} "
         "(regenerate with CGR_UPDATE_SNAPSHOTS=1 if the change is intended)"
     )
+
+
+def screen_text(app: CgrApp) -> str:
+    """The characters drawn on the screen (the SVG export's text runs, joined), so a test
+    can say that a dialog's words are visible, not only that the widget exists."""
+    svg = app.export_screenshot()
+    runs = re.findall(r"<text[^>]*>(.*?)</text>", svg, flags=re.S)
+    return html.unescape("".join(runs)).replace("\xa0", " ")
 
 
 def _fill(store: SQLiteStore) -> None:
@@ -151,10 +161,45 @@ async def test_every_screen_matches_its_snapshot(world: World, tmp_path: Path) -
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
+        # The dialog's words are drawn (it once rendered as an empty box, snapshot and all).
+        drawn = screen_text(app)
+        for words in ("cgr ui — keys", "retry the run: queue a new attempt", "back to the runs"):
+            assert words in drawn, drawn
         assert_snapshot(app, "help", tmp_path)
         await pilot.press("escape", "escape")
         await pilot.pause()
         assert not isinstance(app.screen, RunScreen | HelpScreen)
+        assert app.is_running  # the runs screen is the one Escape quits
+
+
+@pytest.mark.anyio
+async def test_q_and_escape_work_on_every_screen(world: World) -> None:
+    for key in ("q", "escape"):
+        app = world.app()
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("enter")  # a run
+            await pilot.pause()
+            assert isinstance(app.screen, RunScreen)
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press(key)  # closes the help
+            await pilot.pause()
+            assert isinstance(app.screen, RunScreen), key
+            await pilot.press("r")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press(key)  # "no"
+            await pilot.pause()
+            assert isinstance(app.screen, RunScreen), key
+            assert len(world.store.recent_runs(limit=50)) == 4
+            await pilot.press(key)  # back to the runs
+            await pilot.pause()
+            assert not isinstance(app.screen, RunScreen | HelpScreen | ConfirmScreen), key
+            await pilot.press(key)  # quits
+            await pilot.pause()
+            assert app.return_code == 0, key
+            assert not app.is_running, key
 
 
 @pytest.mark.anyio
@@ -166,6 +211,10 @@ async def test_retry_asks_then_queues_a_new_attempt(world: World, tmp_path: Path
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         assert FAILED in app.screen.question
+        drawn = screen_text(app)
+        assert f"Retry: queue a new attempt for the target of {FAILED}?" in drawn, drawn
+        assert "y yes" in drawn, drawn
+        assert "Esc no" in drawn, drawn
         assert_snapshot(app, "confirm_retry", tmp_path)
         await pilot.press("n")
         await pilot.pause()

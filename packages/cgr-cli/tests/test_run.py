@@ -437,7 +437,7 @@ def test_picks_up_a_queued_run(env: Env) -> None:
     assert run.status == "succeeded"
     assert [e.to_status for e in events] == ["queued", "claimed", "running", "succeeded"]
     # A run that is not queued any more cannot be picked up again.
-    assert env.run(number, "--run-id", run_id) == 2
+    assert env.run(number, "--run-id", run_id) == 3  # not found (among queued runs)
 
 
 def test_blocked_issue_is_skipped_without_force(env: Env) -> None:
@@ -533,7 +533,7 @@ def test_second_active_run_on_a_target_is_refused(
     with env.store() as store:
         store.create_run(Run(id=new_run_id(), repo=REPO, target=number, kind=RunKind.ISSUE))
     env.sim.clear_requests()
-    assert env.run(number) == 2
+    assert env.run(number) == 4  # busy
     assert "already has an active run" in capsys.readouterr().err
     assert [r for r in env.sim.requests if r.method != "GET"] == []
 
@@ -546,7 +546,7 @@ def test_bypass_permissions_as_root_needs_is_sandbox(
     env.write_config(agent={"permission_mode": "bypassPermissions"})
     number = env.sim.create_issue(REPO, "Root", "", author="alice", labels=["ready"])
     env.monkeypatch.delenv("IS_SANDBOX", raising=False)
-    assert env.run(number) == 2
+    assert env.run(number) == 1
     assert "IS_SANDBOX=1" in capsys.readouterr().err
     assert env.sim.comments(REPO, number) == []
     env.monkeypatch.setenv("IS_SANDBOX", "1")
@@ -575,9 +575,9 @@ def test_rejected_token(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     number = env.sim.create_issue(REPO, "Bad token", "", author="alice", labels=["ready"])
     # Without bot_login, cgr asks GitHub first: the run cannot start at all.
     env.write_config(github={"token": token, "bot_login": None})
-    assert env.run(number) == 2
+    assert env.run(number) == 1
     err = capsys.readouterr().err
-    assert "could not start" in err
+    assert "GitHub refused the credentials" in err
     assert "401" in err
     assert token not in err
     # With bot_login, the run row exists first; it ends failed (GitHub cannot be told).

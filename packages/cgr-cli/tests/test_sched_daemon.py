@@ -36,10 +36,10 @@ def test_daemon_runs_every_issue_within_the_limit_and_owns_the_store(
         wait_until(lambda: len(runs(env)) > 0, 30, "the daemon's first run")
         # A tick refuses while the daemon owns the store, and says so; so does a 2nd daemon.
         refused = cgr(env, "tick")
-        assert refused.returncode == 2
+        assert refused.returncode == 4  # busy
         assert f"cgr daemon (pid {daemon.pid}) owns the store" in refused.stderr
         second = cgr(env, "daemon")
-        assert second.returncode == 2
+        assert second.returncode == 4
         assert "owns the store" in second.stderr
         peak = wait_tracking_peak(
             env, lambda: len(runs(env)) == 4 and all_terminal(env), 90, "all four runs"

@@ -185,13 +185,13 @@ def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> No
     assert "not needed after all" in comment
     assert "needs-human" in env.sim.issue(REPO, issues[0]).labels
     wait_until(lambda: not list(no_processes_left(env)), 20, "the run's processes to end")
-    assert cgr(env, "cancel", run.id).returncode == 2  # already ended: says so
+    assert cgr(env, "cancel", run.id).returncode == 1  # already ended: says so
     # retry: a new queued run (attempt 2) that the next tick starts
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "0.1")
     retried = cgr(env, "retry", run.id)
     assert retried.returncode == 0, retried.stderr
     assert "attempt 2" in retried.stdout
-    assert cgr(env, "retry", run.id).returncode == 2  # the target has an active run now
+    assert cgr(env, "retry", run.id).returncode == 4  # busy: the target has an active run
     assert json.loads(cgr(env, "tick", "--json").stdout)["started"]
     wait_until(lambda: all_terminal(env), 60, "the retry to finish")
     second = max(runs(env), key=lambda r: r.created_at)
@@ -205,10 +205,15 @@ def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> No
     assert [e["to_status"] for e in history["events"]] == [
         "queued", "claimed", "running", "succeeded"
     ]  # fmt: skip
-    assert cgr(env, "logs", "r-nope").returncode == 2
+    assert cgr(env, "logs", "r-nope").returncode == 3  # not found
     followed = cgr(env, "logs", second.id, "--follow", timeout=20)  # ended: returns
     assert followed.returncode == 0
-    assert followed.stdout == log.stdout
+    # --follow: the run's log, then the agent's activity, then the outcome.
+    # (Blank lines of the log are left out of the readable view.)
+    logged = [line for line in log.stdout.splitlines() if line.strip()]
+    assert followed.stdout.splitlines()[: len(logged)] == logged
+    assert "  ■ result: success" in followed.stdout
+    assert followed.stdout.rstrip().splitlines()[-1].startswith(f"run {second.id} succeeded")
     status = cgr(env, "status")
     assert "cancelled" in status.stdout
     assert "succeeded" in status.stdout

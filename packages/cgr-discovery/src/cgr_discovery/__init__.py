@@ -34,6 +34,7 @@ from ._model import (
     PollResult,
     Rejected,
     RepoError,
+    Skipped,
     StreamCursor,
     StreamPoll,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "RetryPolicy",
     "RunGitHub",
     "Secret",
+    "Skipped",
     "StreamCursor",
     "StreamPoll",
     "Thread",

@@ -18,7 +18,14 @@ import gidgethub
 
 from ._client import GitHubClient
 from ._errors import DiscoveryError
-from ._jobs import PermissionCache, comment_job, parse_time, ready_issue_job, screen
+from ._jobs import (
+    PermissionCache,
+    comment_job,
+    parse_time,
+    ready_issue_job,
+    ready_issue_skip_reason,
+    screen,
+)
 from ._model import (
     STREAMS,
     DiscoveryConfig,
@@ -27,6 +34,7 @@ from ._model import (
     PollResult,
     Rejected,
     RepoError,
+    Skipped,
     StreamCursor,
     StreamName,
     StreamPoll,
@@ -63,6 +71,7 @@ class _RepoPoll:
     rejected: list[Rejected] = field(default_factory=list)
     streams: list[StreamPoll] = field(default_factory=list)
     errors: list[RepoError] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     permissions: PermissionCache | None = None
 
 
@@ -111,17 +120,20 @@ async def discover(
     rejected: list[Rejected] = []
     streams: list[StreamPoll] = []
     errors: list[RepoError] = []
+    skipped: list[Skipped] = []
     for full_name in dict.fromkeys(repos):
         part = results[full_name]
         jobs += part.jobs
         rejected += part.rejected
         streams += part.streams
         errors += part.errors
+        skipped += part.skipped
     return PollResult(
         jobs=tuple(order_jobs(jobs, config)),
         rejected=tuple(rejected),
         streams=tuple(streams),
         errors=tuple(errors),
+        skipped=tuple(skipped),
     )
 
 
@@ -251,21 +263,25 @@ async def _ready_issues(part: _RepoPoll, full_name: str) -> list[Job]:
     jobs: list[Job] = []
     # The repository issue list, not the search API: search has its own, much smaller
     # rate limit and lags behind writes. gidgethub's ETag cache makes an unchanged list
-    # a free 304 while this process lives.
+    # a free 304 while this process lives. Assigned issues are listed too (no
+    # `assignee=none`), so the ones left alone can be reported as skipped.
     async for issue in part.gh.getiter(
-        "/repos/{owner}/{repo}/issues{?state,labels,assignee,sort,direction,per_page}",
+        "/repos/{owner}/{repo}/issues{?state,labels,sort,direction,per_page}",
         {
             "owner": owner,
             "repo": name,
             "state": "open",
             "labels": config.ready_label,
-            "assignee": "none",
             "sort": "created",
             "direction": "desc" if config.newest_first else "asc",
             "per_page": config.per_page,
         },
     ):
         if not isinstance(issue, dict):
+            continue
+        reason = ready_issue_skip_reason(issue, config)
+        if reason is not None:
+            part.skipped.append(Skipped(repo=full_name, number=int(issue["number"]), reason=reason))
             continue
         job = ready_issue_job(issue, full_name, config)
         if job is not None and job.trigger_id not in part.processed:

@@ -24,6 +24,22 @@ def _last_number(url: object) -> int:
     return int(str(url or "").rstrip("/").rsplit("/", 1)[-1])
 
 
+def ready_issue_skip_reason(issue: dict[str, Any], config: DiscoveryConfig) -> str | None:
+    """Why an open issue labelled ready is not a job, when a person would want to know:
+    it is assigned to someone, or carries a blocking label. None otherwise (a pull
+    request, a closed issue, or one already in progress is not worth a word)."""
+    if "pull_request" in issue or issue.get("state", "open") != "open":
+        return None
+    assignees = [str(a.get("login", "")) for a in issue.get("assignees") or [] if a]
+    if assignees:
+        return "assigned to " + ", ".join(f"@{login}" for login in assignees)
+    labels = {str(label.get("name", "")).lower() for label in issue.get("labels", [])}
+    blocked = sorted(labels & {label.lower() for label in config.blocked_labels})
+    if blocked:
+        return f"blocked (label {blocked[0]!r})"
+    return None
+
+
 def ready_issue_job(issue: dict[str, Any], repo: str, config: DiscoveryConfig) -> Job | None:
     """The job for an open issue labelled ready, or ``None`` when it must be left alone:
     a pull request, already in progress, blocked, or assigned to someone."""

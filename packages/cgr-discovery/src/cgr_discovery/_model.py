@@ -122,6 +122,16 @@ class RepoError:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Skipped:
+    """An open issue labelled ready that is left alone, and why (``reason``: "assigned to
+    @alice", "blocked (label 'blocked')"), so a scheduler can say so instead of nothing."""
+
+    repo: str
+    number: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PollResult:
     """Everything one poll found, jobs in the order they should run."""
 
@@ -129,6 +139,7 @@ class PollResult:
     rejected: tuple[Rejected, ...]
     streams: tuple[StreamPoll, ...]
     errors: tuple[RepoError, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

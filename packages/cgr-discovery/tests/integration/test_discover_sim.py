@@ -12,6 +12,7 @@ from cgr_discovery import (
     GitHubClient,
     JobKind,
     PollResult,
+    Skipped,
     StreamCursor,
     TriggerPolicy,
     advance_cursors,
@@ -153,9 +154,9 @@ async def test_ready_issue_exclusions(sim: GitHubSimulator, gh: GitHubClient) ->
     sim.add_collaborator(REPO, "alice")
     good = sim.create_issue(REPO, "good", author="alice", labels=["ready"])
     sim.create_issue(REPO, "busy", labels=["ready", "in-progress"])
-    sim.create_issue(REPO, "blocked", labels=["ready", "blocked"])
+    blocked = sim.create_issue(REPO, "blocked", labels=["ready", "blocked"])
     sim.add_collaborator(REPO, "dave")
-    sim.create_issue(REPO, "taken", labels=["ready"], assignees=["dave"])
+    taken = sim.create_issue(REPO, "taken", labels=["ready"], assignees=["dave"])
     sim.create_issue(REPO, "not ready", labels=[])
     closed = sim.create_issue(REPO, "closed", labels=["ready"])
     sim.close_issue(REPO, closed)
@@ -167,6 +168,11 @@ async def test_ready_issue_exclusions(sim: GitHubSimulator, gh: GitHubClient) ->
     )
     assert [j.number for j in result.jobs] == [good]
     assert result.streams == ()
+    # Left alone, and said why (in progress, closed, a PR: not worth a word).
+    assert result.skipped == (
+        Skipped(repo=REPO, number=blocked, reason="blocked (label 'blocked')"),
+        Skipped(repo=REPO, number=taken, reason="assigned to @dave"),
+    )
 
 
 async def test_ordering_mentions_first_then_oldest(sim: GitHubSimulator, gh: GitHubClient) -> None:

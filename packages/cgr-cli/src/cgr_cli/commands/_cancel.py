@@ -11,14 +11,11 @@ from cgr_cli.commands._common import load
 def cancel(args: argparse.Namespace) -> int:
     import anyio
 
-    from cgr_cli._errors import CgrError
+    from cgr_cli._errors import NotFoundError
     from cgr_cli.schedule._control import cancel_run
     from cgr_cli.schedule._github import open_github
 
-    loaded = load(args)
-    if loaded is None:
-        return 1
-    config, _ = loaded
+    config, _ = load(args)
 
     async def main() -> tuple[bool, str]:
         from cgr_store import RunNotFound, SQLiteStore
@@ -27,7 +24,9 @@ def cancel(args: argparse.Namespace) -> int:
             try:
                 run = store.get_run(args.run_id)
             except RunNotFound:
-                return False, f"no run {args.run_id!r} in {config.database}"
+                raise NotFoundError(
+                    f"no run {args.run_id!r} in {config.database}; `cgr status` lists the runs"
+                ) from None
             if not run.status.is_active:
                 return False, f"run {run.id} already ended ({run.status})"
             async with open_github(config) as github:
@@ -35,10 +34,6 @@ def cancel(args: argparse.Namespace) -> int:
                 done = await cancel_run(config, store, github, run, why=why)
             return done, f"run {run.id}: {store.get_run(run.id).status}"
 
-    try:
-        done, message = anyio.run(main)
-    except CgrError as exc:
-        print(f"cgr cancel: {exc}", file=sys.stderr)
-        return 2
+    done, message = anyio.run(main)
     print(message, file=sys.stdout if done else sys.stderr)
-    return 0 if done else 2
+    return 0 if done else 1

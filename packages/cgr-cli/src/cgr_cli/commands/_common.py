@@ -12,16 +12,25 @@ if TYPE_CHECKING:
     from cgr_cli.config._model import Config
 
 
-def load(args: argparse.Namespace) -> tuple[Config, Path | None] | None:
-    """The configuration, or None after printing the error (exit code 1 for the caller)."""
-    from cgr_cli._errors import ConfigError
+def load(args: argparse.Namespace) -> tuple[Config, Path | None]:
+    """The configuration and its file; a ConfigError goes up to ``_main``'s boundary."""
     from cgr_cli.config._load import load_config
 
-    try:
-        return load_config(args.config)
-    except ConfigError as exc:
-        print(f"cgr: configuration error: {exc}", file=sys.stderr)
-        return None
+    return load_config(args.config)
+
+
+def require_repositories(config: Config, path: Path | None) -> None:
+    """Refuse to schedule with nothing to watch: a timer running such a tick would stay
+    green forever while doing nothing."""
+    from cgr_cli._errors import ConfigError
+
+    if not config.repositories:
+        where = str(path) if path else "no configuration file was found, and the defaults"
+        raise ConfigError(
+            f'{where}: no repositories to watch; add repositories = ["OWNER/NAME"] '
+            "(or write a configuration with `cgr init OWNER/NAME`)",
+            key="repositories",
+        )
 
 
 def print_json(data: Any) -> None:

@@ -16,7 +16,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Write a commented starting configuration (asks for the repositories "
         "when none are given and stdin is a terminal), then print the next steps.",
     )
-    parser.add_argument("repositories", nargs="*", metavar="OWNER/NAME")
+    parser.add_argument(
+        "repositories", nargs="*", metavar="OWNER/NAME", help="the repositories to watch"
+    )
     parser.add_argument(
         "--system",
         action="store_true",

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from cgr_cli.commands._common import load, print_json
+from cgr_cli.commands._common import load, print_json, require_repositories
 
 
 def reap(args: argparse.Namespace) -> int:
     import anyio
 
-    from cgr_cli._errors import CgrError
     from cgr_cli.schedule._github import open_github
     from cgr_cli.schedule._reaper import ReapReport
     from cgr_cli.schedule._reaper import reap as do_reap
     from cgr_cli.schedule._runs import hostname
 
-    loaded = load(args)
-    if loaded is None:
-        return 1
-    config, _ = loaded
+    config, path = load(args)
+    require_repositories(config, path)
 
     async def main() -> ReapReport:
         from cgr_store import SQLiteStore
@@ -29,11 +25,7 @@ def reap(args: argparse.Namespace) -> int:
             async with open_github(config) as github:
                 return await do_reap(config, store, github, host=hostname())
 
-    try:
-        report = anyio.run(main)
-    except CgrError as exc:
-        print(f"cgr reap: {exc}", file=sys.stderr)
-        return 2
+    report = anyio.run(main)
     if args.json:
         print_json(report.as_dict())
     else:

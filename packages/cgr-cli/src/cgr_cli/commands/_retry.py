@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from cgr_cli.commands._common import load
 
 
 def retry(args: argparse.Namespace) -> int:
-    from cgr_cli._errors import CgrError
     from cgr_cli.run._pipeline import run_sync
     from cgr_cli.schedule._control import retry_run
     from cgr_cli.schedule._runs import request_for
     from cgr_exec import ProcessIdentity
     from cgr_store import SQLiteStore
 
-    loaded = load(args)
-    if loaded is None:
-        return 1
-    config, _ = loaded
-    try:
-        with SQLiteStore(config.database) as store:
-            run = retry_run(
-                store, args.run_id, owner=ProcessIdentity.current() if args.now else None
-            )
-        if not args.now:
-            print(f"{run.id} queued for {run.repo}#{run.target} (attempt {run.attempt}); "
-                  "the next `cgr tick` or the daemon starts it")  # fmt: skip
-            return 0
-        summary = run_sync(config, request_for(run))
-    except CgrError as exc:
-        print(f"cgr retry: {exc}", file=sys.stderr)
-        return 2
+    config, _ = load(args)
+    with SQLiteStore(config.database) as store:
+        run = retry_run(store, args.run_id, owner=ProcessIdentity.current() if args.now else None)
+    if not args.now:
+        print(f"{run.id} queued for {run.repo}#{run.target} (attempt {run.attempt}); "
+              "the next `cgr tick` or the daemon starts it")  # fmt: skip
+        return 0
+    summary = run_sync(config, request_for(run))
     print(summary.one_line())
     return summary.exit_code

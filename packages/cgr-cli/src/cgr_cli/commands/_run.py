@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cgr_cli.commands._follow import RunFollower
+    from cgr_cli.config._model import Config
 
 
 def run(args: argparse.Namespace) -> int:
-    from cgr_cli._errors import CgrError
     from cgr_cli.config._load import load_config
-    from cgr_cli.run._pipeline import RunRequest, run_sync
-    from cgr_discovery import DiscoveryError
-    from cgr_store import StoreError
+    from cgr_cli.run._pipeline import RUN_LOG_HANDLERS, RunRequest, run_sync
 
+    # Errors raised here (bad config, GitHub or the database unreachable, an active run on
+    # the target) come before the run row exists and go up to `_main`'s boundary; later
+    # ones are reported on GitHub and in the summary.
+    config, _ = load_config(args.config)
+    if args.run_id is None:
+        # A scheduler (tick, daemon) made these checks before it queued --run-id runs. The
+        # agent's --version is asked by the pipeline itself, before the claim.
+        from cgr_cli.run._preflight import preflight
+
+        preflight(config, run_agent=False)
+    progress = _Progress(config) if _wants_progress(args) else None
+    if progress is not None:
+        RUN_LOG_HANDLERS.append(progress)
     try:
-        config, _ = load_config(args.config)
         summary = run_sync(
             config,
             RunRequest(
@@ -26,12 +42,10 @@ def run(args: argparse.Namespace) -> int:
                 force=args.force,
             ),
         )
-    except (CgrError, DiscoveryError, StoreError) as exc:
-        # Only errors before the run row exists reach here (bad config, GitHub or the
-        # database unreachable, an active run on the target); later ones are reported on
-        # GitHub and in the summary.
-        print(f"cgr: the run could not start: {exc}", file=sys.stderr)
-        return 2
+    finally:
+        if progress is not None:
+            RUN_LOG_HANDLERS.remove(progress)
+            progress.close()
     if args.json:
         import msgspec
 
@@ -39,3 +53,54 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(summary.one_line())
     return summary.exit_code
+
+
+def _wants_progress(args: argparse.Namespace) -> bool:
+    """Progress lines go to a person at a terminal; never into --json, a pipe or a log."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty()) and not args.json and not getattr(args, "quiet", False)
+
+
+class _Progress(logging.Handler):
+    """Shows a `cgr run` as it goes, on stderr: each line of the run's own log, and the
+    agent's activity (tools, text, cost so far) from a thread that follows its stream."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(logging.INFO)
+        self._config = config
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._follower: RunFollower | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._thread is None:
+            from cgr_cli.commands._follow import RunFollower
+
+            # The pipeline's logger is `cgr.run.<run id>`: the run is known from here on.
+            run_id = record.name.rsplit(".", 1)[-1]
+            self._follower = RunFollower(self._config, run_id, run_log=False)
+            self._thread = threading.Thread(target=self._follow, name="cgr-progress", daemon=True)
+            self._thread.start()
+        self._write(f"cgr: {record.getMessage()}")
+
+    def _write(self, line: str) -> None:
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            self._stop.set()  # the terminal went away; the run goes on
+
+    def _follow(self) -> None:
+        while not self._stop.wait(0.3):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._follower is not None:
+            for line in self._follower.poll():
+                self._write(line)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        super().close()

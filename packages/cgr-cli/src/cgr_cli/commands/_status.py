@@ -9,25 +9,23 @@ from cgr_cli.commands._common import load, print_json
 
 
 def status(args: argparse.Namespace) -> int:
+    from cgr_cli._errors import NotFoundError
     from cgr_cli.ops._status_view import render_status, status_data
-    from cgr_store import SQLiteStore, StoreError
+    from cgr_store import SQLiteStore
 
-    loaded = load(args)
-    if loaded is None:
-        return 1
-    config, path = loaded
+    config, path = load(args)
     if not config.database.exists():
-        print(f"cgr status: no database at {config.database} yet (nothing has run)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    try:
-        with SQLiteStore(config.database) as store:
-            data = status_data(config, path, store)
-    except StoreError as exc:
-        print(f"cgr status: {exc}", file=sys.stderr)
-        return 2
+        raise NotFoundError(
+            f"no database at {config.database} yet (nothing has run); start with `cgr tick`"
+        )
+    with SQLiteStore(config.database) as store:
+        data = status_data(config, path, store)
     if args.json:
         print_json(data)
     else:
-        sys.stdout.write(render_status(data))
+        import shutil
+
+        # Fitted to a terminal; a pipe gets whole lines (grep, less -S decide for themselves).
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        sys.stdout.write(render_status(data, width))
     return 0

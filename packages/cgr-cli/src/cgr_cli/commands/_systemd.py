@@ -52,9 +52,13 @@ def systemd(args: argparse.Namespace) -> int:
     from cgr_cli.config._load import load_config
     from cgr_cli.ops._systemd import (
         SYSTEM_UNIT_DIR,
+        SYSUSERS_PATH,
         after_install,
+        cgr_command,
+        check_system_command,
         install_units,
         render_units,
+        sysusers_snippet,
         user_unit_dir,
     )
 
@@ -67,6 +71,8 @@ def systemd(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        if not args.user:
+            check_system_command(cgr_command())
         units = render_units(
             config,
             Path(path).absolute(),
@@ -78,14 +84,22 @@ def systemd(args: argparse.Namespace) -> int:
             for unit in units:
                 print(f"# --- {unit.name} ---")
                 print(unit.text)
+            if not args.user:
+                print(f"# --- {SYSUSERS_PATH} ---")
+                print(sysusers_snippet())
             return 0
         directory = (
             Path(args.dir) if args.dir else (user_unit_dir() if args.user else SYSTEM_UNIT_DIR)
         )
         for written in install_units(units, directory):
             print(f"wrote {written}")
+        if not args.user:
+            sysusers = directory / "cgr.sysusers.conf" if args.dir else SYSUSERS_PATH
+            sysusers.parent.mkdir(parents=True, exist_ok=True)
+            sysusers.write_text(sysusers_snippet(), encoding="utf-8")
+            print(f"wrote {sysusers}")
     except CgrError as exc:
         print(f"cgr systemd: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     print(after_install(directory, user=args.user), end="")
     return 0

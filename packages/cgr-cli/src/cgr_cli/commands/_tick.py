@@ -5,29 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cgr_cli.commands._common import load, print_json
+from cgr_cli.commands._common import load, print_json, require_repositories
 
 
 def tick(args: argparse.Namespace) -> int:
-    from cgr_cli._errors import CgrError
     from cgr_cli.schedule._tick import tick as run_tick
 
-    loaded = load(args)
-    if loaded is None:
-        return 1
-    config, _ = loaded
-    from cgr_exec import ExecError
+    config, path = load(args)
+    require_repositories(config, path)
+    from cgr_cli.run._preflight import preflight
 
-    try:
-        result = run_tick(config)
-    except (CgrError, ExecError) as exc:
-        # ExecError: the fork was refused (e.g. a thread still alive) or a log unusable.
-        print(f"cgr tick: {exc}", file=sys.stderr)
-        return 2
+    preflight(config)
+    result = run_tick(config)
+    r = result.report
+    # Exit 1 when no repository could be polled (GitHub down, a bad token, every name
+    # wrong): a timer's failed state is how an operator finds out.
+    code = 1 if r.all_repos_failed(config.repositories) else 0
     if args.json:
         print_json(result.as_dict())
-        return 0
-    r = result.report
+        return code
     print(
         f"tick: {len(r.started)} started, {len(r.pending)} pending (no free slot), "
         f"{len(r.busy)} busy, {r.rejected} rejected, {len(r.cancelled)} cancelled; "
@@ -42,6 +38,13 @@ def tick(args: argparse.Namespace) -> int:
             f"  backed off: {backoff.repo}#{backoff.target} failed {backoff.failures} time(s) "
             f"before its claim; tried again from {backoff.retry_at:%Y-%m-%d %H:%M:%S} UTC"
         )
+    for skipped in r.skipped:
+        print(f"  skipped: {skipped['repo']}#{skipped['number']}: {skipped['reason']}")
     for error in r.errors:
         print(f"  error: {error}", file=sys.stderr)
-    return 0
+    if code:
+        print(
+            "cgr tick: discovery failed for every repository; see the errors above",
+            file=sys.stderr,
+        )
+    return code

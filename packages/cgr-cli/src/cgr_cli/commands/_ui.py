@@ -13,6 +13,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "ui",
         help="a terminal dashboard: live runs, a run's events, agent log and prompt, "
         "cancel and retry",
+        description="A terminal dashboard of the runs in the database: live status, a "
+        "run's events, its agent log (followed live) and prompt; cancel and retry with a "
+        "confirmation. ? shows the keys; q or Esc goes back or quits. Needs the `ui` extra.",
     )
     add_config_option(parser)
     parser.add_argument(
@@ -25,36 +28,29 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def ui(args: argparse.Namespace) -> int:
-    from cgr_cli._errors import ConfigError
     from cgr_cli.config._load import load_config
 
     try:
         import textual  # noqa: F401 - only to say clearly when it is missing
     except ImportError:
-        print("cgr ui needs Textual: pip install 'cgr-cli[ui]'", file=sys.stderr)
-        return 2
-    from cgr_cli.ui._app import run_app
-    from cgr_cli.ui._data import RunSource
-    from cgr_store import SQLiteStore, StoreError
-
-    try:
-        config, _ = load_config(args.config)
-    except ConfigError as exc:
-        print(f"cgr ui: configuration error: {exc}", file=sys.stderr)
-        return 2
-    if not config.database.is_file():
         print(
-            f"cgr ui: no runs yet: the database {config.database} does not exist "
-            "(cgr creates it with the first run)",
+            "cgr ui needs Textual (the `ui` extra): `pipx inject cgr-cli 'textual>=8.2'` "
+            "under pipx, or `pip install 'cgr-cli[ui]'` in a virtualenv",
             file=sys.stderr,
         )
         return 1
-    try:
-        store = SQLiteStore(config.database)
-    except StoreError as exc:
-        print(f"cgr ui: {exc}", file=sys.stderr)
-        return 2
-    with store:
+    from cgr_cli._errors import NotFoundError
+    from cgr_cli.ui._app import run_app
+    from cgr_cli.ui._data import RunSource
+    from cgr_store import SQLiteStore
+
+    config, _ = load_config(args.config)
+    if not config.database.is_file():
+        raise NotFoundError(
+            f"no runs yet: the database {config.database} does not exist "
+            "(cgr creates it with the first run)"
+        )
+    with SQLiteStore(config.database) as store:
         run_app(RunSource(store, config.workspace_root), config,
                 refresh_seconds=args.refresh if args.refresh > 0 else None)  # fmt: skip
     return 0

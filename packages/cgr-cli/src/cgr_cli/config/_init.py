@@ -179,6 +179,8 @@ class InitResult:
     repositories: list[str]
     paths: InitPaths
     system: bool
+    # The environment file the systemd units read (secrets), when init wrote it now.
+    env_file: Path | None = None
 
 
 def write_starting_config(
@@ -216,7 +218,39 @@ def write_starting_config(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return InitResult(path=target, repositories=list(repositories), paths=paths, system=system)
+    return InitResult(
+        path=target,
+        repositories=list(repositories),
+        paths=paths,
+        system=system,
+        env_file=write_env_template(target.parent / ENV_FILE_NAME),
+    )
+
+
+ENV_FILE_NAME = "cgr.env"
+ENV_TEMPLATE = """\
+# Secrets for cgr's systemd units (EnvironmentFile=); mode 0600, never in the unit or the
+# configuration. One NAME=value per line, no quotes needed, no `export`.
+# The GitHub token cgr uses for every GitHub call (github.token in the file wins):
+CGR_GITHUB_TOKEN=
+# The agent's credentials, if Claude Code is not logged in for the service account:
+#ANTHROPIC_API_KEY=
+"""
+
+
+def write_env_template(path: Path) -> Path | None:
+    """Create ``path`` (mode 0600 from the start, never wider) with the template; an
+    existing file is left alone (it holds secrets). Returns the path when written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return None
+    except OSError as exc:
+        raise InitError(f"cannot write {path}: {exc.strerror}", path=str(path)) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(ENV_TEMPLATE)
+    os.chmod(path, 0o600)  # O_CREAT's mode passes through the umask; say it exactly
+    return path
 
 
 def next_steps(result: InitResult) -> str:
@@ -227,8 +261,8 @@ def next_steps(result: InitResult) -> str:
         first_step = (
             f"  1. Put the GitHub token in {env_file} (mode 0600, read by the systemd units):\n"
             f"       CGR_GITHUB_TOKEN=ghp_...\n"
-            f"     and create the service account: useradd --system --home-dir "
-            f"{SYSTEM_DATA} cgr\n"
+            f"     (`cgr systemd --install` creates the service account cgr, home "
+            f"{SYSTEM_DATA}, through /etc/sysusers.d/cgr.conf)\n"
         )
         systemd = (
             f"  4. Install the systemd units: sudo cgr systemd --install --config {cfg}\n"
@@ -236,7 +270,11 @@ def next_steps(result: InitResult) -> str:
             "     or           systemctl enable --now cgr-daemon.service   (not both)\n"
         )
     else:
-        first_step = "  1. Give cgr a GitHub token: export CGR_GITHUB_TOKEN=ghp_...\n"
+        env_file = result.path.parent / ENV_FILE_NAME
+        first_step = (
+            "  1. Give cgr a GitHub token: export CGR_GITHUB_TOKEN=ghp_...\n"
+            f"     (and put it in {env_file}, mode 0600, for the systemd units)\n"
+        )
         systemd = (
             f"  4. Run it in the background: cgr systemd --user --install --config {cfg}\n"
             "     then either  systemctl --user enable --now cgr-tick.timer cgr-reaper.timer\n"

@@ -62,8 +62,31 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> tuple[Config,
     """Find and parse the configuration; returns it with the file it came from."""
     path = find_config(explicit)
     if path is None:
-        return parse_config({}, source="(defaults)"), None
-    return parse_config(read_config_file(path), source=str(path)), path
+        config = parse_config({}, source="(defaults)")
+    else:
+        config = parse_config(read_config_file(path), source=str(path))
+    check_database_file(config.database)
+    return config, path
+
+
+def check_database_file(database: Path) -> None:
+    """Refuse an existing 0-byte database file: SQLite would silently make it a new, empty
+    store, hiding whatever truncated it (a full disk, a bad copy) and every run it held.
+    A missing file is fine (the first run creates it); other foreign files are refused by
+    cgr-store when it opens them (NotADatabase)."""
+    from cgr_cli._errors import DatabaseFileError
+
+    try:
+        size = database.stat().st_size
+    except OSError:
+        return  # missing or unreadable: the store says which when it opens it
+    if size == 0 and database.is_file():
+        raise DatabaseFileError(
+            f"the database file {database} is empty (0 bytes), so it is not a cgr database; "
+            "if a store should be there, restore it from a backup, else remove the file "
+            "(cgr creates a new database with the first run)",
+            path=str(database),
+        )
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -78,6 +101,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             ) from None
         try:
             data = yaml.safe_load(text)
+        except RecursionError:
+            raise _too_deep(path) from None
         except yaml.YAMLError as exc:
             # Never str(exc): it quotes the line, which may hold the token.
             raise ConfigError(f"not valid YAML: {yaml_error_text(exc)}", source=str(path)) from None
@@ -92,6 +117,17 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    except RecursionError:
+        raise _too_deep(path) from None
+
+
+def _too_deep(path: Path) -> ConfigError:
+    # tomllib and PyYAML recurse once per level: a file nested thousands deep ends in a
+    # RecursionError (and a traceback thousands of lines long) rather than a parse error.
+    return ConfigError(
+        "nested too deeply to read (a configuration is a few levels deep); fix the file",
+        source=str(path),
+    )
 
 
 def _dec_hook(type_: type, obj: Any) -> Any:
@@ -219,6 +255,9 @@ def _short(value: Any) -> str:
 
 
 def _check_semantics(config: Config, source: str) -> None:
+    from cgr_cli.config._validate import check_values
+
+    check_values(config, source)
     for index, name in enumerate(config.agent.env_passthrough):
         if name.upper() in FORBIDDEN_PASSTHROUGH:
             key = f"agent.env_passthrough[{index}]"

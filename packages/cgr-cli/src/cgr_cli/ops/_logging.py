@@ -104,11 +104,63 @@ class JsonFormatter(logging.Formatter):
         return self._redact(line) if self._redact else line
 
 
-class TextFormatter(logging.Formatter):
-    """``2026-11-28 12:00:00,123 INFO cgr.daemon [r-…] message``; level in colour on a tty."""
+# syslog(3) priorities, which journald reads from a "<N>" line prefix (sd-daemon(3)).
+_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+               logging.CRITICAL: 2}  # fmt: skip
 
-    def __init__(self, colour: Callable[[], bool], redact: Callable[[str], str] | None = None):
-        super().__init__("%(asctime)s %(levelname)s %(name)s%(run)s %(message)s")
+
+def journal_priority(levelno: int) -> int:
+    """The syslog priority of a logging level (levels between the standard ones round up
+    to the more severe)."""
+    for level, priority in sorted(_PRIORITIES.items()):
+        if levelno <= level:
+            return priority
+    return 2
+
+
+def stderr_is_journal() -> bool:
+    """True when stderr is the stream systemd connected to journald: ``$JOURNAL_STREAM``
+    (``device:inode``) names it. Checked against stderr itself, so a child whose stderr
+    was redirected elsewhere (a run's log file) is not fooled by the inherited variable."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        stat = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+class JournalPrefix(logging.Formatter):
+    """Wraps a formatter for journald: ``<N>`` priority in front of each line (each line
+    of a traceback too, else journald logs it at the default priority)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{journal_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self._inner.format(record).split("\n"))
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-28 12:00:00,123 INFO cgr.daemon [r-…] message``; level in colour on a tty.
+
+    ``timestamps=False`` (under journald, which stamps every line itself) leaves the time
+    out."""
+
+    def __init__(
+        self,
+        colour: Callable[[], bool],
+        redact: Callable[[str], str] | None = None,
+        *,
+        timestamps: bool = True,
+    ):
+        when = "%(asctime)s " if timestamps else ""
+        super().__init__(f"{when}%(levelname)s %(name)s%(run)s %(message)s")
         self._colour = colour
         self._redact = redact
 
@@ -167,11 +219,13 @@ def configure_logging(
     handler = _CurrentStderr()
     handler._cgr_handler = True  # type: ignore[attr-defined]
     handler.addFilter(RunIdFilter())
-    handler.setFormatter(
+    journal = stderr_is_journal()
+    formatter: logging.Formatter = (
         JsonFormatter(redact)
         if log_format == "json"
-        else TextFormatter(_stderr_is_terminal, redact)
+        else TextFormatter(_stderr_is_terminal, redact, timestamps=not journal)
     )
+    handler.setFormatter(JournalPrefix(formatter) if journal else formatter)
     root.addHandler(handler)
     logging.getLogger("cgr").setLevel(level)
     return handler

@@ -123,13 +123,49 @@ def _age(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+def _table(headers: list[str], rows: list[list[str]], width: int | None = None) -> list[str]:
+    """Aligned columns, no trailing spaces. With ``width``, the last column wraps at word
+    boundaries under itself so no line passes the terminal's edge (a word longer than the
+    room left, such as a URL, stays whole rather than being cut)."""
+    import textwrap
+
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return [fmt.format(*headers), *(fmt.format(*row) for row in rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1])
+    indent = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    room = width - indent if width else None
+    if width and room is not None and room < 24:
+        # Too narrow to wrap beside the row: the last column goes under it, indented.
+        return _table_below(headers, rows, widths, width)
+    out = [(fmt.format(*headers[:-1]) + "  " + headers[-1]).rstrip()]
+    for row in rows:
+        last = row[-1]
+        pieces = (
+            textwrap.wrap(last, room, break_long_words=False, break_on_hyphens=False) or [""]
+            if room
+            else [last]
+        )
+        out.append((fmt.format(*row[:-1]) + "  " + pieces[0]).rstrip())
+        out += [(" " * indent + piece).rstrip() for piece in pieces[1:]]
+    return out
 
 
-def render_status(data: dict[str, Any]) -> str:
+def _table_below(
+    headers: list[str], rows: list[list[str]], widths: list[int], width: int
+) -> list[str]:
+    import textwrap
+
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1])
+    out = [fmt.format(*headers[:-1]).rstrip(), f"    {headers[-1]}"]
+    for row in rows:
+        out.append(fmt.format(*row[:-1]).rstrip())
+        wrapped = textwrap.wrap(row[-1], max(20, width - 4), break_long_words=False,
+                                break_on_hyphens=False)  # fmt: skip
+        out += [f"    {piece}" for piece in wrapped]
+    return out
+
+
+def render_status(data: dict[str, Any], width: int | None = None) -> str:
+    """The status for a terminal ``width`` columns wide (None: no limit, for pipes)."""
     cfg, slots = data["config"], data["slots"]
     lines = [
         f"config      {cfg['file'] or 'built-in defaults'}",
@@ -162,7 +198,7 @@ def render_status(data: dict[str, Any]) -> str:
             ]
             for a in data["active"]
         ]
-        lines += _table(["RUN", "TARGET", "PHASE", "AGE", "COST", "PID"], rows)
+        lines += _table(["RUN", "TARGET", "PHASE", "AGE", "COST", "PID"], rows, width)
     else:
         lines.append("ACTIVE      none")
     lines.append("")
@@ -174,11 +210,11 @@ def render_status(data: dict[str, Any]) -> str:
                 r["target"],
                 r["status"],
                 r["outcome"] or "-",
-                r["pr_url"] or (r["error"] or "")[:60],
+                r["pr_url"] or " ".join((r["error"] or "").split()),
             ]
             for r in data["recent"]
         ]
-        lines += _table(["RUN", "TARGET", "STATUS", "OUTCOME", "PR / ERROR"], rows)
+        lines += _table(["RUN", "TARGET", "STATUS", "OUTCOME", "PR / ERROR"], rows, width)
     else:
         lines.append("RECENT      none")
-    return "\n".join(lines) + "\n"
+    return "\n".join(line.rstrip() for line in lines) + "\n"

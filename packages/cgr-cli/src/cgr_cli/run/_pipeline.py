@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from cgr_cli._errors import CgrError, ConfigError, GitError, RebaseConflictError, RunNotFoundError
+from cgr_cli._errors import (
+    BusyError,
+    CgrError,
+    ConfigError,
+    GitError,
+    RebaseConflictError,
+    RunNotFoundError,
+)
 from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
 from cgr_cli.run._agent import StreamState, agent_env, check_can_start, judge
@@ -219,12 +226,19 @@ async def _whoami(gh: GitHubClient) -> str:
     return str(data["login"])
 
 
+# Handlers every run's logger gets besides run.log (`cgr run` on a terminal adds one that
+# shows progress); the logger does not propagate, so this is the way in.
+RUN_LOG_HANDLERS: list[logging.Handler] = []
+
+
 def _new_ctx(config: Config, request: RunRequest, run_id: str, token: str, bot: str) -> _Ctx:
     root = config.workspace_root
     redact = Redactor([token], hide_paths=[root.resolve(), root])
     log = logging.getLogger(f"cgr.run.{run_id}")
     log.setLevel(logging.INFO)
     log.propagate = False
+    for handler in RUN_LOG_HANDLERS:
+        log.addHandler(handler)
     summary = RunSummary(
         run_id=run_id, repo=request.repo, number=request.number, status="running", outcome=""
     )
@@ -270,7 +284,7 @@ async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunReques
             )
         )
     except ActiveRunExists:
-        raise CgrError(
+        raise BusyError(
             f"{request.repo}#{request.number} already has an active run; "
             "see `cgr status` or wait for it to end"
         ) from None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from cgr_cli._errors import CgrError
+from cgr_cli._errors import CgrError, ExitCode
 from cgr_cli.config._model import Config
 from cgr_cli.schedule._github import GitHubSession
 from cgr_cli.schedule._reaper import end_processes, end_run, summary_from_run
@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 class ControlError(CgrError):
     """``cgr cancel`` / ``cgr retry`` cannot act on run ``run_id`` (``reason`` says why)."""
 
-    def __init__(self, run_id: str, reason: str) -> None:
+    def __init__(self, run_id: str, reason: str, *, exit_code: ExitCode = ExitCode.FAILURE) -> None:
         self.run_id = run_id
         self.reason = reason
+        self.exit_code = exit_code
         super().__init__(f"run {run_id}: {reason}")
 
 
@@ -138,7 +139,9 @@ def retry_run(store: Store, run_id: str, *, owner: ProcessIdentity | None = None
     try:
         previous = store.get_run(run_id)
     except RunNotFound:
-        raise ControlError(run_id, "no such run in the store") from None
+        raise ControlError(
+            run_id, "no such run in the store", exit_code=ExitCode.NOT_FOUND
+        ) from None
     if previous.status.is_active:
         raise ControlError(run_id, f"is still {previous.status}; cancel it first")
     run = Run(
@@ -157,5 +160,5 @@ def retry_run(store: Store, run_id: str, *, owner: ProcessIdentity | None = None
     except ActiveRunExists as exc:
         raise ControlError(
             run_id, f"{previous.repo}#{previous.target} already has an active run "
-            f"{exc.existing_run_id}"
+            f"{exc.existing_run_id}", exit_code=ExitCode.BUSY,
         ) from None  # fmt: skip

@@ -37,6 +37,7 @@ import anyio.abc
 from cgr_cli.config._model import Config
 from cgr_cli.schedule._github import GitHubSession, open_github
 from cgr_cli.schedule._locks import DaemonLock
+from cgr_cli.schedule._notify import Watchdog, notify
 from cgr_cli.schedule._plan import PassReport, plan_pass
 from cgr_cli.schedule._runs import free_slots, hostname, record_child, run_argv
 
@@ -79,10 +80,15 @@ async def _main(
     cancelled_since: dict[str, float] = {}
     unclaimed: set[str] = set()  # started children whose claim is not yet measured
     store = SQLiteStore(config.database)
+    # Ready for systemd (Type=notify) once the lock and the store are held; GitHub may
+    # still be down, which the daemon waits out below rather than crash-looping.
+    notify("READY=1", f"STATUS=daemon {me.pid} started", f"MAINPID={me.pid}")
+    watchdog = Watchdog(stale_after=2 * config.polling.interval_seconds + 900)
     metrics = Metrics(interval=config.polling.interval_seconds)
     # A thread is safe here: the daemon never forks (children are spawned subprocesses).
     server = serve(metrics_address, metrics) if metrics_address else None
     try:
+        await _wait_for_github(config, watchdog)
         async with (
             open_github(config) as github,
             SubprocessExecutor(
@@ -95,10 +101,15 @@ async def _main(
             tg.start_soon(_watch_signals, stop, wake)
             log.info("daemon %s started on %s (limit %d)", me.pid, host,
                      config.polling.max_concurrency)  # fmt: skip
-            reconciled = await reap(config, store, github, host=host)
-            log.info("reconciled: %s", {k: v for k, v in reconciled.as_dict().items() if v})
+            try:
+                reconciled = await reap(config, store, github, host=host)
+                log.info("reconciled: %s", {k: v for k, v in reconciled.as_dict().items() if v})
+            except Exception:
+                log.exception("reconciling failed; the next pass reaps again")
+            notify("STATUS=scheduling")
             while not stop.is_set():
                 lock.heartbeat()
+                watchdog.beat()
                 metrics.loop_tick()
                 try:
                     await _iteration(
@@ -120,15 +131,39 @@ async def _main(
                 wake.clear()
             log.info("stopping: no new runs; %d running get %gs to finish",
                      len(executor.running), grace)  # fmt: skip
+            notify("STOPPING=1", f"STATUS=stopping; {len(executor.running)} run(s) finishing")
             await _drain(
                 config, store=store, github=github, executor=executor, lock=lock, grace=grace
             )
             tg.cancel_scope.cancel()
     finally:
+        watchdog.close()
         if server is not None:
             server.close()
         store.close()
     return 0
+
+
+async def _wait_for_github(config: Config, watchdog: Watchdog, cap: float = 60.0) -> None:
+    """Return once GitHub answers; while it is unreachable (network down at boot, an
+    outage, a rate limit) try again with a doubling delay up to ``cap`` seconds. A refused
+    token or a wrong URL (4xx) is raised: waiting cannot fix it."""
+    from cgr_discovery import GitHubUnavailable, RateLimited
+
+    delay = 1.0
+    while True:
+        try:
+            async with open_github(config) as github:
+                # A real request even when bot_login is set (then open_github makes none);
+                # /rate_limit costs no quota.
+                await github.gh.getitem("/rate_limit")
+                return
+        except (GitHubUnavailable, RateLimited, OSError) as exc:
+            log.warning("GitHub is not reachable (%s); trying again in %gs", exc, delay)
+            notify(f"STATUS=waiting for GitHub: {str(exc)[:200]}")
+            watchdog.beat()
+            await anyio.sleep(delay)
+            delay = min(delay * 2, cap)
 
 
 class _Wake:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -17,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cgr_cli._errors import CgrError
+from cgr_cli._errors import BusyError
 
 if TYPE_CHECKING:
     from cgr_cli.config._model import Config
 
 
-class DaemonRunningError(CgrError):
+class DaemonRunningError(BusyError):
     """A daemon owns this store: ``pid`` (and its start time) holds ``lock_path``."""
 
     def __init__(self, lock_path: Path, pid: int | None, detail: str = "") -> None:
@@ -36,7 +37,7 @@ class DaemonRunningError(CgrError):
         )
 
 
-class SchedulerBusyError(CgrError):
+class SchedulerBusyError(BusyError):
     """The daemon lock could not be taken within ``waited`` seconds (ticks kept it)."""
 
     def __init__(self, lock_path: Path, waited: float) -> None:
@@ -46,6 +47,10 @@ class SchedulerBusyError(CgrError):
             f"{lock_path} stayed locked by running `cgr tick` passes for {waited:g}s; "
             "disable the tick timer before starting the daemon"
         )
+
+
+def _log() -> logging.Logger:
+    return logging.getLogger("cgr.locks")
 
 
 def daemon_lock_path(config: Config) -> Path:
@@ -136,10 +141,18 @@ def tick_locks(config: Config, *, wait: float = 60.0) -> Iterator[list[int]]:
 
 def _flock_wait(fd: int, op: int, wait: float, path: Path) -> None:
     deadline = time.monotonic() + wait
+    said = False
     while True:
         try:
             fcntl.flock(fd, op | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not said:
+                # Said once, so a person at a terminal (or the journal) knows why nothing
+                # happens for up to `wait` seconds.
+                _log().info(
+                    "waiting for %s: another `cgr tick` pass holds it (up to %gs)", path, wait
+                )
+                said = True
             if time.monotonic() > deadline:
                 raise SchedulerBusyError(path, wait) from None
             time.sleep(0.05)
@@ -156,6 +169,7 @@ class DaemonLock:
         self.path = daemon_lock_path(config)
         self.fd = _open_lock(self.path)
         deadline = time.monotonic() + wait
+        said = False
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -165,6 +179,11 @@ class DaemonLock:
                 if info is not None and info.alive:
                     os.close(self.fd)
                     raise DaemonRunningError(self.path, info.pid) from None
+                if not said:
+                    _log().info(
+                        "waiting for %s: a `cgr tick` pass holds it (up to %gs)", self.path, wait
+                    )
+                    said = True
                 # Held shared by tick passes (each lasts seconds): wait for them.
                 if time.monotonic() > deadline:
                     os.close(self.fd)

@@ -50,6 +50,14 @@ class PassReport:
     cancelled: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     backed_off: list[Backoff] = field(default_factory=list)
+    # Ready issues left alone: "owner/name#N: reason" (assigned, blocked; backed-off ones
+    # are in backed_off). Repositories whose discovery failed: failed_repos.
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    failed_repos: list[str] = field(default_factory=list)
+
+    def all_repos_failed(self, repositories: list[str]) -> bool:
+        """True when there was something to poll and every repository failed."""
+        return bool(repositories) and set(repositories) <= set(self.failed_repos)
 
     def as_dict(self, now: datetime | None = None) -> dict[str, Any]:
         now = now or datetime.now(UTC)
@@ -63,6 +71,12 @@ class PassReport:
             "cancelled": self.cancelled,
             "errors": self.errors,
             "backed_off": [b.as_dict(now) for b in self.backed_off],
+            "skipped": self.skipped
+            + [
+                {"repo": b.repo, "number": b.target, "reason": "backed off", **b.as_dict(now)}
+                for b in self.backed_off
+            ],
+            "failed_repos": self.failed_repos,
         }
 
 
@@ -113,6 +127,10 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
     )
     report.discovered = len(result.jobs)
     report.errors += [f"{e.repo}: {e.error}" for e in result.errors]
+    report.failed_repos += sorted({e.repo for e in result.errors})
+    report.skipped += [
+        {"repo": s.repo, "number": s.number, "reason": s.reason} for s in result.skipped
+    ]
     for rejected in result.rejected:
         trigger = processed_trigger(rejected.job)
         if trigger is not None:

@@ -41,14 +41,14 @@ HELP = """\
   r                  retry the run: queue a new attempt (asks first)
   g                  reload now
   ?                  this help
-  q                  quit
+  q / Esc            quit
 
 [b]A run[/b]
   e / l / p          events, agent log (live), prompt
   c / r              cancel / retry (asks first)
-  Esc                back to the runs
+  q / Esc            back to the runs
 
-Press Esc to close this help."""
+Press Esc or q to close this help."""
 
 
 def _cgr_app(app: object) -> CgrApp:
@@ -68,6 +68,7 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("y", "answer(True)", "Yes"),
         Binding("n", "answer(False)", "No"),
         Binding("escape", "answer(False)", "No", show=False),
+        Binding("q", "answer(False)", "No", show=False),
     ]
 
     def __init__(self, question: str) -> None:
@@ -106,6 +107,7 @@ class RunsScreen(Screen[None]):
         Binding("g", "reload", "Reload"),
         Binding("question_mark", "app.help", "Help"),
         Binding("q", "app.quit", "Quit"),
+        Binding("escape", "app.quit", "Quit", show=False),
     ]
 
     def compose(self) -> ComposeResult:
@@ -172,6 +174,7 @@ class RunsScreen(Screen[None]):
 class RunScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
+        Binding("q", "back", "Back", show=False),
         Binding("e", "tab('events')", "Events"),
         Binding("l", "tab('agent')", "Agent log"),
         Binding("p", "tab('prompt')", "Prompt"),
@@ -276,6 +279,10 @@ class CgrApp(App[None]):
     #dialog { width: auto; max-width: 80; height: auto; border: thick $accent;
               padding: 1 2; background: $surface; }
     #choices { margin-top: 1; }
+    /* A width:auto container sizes to its children, and a Static's default width (1fr) is
+       a share of the container: with both, each waits for the other and the dialog drew
+       as an empty box. The texts size to their content instead. */
+    #dialog > Static { width: auto; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+c", "quit", "Quit", show=False)]
 
