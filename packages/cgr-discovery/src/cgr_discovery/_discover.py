@@ -243,6 +243,7 @@ async def _poll_repo(
         part.rejected += sub.rejected
         part.streams += sub.streams
         part.errors += sub.errors
+        part.skipped += sub.skipped
 
 
 # One repository's trouble must not stop the others: besides cgr's own errors, gidgethub's
