@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cgr_cli.config._model import Config
-from cgr_cli.schedule._backoff import Backoff, preclaim_backoffs
+from cgr_cli.schedule._backoff import Backoff, preclaim_backoffs, requeue_backoff
 from cgr_cli.schedule._github import discovery_config
 from cgr_cli.schedule._runs import last_run_on, waiting_for_scheduler
 from cgr_cli.schedule._triggers import STREAMS, ProcessedInStore, processed_trigger, run_kind_for
@@ -93,6 +93,10 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
         if len(planned) >= slots:
             break
         if waiting_for_scheduler(run):
+            waiting = requeue_backoff(config, store, run, now=datetime.now(UTC))
+            if waiting is not None:
+                report.backed_off.append(waiting)  # requeued after a transient failure
+                continue
             planned.append(
                 store.update_run(
                     run.id, host=host, pid=owner.pid, process_start_time=float(owner.start_time)
