@@ -296,13 +296,25 @@ class Git:
             args.insert(1, f"--force-with-lease=refs/heads/{branch}:{lease}")
         local = self.run(["rev-parse", "refs/cgr/publish"], cwd=workdir).stdout.strip()
 
-        def push() -> str | None:
-            self.run(args, cwd=workdir, timeout=self.network_timeout, auth=True)
-            return None
-
         def landed() -> str | None:
             # A push whose answer was lost may have updated the branch: look first.
             return local if self.remote_sha(url, branch, cwd=workdir) == local else None
+
+        def push() -> str | None:
+            try:
+                self.run(args, cwd=workdir, timeout=self.network_timeout, auth=True)
+            except GitError:
+                # libcurl resends a request whose reused connection died before an answer,
+                # so a push that landed can come back "rejected" (the ref already moved):
+                # whatever git says, the remote branch decides.
+                try:
+                    if landed() is not None:
+                        self._log("git push: the earlier attempt landed; not repeating it")
+                        return None
+                except GitError:
+                    pass
+                raise
+            return None
 
         try:
             retrying(push, what="push", policy=self.retry, log=self._log, before_retry=landed)

@@ -117,7 +117,11 @@ async def execute_run(
         async with GitHubClient(
             auth=TokenAuth(token.reveal()), base_url=config.github.api_url
         ) as gh:
-            github = RunGitHub(gh, min_edit_interval=config.github.status_update_seconds)
+            github = RunGitHub(
+                gh,
+                min_edit_interval=config.github.status_update_seconds,
+                write_budget=config.github.write_retry_seconds,
+            )
             bot = config.github.bot_login or await _whoami(gh)
             run = await _create_or_pick_up(store, github, request)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot)

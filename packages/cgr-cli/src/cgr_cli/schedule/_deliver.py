@@ -9,8 +9,8 @@ Two rules keep this from doing harm:
 
 - a run whose own process is still alive is left alone: it is sending its report right
   now, and two senders that both find no status comment yet would both create one;
-- an item that failed waits before it is tried again (``2**attempts`` seconds, at most five
-  minutes), and each pass sends with a short write budget, so an outage does not hold up
+- an item that failed more than once waits before it is tried again (``2**(attempts - 1)``
+  seconds, at most five minutes), and each pass sends with a short write budget, so an outage does not hold up
   scheduling for minutes per pending report.
 """
 
@@ -42,11 +42,12 @@ def run_ops(
     """GitHub calls made on behalf of run ``run_id``: each attempt an event of that run."""
     from cgr_discovery import RunGitHub
 
+    limit = github.ops.write_budget  # github.write_retry_seconds
     return RunGitHub(
         github.gh,
         min_edit_interval=0,
         on_attempt=attempt_recorder(store, run_id, log),
-        write_budget=budget,
+        write_budget=limit if budget is None else min(budget, limit),
     )
 
 
@@ -57,9 +58,11 @@ class Delivery:
 
 
 def _due(item: OutboxItem, now: datetime) -> bool:
-    if item.attempts == 0 or item.last_attempt_at is None:
+    # The first failure is the run's own (after its own retries): the next pass tries at
+    # once; later ones wait 2, 4, 8, ... seconds, at most MAX_WAIT.
+    if item.attempts <= 1 or item.last_attempt_at is None:
         return True
-    wait = min(MAX_WAIT, 2.0**item.attempts)
+    wait = min(MAX_WAIT, 2.0 ** (item.attempts - 1))
     return now - item.last_attempt_at >= timedelta(seconds=wait)
 
 
