@@ -10,8 +10,8 @@ Two rules keep this from doing harm:
 - a run whose own process is still alive is left alone: it is sending its report right
   now, and two senders that both find no status comment yet would both create one;
 - an item that failed more than once waits before it is tried again (``2**(attempts - 1)``
-  seconds, at most five minutes), and each pass sends with a short write budget, so an outage does not hold up
-  scheduling for minutes per pending report.
+  seconds, at most five minutes), and each pass sends with a short write budget, so an
+  outage does not hold up scheduling for minutes per pending report.
 """
 
 from __future__ import annotations
