@@ -13,7 +13,7 @@ true of a run that is queued, and the next attempt writes them again idempotentl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cgr_store import Store
@@ -40,7 +40,7 @@ def requeue(store: Store, run_id: str, reason: str) -> None:
     from cgr_store import RunStatus
 
     detail = f"{REQUEUED}: {reason}"
-    clear = {"pid": None, "process_start_time": None, "heartbeat_at": None}
+    clear: dict[str, Any] = {"pid": None, "process_start_time": None, "heartbeat_at": None}
     if store.get_run(run_id).status is RunStatus.QUEUED:
         # Failed before the claim's first write (reading the thread): nothing to release.
         store.update_run(run_id, **clear)

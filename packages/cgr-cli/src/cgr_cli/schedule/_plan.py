@@ -108,6 +108,7 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
         for stream in STREAMS
         if (c := store.get_cursor(repo, stream)) is not None
     ]
+    listed_at = datetime.now(UTC)  # GitHub's answers below are at least this recent
     result: PollResult = await discover(
         github.gh,
         config.repositories,
@@ -136,6 +137,13 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
             # Not accepted and nothing written: the issue keeps its label and a pass after
             # retry_at takes it. It holds no slot meanwhile.
             report.backed_off.append(backoff)
+            continue
+        if job.kind is JobKind.READY_ISSUE and _listing_stale(store, job.repo, job.number,
+                                                              listed_at):  # fmt: skip
+            # A run on it ended (or began) while this pass was listing: the listing may
+            # predate its claim (`ready` taken off). Not accepted: the next pass, listing
+            # afresh, decides.
+            report.busy.append(where)
             continue
         if job.kind is JobKind.CANCEL:
             done = await cancel_target(
@@ -179,6 +187,15 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
         )
     report.started = [r.id for r in planned]
     return planned
+
+
+def _listing_stale(store: Store, repo: str, number: int, listed_at: datetime) -> bool:
+    """Whether the newest run on ``repo#number`` was created or ended after ``listed_at``."""
+    newest = store.runs_for_target(repo, number, limit=1)
+    if not newest:
+        return False
+    run = newest[0]
+    return run.created_at >= listed_at or (run.ended_at is not None and run.ended_at >= listed_at)
 
 
 def _queued() -> RunStatus:
