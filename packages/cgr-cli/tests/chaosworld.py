@@ -276,7 +276,7 @@ class Killer:
                 continue
             if run.id not in self.decided:
                 chosen = self.rng.random() < self.rate
-                self.decided[run.id] = now + self.rng.uniform(0.0, 2.5) if chosen else None
+                self.decided[run.id] = now + self.rng.uniform(0.0, 1.2) if chosen else None
             when = self.decided[run.id]
             if when is not None and now >= when and run.id not in self.killed:
                 with contextlib.suppress(ProcessLookupError):

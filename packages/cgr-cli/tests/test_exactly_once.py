@@ -80,7 +80,7 @@ def test_push_applied_but_its_answer_lost_is_not_pushed_again(env: Env) -> None:
     assert len(pushes) <= 2
 
 
-def test_one_500_on_the_claims_comment_post(env: Env) -> None:
+def test_one_500_on_the_claims_comment_post(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     number = _issue(env)
     env.sim.faults.error(500, method="POST", path=rf"/issues/{number}/comments$", count=1)
     assert env.run(number) == 0
@@ -92,6 +92,13 @@ def test_one_500_on_the_claims_comment_post(env: Env) -> None:
     # Every write of the run is in its history, e.g. the claim's labels and the PR.
     assert any(d.startswith("github add_labels") for d in details)
     assert any(d.startswith("github create_pull_request") for d in details)
+    # `cgr logs --json` shows them with the status changes.
+    from cgr_cli import main
+
+    capsys.readouterr()
+    assert main(["logs", run.id, "--json", "--config", str(env.config_path)]) == 0
+    shown = [e["detail"] for e in json.loads(capsys.readouterr().out)["events"]]
+    assert comment[0] in shown
 
 
 def test_one_502_on_post_pulls(env: Env) -> None:
