@@ -126,8 +126,6 @@ async def execute_run(
             run = await _create_or_pick_up(store, github, request)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
             ctx.agent_cli = agent_cli
-            # Every GitHub write attempt from here on is an event in the run's history.
-            github.on_attempt = attempt_recorder(store, run.id, ctx.log)
             try:
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
                     async with anyio.create_task_group() as tg:
@@ -319,6 +317,8 @@ async def _run(
     _open_run_log(ctx, ws)
     ctx.log.info("run %s for %s#%s", ctx.run_id, request.repo, request.number)
 
+    # Every GitHub write attempt from here on (the report too) is an event of the run.
+    github.on_attempt = attempt_recorder(store, ctx.run_id, ctx.log)
     texts = Texts(ctx.bot, ctx.run_id)
     try:
         thread = await github.get_thread(request.repo, request.number)
