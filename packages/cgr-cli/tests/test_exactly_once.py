@@ -286,3 +286,25 @@ def _no_sleeping_git_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     from cgr_cli.run import _git_retry
 
     monkeypatch.setattr(_git_retry.GitRetryPolicy, "wait", lambda self, retry: 0.05)
+
+
+def test_a_report_that_failed_again_waits_longer_between_passes() -> None:
+    from datetime import timedelta
+
+    from cgr_cli.schedule._deliver import MAX_WAIT, _due
+    from cgr_store import OutboxItem, utcnow
+
+    now = utcnow()
+
+    def item(attempts: int, ago: float) -> OutboxItem:
+        return OutboxItem(id=1, run_id="r", kind="labels", key="labels", payload="{}",
+                          created_at=now, attempts=attempts,
+                          last_attempt_at=now - timedelta(seconds=ago))  # fmt: skip
+
+    assert _due(item(1, 0), now)  # the run's own failure: the next pass tries at once
+    assert not _due(item(2, 1.5), now)
+    assert _due(item(2, 2), now)
+    assert not _due(item(4, 7), now)
+    assert _due(item(4, 8), now)
+    assert not _due(item(30, MAX_WAIT - 1), now)
+    assert _due(item(30, MAX_WAIT), now)
