@@ -144,7 +144,11 @@ def hanging_server() -> Iterator[int]:
 
 
 def test_network_commands_time_out(tmp_path: Path, hanging_server: int) -> None:
-    git = Git(token="secret-token-value", timeout=30, network_timeout=1.0)
+    from cgr_cli.run._git_retry import GitRetryPolicy
+
+    # A timeout is transient: tried twice here (5 times by default), then given up.
+    git = Git(token="secret-token-value", timeout=30, network_timeout=1.0,
+              retry=GitRetryPolicy(attempts=2, base=0.01))  # fmt: skip
     started = time.monotonic()
     with pytest.raises(GitError) as caught:
         git.ensure_mirror(f"http://127.0.0.1:{hanging_server}/o/r.git", tmp_path / "m.git")

@@ -125,54 +125,72 @@ def _wait_ended(env: Env, count: int) -> None:
     wait_until(lambda: len(runs(env)) == count and all_terminal(env), 60, f"{count} runs ended")
 
 
+def _requeued_at(env: Env) -> list[datetime]:
+    from cgr_cli.run._requeue import is_requeue
+
+    (run,) = runs(env)
+    with env.store() as store:
+        return [e.at for e in store.events(run.id) if is_requeue(e.detail)]
+
+
+def _wait_requeued(env: Env, count: int) -> None:
+    def requeued() -> bool:
+        (run,) = runs(env)
+        return run.status.value == "queued" and run.pid is None and len(_requeued_at(env)) == count
+
+    wait_until(requeued, 60, f"the run to be requeued {count} time(s)")
+
+
 @pytest.mark.slow
-def test_tick_backs_off_an_issue_failing_before_its_claim_then_retries_it(
+def test_tick_backs_off_a_run_requeued_before_its_claim_then_retries_it(
     env: Env, subreaper: None
 ) -> None:
     # Delays long enough that a `cgr tick` process started on a loaded machine still sees
     # the backoff (its start-up must not outlast the delay it is meant to observe).
     sched_config(env, polling={"retry_backoff_seconds": 2.5, "retry_backoff_max_seconds": 6.0})
     [number] = env.sim.seed_ready_issues(REPO, 1)
-    # The run reads the issue first: GitHub refusing there ends it before the claim, and
-    # the issue keeps its ready label. (A secondary rate limit asking for 1 s keeps the
-    # client's retries short; a lasting 5xx ends the same way, after longer waits.)
+    # The run reads the issue first: GitHub refusing there (transiently) puts the run back
+    # to the queue, with nothing written on GitHub: the issue keeps its ready label. (A
+    # secondary rate limit asking for 1 s keeps the client's retries short; a lasting 5xx
+    # ends the same way, after longer waits.)
     fault = env.sim.faults.secondary_rate_limit(
         retry_after=1, method="GET", path=rf"/issues/{number}$"
     )
     first = _tick(env)
     assert len(first["started"]) == 1  # type: ignore[arg-type]
-    _wait_ended(env, 1)
-    assert runs(env)[0].status.value == "failed"
+    _wait_requeued(env, 1)
+    (run,) = runs(env)
     assert "ready" in env.sim.issue(REPO, number).labels
+    assert env.sim.comments(REPO, number) == []
 
     delays = []
     for failures in (1, 2, 3):
-        ended_at = runs(env)[0].ended_at
+        requeued_at = _requeued_at(env)[-1]
         backed = _tick(env)
         assert backed["started"] == []
         assert backed["pending"] == []
         [entry] = backed["backed_off"]  # type: ignore[misc]
         assert entry["target"] == f"{REPO}#{number}"
         assert entry["failures"] == failures
-        delay = (datetime.fromisoformat(entry["retry_at"]) - ended_at).total_seconds()
+        delay = (datetime.fromisoformat(entry["retry_at"]) - requeued_at).total_seconds()
         delays.append(delay)
-        assert len(runs(env)) == failures  # nothing written, nothing started
-        due = ended_at.timestamp() + delay + 0.05
+        assert len(runs(env)) == 1  # nothing written, nothing started
+        due = requeued_at.timestamp() + delay + 0.05
         time.sleep(max(0.0, due - time.time()))
         if failures == 3:
-            fault.remove()  # GitHub is back: the retry succeeds
+            fault.remove()  # GitHub is back: the same run goes through
         again = _tick(env)
-        assert len(again["started"]) == 1, again  # type: ignore[arg-type]
+        assert again["started"] == [run.id], again
         assert again["backed_off"] == []
-        _wait_ended(env, failures + 1)
+        if failures < 3:
+            _wait_requeued(env, failures + 1)
+    _wait_ended(env, 1)
     assert delays == [2.5, 5.0, 6.0]  # doubled, then capped
+    (done,) = runs(env)
+    assert (done.id, done.status.value, done.outcome) == (run.id, "succeeded", "pr_opened")
     with env.store() as store:
-        history = [(r, store.events(r.id)) for r in reversed(store.recent_runs())]
-    # Every failed run ended before its claim; the last one claimed the issue and succeeded.
-    assert [r.status.value for r, _ in history] == ["failed"] * 3 + ["succeeded"]
-    claimed = [any(e.to_status.value == "claimed" for e in events) for _, events in history]
-    assert claimed == [False, False, False, True]
-    assert runs(env)[0].outcome == "pr_opened"
+        moves = [e for e in store.events(run.id) if e.from_status is not e.to_status]
+    assert [e.to_status.value for e in moves] == ["queued", "claimed", "running", "succeeded"]
     # Done: the ready label is gone, nothing is backed off or started any more.
     last = _tick(env)
     assert last["started"] == []

@@ -212,6 +212,23 @@ def test_released_claim_goes_back_to_the_queue(store: Store) -> None:
     assert [r.id for r in store.active_runs()] == [run.id]
 
 
+def test_record_event_appends_to_the_history_without_a_status_change(store: Store) -> None:
+    run = store.create_run(make_run())
+    noted = store.record_event(run.id, "github add_labels #1 attempt 1: ok")
+    assert (noted.from_status, noted.to_status) == (RunStatus.QUEUED, RunStatus.QUEUED)
+    finish(store, run.id)
+    store.record_event(run.id, "github comment #1 attempt 2: found")
+    events = store.events(run.id)
+    assert [e.detail for e in events if e.from_status is e.to_status] == [
+        "github add_labels #1 attempt 1: ok",
+        "github comment #1 attempt 2: found",
+    ]
+    assert events[-1].to_status is RunStatus.SUCCEEDED  # a terminal run stays terminal
+    assert store.get_run(run.id).status is RunStatus.SUCCEEDED
+    with pytest.raises(RunNotFound):
+        store.record_event("r-nope", "x")
+
+
 def test_update_run_sets_only_non_status_fields(store: Store) -> None:
     run = store.create_run(make_run())
     updated = store.update_run(

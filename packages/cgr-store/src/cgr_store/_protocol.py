@@ -72,6 +72,12 @@ class Store(Protocol):
         terminal one, e.g. cancelled, should stop)."""
         ...
 
+    def record_event(self, run_id: str, detail: str) -> RunEvent:
+        """Append an event that changes nothing (``from_status == to_status`` = the run's
+        status now): something that happened to the run without moving it, e.g. one
+        attempt of a GitHub write. Raises RunNotFound."""
+        ...
+
     def get_run(self, run_id: str) -> Run:
         """One run. Raises RunNotFound."""
         ...

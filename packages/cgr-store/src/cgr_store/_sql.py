@@ -324,6 +324,22 @@ class SQLStore:
 
         return self._write(body)
 
+    def record_event(self, run_id: str, detail: str) -> RunEvent:
+        def body(conn: Conn) -> RunEvent:
+            sql = f"SELECT status FROM runs WHERE id = ?{self._for_update}"
+            row = conn.execute(sql, (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            status, now = RunStatus(row[0]), utcnow()
+            self._add_event(
+                conn, run_id, at=now, from_status=status, to_status=status, detail=detail
+            )
+            return RunEvent(
+                run_id=run_id, at=now, from_status=status, to_status=status, detail=detail
+            )
+
+        return self._write(body)
+
     def get_run(self, run_id: str) -> Run:
         return self._read(lambda conn: self._load(conn, run_id))
 

@@ -150,6 +150,10 @@ class GitHubConfig(_Section, frozen=True):
     # Progress edits of the status comment are at least this far apart (GitHub limits
     # content creation); the final edit always goes through.
     status_update_seconds: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # How long one GitHub write (a label, a comment, the PR) keeps retrying on 5xx, dropped
+    # connections and timeouts; past it a claim goes back to the queue and a final report
+    # waits in the outbox for a later pass.
+    write_retry_seconds: Annotated[float, msgspec.Meta(ge=0)] = 120.0
 
     def resolved_token(self) -> Secret | None:
         if self.token:

@@ -217,6 +217,9 @@ class _Watcher:
                 runs.append(run)
                 new = events[self.seen_events.get(run_id, 0) :]
                 self.seen_events[run_id] = len(events)
+                # Status changes only: events that move nothing (each GitHub write
+                # attempt) stay in `cgr logs --json`.
+                new = [e for e in new if e.from_status is not e.to_status]
                 # The agent's steps come before the end, even when one poll sees both.
                 for event in [e for e in new if not e.to_status.is_terminal]:
                     self._event(run, event)

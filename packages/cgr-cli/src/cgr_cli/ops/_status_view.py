@@ -114,7 +114,22 @@ def status_data(config: Config, config_path: Path | None, store: Store) -> dict[
             for r in recent
         ],
         "counts": {status.value: n for status, n in store.counts().items() if n},
+        "undelivered": undelivered(store),
     }
+
+
+def undelivered(store: Store, limit: int = 1000) -> dict[str, Any]:
+    """Reports (labels, final comments) recorded but not yet accepted by GitHub; the next
+    reap pass (tick, daemon, ``cgr reap``) sends them."""
+    pending = store.pending_outbox(limit)
+    runs: dict[str, dict[str, Any]] = {}
+    for item in pending:
+        entry = runs.setdefault(item.run_id, {"id": item.run_id, "items": 0, "attempts": 0,
+                                              "last_error": None})  # fmt: skip
+        entry["items"] += 1
+        entry["attempts"] += item.attempts
+        entry["last_error"] = item.last_error or entry["last_error"]
+    return {"count": len(pending), "runs": list(runs.values())}
 
 
 def _age(seconds: float) -> str:
@@ -184,6 +199,16 @@ def render_status(data: dict[str, Any], width: int | None = None) -> str:
         )
     )
     lines.append(f"slots       {slots['used']}/{slots['limit']} used, {slots['free']} free")
+    waiting = data.get("undelivered") or {"count": 0, "runs": []}
+    if waiting["count"]:
+        ids = ", ".join(r["id"] for r in waiting["runs"][:10])
+        more = f" and {len(waiting['runs']) - 10} more" if len(waiting["runs"]) > 10 else ""
+        lines.append(
+            f"undelivered {waiting['count']} report(s) of {len(waiting['runs'])} run(s) "
+            f"waiting for GitHub: {ids}{more}"
+        )
+    else:
+        lines.append("undelivered none")
     lines.append("")
     if data["active"]:
         lines.append("ACTIVE")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cgr_cli._errors import GitError, RebaseConflictError
 from cgr_cli.config._load import FORBIDDEN_PASSTHROUGH
+from cgr_cli.run._git_retry import GitRetryPolicy, retrying
 
 # Variables that would make git talk to another repository or config than the one we name.
 _STRIP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
@@ -108,12 +109,39 @@ class Git:
         timeout: float = 120.0,
         network_timeout: float = 900.0,
         log: Callable[[str], None] | None = None,
+        retry: GitRetryPolicy | None = None,
     ) -> None:
         self._auth_env = git_env(token)
         self._plain_env = git_env(None, hide=(token,) if token else ())
         self.timeout = timeout
         self.network_timeout = network_timeout
         self._log = log or (lambda _line: None)
+        self.retry = retry or GitRetryPolicy()
+
+    def network(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        prepare: Callable[[], None] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """A network command (with the token, the network timeout), retried on transient
+        failures (see ``_git_retry``); ``prepare`` runs before every attempt (e.g. removing
+        what a failed clone left)."""
+
+        def attempt() -> subprocess.CompletedProcess[str]:
+            if prepare is not None:
+                prepare()
+            return self.run(args, cwd=cwd, timeout=self.network_timeout, auth=True)
+
+        return retrying(attempt, what=args[0], policy=self.retry, log=self._log)
+
+    def remote_sha(self, url: str, branch: str, *, cwd: Path | None = None) -> str | None:
+        """The sha ``branch`` has at ``url`` (one ``ls-remote``, not retried), None if absent."""
+        done = self.run(["ls-remote", url, f"refs/heads/{branch}"], cwd=cwd,
+                        timeout=self.network_timeout, auth=True)  # fmt: skip
+        lines = done.stdout.strip().splitlines()
+        return lines[0].split()[0] if lines else None
 
     def run(
         self,
@@ -171,15 +199,12 @@ class Git:
     def _ensure_mirror(self, url: str, mirror: Path) -> None:
         if (mirror / "HEAD").is_file():
             self.run(["remote", "set-url", "origin", url], cwd=mirror)
-            self.run(["fetch", "--prune", "origin"], cwd=mirror, timeout=self.network_timeout,
-                     auth=True)  # fmt: skip
+            self.network(["fetch", "--prune", "origin"], cwd=mirror)
             return
         mirror.parent.mkdir(parents=True, exist_ok=True)
         # Per process: the git of a creator that was killed may still be writing its own.
         tmp = mirror.with_name(f"{mirror.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            _rmtree(tmp)
-        self.run(["clone", "--mirror", url, str(tmp)], timeout=self.network_timeout, auth=True)
+        self.network(["clone", "--mirror", url, str(tmp)], prepare=lambda: _rmtree(tmp))
         # Renamed into place only when complete, so a killed clone never looks like a mirror.
         tmp.rename(mirror)
 
@@ -195,8 +220,7 @@ class Git:
             self.run(["clone", "--no-tags", str(mirror), str(dest)])
             self.run(["remote", "set-url", "origin", url], cwd=dest)
         else:
-            self.run(["clone", "--no-tags", url, str(dest)], timeout=self.network_timeout,
-                     auth=True)  # fmt: skip
+            self.network(["clone", "--no-tags", url, str(dest)], prepare=lambda: _rmtree(dest))
         # Commits by cgr and by the agent carry the configured identity (not a secret).
         self.run(["config", "user.name", identity.name], cwd=dest)
         self.run(["config", "user.email", identity.email], cwd=dest)
@@ -270,14 +294,38 @@ class Git:
         args = ["push", url, f"refs/cgr/publish:refs/heads/{branch}"]
         if lease is not None:
             args.insert(1, f"--force-with-lease=refs/heads/{branch}:{lease}")
+        local = self.run(["rev-parse", "refs/cgr/publish"], cwd=workdir).stdout.strip()
+
+        def landed() -> str | None:
+            # A push whose answer was lost may have updated the branch: look first.
+            return local if self.remote_sha(url, branch, cwd=workdir) == local else None
+
+        def push() -> str | None:
+            try:
+                self.run(args, cwd=workdir, timeout=self.network_timeout, auth=True)
+            except GitError:
+                # libcurl resends a request whose reused connection died before an answer,
+                # so a push that landed can come back "rejected" (the ref already moved):
+                # whatever git says, the remote branch decides.
+                try:
+                    if landed() is not None:
+                        self._log("git push: the earlier attempt landed; not repeating it")
+                        return None
+                except GitError:
+                    pass
+                raise
+            return None
+
         try:
-            self.run(args, cwd=workdir, timeout=self.network_timeout, auth=True)
-            done = self.run(["ls-remote", url, f"refs/heads/{branch}"], cwd=workdir,
-                            timeout=self.network_timeout, auth=True)  # fmt: skip
+            retrying(push, what="push", policy=self.retry, log=self._log, before_retry=landed)
+            return retrying(
+                lambda: self.remote_sha(url, branch, cwd=workdir),
+                what="ls-remote",
+                policy=self.retry,
+                log=self._log,
+            )
         finally:
             _rmtree(workdir)
-        lines = done.stdout.strip().splitlines()
-        return lines[0].split()[0] if lines else None
 
 
 def _rmtree(path: Path) -> None:

@@ -19,7 +19,7 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,13 +42,15 @@ from cgr_cli.run._agent_cli import AgentCli
 from cgr_cli.run._agent_run import AgentRunner
 from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_diff
 from cgr_cli.run._git import Git, Identity, branch_name
+from cgr_cli.run._outbox import attempt_recorder, deliver_run, report_entries
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli.run._report import Outcome, RunSummary, Texts, pr_section
+from cgr_cli.run._requeue import requeue, transient_reason
 from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
 
 if TYPE_CHECKING:
     from cgr_discovery import GitHubClient, RunGitHub, Thread
-    from cgr_store import Run, Store
+    from cgr_store import OutboxEntry, Run, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,9 @@ class _Ctx:
     signalled: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     agent_cli: AgentCli | None = None  # the agent's release, asked before the claim
+    # Set when GitHub failed transiently before the agent started: back to the queue.
+    requeue: str | None = None
+    closes: int | None = None
 
 
 def _hostname() -> str:
@@ -119,7 +124,11 @@ async def execute_run(
         async with GitHubClient(
             auth=TokenAuth(token.reveal()), base_url=config.github.api_url
         ) as gh:
-            github = RunGitHub(gh, min_edit_interval=config.github.status_update_seconds)
+            github = RunGitHub(
+                gh,
+                min_edit_interval=config.github.status_update_seconds,
+                write_budget=config.github.write_retry_seconds,
+            )
             bot = config.github.bot_login or await _whoami(gh)
             run = await _create_or_pick_up(store, github, request)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
@@ -322,13 +331,29 @@ async def _run(
     _open_run_log(ctx, ws)
     ctx.log.info("run %s for %s#%s", ctx.run_id, request.repo, request.number)
 
-    thread = await github.get_thread(request.repo, request.number)
+    # Every GitHub write attempt from here on (the report too) is an event of the run.
+    github.on_attempt = attempt_recorder(store, ctx.run_id, ctx.log)
     texts = Texts(ctx.bot, ctx.run_id)
-    if not await _claim(ctx, store, github, thread, texts):
+    try:
+        thread = await github.get_thread(request.repo, request.number)
+        claimed = await _claim(ctx, store, github, thread, texts)
+    except Exception as exc:
+        # Nothing is spent yet: a GitHub outage here puts the run back in the queue.
+        reason = transient_reason(exc)
+        if reason is None:
+            raise
+        ctx.log.warning("%s; the run goes back to the queue", reason)
+        ctx.requeue = reason
+        ctx.status, ctx.summary.outcome, ctx.summary.error = "queued", Outcome.REQUEUED, reason
+        return
+    if not claimed:
         return
     # The conversation (and so the checkout, --resume only works from the same cwd) this
     # run continues: its own, or the issue's when the target is cgr's PR for that issue.
     key = await _session_target(ctx, store, thread)
+    # The issue cgr's PR section closes: this one, or for a follow-up on cgr's own PR the
+    # issue that PR was opened for (so merging it still closes that issue).
+    ctx.closes = request.number if thread.pull is None else (key if key != request.number else None)
     if key != request.number:
         ws = ctx.ws = ws.with_checkout_of(request.repo, key)
         ctx.log.info(
@@ -600,7 +625,8 @@ async def _publish(
     )
     if pushed != head:
         raise GitError("push", 0, f"the remote branch is at {pushed}, expected {head}")
-    closes = None if thread.pull is not None else request.number
+    ctx.summary.pushed = True
+    closes = ctx.closes
     section = pr_section(ctx.summary, ctx.redact(ctx.agent_text), closes=closes)
     if work.existing_pr is not None:
         number = int(work.existing_pr["number"])
@@ -714,10 +740,9 @@ def _record_figures(ctx: _Ctx, state: StreamState) -> None:
 
 
 async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
-    """Labels, final comment, terminal status, summary, cleanup: each step on its own, so
-    one failing (GitHub down) does not keep the others from happening."""
-    from cgr_store import RunStatus
-
+    """Terminal status with its report (labels, final comment) in the outbox, then the
+    report sent, summary, cleanup: each step on its own, so one failing (GitHub down) does
+    not keep the others from happening; an unsent report stays pending for a later pass."""
     config, request, s = ctx.config, ctx.request, ctx.summary
     s.duration_s = round(time.monotonic() - ctx.started, 3)
     s.timings = dict(ctx.timings)
@@ -728,44 +753,20 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
         s.error = ctx.redact(s.error)
     labels = config.labels
 
-    async def step(name: str, coro: Awaitable[object]) -> None:
-        try:
-            await coro
-        except Exception:
-            ctx.log.exception("finishing step %r failed", name)
-
-    if ctx.claimed:
-        await step("label in-progress", github.remove_label(request.repo, request.number,
-                                                            labels.in_progress))  # fmt: skip
-        if s.exit_code != 0 or s.outcome == Outcome.NO_CHANGES:
-            await step(
-                "label needs-human",
-                github.add_labels(request.repo, request.number, labels.needs_human),
-            )
-        elif labels.done:
-            await step("label done", github.add_labels(request.repo, request.number, labels.done))
+    report: list[OutboxEntry] = []
+    if ctx.claimed and ctx.requeue is None:
+        # Labels and the final comment go through the outbox: recorded with the terminal
+        # status (one transaction), sent below, and sent by a later pass if GitHub is down.
         text = ctx.redact(Texts(ctx.bot, ctx.run_id).final(s, ctx.redact(ctx.agent_text)))
-        await step(
-            "status comment",
-            github.update_status(request.repo, request.number, ctx.run_id, text, final=True),
-        )
-    try:
-        store.transition(
-            ctx.run_id,
-            RunStatus(s.status),
-            detail=s.outcome + (f": {s.error}" if s.error else ""),
-            outcome=s.outcome,
-            error=s.error,
-            pr_number=s.pr_number,
-            pr_url=s.pr_url,
-            agent_session_id=s.agent_session_id,
-            cost_usd=s.cost_usd,
-            input_tokens=s.input_tokens,
-            output_tokens=s.output_tokens,
-            turns=s.turns,
-        )
-    except Exception:
-        ctx.log.exception("recording the end of the run failed")
+        succeeded = s.exit_code == 0 and s.outcome != Outcome.NO_CHANGES
+        report = report_entries(labels, run_id=ctx.run_id, repo=request.repo,
+                                number=request.number, succeeded=succeeded, text=text)  # fmt: skip
+    _record_end(ctx, store, report)
+    if report:
+        try:
+            await deliver_run(store, github, ctx.run_id, log=ctx.log)
+        except Exception:
+            ctx.log.exception("delivering the report failed; a later pass sends it")
     if ctx.ws is not None:
         try:
             ctx.ws.artifacts.mkdir(parents=True, exist_ok=True)
@@ -781,6 +782,44 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
         for handler in list(ctx.log.handlers):
             handler.close()
             ctx.log.removeHandler(handler)
+
+
+def _record_end(ctx: _Ctx, store: Store, report: list[OutboxEntry]) -> None:
+    """The run back to the queue, or its terminal status with its report; never raises."""
+    try:
+        if ctx.requeue is not None:
+            requeue(store, ctx.run_id, ctx.requeue)
+        else:
+            _end(ctx, store, report)
+    except Exception:
+        ctx.log.exception("recording the end of the run failed")
+        for entry in report:  # the run may have been ended elsewhere: still report it
+            try:
+                store.put_outbox(ctx.run_id, entry)
+            except Exception:
+                ctx.log.exception("recording the report failed")
+
+
+def _end(ctx: _Ctx, store: Store, report: list[OutboxEntry]) -> None:
+    """The terminal status, with the report to send in the same transaction."""
+    from cgr_store import RunStatus
+
+    s = ctx.summary
+    store.transition(
+        ctx.run_id,
+        RunStatus(s.status),
+        detail=s.outcome + (f": {s.error}" if s.error else ""),
+        outbox=report,
+        outcome=s.outcome,
+        error=s.error,
+        pr_number=s.pr_number,
+        pr_url=s.pr_url,
+        agent_session_id=s.agent_session_id,
+        cost_usd=s.cost_usd,
+        input_tokens=s.input_tokens,
+        output_tokens=s.output_tokens,
+        turns=s.turns,
+    )
 
 
 def run_sync(config: Config, request: RunRequest) -> RunSummary:

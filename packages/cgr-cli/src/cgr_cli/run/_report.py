@@ -25,6 +25,8 @@ class Outcome:
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    # Not an end: GitHub failed before the agent started and the run is queued again.
+    REQUEUED = "requeued"
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
@@ -54,6 +56,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     error: str | None = None
     conflicts: list[str] = msgspec.field(default_factory=list)
     permission_denials: list[str] = msgspec.field(default_factory=list)
+    # The branch reached GitHub: a failure after it must not claim "no pull request".
+    pushed: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -137,6 +141,13 @@ class Texts:
             parts.append(f"⏱️ The run timed out: {summary.error}. No pull request was opened.")
         elif outcome == Outcome.CANCELLED:
             parts.append(f"🛑 The run was cancelled: {summary.error}.")
+        elif summary.pushed:
+            # The PR step failed after the push; whether GitHub created the PR anyway (an
+            # answer lost) was looked up first, but GitHub may not have said.
+            parts.append(
+                f"❌ The run failed: {summary.error}. The work was pushed to branch "
+                f"`{summary.branch}`; open a pull request from it, or retry."
+            )
         else:
             parts.append(f"❌ The run failed: {summary.error}. No pull request was opened.")
         if agent_text.strip():

@@ -1,4 +1,5 @@
-"""Backoff for ready issues whose runs keep failing before their claim."""
+"""Backoff for ready issues whose runs keep failing before their claim, and for runs put back
+to the queue by a transient failure before their agent started."""
 
 from __future__ import annotations
 
@@ -101,3 +102,19 @@ def preclaim_backoffs(
         if now < retry_at:
             found[(repo, target)] = Backoff(repo, target, len(failed), last, retry_at)
     return found
+
+
+def requeue_backoff(config: Config, store: Store, run: Run, *, now: datetime) -> Backoff | None:
+    """A queued run that went back to the queue after a transient failure before its agent
+    started (``run/_requeue.py``) waits like a pre-claim failure: ``n`` requeues wait
+    ``min(base * 2**(n - 1), max)`` after the newest one. None: it may start now."""
+    from cgr_cli.run._requeue import is_requeue
+
+    requeues = [e.at for e in store.events(run.id) if is_requeue(e.detail)]
+    if not requeues:
+        return None
+    n, last = len(requeues), requeues[-1]
+    base = config.polling.retry_backoff_seconds
+    cap = config.polling.retry_backoff_max_seconds
+    retry_at = last + timedelta(seconds=backoff_delay(n, base, cap))
+    return Backoff(run.repo, run.target, n, last, retry_at) if now < retry_at else None

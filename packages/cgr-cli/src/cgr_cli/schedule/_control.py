@@ -72,7 +72,9 @@ async def explain_cancel(
 ) -> bool:
     """If the run's own process ended it as cancelled (it reports "received SIGTERM"),
     rewrite its status comment to say why it was cancelled. True if it was cancelled."""
+    from cgr_cli.run._outbox import STATUS_COMMENT, deliver_run, report_entries
     from cgr_cli.run._report import Outcome, Texts
+    from cgr_cli.schedule._deliver import run_ops
     from cgr_store import RunStatus
 
     run = store.get_run(run_id)
@@ -80,10 +82,15 @@ async def explain_cancel(
         return False
     summary = summary_from_run(run, status="cancelled", outcome=Outcome.CANCELLED, error=why)
     text = Texts(github.bot, run.id).final(summary)
+    # The new wording goes through the outbox after the run's own report (sent in order),
+    # so a report of the run still pending cannot overwrite it later.
+    entries = report_entries(config.labels, run_id=run.id, repo=run.repo, number=run.target,
+                             succeeded=False, text=text, key_suffix=":cancel")  # fmt: skip
     try:
         store.update_run(run.id, error=why)
-        await github.ops.update_status(run.repo, run.target, run.id, text, final=True)
-    except Exception:  # noqa: S110 - the run is cancelled already; the wording is cosmetic
+        store.put_outbox(run.id, next(e for e in entries if e.kind == STATUS_COMMENT))
+        await deliver_run(store, run_ops(github, store, run.id), run.id)
+    except Exception:  # noqa: S110 - the run is cancelled already; a later pass sends it
         pass
     return True
 

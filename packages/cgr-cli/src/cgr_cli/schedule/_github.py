@@ -36,7 +36,8 @@ async def open_github(config: Config) -> AsyncIterator[GitHubSession]:
         )
     async with GitHubClient(auth=TokenAuth(token.reveal()), base_url=config.github.api_url) as gh:
         bot = config.github.bot_login or str((await gh.getitem("/user"))["login"])
-        yield GitHubSession(gh, RunGitHub(gh, min_edit_interval=0), bot)
+        ops = RunGitHub(gh, min_edit_interval=0, write_budget=config.github.write_retry_seconds)
+        yield GitHubSession(gh, ops, bot)
 
 
 def discovery_config(config: Config, bot: str) -> DiscoveryConfig:

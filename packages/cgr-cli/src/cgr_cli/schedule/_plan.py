@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cgr_cli.config._model import Config
-from cgr_cli.schedule._backoff import Backoff, preclaim_backoffs
+from cgr_cli.schedule._backoff import Backoff, preclaim_backoffs, requeue_backoff
 from cgr_cli.schedule._github import discovery_config
 from cgr_cli.schedule._runs import last_run_on, waiting_for_scheduler
 from cgr_cli.schedule._triggers import STREAMS, ProcessedInStore, processed_trigger, run_kind_for
@@ -107,6 +107,10 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
         if len(planned) >= slots:
             break
         if waiting_for_scheduler(run):
+            waiting = requeue_backoff(config, store, run, now=datetime.now(UTC))
+            if waiting is not None:
+                report.backed_off.append(waiting)  # requeued after a transient failure
+                continue
             planned.append(
                 store.update_run(
                     run.id, host=host, pid=owner.pid, process_start_time=float(owner.start_time)
@@ -118,6 +122,7 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
         for stream in STREAMS
         if (c := store.get_cursor(repo, stream)) is not None
     ]
+    listed_at = datetime.now(UTC)  # GitHub's answers below are at least this recent
     result: PollResult = await discover(
         github.gh,
         config.repositories,
@@ -150,6 +155,13 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
             # Not accepted and nothing written: the issue keeps its label and a pass after
             # retry_at takes it. It holds no slot meanwhile.
             report.backed_off.append(backoff)
+            continue
+        if job.kind is JobKind.READY_ISSUE and _listing_stale(store, job.repo, job.number,
+                                                              listed_at):  # fmt: skip
+            # A run on it ended (or began) while this pass was listing: the listing may
+            # predate its claim (`ready` taken off). Not accepted: the next pass, listing
+            # afresh, decides.
+            report.busy.append(where)
             continue
         if job.kind is JobKind.CANCEL:
             done = await cancel_target(
@@ -193,6 +205,15 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
         )
     report.started = [r.id for r in planned]
     return planned
+
+
+def _listing_stale(store: Store, repo: str, number: int, listed_at: datetime) -> bool:
+    """Whether the newest run on ``repo#number`` was created or ended after ``listed_at``."""
+    newest = store.runs_for_target(repo, number, limit=1)
+    if not newest:
+        return False
+    run = newest[0]
+    return run.created_at >= listed_at or (run.ended_at is not None and run.ended_at >= listed_at)
 
 
 def _queued() -> RunStatus:

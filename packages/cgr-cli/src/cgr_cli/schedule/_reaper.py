@@ -24,12 +24,12 @@ import anyio
 import anyio.to_thread
 
 from cgr_cli.config._model import Config
+from cgr_cli.schedule._deliver import deliver_pending
+from cgr_cli.schedule._deliver import log as delivery_log
 from cgr_cli.schedule._github import GitHubSession
 from cgr_cli.schedule._runs import run_identity, waiting_for_scheduler
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     from cgr_cli.run._report import RunSummary
     from cgr_store import Run, RunStatus, Store
 
@@ -72,42 +72,40 @@ async def end_run(
 ) -> bool:
     """Give an active run a terminal status and its visible state on GitHub.
 
-    Returns False (and writes nothing) if the run was no longer active.
+    The report (labels, the status comment's final text) is recorded in the outbox with
+    the terminal status, then sent; if GitHub is down it stays pending for a later pass
+    (``_deliver``). Returns False (and writes nothing) if the run was no longer active.
     """
+    from cgr_cli.run._outbox import deliver_run, report_entries
     from cgr_cli.run._report import Texts
+    from cgr_cli.schedule._deliver import run_ops
     from cgr_store import IllegalTransition, RunNotFound, RunStatus
 
     fields: dict[str, Any] = {"outcome": outcome, "error": error}
     if pr is not None:
         fields["pr_number"] = int(pr["number"])
         fields["pr_url"] = str(pr.get("html_url") or pr.get("url") or "")
-    never_claimed = run.status is RunStatus.QUEUED
+    # Nothing was written on GitHub yet and the issue still carries the ready label: the
+    # next scheduling pass takes it again, so it is not lost (and nothing is reported).
+    silent = run.status is RunStatus.QUEUED and run.trigger_id is None
+    summary = summary_from_run(run, status=status.value, outcome=outcome, error=error)
+    if pr is not None:
+        summary.pr_number, summary.pr_url = fields["pr_number"], fields["pr_url"]
+    report = [] if silent else report_entries(
+        config.labels, run_id=run.id, repo=run.repo, number=run.target,
+        succeeded=status is RunStatus.SUCCEEDED, text=Texts(github.bot, run.id).final(summary),
+    )  # fmt: skip
     try:
-        ended = store.transition(
-            run.id, status, detail=outcome + (f": {error}" if error else ""), **fields
-        )
+        store.transition(
+            run.id, status, detail=outcome + (f": {error}" if error else ""), outbox=report,
+            **fields,
+        )  # fmt: skip
     except (IllegalTransition, RunNotFound):
         return False
-    if never_claimed and run.trigger_id is None:
-        # Nothing was written on GitHub yet and the issue still carries the ready label:
-        # the next scheduling pass takes it again, so it is not lost.
-        return True
-    labels, repo, number = config.labels, run.repo, run.target
-    summary = summary_from_run(ended, status=status.value, outcome=outcome, error=error)
-
-    async def step(coro: Awaitable[object]) -> None:
-        # Best effort per step (GitHub may be down); the store already has the truth.
+    if report:
+        # Best effort (GitHub may be down): the store has the truth and the report.
         with contextlib.suppress(Exception):
-            await coro
-
-    await step(github.ops.remove_label(repo, number, labels.in_progress))
-    if status is RunStatus.SUCCEEDED:
-        if labels.done:
-            await step(github.ops.add_labels(repo, number, labels.done))
-    else:
-        await step(github.ops.add_labels(repo, number, labels.needs_human))
-    text = Texts(github.bot, run.id).final(summary)
-    await step(github.ops.update_status(repo, number, run.id, text, final=True))
+            await deliver_run(store, run_ops(github, store, run.id), run.id)
     return True
 
 
@@ -119,6 +117,9 @@ class ReapReport:
     # Alive but silent past timeouts.stale_heartbeat_seconds: killed, ended timed_out.
     hung: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # Runs whose pending report (outbox) was sent by this pass / is still waiting.
+    delivered: list[str] = field(default_factory=list)
+    undelivered: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[str]]:
         return {
@@ -127,6 +128,8 @@ class ReapReport:
             "timed_out": self.timed_out,
             "hung": self.hung,
             "removed": self.removed,
+            "delivered": self.delivered,
+            "undelivered": self.undelivered,
         }
 
 
@@ -234,6 +237,13 @@ async def reap(
             ):  # fmt: skip
                 report.hung.append(run.id)
     report.removed = await anyio.to_thread.run_sync(clean_workspaces, config, store, now)
+    # Reports that runs (or the endings above) could not send: GitHub was down then.
+    try:
+        sent = await deliver_pending(store, github)
+    except Exception:  # a store or GitHub failure: the next pass tries again
+        delivery_log.warning("delivering pending reports failed", exc_info=True)
+    else:
+        report.delivered, report.undelivered = sent.delivered, sent.pending
     return report
 
 
