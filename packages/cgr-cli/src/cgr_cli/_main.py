@@ -35,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate the configuration and print the effective settings"
     )
     add_config_option(check)
+    check.add_argument(
+        "--repo",
+        metavar="OWNER/NAME",
+        help="the settings runs in this repository use: the host's, tightened by the "
+        "repository's .github/cgr.toml (read from its default branch), with where each "
+        "value comes from",
+    )
 
     run = commands.add_parser("run", help="run one issue or pull request to its outcome")
     add_config_option(run)
