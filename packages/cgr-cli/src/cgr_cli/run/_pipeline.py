@@ -460,6 +460,7 @@ async def _work(
         if left <= 0:
             ctx.summary.error = f"the cost ceiling of ${config.agent.max_cost_usd:.2f} was "
             ctx.summary.error += "reached before the agent could fix the failing checks"
+            await _timed(ctx, "diff", write_uncommitted_diff, git, ws.checkout, ws, ctx.redact)
             return False
         # The ceiling is for the whole run: this attempt may spend what is left.
         runner.config = msgspec.structs.replace(
