@@ -391,13 +391,30 @@ def test_commands_get_no_token_even_through_the_agents_pass_through(env: Env) ->
     assert os.environ.get("GH_TOKEN") == env.sim.token  # cgr itself had it
 
 
-def test_a_command_that_prints_without_end_is_stopped_at_the_output_bound(env: Env) -> None:
-    _put_repo_file(env, 'check = ["yes spam"]\n[commands]\noutput_bytes = 20000\n'
-                        'fix_attempts = 0\non_failure = "no_pr"\n')  # fmt: skip
+def test_output_past_the_bound_is_not_kept_and_leftovers_are_ended(env: Env) -> None:
+    pid_file = env.agent_state / "daemon.pid"
+    env.agent_state.mkdir(parents=True, exist_ok=True)
+    _put_repo_file(
+        env,
+        f"""
+# A set-up step that leaves a daemon behind, outside its process group.
+setup = ['setsid sleep 120 > /dev/null 2>&1 < /dev/null & echo $! > "{pid_file}"']
+check = ["yes spam"]
+[commands]
+output_bytes = 20000
+check_seconds = 2
+fix_attempts = 0
+on_failure = "no_pr"
+""",
+    )
     number = _issue(env, "Add a greeting")
     assert env.run(number) == 1
-    (check,) = _summary(env)["commands"]
+    setup, check = _summary(env)["commands"]
+    assert setup["exit_code"] == 0
     assert check["output_limited"] is True
+    assert check["timed_out"] is True
     log = _run_dir(env) / check["log"]
-    assert 20_000 <= log.stat().st_size < 20_000 + 1024 * 1024
-    assert "printed more output than allowed" in _status_comment(env, number)
+    assert 20_000 <= log.stat().st_size < 21_000  # the bound and cgr-exec's note line
+    assert "output past commands.output_bytes was not kept" in _status_comment(env, number)
+    pid = int(pid_file.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()

@@ -99,7 +99,9 @@ class AgentRunner:
         )
         argv = agent_argv(agent, resume=resume, cli=self.cli)
         # The same spec as the repository's set-up and check commands (run/_process.py).
-        process = checkout_process(self.config, self.ws.checkout, self.environ, self.token)
+        process = checkout_process(
+            self.config, self.ws.checkout, self.environ, self.token, job=self.ws.run_dir.name
+        )
         self.log.info("agent: %s (cwd %s)", " ".join(argv), self.ws.checkout)
         dirty = anyio.Event()
         stop = StopHandle()

@@ -75,23 +75,12 @@ class RepoCommands:
     async def run_one(
         self, phase: str, argv: list[str], *, attempt: int, index: int, limit_s: float
     ) -> CommandOutcome:
-        from cgr_exec import StopHandle
-
         limits = self.settings.config.commands
         name = f"{phase}-{index}" if phase == "setup" else f"{phase}-{attempt}-{index}"
         out = self.run_dir / "logs" / f"{name}.log"
         err = out.with_suffix(".stderr")
         text = command_text(argv)
         self.log.info("%s: %s (limit %gs)", phase, text, limit_s)
-        printed = 0
-        stop = StopHandle()
-
-        def on_line(line: str) -> str | None:
-            nonlocal printed
-            printed += len(line.encode("utf-8", "replace")) + 1
-            # Past the bound the command is ended: its log file can never fill the disk.
-            return "output" if printed > limits.output_bytes else None
-
         before = await anyio.to_thread.run_sync(self._untracked)
         started = time.monotonic()
         try:
@@ -99,12 +88,15 @@ class RepoCommands:
                 _wrapped(argv),
                 stdout_path=out,
                 stderr_path=err,
-                on_stdout_line=on_line,
                 timeout=limit_s,
-                # A line longer than the bound is handed over in pieces, so it is counted.
-                max_line_bytes=min(limits.output_bytes, 1024 * 1024),
-                stop=stop,
+                # Past the bound the output is read but no longer stored (a note line
+                # says so): a chatty command never fills the disk, and is not failed
+                # for being chatty.
+                max_output_bytes=limits.output_bytes,
             )
+            leftovers = await self.process.end_leftovers()
+            if leftovers:
+                self.log.warning("%s: ended %d process(es) it left running", phase, leftovers)
         finally:
             for path in (out, err):
                 if path.exists():
@@ -120,7 +112,7 @@ class RepoCommands:
             exit_code=result.exit_code,
             timed_out=result.timed_out,
             timeout_s=limit_s,
-            output_limited=result.stop_reason == "output",
+            output_limited=result.stdout_truncated or result.stderr_truncated,
             duration_s=round(time.monotonic() - started, 3),
             log=str(out.relative_to(self.run_dir)),
         )

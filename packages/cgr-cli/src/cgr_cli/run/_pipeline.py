@@ -433,7 +433,7 @@ async def _work(
     settings = ctx.repo if ctx.repo is not None else RepoSettings.host_only(config)
     commands = RepoCommands(
         settings=settings,
-        process=checkout_process(config, ws.checkout, environ, token),
+        process=checkout_process(config, ws.checkout, environ, token, job=ws.run_dir.name),
         run_dir=ws.run_dir,
         log=ctx.log,
         redact=ctx.redact,

@@ -6,6 +6,10 @@ pull request's author), so they are started the same way: one spec built in one 
 handed to one ``supervise`` call. Whatever confines the agent (its environment allow-list
 today — no GitHub token under any name —, its process group, its kill grace) confines the
 commands too, and a new limit added here applies to both.
+
+``job`` (the run id) marks every process started this way (``CGR_EXEC_JOB`` in its
+environment and, where cgr-exec can, a cgroup), so what one of them leaves running
+detached from its process group can still be found and ended (``kill_job_leftovers``).
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class CheckoutProcess:
     """Where and how a checkout process runs: its directory, its environment (an
-    allow-list over cgr's own), and the grace between SIGTERM and SIGKILL of its group."""
+    allow-list over cgr's own), the grace between SIGTERM and SIGKILL of its group, and
+    the job marker of the run."""
 
     cwd: Path
     env: dict[str, str]
     kill_grace: float
+    job: str | None = None
 
     async def supervise(self, argv: Sequence[str], **options: Any) -> SupervisionResult:
         """``cgr_exec.supervise`` with this spec; ``options`` are the per-process parts
@@ -38,13 +44,32 @@ class CheckoutProcess:
         from cgr_exec import supervise
 
         return await supervise(
-            argv, cwd=self.cwd, env=self.env, kill_grace=self.kill_grace, **options
+            argv, cwd=self.cwd, env=self.env, kill_grace=self.kill_grace, job=self.job, **options
         )
+
+    async def end_leftovers(self) -> int:
+        """End what a process of this job left running outside its group (a daemon it
+        started with ``setsid``); returns how many processes were signalled."""
+        if self.job is None:
+            return 0
+        import anyio.to_thread
+
+        from cgr_exec import kill_job_leftovers
+
+        ended = await anyio.to_thread.run_sync(kill_job_leftovers, self.job, self.kill_grace)
+        return len(ended)
 
 
 def checkout_process(
-    config: Config, checkout: Path, environ: Mapping[str, str] | None, token: str
+    config: Config,
+    checkout: Path,
+    environ: Mapping[str, str] | None,
+    token: str,
+    *,
+    job: str | None = None,
 ) -> CheckoutProcess:
     """The spec for the agent and for the repository's commands in ``checkout``."""
     env = agent_env(config.agent, os.environ if environ is None else environ, secrets=(token,))
-    return CheckoutProcess(cwd=checkout, env=env, kill_grace=config.timeouts.watchdog_grace_seconds)
+    return CheckoutProcess(
+        cwd=checkout, env=env, kill_grace=config.timeouts.watchdog_grace_seconds, job=job
+    )

@@ -44,16 +44,17 @@ class CommandOutcome(msgspec.Struct, kw_only=True):
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.output_limited
+        return self.exit_code == 0 and not self.timed_out
 
     def verdict(self) -> str:
+        more = (
+            " (its output past commands.output_bytes was not kept)" if self.output_limited else ""
+        )
         if self.timed_out:
-            return f"timed out after {self.timeout_s:g}s"
-        if self.output_limited:
-            return "stopped: printed more output than allowed (commands.output_bytes)"
+            return f"timed out after {self.timeout_s:g}s{more}"
         if self.exit_code is None:
-            return "killed by a signal"
-        return "passed" if self.exit_code == 0 else f"exit code {self.exit_code}"
+            return f"killed by a signal{more}"
+        return ("passed" if self.exit_code == 0 else f"exit code {self.exit_code}") + more
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
