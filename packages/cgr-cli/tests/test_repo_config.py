@@ -165,3 +165,21 @@ def test_tail_keeps_the_end_of_a_long_output(tmp_path: Path) -> None:
     log.write_text("short\n")
     assert tail(log, 300) == "short\n"
     assert tail(tmp_path / "missing.log", 300) == ""
+
+
+def test_the_init_template_shows_the_commands_defaults(tmp_path: Path) -> None:
+    import tomllib
+
+    from cgr_cli.config._init import InitPaths, render_starting_config
+    from cgr_cli.config._model import CommandsConfig
+
+    text = render_starting_config([], InitPaths(tmp_path / "c.toml", tmp_path, tmp_path / "d"))
+    section = text.split("[commands]\n", 1)[1]
+    settings = [
+        line.removeprefix("# ").split("  #")[0]
+        for line in section.splitlines()
+        if re.match(r"# [a-z_]+ = ", line)
+    ]
+    assert len(settings) == 4
+    uncommented = tomllib.loads("\n".join(settings))
+    assert parse_config({"commands": uncommented}).commands == CommandsConfig()

@@ -196,7 +196,7 @@ def test_failing_set_up_ends_the_run_before_the_agent(env: Env) -> None:
     _put_repo_file(
         env,
         f"""
-setup = ['env > "{env_file}"', '{FAILING_SETUP}',
+setup = ['env > "{env_file}"; t=ghp_; echo "leaked $t{"Z" * 36}"', '{FAILING_SETUP}',
          "echo never runs > never.txt"]
 check = ["true"]
 """,
@@ -215,6 +215,10 @@ check = ["true"]
     log = (_run_dir(env) / "logs" / "setup-2.log").read_text()
     assert log.splitlines() == ["preparing", "broken dependency"]
     # The set-up ran with the agent's environment: no GitHub token under any name.
+    # The commands' logs are scrubbed like the agent's: no token-shaped string is kept.
+    first_log = (_run_dir(env) / "logs" / "setup-1.log").read_text()
+    assert first_log.startswith("leaked ")
+    assert "ghp_" + "Z" * 36 not in first_log
     seen = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     assert "GH_TOKEN" not in seen
     assert "GITHUB_TOKEN" not in seen
@@ -339,6 +343,7 @@ def test_config_check_repo_shows_where_each_value_comes_from(
                for ln in lines), out  # fmt: skip
     assert f"max_cost_usd = 5.0  # {env.config_path}" in lines
     assert 'permission_mode = "acceptEdits"  # default' in lines
+    assert any(ln.startswith("# instructions: 1 line(s), from .github/cgr.toml@") for ln in lines)
     assert "# setup: make deps" in lines
     assert "# check: make test" in lines
     assert any(ln.startswith("# not applied: agent.max_cost_usd = 99") for ln in lines)
@@ -350,6 +355,17 @@ def test_config_check_repo_shows_where_each_value_comes_from(
     err = capsys.readouterr().err
     assert "unknown key 'agent.max_turn'" in err
     assert "did you mean 'agent.max_turns'" in err
+    # instructions_file is read from the same commit: missing, or too long, is an error.
+    argv = ["config", "check", "--config", str(env.config_path), "--repo", REPO]
+    _put_repo_file(env, 'instructions_file = "docs/nope.md"\n')
+    assert main(argv) == 1
+    assert "instructions_file = 'docs/nope.md': no such file on the default branch" in (
+        capsys.readouterr().err
+    )
+    _put_repo_file(env, 'instructions_file = "docs/long.md"\n',
+                   extra={"docs/long.md": "x" * 20_001})  # fmt: skip
+    assert main(argv) == 1
+    assert "20001 characters; at most 20000" in capsys.readouterr().err
 
 
 def test_doctor_validates_every_watched_repositorys_file(env: Env) -> None:
@@ -418,3 +434,19 @@ on_failure = "no_pr"
     assert "output past commands.output_bytes was not kept" in _status_comment(env, number)
     pid = int(pid_file.read_text())
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_the_cost_ceiling_covers_every_attempt(env: Env) -> None:
+    # Each attempt of the scripted agent costs $0.0421: the first fits under $0.05, the
+    # second (a fix attempt may only spend what is left) takes the run over it.
+    env.write_config(agent={"max_cost_usd": 0.05})
+    _put_repo_file(env, f"check = [{json.dumps(CHECK)}]\n", extra={"scripts/check.sh": CHECK_SH})
+    env.scenario("fix_on_retry")
+    number = _issue(env, "Add a greeting")
+    assert env.run(number) == 1
+    assert len(env.calls()) == 2
+    summary = _summary(env)
+    assert summary["outcome"] == "failed"
+    assert summary["cost_usd"] == pytest.approx(0.0842)
+    assert "cost ceiling of $0.05" in summary["error"]
+    assert env.sim.pull_requests(REPO) == []

@@ -48,7 +48,7 @@ def read_repo_settings(git: Git, git_dir: Path, host: Config, *, rev: str = "HEA
         _blob(git, git_dir, commit, path, limit=MAX_FILE_BYTES, source=path), source=path
     )
     instructions = repo.instructions or ""
-    instructions_source: str | None = path if repo.instructions else None
+    instructions_source = f"{path}@{commit[:7]}" if repo.instructions else None
     if repo.instructions_file is not None:
         where = repo.instructions_file
         if not _exists(git, git_dir, commit, where):
