@@ -450,3 +450,48 @@ def test_the_cost_ceiling_covers_every_attempt(env: Env) -> None:
     assert summary["cost_usd"] == pytest.approx(0.0842)
     assert "cost ceiling of $0.05" in summary["error"]
     assert env.sim.pull_requests(REPO) == []
+
+
+def _gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "zombie" in status.read_text()
+
+
+def test_sigterm_during_a_check_ends_it_and_what_it_started(env: Env) -> None:
+    """A real ``cgr run`` process stopped while a check hangs: the check's group and the
+    daemon it started outside that group are ended, and the run reports as cancelled."""
+    import signal
+    import subprocess
+    import sys
+
+    check_pid, daemon_pid = env.agent_state / "check.pid", env.agent_state / "daemon.pid"
+    _put_repo_file(
+        env,
+        f"""check = ['setsid sleep 120 > /dev/null 2>&1 < /dev/null & echo $! > "{daemon_pid}"; \
+echo $$ > "{check_pid}"; exec sleep 60']\n""",
+    )
+    number = _issue(env, "Stop me")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
+         "--repo", REPO, "--number", str(number)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not check_pid.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert check_pid.exists(), "the check never started"
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1, err
+    assert "cancelled" in out
+    assert _summary(env)["outcome"] == "cancelled"
+    assert "cancelled" in _status_comment(env, number)
+    assert _gone(int(check_pid.read_text()))
+    assert _gone(int(daemon_pid.read_text()))
+    assert env.sim.pull_requests(REPO) == []

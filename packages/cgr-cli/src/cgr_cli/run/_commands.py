@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 
 from cgr_cli._redact import Redactor
@@ -94,10 +95,12 @@ class RepoCommands:
                 # for being chatty.
                 max_output_bytes=limits.output_bytes,
             )
-            leftovers = await self.process.end_leftovers()
+        finally:
+            # Also when the run is being cancelled: nothing a command started outlives it.
+            with anyio.CancelScope(shield=True):
+                leftovers = await self.process.end_leftovers()
             if leftovers:
                 self.log.warning("%s: ended %d process(es) it left running", phase, leftovers)
-        finally:
             for path in (out, err):
                 if path.exists():
                     path.write_bytes(self.redact.bytes(path.read_bytes()))
@@ -131,7 +134,7 @@ class RepoCommands:
         limits = self.settings.config.commands
         total = len(self.settings.setup)
         for index, argv in enumerate(self.settings.setup, 1):
-            await self.progress(f"running the repository's set-up ({index} of {total})")
+            await self._say(f"running the repository's set-up ({index} of {total})")
             outcome = await self.run_one(
                 "setup", argv, attempt=0, index=index, limit_s=limits.setup_seconds
             )
@@ -142,7 +145,7 @@ class RepoCommands:
     async def checks(self, attempt: int) -> list[CommandOutcome]:
         """Run every check (all of them, so the agent sees every failure at once)."""
         limits = self.settings.config.commands
-        await self.progress(f"running the repository's checks (round {attempt})")
+        await self._say(f"running the repository's checks (round {attempt})")
         return [
             await self.run_one(
                 "check", argv, attempt=attempt, index=index, limit_s=limits.check_seconds
@@ -165,7 +168,7 @@ class RepoCommands:
                 break
             failures = self.failures(failed)
             prompt = build_fix_prompt(task_prompt, failures, attempt=round_ + 1, attempts=attempts)
-            await self.progress(
+            await self._say(
                 f"{len(failed)} check(s) failed; the agent is fixing them "
                 f"(attempt {round_ + 1} of {attempts})"
             )
@@ -173,6 +176,12 @@ class RepoCommands:
                 return None
         self.summary.checks_passed = False
         return False
+
+    async def _say(self, line: str) -> None:
+        try:
+            await self.progress(line)
+        except Exception:  # progress is best effort (GitHub may be slow); the report is not
+            self.log.warning("progress update failed", exc_info=True)
 
     def _untracked(self) -> set[str]:
         return _untracked_in(self.git, self.process.cwd)
