@@ -183,3 +183,34 @@ def test_the_init_template_shows_the_commands_defaults(tmp_path: Path) -> None:
     assert len(settings) == 4
     uncommented = tomllib.loads("\n".join(settings))
     assert parse_config({"commands": uncommented}).commands == CommandsConfig()
+
+
+def test_the_process_spec_carries_its_confinement(tmp_path: Path) -> None:
+    """The one spec the agent and the commands are started from applies cgr-exec's
+    confinement when it has one: here a command may write its checkout and nothing else."""
+    import anyio
+
+    from cgr_cli.run._process import CheckoutProcess
+    from cgr_exec import Confinement, probe_confinement
+
+    if not probe_confinement().filesystem:
+        pytest.skip("Landlock is not available on this kernel")
+    checkout, outside = tmp_path / "repo", tmp_path / "outside"
+    checkout.mkdir()
+    outside.mkdir()
+    rules = Confinement(read_only=("/usr", "/bin", "/lib", "/lib64", "/etc", "/proc", "/dev"),
+                        read_write=(str(checkout), "/dev/null"))  # fmt: skip
+    process = CheckoutProcess(cwd=checkout, env={"PATH": "/usr/bin:/bin"}, kill_grace=1.0,
+                              confinement=rules)  # fmt: skip
+    script = f"echo in > inside.txt; echo out > {outside}/x.txt"
+    result = anyio.run(
+        lambda: process.supervise(
+            ["/bin/sh", "-c", script],
+            stdout_path=tmp_path / "out.log",
+            stderr_path=tmp_path / "err.log",
+        )
+    )
+    assert (checkout / "inside.txt").read_text() == "in\n"
+    assert not (outside / "x.txt").exists()
+    assert result.exit_code != 0
+    assert "Permission denied" in (tmp_path / "err.log").read_text()

@@ -24,7 +24,7 @@ from cgr_cli.config._model import Config
 from cgr_cli.run._agent import agent_env
 
 if TYPE_CHECKING:
-    from cgr_exec import SupervisionResult
+    from cgr_exec import Confinement, SupervisionResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,8 @@ class CheckoutProcess:
     env: dict[str, str]
     kill_grace: float
     job: str | None = None
+    # Landlock and user rules applied between fork and exec (cgr-exec); None: none yet.
+    confinement: Confinement | None = None
 
     async def supervise(self, argv: Sequence[str], **options: Any) -> SupervisionResult:
         """``cgr_exec.supervise`` with this spec; ``options`` are the per-process parts
@@ -44,7 +46,13 @@ class CheckoutProcess:
         from cgr_exec import supervise
 
         return await supervise(
-            argv, cwd=self.cwd, env=self.env, kill_grace=self.kill_grace, job=self.job, **options
+            argv,
+            cwd=self.cwd,
+            env=self.env,
+            kill_grace=self.kill_grace,
+            job=self.job,
+            confinement=self.confinement,
+            **options,
         )
 
     async def end_leftovers(self) -> int:
