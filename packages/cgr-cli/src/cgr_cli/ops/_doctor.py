@@ -594,7 +594,7 @@ async def _github_checks(
                 )
                 add(labels)
                 # Blocking git in a worker thread: the event loop keeps the client alive.
-                add(await anyio.to_thread.run_sync(check_repo_file, config, repo))
+                add(await anyio.to_thread.run_sync(check_repo_file, config, repo, options.timeout))
 
 
 _LABELS_FIX = "the account needs the Triage or Write role to manage labels"
@@ -776,7 +776,7 @@ async def _check_repo(gh: GitHubClient, repo: str, login: str | None) -> Check:
 # -- a repository's own settings file -----------------------------------------------------
 
 
-def check_repo_file(config: Config, repo: str) -> Check:
+def check_repo_file(config: Config, repo: str, timeout: float | None = None) -> Check:
     """Fetch the default branch's ``.github/cgr.toml`` (or ``.cgr.toml``) and validate it
     as a run would: fail when it is invalid (the key named), warn when it asks for more
     than the host allows (those values are not applied), pass otherwise."""
@@ -788,7 +788,7 @@ def check_repo_file(config: Config, repo: str) -> Check:
     token = config.github.resolved_token()
     redact = Redactor([token.reveal()] if token else [])
     try:
-        settings = fetch_for(config, repo)
+        settings = fetch_for(config, repo, timeout=timeout)
     except ConfigError as exc:
         return Check(
             name=name,

@@ -91,14 +91,16 @@ def fetch_repo_settings(git: Git, url: str, host: Config) -> RepoSettings:
         return read_repo_settings(git, git_dir, host, rev="FETCH_HEAD")
 
 
-def fetch_for(config: Config, repo: str) -> RepoSettings:
+def fetch_for(config: Config, repo: str, *, timeout: float | None = None) -> RepoSettings:
     """``fetch_repo_settings`` for ``repo`` with the host's GitHub token and git limits
-    (``cgr config check --repo``, ``cgr doctor``)."""
+    (``cgr config check --repo``, ``cgr doctor``; ``timeout`` caps each git command)."""
     token = config.github.resolved_token()
     git = Git(
         token=token.reveal() if token else None,
-        timeout=config.timeouts.git_seconds,
-        network_timeout=config.timeouts.clone_seconds,
+        timeout=min(config.timeouts.git_seconds, timeout or config.timeouts.git_seconds),
+        network_timeout=min(
+            config.timeouts.clone_seconds, timeout or config.timeouts.clone_seconds
+        ),
     )
     return fetch_repo_settings(git, clone_url(config.github.api_url, repo), config)
 
