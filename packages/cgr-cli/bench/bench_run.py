@@ -63,6 +63,20 @@ def main() -> None:
         medians = {k: round(statistics.median(t.get(k, 0.0) for _, t in later), 3) for k in keys}
         print(f"  later runs, median phase seconds: {json.dumps(medians)}")
 
+        # The same with a repository file: one trivial set-up and one trivial check
+        # command, so the figures are the cost of reading the file and running commands.
+        sim.commit(REPO, "main", {".github/cgr.toml": 'setup = ["true"]\ncheck = ["true"]\n'})
+        with_file = []
+        for n in range(3):
+            number = sim.create_issue(REPO, f"Checked task {n}", "", labels=["ready"])
+            summary = anyio.run(execute_run, config, RunRequest(repo=REPO, number=number))
+            assert summary.outcome == "pr_opened", summary
+            assert summary.checks_passed, summary
+            with_file.append(summary.timings)
+        phases = ("repo_file", "setup", "checks")
+        figures = {k: round(statistics.median(t.get(k, 0.0) for t in with_file), 3) for k in phases}
+        print(f"  with .github/cgr.toml (setup true, check true), median: {json.dumps(figures)}")
+
 
 if __name__ == "__main__":
     main()

@@ -164,6 +164,15 @@ assistant("msg_0", {"type": "text", "text": "Let me look at the task."}, {"input
 if SCENARIO == "success":
     write_file("hello.txt", "hello from the agent\n", 1)
     result("Added hello.txt with a greeting.")
+elif SCENARIO == "fix_on_retry":
+    # Writes a file the repository's check refuses; fixes it when cgr says the check
+    # failed (the prompt of a fix attempt), as a real agent reading the output would.
+    if "The repository's checks failed" in prompt:
+        write_file("hello.txt", "hello, fixed\n", 1)
+        result("Fixed hello.txt so the check passes.")
+    else:
+        write_file("hello.txt", "hello, broken\n", 1)
+        result("Added hello.txt.")
 elif SCENARIO == "slow":
     for n in range(1, 5):
         write_file(f"step{n}.txt", f"step {n}\n", n)

@@ -90,9 +90,11 @@ def test_a_good_setup_passes(world: World, monkeypatch: pytest.MonkeyPatch) -> N
     checks = by_name(report)
     assert code == 0, report
     assert report["ok"] is True
-    assert [c["status"] for c in report["checks"]] == ["pass"] * 8 + ["skip"]
+    assert [c["status"] for c in report["checks"]] == ["pass"] * 9 + ["skip"]
     assert list(checks) == ["configuration", "git", "database", "workspace", "agent", "github",
-                            f"repository {REPO}", f"labels {REPO}", "systemd"]  # fmt: skip
+                            f"repository {REPO}", f"labels {REPO}", f"repository file {REPO}",
+                            "systemd"]  # fmt: skip
+    assert "no .github/cgr.toml" in checks[f"repository file {REPO}"]["detail"]
     assert "2.1.197 (Claude Code)" in checks["agent"]["detail"]
     assert checks["git"]["detail"].startswith("git version ")
     github = checks["github"]

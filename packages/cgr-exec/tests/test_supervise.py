@@ -410,3 +410,19 @@ def test_memory_stays_bounded_with_200_mb_of_output_and_a_50_mb_line(tmp_path: P
     assert figures["truncated"]
     assert (tmp_path / "out").stat().st_size < (64 << 20) + 200
     assert figures["growth_kib"] < 100 * 1024  # loosely: the 50 MB line was never held
+
+
+async def test_a_command_that_never_stops_printing_still_times_out(tmp_path: Path) -> None:
+    # The pipe is never empty, so reading it never has to wait: the limits must fire anyway.
+    started = time.monotonic()
+    result = await supervise(
+        ["yes", "spam"],
+        stdout_path=tmp_path / "out",
+        stderr_path=tmp_path / "err",
+        timeout=1.0,
+        kill_grace=1.0,
+        max_output_bytes=1_000_000,
+    )
+    assert result.timed_out
+    assert time.monotonic() - started < 10
+    assert result.stdout_truncated

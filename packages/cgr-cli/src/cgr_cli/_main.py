@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         "names no repository.",
     )
     add_config_option(check)
+    check.add_argument(
+        "--repo",
+        metavar="OWNER/NAME",
+        help="the settings runs in this repository use: the host's, tightened by the "
+        "repository's .github/cgr.toml (read from its default branch), with where each "
+        "value comes from",
+    )
 
     run = commands.add_parser(
         "run",

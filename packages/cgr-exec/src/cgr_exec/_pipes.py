@@ -14,6 +14,7 @@ import os
 import subprocess
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["read_chunk", "wait_exit", "write_all"]
 
@@ -44,9 +45,16 @@ async def read_chunk(fd: int) -> bytes:
     """Next bytes from a non-blocking pipe; b"" at end of file."""
     while True:
         try:
-            return os.read(fd, _CHUNK)
+            data = os.read(fd, _CHUNK)
         except BlockingIOError:
             await anyio.wait_readable(fd)
+            continue
+        # A writer faster than we read (``yes``) keeps the pipe full, so ``os.read`` never
+        # raises and the wait above (a checkpoint) never comes: without this one the
+        # reading loop would hold the event loop for good, and the timeout, the stop
+        # handle and every other task of the caller would never run again.
+        await anyio.lowlevel.checkpoint()
+        return data
 
 
 async def write_all(fd: int, data: bytes | memoryview) -> None:

@@ -170,6 +170,14 @@ database = {_q(str(paths.database))}
 [git_identity]
 # name = "cgr"
 # email = "cgr@users.noreply.github.com"
+
+[commands]
+# Limits for each repository's own set-up and check commands (its .github/cgr.toml);
+# a repository may lower them, never raise them.
+# setup_seconds = 900
+# check_seconds = 900
+# fix_attempts = 1                     # more agent attempts when its checks fail
+# on_failure = "draft"                 # checks still failing: a draft PR, or "no_pr"
 """
 
 

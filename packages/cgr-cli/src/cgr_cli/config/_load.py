@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from cgr_cli.config._model import Config, Secret
 FORBIDDEN_PASSTHROUGH = frozenset({"GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN",
                                    "GITHUB_ENTERPRISE_TOKEN", "CGR_GITHUB_TOKEN"})  # fmt: skip
 
+_T = typing.TypeVar("_T")
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
 
@@ -142,12 +143,20 @@ def parse_config(data: Mapping[str, Any], *, source: str = "") -> Config:
     """Validate raw TOML/YAML data into a ``Config`` or raise ``ConfigError``."""
     # An empty YAML section (`labels:`) parses as None; treat it like an empty table.
     cleaned = {k: ({} if v is None and k in _SECTION_NAMES else v) for k, v in data.items()}
-    try:
-        config = msgspec.convert(cleaned, type=Config, dec_hook=_dec_hook)
-    except msgspec.ValidationError as exc:
-        raise _explain(exc, cleaned, source) from None
+    config = convert_checked(cleaned, Config, source=source)
     _check_semantics(config, source)
     return config
+
+
+def convert_checked(data: Mapping[str, Any], type_: type[_T], *, source: str = "") -> _T:
+    """``msgspec.convert`` into the Struct tree ``type_``; a ``ValidationError`` becomes a
+    ``ConfigError`` naming the key path, the value and what was expected (with "did you
+    mean" for unknown keys). The host configuration and a repository's ``cgr.toml`` share
+    it, so both say what is wrong the same way."""
+    try:
+        return msgspec.convert(data, type=type_, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise _explain(exc, data, source, root=type_) from None
 
 
 _SECTION_NAMES = frozenset(
@@ -178,9 +187,9 @@ def _lookup(data: Any, parts: list[str | int]) -> Any:
     return data
 
 
-def _struct_at(parts: list[str | int]) -> type | None:
-    """The Struct type that sits at a key path of ``Config`` (for "did you mean")."""
-    current: Any = Config
+def _struct_at(parts: list[str | int], root: type = Config) -> type | None:
+    """The Struct type that sits at a key path of ``root`` (for "did you mean")."""
+    current: Any = root
     for part in parts:
         if isinstance(part, int) or not isinstance(current, type):
             return None
@@ -189,8 +198,8 @@ def _struct_at(parts: list[str | int]) -> type | None:
     return current if isinstance(current, type) else None
 
 
-def _literal_choices(parts: list[str | int]) -> tuple[Any, ...]:
-    parent = _struct_at(parts[:-1])
+def _literal_choices(parts: list[str | int], root: type = Config) -> tuple[Any, ...]:
+    parent = _struct_at(parts[:-1], root)
     if parent is None or not parts or isinstance(parts[-1], int):
         return ()
     fields = {f.name: f.type for f in msgspec.structs.fields(parent)}
@@ -204,7 +213,9 @@ def _literal_choices(parts: list[str | int]) -> tuple[Any, ...]:
     return ()
 
 
-def _explain(exc: msgspec.ValidationError, data: Mapping[str, Any], source: str) -> ConfigError:
+def _explain(
+    exc: msgspec.ValidationError, data: Mapping[str, Any], source: str, *, root: type = Config
+) -> ConfigError:
     message = str(exc)
     path = ""
     if match := _PATH_RE.search(message):
@@ -213,7 +224,7 @@ def _explain(exc: msgspec.ValidationError, data: Mapping[str, Any], source: str)
     parts = _split_path(path)
     if unknown := _UNKNOWN_RE.match(message):
         field = unknown.group("field")
-        struct = _struct_at(parts)
+        struct = _struct_at(parts, root)
         known = [f.name for f in msgspec.structs.fields(struct)] if struct else []
         key = _dotted([*parts, field])
         text = f"unknown key {key!r} = {_shown(field, _lookup(data, [*parts, field]))}"
@@ -225,8 +236,10 @@ def _explain(exc: msgspec.ValidationError, data: Mapping[str, Any], source: str)
         return ConfigError(text, key=key, source=source)
     key = _dotted(parts) or "(top level)"
     value = _lookup(data, parts)
+    # "not set" is the absence of the key, never a value one can write: leave it out.
+    message = message.replace(" | null`", "`")
     if message.startswith("Invalid enum value"):
-        choices = _literal_choices(parts)
+        choices = _literal_choices(parts, root)
         message = f"expected one of {', '.join(map(repr, choices))}" if choices else message
     elif parts[:1] == ["repositories"] and "matching regex" in message:
         message = "expected a repository as 'OWNER/NAME'"
@@ -321,21 +334,37 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
-def render_config(config: Config) -> str:
-    """The effective configuration as TOML, secrets shown as ``***``."""
+def render_config(config: Config, *, origin: Callable[[str], str] | None = None) -> str:
+    """The effective configuration as TOML, secrets shown as ``***``; with ``origin``,
+    each line ends with a comment saying where its value came from (given the dotted key)."""
     data = msgspec.to_builtins(config, enc_hook=_enc_hook)
     lines: list[str] = []
     sections: list[tuple[str, dict[str, Any]]] = []
+
+    def line(key: str, text: str) -> str:
+        return f"{text}  # {origin(key)}" if origin is not None else text
+
     for key, value in data.items():
         if isinstance(value, dict):
             sections.append((key, value))
         else:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(line(key, f"{key} = {_toml_value(value)}"))
     for name, section in sections:
         lines.append(f"\n[{name}]")
         for key, value in section.items():
             if value is None:
-                lines.append(f"# {key} is not set")
+                lines.append(line(f"{name}.{key}", f"# {key} is not set"))
             else:
-                lines.append(f"{key} = {_toml_value(value)}")
+                lines.append(line(f"{name}.{key}", f"{key} = {_toml_value(value)}"))
     return "\n".join(lines) + "\n"
+
+
+def set_keys(data: Mapping[str, Any]) -> set[str]:
+    """The dotted keys a raw configuration sets (``agent.max_turns``), to tell a value
+    from the file from a default."""
+    keys: set[str] = set()
+    for key, value in data.items():
+        keys.add(key)
+        if isinstance(value, Mapping):
+            keys.update(f"{key}.{sub}" for sub in value)
+    return keys

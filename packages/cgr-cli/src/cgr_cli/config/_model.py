@@ -183,6 +183,28 @@ class GitIdentityConfig(_Section, frozen=True):
     email: NonEmpty = "cgr@users.noreply.github.com"
 
 
+OnCheckFailure = Literal["draft", "no_pr"]
+
+
+class CommandsConfig(_Section, frozen=True):
+    """The repositories' own ``setup`` and ``check`` commands (from their ``cgr.toml``).
+
+    Each value is the host's limit: a repository file may lower it, never raise it
+    (``config/_repo.py``).
+    """
+
+    setup_seconds: PositiveFloat = 900.0
+    check_seconds: PositiveFloat = 900.0
+    # How many more times the agent is run when a check fails (0: never).
+    fix_attempts: Annotated[int, msgspec.Meta(ge=0, le=10)] = 1
+    # A pull request whose checks still fail is opened as a draft, or not at all.
+    on_failure: OnCheckFailure = "draft"
+    # Output kept per command (stdout and stderr together); past it the command is ended.
+    output_bytes: PositiveInt = 8 * 1024 * 1024
+    # How much of a failing check's output (its end) the agent is shown.
+    feedback_chars: Annotated[int, msgspec.Meta(ge=200)] = 6000
+
+
 class Config(_Section, frozen=True):
     repositories: list[RepoName] = msgspec.field(default_factory=list)
     labels: LabelsConfig = msgspec.field(default_factory=LabelsConfig)
@@ -196,6 +218,7 @@ class Config(_Section, frozen=True):
     priorities: PrioritiesConfig = msgspec.field(default_factory=PrioritiesConfig)
     cleanup: CleanupConfig = msgspec.field(default_factory=CleanupConfig)
     git_identity: GitIdentityConfig = msgspec.field(default_factory=GitIdentityConfig)
+    commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
 
     @property
     def workspace_root(self) -> Path:

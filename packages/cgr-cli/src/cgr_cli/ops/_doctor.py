@@ -524,6 +524,8 @@ _CREDENTIAL_ADVICE = (
 async def _github_checks(
     config: Config, options: DoctorOptions, add: Callable[[Check], None]
 ) -> None:
+    import anyio.to_thread
+
     from cgr_discovery import (
         AuthError,
         DiscoveryError,
@@ -591,6 +593,8 @@ async def _github_checks(
                     f"labels {repo}", _check_labels(gh, config, repo, options), _LABELS_FIX
                 )
                 add(labels)
+                # Blocking git in a worker thread: the event loop keeps the client alive.
+                add(await anyio.to_thread.run_sync(check_repo_file, config, repo, options.timeout))
 
 
 _LABELS_FIX = "the account needs the Triage or Write role to manage labels"
@@ -767,6 +771,69 @@ async def _check_repo(gh: GitHubClient, repo: str, login: str | None) -> Check:
         data=facts,
         detail=f"{repo}: reachable; issues, pull requests and push allowed ({', '.join(granted)})",
     )
+
+
+# -- a repository's own settings file -----------------------------------------------------
+
+
+def check_repo_file(config: Config, repo: str, timeout: float | None = None) -> Check:
+    """Fetch the default branch's ``.github/cgr.toml`` (or ``.cgr.toml``) and validate it
+    as a run would: fail when it is invalid (the key named), warn when it asks for more
+    than the host allows (those values are not applied), pass otherwise."""
+    from cgr_cli._errors import ConfigError, GitError
+    from cgr_cli._redact import Redactor
+    from cgr_cli.run._repo_file import fetch_for
+
+    name = f"repository file {repo}"
+    token = config.github.resolved_token()
+    redact = Redactor([token.reveal()] if token else [])
+    try:
+        settings = fetch_for(config, repo, timeout=timeout)
+    except ConfigError as exc:
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=f"{repo}: {redact(str(exc))}",
+            fix=f"fix {exc.source or 'the file'} on {repo}'s default branch at the key named "
+            f"(runs there fail until then); `cgr config check --repo {repo}` checks it again",
+            data={"key": exc.key, "file": exc.source},
+        )
+    except GitError as exc:
+        code = "timed out" if exc.returncode is None else f"exit code {exc.returncode}"
+        return Check(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=f"{repo}: could not fetch its default branch (git {exc.command}: {code})",
+            fix="the token must be able to read the repository's code (Contents: read)",
+        )
+    if settings.source is None:
+        return Check(
+            name=name,
+            status=CheckStatus.PASS,
+            detail=f"{repo}: no .github/cgr.toml or .cgr.toml; the host's settings apply",
+        )
+    data = {
+        "file": settings.source,
+        "setup": len(settings.setup),
+        "check": len(settings.check),
+        "tightened": sorted(settings.origins),
+        "not_applied": list(settings.notes),
+    }
+    summary = (
+        f"{repo}: {settings.source} is valid ({len(settings.setup)} set-up, "
+        f"{len(settings.check)} check command(s)"
+        + (", instructions" if settings.instructions else "")
+        + ")"
+    )
+    if settings.notes:
+        return Check(
+            name=name,
+            status=CheckStatus.WARN,
+            detail=f"{summary}; not applied: " + " | ".join(settings.notes),
+            fix="lower those values in the repository's file, or raise the host's limits",
+            data=data,
+        )
+    return Check(name=name, status=CheckStatus.PASS, detail=summary, data=data)
 
 
 def needed_labels(config: Config) -> list[tuple[str, str, str]]:

@@ -14,6 +14,7 @@ from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
 from cgr_cli.run._agent import NO_CONVERSATION, StreamState, agent_argv, agent_env
 from cgr_cli.run._agent_cli import AgentCli, detect_agent_cli
+from cgr_cli.run._process import checkout_process
 from cgr_cli.run._workspace import Workspace
 
 
@@ -89,7 +90,7 @@ class AgentRunner:
         return False
 
     async def _once(self, resume: str | None) -> tuple[StreamState, AgentExit]:
-        from cgr_exec import StopHandle, supervise
+        from cgr_exec import StopHandle
 
         agent, timeouts = self.config.agent, self.config.timeouts
         state = StreamState(
@@ -97,7 +98,10 @@ class AgentRunner:
             output_usd_per_mtok=agent.output_usd_per_mtok,
         )
         argv = agent_argv(agent, resume=resume, cli=self.cli)
-        env = agent_env(agent, self.environ, secrets=(self.token,))
+        # The same spec as the repository's set-up and check commands (run/_process.py).
+        process = checkout_process(
+            self.config, self.ws.checkout, self.environ, self.token, job=self.ws.run_dir.name
+        )
         self.log.info("agent: %s (cwd %s)", " ".join(argv), self.ws.checkout)
         dirty = anyio.Event()
         stop = StopHandle()
@@ -133,10 +137,8 @@ class AgentRunner:
             try:
                 # Its own process group, the wall clock, the idle watchdog and the output
                 # patterns; SIGTERM then SIGKILL to the whole group on every early end.
-                result = await supervise(
+                result = await process.supervise(
                     argv,
-                    cwd=self.ws.checkout,
-                    env=env,
                     stdin=self.ws.prompt,
                     stdout_path=self.ws.logs / "agent.jsonl",
                     stderr_path=self.ws.logs / "agent.stderr",
@@ -145,7 +147,6 @@ class AgentRunner:
                     idle_timeout=timeouts.agent_idle_seconds,
                     watchdog=agent.watchdog_patterns,
                     watchdog_grace=timeouts.watchdog_grace_seconds,
-                    kill_grace=timeouts.watchdog_grace_seconds,
                     stop=stop,
                 )
             finally:

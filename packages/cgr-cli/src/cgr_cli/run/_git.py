@@ -93,6 +93,16 @@ def branch_name(prefix: str, number: int, title: str) -> str:
     return f"{prefix.strip('/')}/{number}-{slugify(title)}"
 
 
+def clone_url(api_url: str, repo: str) -> str:
+    """``https://github.com/o/r.git`` for api.github.com, ``https://host/o/r.git`` for
+    GitHub Enterprise (``https://host/api/v3``) and the simulator (``http://127.0.0.1:N``)."""
+    base = api_url.rstrip("/")
+    if base == "https://api.github.com":
+        base = "https://github.com"
+    base = base.removesuffix("/api/v3")
+    return f"{base}/{repo}.git"
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     name: str

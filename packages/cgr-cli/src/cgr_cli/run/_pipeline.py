@@ -19,13 +19,14 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import msgspec
 
 from cgr_cli._errors import (
     BusyError,
@@ -37,13 +38,18 @@ from cgr_cli._errors import (
 )
 from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
+from cgr_cli.config._repo import RepoSettings
 from cgr_cli.run._agent import StreamState, agent_env, check_can_start, judge
 from cgr_cli.run._agent_cli import AgentCli
 from cgr_cli.run._agent_run import AgentRunner
 from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_diff
+from cgr_cli.run._commands import RepoCommands
 from cgr_cli.run._git import Git, Identity, branch_name
+from cgr_cli.run._git import clone_url as _clone_url
 from cgr_cli.run._outbox import attempt_recorder, deliver_run, report_entries
+from cgr_cli.run._process import checkout_process
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
+from cgr_cli.run._repo_file import read_repo_settings
 from cgr_cli.run._report import Outcome, RunSummary, Texts, pr_section
 from cgr_cli.run._requeue import requeue, transient_reason
 from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
@@ -51,6 +57,8 @@ from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
 if TYPE_CHECKING:
     from cgr_discovery import GitHubClient, RunGitHub, Thread
     from cgr_store import OutboxEntry, Run, Store
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +95,8 @@ class _Ctx:
     # Set when GitHub failed transiently before the agent started: back to the queue.
     requeue: str | None = None
     closes: int | None = None
+    # The host's settings tightened by the repository's cgr.toml (read in step 2).
+    repo: RepoSettings | None = None
 
 
 def _hostname() -> str:
@@ -417,7 +427,7 @@ async def _work(
     key: int,
 ) -> None:
     """Steps 2-7 with the checkout locked: prepare it, run the agent, publish."""
-    from cgr_store import AgentSession, RunStatus
+    from cgr_store import RunStatus
 
     config, request = ctx.config, ctx.request
     git = Git(
@@ -427,6 +437,7 @@ async def _work(
         log=lambda line: ctx.log.info("%s", line),
     )
     work = await _prepare_checkout(ctx, ws, git, github, thread)
+    config = ctx.config  # now tightened by the repository's cgr.toml
     store.update_run(ctx.run_id, branch=work.branch, base_branch=work.base)
 
     # -- 4. prompt: written outside repo/ and given on stdin ------------------------------
@@ -457,11 +468,88 @@ async def _work(
         progress=progress,
         cli=ctx.agent_cli,
     )
+    # -- the repository's set-up, the agent, its checks (run/_commands.py) --------------
+    settings = ctx.repo if ctx.repo is not None else RepoSettings.host_only(config)
+    commands = RepoCommands(
+        settings=settings,
+        process=checkout_process(config, ws.checkout, environ, token, job=ws.run_dir.name),
+        run_dir=ws.run_dir,
+        log=ctx.log,
+        redact=ctx.redact,
+        summary=ctx.summary,
+        progress=lambda line: progress(ctx.redact(line)),
+        git=git,
+    )
+    failed_setup = await _timed_async(ctx, "setup", commands.setup())
+    if failed_setup is not None:
+        ctx.summary.error = (
+            f"the repository's set-up command `{failed_setup.command}` failed "
+            f"({failed_setup.verdict()}), so the agent was not started"
+        )
+        return
+    if not await _attempt(
+        ctx, store, runner, ws, git, key=key, resume=session.session_id if session else None
+    ):
+        return
+
+    async def again(prompt_text: str, attempt: int) -> bool:
+        _next_attempt_files(ws, prompt_text, attempt)
+        spent = ctx.summary.cost_usd or 0.0
+        left = config.agent.max_cost_usd - spent
+        if left <= 0:
+            ctx.summary.error = f"the cost ceiling of ${config.agent.max_cost_usd:.2f} was "
+            ctx.summary.error += "reached before the agent could fix the failing checks"
+            await _timed(ctx, "diff", write_uncommitted_diff, git, ws.checkout, ws, ctx.redact)
+            return False
+        # The ceiling is for the whole run: this attempt may spend what is left.
+        runner.config = msgspec.structs.replace(
+            config, agent=msgspec.structs.replace(config.agent, max_cost_usd=left)
+        )
+        return await _attempt(
+            ctx, store, runner, ws, git, key=key, resume=ctx.summary.agent_session_id
+        )
+
+    draft = False
+    if settings.check:
+        task_prompt = ws.prompt.read_text(encoding="utf-8")
+        passed = await _timed_async(ctx, "checks", commands.check_loop(task_prompt, again))
+        if passed is None:
+            return
+        if not passed:
+            if config.commands.on_failure == "no_pr":
+                ctx.summary.error = (
+                    "the repository's checks still failed after "
+                    f"{ctx.summary.agent_attempts} agent attempt(s), and this repository "
+                    "opens no pull request with failing checks (commands.on_failure)"
+                )
+                await _timed(ctx, "diff", write_uncommitted_diff, git, ws.checkout, ws, ctx.redact)
+                return
+            draft = True
+    await _publish(ctx, ws, git, github=github, thread=thread, work=work, draft=draft)
+
+
+async def _attempt(
+    ctx: _Ctx,
+    store: Store,
+    runner: AgentRunner,
+    ws: Workspace,
+    git: Git,
+    *,
+    key: int,
+    resume: str | None,
+) -> bool:
+    """One run of the agent; True when it finished its work. Otherwise the run's outcome
+    is set (failed, timed out, cancelled) and what it left is kept in ``git.diff``."""
+    from cgr_store import AgentSession
+
+    config, request = runner.config, ctx.request
+    before = ctx.summary.figures() if ctx.summary.agent_attempts else None
+    ctx.summary.agent_attempts += 1
     started = time.monotonic()
-    agent_run = await runner.run(session.session_id if session else None)
-    ctx.timings["agent"] = round(time.monotonic() - started, 3)
+    agent_run = await runner.run(resume)
+    ctx.timings["agent"] = round(ctx.timings.get("agent", 0.0) + time.monotonic() - started, 3)
     state, result = agent_run.state, agent_run.exit
-    ctx.summary.resumed_session = agent_run.resumed
+    ctx.summary.resumed_session = ctx.summary.resumed_session or agent_run.resumed
     if state.session_id:
         # Under the conversation's key, and under the PR's own number too (when they
         # differ) so that anything keyed by the PR finds the same conversation.
@@ -475,6 +563,8 @@ async def _work(
                 )
             )
     _record_figures(ctx, state)
+    if before is not None:  # a fix attempt: the run's figures are the sum of its attempts
+        ctx.summary.add_figures(before)
     ctx.agent_text = state.result.text if state.result else state.last_text
     verdict = judge(
         exit_code=result.exit_code,
@@ -485,21 +575,40 @@ async def _work(
         # Crossed while running (the agent was stopped), or only visible in the final
         # total: either way the ceiling was crossed and the work is not published.
         cost_exceeded=result.stopped == "cost"
-        or (ctx.summary.cost_usd or 0.0) > config.agent.max_cost_usd,
-        max_cost_usd=config.agent.max_cost_usd,
+        or (ctx.summary.cost_usd or 0.0) > ctx.config.agent.max_cost_usd,
+        max_cost_usd=ctx.config.agent.max_cost_usd,
     )
     if result.stopped == "cancelled":
         ctx.status, ctx.summary.outcome = "cancelled", Outcome.CANCELLED
         ctx.summary.error = "cancelled while the agent was working"
-        return
+        return False
     if not verdict.ok:
         # Half-done work is never pushed; what the agent left is kept in git.diff.
         ctx.status = verdict.status
         ctx.summary.outcome = Outcome.TIMED_OUT if verdict.status == "timed_out" else "failed"
         ctx.summary.error = verdict.reason
         await _timed(ctx, "diff", write_uncommitted_diff, git, ws.checkout, ws, ctx.redact)
-        return
-    await _publish(ctx, ws, git, github=github, thread=thread, work=work)
+        return False
+    return True
+
+
+def _next_attempt_files(ws: Workspace, prompt_text: str, attempt: int) -> None:
+    """Keep the previous attempt's prompt and agent logs under numbered names, and write
+    the next prompt where the agent reads it."""
+    previous = attempt - 1
+    for path in (ws.prompt, ws.logs / "agent.jsonl", ws.logs / "agent.stderr"):
+        if path.exists():
+            path.rename(path.with_name(f"{path.stem}.attempt-{previous}{path.suffix}"))
+    ws.prompt.write_text(prompt_text, encoding="utf-8")
+    os.chmod(ws.prompt, 0o600)
+
+
+async def _timed_async(ctx: _Ctx, name: str, work: Awaitable[_T]) -> _T:
+    start = time.monotonic()
+    try:
+        return await work
+    finally:
+        ctx.timings[name] = ctx.timings.get(name, 0.0) + round(time.monotonic() - start, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +657,7 @@ async def _prepare_checkout(
     config, request = ctx.config, ctx.request
     url = _clone_url(config.github.api_url, request.repo)
     await _timed(ctx, "mirror", git.ensure_mirror, url, ws.mirror)
+    config = await _apply_repo_file(ctx, git, ws, thread)
     await _timed(ctx, "workspace", ws.fresh_checkout)
     identity = Identity(config.git_identity.name, config.git_identity.email)
     await _timed(
@@ -592,8 +702,44 @@ async def _prepare_checkout(
     return _Work(branch, base, start_sha, lease, existing_pr)
 
 
+async def _apply_repo_file(ctx: _Ctx, git: Git, ws: Workspace, thread: Thread) -> Config:
+    """Step 2b: the repository's cgr.toml from the just-fetched mirror's default branch
+    (never from the branch worked on), merged into the host's settings (tighten only)."""
+    from cgr_cli.run._repo_file import blocked_by_repo
+
+    try:
+        settings = await _timed(ctx, "repo_file", read_repo_settings, git, ws.mirror, ctx.config)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"the repository's settings file is invalid: {exc}; fix it on the default "
+            "branch, then retry",
+            key=exc.key,
+            source=exc.source,
+        ) from None
+    ctx.repo, ctx.config = settings, settings.config
+    ctx.summary.repo_file, ctx.summary.repo_notes = settings.source, list(settings.notes)
+    if settings.source:
+        ctx.log.info("repository settings: %s", settings.source)
+    for note in settings.notes:
+        ctx.log.warning("%s", note)
+    blocked = blocked_by_repo(thread.issue, ctx.config, settings)
+    if blocked and not ctx.request.force:
+        raise CgrError(
+            f"{ctx.request.repo}#{ctx.request.number} is labelled {blocked!r}, which "
+            f"{settings.source} blocks (labels.blocked); remove the label or use --force"
+        )
+    return ctx.config
+
+
 async def _publish(
-    ctx: _Ctx, ws: Workspace, git: Git, *, github: RunGitHub, thread: Thread, work: _Work
+    ctx: _Ctx,
+    ws: Workspace,
+    git: Git,
+    *,
+    github: RunGitHub,
+    thread: Thread,
+    work: _Work,
+    draft: bool = False,
 ) -> None:
     """Step 7: commit leftovers, push (never a plain force), verify, open or update the PR."""
     request, repo_dir = ctx.request, ws.checkout
@@ -641,7 +787,9 @@ async def _publish(
             base=work.base,
             title=title,
             body=splice_owned_section("", section),
+            draft=draft,
         )
+        ctx.summary.draft = draft
         ctx.summary.outcome = Outcome.PR_OPENED
     ctx.summary.pr_number = int(pr["number"])
     ctx.summary.pr_url = str(pr.get("html_url") or pr.get("url") or "")
@@ -652,16 +800,6 @@ def _local_remote_sha(git: Git, repo: Path, branch: str) -> str | None:
     done = git.run(["rev-parse", "--verify", "-q", f"refs/remotes/origin/{branch}"],
                    cwd=repo, check=False)  # fmt: skip
     return done.stdout.strip() or None
-
-
-def _clone_url(api_url: str, repo: str) -> str:
-    """``https://github.com/o/r.git`` for api.github.com, ``https://host/o/r.git`` for
-    GitHub Enterprise (``https://host/api/v3``) and the simulator (``http://127.0.0.1:N``)."""
-    base = api_url.rstrip("/")
-    if base == "https://api.github.com":
-        base = "https://github.com"
-    base = base.removesuffix("/api/v3")
-    return f"{base}/{repo}.git"
 
 
 def _prompt_input(
@@ -721,7 +859,21 @@ def _prompt_input(
         branch=branch,
         base_branch=base,
         follow_up=follow_up,
+        **_repo_prompt(ctx.repo),
     )
+
+
+def _repo_prompt(settings: RepoSettings | None) -> dict[str, Any]:
+    if settings is None:
+        return {}
+    from cgr_cli.config._repo import command_text
+
+    return {
+        "guidance": settings.instructions,
+        "guidance_source": settings.instructions_source or "",
+        "setup": [command_text(c) for c in settings.setup],
+        "checks": [command_text(c) for c in settings.check],
+    }
 
 
 def _record_figures(ctx: _Ctx, state: StreamState) -> None:

@@ -29,6 +29,36 @@ class Outcome:
     REQUEUED = "requeued"
 
 
+class CommandOutcome(msgspec.Struct, kw_only=True):
+    """One set-up or check command of the repository's ``cgr.toml`` and how it ended."""
+
+    phase: str  # "setup" or "check"
+    # Check rounds count from 1 (after the agent's first attempt); set-up is round 0.
+    attempt: int = 0
+    command: str
+    exit_code: int | None = None
+    timed_out: bool = False
+    timeout_s: float = 0.0
+    output_limited: bool = False
+    duration_s: float = 0.0
+    # The combined output, relative to the run directory (``logs/check-1-1.log``).
+    log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def verdict(self) -> str:
+        more = (
+            " (its output past commands.output_bytes was not kept)" if self.output_limited else ""
+        )
+        if self.timed_out:
+            return f"timed out after {self.timeout_s:g}s{more}"
+        if self.exit_code is None:
+            return f"killed by a signal{more}"
+        return ("passed" if self.exit_code == 0 else f"exit code {self.exit_code}") + more
+
+
 class RunSummary(msgspec.Struct, kw_only=True):
     """``artifacts/summary.json`` and ``cgr run --json``."""
 
@@ -58,12 +88,43 @@ class RunSummary(msgspec.Struct, kw_only=True):
     permission_denials: list[str] = msgspec.field(default_factory=list)
     # The branch reached GitHub: a failure after it must not claim "no pull request".
     pushed: bool = False
+    # The repository's own settings file, as "path@commit" (None: it has none), and what
+    # of it was not applied because it would have loosened a host limit.
+    repo_file: str | None = None
+    repo_notes: list[str] = msgspec.field(default_factory=list)
+    commands: list[CommandOutcome] = msgspec.field(default_factory=list)
+    # None: the repository has no check commands (or they never ran).
+    checks_passed: bool | None = None
+    agent_attempts: int = 0
+    draft: bool = False
 
     @property
     def exit_code(self) -> int:
+        if self.checks_passed is False:
+            return 1  # a pull request whose checks fail needs a person (needs-human)
         return (
             0 if self.outcome in (Outcome.PR_OPENED, Outcome.PR_UPDATED, Outcome.NO_CHANGES) else 1
         )
+
+    def figures(self) -> tuple[float, int, int, int, int, int]:
+        """Cost, tokens and turns, to add up the attempts of a run (``add_figures``)."""
+        return (
+            self.cost_usd or 0.0,
+            self.input_tokens or 0,
+            self.output_tokens or 0,
+            self.cache_creation_tokens or 0,
+            self.cache_read_tokens or 0,
+            self.turns or 0,
+        )
+
+    def add_figures(self, earlier: tuple[float, int, int, int, int, int]) -> None:
+        cost, tokens_in, tokens_out, cache_new, cache_read, turns = earlier
+        self.cost_usd = round((self.cost_usd or 0.0) + cost, 6)
+        self.input_tokens = (self.input_tokens or 0) + tokens_in
+        self.output_tokens = (self.output_tokens or 0) + tokens_out
+        self.cache_creation_tokens = (self.cache_creation_tokens or 0) + cache_new
+        self.cache_read_tokens = (self.cache_read_tokens or 0) + cache_read
+        self.turns = (self.turns or 0) + turns
 
     def one_line(self) -> str:
         where = f"{self.repo}#{self.number}"
@@ -122,7 +183,13 @@ class Texts:
     def final(self, summary: RunSummary, agent_text: str = "") -> str:
         outcome = summary.outcome
         parts: list[str] = []
-        if outcome in (Outcome.PR_OPENED, Outcome.PR_UPDATED):
+        if outcome in (Outcome.PR_OPENED, Outcome.PR_UPDATED) and summary.checks_passed is False:
+            verb = "Opened draft" if summary.draft else "Updated"
+            parts.append(
+                f"⚠️ {verb} pull request #{summary.pr_number}: {summary.pr_url}. The "
+                "repository's checks still fail on it: a person needs to look at it."
+            )
+        elif outcome in (Outcome.PR_OPENED, Outcome.PR_UPDATED):
             verb = "Opened" if outcome == Outcome.PR_OPENED else "Updated"
             parts.append(f"✅ {verb} pull request #{summary.pr_number}: {summary.pr_url}")
         elif outcome == Outcome.NO_CHANGES:
@@ -152,6 +219,8 @@ class Texts:
             parts.append(f"❌ The run failed: {summary.error}. No pull request was opened.")
         if agent_text.strip():
             parts.append("### What the agent said\n\n" + _clean_agent_text(agent_text))
+        if summary.commands or summary.repo_notes:
+            parts.append(commands_text(summary, run_id=self.run_id))
         if summary.permission_denials:
             tools = ", ".join(f"`{t}`" for t in sorted(set(summary.permission_denials)))
             parts.append(
@@ -167,7 +236,49 @@ class Texts:
 def pr_section(summary: RunSummary, agent_text: str, *, closes: int | None) -> str:
     """The cgr-owned part of a pull request description."""
     lines = ["### Summary (by cgr)", "", _clean_agent_text(agent_text) or "(no summary)", ""]
+    if summary.commands or summary.repo_notes:
+        lines += [commands_text(summary), ""]
     if closes is not None:
         lines += [f"Closes #{closes}", ""]
     lines.append(f"<sub>run `{summary.run_id}` · {figures(summary)}</sub>")
+    return "\n".join(lines)
+
+
+def _code(text: str, limit: int = 200) -> str:
+    """``text`` as inline code on one line, whatever backticks it holds."""
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    fence = "`"
+    while fence in text:
+        fence += "`"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def commands_text(summary: RunSummary, *, run_id: str | None = None) -> str:
+    """What ran of the repository's ``setup``/``check`` commands and how each ended; the
+    notes on values of its file that were not applied. Never the commands' output (it
+    stays in the run's logs): a comment gets cgr's sentences, not raw tool output."""
+    source = f" (from `{summary.repo_file}` on the default branch)" if summary.repo_file else ""
+    lines = [f"### Repository commands{source}", ""]
+    for c in summary.commands:
+        mark = "✅" if c.ok else "❌"
+        kind = "set-up" if c.phase == "setup" else f"check (round {c.attempt})"
+        lines.append(
+            f"- {mark} {kind} {_code(c.command)}: {c.verdict()} in {_duration(c.duration_s)}"
+        )
+    if summary.checks_passed is True:
+        lines += ["", "The checks passed."]
+    elif summary.checks_passed is False:
+        attempts = summary.agent_attempts
+        lines += [
+            "",
+            f"The checks still failed after {attempts} agent attempt"
+            f"{'s' if attempts != 1 else ''}.",
+        ]
+    if any(not c.ok for c in summary.commands) and run_id:
+        lines += ["", f"The commands' output is in the run's logs: `cgr logs {run_id}`."]
+    for note in summary.repo_notes:
+        lines += ["", f"Note: {note}"]
     return "\n".join(lines)
