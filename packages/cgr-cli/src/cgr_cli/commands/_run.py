@@ -7,11 +7,8 @@ import sys
 
 
 def run(args: argparse.Namespace) -> int:
-    from cgr_cli._errors import CgrError
     from cgr_cli.config._load import load_config
     from cgr_cli.run._pipeline import RunRequest, run_sync
-    from cgr_discovery import DiscoveryError
-    from cgr_store import StoreError
 
     try:
         config, _ = load_config(args.config)
@@ -26,7 +23,9 @@ def run(args: argparse.Namespace) -> int:
                 force=args.force,
             ),
         )
-    except (CgrError, DiscoveryError, StoreError) as exc:
+    except Exception as exc:
+        if not _could_not_start(exc):
+            raise
         # Only errors before the run row exists reach here (bad config, GitHub or the
         # database unreachable, an active run on the target); later ones are reported on
         # GitHub and in the summary.
@@ -39,3 +38,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(summary.one_line())
     return summary.exit_code
+
+
+def _could_not_start(exc: Exception) -> bool:
+    """A cgr, GitHub or database error: the run could not start (exit code 2).
+
+    cgr_discovery and cgr_store are looked up in ``sys.modules`` rather than imported: an
+    exception can only be one of theirs if they were imported, and importing them here
+    would put the GitHub client before the store on every run's start-up path.
+    """
+    from cgr_cli._errors import CgrError
+
+    if isinstance(exc, CgrError):
+        return True
+    for module, name in (("cgr_discovery", "DiscoveryError"), ("cgr_store", "StoreError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
+    return False

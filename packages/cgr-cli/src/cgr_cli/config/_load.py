@@ -6,7 +6,6 @@ expected, so the user can fix the file without reading cgr's source.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -181,6 +180,8 @@ def _explain(exc: msgspec.ValidationError, data: Mapping[str, Any], source: str)
         known = [f.name for f in msgspec.structs.fields(struct)] if struct else []
         key = _dotted([*parts, field])
         text = f"unknown key {key!r} = {_shown(field, _lookup(data, [*parts, field]))}"
+        import difflib  # only for this message: not on every start-up
+
         close = difflib.get_close_matches(field, known, n=1)
         if close:
             text += f" (did you mean {_dotted([*parts, close[0]])!r}?)"

@@ -93,7 +93,6 @@ async def execute_run(
     (configuration, missing token, an active run on the same target); after that, every
     failure is reported on GitHub and in the summary instead.
     """
-    from cgr_discovery import GitHubClient, RunGitHub, TokenAuth
     from cgr_store import SQLiteStore
 
     token = config.github.resolved_token()
@@ -109,12 +108,18 @@ async def execute_run(
     config.database.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(config.database)
     try:
+        # A queued run (the daemon's, a tick's) is picked up before the GitHub client is
+        # imported or opened: its row names this process at once, and nothing of GitHub's
+        # is needed for that.
+        picked = _pick_up(store, request.run_id) if request.run_id else None
+        from cgr_discovery import GitHubClient, RunGitHub, TokenAuth
+
         async with GitHubClient(
             auth=TokenAuth(token.reveal()), base_url=config.github.api_url
         ) as gh:
             github = RunGitHub(gh, min_edit_interval=config.github.status_update_seconds)
             bot = config.github.bot_login or await _whoami(gh)
-            run = await _create_or_pick_up(store, github, request)
+            run = picked or await _create_or_pick_up(store, github, request)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
             ctx.agent_cli = agent_cli
             try:
@@ -234,20 +239,12 @@ def _new_ctx(config: Config, request: RunRequest, run_id: str, token: str, bot: 
 async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunRequest) -> Run:
     """The run row comes first: created queued here, or an existing queued one."""
     from cgr_exec import ProcessIdentity
-    from cgr_store import ActiveRunExists, Run, RunKind, RunNotFound, RunStatus, new_run_id
+    from cgr_store import ActiveRunExists, Run, RunKind, new_run_id
 
+    if request.run_id:
+        return _pick_up(store, request.run_id)
     me = ProcessIdentity.current()
     host, pid, start_time = _hostname(), me.pid, float(me.start_time)
-    if request.run_id:
-        try:
-            run = store.get_run(request.run_id)
-        except RunNotFound:
-            raise RunNotFoundError(request.run_id, "no such run") from None
-        if run.status != RunStatus.QUEUED:
-            raise RunNotFoundError(request.run_id, f"is {run.status}, not queued")
-        run = store.update_run(run.id, host=host, pid=pid, process_start_time=start_time)
-        store.heartbeat(run.id)  # the reaper judges silence from here on, not from created_at
-        return run
     if request.comment_id is not None and request.review_comment:
         kind = RunKind.REVIEW_COMMENT
     elif request.comment_id is not None:
@@ -274,6 +271,25 @@ async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunReques
             f"{request.repo}#{request.number} already has an active run; "
             "see `cgr status` or wait for it to end"
         ) from None
+
+
+def _pick_up(store: Store, run_id: str) -> Run:
+    """The queued run ``run_id``, now naming this process (host, pid, start time)."""
+    from cgr_exec import ProcessIdentity
+    from cgr_store import RunNotFound, RunStatus
+
+    try:
+        run = store.get_run(run_id)
+    except RunNotFound:
+        raise RunNotFoundError(run_id, "no such run") from None
+    if run.status != RunStatus.QUEUED:
+        raise RunNotFoundError(run_id, f"is {run.status}, not queued")
+    me = ProcessIdentity.current()
+    run = store.update_run(
+        run.id, host=_hostname(), pid=me.pid, process_start_time=float(me.start_time)
+    )
+    store.heartbeat(run.id)  # the reaper judges silence from here on, not from created_at
+    return run
 
 
 def _open_run_log(ctx: _Ctx, ws: Workspace) -> None:
