@@ -84,7 +84,7 @@ async def _main(
     server = serve(metrics_address, metrics) if metrics_address else None
     try:
         async with (
-            open_github(config) as github,
+            open_github(config, store) as github,
             SubprocessExecutor(
                 limit=config.polling.max_concurrency,
                 grace=config.timeouts.watchdog_grace_seconds,
@@ -107,6 +107,7 @@ async def _main(
                         cancelled_since=cancelled_since, unclaimed=unclaimed,
                         metrics=metrics,
                     )  # fmt: skip
+                    github.save_cache()
                 except Exception:
                     # A daemon outlives transient trouble (GitHub down, a locked store).
                     log.exception("scheduling pass failed; trying again next interval")

@@ -9,9 +9,10 @@
    starts a new session, writes to its own log and runs the pipeline for its run id with
    its own store connection and HTTP client: nothing crosses the fork.
 4. Print a short summary and exit; the children run on.
-5. A child whose run has ended takes the next job into the slot it holds (``_next_in_slot``:
-   a pass of one slot under the same locks, so only when no daemon owns the store) and runs
-   it in the same process, until no job is left. Between timer ticks a slot is refilled
+5. When the pass left jobs pending (more work than slots), a child whose run has ended
+   takes the next job into the slot it holds (``_next_in_slot``: a pass of one slot under
+   the same locks, so only when no daemon owns the store) and runs it in the same process,
+   until a pass leaves nothing pending. Between timer ticks a slot is refilled
    the moment it frees up, not at the next tick; the timer starts new chains (and reaps).
 """
 
@@ -88,7 +89,9 @@ def tick(config: Config) -> TickResult:
         executor = ForkExecutor(after_fork=[close_inherited])
         for run in planned:
             identity = executor.start(
-                _child_main(config, run), log_path=child_log_path(config, run.id), key=run.id
+                _child_main(config, run, backlog=bool(result.report.pending)),
+                log_path=child_log_path(config, run.id),
+                key=run.id,
             )
             result.children[run.id] = identity.pid
         # Until now each row named this process (alive: the reaper leaves the run alone);
@@ -106,7 +109,7 @@ async def _discover_and_record(
     from cgr_cli.schedule._reaper import reap
     from cgr_exec import ProcessIdentity
 
-    async with open_github(config) as github:
+    async with open_github(config, store) as github:
         reaped = await reap(config, store, github, host=host)
         result.reaped = {k: v for k, v in reaped.as_dict().items() if v}
         slots = free_slots(config, store, host)
@@ -138,7 +141,10 @@ def _wait_single_threaded(timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def _child_main(config: Config, run: Run) -> Callable[[], int]:
+def _child_main(config: Config, run: Run, *, backlog: bool) -> Callable[[], int]:
+    """The forked child's body: ``run``, then (while the passes leave jobs pending) the
+    next job in the same slot. Without a backlog no pass is made: an idle repository
+    costs no extra polling."""
     request = request_for(run)
 
     def main() -> int:
@@ -148,9 +154,11 @@ def _child_main(config: Config, run: Run) -> Callable[[], int]:
         summary = run_sync(config, request)
         print(summary.one_line(), flush=True)
         # Cancelled (SIGTERM: systemd stopping, `cgr cancel`): no new work in this process.
-        while summary.outcome != Outcome.CANCELLED and (
-            nxt := _next_in_slot(config, after=summary.run_id)
-        ):
+        more = backlog
+        while more and summary.outcome != Outcome.CANCELLED:
+            nxt, more = _next_in_slot(config, after=summary.run_id)
+            if nxt is None:
+                break
             _output_to(child_log_path(config, nxt.id))
             summary = run_sync(config, request_for(nxt))
             print(summary.one_line(), flush=True)
@@ -159,11 +167,12 @@ def _child_main(config: Config, run: Run) -> Callable[[], int]:
     return main
 
 
-def _next_in_slot(config: Config, *, after: str) -> Run | None:
+def _next_in_slot(config: Config, *, after: str) -> tuple[Run | None, bool]:
     """One scheduling pass of at most one slot - the one this finished child holds - whose
-    run names this process; None when there is no job, a daemon owns the store, another
-    pass keeps the schedule lock, or the run ``after`` ended before its claim (GitHub
-    refusing it: the next tick looks again, with the backoff for such failures)."""
+    run names this process, and whether that pass left jobs pending. No run when there is
+    no job, a daemon owns the store, another pass keeps the schedule lock, or the run
+    ``after`` ended before its claim (GitHub refusing it: the next tick looks again, with
+    the backoff for such failures)."""
     import logging
 
     from cgr_cli._errors import CgrError
@@ -172,15 +181,15 @@ def _next_in_slot(config: Config, *, after: str) -> Run | None:
     try:
         with tick_locks(config, wait=10.0), SQLiteStore(config.database) as store:
             if not any(e.to_status is RunStatus.CLAIMED for e in store.events(after)):
-                return None
+                return None, False
             result = TickResult(PassReport())
             planned = anyio.run(_discover_and_record, config, store, hostname(), result, 1)
     except CgrError:
-        return None
+        return None, False
     except Exception:
         logging.getLogger("cgr.tick").exception("looking for the next job failed")
-        return None
-    return planned[0] if planned else None
+        return None, False
+    return (planned[0] if planned else None), bool(result.report.pending)
 
 
 def _output_to(path: Path) -> None:
