@@ -110,10 +110,13 @@ async def _discover_and_record(
     from cgr_exec import ProcessIdentity
 
     async with open_github(config, store) as github:
-        reaped = await reap(config, store, github, host=host)
-        result.reaped = {k: v for k, v in reaped.as_dict().items() if v}
+        if most is None:
+            reaped = await reap(config, store, github, host=host)
+            result.reaped = {k: v for k, v in reaped.as_dict().items() if v}
         slots = free_slots(config, store, host)
         if most is not None:
+            # A chained pass (``_next_in_slot``) only fills its own slot: reaping (store
+            # scans, workspace retention) is the timer's ticks' work, not every run's.
             slots = min(slots, most)
         return await plan_pass(
             config,
