@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from runworld import REPO, Env
 from schedworld import all_terminal, cgr, runs, sched_config, wait_until
@@ -43,3 +44,23 @@ def test_new_work_is_still_found_after_a_free_idle_poll(env: Env, subreaper: Non
             and r.status == 200]  # fmt: skip
     wait_until(lambda: all_terminal(env), 60, "the run to end")
     assert [r.target for r in runs(env)] == [number]
+
+
+def test_the_cache_writes_only_changes_and_drops_what_a_pass_did_not_use(tmp_path: Path) -> None:
+    from cgr_cli.schedule._http_cache import PersistedCache
+    from cgr_store import SQLiteStore
+
+    with SQLiteStore(tmp_path / "cgr.sqlite3") as store:
+        first = PersistedCache(store)
+        first["/a?since=1"] = ('"e1"', None, [{"n": 1}], None)
+        first["/b"] = ('"e2"', "Tue, 01 Dec 2026 10:00:00 GMT", {"x": "y"}, "/b?page=2")
+        first.save()
+        second = PersistedCache(store)  # a fresh process: the entries come back
+        assert second["/b"] == ('"e2"', "Tue, 01 Dec 2026 10:00:00 GMT", {"x": "y"}, "/b?page=2")
+        second.save()  # "/a?since=1" was not asked for: its cursor moved on
+        assert sorted(store.http_cache_get_many()) == ["/b"]
+        before = store.http_cache_get_many()["/b"].updated_at
+        third = PersistedCache(store)
+        third["/b"] = third["/b"]  # unchanged (a 304 replayed): nothing rewritten
+        third.save()
+        assert store.http_cache_get_many()["/b"].updated_at == before
