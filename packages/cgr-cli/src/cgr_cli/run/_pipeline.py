@@ -113,12 +113,8 @@ async def execute_run(
         # imported or opened: its row names this process at once, and nothing of GitHub's
         # is needed for that.
         picked = _pick_up(store, request.run_id) if request.run_id else None
-        from cgr_discovery import GitHubClient, RunGitHub, TokenAuth
-
-        async with GitHubClient(
-            auth=TokenAuth(token.reveal()), base_url=config.github.api_url
-        ) as gh:
-            github = RunGitHub(gh, min_edit_interval=config.github.status_update_seconds)
+        async with _client(config, token.reveal()) as gh:
+            github = _run_github(config, gh)
             bot = config.github.bot_login or await _whoami(gh)
             run = picked or await _create_or_pick_up(store, github, request)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
@@ -159,6 +155,18 @@ async def execute_run(
             return ctx.summary
     finally:
         store.close()
+
+
+def _client(config: Config, token: str) -> GitHubClient:
+    from cgr_discovery import GitHubClient, TokenAuth
+
+    return GitHubClient(auth=TokenAuth(token), base_url=config.github.api_url)
+
+
+def _run_github(config: Config, gh: GitHubClient) -> RunGitHub:
+    from cgr_discovery import RunGitHub
+
+    return RunGitHub(gh, min_edit_interval=config.github.status_update_seconds)
 
 
 async def _beat(ctx: _Ctx, store: Store) -> None:
