@@ -48,6 +48,8 @@ FIXED_BOUND_LATENCY = 0.5
 # issue), take 0.5 s, then become the scripted agent.
 AGENT = f"""
 import os, sys, time, pathlib
+if "--version" in sys.argv[1:]:  # cgr asks the release before each run: not a start
+    os.execv(sys.executable, [sys.executable, {str(FAKE)!r}, *sys.argv[1:]])
 d = pathlib.Path(os.environ["BENCH_STARTS"]); d.mkdir(exist_ok=True)
 (d / f"{{os.getpid()}}.json").write_text('{{"cwd": "%s", "t": %r}}' % (os.getcwd(), time.time()))
 time.sleep({AGENT_SECONDS})
