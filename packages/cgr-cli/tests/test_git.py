@@ -157,3 +157,56 @@ def test_network_commands_time_out(tmp_path: Path, hanging_server: int) -> None:
     assert "timed out" in str(caught.value)
     assert "secret-token-value" not in str(caught.value)
     assert not (tmp_path / "m.git").exists()  # a killed clone never looks like a mirror
+
+
+def test_mirror_fetch_prunes_and_remote_refs_read_the_clone(tmp_path: Path, remote: Path) -> None:
+    """The mirror is fetched by URL and refspec (no `remote set-url` first): new branches
+    arrive, deleted ones go; `remote_refs` reads origin's default branch and heads."""
+    git = Git(token=None, timeout=30, network_timeout=30)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    _git("branch", "gone", "main", cwd=remote)
+    git.ensure_mirror(url, mirror)
+    _git("branch", "-D", "gone", cwd=remote)
+    _git("branch", "new", "main", cwd=remote)
+    git.ensure_mirror(url, mirror)
+    assert _git("for-each-ref", "--format=%(refname)", cwd=mirror).split() == [
+        "refs/heads/main",
+        "refs/heads/new",
+    ]
+    work = tmp_path / "work"
+    git.clone(url, work, mirror=mirror, identity=ID)
+    refs = git.remote_refs(work)
+    main = _git("rev-parse", "main", cwd=remote)
+    assert refs.default == "main"
+    assert refs.heads == {"main": main, "new": main}
+    # The identity came with the clone (`clone -c`), the origin is the real URL.
+    assert _git("config", "--local", "user.email", cwd=work) == ID.email
+    assert _git("remote", "get-url", "origin", cwd=work) == url
+
+
+def test_the_local_clone_from_the_mirror_sends_nothing_to_the_server(tmp_path: Path) -> None:
+    """Only the mirror fetch talks to GitHub's git server; the work copy is a local clone of
+    the mirror (objects hard-linked), whatever the network's latency."""
+    from cgr_discovery.testing import GitHubSimulator
+
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        sim.create_repo("o/r")
+        sim.commit("o/r", "main", {f"f{i}.txt": f"{i}\n" for i in range(20)}, message="files")
+        git = Git(token=sim.token, timeout=30, network_timeout=30)
+        url = sim.git_url("o", "r")
+        mirror = tmp_path / "m.git"
+        git.ensure_mirror(url, mirror)
+        git.ensure_mirror(url, mirror)
+        fetched = [r.path for r in sim.requests if r.path.startswith("/o/r")]
+        assert fetched  # the mirror did use the server
+        sim.faults.latency(0.5)  # a slow network: nothing below may wait for it
+        sim.clear_requests()
+        work = tmp_path / "work"
+        git.clone(url, work, mirror=mirror, identity=ID)
+        git.checkout_new(work, "cgr/1-x", "origin/main")
+        assert sim.requests == []
+    packs = list((work / ".git" / "objects" / "pack").glob("*.pack"))
+    assert packs
+    assert all(p.stat().st_nlink >= 2 for p in packs)  # shared with the mirror, not copied
+    assert _git("remote", "get-url", "origin", cwd=work) == url

@@ -15,8 +15,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import jwt
-from gidgethub import apps
 
 from ._errors import AuthError, GitHubRequestError
 from ._secret import Secret
@@ -134,6 +132,11 @@ class AppAuth:
         return f"token {token.reveal()}"
 
     def _jwt(self) -> str:
+        # Imported here, not at the top: PyJWT and cryptography take tens of milliseconds
+        # to import, and only App auth needs them (every `cgr` start with a token paid it).
+        import jwt
+        from gidgethub import apps
+
         try:
             return apps.get_jwt(app_id=self.app_id, private_key=self.private_key.reveal())
         except (ValueError, TypeError, jwt.PyJWTError) as exc:  # the key does not load

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +32,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from cgr_cli.demo._world import DemoError, run_demo
 
     def say(line: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -65,6 +64,8 @@ def doctor(args: argparse.Namespace) -> int:
 
     report = run_doctor(options, on_check=None if args.json else show)
     if args.json:
+        import json
+
         print(json.dumps(report.to_json(), indent=2))
     else:
         failed = sum(1 for c in report.checks if c.status == "fail")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from cgr_cli.commands._options import add_config_option
 
@@ -30,6 +29,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from cgr_cli.config._init import (
         InitError,
         InitPaths,

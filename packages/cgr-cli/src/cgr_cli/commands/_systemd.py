@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from cgr_cli.commands._options import add_config_option
 
@@ -48,6 +47,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def systemd(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from cgr_cli._errors import CgrError
     from cgr_cli.config._load import load_config
     from cgr_cli.ops._systemd import (

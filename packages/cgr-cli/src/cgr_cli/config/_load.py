@@ -6,7 +6,6 @@ expected, so the user can fix the file without reading cgr's source.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -228,6 +227,8 @@ def _explain(
         known = [f.name for f in msgspec.structs.fields(struct)] if struct else []
         key = _dotted([*parts, field])
         text = f"unknown key {key!r} = {_shown(field, _lookup(data, [*parts, field]))}"
+        import difflib  # only for this message: not on every start-up
+
         close = difflib.get_close_matches(field, known, n=1)
         if close:
             text += f" (did you mean {_dotted([*parts, close[0]])!r}?)"

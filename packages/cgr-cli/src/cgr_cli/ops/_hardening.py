@@ -13,7 +13,6 @@ everything: for a hard boundary run the agent as another user.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 _PR_SET_DUMPABLE = 4
@@ -21,7 +20,10 @@ _PR_GET_DUMPABLE = 3
 
 
 def _prctl(option: int, arg: int) -> int:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    # The symbols the interpreter is linked with (libc's among them), not
+    # ``ctypes.util.find_library``: that imports subprocess, shutil and tempfile and may run
+    # ``ldconfig``, a cost every ``cgr`` start would pay.
+    libc = ctypes.CDLL(None, use_errno=True)
     return int(libc.prctl(option, arg, 0, 0, 0))
 
 

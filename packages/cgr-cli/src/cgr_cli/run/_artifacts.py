@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +40,8 @@ def cleanup(ws: Workspace, policy: str) -> None:
     if policy == "keep" or not ws.checkout.exists():
         return
     if policy == "archive":
+        import tarfile  # only for this policy: not on every run's start-up path
+
         with tarfile.open(ws.artifacts / "repo.tar.gz", "w:gz") as tar:
             tar.add(ws.checkout, arcname="repo")
     shutil.rmtree(ws.checkout, ignore_errors=True)

@@ -103,6 +103,18 @@ def clone_url(api_url: str, repo: str) -> str:
     return f"{base}/{repo}.git"
 
 
+_ORIGIN = "refs/remotes/origin/"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRefs:
+    """``refs/remotes/origin/*`` of a fresh clone: the default branch (None when origin's
+    HEAD names none) and each branch's sha."""
+
+    default: str | None
+    heads: dict[str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     name: str
@@ -208,8 +220,10 @@ class Git:
 
     def _ensure_mirror(self, url: str, mirror: Path) -> None:
         if (mirror / "HEAD").is_file():
-            self.run(["remote", "set-url", "origin", url], cwd=mirror)
-            self.network(["fetch", "--prune", "origin"], cwd=mirror)
+            # The URL and the mirror's refspec given here rather than ``remote set-url``
+            # first: one git process per run instead of two.
+            self.network(["fetch", "--prune", "--no-write-fetch-head", url, "+refs/*:refs/*"],
+                         cwd=mirror)  # fmt: skip
             return
         mirror.parent.mkdir(parents=True, exist_ok=True)
         # Per process: the git of a creator that was killed may still be writing its own.
@@ -226,14 +240,33 @@ class Git:
         is pointed at the real URL. Hard links keep the copy independent of the mirror: a
         later ``fetch --prune``/``gc`` in the mirror only drops the mirror's own links.
         """
+        # Commits by cgr and by the agent carry the configured identity (not a secret),
+        # written into the new repository's config by the clone itself (``-c``).
+        who = ["-c", f"user.name={identity.name}", "-c", f"user.email={identity.email}"]
         if mirror is not None and (mirror / "HEAD").is_file():
-            self.run(["clone", "--no-tags", str(mirror), str(dest)])
+            # A path, so a local clone: hard links, no transport, nothing over the network.
+            self.run(["clone", "--no-tags", *who, str(mirror), str(dest)])
             self.run(["remote", "set-url", "origin", url], cwd=dest)
         else:
-            self.network(["clone", "--no-tags", url, str(dest)], prepare=lambda: _rmtree(dest))
-        # Commits by cgr and by the agent carry the configured identity (not a secret).
-        self.run(["config", "user.name", identity.name], cwd=dest)
-        self.run(["config", "user.email", identity.email], cwd=dest)
+            self.network(["clone", "--no-tags", *who, url, str(dest)],
+                         prepare=lambda: _rmtree(dest))  # fmt: skip
+
+    def remote_refs(self, repo: Path) -> RemoteRefs:
+        """origin's default branch and branch heads as the clone saw them (one process)."""
+        done = self.run(
+            ["for-each-ref", "--format=%(objectname) %(refname) %(symref)", _ORIGIN], cwd=repo
+        )
+        default: str | None = None
+        heads: dict[str, str] = {}
+        for line in done.stdout.splitlines():
+            sha, ref, *symref = line.split(" ")
+            name = ref.removeprefix(_ORIGIN)
+            if name == "HEAD":
+                target = symref[0] if symref else ""
+                default = target.removeprefix(_ORIGIN) if target.startswith(_ORIGIN) else None
+            else:
+                heads[name] = sha
+        return RemoteRefs(default, heads)
 
     def default_branch(self, repo: Path) -> str:
         done = self.run(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], cwd=repo)
@@ -272,6 +305,11 @@ class Git:
     def changed_files(self, repo: Path, base: str) -> list[str]:
         done = self.run(["diff", "--name-only", f"{base}..HEAD"], cwd=repo)
         return [line for line in done.stdout.splitlines() if line]
+
+    def new_commits(self, repo: Path, base: str) -> list[str]:
+        """Commits on HEAD that ``base`` lacks, newest (HEAD) first: the head and the count
+        in one process."""
+        return self.run(["rev-list", f"{base}..HEAD"], cwd=repo).stdout.split()
 
     def commit_count(self, repo: Path, base: str) -> int:
         return int(self.run(["rev-list", "--count", f"{base}..HEAD"], cwd=repo).stdout.strip())

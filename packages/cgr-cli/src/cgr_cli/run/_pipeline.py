@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -97,6 +98,7 @@ class _Ctx:
     closes: int | None = None
     # The host's settings tightened by the repository's cgr.toml (read in step 2).
     repo: RepoSettings | None = None
+    mirror: _Background | None = None  # the mirror fetch, started early by _run
 
 
 def _hostname() -> str:
@@ -115,7 +117,6 @@ async def execute_run(
     (configuration, missing token, an active run on the same target); after that, every
     failure is reported on GitHub and in the summary instead.
     """
-    from cgr_discovery import GitHubClient, RunGitHub, TokenAuth
     from cgr_store import SQLiteStore
 
     token = config.github.resolved_token()
@@ -131,16 +132,14 @@ async def execute_run(
     config.database.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(config.database)
     try:
-        async with GitHubClient(
-            auth=TokenAuth(token.reveal()), base_url=config.github.api_url
-        ) as gh:
-            github = RunGitHub(
-                gh,
-                min_edit_interval=config.github.status_update_seconds,
-                write_budget=config.github.write_retry_seconds,
-            )
+        # A queued run (the daemon's, a tick's) is picked up before the GitHub client is
+        # imported or opened: its row names this process at once, and nothing of GitHub's
+        # is needed for that.
+        picked = _pick_up(store, request.run_id) if request.run_id else None
+        async with _client(config, token.reveal()) as gh:
+            github = _run_github(config, gh)
             bot = config.github.bot_login or await _whoami(gh)
-            run = await _create_or_pick_up(store, github, request)
+            run = picked or await _create_or_pick_up(store, github, request)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
             ctx.agent_cli = agent_cli
             try:
@@ -179,6 +178,22 @@ async def execute_run(
             return ctx.summary
     finally:
         store.close()
+
+
+def _client(config: Config, token: str) -> GitHubClient:
+    from cgr_discovery import GitHubClient, TokenAuth
+
+    return GitHubClient(auth=TokenAuth(token), base_url=config.github.api_url)
+
+
+def _run_github(config: Config, gh: GitHubClient) -> RunGitHub:
+    from cgr_discovery import RunGitHub
+
+    return RunGitHub(
+        gh,
+        min_edit_interval=config.github.status_update_seconds,
+        write_budget=config.github.write_retry_seconds,
+    )
 
 
 async def _beat(ctx: _Ctx, store: Store) -> None:
@@ -267,20 +282,12 @@ def _new_ctx(config: Config, request: RunRequest, run_id: str, token: str, bot: 
 async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunRequest) -> Run:
     """The run row comes first: created queued here, or an existing queued one."""
     from cgr_exec import ProcessIdentity
-    from cgr_store import ActiveRunExists, Run, RunKind, RunNotFound, RunStatus, new_run_id
+    from cgr_store import ActiveRunExists, Run, RunKind, new_run_id
 
+    if request.run_id:
+        return _pick_up(store, request.run_id)
     me = ProcessIdentity.current()
     host, pid, start_time = _hostname(), me.pid, float(me.start_time)
-    if request.run_id:
-        try:
-            run = store.get_run(request.run_id)
-        except RunNotFound:
-            raise RunNotFoundError(request.run_id, "no such run") from None
-        if run.status != RunStatus.QUEUED:
-            raise RunNotFoundError(request.run_id, f"is {run.status}, not queued")
-        run = store.update_run(run.id, host=host, pid=pid, process_start_time=start_time)
-        store.heartbeat(run.id)  # the reaper judges silence from here on, not from created_at
-        return run
     if request.comment_id is not None and request.review_comment:
         kind = RunKind.REVIEW_COMMENT
     elif request.comment_id is not None:
@@ -307,6 +314,25 @@ async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunReques
             f"{request.repo}#{request.number} already has an active run; "
             "see `cgr status` or wait for it to end"
         ) from None
+
+
+def _pick_up(store: Store, run_id: str) -> Run:
+    """The queued run ``run_id``, now naming this process (host, pid, start time)."""
+    from cgr_exec import ProcessIdentity
+    from cgr_store import RunNotFound, RunStatus
+
+    try:
+        run = store.get_run(run_id)
+    except RunNotFound:
+        raise RunNotFoundError(run_id, "no such run") from None
+    if run.status != RunStatus.QUEUED:
+        raise RunNotFoundError(run_id, f"is {run.status}, not queued")
+    me = ProcessIdentity.current()
+    run = store.update_run(
+        run.id, host=_hostname(), pid=me.pid, process_start_time=float(me.start_time)
+    )
+    store.heartbeat(run.id)  # the reaper judges silence from here on, not from created_at
+    return run
 
 
 def _open_run_log(ctx: _Ctx, ws: Workspace) -> None:
@@ -340,7 +366,24 @@ async def _run(
     ws.create()
     _open_run_log(ctx, ws)
     ctx.log.info("run %s for %s#%s", ctx.run_id, request.repo, request.number)
+    # The mirror fetch needs nothing from the API: it runs while the thread is read and the
+    # claim written (with network latency, both take several round trips), and the checkout
+    # waits for it (``_prepare_checkout``). The mirror has its own lock (``ensure_mirror``).
+    url = _clone_url(config.github.api_url, request.repo)
+    ctx.mirror = _Background()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            ctx.mirror.run,
+            lambda: _timed(ctx, "mirror", _new_git(ctx, token).ensure_mirror, url, ws.mirror),
+        )
+        await _run_steps(ctx, store, github, token, environ, ws=ws)
 
+
+async def _run_steps(
+    ctx: _Ctx, store: Store, github: RunGitHub, token: str, environ: dict[str, str], *,
+    ws: Workspace,
+) -> None:  # fmt: skip
+    config, request = ctx.config, ctx.request
     # Every GitHub write attempt from here on (the report too) is an event of the run.
     github.on_attempt = attempt_recorder(store, ctx.run_id, ctx.log)
     texts = Texts(ctx.bot, ctx.run_id)
@@ -381,6 +424,37 @@ async def _run(
             ctx.timings["checkout_wait"] = waited
         await _work(ctx, ws, store=store, github=github, thread=thread, token=token,
                     environ=environ, texts=texts, key=key)  # fmt: skip
+
+
+def _new_git(ctx: _Ctx, token: str) -> Git:
+    timeouts = ctx.config.timeouts
+    return Git(
+        token=token,
+        timeout=timeouts.git_seconds,
+        network_timeout=timeouts.clone_seconds,
+        log=lambda line: ctx.log.info("%s", line),
+    )
+
+
+class _Background:
+    """A step started ahead of the step that needs it; ``wait`` raises what it raised."""
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self._error: Exception | None = None
+
+    async def run(self, step: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await step()
+        except Exception as exc:  # raised again by wait(), where the run needs the result
+            self._error = exc
+        finally:
+            self._done.set()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
 
 
 async def _session_target(ctx: _Ctx, store: Store, thread: Thread) -> int:
@@ -430,12 +504,7 @@ async def _work(
     from cgr_store import RunStatus
 
     config, request = ctx.config, ctx.request
-    git = Git(
-        token=token,
-        timeout=config.timeouts.git_seconds,
-        network_timeout=config.timeouts.clone_seconds,
-        log=lambda line: ctx.log.info("%s", line),
-    )
+    git = _new_git(ctx, token)
     work = await _prepare_checkout(ctx, ws, git, github, thread)
     config = ctx.config  # now tightened by the repository's cgr.toml
     store.update_run(ctx.run_id, branch=work.branch, base_branch=work.base)
@@ -636,18 +705,42 @@ async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, tex
         return False
     store.transition(ctx.run_id, RunStatus.CLAIMED, detail="claiming on GitHub")
     ctx.claimed = True
-    await github.add_labels(request.repo, request.number, labels.in_progress)
-    await github.remove_label(request.repo, request.number, labels.ready)
-    await github.assign(request.repo, request.number, ctx.bot)
+    repo, number = request.repo, request.number
     if request.comment_id is not None and request.review_comment:
-        await github.react(request.repo, "eyes", review_comment_id=request.comment_id)
+        react = partial(github.react, repo, "eyes", review_comment_id=request.comment_id)
     elif request.comment_id is not None:
-        await github.react(request.repo, "eyes", comment_id=request.comment_id)
+        react = partial(github.react, repo, "eyes", comment_id=request.comment_id)
     else:
-        await github.react(request.repo, "eyes", number=request.number)
-    await github.update_status(request.repo, request.number, ctx.run_id, texts.working())
+        react = partial(github.react, repo, "eyes", number=number)
+    # Independent writes, so at once: one round trip of latency instead of five.
+    await _together(
+        partial(github.add_labels, repo, number, labels.in_progress),
+        partial(github.remove_label, repo, number, labels.ready),
+        partial(github.assign, repo, number, ctx.bot),
+        react,
+        partial(github.update_status, repo, number, ctx.run_id, texts.working()),
+    )
     store.transition(ctx.run_id, RunStatus.RUNNING, detail="claimed")
     return True
+
+
+async def _together(*calls: Callable[[], Awaitable[object]]) -> None:
+    """Run independent GitHub writes concurrently. Each runs to its end even if another
+    fails (no write is left half-way by a sibling's cancellation); then the first failure
+    is raised as itself, not wrapped in an exception group."""
+    errors: list[Exception] = []
+
+    async def one(call: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await call()
+        except Exception as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for call in calls:
+            tg.start_soon(one, call)
+    if errors:
+        raise errors[0]
 
 
 async def _prepare_checkout(
@@ -656,7 +749,12 @@ async def _prepare_checkout(
     """Steps 2-3: mirror, fresh clone, and the branch to work on."""
     config, request = ctx.config, ctx.request
     url = _clone_url(config.github.api_url, request.repo)
-    await _timed(ctx, "mirror", git.ensure_mirror, url, ws.mirror)
+    if ctx.mirror is not None:
+        await ctx.mirror.wait()  # started by _run
+    if ctx.mirror is None or ctx.timings.get("checkout_wait"):
+        # After a wait for the checkout, fetch again: the run that held it has pushed since
+        # (to the branch this run continues) and the early fetch predates that.
+        await _timed(ctx, "mirror", git.ensure_mirror, url, ws.mirror)
     config = await _apply_repo_file(ctx, git, ws, thread)
     await _timed(ctx, "workspace", ws.fresh_checkout)
     identity = Identity(config.git_identity.name, config.git_identity.email)
@@ -664,9 +762,12 @@ async def _prepare_checkout(
         ctx, "clone", lambda: git.clone(url, ws.checkout, mirror=ws.mirror, identity=identity)
     )
     repo_dir = ws.checkout
+    # What the clone saw of origin, read once: the default branch, whether cgr's branch
+    # exists, and the sha each checkout starts from (no rev-parse after it).
+    refs = await _timed(ctx, "git", git.remote_refs, repo_dir)
     base = config.branching.base
     if base == "default":
-        base = await _timed(ctx, "git", git.default_branch, repo_dir)
+        base = refs.default or await _timed(ctx, "git", git.default_branch, repo_dir)
     lease: str | None = None
     existing_pr: dict[str, Any] | None = None
     if thread.pull is not None:
@@ -683,22 +784,26 @@ async def _prepare_checkout(
         # A pull request's branch belongs to its author: cgr adds commits on top and never
         # rewrites it (no rebase, no force).
         await _timed(ctx, "git", git.checkout_new, repo_dir, branch, f"origin/{branch}")
+        start_sha = refs.heads.get(branch)
     else:
         title = str(thread.issue.get("title") or "")
         branch = branch_name(config.branching.prefix, request.number, title)
-        remote = await _timed(ctx, "git", _local_remote_sha, git, repo_dir, branch)
+        remote = refs.heads.get(branch)
         ctx.summary.branch, ctx.summary.base_branch = branch, base
         if remote:
             # cgr's own branch from an earlier run: bring it up to date with the base.
             await _timed(ctx, "git", git.checkout_new, repo_dir, branch, f"origin/{branch}")
             await _timed(ctx, "rebase", git.rebase, repo_dir, f"origin/{base}")
-            if await _timed(ctx, "git", git.head, repo_dir) != remote:
+            start_sha = await _timed(ctx, "git", git.head, repo_dir)
+            if start_sha != remote:
                 lease = remote
             existing_pr = await github.find_pull_request(request.repo, branch, state="open")
         else:
             await _timed(ctx, "git", git.checkout_new, repo_dir, branch, f"origin/{base}")
+            start_sha = refs.heads.get(base)
     ctx.summary.branch, ctx.summary.base_branch = branch, base
-    start_sha = await _timed(ctx, "git", git.head, repo_dir)
+    if start_sha is None:  # not among the refs read above: ask git where HEAD is
+        start_sha = await _timed(ctx, "git", git.head, repo_dir)
     return _Work(branch, base, start_sha, lease, existing_pr)
 
 
@@ -746,13 +851,15 @@ async def _publish(
     title = str(thread.issue.get("title") or f"#{request.number}")
     message = f"cgr: {title} (#{request.number})\n\ncgr run {ctx.run_id}"
     await _timed(ctx, "commit", git.commit_all, repo_dir, message)
-    head = await _timed(ctx, "git", git.head, repo_dir)
+    # HEAD and the number of new commits from one rev-list (HEAD comes first).
+    new = await _timed(ctx, "git", git.new_commits, repo_dir, work.start_sha)
     diff = await _timed(ctx, "diff", git.diff, repo_dir, work.start_sha)
     (ws.artifacts / "git.diff").write_text(ctx.redact(diff), encoding="utf-8")
-    if head == work.start_sha:
+    if not new:
         ctx.status, ctx.summary.outcome = "needs_human", Outcome.NO_CHANGES
         return
-    ctx.summary.commits = await _timed(ctx, "git", git.commit_count, repo_dir, work.start_sha)
+    head = new[0]
+    ctx.summary.commits = len(new)
     ctx.summary.changed_files = await _timed(
         ctx, "git", git.changed_files, repo_dir, work.start_sha
     )

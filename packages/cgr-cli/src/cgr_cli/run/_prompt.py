@@ -8,7 +8,7 @@ known, so the text can neither close its block early nor forge a block of cgr's 
 from __future__ import annotations
 
 import json
-import secrets
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -51,17 +51,16 @@ class PromptInput:
 
 
 def _boundary(texts: Iterable[str]) -> str:
-    joined = "\n".join(texts)
-    while True:
-        candidate = "UNTRUSTED-" + secrets.token_hex(12)
-        if candidate not in joined:
-            return candidate
+    return _fresh("UNTRUSTED", texts)
 
 
 def _fresh(prefix: str, texts: Iterable[str]) -> str:
+    """``PREFIX-<24 hex>`` found in none of ``texts``: a delimiter the text cannot forge."""
     joined = "\n".join(texts)
     while True:
-        candidate = f"{prefix}-{secrets.token_hex(12)}"
+        # os.urandom is what secrets.token_hex reads; without importing secrets (and
+        # random, hmac, hashlib with it) on every run's start-up path.
+        candidate = f"{prefix}-{os.urandom(12).hex()}"
         if candidate not in joined:
             return candidate
 

@@ -6,7 +6,8 @@ The loop, every ``polling.interval_seconds``:
   stamped here: each ``cgr run`` child heartbeats its own row, so a child that hangs
   goes silent and the reaper's stale-heartbeat rule can end it. A tracked run found
   cancelled in the store (``cgr cancel`` from another host) has its child ended;
-- reap: this host's runs whose process is gone, over time or hung - the daemon's own
+- reap (once per interval: a pass woken early by a child's end only refills the slot):
+  this host's runs whose process is gone, over time or hung - the daemon's own
   children included (a finished child is collected first, so only a child that died
   without ending its run, or one that hangs, is ended here);
 - schedule: free slots = the concurrency limit minus this host's live runs (so children
@@ -63,7 +64,7 @@ def run_daemon(
         lock.release()
 
 
-async def _main(
+async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, drain
     config: Config,
     config_path: Path | None,
     lock: DaemonLock,
@@ -90,7 +91,7 @@ async def _main(
     try:
         await _wait_for_github(config, watchdog)
         async with (
-            open_github(config) as github,
+            open_github(config, store) as github,
             SubprocessExecutor(
                 limit=config.polling.max_concurrency,
                 grace=config.timeouts.watchdog_grace_seconds,
@@ -106,8 +107,13 @@ async def _main(
                 log.info("reconciled: %s", {k: v for k, v in reconciled.as_dict().items() if v})
             except Exception:
                 log.exception("reconciling failed; the next pass reaps again")
+            last_reap = time.monotonic()
             notify("STATUS=scheduling")
             while not stop.is_set():
+                # A pass woken by a child's end only refills slots; the reap pass (store
+                # scans, workspace retention) runs once per interval.
+                reap_due = time.monotonic() - last_reap >= config.polling.interval_seconds
+                last_reap = time.monotonic() if reap_due else last_reap
                 lock.heartbeat()
                 watchdog.beat()
                 metrics.loop_tick()
@@ -116,8 +122,9 @@ async def _main(
                         config, config_path=config_path, store=store, github=github,
                         executor=executor, host=host, me=me, wake=wake,
                         cancelled_since=cancelled_since, unclaimed=unclaimed,
-                        metrics=metrics,
+                        metrics=metrics, reap_due=reap_due,
                     )  # fmt: skip
+                    github.save_cache()
                 except Exception:
                     # A daemon outlives transient trouble (GitHub down, a locked store).
                     log.exception("scheduling pass failed; trying again next interval")
@@ -213,6 +220,7 @@ async def _iteration(
     cancelled_since: dict[str, float],
     unclaimed: set[str],
     metrics: Metrics,
+    reap_due: bool = True,
 ) -> None:
     from cgr_cli.run._report import Outcome
     from cgr_cli.schedule._reaper import end_run, reap
@@ -236,9 +244,10 @@ async def _iteration(
             await executor.terminate(key)
     for key in set(cancelled_since) - set(executor.running):
         del cancelled_since[key]
-    reaped = await reap(config, store, github, host=host)
-    if any(reaped.as_dict().values()):
-        log.info("reaped: %s", {k: v for k, v in reaped.as_dict().items() if v})
+    if reap_due:
+        reaped = await reap(config, store, github, host=host)
+        if any(reaped.as_dict().values()):
+            log.info("reaped: %s", {k: v for k, v in reaped.as_dict().items() if v})
     # Discovery runs even with no free slot: `@bot cancel` (which frees one) must not wait
     # behind the work that fills them; other jobs simply stay pending.
     slots = min(executor.free_slots(), free_slots(config, store, host))

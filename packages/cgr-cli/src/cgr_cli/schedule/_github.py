@@ -11,7 +11,9 @@ from cgr_cli._errors import ConfigError
 
 if TYPE_CHECKING:
     from cgr_cli.config._model import Config
+    from cgr_cli.schedule._http_cache import PersistedCache
     from cgr_discovery import DiscoveryConfig, GitHubClient, RunGitHub
+    from cgr_store import Store
 
 
 @dataclass(slots=True)
@@ -21,11 +23,22 @@ class GitHubSession:
     gh: GitHubClient
     ops: RunGitHub
     bot: str
+    cache: PersistedCache | None = None
+
+    def save_cache(self) -> None:
+        """Keep the ETags of this pass in the store (see ``_http_cache``)."""
+        if self.cache is not None:
+            self.cache.save()
 
 
 @contextlib.asynccontextmanager
-async def open_github(config: Config) -> AsyncIterator[GitHubSession]:
-    """A GitHub client for scheduling and reaping (the token stays inside it)."""
+async def open_github(config: Config, store: Store | None = None) -> AsyncIterator[GitHubSession]:
+    """A GitHub client for scheduling and reaping (the token stays inside it).
+
+    With ``store``, its ETag cache is the store's (``_http_cache``): loaded now, saved when
+    the block ends without an error (and by ``save_cache`` in between).
+    """
+    from cgr_cli.schedule._http_cache import PersistedCache
     from cgr_discovery import GitHubClient, RunGitHub, TokenAuth
 
     token = config.github.resolved_token()
@@ -34,10 +47,17 @@ async def open_github(config: Config) -> AsyncIterator[GitHubSession]:
             "github.token is not set (set it in the configuration or $CGR_GITHUB_TOKEN)",
             key="github.token",
         )
-    async with GitHubClient(auth=TokenAuth(token.reveal()), base_url=config.github.api_url) as gh:
+    cache = PersistedCache(store) if store is not None else None
+    async with GitHubClient(
+        auth=TokenAuth(token.reveal()),
+        base_url=config.github.api_url,
+        cache=True if cache is None else cache,
+    ) as gh:
         bot = config.github.bot_login or str((await gh.getitem("/user"))["login"])
         ops = RunGitHub(gh, min_edit_interval=0, write_budget=config.github.write_retry_seconds)
-        yield GitHubSession(gh, ops, bot)
+        session = GitHubSession(gh, ops, bot, cache)
+        yield session
+        session.save_cache()
 
 
 def discovery_config(config: Config, bot: str) -> DiscoveryConfig:

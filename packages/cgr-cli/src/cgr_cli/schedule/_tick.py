@@ -9,6 +9,11 @@
    starts a new session, writes to its own log and runs the pipeline for its run id with
    its own store connection and HTTP client: nothing crosses the fork.
 4. Print a short summary and exit; the children run on.
+5. When the pass left jobs pending (more work than slots), a child whose run has ended
+   takes the next job into the slot it holds (``_next_in_slot``: a pass of one slot under
+   the same locks, so only when no daemon owns the store) and runs it in the same process,
+   until a pass leaves nothing pending. Between timer ticks a slot is refilled
+   the moment it frees up, not at the next tick; the timer starts new chains (and reaps).
 """
 
 from __future__ import annotations
@@ -84,7 +89,9 @@ def tick(config: Config) -> TickResult:
         executor = ForkExecutor(after_fork=[close_inherited])
         for run in planned:
             identity = executor.start(
-                _child_main(config, run), log_path=child_log_path(config, run.id), key=run.id
+                _child_main(config, run, backlog=bool(result.report.pending)),
+                log_path=child_log_path(config, run.id),
+                key=run.id,
             )
             result.children[run.id] = identity.pid
         # Until now each row named this process (alive: the reaper leaves the run alone);
@@ -97,15 +104,20 @@ def tick(config: Config) -> TickResult:
 
 
 async def _discover_and_record(
-    config: Config, store: Store, host: str, result: TickResult
+    config: Config, store: Store, host: str, result: TickResult, most: int | None = None
 ) -> list[Run]:
     from cgr_cli.schedule._reaper import reap
     from cgr_exec import ProcessIdentity
 
-    async with open_github(config) as github:
-        reaped = await reap(config, store, github, host=host)
-        result.reaped = {k: v for k, v in reaped.as_dict().items() if v}
+    async with open_github(config, store) as github:
+        if most is None:
+            reaped = await reap(config, store, github, host=host)
+            result.reaped = {k: v for k, v in reaped.as_dict().items() if v}
         slots = free_slots(config, store, host)
+        if most is not None:
+            # A chained pass (``_next_in_slot``) only fills its own slot: reaping (store
+            # scans, workspace retention) is the timer's ticks' work, not every run's.
+            slots = min(slots, most)
         return await plan_pass(
             config,
             store,
@@ -132,14 +144,66 @@ def _wait_single_threaded(timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def _child_main(config: Config, run: Run) -> Callable[[], int]:
+def _child_main(config: Config, run: Run, *, backlog: bool) -> Callable[[], int]:
+    """The forked child's body: ``run``, then (while the passes leave jobs pending) the
+    next job in the same slot. Without a backlog no pass is made: an idle repository
+    costs no extra polling."""
     request = request_for(run)
 
     def main() -> int:
         from cgr_cli.run._pipeline import run_sync
+        from cgr_cli.run._report import Outcome
 
         summary = run_sync(config, request)
         print(summary.one_line(), flush=True)
+        # Cancelled (SIGTERM: systemd stopping, `cgr cancel`): no new work in this process.
+        more = backlog
+        while more and summary.outcome != Outcome.CANCELLED:
+            nxt, more = _next_in_slot(config, after=summary.run_id)
+            if nxt is None:
+                break
+            _output_to(child_log_path(config, nxt.id))
+            summary = run_sync(config, request_for(nxt))
+            print(summary.one_line(), flush=True)
         return summary.exit_code
 
     return main
+
+
+def _next_in_slot(config: Config, *, after: str) -> tuple[Run | None, bool]:
+    """One scheduling pass of at most one slot - the one this finished child holds - whose
+    run names this process, and whether that pass left jobs pending. No run when there is
+    no job, a daemon owns the store, another pass keeps the schedule lock, or the run
+    ``after`` ended before its claim (GitHub refusing it: the next tick looks again, with
+    the backoff for such failures)."""
+    import logging
+
+    from cgr_cli._errors import CgrError
+    from cgr_store import RunStatus, SQLiteStore
+
+    try:
+        with tick_locks(config, wait=10.0), SQLiteStore(config.database) as store:
+            if not any(e.to_status is RunStatus.CLAIMED for e in store.events(after)):
+                return None, False
+            result = TickResult(PassReport())
+            planned = anyio.run(_discover_and_record, config, store, hostname(), result, 1)
+    except CgrError:
+        return None, False
+    except Exception:
+        logging.getLogger("cgr.tick").exception("looking for the next job failed")
+        return None, False
+    return (planned[0] if planned else None), bool(result.report.pending)
+
+
+def _output_to(path: Path) -> None:
+    """This process's stdout and stderr into ``path`` (the next run's process.log)."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        os.dup2(fd, 1)  # the copies on 1 and 2 are inheritable, as the originals were
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)

@@ -1,0 +1,107 @@
+"""What one run costs before its agent starts: git processes and GitHub round trips.
+
+Counted, never timed (bench/bench_startup.py and bench_scheduling.py print the times):
+how many git processes cgr starts before the agent and in the whole run, and that the
+claim's GitHub writes are in flight together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runworld import REPO, Env
+
+
+def _git_shim(env: Env) -> Path:
+    """A `git` first on PATH that logs each invocation (time, parent pid, its first three
+    arguments: cgr's are `-c core.hooksPath=/dev/null <command>`) and execs the real git.
+    Only cgr's own invocations (and the simulator's) have this test process as parent."""
+    real = shutil.which("git")
+    assert real
+    bin_dir = env.root / "shim"
+    bin_dir.mkdir()
+    log = env.root / "git.log"
+    shim = bin_dir / "git"
+    line = '"$(date +%s%N)" "$PPID" "$1" "$2" "$3"'
+    shim.write_text(f'#!/bin/sh\nprintf "%s %s %s %s %s\\n" {line} >> {log}\nexec {real} "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
+    env.monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def _cgr_git_commands(log: Path) -> list[tuple[int, str]]:
+    """(time ns, git subcommand) of the git processes this process started."""
+    out = []
+    for line in log.read_text().splitlines():
+        ns, ppid, option, value, command = line.split(" ", 4)
+        # The simulator, in this process too, runs git for its git server and API; cgr's
+        # own git commands all start with `-c core.hooksPath=/dev/null`.
+        if int(ppid) == os.getpid() and (option, value) == ("-c", "core.hooksPath=/dev/null"):
+            out.append((int(ns), command.strip()))
+    return out
+
+
+def test_a_run_starts_five_git_processes_before_its_agent(env: Env) -> None:
+    first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
+    assert env.run(first) == 0  # creates the mirror
+    log = _git_shim(env)
+    number = env.sim.create_issue(REPO, "Two", "", author="alice", labels=["ready"])
+    assert env.run(number) == 0
+    agent_started = max(int(p.stem) for p in (env.agent_state / "calls").glob("*.json"))
+    commands = _cgr_git_commands(log)
+    before = [name for ns, name in commands if ns < agent_started]
+    # mirror fetch; local clone; origin's URL; origin's refs; the branch.
+    assert before == ["fetch", "clone", "remote", "for-each-ref", "checkout"]
+    after = [name for ns, name in commands if ns >= agent_started]
+    # commit what is left (add, anything staged?, commit), the new commits (HEAD and count
+    # in one rev-list), the diff and its file list, then publish from a bare repository.
+    assert after == ["add", "diff", "commit", "rev-list", "diff", "diff",
+                     "init", "fetch", "push", "ls-remote"]  # fmt: skip
+
+
+def test_the_claims_github_writes_are_in_flight_together(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labels, assignee, reaction and the status comment are sent at once, not one after
+    another: counted on the real calls (the simulator's latency keeps each in flight)."""
+    from cgr_discovery import RunGitHub
+
+    in_flight = {"now": 0, "max": 0}
+    claim = ("add_labels", "remove_label", "assign", "react", "update_status")
+    for name in claim:
+        original = getattr(RunGitHub, name)
+
+        async def counted(self: RunGitHub, *args: Any, _original: Any = original,
+                          **kwargs: Any) -> Any:  # fmt: skip
+            in_flight["now"] += 1
+            in_flight["max"] = max(in_flight["max"], in_flight["now"])
+            try:
+                return await _original(self, *args, **kwargs)
+            finally:
+                in_flight["now"] -= 1
+
+        monkeypatch.setattr(RunGitHub, name, counted)
+    env.sim.faults.latency(0.2, method="POST", path=r"/issues/\d+/(labels|assignees|reactions)")
+    number = env.sim.create_issue(REPO, "Three", "", author="alice", labels=["ready"])
+    assert env.run(number, "--json") == 0
+    assert in_flight["max"] == len(claim)
+    issue = env.sim.issue(REPO, number)
+    assert env.sim.bot_login in issue.assignees
+    assert "ready" not in issue.labels
+    assert [r.content for r in env.sim.reactions(REPO, number=number)] == ["eyes"]
+    summary = json.loads((env.workspace / _only_run(env) / "artifacts" / "summary.json")
+                         .read_text())  # fmt: skip
+    assert summary["outcome"] == "pr_opened"
+
+
+def _only_run(env: Env) -> str:
+    runs = [p.name for p in env.workspace.iterdir() if p.name.startswith("r-")]
+    assert len(runs) == 1
+    return runs[0]
