@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
                 run_id=args.run_id,
                 force=args.force,
             ),
+            own_process=True,
         )
     except (CgrError, DiscoveryError, StoreError) as exc:
         # Only errors before the run row exists reach here (bad config, GitHub or the

@@ -238,6 +238,15 @@ def _check_semantics(config: Config, source: str) -> None:
                 key=key,
                 source=source,
             ) from None
+    sandbox = config.agent.sandbox
+    named = [(f"agent.sandbox.read_only[{i}]", v) for i, v in enumerate(sandbox.read_only)]
+    named += [(f"agent.sandbox.read_write[{i}]", v) for i, v in enumerate(sandbox.read_write)]
+    named += [("agent.sandbox.home", sandbox.home)] if sandbox.home is not None else []
+    for key, value in named:
+        if not Path(value).expanduser().is_absolute():
+            raise ConfigError(
+                f"{key} = {value!r}: expected an absolute path", key=key, source=source
+            )
     if not config.agent.argv or not config.agent.argv[0]:
         raise ConfigError("agent.command = []: expected a program name", key="agent.command")
     p = config.polling

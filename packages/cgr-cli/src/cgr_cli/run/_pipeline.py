@@ -37,6 +37,9 @@ from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_dif
 from cgr_cli.run._git import Git, Identity, branch_name
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli.run._report import Outcome, RunSummary, Texts, pr_section
+from cgr_cli.run._safe_fs import RunFiles, run_dir_problems
+from cgr_cli.run._sandbox import RunPaths, plan_sandbox
+from cgr_cli.run._secret_gate import PATCH_ARGS, SecretGate, describe, known_secrets
 from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
 
 if TYPE_CHECKING:
@@ -75,6 +78,7 @@ class _Ctx:
     signalled: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     agent_cli: AgentCli | None = None  # the agent's release, asked before the claim
+    gate: SecretGate = field(default_factory=lambda: SecretGate({}))
 
 
 def _hostname() -> str:
@@ -106,6 +110,8 @@ async def execute_run(
     # The agent's release, asked once here, before the claim; the run keeps the answer.
     env = agent_env(config.agent, environ, secrets=(token.reveal(),))
     agent_cli = await anyio.to_thread.run_sync(check_can_start, config.agent, env)
+    check_sandbox(config, env, environ)
+    secrets = known_secrets(config, token=token.reveal(), agent_env=env, environ=environ)
     config.database.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(config.database)
     try:
@@ -117,6 +123,9 @@ async def execute_run(
             run = await _create_or_pick_up(store, github, request)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
             ctx.agent_cli = agent_cli
+            for value in secrets.values():
+                ctx.redact.add_secret(value)
+            ctx.gate = SecretGate(secrets)
             try:
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
                     async with anyio.create_task_group() as tg:
@@ -276,8 +285,31 @@ async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunReques
         ) from None
 
 
+class _OwnedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that closes its stream with itself (a FileHandler opened by fd)."""
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self.stream.close()
+        finally:
+            super().close()
+
+
+def check_sandbox(config: Config, agent_env: dict[str, str], environ: dict[str, str]) -> None:
+    """Refuse a run (before it is claimed) whose sandbox cannot be had; ConfigError names
+    ``agent.sandbox.mode``."""
+    from cgr_exec import probe_confinement
+
+    root = config.workspace_root
+    paths = RunPaths.of(config, root / "targets" / "check" / "repo", root / "check")
+    plan_sandbox(config, paths, agent_env, support=probe_confinement(), environ=environ)
+
+
 def _open_run_log(ctx: _Ctx, ws: Workspace) -> None:
-    handler = logging.FileHandler(ws.logs / "run.log", encoding="utf-8")
+    # Opened without following symlinks below the workspace root (see _safe_fs).
+    fd = RunFiles(ws.root).open(ws.logs / "run.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    handler = _OwnedStreamHandler(open(fd, "a", encoding="utf-8"))  # noqa: SIM115
     redact = ctx.redact
 
     class _Redacting(logging.Formatter):
@@ -395,8 +427,7 @@ async def _work(
     prompt = build_prompt(
         _prompt_input(ctx, thread, work.branch, work.base, follow_up=session is not None)
     )
-    ws.prompt.write_text(prompt, encoding="utf-8")
-    os.chmod(ws.prompt, 0o600)
+    RunFiles(ws.root).write(ws.prompt, prompt)  # 0600, never through a symlink
 
     # -- 5/6. the agent ------------------------------------------------------------------
     async def heartbeat() -> bool:
@@ -423,6 +454,7 @@ async def _work(
     ctx.timings["agent"] = round(time.monotonic() - started, 3)
     state, result = agent_run.state, agent_run.exit
     ctx.summary.resumed_session = agent_run.resumed
+    problems = run_dir_problems(ws.run_dir)
     if state.session_id:
         # Under the conversation's key, and under the PR's own number too (when they
         # differ) so that anything keyed by the PR finds the same conversation.
@@ -452,6 +484,15 @@ async def _work(
     if result.stopped == "cancelled":
         ctx.status, ctx.summary.outcome = "cancelled", Outcome.CANCELLED
         ctx.summary.error = "cancelled while the agent was working"
+        return
+    if problems:
+        # Only an unconfined agent (agent.sandbox.mode = "off") can touch the run directory;
+        # one that did is hostile: nothing is published, nothing written through its links.
+        ctx.status, ctx.summary.outcome = "failed", Outcome.FAILED
+        ctx.summary.error = (
+            "the agent tampered with the run directory (" + "; ".join(problems) + "); "
+            "cgr wrote nothing through it and published nothing"
+        )
         return
     if not verdict.ok:
         # Half-done work is never pushed; what the agent left is kept in git.diff.
@@ -563,9 +604,24 @@ async def _publish(
     await _timed(ctx, "commit", git.commit_all, repo_dir, message)
     head = await _timed(ctx, "git", git.head, repo_dir)
     diff = await _timed(ctx, "diff", git.diff, repo_dir, work.start_sha)
-    (ws.artifacts / "git.diff").write_text(ctx.redact(diff), encoding="utf-8")
+    files = RunFiles(ws.root)
+    await _timed(ctx, "diff", files.write, ws.artifacts / "git.diff", ctx.redact(diff))
     if head == work.start_sha:
         ctx.status, ctx.summary.outcome = "needs_human", Outcome.NO_CHANGES
+        return
+    # The secret gate: every new commit (the agent's own and their messages, and cgr's
+    # commit of the leftovers) as it would be pushed.
+    patch = await _timed(
+        ctx, "gate", lambda: git.run([*PATCH_ARGS, f"{work.start_sha}..HEAD"], cwd=repo_dir)
+    )
+    findings = ctx.gate.scan_patch(patch.stdout)
+    if findings:
+        ctx.log.warning("secret gate: %d finding(s); nothing is pushed", len(findings))
+        for finding in findings:
+            ctx.log.warning("secret gate: %s", finding)
+        ctx.status, ctx.summary.outcome = "needs_human", Outcome.SECRET_BLOCKED
+        ctx.summary.secret_findings = [str(f) for f in findings[:20]]
+        ctx.summary.error = "the secret gate blocked the push: " + describe(findings, 3)
         return
     ctx.summary.commits = await _timed(ctx, "git", git.commit_count, repo_dir, work.start_sha)
     ctx.summary.changed_files = await _timed(
@@ -587,7 +643,8 @@ async def _publish(
     if pushed != head:
         raise GitError("push", 0, f"the remote branch is at {pushed}, expected {head}")
     closes = None if thread.pull is not None else request.number
-    section = pr_section(ctx.summary, ctx.redact(ctx.agent_text), closes=closes)
+    # The gate for text: everything in the PR body is redacted before it is sent.
+    section = ctx.redact(pr_section(ctx.summary, ctx.redact(ctx.agent_text), closes=closes))
     if work.existing_pr is not None:
         number = int(work.existing_pr["number"])
         pr = await github.update_pull_request(request.repo, number, section=section)
@@ -754,8 +811,7 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
         ctx.log.exception("recording the end of the run failed")
     if ctx.ws is not None:
         try:
-            ctx.ws.artifacts.mkdir(parents=True, exist_ok=True)
-            write_summary(ctx.ws, s)
+            write_summary(ctx.ws, s, ctx.redact)
             ws, policy = ctx.ws, config.cleanup.policy
             done = await anyio.to_thread.run_sync(
                 while_unlocked, ws.lock, lambda: cleanup(ws, policy)
@@ -769,6 +825,27 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
             ctx.log.removeHandler(handler)
 
 
-def run_sync(config: Config, request: RunRequest) -> RunSummary:
-    """``execute_run`` from synchronous code (``cgr run``)."""
-    return anyio.run(lambda: execute_run(config, request))
+def run_sync(config: Config, request: RunRequest, *, own_process: bool = False) -> RunSummary:
+    """``execute_run`` from synchronous code (``cgr run``, a ``tick`` child).
+
+    ``own_process``: this process exists for this run (the ``cgr run`` command, a forked
+    tick child). It then becomes a child subreaper, so whatever the agent starts and
+    detaches (``setsid``, a double fork) is re-parented here instead of to init, and when
+    the run has ended every descendant still alive is ended (SIGTERM, then SIGKILL). An
+    embedding program (a test calling ``execute_run``) keeps its own processes: there only
+    the run's job marker (see ``AgentRunner``) finds leftovers.
+    """
+    if own_process:
+        from cgr_exec import become_subreaper
+
+        try:
+            become_subreaper()
+        except OSError:  # pragma: no cover - Linux >= 3.4 always allows it
+            logging.getLogger("cgr.run").warning("could not become a subreaper", exc_info=True)
+    try:
+        return anyio.run(lambda: execute_run(config, request))
+    finally:
+        if own_process:
+            from cgr_exec import kill_descendants
+
+            kill_descendants(config.timeouts.watchdog_grace_seconds)

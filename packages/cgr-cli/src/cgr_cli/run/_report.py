@@ -25,6 +25,8 @@ class Outcome:
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    # The secret gate found a known secret or a token shape in what would be pushed.
+    SECRET_BLOCKED = "secret_blocked"
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
@@ -53,6 +55,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     timings: dict[str, float] = msgspec.field(default_factory=dict)
     error: str | None = None
     conflicts: list[str] = msgspec.field(default_factory=list)
+    # Where the secret gate found secrets (file:line or a commit's message; never a value).
+    secret_findings: list[str] = msgspec.field(default_factory=list)
     permission_denials: list[str] = msgspec.field(default_factory=list)
 
     @property
@@ -132,6 +136,14 @@ class Texts:
                 f"⚠️ Branch `{summary.branch}` could not be rebased onto "
                 f"`{summary.base_branch}`: these files conflict:\n\n{files}\n\n"
                 "Resolve the conflict on the branch (or delete the branch), then retry."
+            )
+        elif outcome == Outcome.SECRET_BLOCKED:
+            where = "\n".join(f"- `{f}`" for f in summary.secret_findings)
+            parts.append(
+                "🔒 Nothing was pushed: the changes hold what looks like a secret "
+                f"(the values are not shown here):\n\n{where}\n\n"
+                "A person needs to look at the run's workspace on the runner; the branch was "
+                "not published."
             )
         elif outcome == Outcome.TIMED_OUT:
             parts.append(f"⏱️ The run timed out: {summary.error}. No pull request was opened.")

@@ -138,7 +138,7 @@ def _child_main(config: Config, run: Run) -> Callable[[], int]:
     def main() -> int:
         from cgr_cli.run._pipeline import run_sync
 
-        summary = run_sync(config, request)
+        summary = run_sync(config, request, own_process=True)
         print(summary.one_line(), flush=True)
         return summary.exit_code
 
