@@ -39,7 +39,7 @@ from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build
 from cgr_cli.run._report import Outcome, RunSummary, Texts, pr_section
 from cgr_cli.run._safe_fs import RunFiles, run_dir_problems
 from cgr_cli.run._sandbox import RunPaths, plan_sandbox
-from cgr_cli.run._secret_gate import PATCH_ARGS, SecretGate, describe, known_secrets
+from cgr_cli.run._secret_gate import PATCH_ARGS, SecretGate, known_secrets
 from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
 
 if TYPE_CHECKING:
@@ -621,7 +621,9 @@ async def _publish(
             ctx.log.warning("secret gate: %s", finding)
         ctx.status, ctx.summary.outcome = "needs_human", Outcome.SECRET_BLOCKED
         ctx.summary.secret_findings = [str(f) for f in findings[:20]]
-        ctx.summary.error = "the secret gate blocked the push: " + describe(findings, 3)
+        ctx.summary.error = "the secret gate blocked the push: " + "; ".join(
+            str(f) for f in findings[:3]
+        ) + (f" and {len(findings) - 3} more" if len(findings) > 3 else "")
         return
     ctx.summary.commits = await _timed(ctx, "git", git.commit_count, repo_dir, work.start_sha)
     ctx.summary.changed_files = await _timed(
