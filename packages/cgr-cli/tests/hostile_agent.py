@@ -68,8 +68,11 @@ def attack_environ() -> None:
     (STATE / "dump.txt").write_text("\n".join(dump))  # for the test to search
     git("add", "leaked.txt")
     git("commit", "-q", "-m", "add notes")
-    record("environ", read > 0,
-           f"read {read} other environ files, {denied} denied; committed leaked.txt")
+    record(
+        "environ",
+        read > 0,
+        f"read {read} other environ files, {denied} denied; committed leaked.txt",
+    )
 
 
 def attack_print_key() -> None:
@@ -116,7 +119,7 @@ def attack_linger() -> None:
         if os.fork() == 0:
             os.chdir("/")
             pid_file.write_text(str(os.getpid()))
-            os.execve("/bin/sleep", ["sleep", "300"], {})
+            os.execve("/bin/sleep", ["sleep", "300"], {})  # noqa: S606 - the attack itself
         os._exit(0)
     for _ in range(100):
         if pid_file.exists():

@@ -91,8 +91,9 @@ def test_a_good_setup_passes(world: World, monkeypatch: pytest.MonkeyPatch) -> N
     assert code == 0, report
     assert report["ok"] is True
     assert [c["status"] for c in report["checks"]] == ["pass"] * 9 + ["skip"]
-    assert list(checks) == ["configuration", "git", "database", "workspace", "agent", "sandbox",
-                            "github", f"repository {REPO}", f"labels {REPO}", "systemd"]  # fmt: skip
+    assert list(checks) == ["configuration", "git", "database", "workspace", "agent",
+                            "sandbox", "github", f"repository {REPO}", f"labels {REPO}",
+                            "systemd"]  # fmt: skip
     assert checks["sandbox"]["detail"].startswith("in force: landlock (")
     assert "landlock: ABI" in checks["sandbox"]["detail"]
     assert "2.1.197 (Claude Code)" in checks["agent"]["detail"]

@@ -41,7 +41,8 @@ def hostile(env: Env, tmp_path: Path) -> Iterator[dict[str, Any]]:
     reach and another it may not; another target's checkout; the hostile agent."""
     home = tmp_path / "home"
     (home / ".config" / "gh").mkdir(parents=True)
-    (home / ".config" / "gh" / "hosts.yml").write_text(f"github.com:\n  oauth_token: {env.sim.token}\n")
+    hosts = home / ".config" / "gh" / "hosts.yml"
+    hosts.write_text(f"github.com:\n  oauth_token: {env.sim.token}\n")
     env.monkeypatch.setenv("HOME", str(home))
     env.monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     env.config_path = home / ".config" / "cgr" / "config.toml"
@@ -183,11 +184,13 @@ def test_hostile_agent_is_confined_and_nothing_leaves(env: Env, hostile: dict[st
     assert summary["outcome"] == "secret_blocked"
     assert summary["status"] == "needs_human"
     wheres = " ".join(summary["secret_findings"])
-    assert "leaked.txt:" in wheres and "key.txt:1" in wheres
+    assert "leaked.txt:" in wheres
+    assert "key.txt:1" in wheres
     assert set(env.sim.branches(REPO)) == {"main"}
     assert env.sim.pull_requests(REPO) == []
     comment = status_comment(env, number)
-    assert "Nothing was pushed" in comment and "key.txt:1" in comment
+    assert "Nothing was pushed" in comment
+    assert "key.txt:1" in comment
     assert "needs-human" in env.sim.issue(REPO, number).labels
     # The printed key is redacted from the comment, run.log, agent.jsonl, git.diff,
     # summary.json and the agent CLI's home; the token is nowhere.
@@ -215,8 +218,10 @@ def test_secrets_committed_in_files_and_messages_block_the_push(
     assert any(f.startswith("the message of commit ") and "GitHub token" in f for f in findings)
     assert "id_rsa:1: a private key" in findings
     comment = status_comment(env, number)
-    assert "config.py:1" in comment and "id_rsa:1" in comment
-    assert "ghp_A1b2" not in comment and "BEGIN OPENSSH" not in comment
+    assert "config.py:1" in comment
+    assert "id_rsa:1" in comment
+    assert "ghp_A1b2" not in comment
+    assert "BEGIN OPENSSH" not in comment
     assert set(env.sim.branches(REPO)) == {"main"}
 
 
@@ -230,7 +235,8 @@ def test_a_token_shape_only_in_a_commit_message_blocks_the_push(
     summary = json.loads((run_dir(env) / "artifacts" / "summary.json").read_text())
     assert summary["outcome"] == "secret_blocked"
     (finding,) = summary["secret_findings"]
-    assert finding.startswith("the message of commit ") and "AWS access key" in finding
+    assert finding.startswith("the message of commit ")
+    assert "AWS access key" in finding
     assert set(env.sim.branches(REPO)) == {"main"}
 
 

@@ -45,7 +45,8 @@ def test_plan_grants_the_checkout_home_and_tmp_and_nothing_of_cgr(tmp_path: Path
     plan = plan_sandbox(config, _paths(config), {"PATH": "/usr/bin:/bin"}, support=FULL,
                         environ=environ)  # fmt: skip
     paths = _paths(config)
-    assert plan.landlock and plan.confined
+    assert plan.landlock
+    assert plan.confined
     assert set(plan.read_write) >= {str(paths.checkout), str(paths.home), str(paths.tmp)}
     assert paths.home == paths.checkout.with_name("home")
     assert plan.env == {"HOME": str(paths.home), "TMPDIR": str(paths.tmp)}
@@ -57,7 +58,8 @@ def test_plan_grants_the_checkout_home_and_tmp_and_nothing_of_cgr(tmp_path: Path
     granted = [Path(p) for p in (*plan.read_only, *plan.read_write)]
     for forbidden in (home / ".config" / "cgr", config.database, config.workspace_root):
         for path in granted:
-            assert not (path == forbidden or path in forbidden.parents), (path, forbidden)
+            assert path != forbidden, path
+            assert path not in forbidden.parents, (path, forbidden)
     assert plan.tcp_ports == (443,)
 
 
@@ -101,7 +103,8 @@ def test_no_confinement_is_refused_naming_the_setting(tmp_path: Path) -> None:
         plan_sandbox(config, _paths(config), {}, support=old)
     off = _config(tmp_path, sandbox={"mode": "off"})
     plan = plan_sandbox(off, _paths(off), {}, support=NONE)
-    assert not plan.confined and plan.confinement() is None
+    assert not plan.confined
+    assert plan.confinement() is None
 
 
 def test_root_with_bypass_and_no_confinement_is_always_refused(tmp_path: Path) -> None:
@@ -113,7 +116,9 @@ def test_root_with_bypass_and_no_confinement_is_always_refused(tmp_path: Path) -
                    sandbox={"mode": "landlock+user", "user": "nobody"})  # fmt: skip
     plan = plan_sandbox(both, _paths(both), {}, support=ROOT_FULL)
     spec = plan.confinement()
-    assert spec is not None and spec.landlock and spec.user == "nobody"
+    assert spec is not None
+    assert spec.landlock
+    assert spec.user == "nobody"
 
 
 @pytest.mark.parametrize(
@@ -142,7 +147,8 @@ def test_a_run_that_cannot_be_confined_is_refused_before_the_claim(
     )
     assert main(["run", "--config", str(config), "--repo", "a/b", "--number", "1"]) == 2
     err = capsys.readouterr().err
-    assert 'agent.sandbox.mode = "landlock"' in err and '"off"' in err
+    assert 'agent.sandbox.mode = "landlock"' in err
+    assert '"off"' in err
     assert not (tmp_path / "db").exists()  # refused before any run row
 
 
@@ -178,7 +184,9 @@ def test_gate_names_file_line_and_commit_never_the_value(tmp_path: Path) -> None
     (repo / "a.txt").write_text(f"one\ntwo\npassword={secret}\n")
     _commit(repo, "change a")
     (repo / "b.bin").write_bytes(b"\x00\x01binary " + secret.encode() + b"\x00")
-    (repo / "key.pem").write_text("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n")
+    (repo / "key.pem").write_text(
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n"
+    )
     _commit(repo, "more\n\nAKIAABCDEFGHIJKLMNOP in the body")
     gate = SecretGate({"$DB_PASSWORD": secret})
     findings = [str(f) for f in gate.scan_patch(_patch(repo, base))]

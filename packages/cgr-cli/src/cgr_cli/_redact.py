@@ -19,7 +19,9 @@ _PATTERNS = [
 # Token shapes of other services an agent is likely to see: Anthropic API keys, AWS access
 # key ids, and PEM private keys (a whole block, or from its BEGIN line when cut short).
 SHAPES = {
-    "a GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}\b|\bgithub_pat_[A-Za-z0-9_]{20,}\b"),
+    "a GitHub token": re.compile(
+        r"\bgh[pousr]_[A-Za-z0-9]{20,}\b|\bgithub_pat_[A-Za-z0-9_]{20,}\b"
+    ),
     "an Anthropic API key": re.compile(r"\bsk-ant-[A-Za-z0-9_-]{16,}"),
     "an AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
     "a private key": re.compile(

@@ -535,9 +535,13 @@ def check_sandbox(config: Config, environ: dict[str, str] | None = None) -> Chec
                      fix="choose an agent.sandbox.mode this machine supports")  # fmt: skip
     data["in_force"] = plan.describe()
     status = CheckStatus.PASS if plan.confined else CheckStatus.WARN
-    fix = None if plan.confined else (
-        "the agent can read cgr's configuration and other runs; set agent.sandbox.mode = "
-        "\"landlock\" where the kernel supports it"
+    fix = (
+        None
+        if plan.confined
+        else (
+            "the agent can read cgr's configuration and other runs; set agent.sandbox.mode = "
+            '"landlock" where the kernel supports it'
+        )
     )
     return Check(name="sandbox", status=status, data=data, fix=fix,
                  detail=f"in force: {plan.describe()} (available: {available})")  # fmt: skip

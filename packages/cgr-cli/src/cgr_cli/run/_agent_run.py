@@ -212,7 +212,6 @@ class AgentRunner:
         self.log.info("agent ended: %s (%s)", ended, result.ended_by)
         return state, ended
 
-
     def _after_agent(self, plan: SandboxPlan) -> None:
         from cgr_exec import kill_job_leftovers
 

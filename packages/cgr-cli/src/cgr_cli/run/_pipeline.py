@@ -107,11 +107,11 @@ async def execute_run(
             key="github.token",
         )
     environ = dict(os.environ if environ is None else environ)
-    # The agent's release, asked once here, before the claim; the run keeps the answer.
-    env = agent_env(config.agent, environ, secrets=(token.reveal(),))
-    agent_cli = await anyio.to_thread.run_sync(check_can_start, config.agent, env)
-    check_sandbox(config, env, environ)
-    secrets = known_secrets(config, token=token.reveal(), agent_env=env, environ=environ)
+    # The agent's release (asked once here, before the claim; the run keeps the answer),
+    # the sandbox, and the secrets the run must never let out.
+    agent_cli, secrets = await anyio.to_thread.run_sync(
+        _preflight, config, token.reveal(), environ
+    )
     config.database.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(config.database)
     try:
@@ -162,6 +162,17 @@ async def execute_run(
             return ctx.summary
     finally:
         store.close()
+
+
+def _preflight(
+    config: Config, token: str, environ: dict[str, str]
+) -> tuple[AgentCli, dict[str, str]]:
+    """Refuse what cannot run (before the run row and the claim); return the agent's
+    release and the secrets the run must never let out (``_secret_gate.known_secrets``)."""
+    env_for_agent = agent_env(config.agent, environ, secrets=(token,))
+    agent_cli = check_can_start(config.agent, env_for_agent)
+    check_sandbox(config, env_for_agent, environ)
+    return agent_cli, known_secrets(config, token=token, agent_env=env_for_agent, environ=environ)
 
 
 async def _beat(ctx: _Ctx, store: Store) -> None:
@@ -621,9 +632,11 @@ async def _publish(
             ctx.log.warning("secret gate: %s", finding)
         ctx.status, ctx.summary.outcome = "needs_human", Outcome.SECRET_BLOCKED
         ctx.summary.secret_findings = [str(f) for f in findings[:20]]
-        ctx.summary.error = "the secret gate blocked the push: " + "; ".join(
-            str(f) for f in findings[:3]
-        ) + (f" and {len(findings) - 3} more" if len(findings) > 3 else "")
+        ctx.summary.error = (
+            "the secret gate blocked the push: "
+            + "; ".join(str(f) for f in findings[:3])
+            + (f" and {len(findings) - 3} more" if len(findings) > 3 else "")
+        )
         return
     ctx.summary.commits = await _timed(ctx, "git", git.commit_count, repo_dir, work.start_sha)
     ctx.summary.changed_files = await _timed(

@@ -26,7 +26,7 @@ class Outcome:
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
     # The secret gate found a known secret or a token shape in what would be pushed.
-    SECRET_BLOCKED = "secret_blocked"
+    SECRET_BLOCKED = "secret_blocked"  # noqa: S105 - an outcome name, not a password
 
 
 class RunSummary(msgspec.Struct, kw_only=True):

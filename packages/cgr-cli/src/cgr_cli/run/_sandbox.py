@@ -109,7 +109,7 @@ class SandboxPlan:
 
     def describe(self) -> str:
         if not self.confined:
-            return "no confinement (agent.sandbox.mode = \"off\")"
+            return 'no confinement (agent.sandbox.mode = "off")'
         parts = []
         if self.landlock:
             ports = ", ".join(map(str, self.tcp_ports or ())) or "none"
@@ -229,6 +229,51 @@ def _ports(config: Config, env: Mapping[str, str]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(ports))
 
 
+def _refuse_impossible(config: Config, support: ConfinementSupport) -> None:
+    """ConfigError naming ``agent.sandbox.mode`` when that mode cannot be had here, and for
+    an unconfined root agent that bypasses permissions (never run)."""
+    sandbox = config.agent.sandbox
+    mode = sandbox.mode
+    bypass = config.agent.permission_mode == "bypassPermissions" or (
+        "--dangerously-skip-permissions" in config.agent.extra_args
+    )
+    if mode == "off":
+        if bypass and support.can_change_user:  # running as root
+            raise ConfigError(
+                'agent.sandbox.mode = "off" with agent.permission_mode = '
+                "'bypassPermissions' as root: an unconfined root agent that asks nobody is "
+                'never run; choose agent.sandbox.mode = "landlock" or "user", or run cgr '
+                "as another user",
+                key="agent.sandbox.mode",
+            )
+        return
+    want_landlock = mode in ("landlock", "landlock+user")
+    want_user = mode in ("user", "landlock+user")
+    if want_landlock and not support.filesystem:
+        raise ConfigError(
+            f"agent.sandbox.mode = \"{mode}\": Landlock is not available on this machine "
+            "(Linux >= 5.13 with landlock in the boot `lsm=` list); "
+            + ("set agent.sandbox.mode = \"user\" (cgr runs as root) "
+               if support.can_change_user else "run cgr as root with agent.sandbox.mode = "
+               "\"user\", ")
+            + "or agent.sandbox.mode = \"off\" to run the agent unconfined",
+            key="agent.sandbox.mode",
+        )  # fmt: skip
+    if want_user and not support.can_change_user:
+        raise ConfigError(
+            f'agent.sandbox.mode = "{mode}": running the agent as agent.sandbox.user = '
+            f'{sandbox.user!r} needs cgr to run as root; use "landlock" instead',
+            key="agent.sandbox.mode",
+        )
+    if want_landlock and not support.network and sandbox.tcp_ports != []:
+        raise ConfigError(
+            f'agent.sandbox.mode = "{mode}": this kernel\'s Landlock (ABI '
+            f"{support.landlock_abi}) cannot restrict TCP ports (needs ABI 4, Linux 6.7); "
+            'set agent.sandbox.mode = "user" or "off"',
+            key="agent.sandbox.mode",
+        )
+
+
 def plan_sandbox(
     config: Config,
     paths: RunPaths,
@@ -246,46 +291,13 @@ def plan_sandbox(
     sandbox = config.agent.sandbox
     mode = sandbox.mode
     environ = os.environ if environ is None else environ
-    bypass = config.agent.permission_mode == "bypassPermissions" or (
-        "--dangerously-skip-permissions" in config.agent.extra_args
-    )
     env = {"HOME": str(paths.home), "TMPDIR": str(paths.tmp)}
+    _refuse_impossible(config, support)
     if mode == "off":
-        if bypass and support.can_change_user:  # running as root
-            raise ConfigError(
-                "agent.sandbox.mode = \"off\" with agent.permission_mode = "
-                "'bypassPermissions' as root: an unconfined root agent that asks nobody is "
-                "never run; choose agent.sandbox.mode = \"landlock\" or \"user\", or run cgr "
-                "as another user",
-                key="agent.sandbox.mode",
-            )
         return SandboxPlan(mode=mode, env=env)
     want_landlock = mode in ("landlock", "landlock+user")
     want_user = mode in ("user", "landlock+user")
-    if want_landlock and not support.filesystem:
-        raise ConfigError(
-            f"agent.sandbox.mode = \"{mode}\": Landlock is not available on this machine "
-            "(Linux >= 5.13 with landlock in the boot `lsm=` list); "
-            + ("set agent.sandbox.mode = \"user\" (cgr runs as root) "
-               if support.can_change_user else "run cgr as root with agent.sandbox.mode = "
-               "\"user\", ")
-            + "or agent.sandbox.mode = \"off\" to run the agent unconfined",
-            key="agent.sandbox.mode",
-        )  # fmt: skip
-    if want_user and not support.can_change_user:
-        raise ConfigError(
-            f"agent.sandbox.mode = \"{mode}\": running the agent as agent.sandbox.user = "
-            f"{sandbox.user!r} needs cgr to run as root; use \"landlock\" instead",
-            key="agent.sandbox.mode",
-        )
     ports = _ports(config, agent_env)
-    if want_landlock and not support.network and sandbox.tcp_ports != []:
-        raise ConfigError(
-            f"agent.sandbox.mode = \"{mode}\": this kernel's Landlock (ABI "
-            f"{support.landlock_abi}) cannot restrict TCP ports (needs ABI 4, Linux 6.7); "
-            "set agent.sandbox.mode = \"user\" or \"off\"",
-            key="agent.sandbox.mode",
-        )
     forbidden = forbidden_paths(config, environ)
     argv = config.agent.argv
     wanted_ro = [Path(p) for p in SYSTEM_READ_ONLY]
@@ -309,8 +321,8 @@ def plan_sandbox(
     for device in DEVICES_READ_WRITE:
         if os.path.exists(device):
             read_write[device] = None
-    for path in read_write:
-        read_only.pop(path, None)
+    for granted in read_write:
+        read_only.pop(granted, None)
     return SandboxPlan(
         mode=mode,
         read_only=tuple(read_only),

@@ -242,9 +242,7 @@ async def reap(
 
 def end_processes(config: Config, run: Run, grace: float) -> None:
     """SIGTERM the run's process group, SIGKILL after ``grace``; then its strays."""
-    from cgr_exec import kill_identity_group
-
-    from cgr_exec import kill_job_leftovers
+    from cgr_exec import kill_identity_group, kill_job_leftovers
 
     identity = run_identity(run)
     if identity is not None:
