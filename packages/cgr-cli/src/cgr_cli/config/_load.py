@@ -301,10 +301,13 @@ def render_config(config: Config) -> str:
             sections.append((key, value))
         else:
             lines.append(f"{key} = {_toml_value(value)}")
-    for name, section in sections:
+    while sections:
+        name, section = sections.pop(0)
         lines.append(f"\n[{name}]")
         for key, value in section.items():
-            if value is None:
+            if isinstance(value, dict):  # a sub-table (agent.sandbox), after this one
+                sections.insert(0, (f"{name}.{key}", value))
+            elif value is None:
                 lines.append(f"# {key} is not set")
             else:
                 lines.append(f"{key} = {_toml_value(value)}")

@@ -128,7 +128,8 @@ class AgentRunner:
         )
         argv = agent_argv(agent, resume=resume, cli=self.cli)
         env = agent_env(agent, self.environ, secrets=(self.token,))
-        plan = self.sandbox(env)
+        # Planning reads directory listings: off the event loop (the heartbeat keeps going).
+        plan = await anyio.to_thread.run_sync(self.sandbox, env)
         env.update(plan.env)
         self.log.info("agent: %s (cwd %s)", " ".join(argv), self.ws.checkout)
         self.log.info("agent sandbox: %s", plan.describe())

@@ -38,7 +38,7 @@ from cgr_cli.run._git import Git, Identity, branch_name
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli.run._report import Outcome, RunSummary, Texts, pr_section
 from cgr_cli.run._safe_fs import RunFiles, run_dir_problems
-from cgr_cli.run._sandbox import RunPaths, plan_sandbox
+from cgr_cli.run._sandbox import refuse_impossible
 from cgr_cli.run._secret_gate import PATCH_ARGS, SecretGate, known_secrets
 from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
 
@@ -171,7 +171,7 @@ def _preflight(
     release and the secrets the run must never let out (``_secret_gate.known_secrets``)."""
     env_for_agent = agent_env(config.agent, environ, secrets=(token,))
     agent_cli = check_can_start(config.agent, env_for_agent)
-    check_sandbox(config, env_for_agent, environ)
+    check_sandbox(config)
     return agent_cli, known_secrets(config, token=token, agent_env=env_for_agent, environ=environ)
 
 
@@ -307,14 +307,13 @@ class _OwnedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().close()
 
 
-def check_sandbox(config: Config, agent_env: dict[str, str], environ: dict[str, str]) -> None:
+def check_sandbox(config: Config) -> None:
     """Refuse a run (before it is claimed) whose sandbox cannot be had; ConfigError names
     ``agent.sandbox.mode``."""
     from cgr_exec import probe_confinement
 
-    root = config.workspace_root
-    paths = RunPaths.of(config, root / "targets" / "check" / "repo", root / "check")
-    plan_sandbox(config, paths, agent_env, support=probe_confinement(), environ=environ)
+    # The mode against the machine only: the paths are planned when the agent starts.
+    refuse_impossible(config, probe_confinement())
 
 
 def _open_run_log(ctx: _Ctx, ws: Workspace) -> None:

@@ -145,8 +145,10 @@ def _real(path: Path) -> Path:
 
 
 def _within(path: Path, other: Path) -> bool:
-    """``path`` is ``other`` or below it."""
-    return path == other or other in path.parents
+    """``path`` is ``other`` or below it (string prefixes: pathlib's ``parents`` is slow
+    and this runs thousands of times for a plan)."""
+    p, o = str(path), str(other)
+    return p == o or p.startswith(o if o.endswith("/") else o + "/")
 
 
 def narrow(path: Path, forbidden: Iterable[Path], *, _depth: int = 0) -> list[Path]:
@@ -157,7 +159,7 @@ def narrow(path: Path, forbidden: Iterable[Path], *, _depth: int = 0) -> list[Pa
     forbidden = list(forbidden)
     if any(_within(path, f) for f in forbidden):
         return []
-    inside = [f for f in forbidden if path in f.parents]
+    inside = [f for f in forbidden if _within(f, path)]
     if not inside:
         return [path]
     if _depth > 8 or not path.is_dir():
@@ -229,7 +231,7 @@ def _ports(config: Config, env: Mapping[str, str]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(ports))
 
 
-def _refuse_impossible(config: Config, support: ConfinementSupport) -> None:
+def refuse_impossible(config: Config, support: ConfinementSupport) -> None:
     """ConfigError naming ``agent.sandbox.mode`` when that mode cannot be had here, and for
     an unconfined root agent that bypasses permissions (never run)."""
     sandbox = config.agent.sandbox
@@ -292,7 +294,7 @@ def plan_sandbox(
     mode = sandbox.mode
     environ = os.environ if environ is None else environ
     env = {"HOME": str(paths.home), "TMPDIR": str(paths.tmp)}
-    _refuse_impossible(config, support)
+    refuse_impossible(config, support)
     if mode == "off":
         return SandboxPlan(mode=mode, env=env)
     want_landlock = mode in ("landlock", "landlock+user")
