@@ -261,3 +261,21 @@ def test_redact_tree_rewrites_files_and_leaves_symlinks_alone(tmp_path: Path) ->
     assert "sk-ant" not in transcript.read_text()
     assert "sk-ant" in victim.read_text()
     assert os.path.islink(home / "link.txt")
+
+
+@pytest.mark.parametrize("secret", ["sk-ant-api03-abcdefghijklmnopqrstu", "tiny-sec"])
+def test_rewrite_in_pieces_redacts_everywhere_and_keeps_the_rest(
+    tmp_path: Path, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cgr_cli.run._safe_fs as safe_fs
+
+    # Many pieces; every line (< 150 bytes) fits in one (a read plus the rest of its line).
+    monkeypatch.setattr(safe_fs, "PIECE_BYTES", 100)
+    lines = [f"line {n} {'x' * (n % 90)} {secret if n % 7 == 0 else ''}\n" for n in range(400)]
+    root = tmp_path / "ws"
+    (root / "r" / "logs").mkdir(parents=True)
+    path = root / "r" / "logs" / "agent.jsonl"
+    path.write_text("".join(lines))
+    redact = Redactor([secret])
+    assert RunFiles(root).rewrite(path, redact.bytes)
+    assert path.read_text() == "".join(lines).replace(secret, "[REDACTED]")

@@ -101,17 +101,57 @@ class RunFiles:
             return f.read()
 
     def rewrite(self, rel: str | os.PathLike[str], fn: Callable[[bytes], bytes]) -> bool:
-        """Replace the file's content by ``fn(content)`` in place; False if it is missing."""
+        """Pass the file through ``fn`` piece by piece (see ``rewrite_fd``); False if it is
+        missing."""
         try:
             fd = self.open(rel, os.O_RDWR)
         except FileNotFoundError:
             return False
-        with os.fdopen(fd, "r+b") as f:
-            new = fn(f.read())
-            f.seek(0)
-            f.write(new)
-            f.truncate()
+        rewrite_fd(fd, fn)
         return True
+
+
+# A piece is a line, or this much of a longer one: memory stays bounded whatever the file
+# holds (an agent's 64 MB stream must not cost the run process hundreds of MB to redact).
+PIECE_BYTES = 1 << 20
+
+
+def rewrite_fd(fd: int, fn: Callable[[bytes], bytes]) -> bool:
+    """Replace the content of the open regular file ``fd`` by ``fn`` applied to pieces of
+    about ``PIECE_BYTES`` that end at line ends, in place, closing ``fd``; True if it
+    changed.
+
+    Output may be shorter or longer than input: pieces are read ahead of where the
+    output is written by at least the growth so far, kept in a queue when writing would
+    overtake reading. A secret split across two pieces of an over-long line is missed;
+    lines cgr keeps are at most 1 MiB (``supervise``'s ``max_line_bytes``).
+    """
+    changed = False
+    with os.fdopen(fd, "r+b") as f:
+        read_at = write_at = 0
+        pending: list[bytes] = []
+        while True:
+            f.seek(read_at)
+            # About PIECE_BYTES, extended to the end of its last line (at most one more
+            # PIECE_BYTES): pieces end at line ends, unless a line is longer than that.
+            piece = f.read(PIECE_BYTES)
+            if piece and not piece.endswith(b"\n"):
+                piece += f.readline(PIECE_BYTES)
+            read_at = f.tell()
+            if piece:
+                new = fn(piece)
+                changed = changed or new != piece
+                pending.append(new)
+            # Write what fits before the read position (never past unread input).
+            while pending and (not piece or write_at + len(pending[0]) <= read_at):
+                chunk = pending.pop(0)
+                f.seek(write_at)
+                f.write(chunk)
+                write_at += len(chunk)
+            if not piece:
+                break
+        f.truncate(write_at)
+    return changed
 
 
 def run_dir_problems(run_dir: Path, names: tuple[str, ...] = ("logs", "artifacts")) -> list[str]:
@@ -143,19 +183,14 @@ def redact_tree(top: Path, fn: Callable[[bytes], bytes], *, max_bytes: int = 64 
                 fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
             except OSError:
                 continue  # a symlink (ELOOP), a fifo: not ours to rewrite
-            with os.fdopen(fd, "r+b") as f:
-                st = os.fstat(f.fileno())
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                if st.st_size > max_bytes:
-                    f.truncate(0)
-                    changed += 1
-                    continue
-                old = f.read()
-                new = fn(old)
-                if new != old:
-                    f.seek(0)
-                    f.write(new)
-                    f.truncate()
-                    changed += 1
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                continue
+            if st.st_size > max_bytes:
+                os.ftruncate(fd, 0)
+                os.close(fd)
+                changed += 1
+                continue
+            changed += rewrite_fd(fd, fn)
     return changed
