@@ -20,6 +20,9 @@ import time
 import uuid
 from pathlib import Path
 
+if sys.argv[1:] == ["--version"]:  # cgr asks before each run; hostility starts later
+    print("2.1.197 (Claude Code)")
+    sys.exit(0)
 SESSION = str(uuid.uuid4())
 STATE = Path(os.environ.get("FAKE_CLAUDE_STATE", "/nonexistent"))
 ATTACKS = [a for a in os.environ.get("HOSTILE", "").split(",") if a]

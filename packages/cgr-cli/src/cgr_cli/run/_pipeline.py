@@ -109,9 +109,7 @@ async def execute_run(
     environ = dict(os.environ if environ is None else environ)
     # The agent's release (asked once here, before the claim; the run keeps the answer),
     # the sandbox, and the secrets the run must never let out.
-    agent_cli, secrets = await anyio.to_thread.run_sync(
-        _preflight, config, token.reveal(), environ
-    )
+    agent_cli, secrets = await anyio.to_thread.run_sync(_preflight, config, token.reveal(), environ)
     config.database.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(config.database)
     try:
@@ -121,11 +119,8 @@ async def execute_run(
             github = RunGitHub(gh, min_edit_interval=config.github.status_update_seconds)
             bot = config.github.bot_login or await _whoami(gh)
             run = await _create_or_pick_up(store, github, request)
-            ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
+            ctx = _new_ctx(config, request, run.id, token.reveal(), bot, secrets=secrets)
             ctx.agent_cli = agent_cli
-            for value in secrets.values():
-                ctx.redact.add_secret(value)
-            ctx.gate = SecretGate(secrets)
             try:
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
                     async with anyio.create_task_group() as tg:
@@ -239,16 +234,28 @@ async def _whoami(gh: GitHubClient) -> str:
     return str(data["login"])
 
 
-def _new_ctx(config: Config, request: RunRequest, run_id: str, token: str, bot: str) -> _Ctx:
+def _new_ctx(
+    config: Config,
+    request: RunRequest,
+    run_id: str,
+    token: str,
+    bot: str,
+    *,
+    secrets: dict[str, str] | None = None,
+) -> _Ctx:
+    """The run's state; ``secrets`` (see ``known_secrets``) are redacted everywhere and
+    block a push that holds one."""
     root = config.workspace_root
-    redact = Redactor([token], hide_paths=[root.resolve(), root])
+    secrets = secrets or {}
+    redact = Redactor([token, *secrets.values()], hide_paths=[root.resolve(), root])
     log = logging.getLogger(f"cgr.run.{run_id}")
     log.setLevel(logging.INFO)
     log.propagate = False
     summary = RunSummary(
         run_id=run_id, repo=request.repo, number=request.number, status="running", outcome=""
     )
-    return _Ctx(config, request, run_id, redact, log, time.monotonic(), summary, bot=bot)
+    gate = SecretGate(secrets)
+    return _Ctx(config, request, run_id, redact, log, time.monotonic(), summary, bot=bot, gate=gate)
 
 
 async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunRequest) -> Run:
