@@ -39,11 +39,14 @@ def main() -> None:
                 "github": {"api_url": sim.url, "token": sim.token, "bot_login": sim.bot_login},
                 "paths": {"workspace_root": f"{tmp}/ws", "database": f"{tmp}/cgr.sqlite3"},
                 "agent": {"command": [sys.executable, str(FAKE)],
-                          "env_passthrough": ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE"]},
+                          "env_passthrough": ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE"],
+                          # confined (the default): its state dir is granted explicitly
+                          "sandbox": {"read_write": [f"{tmp}/agent"]}},
                 "cleanup": {"policy": "delete"},
             }
         )  # fmt: skip
         os.environ["FAKE_CLAUDE_STATE"] = f"{tmp}/agent"
+        os.makedirs(f"{tmp}/agent", exist_ok=True)
         os.environ["FAKE_CLAUDE_SCENARIO"] = "success"
         rows = []
         for n in range(RUNS):

@@ -42,7 +42,11 @@ class Env:
                          "watchdog_grace_seconds": 1.0, "heartbeat_seconds": 0.5},
             "cleanup": {"policy": "keep"},
             "labels": {"done": "cgr-done"},
+            # The agent runs confined (Landlock, the default); the scripted agent records
+            # its calls in agent_state, outside its checkout.
+            "agent.sandbox": {"read_write": [str(self.agent_state)]},
         }  # fmt: skip
+        self.agent_state.mkdir(parents=True, exist_ok=True)
         for name, values in sections.items():
             base.setdefault(name, {}).update(values)
         lines = [f"repositories = [{json.dumps(REPO)}]"]

@@ -91,10 +91,12 @@ def test_a_good_setup_passes(world: World, monkeypatch: pytest.MonkeyPatch) -> N
     assert code == 0, report
     assert report["ok"] is True
     assert [c["status"] for c in report["checks"]] == ["pass"] * 9 + ["skip"]
-    assert list(checks) == ["configuration", "git", "database", "workspace", "agent", "github",
-                            f"repository {REPO}", f"labels {REPO}", f"repository file {REPO}",
-                            "systemd"]  # fmt: skip
+    assert list(checks) == ["configuration", "git", "database", "workspace", "agent",
+                            "sandbox", "github", f"repository {REPO}", f"labels {REPO}",
+                            f"repository file {REPO}", "systemd"]  # fmt: skip
     assert "no .github/cgr.toml" in checks[f"repository file {REPO}"]["detail"]
+    assert checks["sandbox"]["detail"].startswith("in force: landlock (")
+    assert "landlock: ABI" in checks["sandbox"]["detail"]
     assert "2.1.197 (Claude Code)" in checks["agent"]["detail"]
     assert checks["git"]["detail"].startswith("git version ")
     github = checks["github"]
@@ -397,3 +399,29 @@ def test_token_kinds(scopes: str | None, answer: int, status: CheckStatus, fragm
     assert result.status is status, result
     assert fragment in result.detail
     assert token not in json.dumps(result.data) + result.detail + (result.fix or "")
+
+
+def test_sandbox_off_is_a_warning_and_an_impossible_mode_fails(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_systemctl(monkeypatch)
+    base = world.config.read_text()
+    world.config.write_text(base + '[agent.sandbox]\nmode = "off"\n')
+    code, report = world.doctor()
+    sandbox = by_name(report)["sandbox"]
+    assert code == 0
+    assert sandbox["status"] == "warn"
+    assert sandbox["detail"].startswith("in force: no confinement")
+    assert "landlock" in sandbox["fix"]
+    # "user" needs root; as root, it needs the account to exist only at run time, so the
+    # impossible case shown here is Landlock on a kernel without it (ABI 0).
+    from cgr_exec import ConfinementSupport
+
+    monkeypatch.setattr("cgr_exec.probe_confinement", lambda: ConfinementSupport(0, False))
+    world.config.write_text(base)
+    code, report = world.doctor()
+    sandbox = by_name(report)["sandbox"]
+    assert code == 1
+    assert sandbox["status"] == "fail"
+    assert 'agent.sandbox.mode = "landlock": Landlock is not available' in sandbox["detail"]
+    assert "landlock: not available" in sandbox["detail"]

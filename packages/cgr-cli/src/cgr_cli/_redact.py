@@ -16,10 +16,24 @@ _PATTERNS = [
     re.compile(r"(?i)(authorization:\s*)(?:(?:bearer|token|basic)\s+)?[^\s\"']+"),
     re.compile(r"(?i)(https?://)[^/\s:@]+:[^/\s@]+@"),
 ]
+# Token shapes of other services an agent is likely to see: Anthropic API keys, AWS access
+# key ids, and PEM private keys (a whole block, or from its BEGIN line when cut short).
+SHAPES = {
+    "a GitHub token": re.compile(
+        r"\bgh[pousr]_[A-Za-z0-9]{20,}\b|\bgithub_pat_[A-Za-z0-9_]{20,}\b"
+    ),
+    "an Anthropic API key": re.compile(r"\bsk-ant-[A-Za-z0-9_-]{16,}"),
+    "an AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
+    "a private key": re.compile(
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----"
+        r"|[^\n]*)"
+    ),
+}
 
 
 class Redactor:
-    """Replaces known secrets and anything shaped like a GitHub token with ``[REDACTED]``.
+    """Replaces known secrets and anything shaped like a token (GitHub, Anthropic, AWS, a
+    PEM private key) with ``[REDACTED]``.
 
     Known secrets are matched literally (longest first, so a secret containing another is
     removed whole); the patterns catch tokens cgr was never told about, e.g. one the agent
@@ -31,6 +45,10 @@ class Redactor:
         self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
         self._paths = sorted({str(p) for p in hide_paths}, key=len, reverse=True)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(self._secrets)
+
     def add_secret(self, secret: str) -> None:
         if secret and len(secret) >= 6 and secret not in self._secrets:
             self._secrets.append(secret)
@@ -39,8 +57,8 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        text = _PATTERNS[0].sub(REDACTED, text)
-        text = _PATTERNS[1].sub(REDACTED, text)
+        for shape in SHAPES.values():
+            text = shape.sub(REDACTED, text)
         text = _PATTERNS[2].sub(lambda m: m.group(1) + REDACTED, text)
         text = _PATTERNS[3].sub(lambda m: m.group(1) + REDACTED + "@", text)
         for path in self._paths:

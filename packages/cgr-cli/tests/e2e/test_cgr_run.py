@@ -453,8 +453,10 @@ def test_lost_session_starts_a_fresh_conversation(
     model_server.scenario = [turn(write("hello.txt", "hello\n")), reply("Added hello.txt.")]
     assert env.run(number) == 0
     first_session = _agent_lines(_runs(env)[0])[0]["session_id"]
-    # The CLI's own session store is gone (a new machine, a cleaned home directory).
-    shutil.rmtree(tmp_path / "home" / ".claude" / "projects")
+    # The CLI's own session store is gone (a new machine, a cleaned home directory). The
+    # agent's HOME is its own, one per target next to its checkout (agent.sandbox.home).
+    agent_home = env.workspace / "targets" / "acme" / "widgets" / str(number) / "home"
+    shutil.rmtree(agent_home / ".claude" / "projects")
 
     model_server.scenario = [turn(write("bye.txt", "bye\n")), reply("Added bye.txt.")]
     comment_id = env.sim.add_comment(

@@ -21,6 +21,6 @@ def retry(args: argparse.Namespace) -> int:
         print(f"{run.id} queued for {run.repo}#{run.target} (attempt {run.attempt}); "
               "the next `cgr tick` or the daemon starts it")  # fmt: skip
         return 0
-    summary = run_sync(config, request_for(run))
+    summary = run_sync(config, request_for(run), own_process=True)
     print(summary.one_line())
     return summary.exit_code

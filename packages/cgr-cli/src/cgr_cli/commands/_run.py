@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
                 run_id=args.run_id,
                 force=args.force,
             ),
+            own_process=True,
         )
     finally:
         if progress is not None:

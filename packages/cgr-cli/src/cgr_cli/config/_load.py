@@ -291,6 +291,15 @@ def _check_semantics(config: Config, source: str) -> None:
                 key=key,
                 source=source,
             ) from None
+    sandbox = config.agent.sandbox
+    named = [(f"agent.sandbox.read_only[{i}]", v) for i, v in enumerate(sandbox.read_only)]
+    named += [(f"agent.sandbox.read_write[{i}]", v) for i, v in enumerate(sandbox.read_write)]
+    named += [("agent.sandbox.home", sandbox.home)] if sandbox.home is not None else []
+    for key, value in named:
+        if not Path(value).expanduser().is_absolute():
+            raise ConfigError(
+                f"{key} = {value!r}: expected an absolute path", key=key, source=source
+            )
     if not config.agent.argv or not config.agent.argv[0]:
         raise ConfigError("agent.command = []: expected a program name", key="agent.command")
     p = config.polling
@@ -350,10 +359,13 @@ def render_config(config: Config, *, origin: Callable[[str], str] | None = None)
             sections.append((key, value))
         else:
             lines.append(line(key, f"{key} = {_toml_value(value)}"))
-    for name, section in sections:
+    while sections:
+        name, section = sections.pop(0)
         lines.append(f"\n[{name}]")
         for key, value in section.items():
-            if value is None:
+            if isinstance(value, dict):  # a sub-table (agent.sandbox), after this one
+                sections.insert(0, (f"{name}.{key}", value))
+            elif value is None:
                 lines.append(line(f"{name}.{key}", f"# {key} is not set"))
             else:
                 lines.append(line(f"{name}.{key}", f"{key} = {_toml_value(value)}"))

@@ -115,6 +115,29 @@ class PathsConfig(_Section, frozen=True):
 # "manual" is Claude Code's name since 2.1.200 for what older releases call "default";
 # either is accepted and cgr passes the installed release's own name (run/_agent_cli.py).
 PermissionMode = Literal["default", "manual", "acceptEdits", "plan", "bypassPermissions", "dontAsk"]
+SandboxMode = Literal["landlock", "user", "landlock+user", "off"]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+class SandboxConfig(_Section, frozen=True):
+    """How the agent is confined (``run/_sandbox.py`` turns this into a cgr-exec spec).
+
+    ``landlock``: the kernel lets the agent read the system and its installation, write
+    only its checkout, its own home and a private temp dir, and connect only to
+    ``tcp_ports``. ``user``: it runs as the unprivileged account ``user`` (cgr must be
+    root). ``landlock+user``: both. ``off``: nothing (must be chosen explicitly).
+    """
+
+    mode: SandboxMode = "landlock"
+    user: NonEmpty = "cgr-agent"
+    # None: 443, the port of ANTHROPIC_BASE_URL and of an HTTPS proxy, when set.
+    tcp_ports: list[Port] | None = None
+    # Extra absolute paths (e.g. a toolchain outside the system directories).
+    read_only: list[str] = msgspec.field(default_factory=list)
+    read_write: list[str] = msgspec.field(default_factory=list)
+    # The agent's HOME. None: one per target next to its checkout (so --resume finds the
+    # CLI's transcript) - never the home of the account cgr runs as.
+    home: str | None = None
 
 
 class AgentConfig(_Section, frozen=True):
@@ -135,6 +158,12 @@ class AgentConfig(_Section, frozen=True):
     # final figure always comes from the CLI's own `total_cost_usd`).
     input_usd_per_mtok: Annotated[float, msgspec.Meta(ge=0)] = 3.0
     output_usd_per_mtok: Annotated[float, msgspec.Meta(ge=0)] = 15.0
+    # Past this much stdout the stream is still parsed but no longer stored.
+    max_output_mb: PositiveFloat = 64.0
+    # Names of variables handed to the agent whose values are secrets (beyond names that
+    # look secret: *KEY*, *TOKEN*, *SECRET*, *PASSWORD*): redacted and blocked outbound.
+    secret_env: list[str] = msgspec.field(default_factory=list)
+    sandbox: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
 
     @property
     def argv(self) -> list[str]:

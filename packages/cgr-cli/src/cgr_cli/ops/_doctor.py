@@ -112,12 +112,14 @@ def run_doctor(
     add(config_check)
     add(check_git())
     if config is None:
-        for name in ("database", "workspace", "agent", "github", "repositories", "systemd"):
+        for name in ("database", "workspace", "agent", "sandbox", "github", "repositories",
+                     "systemd"):  # fmt: skip
             add(Check(name=name, status=CheckStatus.SKIP, detail="needs a valid configuration"))
         return report
     add(check_database(config.database, fix=options.fix))
     add(check_workspace(config.workspace_root, options.min_free_bytes, fix=options.fix))
     add(check_agent(config, timeout=options.timeout))
+    add(check_sandbox(config))
     import anyio
 
     anyio.run(_github_checks, config, options, add)
@@ -508,6 +510,41 @@ def _agent_release(
         data=data,
         detail=f"{reported} ({program}), in the tested range {tested}",
     )
+
+
+def check_sandbox(config: Config, environ: dict[str, str] | None = None) -> Check:
+    """What confinement this machine offers and what ``agent.sandbox`` puts in force."""
+    from cgr_cli._errors import ConfigError
+    from cgr_cli.run._agent import agent_env
+    from cgr_cli.run._sandbox import RunPaths, plan_sandbox
+    from cgr_exec import probe_confinement
+
+    environ = dict(os.environ if environ is None else environ)
+    support = probe_confinement()
+    available = "; ".join(support.lines())
+    root = config.workspace_root
+    paths = RunPaths.of(config, root / "targets" / "doctor" / "repo", root / "doctor")
+    data: dict[str, Any] = {"available": support.lines(), "mode": config.agent.sandbox.mode}
+    try:
+        plan = plan_sandbox(
+            config, paths, agent_env(config.agent, environ), support=support, environ=environ
+        )
+    except ConfigError as exc:
+        return Check(name="sandbox", status=CheckStatus.FAIL, data=data,
+                     detail=f"{exc} (available: {available})",
+                     fix="choose an agent.sandbox.mode this machine supports")  # fmt: skip
+    data["in_force"] = plan.describe()
+    status = CheckStatus.PASS if plan.confined else CheckStatus.WARN
+    fix = (
+        None
+        if plan.confined
+        else (
+            "the agent can read cgr's configuration and other runs; set agent.sandbox.mode = "
+            '"landlock" where the kernel supports it'
+        )
+    )
+    return Check(name="sandbox", status=status, data=data, fix=fix,
+                 detail=f"in force: {plan.describe()} (available: {available})")  # fmt: skip
 
 
 # -- GitHub --------------------------------------------------------------------------------

@@ -3,18 +3,23 @@ the cost ceiling, and starting fresh when a session to resume is gone."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 
 from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
 from cgr_cli.run._agent import NO_CONVERSATION, StreamState, agent_argv, agent_env
 from cgr_cli.run._agent_cli import AgentCli, detect_agent_cli
-from cgr_cli.run._process import checkout_process
+from cgr_cli.run._process import CheckoutProcess, checkout_process
+from cgr_cli.run._safe_fs import RunFiles, redact_tree
+from cgr_cli.run._sandbox import RunPaths, SandboxPlan, plan_sandbox
 from cgr_cli.run._workspace import Workspace
 
 
@@ -27,6 +32,8 @@ class AgentExit:
     idle: bool = False
     watchdog: str | None = None
     stopped: str | None = None
+    # Notes about output cgr did not keep (a line over 1 MiB, the storage cap reached).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +90,47 @@ class AgentRunner:
         return AgentRun(state, ended, resumed=bool(resume) and state.result is not None)
 
     def _says_no_conversation(self) -> bool:
+        files = RunFiles(self.ws.root)
         for name in ("agent.stderr", "agent.jsonl"):
-            path = self.ws.logs / name
-            if path.exists() and NO_CONVERSATION in _tail(path):
-                return True
+            try:
+                if NO_CONVERSATION in _tail(files, self.ws.logs / name):
+                    return True
+            except OSError:
+                continue
         return False
+
+    def sandbox(self, env: dict[str, str]) -> SandboxPlan:
+        """The run's sandbox (its home and temp dir created), see ``_sandbox``."""
+        from cgr_exec import probe_confinement
+
+        paths = RunPaths.of(self.config, self.ws.checkout, self.ws.run_dir)
+        plan = plan_sandbox(self.config, paths, env, support=probe_confinement())
+        for path in (paths.home, paths.tmp):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if plan.user is not None:
+            _hand_over(plan.user, [paths.checkout, paths.home, paths.tmp])
+        return plan
+
+    def scrub_home(self, plan: SandboxPlan) -> None:
+        """The agent CLI keeps a transcript (``~/.claude/projects/...``) with everything it
+        saw: the run's secrets are redacted from every file of the agent's home. The files
+        stay (``--resume`` needs them); symlinks are neither followed nor touched."""
+        home = Path(plan.env["HOME"])
+        changed = redact_tree(home, self.redact.bytes)
+        if changed:
+            self.log.info("redacted secrets in %d file(s) of the agent's home", changed)
+
+    async def confined_process(self) -> tuple[CheckoutProcess, SandboxPlan]:
+        """The spec every process in the checkout runs with, the agent's and the
+        repository's set-up and check commands alike (run/_process.py): the environment
+        allow-list, the run id as job marker, and the run's sandbox. Planning reads
+        directory listings, so it runs off the event loop (the heartbeat keeps going)."""
+        process = checkout_process(
+            self.config, self.ws.checkout, self.environ, self.token, job=self.ws.run_dir.name
+        )
+        plan = await anyio.to_thread.run_sync(self.sandbox, process.env)
+        process.env.update(plan.env)
+        return dataclasses.replace(process, confinement=plan.confinement()), plan
 
     async def _once(self, resume: str | None) -> tuple[StreamState, AgentExit]:
         from cgr_exec import StopHandle
@@ -98,13 +141,17 @@ class AgentRunner:
             output_usd_per_mtok=agent.output_usd_per_mtok,
         )
         argv = agent_argv(agent, resume=resume, cli=self.cli)
-        # The same spec as the repository's set-up and check commands (run/_process.py).
-        process = checkout_process(
-            self.config, self.ws.checkout, self.environ, self.token, job=self.ws.run_dir.name
-        )
+        process, plan = await self.confined_process()
         self.log.info("agent: %s (cwd %s)", " ".join(argv), self.ws.checkout)
+        self.log.info("agent sandbox: %s", plan.describe())
         dirty = anyio.Event()
         stop = StopHandle()
+        notes: list[str] = []
+
+        def on_note(text: str) -> None:
+            if len(notes) < 20:
+                notes.append(text)
+            self.log.warning("agent output: %s", text)
 
         def on_line(line: str) -> str | None:
             if state.feed(line):
@@ -148,14 +195,19 @@ class AgentRunner:
                     watchdog=agent.watchdog_patterns,
                     watchdog_grace=timeouts.watchdog_grace_seconds,
                     stop=stop,
+                    # Past the cap the stream is parsed but no longer stored; a line over
+                    # 1 MiB is skipped (never held whole); both leave a note.
+                    max_output_bytes=int(agent.max_output_mb * 1024 * 1024),
+                    on_note=on_note,
+                    # The process spec carries the sandbox and the run id as job marker:
+                    # every process the agent starts is marked (environment and, where
+                    # possible, a cgroup), so what outlives the agent is ended below, and
+                    # by ``cgr reap`` if this process dies first.
                 )
             finally:
                 tg.cancel_scope.cancel()
-                # cgr-exec copies the stream verbatim; secrets are scrubbed once it ended.
-                for name in ("agent.jsonl", "agent.stderr"):
-                    path = self.ws.logs / name
-                    if path.exists():
-                        path.write_bytes(self.redact.bytes(path.read_bytes()))
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._after_agent, plan)
         pattern = result.watchdog_pattern
         ended = AgentExit(
             exit_code=result.returncode,
@@ -163,11 +215,54 @@ class AgentRunner:
             idle=result.idle_timed_out,
             watchdog=f"output matched {pattern!r}" if pattern else None,
             stopped=result.stop_reason,
+            notes=tuple(notes),
         )
         self.log.info("agent ended: %s (%s)", ended, result.ended_by)
         return state, ended
 
+    def _after_agent(self, plan: SandboxPlan) -> None:
+        from cgr_exec import kill_job_leftovers
 
-def _tail(path: Path) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace")
+        grace = self.config.timeouts.watchdog_grace_seconds
+        ended = kill_job_leftovers(self.ws.run_dir.name, grace)
+        if ended:
+            self.log.warning("ended %d process(es) the agent left behind", len(ended))
+        # cgr-exec copies the stream verbatim; secrets are scrubbed once it ended. Opened
+        # without following symlinks: the agent must not redirect cgr's writes.
+        files = RunFiles(self.ws.root)
+        for name in ("agent.jsonl", "agent.stderr"):
+            try:
+                files.rewrite(self.ws.logs / name, self.redact.bytes)
+            except OSError:
+                self.log.warning("could not redact logs/%s", name, exc_info=True)
+        try:
+            self.scrub_home(plan)
+        except OSError:
+            self.log.warning("could not redact the agent's home", exc_info=True)
+
+
+def _hand_over(user: str, paths: list[Path]) -> None:
+    """Give the agent's account its checkout, home and temp dir (``user`` mode)."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        from cgr_cli._errors import ConfigError
+
+        raise ConfigError(
+            f"agent.sandbox.user = {user!r}: no such account on this machine; create it "
+            "(useradd --system --no-create-home cgr-agent) or choose another",
+            key="agent.sandbox.user",
+        ) from None
+    for top in paths:
+        for dirpath, dirnames, filenames in os.walk(top):
+            os.chown(dirpath, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+            for name in dirnames + filenames:
+                os.chown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid,
+                         follow_symlinks=False)  # fmt: skip
+
+
+def _tail(files: RunFiles, path: Path) -> str:
+    text = files.read(path).decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-20:])

@@ -4,6 +4,7 @@ policy applied at the end."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,15 +13,17 @@ import msgspec
 
 from cgr_cli.run._git import Git
 from cgr_cli.run._report import RunSummary
+from cgr_cli.run._safe_fs import RunFiles
 from cgr_cli.run._workspace import Workspace
 
 
-def write_summary(ws: Workspace, summary: RunSummary) -> Path:
-    """``artifacts/summary.json``, indented for people."""
-    ws.artifacts.mkdir(parents=True, exist_ok=True)
+def write_summary(
+    ws: Workspace, summary: RunSummary, redact: Callable[[str], str] = lambda text: text
+) -> Path:
+    """``artifacts/summary.json``, indented for people, redacted, never through a symlink."""
     path = ws.artifacts / "summary.json"
     data = json.loads(msgspec.json.encode(summary))
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    RunFiles(ws.root).write(path, redact(json.dumps(data, indent=2) + "\n"))
     return path
 
 
@@ -30,7 +33,7 @@ def write_uncommitted_diff(
     """For a run that failed, keep what the agent left (for a person), never pushed."""
     git.run(["add", "--all", "--intent-to-add"], cwd=repo, check=False)
     done = git.run(["diff", "HEAD"], cwd=repo, check=False)
-    (ws.artifacts / "git.diff").write_text(redact(done.stdout), encoding="utf-8")
+    RunFiles(ws.root).write(ws.artifacts / "git.diff", redact(done.stdout))
 
 
 def cleanup(ws: Workspace, policy: str) -> None:
@@ -42,8 +45,11 @@ def cleanup(ws: Workspace, policy: str) -> None:
     if policy == "archive":
         import tarfile  # only for this policy: not on every run's start-up path
 
-        with tarfile.open(ws.artifacts / "repo.tar.gz", "w:gz") as tar:
-            tar.add(ws.checkout, arcname="repo")
+        fd = RunFiles(ws.root).open(
+            ws.artifacts / "repo.tar.gz", os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        )
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            tar.add(ws.checkout, arcname="repo")  # symlinks are stored, not followed
     shutil.rmtree(ws.checkout, ignore_errors=True)
     if ws.repo_link.is_symlink():
         ws.repo_link.unlink()

@@ -48,11 +48,13 @@ from cgr_cli.run._commands import RepoCommands
 from cgr_cli.run._git import Git, Identity, branch_name
 from cgr_cli.run._git import clone_url as _clone_url
 from cgr_cli.run._outbox import attempt_recorder, deliver_run, report_entries
-from cgr_cli.run._process import checkout_process
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli.run._repo_file import read_repo_settings
 from cgr_cli.run._report import Outcome, RunSummary, Texts, pr_section
 from cgr_cli.run._requeue import requeue, transient_reason
+from cgr_cli.run._safe_fs import RunFiles, run_dir_problems
+from cgr_cli.run._sandbox import refuse_impossible
+from cgr_cli.run._secret_gate import PATCH_ARGS, SecretGate, known_secrets
 from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
 
 if TYPE_CHECKING:
@@ -99,6 +101,7 @@ class _Ctx:
     # The host's settings tightened by the repository's cgr.toml (read in step 2).
     repo: RepoSettings | None = None
     mirror: _Background | None = None  # the mirror fetch, started early by _run
+    gate: SecretGate = field(default_factory=lambda: SecretGate({}))
 
 
 def _hostname() -> str:
@@ -126,9 +129,9 @@ async def execute_run(
             key="github.token",
         )
     environ = dict(os.environ if environ is None else environ)
-    # The agent's release, asked once here, before the claim; the run keeps the answer.
-    env = agent_env(config.agent, environ, secrets=(token.reveal(),))
-    agent_cli = await anyio.to_thread.run_sync(check_can_start, config.agent, env)
+    # The agent's release (asked once here, before the claim; the run keeps the answer),
+    # the sandbox, and the secrets the run must never let out.
+    agent_cli, secrets = await anyio.to_thread.run_sync(_preflight, config, token.reveal(), environ)
     config.database.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(config.database)
     try:
@@ -140,7 +143,7 @@ async def execute_run(
             github = _run_github(config, gh)
             bot = config.github.bot_login or await _whoami(gh)
             run = picked or await _create_or_pick_up(store, github, request)
-            ctx = _new_ctx(config, request, run.id, token.reveal(), bot)
+            ctx = _new_ctx(config, request, run.id, token.reveal(), bot, secrets=secrets)
             ctx.agent_cli = agent_cli
             try:
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
@@ -194,6 +197,17 @@ def _run_github(config: Config, gh: GitHubClient) -> RunGitHub:
         min_edit_interval=config.github.status_update_seconds,
         write_budget=config.github.write_retry_seconds,
     )
+
+
+def _preflight(
+    config: Config, token: str, environ: dict[str, str]
+) -> tuple[AgentCli, dict[str, str]]:
+    """Refuse what cannot run (before the run row and the claim); return the agent's
+    release and the secrets the run must never let out (``_secret_gate.known_secrets``)."""
+    env_for_agent = agent_env(config.agent, environ, secrets=(token,))
+    agent_cli = check_can_start(config.agent, env_for_agent)
+    check_sandbox(config)
+    return agent_cli, known_secrets(config, token=token, agent_env=env_for_agent, environ=environ)
 
 
 async def _beat(ctx: _Ctx, store: Store) -> None:
@@ -265,9 +279,20 @@ async def _whoami(gh: GitHubClient) -> str:
 RUN_LOG_HANDLERS: list[logging.Handler] = []
 
 
-def _new_ctx(config: Config, request: RunRequest, run_id: str, token: str, bot: str) -> _Ctx:
+def _new_ctx(
+    config: Config,
+    request: RunRequest,
+    run_id: str,
+    token: str,
+    bot: str,
+    *,
+    secrets: dict[str, str] | None = None,
+) -> _Ctx:
+    """The run's state; ``secrets`` (see ``known_secrets``) are redacted everywhere and
+    block a push that holds one."""
     root = config.workspace_root
-    redact = Redactor([token], hide_paths=[root.resolve(), root])
+    secrets = secrets or {}
+    redact = Redactor([token, *secrets.values()], hide_paths=[root.resolve(), root])
     log = logging.getLogger(f"cgr.run.{run_id}")
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -276,7 +301,8 @@ def _new_ctx(config: Config, request: RunRequest, run_id: str, token: str, bot: 
     summary = RunSummary(
         run_id=run_id, repo=request.repo, number=request.number, status="running", outcome=""
     )
-    return _Ctx(config, request, run_id, redact, log, time.monotonic(), summary, bot=bot)
+    gate = SecretGate(secrets)
+    return _Ctx(config, request, run_id, redact, log, time.monotonic(), summary, bot=bot, gate=gate)
 
 
 async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunRequest) -> Run:
@@ -335,8 +361,30 @@ def _pick_up(store: Store, run_id: str) -> Run:
     return run
 
 
+class _OwnedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that closes its stream with itself (a FileHandler opened by fd)."""
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self.stream.close()
+        finally:
+            super().close()
+
+
+def check_sandbox(config: Config) -> None:
+    """Refuse a run (before it is claimed) whose sandbox cannot be had; ConfigError names
+    ``agent.sandbox.mode``."""
+    from cgr_exec import probe_confinement
+
+    # The mode against the machine only: the paths are planned when the agent starts.
+    refuse_impossible(config, probe_confinement())
+
+
 def _open_run_log(ctx: _Ctx, ws: Workspace) -> None:
-    handler = logging.FileHandler(ws.logs / "run.log", encoding="utf-8")
+    # Opened without following symlinks below the workspace root (see _safe_fs).
+    fd = RunFiles(ws.root).open(ws.logs / "run.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    handler = _OwnedStreamHandler(open(fd, "a", encoding="utf-8"))  # noqa: SIM115
     redact = ctx.redact
 
     class _Redacting(logging.Formatter):
@@ -514,8 +562,7 @@ async def _work(
     prompt = build_prompt(
         _prompt_input(ctx, thread, work.branch, work.base, follow_up=session is not None)
     )
-    ws.prompt.write_text(prompt, encoding="utf-8")
-    os.chmod(ws.prompt, 0o600)
+    RunFiles(ws.root).write(ws.prompt, prompt)  # 0600, never through a symlink
 
     # -- 5/6. the agent ------------------------------------------------------------------
     async def heartbeat() -> bool:
@@ -539,9 +586,11 @@ async def _work(
     )
     # -- the repository's set-up, the agent, its checks (run/_commands.py) --------------
     settings = ctx.repo if ctx.repo is not None else RepoSettings.host_only(config)
+    # Set-up and check commands run like the agent: same allow-list, job marker, sandbox.
+    process, _ = await runner.confined_process()
     commands = RepoCommands(
         settings=settings,
-        process=checkout_process(config, ws.checkout, environ, token, job=ws.run_dir.name),
+        process=process,
         run_dir=ws.run_dir,
         log=ctx.log,
         redact=ctx.redact,
@@ -619,6 +668,7 @@ async def _attempt(
     ctx.timings["agent"] = round(ctx.timings.get("agent", 0.0) + time.monotonic() - started, 3)
     state, result = agent_run.state, agent_run.exit
     ctx.summary.resumed_session = ctx.summary.resumed_session or agent_run.resumed
+    problems = run_dir_problems(ws.run_dir)
     if state.session_id:
         # Under the conversation's key, and under the PR's own number too (when they
         # differ) so that anything keyed by the PR finds the same conversation.
@@ -650,6 +700,15 @@ async def _attempt(
     if result.stopped == "cancelled":
         ctx.status, ctx.summary.outcome = "cancelled", Outcome.CANCELLED
         ctx.summary.error = "cancelled while the agent was working"
+        return False
+    if problems:
+        # Only an unconfined agent (agent.sandbox.mode = "off") can touch the run directory;
+        # one that did is hostile: nothing is published, nothing written through its links.
+        ctx.status, ctx.summary.outcome = "failed", Outcome.FAILED
+        ctx.summary.error = (
+            "the agent tampered with the run directory (" + "; ".join(problems) + "); "
+            "cgr wrote nothing through it and published nothing"
+        )
         return False
     if not verdict.ok:
         # Half-done work is never pushed; what the agent left is kept in git.diff.
@@ -854,11 +913,30 @@ async def _publish(
     # HEAD and the number of new commits from one rev-list (HEAD comes first).
     new = await _timed(ctx, "git", git.new_commits, repo_dir, work.start_sha)
     diff = await _timed(ctx, "diff", git.diff, repo_dir, work.start_sha)
-    (ws.artifacts / "git.diff").write_text(ctx.redact(diff), encoding="utf-8")
+    files = RunFiles(ws.root)
+    await _timed(ctx, "diff", files.write, ws.artifacts / "git.diff", ctx.redact(diff))
     if not new:
         ctx.status, ctx.summary.outcome = "needs_human", Outcome.NO_CHANGES
         return
     head = new[0]
+    # The secret gate: every new commit (the agent's own and their messages, and cgr's
+    # commit of the leftovers) as it would be pushed.
+    patch = await _timed(
+        ctx, "gate", lambda: git.run([*PATCH_ARGS, f"{work.start_sha}..HEAD"], cwd=repo_dir)
+    )
+    findings = ctx.gate.scan_patch(patch.stdout)
+    if findings:
+        ctx.log.warning("secret gate: %d finding(s); nothing is pushed", len(findings))
+        for finding in findings:
+            ctx.log.warning("secret gate: %s", finding)
+        ctx.status, ctx.summary.outcome = "needs_human", Outcome.SECRET_BLOCKED
+        ctx.summary.secret_findings = [str(f) for f in findings[:20]]
+        ctx.summary.error = (
+            "the secret gate blocked the push: "
+            + "; ".join(str(f) for f in findings[:3])
+            + (f" and {len(findings) - 3} more" if len(findings) > 3 else "")
+        )
+        return
     ctx.summary.commits = len(new)
     ctx.summary.changed_files = await _timed(
         ctx, "git", git.changed_files, repo_dir, work.start_sha
@@ -880,7 +958,8 @@ async def _publish(
         raise GitError("push", 0, f"the remote branch is at {pushed}, expected {head}")
     ctx.summary.pushed = True
     closes = ctx.closes
-    section = pr_section(ctx.summary, ctx.redact(ctx.agent_text), closes=closes)
+    # The gate for text: everything in the PR body is redacted before it is sent.
+    section = ctx.redact(pr_section(ctx.summary, ctx.redact(ctx.agent_text), closes=closes))
     if work.existing_pr is not None:
         number = int(work.existing_pr["number"])
         pr = await github.update_pull_request(request.repo, number, section=section)
@@ -1028,8 +1107,7 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
             ctx.log.exception("delivering the report failed; a later pass sends it")
     if ctx.ws is not None:
         try:
-            ctx.ws.artifacts.mkdir(parents=True, exist_ok=True)
-            write_summary(ctx.ws, s)
+            write_summary(ctx.ws, s, ctx.redact)
             ws, policy = ctx.ws, config.cleanup.policy
             done = await anyio.to_thread.run_sync(
                 while_unlocked, ws.lock, lambda: cleanup(ws, policy)
@@ -1081,6 +1159,27 @@ def _end(ctx: _Ctx, store: Store, report: list[OutboxEntry]) -> None:
     )
 
 
-def run_sync(config: Config, request: RunRequest) -> RunSummary:
-    """``execute_run`` from synchronous code (``cgr run``)."""
-    return anyio.run(lambda: execute_run(config, request))
+def run_sync(config: Config, request: RunRequest, *, own_process: bool = False) -> RunSummary:
+    """``execute_run`` from synchronous code (``cgr run``, a ``tick`` child).
+
+    ``own_process``: this process exists for this run (the ``cgr run`` command, a forked
+    tick child). It then becomes a child subreaper, so whatever the agent starts and
+    detaches (``setsid``, a double fork) is re-parented here instead of to init, and when
+    the run has ended every descendant still alive is ended (SIGTERM, then SIGKILL). An
+    embedding program (a test calling ``execute_run``) keeps its own processes: there only
+    the run's job marker (see ``AgentRunner``) finds leftovers.
+    """
+    if own_process:
+        from cgr_exec import become_subreaper
+
+        try:
+            become_subreaper()
+        except OSError:  # pragma: no cover - Linux >= 3.4 always allows it
+            logging.getLogger("cgr.run").warning("could not become a subreaper", exc_info=True)
+    try:
+        return anyio.run(lambda: execute_run(config, request))
+    finally:
+        if own_process:
+            from cgr_exec import kill_descendants
+
+            kill_descendants(config.timeouts.watchdog_grace_seconds)

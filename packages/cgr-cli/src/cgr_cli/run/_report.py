@@ -25,6 +25,8 @@ class Outcome:
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    # The secret gate found a known secret or a token shape in what would be pushed.
+    SECRET_BLOCKED = "secret_blocked"  # noqa: S105 - an outcome name, not a password
     # Not an end: GitHub failed before the agent started and the run is queued again.
     REQUEUED = "requeued"
 
@@ -85,6 +87,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     timings: dict[str, float] = msgspec.field(default_factory=dict)
     error: str | None = None
     conflicts: list[str] = msgspec.field(default_factory=list)
+    # Where the secret gate found secrets (file:line or a commit's message; never a value).
+    secret_findings: list[str] = msgspec.field(default_factory=list)
     permission_denials: list[str] = msgspec.field(default_factory=list)
     # The branch reached GitHub: a failure after it must not claim "no pull request".
     pushed: bool = False
@@ -182,41 +186,7 @@ class Texts:
 
     def final(self, summary: RunSummary, agent_text: str = "") -> str:
         outcome = summary.outcome
-        parts: list[str] = []
-        if outcome in (Outcome.PR_OPENED, Outcome.PR_UPDATED) and summary.checks_passed is False:
-            verb = "Opened draft" if summary.draft else "Updated"
-            parts.append(
-                f"⚠️ {verb} pull request #{summary.pr_number}: {summary.pr_url}. The "
-                "repository's checks still fail on it: a person needs to look at it."
-            )
-        elif outcome in (Outcome.PR_OPENED, Outcome.PR_UPDATED):
-            verb = "Opened" if outcome == Outcome.PR_OPENED else "Updated"
-            parts.append(f"✅ {verb} pull request #{summary.pr_number}: {summary.pr_url}")
-        elif outcome == Outcome.NO_CHANGES:
-            parts.append(
-                "⚠️ The agent finished without changing any files, so there is no pull "
-                "request. A person needs to look at this."
-            )
-        elif outcome == Outcome.CONFLICT:
-            files = "\n".join(f"- `{f}`" for f in summary.conflicts)
-            parts.append(
-                f"⚠️ Branch `{summary.branch}` could not be rebased onto "
-                f"`{summary.base_branch}`: these files conflict:\n\n{files}\n\n"
-                "Resolve the conflict on the branch (or delete the branch), then retry."
-            )
-        elif outcome == Outcome.TIMED_OUT:
-            parts.append(f"⏱️ The run timed out: {summary.error}. No pull request was opened.")
-        elif outcome == Outcome.CANCELLED:
-            parts.append(f"🛑 The run was cancelled: {summary.error}.")
-        elif summary.pushed:
-            # The PR step failed after the push; whether GitHub created the PR anyway (an
-            # answer lost) was looked up first, but GitHub may not have said.
-            parts.append(
-                f"❌ The run failed: {summary.error}. The work was pushed to branch "
-                f"`{summary.branch}`; open a pull request from it, or retry."
-            )
-        else:
-            parts.append(f"❌ The run failed: {summary.error}. No pull request was opened.")
+        parts: list[str] = [_headline(summary)]
         if agent_text.strip():
             parts.append("### What the agent said\n\n" + _clean_agent_text(agent_text))
         if summary.commands or summary.repo_notes:
@@ -231,6 +201,52 @@ class Texts:
         if summary.exit_code != 0 or outcome == Outcome.NO_CHANGES:
             parts.append(self.retry_hint())
         return "\n\n".join(parts)
+
+
+def _headline(summary: RunSummary) -> str:  # noqa: PLR0911 - one sentence per outcome
+    """The status comment's first paragraph: what came of the run."""
+    outcome = summary.outcome
+    if outcome in (Outcome.PR_OPENED, Outcome.PR_UPDATED) and summary.checks_passed is False:
+        verb = "Opened draft" if summary.draft else "Updated"
+        return (
+            f"⚠️ {verb} pull request #{summary.pr_number}: {summary.pr_url}. The "
+            "repository's checks still fail on it: a person needs to look at it."
+        )
+    if outcome in (Outcome.PR_OPENED, Outcome.PR_UPDATED):
+        verb = "Opened" if outcome == Outcome.PR_OPENED else "Updated"
+        return f"✅ {verb} pull request #{summary.pr_number}: {summary.pr_url}"
+    if outcome == Outcome.NO_CHANGES:
+        return (
+            "⚠️ The agent finished without changing any files, so there is no pull "
+            "request. A person needs to look at this."
+        )
+    if outcome == Outcome.CONFLICT:
+        files = "\n".join(f"- `{f}`" for f in summary.conflicts)
+        return (
+            f"⚠️ Branch `{summary.branch}` could not be rebased onto "
+            f"`{summary.base_branch}`: these files conflict:\n\n{files}\n\n"
+            "Resolve the conflict on the branch (or delete the branch), then retry."
+        )
+    if outcome == Outcome.SECRET_BLOCKED:
+        where = "\n".join(f"- `{f}`" for f in summary.secret_findings)
+        return (
+            "🔒 Nothing was pushed: the changes hold what looks like a secret "
+            f"(the values are not shown here):\n\n{where}\n\n"
+            "A person needs to look at the run's workspace on the runner; the branch was "
+            "not published."
+        )
+    if outcome == Outcome.TIMED_OUT:
+        return f"⏱️ The run timed out: {summary.error}. No pull request was opened."
+    if outcome == Outcome.CANCELLED:
+        return f"🛑 The run was cancelled: {summary.error}."
+    if summary.pushed:
+        # The PR step failed after the push; whether GitHub created the PR anyway (an
+        # answer lost) was looked up first, but GitHub may not have said.
+        return (
+            f"❌ The run failed: {summary.error}. The work was pushed to branch "
+            f"`{summary.branch}`; open a pull request from it, or retry."
+        )
+    return f"❌ The run failed: {summary.error}. No pull request was opened."
 
 
 def pr_section(summary: RunSummary, agent_text: str, *, closes: int | None) -> str:

@@ -13,6 +13,7 @@ so a pid the kernel gave to another process since is never touched.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from cgr_cli.schedule._runs import run_identity, waiting_for_scheduler
 if TYPE_CHECKING:
     from cgr_cli.run._report import RunSummary
     from cgr_store import Run, RunStatus, Store
+
+log = logging.getLogger("cgr.reap")
 
 
 def summary_from_run(run: Run, *, status: str, outcome: str, error: str | None) -> RunSummary:
@@ -249,11 +252,18 @@ async def reap(
 
 def end_processes(config: Config, run: Run, grace: float) -> None:
     """SIGTERM the run's process group, SIGKILL after ``grace``; then its strays."""
-    from cgr_exec import kill_identity_group
+    from cgr_exec import kill_identity_group, kill_job_leftovers
 
     identity = run_identity(run)
     if identity is not None:
         kill_identity_group(identity, grace)
+    # Everything the agent started carries the run's job marker (cgr-exec puts it in the
+    # environment and, where a cgroup can be made, the process in the run's cgroup): a
+    # setsid'd, double-forked watcher with cwd / is found this way after a SIGKILLed run.
+    try:
+        kill_job_leftovers(run.id, grace)
+    except Exception:
+        log.warning("ending the leftovers of run %s failed", run.id, exc_info=True)
     kill_strays(config, run, grace)
 
 

@@ -154,7 +154,7 @@ def _child_main(config: Config, run: Run, *, backlog: bool) -> Callable[[], int]
         from cgr_cli.run._pipeline import run_sync
         from cgr_cli.run._report import Outcome
 
-        summary = run_sync(config, request)
+        summary = run_sync(config, request, own_process=True)
         print(summary.one_line(), flush=True)
         # Cancelled (SIGTERM: systemd stopping, `cgr cancel`): no new work in this process.
         more = backlog
