@@ -181,6 +181,7 @@ def make_world(sim: Any, root: Path, plan: Plan) -> World:
             "SLOW_AGENT_SECONDS": str(plan.agent_seconds),
         },
     )
+    (root / "agent-state").mkdir(parents=True, exist_ok=True)
     for repo in REPOS:
         sim.create_repo(repo, labels=LABELS)
         sim.add_collaborator(repo, "alice", role="write")
@@ -197,6 +198,8 @@ def make_world(sim: Any, root: Path, plan: Plan) -> World:
         "agent": {"command": [sys.executable, str(SLOW_AGENT)], "max_cost_usd": 5.0,
                   "env_passthrough": ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE",
                                       "SLOW_AGENT_SECONDS"]},
+        # The scripted agent keeps its calls outside its checkout: let the sandbox allow it.
+        "agent.sandbox": {"read_write": [str(root / "agent-state")]},
         "timeouts": {"agent_seconds": 60.0, "agent_idle_seconds": 30.0,
                      "watchdog_grace_seconds": 1.0, "heartbeat_seconds": 0.5},
         "polling": {"interval_seconds": 0.3, "max_concurrency": plan.concurrency,

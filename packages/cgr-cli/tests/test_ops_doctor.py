@@ -90,7 +90,7 @@ def test_a_good_setup_passes(world: World, monkeypatch: pytest.MonkeyPatch) -> N
     checks = by_name(report)
     assert code == 0, report
     assert report["ok"] is True
-    assert [c["status"] for c in report["checks"]] == ["pass"] * 9 + ["skip"]
+    assert [c["status"] for c in report["checks"]] == ["pass"] * 10 + ["skip"]
     assert list(checks) == ["configuration", "git", "database", "workspace", "agent",
                             "sandbox", "github", f"repository {REPO}", f"labels {REPO}",
                             f"repository file {REPO}", "systemd"]  # fmt: skip

@@ -48,7 +48,7 @@ def _cgr_git_commands(log: Path) -> list[tuple[int, str]]:
     return out
 
 
-def test_a_run_starts_five_git_processes_before_its_agent(env: Env) -> None:
+def test_a_run_starts_eight_git_processes_before_its_agent(env: Env) -> None:
     first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
     assert env.run(first) == 0  # creates the mirror
     log = _git_shim(env)
@@ -57,8 +57,10 @@ def test_a_run_starts_five_git_processes_before_its_agent(env: Env) -> None:
     agent_started = max(int(p.stem) for p in (env.agent_state / "calls").glob("*.json"))
     commands = _cgr_git_commands(log)
     before = [name for ns, name in commands if ns < agent_started]
-    # mirror fetch; local clone; origin's URL; origin's refs; the branch.
-    assert before == ["fetch", "clone", "remote", "for-each-ref", "checkout"]
+    # mirror fetch; the default branch's commit and its .github/cgr.toml / .cgr.toml (the
+    # repository's settings); local clone; origin's URL; origin's refs; the branch.
+    assert before == ["fetch", "rev-parse", "cat-file", "cat-file", "clone", "remote",
+                      "for-each-ref", "checkout"]  # fmt: skip
     after = [name for ns, name in commands if ns >= agent_started]
     # commit what is left (add, anything staged?, commit), the new commits (HEAD and count
     # in one rev-list), the diff and its file list, then publish from a bare repository.

@@ -215,7 +215,8 @@ def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> No
     # --follow: the run's log, then the agent's activity, then the outcome.
     # (Blank lines of the log are left out of the readable view.)
     logged = [line for line in log.stdout.splitlines() if line.strip()]
-    assert followed.stdout.splitlines()[: len(logged)] == logged
+    shown = [line for line in followed.stdout.splitlines() if line.strip()]
+    assert shown[: len(logged)] == logged
     assert "  ■ result: success" in followed.stdout
     assert followed.stdout.rstrip().splitlines()[-1].startswith(f"run {second.id} succeeded")
     status = cgr(env, "status")

@@ -145,7 +145,8 @@ def test_a_run_that_cannot_be_confined_is_refused_before_the_claim(
         f'[paths]\nworkspace_root = "{tmp_path / "ws"}"\ndatabase = "{tmp_path / "db"}"\n'
         '[github]\ntoken = "ghp_' + "x" * 36 + '"\napi_url = "http://127.0.0.1:9"\n'
     )
-    assert main(["run", "--config", str(config), "--repo", "a/b", "--number", "1"]) == 2
+    # A configuration that cannot run is a failure (1) in the exit-code table.
+    assert main(["run", "--config", str(config), "--repo", "a/b", "--number", "1"]) == 1
     err = capsys.readouterr().err
     assert 'agent.sandbox.mode = "landlock"' in err
     assert '"off"' in err

@@ -173,8 +173,10 @@ class Git:
         timeout: float | None = None,
         check: bool = True,
         auth: bool = False,
+        log_output: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run one git command; ``auth`` gives it the token (network commands only)."""
+        """Run one git command; ``auth`` gives it the token (network commands only);
+        ``log_output=False`` keeps a large output (a whole patch) out of the run's log."""
         command = " ".join(args)
         self._log(f"$ git {command}" + (f"  (in {cwd.name})" if cwd else ""))
         try:
@@ -196,7 +198,7 @@ class Git:
             raw: object = exc.stderr
             output = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
             raise GitError(args[0], None, output) from None
-        if done.stdout.strip() or done.stderr.strip():
+        if log_output and (done.stdout.strip() or done.stderr.strip()):
             self._log((done.stdout + done.stderr).rstrip())
         if check and done.returncode != 0:
             raise GitError(args[0], done.returncode, done.stderr or done.stdout)
