@@ -922,9 +922,9 @@ async def _publish(
     # The secret gate: every new commit (the agent's own and their messages, and cgr's
     # commit of the leftovers) as it would be pushed.
     patch = await _timed(
-        ctx, "gate", lambda: git.run(
-            [*PATCH_ARGS, f"{work.start_sha}..HEAD"], cwd=repo_dir, log_output=False
-        )
+        ctx,
+        "gate",
+        lambda: git.run([*PATCH_ARGS, f"{work.start_sha}..HEAD"], cwd=repo_dir, log_output=False),
     )
     findings = ctx.gate.scan_patch(patch.stdout)
     if findings:
