@@ -180,9 +180,11 @@ elif SCENARIO == "slow":
     result("Wrote four steps.")
 elif SCENARIO == "slow_unique":
     # Slow, and files no other call writes: two runs in turn on one branch both have work.
+    # 3 s in all: long enough for a second `cgr run` started meanwhile to reach the shared
+    # checkout's lock on a loaded machine (its start-up includes the preflight).
     for n in range(1, 4):
         write_file(f"work-{os.getpid()}-{n}.txt", f"step {n}\n", n)
-        time.sleep(0.5)
+        time.sleep(1.0)
     result("Wrote three steps.")
 elif SCENARIO == "hostile":
     # An agent that tries to get the token out of cgr's later git commands: hooks that dump

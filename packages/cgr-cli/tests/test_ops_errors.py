@@ -241,6 +241,11 @@ def test_preflight_names_an_unwritable_workspace(env: Env, tmp_path: Path) -> No
 
 def test_zero_byte_and_foreign_database_files_are_refused(env: Env) -> None:
     env.database.write_bytes(b"")
+    # Just made, it could be another cgr creating the store this very moment: allowed.
+    assert cgr_proc("status", "--config", str(env.config_path)).returncode == 0
+    env.database.write_bytes(b"")
+    old = time.time() - 3600  # a truncated store: empty, and not new
+    os.utime(env.database, (old, old))
     for command in ("status", "tick", "reap"):
         done = cgr_proc(command, "--config", str(env.config_path))
         assert done.returncode == 1, done.stderr

@@ -69,18 +69,28 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> tuple[Config,
     return config, path
 
 
+# A 0-byte database younger than this is one another cgr process is creating right now
+# (SQLite makes the empty file first and writes the schema a moment later): not refused.
+FRESH_DATABASE_SECONDS = 30.0
+
+
 def check_database_file(database: Path) -> None:
     """Refuse an existing 0-byte database file: SQLite would silently make it a new, empty
     store, hiding whatever truncated it (a full disk, a bad copy) and every run it held.
-    A missing file is fine (the first run creates it); other foreign files are refused by
-    cgr-store when it opens them (NotADatabase)."""
+    A missing file is fine (the first run creates it), and so is one modified in the last
+    ``FRESH_DATABASE_SECONDS`` (being created by a concurrent tick or daemon); other
+    foreign files are refused by cgr-store when it opens them (NotADatabase)."""
+    import stat
+    import time
+
     from cgr_cli._errors import DatabaseFileError
 
     try:
-        size = database.stat().st_size
+        info = database.stat()
     except OSError:
         return  # missing or unreadable: the store says which when it opens it
-    if size == 0 and database.is_file():
+    fresh = time.time() - info.st_mtime < FRESH_DATABASE_SECONDS
+    if info.st_size == 0 and stat.S_ISREG(info.st_mode) and not fresh:
         raise DatabaseFileError(
             f"the database file {database} is empty (0 bytes), so it is not a cgr database; "
             "if a store should be there, restore it from a backup, else remove the file "
