@@ -311,6 +311,7 @@ def _check_semantics(config: Config, source: str) -> None:
             key="polling.retry_backoff_max_seconds",
             source=source,
         )
+    _check_webhook(config, source)
     t = config.timeouts
     if t.stale_heartbeat_seconds < 2 * t.heartbeat_seconds:
         # The reaper kills a run silent for stale_heartbeat_seconds: with less than two beat
@@ -322,6 +323,48 @@ def _check_semantics(config: Config, source: str) -> None:
             key="timeouts.stale_heartbeat_seconds",
             source=source,
         )
+
+
+def _check_webhook(config: Config, source: str) -> None:
+    w = config.webhook
+    if w.listen is None:
+        return
+    host, sep, port = w.listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"webhook.listen = {w.listen!r}: expected HOST:PORT, e.g. \"127.0.0.1:8787\"",
+            key="webhook.listen",
+            source=source,
+        )
+    if w.secret and w.secret_file:
+        raise ConfigError(
+            "webhook.secret and webhook.secret_file are both set: keep one",
+            key="webhook.secret_file",
+            source=source,
+        )
+    if not w.secret and not w.secret_file:
+        # An unsigned endpoint would let anyone who can reach it make cgr call GitHub.
+        raise ConfigError(
+            f"webhook.listen = {w.listen!r} needs webhook.secret or webhook.secret_file "
+            "(the secret set on the GitHub hook); unsigned deliveries are never accepted",
+            key="webhook.secret",
+            source=source,
+        )
+    if w.secret_file:
+        try:
+            secret = w.resolved_secret()
+        except OSError as exc:
+            raise ConfigError(
+                f"webhook.secret_file = {w.secret_file!r}: cannot read it ({exc.strerror})",
+                key="webhook.secret_file",
+                source=source,
+            ) from None
+        if secret is None:
+            raise ConfigError(
+                f"webhook.secret_file = {w.secret_file!r} is empty",
+                key="webhook.secret_file",
+                source=source,
+            )
 
 
 # -- printing ------------------------------------------------------------------------------

@@ -191,6 +191,33 @@ class GitHubConfig(_Section, frozen=True):
         return Secret(from_env) if from_env else None
 
 
+class WebhookConfig(_Section, frozen=True):
+    """``cgr daemon`` receiving GitHub webhooks (schedule/_webhooks.py); off unless
+    ``listen`` is set. Polling stays on as reconciliation: every ``reconcile_seconds``
+    while deliveries arrive as they should, every ``polling.interval_seconds`` after a
+    reconcile pass found work no delivery announced."""
+
+    # HOST:PORT to listen on (":PORT" for every interface); None: no webhook server.
+    listen: str | None = None
+    # The hook's secret (HMAC-SHA256 of each body), or a file holding it (read at start).
+    secret: Secret | None = None
+    secret_file: str | None = None
+    reconcile_seconds: PositiveFloat = 900.0
+    # A delivery over this many bytes is refused with 413 (GitHub caps payloads at 25 MB;
+    # the events cgr reads are a few KB, an issue body at most 64 K characters).
+    max_body_bytes: PositiveInt = 1_048_576
+
+    def resolved_secret(self) -> Secret | None:
+        """The secret from ``secret``, else from ``secret_file`` (stripped of one trailing
+        newline); None when neither is set."""
+        if self.secret:
+            return self.secret
+        if self.secret_file:
+            text = Path(self.secret_file).expanduser().read_text(encoding="utf-8")
+            return Secret(text.removesuffix("\n").removesuffix("\r")) if text.strip() else None
+        return None
+
+
 class TriggerConfig(_Section, frozen=True):
     allow_users: list[str] = msgspec.field(default_factory=list)
     deny_users: list[str] = msgspec.field(default_factory=list)
@@ -248,6 +275,7 @@ class Config(_Section, frozen=True):
     cleanup: CleanupConfig = msgspec.field(default_factory=CleanupConfig)
     git_identity: GitIdentityConfig = msgspec.field(default_factory=GitIdentityConfig)
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
+    webhook: WebhookConfig = msgspec.field(default_factory=WebhookConfig)
 
     @property
     def workspace_root(self) -> Path:
