@@ -108,9 +108,10 @@ def test_a_delivery_starts_the_run_at_once_and_only_a_genuine_one(
         assert deliver(url, "issues", labeled_payload(env, plain))[0].status_code == 202
         # A mention by an outsider: the payload mentions the bot, screening refuses it.
         outsider, comment = env.sim.seed_outsider_mention(REPO)
-        assert deliver(url, "issue_comment", comment_payload(env, outsider, comment))[
-            0
-        ].status_code == 202
+        assert (
+            deliver(url, "issue_comment", comment_payload(env, outsider, comment))[0].status_code
+            == 202
+        )
         time.sleep(2.0)
         assert len(runs(env)) == 1
         # A collaborator's mention, edited in: an edited comment is a trigger too.
@@ -122,9 +123,9 @@ def test_a_delivery_starts_the_run_at_once_and_only_a_genuine_one(
         wait_until(lambda: len(runs(env)) == 2, 20, "the mention's run")
         assert {r.target for r in runs(env)} == {number, mentioned}
         wait_until(lambda: all_terminal(env), 60, "the runs to end")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz") as answer:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz") as answer:
             health = json.loads(answer.read())
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as answer:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as answer:
             text = answer.read().decode()
         status = cgr(env, "status")
     finally:
@@ -208,13 +209,15 @@ def test_webhook_config_errors_name_the_fix(env: Env, tmp_path: Path) -> None:
     from cgr_cli import ConfigError, load_config
 
     sched_config(env, webhook={"listen": "127.0.0.1:8787"})
-    with pytest.raises(ConfigError, match=r"webhook.listen = '127.0.0.1:8787' needs webhook.secret"):
+    with pytest.raises(
+        ConfigError, match=r"webhook.listen = '127.0.0.1:8787' needs webhook.secret"
+    ):
         load_config(env.config_path)
     sched_config(env, webhook={"listen": "nowhere", "secret": "s"})
     with pytest.raises(ConfigError, match="expected HOST:PORT"):
         load_config(env.config_path)
     sched_config(env, webhook={"listen": "127.0.0.1:1", "secret_file": str(tmp_path / "none")})
-    with pytest.raises(ConfigError, match="webhook.secret_file = .*cannot read it"):
+    with pytest.raises(ConfigError, match=r"webhook.secret_file = .*cannot read it"):
         load_config(env.config_path)
     (tmp_path / "s").write_text("abc\n")
     sched_config(env, webhook={"listen": "127.0.0.1:1", "secret_file": str(tmp_path / "s")})

@@ -38,7 +38,9 @@ def labeled_payload(env: Env, number: int, label: str = "ready") -> dict[str, An
     }
 
 
-def comment_payload(env: Env, number: int, comment_id: int, action: str = "created") -> dict[str, Any]:
+def comment_payload(
+    env: Env, number: int, comment_id: int, action: str = "created"
+) -> dict[str, Any]:
     return {
         "action": action,
         "comment": rest(env, f"/repos/{REPO}/issues/comments/{comment_id}"),

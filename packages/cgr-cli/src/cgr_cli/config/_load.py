@@ -329,10 +329,10 @@ def _check_webhook(config: Config, source: str) -> None:
     w = config.webhook
     if w.listen is None:
         return
-    host, sep, port = w.listen.rpartition(":")
+    _, sep, port = w.listen.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
         raise ConfigError(
-            f"webhook.listen = {w.listen!r}: expected HOST:PORT, e.g. \"127.0.0.1:8787\"",
+            f'webhook.listen = {w.listen!r}: expected HOST:PORT, e.g. "127.0.0.1:8787"',
             key="webhook.listen",
             source=source,
         )

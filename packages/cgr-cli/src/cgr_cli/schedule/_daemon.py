@@ -175,7 +175,7 @@ async def _wait_for_github(config: Config, watchdog: Watchdog, cap: float = 60.0
             delay = min(delay * 2, cap)
 
 
-async def _start_webhooks(
+async def _start_webhooks(  # noqa: PLR0917 - the daemon's parts, each named once
     config: Config,
     store: Store,
     github: GitHubSession,
