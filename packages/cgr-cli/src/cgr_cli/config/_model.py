@@ -53,6 +53,16 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 RepoName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]
+# A repository or, with a GitHub App, a glob over the installation's ("acme/*"); the string
+# ``repositories = "installation"`` is read as ["*/*"] (config/_load.py).
+RepoPattern = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.*?\[\]-]+/[A-Za-z0-9_.*?\[\]-]+$")]
+
+
+def is_pattern(repo: str) -> bool:
+    """True for a glob (``acme/*``), False for a repository name."""
+    return any(c in repo for c in "*?[")
+
+
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -174,8 +184,14 @@ class GitHubConfig(_Section, frozen=True):
     api_url: NonEmpty = "https://api.github.com"
     # Falls back to $CGR_GITHUB_TOKEN when not set here.
     token: Secret | None = None
-    # The runner's own account; None means "ask GitHub who the token belongs to".
+    # The runner's own account; None means "ask GitHub who the token belongs to" (for an
+    # App: `<slug>[bot]`, the slug asked from GET /app).
     bot_login: str | None = None
+    # A GitHub App instead of a token: its id, its private key (.pem), and optionally the
+    # installation (else found from the first repository named in `repositories`).
+    app_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    private_key_file: str | None = None
+    installation_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # Progress edits of the status comment are at least this far apart (GitHub limits
     # content creation); the final edit always goes through.
     status_update_seconds: Annotated[float, msgspec.Meta(ge=0)] = 10.0
@@ -183,6 +199,14 @@ class GitHubConfig(_Section, frozen=True):
     # connections and timeouts; past it a claim goes back to the queue and a final report
     # waits in the outbox for a later pass.
     write_retry_seconds: Annotated[float, msgspec.Meta(ge=0)] = 120.0
+
+    @property
+    def app_mode(self) -> bool:
+        return self.app_id is not None
+
+    def private_key(self) -> Secret:
+        """The App's private key, read from ``private_key_file`` (OSError when unreadable)."""
+        return Secret(Path(self.private_key_file or "").expanduser().read_text(encoding="utf-8"))
 
     def resolved_token(self) -> Secret | None:
         if self.token:
@@ -262,7 +286,7 @@ class CommandsConfig(_Section, frozen=True):
 
 
 class Config(_Section, frozen=True):
-    repositories: list[RepoName] = msgspec.field(default_factory=list)
+    repositories: list[RepoPattern] = msgspec.field(default_factory=list)
     labels: LabelsConfig = msgspec.field(default_factory=LabelsConfig)
     branching: BranchingConfig = msgspec.field(default_factory=BranchingConfig)
     polling: PollingConfig = msgspec.field(default_factory=PollingConfig)

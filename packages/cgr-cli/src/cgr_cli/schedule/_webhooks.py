@@ -38,6 +38,7 @@ pass after a child ends takes them.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ import anyio.abc
 import msgspec
 
 from cgr_cli._errors import CgrError
-from cgr_cli.config._model import Config
+from cgr_cli.config._model import Config, is_pattern
 from cgr_cli.schedule._github import discovery_config
 from cgr_cli.schedule._plan import PassReport, plan_pass
 
@@ -148,7 +149,8 @@ class WebhookIntake:
     _slot_pending: set[str] = field(default_factory=set)  # "repo#n" left for want of a slot
 
     def __post_init__(self) -> None:
-        self._followed = {r.lower(): r for r in self.config.repositories}
+        self._named = {r.lower(): r for r in self.config.repositories if not is_pattern(r)}
+        self._patterns = [r.lower() for r in self.config.repositories if is_pattern(r)]
         self._dconfig = discovery_config(self.config, self.bot)
 
     # -- receiving -----------------------------------------------------------------------
@@ -178,7 +180,7 @@ class WebhookIntake:
             self._count(event.event, "duplicate")
             return 202, "duplicate delivery: already handled\n"
         data = _payload(lowered, body)
-        repo = self._followed.get((event.repo or "").lower())
+        repo = self._follows(event.repo)
         outcome = "ignored"
         if event.event == "installation_repositories":
             # The installation's repositories changed: the next pass re-reads the list.
@@ -200,6 +202,16 @@ class WebhookIntake:
                      event.delivery_id, repo or "the installation")  # fmt: skip
             self.wake()
         return 202, f"{outcome}\n"
+
+    def _follows(self, repo: str | None) -> str | None:
+        """The repository as configured when cgr follows it (a name, or an App's pattern
+        such as ``acme/*``: the pass that re-reads it asks the installation first)."""
+        if not repo:
+            return None
+        named = self._named.get(repo.lower())
+        if named is not None:
+            return named
+        return repo if any(fnmatch.fnmatchcase(repo.lower(), p) for p in self._patterns) else None
 
     def _count(self, event: str, outcome: str) -> None:
         self._last = _Delivery(event=event, outcome=outcome, at=time.time())
