@@ -660,9 +660,7 @@ def missing_app_permissions(granted: dict[str, Any]) -> list[str]:
     ]
 
 
-async def _app_checks(
-    config: Config, options: DoctorOptions, add: Callable[[Check], None]
-) -> None:
+async def _app_checks(config: Config, options: DoctorOptions, add: Callable[[Check], None]) -> None:
     """As a GitHub App: the key signs, GitHub knows the App, the installation gives a
     token with the permissions cgr needs, and the repositories it follows."""
     from cgr_cli.run._github_auth import followed, github_auth
