@@ -148,6 +148,19 @@ def test_intake_follows_patterns_and_hints_only_work(tmp_path: Path) -> None:
             )  # fmt: skip
         assert intake.hinted == {"acme/widgets", "acme/gears"}
         assert len(woken) == 2
+        comment = {"id": 7, "body": "@cgr-bot use a dict here", "user": {"login": "alice"},
+                   "author_association": "OWNER", "created_at": "2026-01-01T00:00:00Z",
+                   "pull_request_url": "https://x.test/repos/acme/widgets/pulls/3"}  # fmt: skip
+        review = {"action": "created", "comment": comment,
+                  "repository": {"full_name": "other/thing"}}  # fmt: skip
+        assert intake.receive(*_delivery("pull_request_review_comment", review, "r-0"))[1] == (
+            "ignored\n"  # not followed
+        )
+        review["repository"] = {"full_name": "acme/widgets"}
+        assert intake.receive(*_delivery("pull_request_review_comment", review, "r-1"))[1] == (
+            "accepted\n"
+        )
+        assert len(woken) == 3
         # Another label, a comment without the mention, a closed issue: nothing to re-read.
         other = {**label, "label": {"name": "bug"}, "repository": {"full_name": "acme/widgets"}}
         comment = {"action": "created", "comment": {"body": "thanks @cgr-botx"},
@@ -174,4 +187,35 @@ def test_intake_follows_patterns_and_hints_only_work(tmp_path: Path) -> None:
         headers, _ = _delivery("issues", label, "m-1")
         headers["X-Hub-Signature-256"] = signature(b"{not json")
         assert intake.receive(headers, b"{not json")[0] == 400
-        assert len(woken) == 3
+        # Signed, but a review comment without the fields GitHub always sends: 400.
+        odd = {"action": "created", "comment": {"body": "@cgr-bot hi"},
+               "repository": {"full_name": "acme/widgets"}}  # fmt: skip
+        assert intake.receive(*_delivery("pull_request_review_comment", odd, "o-1"))[0] == 400
+        assert len(woken) == 4
+
+
+def test_the_app_key_and_the_webhook_secret_are_known_secrets(pem: Path, tmp_path: Path) -> None:
+    from cgr_cli import Redactor
+    from cgr_cli.run._secret_gate import SecretGate, known_secrets
+
+    hook = tmp_path / "hook.secret"
+    hook.write_text("hook-secret-value\n")
+    config = parse_config(
+        {
+            "repositories": ["acme/widgets"],
+            "github": _app(pem),
+            "webhook": {"listen": "127.0.0.1:0", "secret_file": str(hook)},
+        }
+    )
+    secrets = known_secrets(config, token="ghs_" + "x" * 36, agent_env={}, environ={})
+    key = pem.read_text()
+    assert secrets["the webhook secret"] == "hook-secret-value"
+    assert secrets["the GitHub App's private key"] == key.strip()
+    body_line = key.splitlines()[3]
+    gate = SecretGate(secrets)
+    assert gate.kinds(f"x {body_line} y") == ["the GitHub App's private key (line 4)"]
+    assert gate.kinds("echo hook-secret-value") == ["the webhook secret"]
+    redact = Redactor(secrets.values())
+    assert redact(f"leaked {body_line} and hook-secret-value") == (
+        "leaked [REDACTED] and [REDACTED]"
+    )

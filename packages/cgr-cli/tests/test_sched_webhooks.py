@@ -78,6 +78,7 @@ def test_a_delivery_starts_the_run_at_once_and_only_a_genuine_one(
         env.sim.clear_requests()
         time.sleep(1.5)
         assert _ready_list_requests(env) == 0
+        assert env.sim.requests == []  # nothing at all: reaping and heartbeats are local
         (number,) = env.sim.seed_ready_issues(REPO, 1)
         # The label event's delivery, refused unsigned, wrongly signed or too large.
         payload = labeled_payload(env, number)

@@ -67,6 +67,31 @@ async def credentials(config: Config, repository: str) -> tuple[Secret, str | No
         ) from None
 
 
+def file_secrets(config: Config) -> dict[str, str]:
+    """Secrets the configuration names by file, which the secret gate cannot see among its
+    ``Secret`` values: the GitHub App's private key (whole, and each line of its base64
+    body) and the webhook secret from ``webhook.secret_file``."""
+    found: dict[str, str] = {}
+    if config.github.app_mode:
+        try:
+            key = config.github.private_key().reveal()
+        except OSError:
+            key = ""
+        if key.strip():
+            found["the GitHub App's private key"] = key.strip()
+        lines = [line for line in key.splitlines() if line and not line.startswith("-----")]
+        for index, line in enumerate(lines):
+            found[f"the GitHub App's private key (line {index + 2})"] = line
+    if config.webhook.secret_file:
+        try:
+            secret = config.webhook.resolved_secret()
+        except OSError:
+            secret = None
+        if secret is not None:
+            found["the webhook secret"] = secret.reveal()
+    return found
+
+
 async def bearer(auth: Auth, gh: GitHubClient) -> str:
     """The token itself (for git's ``http.extraHeader`` and the redactor)."""
     return (await auth.authorization(gh)).partition(" ")[2]

@@ -167,6 +167,12 @@ class WebhookIntake:
             event = parse_webhook(
                 lowered, body, DiscoverySecret(self.secret.reveal()), self._dconfig
             )
+        except (KeyError, TypeError, ValueError) as exc:
+            # Signed, but its objects lack fields discovery reads (a payload GitHub's
+            # schema would not produce): nothing can be taken from it.
+            self._count(name, "malformed")
+            log.warning("webhook delivery refused: a field is missing or odd (%r)", exc)
+            return 400, "malformed delivery\n"
         except WebhookError as exc:
             malformed = "malformed" in str(exc)
             self._count(name, "malformed" if malformed else "bad_signature")
