@@ -227,3 +227,15 @@ def test_webhook_config_errors_name_the_fix(env: Env, tmp_path: Path) -> None:
     assert secret is not None
     assert secret.reveal() == "abc"
     assert "abc" not in cgr(env, "config", "check").stdout
+
+
+def test_a_taken_webhook_port_is_a_clear_error(env: Env) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sched_config(env, webhook={"listen": f"127.0.0.1:{port}", "secret": SECRET})
+        done = cgr(env, "daemon", timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"webhook.listen = '127.0.0.1:{port}': cannot listen there" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -81,6 +81,7 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
     stop = anyio.Event()
     cancelled_since: dict[str, float] = {}
     unclaimed: set[str] = set()  # started children whose claim is not yet measured
+    listener = await _bind_webhooks(config)
     store = SQLiteStore(config.database)
     # Ready for systemd (Type=notify) once the lock and the store are held; GitHub may
     # still be down, which the daemon waits out below rather than crash-looping.
@@ -101,7 +102,7 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
         ):
             wake = _Wake(tg)
             tg.start_soon(_watch_signals, stop, wake)
-            intake = await _start_webhooks(config, store, github, metrics, wake, tg)
+            intake = _start_webhooks(config, store, github, metrics, wake, tg, listener)
             log.info("daemon %s started on %s (limit %d)", me.pid, host,
                      config.polling.max_concurrency)  # fmt: skip
             try:
@@ -147,6 +148,8 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
             tg.cancel_scope.cancel()
     finally:
         watchdog.close()
+        if listener is not None:
+            await listener.aclose()
         if server is not None:
             server.close()
         store.close()
@@ -175,21 +178,28 @@ async def _wait_for_github(config: Config, watchdog: Watchdog, cap: float = 60.0
             delay = min(delay * 2, cap)
 
 
-async def _start_webhooks(  # noqa: PLR0917 - the daemon's parts, each named once
+async def _bind_webhooks(config: Config) -> anyio.abc.Listener[anyio.abc.SocketStream] | None:
+    from cgr_cli.schedule._webhooks import bind
+
+    return await bind(config) if config.webhook.listen else None
+
+
+def _start_webhooks(  # noqa: PLR0917 - the daemon's parts, each named once
     config: Config,
     store: Store,
     github: GitHubSession,
     metrics: Metrics,
     wake: _Wake,
     tg: anyio.abc.TaskGroup,
+    listener: anyio.abc.Listener[anyio.abc.SocketStream] | None,
 ) -> WebhookIntake | None:
-    """Listen for deliveries in this loop when ``webhook.listen`` is set (_webhooks)."""
+    """Receive deliveries in this loop when ``webhook.listen`` is set (_webhooks)."""
     from cgr_cli.schedule._webhooks import open_intake
 
     intake = open_intake(config, store, github.bot, metrics=metrics, wake=wake.set)
-    if intake is None:
+    if intake is None or listener is None:
         return None
-    listener = await intake.listen()
+    intake.attach(listener)
     metrics.webhook_health = intake.health
     tg.start_soon(intake.serve, listener)
     log.info("receiving webhooks on %s:%d; reconciling every %gs", *(intake.address or ("", 0)),

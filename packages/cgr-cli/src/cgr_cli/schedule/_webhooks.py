@@ -350,20 +350,12 @@ class WebhookIntake:
 
     # -- serving -------------------------------------------------------------------------
 
-    async def listen(self) -> anyio.abc.Listener[anyio.abc.SocketStream]:
-        """Bind ``webhook.listen`` (an error a user can fix when taken or invalid)."""
-        address = self.config.webhook.listen or ""
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ":PORT" asks for every interface
-        try:
-            listener = await anyio.create_tcp_listener(local_host=host, local_port=int(port))
-        except OSError as exc:
-            raise WebhookListenError(address, exc.strerror or str(exc)) from None
+    def attach(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
+        """Note the address ``listener`` (from :func:`bind`) is bound to."""
         # anyio's typed attributes (S610 mistakes `.extra` for Django's).
         sockname = listener.extra(anyio.abc.SocketAttribute.local_address)  # noqa: S610
         self.address = (str(sockname[0]), int(sockname[1]))
         self.write_state()
-        return listener
 
     async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
         """Answer connections until cancelled."""
@@ -446,6 +438,21 @@ def _payload(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+async def bind(config: Config) -> anyio.abc.Listener[anyio.abc.SocketStream]:
+    """Bind ``webhook.listen``; a taken or invalid address is an error a user can fix.
+
+    The daemon binds before it starts its task group, so this error reaches the user as
+    itself rather than inside an exception group.
+    """
+    address = config.webhook.listen or ""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ":PORT" asks for every interface
+    try:
+        return await anyio.create_tcp_listener(local_host=host, local_port=int(port))
+    except OSError as exc:
+        raise WebhookListenError(address, exc.strerror or str(exc)) from None
 
 
 def open_intake(
