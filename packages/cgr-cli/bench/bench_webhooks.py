@@ -303,6 +303,7 @@ def messy_stream() -> None:  # noqa: PLR0915 - one scenario, told in order
         finally:
             stop_daemon(daemon)
         runs = all_runs(tmp)
+    outcomes = Counter(r.outcome or str(r.status) for r in runs)
     per_trigger = Counter((r.repo, r.target) for r in runs)
     exactly_once = sum(1 for key in want if per_trigger[key] == 1)
     from_forged = sum(per_trigger[key] for key in forged)
@@ -313,7 +314,7 @@ def messy_stream() -> None:  # noqa: PLR0915 - one scenario, told in order
         f"run, {from_forged} runs from bad signatures; the {DROPPED} dropped found "
         f"{found_after:.1f} s after they happened (reconcile every 10 s; reconciled since: "
         f"{(after.get('last_reconcile_at') or 0) > before}), missed counted "
-        f"{after.get('missed_total')}"
+        f"{after.get('missed_total')}; outcomes {dict(outcomes)}"
     )
 
 
