@@ -239,3 +239,55 @@ def test_a_taken_webhook_port_is_a_clear_error(env: Env) -> None:
     assert done.returncode == 2, done.stderr
     assert f"webhook.listen = '127.0.0.1:{port}': cannot listen there" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_as_a_github_app_with_the_simulators_own_deliveries(
+    env: Env, subreaper: None, tmp_path: Path
+) -> None:
+    """The simulator signs and sends the deliveries (one dropped by its fault); cgr runs
+    as a GitHub App: installation tokens for the API and git, its bot `<slug>[bot]`."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.TraditionalOpenSSL,
+                                      serialization.NoEncryption()))  # fmt: skip
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    bot = env.sim.register_app(4321, public, slug="cgr-app")
+    env.sim.install_app(4321, [REPO])
+    port = _free_port()
+    sched_config(
+        env,
+        github={"token": None, "bot_login": None, "app_id": 4321, "private_key_file": str(pem)},
+        webhook={"listen": f"127.0.0.1:{port}", "secret": SECRET, "reconcile_seconds": 3},
+    )
+    env.sim.add_webhook(f"http://127.0.0.1:{port}/webhook", SECRET)
+    log = tmp_path / "daemon.log"
+    daemon = start_cgr(env, "daemon", "--grace", "5", log=log)
+    try:
+        wait_until(lambda: _reconciled(env) > 0, 30, "the first reconcile pass")
+        (first,) = env.sim.seed_ready_issues(REPO, 1)
+        wait_until(lambda: len(runs(env)) == 1, 20, "the delivered label's run")
+        wait_until(lambda: all_terminal(env), 60, "the run to end")
+        env.sim.faults.drop_delivery(event="issues")
+        (second,) = env.sim.seed_ready_issues(REPO, 1)
+        wait_until(lambda: len(runs(env)) == 2, 30, "the dropped label's run (reconcile)")
+        wait_until(lambda: all_terminal(env), 60, "the run to end")
+        state = _state(env)
+    finally:
+        code = stop(daemon)
+    assert code == 0, log.read_text()
+    assert {r.target for r in runs(env)} == {first, second}
+    assert {r.outcome for r in runs(env)} == {"pr_opened"}, log.read_text()
+    assert state["missed_total"] == 1
+    dropped = [d for d in env.sim.deliveries if d.event == "issues" and d.error == "dropped"]
+    assert len(dropped) == 1
+    # Every other label event (the ready one, and the run's own in-progress) was answered.
+    assert {d.status for d in env.sim.deliveries if d.event == "issues" and not d.error} == {202}
+    authors = {c.user for c in env.sim.comments(REPO, first)}
+    assert bot in authors
