@@ -53,11 +53,18 @@ async def credentials(config: Config, repository: str) -> tuple[Secret, str | No
     A configured token is returned as it is. A GitHub App's installation token is minted
     here (valid an hour; a run keeps it, so an App's runs should end within that).
     """
-    from cgr_discovery import AuthError, GitHubClient, GitHubRequestError, TokenAuth
+    if not config.github.app_mode:
+        # No GitHub client for a token: a run's start-up imports none (test_startup_imports).
+        token = config.github.resolved_token()
+        if token is None:
+            raise ConfigError(
+                "github.token is not set (set it in the configuration or $CGR_GITHUB_TOKEN)",
+                key="github.token",
+            )
+        return token, None
+    from cgr_discovery import AuthError, GitHubClient, GitHubRequestError
 
     auth = github_auth(config, repository=repository)
-    if isinstance(auth, TokenAuth):
-        return Secret(auth.token.reveal()), None
     try:
         async with GitHubClient(auth=auth, base_url=config.github.api_url) as gh:
             return Secret(await bearer(auth, gh)), await bot_login(config, auth, gh)
