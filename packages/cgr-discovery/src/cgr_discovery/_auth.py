@@ -131,6 +131,11 @@ class AppAuth:
             raise AuthError(f"GitHub App {self.app_id} has no installation token")
         return f"token {token.reveal()}"
 
+    def app_jwt(self) -> str:
+        """A JWT for the App itself (the ``/app`` endpoints: who the App is, its
+        installations); :class:`AuthError` when the private key does not sign."""
+        return self._jwt()
+
     def _jwt(self) -> str:
         # Imported here, not at the top: PyJWT and cryptography take tens of milliseconds
         # to import, and only App auth needs them (every `cgr` start with a token paid it).

@@ -26,12 +26,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_config_option(parser, help="write the file here instead")
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    app = parser.add_argument_group("GitHub App (instead of a token)")
+    app.add_argument("--app-id", type=int, metavar="N", help="run as this GitHub App")
+    app.add_argument("--private-key-file", metavar="PEM", help="the App's private key (.pem)")
+    app.add_argument(
+        "--installation-id",
+        type=int,
+        metavar="N",
+        help="the installation (default: found from the first repository)",
+    )
 
 
 def init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cgr_cli.config._init import (
+        AppSetup,
         InitError,
         InitPaths,
         ask_repositories,
@@ -47,11 +57,19 @@ def init(args: argparse.Namespace) -> int:
             workspace_root=paths.workspace_root,
             database=paths.database,
         )
+    app = None
+    if args.app_id is not None or args.private_key_file or args.installation_id is not None:
+        if args.app_id is None or not args.private_key_file:
+            print("cgr init: a GitHub App needs both --app-id and --private-key-file",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        key = str(Path(args.private_key_file).expanduser().absolute())
+        app = AppSetup(args.app_id, key, args.installation_id)
     try:
         repos = parse_repositories(args.repositories)
-        if not repos and sys.stdin.isatty():
+        if not repos and app is None and sys.stdin.isatty():
             repos = ask_repositories(input, print)
-        result = write_starting_config(repos, paths, force=args.force, system=args.system)
+        result = write_starting_config(repos, paths, force=args.force, system=args.system, app=app)
     except InitError as exc:
         print(f"cgr init: {exc}", file=sys.stderr)
         return 1

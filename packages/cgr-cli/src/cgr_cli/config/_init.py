@@ -108,15 +108,64 @@ def _q(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def render_starting_config(repositories: Sequence[str], paths: InitPaths) -> str:
+@dataclass(frozen=True, slots=True)
+class AppSetup:
+    """``cgr init --app-id``: cgr runs as this GitHub App (not with a token)."""
+
+    app_id: int
+    private_key_file: str
+    installation_id: int | None = None
+
+
+_GITHUB_PLAIN = """\
+[github]
+# The token is a secret: prefer the environment variable CGR_GITHUB_TOKEN (for systemd, an
+# EnvironmentFile= next to this file, mode 0600) over writing it here.
+# token = "ghp_..."
+# api_url = "https://api.github.com"   # https://HOST/api/v3 for GitHub Enterprise Server
+# bot_login = "my-bot"                 # default: the account the token belongs to
+"""
+
+
+def _app_section(app: AppSetup) -> str:
+    installation = (
+        f"installation_id = {app.installation_id}"
+        if app.installation_id is not None
+        else "# installation_id = 12345678          # default: found from the first repository"
+    )
+    return (
+        "[github]\n"
+        "# cgr runs as a GitHub App. It needs these repository permissions: Issues, Pull\n"
+        "# requests and Contents: read and write; Metadata: read. `cgr doctor` checks the key,\n"
+        "# the installation and the permissions. Its bot is `<app slug>[bot]`.\n"
+        f"app_id = {app.app_id}\n"
+        "# The .pem file from the App's settings page (a secret: mode 0600, cgr's user only).\n"
+        f"private_key_file = {_q(app.private_key_file)}\n"
+        f"{installation}\n"
+        '# api_url = "https://api.github.com"   # https://HOST/api/v3 for GitHub Enterprise\n'
+    )
+
+
+def render_starting_config(
+    repositories: Sequence[str], paths: InitPaths, *, app: AppSetup | None = None
+) -> str:
     """The commented configuration ``cgr init`` writes (every commented key is a default)."""
     repos = ", ".join(_q(r) for r in repositories)
+    if app is not None and not repositories:
+        watched = (
+            '# With a GitHub App: every repository of its installation (or globs: ["acme/*"]).\n'
+            'repositories = "installation"'
+        )
+    else:
+        also = ' (with a GitHub App also globs, e.g. "acme/*")' if app is not None else ""
+        watched = f'# The repositories cgr watches, as "OWNER/NAME"{also}.\n'
+        watched += f"repositories = [{repos}]"
+    github = _GITHUB_PLAIN if app is None else _app_section(app)
     return f"""\
 # cgr configuration, written by `cgr init`. Check it with `cgr config check --config FILE`.
 # Every key has a default; the commented lines show it. Full reference: the cgr-cli README.
 
-# The repositories cgr watches, as "OWNER/NAME".
-repositories = [{repos}]
+{watched}
 
 [paths]
 # Per-run directories (checkouts, prompts, logs, artifacts). Needs room for your clones.
@@ -124,13 +173,7 @@ workspace_root = {_q(str(paths.workspace_root))}
 # The run records (SQLite). Its directory is created on first use.
 database = {_q(str(paths.database))}
 
-[github]
-# The token is a secret: prefer the environment variable CGR_GITHUB_TOKEN (for systemd, an
-# EnvironmentFile= next to this file, mode 0600) over writing it here.
-# token = "ghp_..."
-# api_url = "https://api.github.com"   # https://HOST/api/v3 for GitHub Enterprise Server
-# bot_login = "my-bot"                 # default: the account the token belongs to
-
+{github}
 [labels]
 # `cgr doctor --fix` creates missing labels in every repository.
 # ready = "ready"
@@ -142,6 +185,13 @@ database = {_q(str(paths.database))}
 [polling]
 # interval_seconds = 60                # for `cgr tick` (its systemd timer) and `cgr daemon`
 # max_concurrency = 3
+
+[webhook]
+# `cgr daemon` receives GitHub webhooks here (a hook posting to / or /webhook), and polls
+# only to reconcile: every reconcile_seconds while deliveries arrive as they should.
+# listen = "127.0.0.1:8787"
+# secret_file = "/etc/cgr/webhook-secret"   # the hook's secret (or secret = "...")
+# reconcile_seconds = 900
 
 [agent]
 # command = "claude"                   # or an argv list, e.g. ["/opt/claude/bin/claude"]
@@ -197,6 +247,7 @@ def write_starting_config(
     *,
     force: bool = False,
     system: bool = False,
+    app: AppSetup | None = None,
 ) -> InitResult:
     """Validate and write the starting configuration to ``paths.config``."""
     from cgr_cli.config._load import parse_config, read_config_file
@@ -204,7 +255,7 @@ def write_starting_config(
     target = paths.config
     if (target.exists() or target.is_symlink()) and not force:
         raise ConfigExistsError(str(target))
-    text = render_starting_config(repositories, paths)
+    text = render_starting_config(repositories, paths, app=app)
     try:
         target.parent.mkdir(mode=0o700 if not system else 0o755, parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=target.parent)

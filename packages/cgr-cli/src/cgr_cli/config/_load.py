@@ -152,6 +152,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "") -> Config:
     """Validate raw TOML/YAML data into a ``Config`` or raise ``ConfigError``."""
     # An empty YAML section (`labels:`) parses as None; treat it like an empty table.
     cleaned = {k: ({} if v is None and k in _SECTION_NAMES else v) for k, v in data.items()}
+    if cleaned.get("repositories") == "installation":
+        cleaned["repositories"] = ["*/*"]  # every repository of the App's installation
     config = convert_checked(cleaned, Config, source=source)
     _check_semantics(config, source)
     return config
@@ -321,6 +323,8 @@ def _check_semantics(config: Config, source: str) -> None:
             key="polling.retry_backoff_max_seconds",
             source=source,
         )
+    _check_webhook(config, source)
+    _check_app(config, source)
     t = config.timeouts
     if t.stale_heartbeat_seconds < 2 * t.heartbeat_seconds:
         # The reaper kills a run silent for stale_heartbeat_seconds: with less than two beat
@@ -332,6 +336,109 @@ def _check_semantics(config: Config, source: str) -> None:
             key="timeouts.stale_heartbeat_seconds",
             source=source,
         )
+
+
+def _check_app(config: Config, source: str) -> None:
+    from cgr_cli.config._model import is_pattern
+
+    g = config.github
+    if not g.app_mode:
+        for index, repo in enumerate(config.repositories):
+            if is_pattern(repo):
+                raise ConfigError(
+                    f"repositories[{index}] = {repo!r}: a pattern needs a GitHub App "
+                    "([github] app_id and private_key_file) whose installation lists the "
+                    "repositories; with a token, name each repository",
+                    key=f"repositories[{index}]",
+                    source=source,
+                )
+        if g.private_key_file or g.installation_id:
+            raise ConfigError(
+                "github.private_key_file / installation_id are for a GitHub App: set "
+                "github.app_id too, or remove them",
+                key="github.app_id",
+                source=source,
+            )
+        return
+    if g.token:
+        raise ConfigError(
+            "github.token and github.app_id are both set: cgr runs either as a GitHub App "
+            "or with a token; remove one",
+            key="github.token",
+            source=source,
+        )
+    if not g.private_key_file:
+        raise ConfigError(
+            f"github.app_id = {g.app_id} needs github.private_key_file (the .pem file "
+            "generated on the App's settings page)",
+            key="github.private_key_file",
+            source=source,
+        )
+    try:
+        key = g.private_key()
+    except OSError as exc:
+        raise ConfigError(
+            f"github.private_key_file = {g.private_key_file!r}: cannot read it ({exc.strerror})",
+            key="github.private_key_file",
+            source=source,
+        ) from None
+    if "PRIVATE KEY" not in key.reveal():
+        raise ConfigError(
+            f"github.private_key_file = {g.private_key_file!r} is not a PEM private key "
+            "(expected the .pem file GitHub generated for the App)",
+            key="github.private_key_file",
+            source=source,
+        )
+    if g.installation_id is None and all(is_pattern(r) for r in config.repositories):
+        raise ConfigError(
+            "github.installation_id is needed when no repository is named outright (cgr "
+            "finds the installation from a repository); it is the number at the end of the "
+            "installation's settings URL",
+            key="github.installation_id",
+            source=source,
+        )
+
+
+def _check_webhook(config: Config, source: str) -> None:
+    w = config.webhook
+    if w.listen is None:
+        return
+    _, sep, port = w.listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f'webhook.listen = {w.listen!r}: expected HOST:PORT, e.g. "127.0.0.1:8787"',
+            key="webhook.listen",
+            source=source,
+        )
+    if w.secret and w.secret_file:
+        raise ConfigError(
+            "webhook.secret and webhook.secret_file are both set: keep one",
+            key="webhook.secret_file",
+            source=source,
+        )
+    if not w.secret and not w.secret_file:
+        # An unsigned endpoint would let anyone who can reach it make cgr call GitHub.
+        raise ConfigError(
+            f"webhook.listen = {w.listen!r} needs webhook.secret or webhook.secret_file "
+            "(the secret set on the GitHub hook); unsigned deliveries are never accepted",
+            key="webhook.secret",
+            source=source,
+        )
+    if w.secret_file:
+        try:
+            secret = w.resolved_secret()
+        except OSError as exc:
+            raise ConfigError(
+                f"webhook.secret_file = {w.secret_file!r}: cannot read it ({exc.strerror})",
+                key="webhook.secret_file",
+                source=source,
+            ) from None
+        if secret is None:
+            raise ConfigError(
+                f"webhook.secret_file = {w.secret_file!r} is empty",
+                key="webhook.secret_file",
+                source=source,
+            )
 
 
 # -- printing ------------------------------------------------------------------------------

@@ -53,6 +53,16 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 RepoName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]
+# A repository or, with a GitHub App, a glob over the installation's ("acme/*"); the string
+# ``repositories = "installation"`` is read as ["*/*"] (config/_load.py).
+RepoPattern = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.*?\[\]-]+/[A-Za-z0-9_.*?\[\]-]+$")]
+
+
+def is_pattern(repo: str) -> bool:
+    """True for a glob (``acme/*``), False for a repository name."""
+    return any(c in repo for c in "*?[")
+
+
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -174,8 +184,14 @@ class GitHubConfig(_Section, frozen=True):
     api_url: NonEmpty = "https://api.github.com"
     # Falls back to $CGR_GITHUB_TOKEN when not set here.
     token: Secret | None = None
-    # The runner's own account; None means "ask GitHub who the token belongs to".
+    # The runner's own account; None means "ask GitHub who the token belongs to" (for an
+    # App: `<slug>[bot]`, the slug asked from GET /app).
     bot_login: str | None = None
+    # A GitHub App instead of a token: its id, its private key (.pem), and optionally the
+    # installation (else found from the first repository named in `repositories`).
+    app_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    private_key_file: str | None = None
+    installation_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # Progress edits of the status comment are at least this far apart (GitHub limits
     # content creation); the final edit always goes through.
     status_update_seconds: Annotated[float, msgspec.Meta(ge=0)] = 10.0
@@ -184,11 +200,46 @@ class GitHubConfig(_Section, frozen=True):
     # waits in the outbox for a later pass.
     write_retry_seconds: Annotated[float, msgspec.Meta(ge=0)] = 120.0
 
+    @property
+    def app_mode(self) -> bool:
+        return self.app_id is not None
+
+    def private_key(self) -> Secret:
+        """The App's private key, read from ``private_key_file`` (OSError when unreadable)."""
+        return Secret(Path(self.private_key_file or "").expanduser().read_text(encoding="utf-8"))
+
     def resolved_token(self) -> Secret | None:
         if self.token:
             return self.token
         from_env = os.environ.get("CGR_GITHUB_TOKEN")
         return Secret(from_env) if from_env else None
+
+
+class WebhookConfig(_Section, frozen=True):
+    """``cgr daemon`` receiving GitHub webhooks (schedule/_webhooks.py); off unless
+    ``listen`` is set. Polling stays on as reconciliation: every ``reconcile_seconds``
+    while deliveries arrive as they should, every ``polling.interval_seconds`` after a
+    reconcile pass found work no delivery announced."""
+
+    # HOST:PORT to listen on (":PORT" for every interface); None: no webhook server.
+    listen: str | None = None
+    # The hook's secret (HMAC-SHA256 of each body), or a file holding it (read at start).
+    secret: Secret | None = None
+    secret_file: str | None = None
+    reconcile_seconds: PositiveFloat = 900.0
+    # A delivery over this many bytes is refused with 413 (GitHub caps payloads at 25 MB;
+    # the events cgr reads are a few KB, an issue body at most 64 K characters).
+    max_body_bytes: PositiveInt = 1_048_576
+
+    def resolved_secret(self) -> Secret | None:
+        """The secret from ``secret``, else from ``secret_file`` (stripped of one trailing
+        newline); None when neither is set."""
+        if self.secret:
+            return self.secret
+        if self.secret_file:
+            text = Path(self.secret_file).expanduser().read_text(encoding="utf-8")
+            return Secret(text.removesuffix("\n").removesuffix("\r")) if text.strip() else None
+        return None
 
 
 class TriggerConfig(_Section, frozen=True):
@@ -235,7 +286,7 @@ class CommandsConfig(_Section, frozen=True):
 
 
 class Config(_Section, frozen=True):
-    repositories: list[RepoName] = msgspec.field(default_factory=list)
+    repositories: list[RepoPattern] = msgspec.field(default_factory=list)
     labels: LabelsConfig = msgspec.field(default_factory=LabelsConfig)
     branching: BranchingConfig = msgspec.field(default_factory=BranchingConfig)
     polling: PollingConfig = msgspec.field(default_factory=PollingConfig)
@@ -248,6 +299,7 @@ class Config(_Section, frozen=True):
     cleanup: CleanupConfig = msgspec.field(default_factory=CleanupConfig)
     git_identity: GitIdentityConfig = msgspec.field(default_factory=GitIdentityConfig)
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
+    webhook: WebhookConfig = msgspec.field(default_factory=WebhookConfig)
 
     @property
     def workspace_root(self) -> Path:

@@ -50,6 +50,8 @@ def repository_problem(value: str) -> str | None:
     owner, slash, name = value.partition("/")
     if not slash or "/" in name:
         return "expected a repository as 'OWNER/NAME'"
+    if any(c in value for c in "*?["):
+        return None  # a GitHub App's glob ("acme/*"): matched against real names later
     if not LOGIN_RE.match(owner):
         return (
             f"owner {owner!r} is not a GitHub account name (letters, digits and single "

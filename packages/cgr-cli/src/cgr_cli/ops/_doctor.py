@@ -19,12 +19,13 @@ import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cgr_cli._errors import CgrError
 from cgr_cli.config._model import Config
 
 if TYPE_CHECKING:
@@ -571,6 +572,9 @@ async def _github_checks(
         TokenAuth,
     )
 
+    if config.github.app_mode:
+        await _app_checks(config, options, add)
+        return
     token = config.github.resolved_token()
     if token is None:
         add(
@@ -635,6 +639,113 @@ async def _github_checks(
 
 
 _LABELS_FIX = "the account needs the Triage or Write role to manage labels"
+
+# What cgr does as a GitHub App: labels, comments, reactions and assignees (issues), pull
+# requests, pushing branches (contents); metadata comes with every App.
+APP_PERMISSIONS = {"issues": "write", "pull_requests": "write", "contents": "write",
+                   "metadata": "read"}  # fmt: skip
+_LEVELS = {"read": 1, "write": 2, "admin": 3}
+_APP_KEY_FIX = (
+    "generate a private key on the App's settings page (GitHub → Settings → Developer "
+    "settings → GitHub Apps → your App → Private keys) and set github.private_key_file to it"
+)
+
+
+def missing_app_permissions(granted: dict[str, Any]) -> list[str]:
+    """``name: level`` for each permission cgr needs that ``granted`` lacks or has lower."""
+    return [
+        f"{name}: {level}"
+        for name, level in APP_PERMISSIONS.items()
+        if _LEVELS.get(str(granted.get(name, "")), 0) < _LEVELS[level]
+    ]
+
+
+async def _app_checks(config: Config, options: DoctorOptions, add: Callable[[Check], None]) -> None:
+    """As a GitHub App: the key signs, GitHub knows the App, the installation gives a
+    token with the permissions cgr needs, and the repositories it follows."""
+    from cgr_cli.run._github_auth import followed, github_auth
+    from cgr_discovery import AppAuth, AuthError, DiscoveryError, GitHubClient, RetryPolicy
+
+    g = config.github
+    skip_repos = Check(name="repositories", status=CheckStatus.SKIP, detail="needs the App")
+    try:
+        auth = github_auth(config)
+        jwt_ok = isinstance(auth, AppAuth) and bool(auth.app_jwt())
+    except (CgrError, AuthError) as exc:
+        add(Check(name="github app", status=CheckStatus.FAIL, detail=str(exc), fix=_APP_KEY_FIX))
+        add(skip_repos)
+        return
+    if not jwt_ok or not isinstance(auth, AppAuth):  # pragma: no cover - app_mode: an AppAuth
+        return
+    retry = RetryPolicy(attempts=2, max_rate_limit_wait=0.0)
+    async with GitHubClient(
+        auth=auth, base_url=g.api_url, retry=retry, timeout=options.timeout, cache=None
+    ) as gh:
+        try:
+            app = await gh.getitem("/app", jwt=auth.app_jwt())
+        except DiscoveryError as exc:
+            add(Check(name="github app", status=CheckStatus.FAIL,
+                      detail=f"GitHub refused App {g.app_id}'s JWT: {exc}",
+                      fix="check github.app_id (the App ID on its settings page) and that "
+                      "private_key_file is a current key of that App"))  # fmt: skip
+            add(skip_repos)
+            return
+        bot = f"{app.get('slug')}[bot]"
+        add(Check(name="github app", status=CheckStatus.PASS,
+                  detail=f"App {g.app_id} ({app.get('slug')}): the key signs; its bot is {bot}",
+                  data={"slug": app.get("slug"), "bot_login": bot}))  # fmt: skip
+        try:
+            await auth.authorization(gh)
+        except (AuthError, DiscoveryError) as exc:
+            add(Check(name="installation", status=CheckStatus.FAIL, detail=str(exc),
+                      fix="install the App on the repositories (its public page → Install), "
+                      "or set github.installation_id to the installation's id"))  # fmt: skip
+            add(skip_repos)
+            return
+        granted: dict[str, Any] = {}
+        named = [r for r in config.repositories if "/" in r and not any(c in r for c in "*?[")]
+        if named:
+            owner, _, name = named[0].partition("/")
+            with suppress(DiscoveryError):
+                url = "/repos/{owner}/{repo}/installation"
+                where = {"owner": owner, "repo": name}
+                found = await gh.getitem(url, where, jwt=auth.app_jwt())
+                granted = dict(found.get("permissions") or {})
+        if not granted:
+            granted = dict(app.get("permissions") or {})
+        missing = missing_app_permissions(granted)
+        add(Check(
+            name="installation",
+            status=CheckStatus.FAIL if missing else CheckStatus.PASS,
+            detail=f"installation {auth.installation_id}: "
+            + (f"missing {', '.join(missing)}" if missing else "issues, pull requests and "
+               "contents: write; metadata: read"),
+            fix="on the App's settings page, Permissions & events: grant "
+            + ", ".join(missing) + "; then accept the new permissions on the installation"
+            if missing else None,
+            data={"permissions": granted},
+        ))  # fmt: skip
+        try:
+            repos = await followed(config, auth, gh)
+        except DiscoveryError as exc:
+            add(Check(name="repositories", status=CheckStatus.FAIL, detail=str(exc),
+                      fix="check the App's installation"))  # fmt: skip
+            return
+        if not repos:
+            add(Check(name="repositories", status=CheckStatus.FAIL,
+                      detail=f"no repository of the installation matches "
+                      f"{', '.join(config.repositories) or '(none configured)'}",
+                      fix="add repositories to the App's installation, or change "
+                      "`repositories`"))  # fmt: skip
+            return
+        add(Check(name="repositories", status=CheckStatus.PASS,
+                  detail=f"{len(repos)} followed: {', '.join(repos[:10])}"
+                  + (" …" if len(repos) > 10 else ""), data={"repositories": repos}))  # fmt: skip
+        for repo in repos:
+            labels, _ = await _guarded(
+                f"labels {repo}", _check_labels(gh, config, repo, options), _LABELS_FIX
+            )
+            add(labels)
 
 
 def _repo_failure(repo: str, login: str | None) -> Explain:

@@ -79,6 +79,7 @@ def status_data(config: Config, config_path: Path | None, store: Store) -> dict[
             "pid": daemon.pid,
             "up_seconds": round(time.time() - daemon.started_at, 1),
             "heartbeat_age_seconds": round(time.time() - daemon.heartbeat_at, 1),
+            "webhooks": _webhook_state(config),
         },
         "slots": {
             "limit": config.polling.max_concurrency,
@@ -130,6 +131,40 @@ def undelivered(store: Store, limit: int = 1000) -> dict[str, Any]:
         entry["attempts"] += item.attempts
         entry["last_error"] = item.last_error or entry["last_error"]
     return {"count": len(pending), "runs": list(runs.values())}
+
+
+def _webhook_state(config: Config) -> dict[str, Any] | None:
+    """What a daemon receiving webhooks last wrote (schedule/_webhooks), ages made current."""
+    from cgr_cli.schedule._webhooks import read_state
+
+    if config.webhook.listen is None:
+        return None
+    state = read_state(config)
+    if state is None:
+        return None
+    now = time.time()
+    last = state.get("last_delivery")
+    if isinstance(last, dict) and isinstance(last.get("at"), int | float):
+        last["age_seconds"] = round(now - last["at"], 1)
+    at = state.get("last_reconcile_at")
+    state["reconcile_lag_seconds"] = round(now - at, 1) if isinstance(at, int | float) else None
+    return state
+
+
+def _webhook_line(hooks: dict[str, Any]) -> str:
+    last = hooks.get("last_delivery")
+    seen = (
+        f"last delivery {_age(last['age_seconds'])} ago ({last['event']}, {last['outcome']})"
+        if last
+        else "no delivery yet"
+    )
+    lag = hooks.get("reconcile_lag_seconds")
+    reconciled = f"reconciled {_age(lag)} ago" if lag is not None else "not reconciled yet"
+    health = "healthy" if hooks.get("healthy") else f"{hooks.get('missed_total', 0)} missed"
+    return (
+        f"webhooks    {hooks.get('listen')}: {seen}; {reconciled}, every "
+        f"{hooks.get('reconcile_interval_seconds', 0):g}s ({health})"
+    )
 
 
 def _age(seconds: float) -> str:
@@ -198,6 +233,8 @@ def render_status(data: dict[str, Any], width: int | None = None) -> str:
             else "no daemon (cgr tick by timer, or idle)"
         )
     )
+    if daemon and daemon.get("webhooks"):
+        lines.append(_webhook_line(daemon["webhooks"]))
     lines.append(f"slots       {slots['used']}/{slots['limit']} used, {slots['free']} free")
     waiting = data.get("undelivered") or {"count": 0, "runs": []}
     if waiting["count"]:

@@ -47,6 +47,7 @@ from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_dif
 from cgr_cli.run._commands import RepoCommands
 from cgr_cli.run._git import Git, Identity, branch_name
 from cgr_cli.run._git import clone_url as _clone_url
+from cgr_cli.run._github_auth import credentials
 from cgr_cli.run._outbox import attempt_recorder, deliver_run, report_entries
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli.run._repo_file import read_repo_settings
@@ -122,12 +123,8 @@ async def execute_run(
     """
     from cgr_store import SQLiteStore
 
-    token = config.github.resolved_token()
-    if token is None:
-        raise ConfigError(
-            "github.token is not set (set it in the configuration or $CGR_GITHUB_TOKEN)",
-            key="github.token",
-        )
+    # The configured token, or a GitHub App installation's (minted now, for this repository).
+    token, app_bot = await credentials(config, request.repo)
     environ = dict(os.environ if environ is None else environ)
     # The agent's release (asked once here, before the claim; the run keeps the answer),
     # the sandbox, and the secrets the run must never let out.
@@ -141,7 +138,7 @@ async def execute_run(
         picked = _pick_up(store, request.run_id) if request.run_id else None
         async with _client(config, token.reveal()) as gh:
             github = _run_github(config, gh)
-            bot = config.github.bot_login or await _whoami(gh)
+            bot = config.github.bot_login or app_bot or await _whoami(gh)
             run = picked or await _create_or_pick_up(store, github, request)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot, secrets=secrets)
             ctx.agent_cli = agent_cli

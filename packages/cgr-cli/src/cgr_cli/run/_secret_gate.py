@@ -27,6 +27,7 @@ import msgspec
 from cgr_cli._redact import SHAPES
 from cgr_cli.config._load import FORBIDDEN_PASSTHROUGH
 from cgr_cli.config._model import Config, Secret
+from cgr_cli.run._github_auth import file_secrets
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 # Shorter values would match ordinary text everywhere (a "secret" of "1234").
@@ -47,6 +48,7 @@ class Finding:
 
 
 def _config_secrets(node: object) -> Iterable[str]:
+    # Secret values, webhook.secret among them; the App's key and secret files: file_secrets.
     if isinstance(node, Secret):
         yield node.reveal()
     elif isinstance(node, msgspec.Struct):
@@ -65,6 +67,7 @@ def known_secrets(
     found: dict[str, str] = {"the GitHub token": token}
     for index, value in enumerate(_config_secrets(config)):
         found.setdefault(f"a secret of the configuration ({index + 1})", value)
+    found.update({k: v for k, v in file_secrets(config).items() if v not in found.values()})
     listed = set(config.agent.secret_env)
     for name, value in agent_env.items():
         if name in listed or SECRET_NAME.search(name):

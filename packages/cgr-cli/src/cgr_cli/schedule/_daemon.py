@@ -44,6 +44,7 @@ from cgr_cli.schedule._runs import free_slots, hostname, record_child, run_argv
 
 if TYPE_CHECKING:
     from cgr_cli.schedule._metrics import Metrics
+    from cgr_cli.schedule._webhooks import WebhookIntake
     from cgr_exec import ChildHandle, ProcessIdentity, SubprocessExecutor
     from cgr_store import Store
 
@@ -80,6 +81,7 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
     stop = anyio.Event()
     cancelled_since: dict[str, float] = {}
     unclaimed: set[str] = set()  # started children whose claim is not yet measured
+    listener = await _bind_webhooks(config)
     store = SQLiteStore(config.database)
     # Ready for systemd (Type=notify) once the lock and the store are held; GitHub may
     # still be down, which the daemon waits out below rather than crash-looping.
@@ -100,6 +102,7 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
         ):
             wake = _Wake(tg)
             tg.start_soon(_watch_signals, stop, wake)
+            intake = _start_webhooks(config, store, github, metrics, wake, tg, listener)
             log.info("daemon %s started on %s (limit %d)", me.pid, host,
                      config.polling.max_concurrency)  # fmt: skip
             try:
@@ -122,7 +125,7 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
                         config, config_path=config_path, store=store, github=github,
                         executor=executor, host=host, me=me, wake=wake,
                         cancelled_since=cancelled_since, unclaimed=unclaimed,
-                        metrics=metrics, reap_due=reap_due,
+                        metrics=metrics, reap_due=reap_due, intake=intake,
                     )  # fmt: skip
                     github.save_cache()
                 except Exception:
@@ -145,6 +148,8 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
             tg.cancel_scope.cancel()
     finally:
         watchdog.close()
+        if listener is not None:
+            await listener.aclose()
         if server is not None:
             server.close()
         store.close()
@@ -171,6 +176,35 @@ async def _wait_for_github(config: Config, watchdog: Watchdog, cap: float = 60.0
             watchdog.beat()
             await anyio.sleep(delay)
             delay = min(delay * 2, cap)
+
+
+async def _bind_webhooks(config: Config) -> anyio.abc.Listener[anyio.abc.SocketStream] | None:
+    from cgr_cli.schedule._webhooks import bind
+
+    return await bind(config) if config.webhook.listen else None
+
+
+def _start_webhooks(  # noqa: PLR0917 - the daemon's parts, each named once
+    config: Config,
+    store: Store,
+    github: GitHubSession,
+    metrics: Metrics,
+    wake: _Wake,
+    tg: anyio.abc.TaskGroup,
+    listener: anyio.abc.Listener[anyio.abc.SocketStream] | None,
+) -> WebhookIntake | None:
+    """Receive deliveries in this loop when ``webhook.listen`` is set (_webhooks)."""
+    from cgr_cli.schedule._webhooks import open_intake
+
+    intake = open_intake(config, store, github.bot, metrics=metrics, wake=wake.set)
+    if intake is None or listener is None:
+        return None
+    intake.attach(listener)
+    metrics.webhook_health = intake.health
+    tg.start_soon(intake.serve, listener)
+    log.info("receiving webhooks on %s:%d; reconciling every %gs", *(intake.address or ("", 0)),
+             config.webhook.reconcile_seconds)  # fmt: skip
+    return intake
 
 
 class _Wake:
@@ -221,6 +255,7 @@ async def _iteration(
     unclaimed: set[str],
     metrics: Metrics,
     reap_due: bool = True,
+    intake: WebhookIntake | None = None,
 ) -> None:
     from cgr_cli.run._report import Outcome
     from cgr_cli.schedule._reaper import end_run, reap
@@ -252,9 +287,9 @@ async def _iteration(
     # behind the work that fills them; other jobs simply stay pending.
     slots = min(executor.free_slots(), free_slots(config, store, host))
     report = PassReport()
-    planned = await plan_pass(
-        config, store, github, host=host, slots=slots, owner=me, report=report
-    )
+    # With webhooks, a full poll only when reconciliation is due, else the hinted repos.
+    plan = plan_pass if intake is None else intake.plan
+    planned = await plan(config, store, github, host=host, slots=slots, owner=me, report=report)
     for run in planned:
         try:
             handle = await executor.start(

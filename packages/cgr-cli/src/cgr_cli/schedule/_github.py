@@ -12,7 +12,7 @@ from cgr_cli._errors import ConfigError
 if TYPE_CHECKING:
     from cgr_cli.config._model import Config
     from cgr_cli.schedule._http_cache import PersistedCache
-    from cgr_discovery import DiscoveryConfig, GitHubClient, RunGitHub
+    from cgr_discovery import Auth, DiscoveryConfig, GitHubClient, RunGitHub
     from cgr_store import Store
 
 
@@ -24,11 +24,21 @@ class GitHubSession:
     ops: RunGitHub
     bot: str
     cache: PersistedCache | None = None
+    auth: Auth | None = None
 
     def save_cache(self) -> None:
         """Keep the ETags of this pass in the store (see ``_http_cache``)."""
         if self.cache is not None:
             self.cache.save()
+
+    async def followed(self, config: Config) -> list[str]:
+        """The repositories to watch now (an App's patterns matched against its
+        installation's repositories, which change)."""
+        from cgr_cli.run._github_auth import followed
+
+        if self.auth is None:
+            return list(config.repositories)
+        return await followed(config, self.auth, self.gh)
 
 
 @contextlib.asynccontextmanager
@@ -38,24 +48,24 @@ async def open_github(config: Config, store: Store | None = None) -> AsyncIterat
     With ``store``, its ETag cache is the store's (``_http_cache``): loaded now, saved when
     the block ends without an error (and by ``save_cache`` in between).
     """
+    from cgr_cli.run._github_auth import bot_login, github_auth
     from cgr_cli.schedule._http_cache import PersistedCache
-    from cgr_discovery import GitHubClient, RunGitHub, TokenAuth
+    from cgr_discovery import AuthError, GitHubClient, RunGitHub
 
-    token = config.github.resolved_token()
-    if token is None:
-        raise ConfigError(
-            "github.token is not set (set it in the configuration or $CGR_GITHUB_TOKEN)",
-            key="github.token",
-        )
+    # A token, or a GitHub App's installation (ConfigError when neither is configured).
+    auth = github_auth(config)
     cache = PersistedCache(store) if store is not None else None
     async with GitHubClient(
-        auth=TokenAuth(token.reveal()),
+        auth=auth,
         base_url=config.github.api_url,
         cache=True if cache is None else cache,
     ) as gh:
-        bot = config.github.bot_login or str((await gh.getitem("/user"))["login"])
+        try:
+            bot = await bot_login(config, auth, gh)
+        except AuthError as exc:
+            raise ConfigError(str(exc), key="github.app_id") from None
         ops = RunGitHub(gh, min_edit_interval=0, write_budget=config.github.write_retry_seconds)
-        session = GitHubSession(gh, ops, bot, cache)
+        session = GitHubSession(gh, ops, bot, cache, auth)
         yield session
         session.save_cache()
 

@@ -137,6 +137,20 @@ class Metrics:
             "cgr_loop_last_tick_age_seconds", "Seconds since the loop last ticked", registry=r
         )
         self._tick_age.set_function(self._age_or_uptime)
+        self._deliveries = Counter(
+            "cgr_webhook_deliveries",
+            "Webhook deliveries, by event and outcome (accepted, ignored, duplicate, "
+            "bad_signature, malformed, too_large)",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self._missed = Counter(
+            "cgr_webhook_missed",
+            "Triggers a reconcile poll found that no webhook delivery announced",
+            registry=r,
+        )
+        # Set by the daemon when it receives webhooks: their details join /healthz.
+        self.webhook_health: Callable[[], dict[str, Any]] | None = None
 
     # -- what the daemon calls -----------------------------------------------------------
 
@@ -177,6 +191,12 @@ class Metrics:
     def claim_latency(self, seconds: float) -> None:
         self._claim.observe(max(0.0, seconds))
 
+    def webhook_delivery(self, event: str, outcome: str) -> None:
+        self._deliveries.labels(event=event, outcome=outcome).inc()
+
+    def webhook_missed(self, count: int = 1) -> None:
+        self._missed.inc(count)
+
     def github(self, stats: _ClientStats) -> None:
         """Record a ``GitHubClient.stats()`` snapshot; call it after each pass.
 
@@ -215,12 +235,15 @@ class Metrics:
             reason = f"stalled: the loop last ticked {age:.0f} s ago (limit {limit:.0f} s)"
         else:
             reason = f"stalled: the loop has not ticked in {age:.0f} s (limit {limit:.0f} s)"
-        return healthy, {
+        details: dict[str, Any] = {
             "status": "ok" if healthy else "stalled",
             "reason": reason,
             "last_tick_age_seconds": round(age, 3),
             "limit_seconds": limit,
         }
+        if self.webhook_health is not None:
+            details["webhooks"] = self.webhook_health()
+        return healthy, details
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

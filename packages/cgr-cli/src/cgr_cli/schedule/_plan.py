@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from cgr_cli.config._model import Config
+import msgspec
+
+from cgr_cli.config._model import Config, is_pattern
 from cgr_cli.schedule._backoff import Backoff, preclaim_backoffs, requeue_backoff
 from cgr_cli.schedule._github import discovery_config
 from cgr_cli.schedule._runs import last_run_on, waiting_for_scheduler
@@ -101,6 +103,8 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
     from cgr_store import ActiveRunExists, Cursor, Run, TriggerAlreadyProcessed, new_run_id
 
     report.free_slots = slots
+    if any(is_pattern(r) for r in config.repositories):  # a GitHub App's "acme/*"
+        config = msgspec.structs.replace(config, repositories=await github.followed(config))
     planned: list[Run] = []
     # Runs `cgr retry` left queued without a process come first: they were asked for.
     for run in store.runs_by_status(_queued()):
