@@ -63,9 +63,10 @@ def test_a_run_starts_eight_git_processes_before_its_agent(env: Env) -> None:
                       "for-each-ref", "checkout"]  # fmt: skip
     after = [name for ns, name in commands if ns >= agent_started]
     # commit what is left (add, anything staged?, commit), the new commits (HEAD and count
-    # in one rev-list), the diff and its file list, then publish from a bare repository.
-    assert after == ["add", "diff", "commit", "rev-list", "diff", "diff",
-                     "init", "fetch", "push", "ls-remote"]  # fmt: skip
+    # in one rev-list), the diff, the gate, the file list, then publish from a bare repository.
+    # (the secret gate reads the new commits as they would be pushed: one log -p)
+    assert after == ["add", "diff", "commit", "rev-list", "diff", "log", "diff",
+                     "init", "fetch", "rev-parse", "push", "ls-remote"]  # fmt: skip
 
 
 def test_the_claims_github_writes_are_in_flight_together(

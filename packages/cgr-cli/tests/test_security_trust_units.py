@@ -4,8 +4,10 @@ redactor's token shapes, and run files opened without following symlinks."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,13 +146,20 @@ def test_a_run_that_cannot_be_confined_is_refused_before_the_claim(
     config.write_text(
         f'[paths]\nworkspace_root = "{tmp_path / "ws"}"\ndatabase = "{tmp_path / "db"}"\n'
         '[github]\ntoken = "ghp_' + "x" * 36 + '"\napi_url = "http://127.0.0.1:9"\n'
+        # An agent command that exists, so the sandbox is what refuses the run.
+        f"[agent]\ncommand = [{json.dumps(sys.executable)}]\n"
     )
     # A configuration that cannot run is a failure (1) in the exit-code table.
     assert main(["run", "--config", str(config), "--repo", "a/b", "--number", "1"]) == 1
     err = capsys.readouterr().err
     assert 'agent.sandbox.mode = "landlock"' in err
     assert '"off"' in err
-    assert not (tmp_path / "db").exists()  # refused before any run row
+    # Refused before any run row (the preflight may have created the empty store).
+    if (tmp_path / "db").exists():
+        from cgr_store import SQLiteStore
+
+        with SQLiteStore(tmp_path / "db") as store:
+            assert store.recent_runs() == []
 
 
 # -- the secret gate -----------------------------------------------------------------------
