@@ -96,7 +96,11 @@ class FleetWorld:
                              "watchdog_grace_seconds": 1.0, "heartbeat_seconds": 0.5},
                 "cleanup": {"policy": "delete"},
                 "labels": {"done": "cgr-done"},
+                # The agent runs confined (Landlock); the scripted agent records its calls
+                # in agent-state, outside its checkout.
+                "agent.sandbox": {"read_write": [str(self.root / "agent-state")]},
             }  # fmt: skip
+            (self.root / "agent-state").mkdir(parents=True, exist_ok=True)
             lines = [f"repositories = {json.dumps(self.repos)}"]
             for name, values in sections.items():
                 lines.append(f"[{name}]")

@@ -38,6 +38,18 @@ def pg_url(postgres: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     postgres.drop_database(name)
 
 
+def cgr_run(env: Env, number: int, *extra: str) -> int:
+    """`cgr run` as its own process: in this one it would end this process's children
+    (`cgr run` reaps what its run started), the PostgreSQL server among them."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
+         "--repo", REPO, "--number", str(number), *extra],
+        capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.returncode
+
+
 # -- configuration ------------------------------------------------------------------------
 
 
@@ -72,7 +84,7 @@ def test_commands_work_on_postgresql(env: Env, pg_url: str) -> None:
 
     env.write_config(paths={"database": pg_url})
     [number] = env.sim.seed_ready_issues(REPO, 1)
-    assert env.run(number) == 0
+    assert cgr_run(env, number) == 0
     with open_store(pg_url) as store:
         [run] = store.recent_runs()
     assert run.status is RunStatus.SUCCEEDED
@@ -227,7 +239,7 @@ def test_a_second_daemon_with_the_same_host_id_is_refused(tmp_path: Path, pg_url
             )  # fmt: skip
         finally:
             world.stop_all()
-    assert second.returncode == 2, second.stderr
+    assert second.returncode == 4, second.stderr  # busy: another process holds it
     assert "another cgr daemon holds the lease of host 'host-0'" in second.stderr
 
 
@@ -279,7 +291,7 @@ def test_store_migrate_copies_a_sqlite_store_to_postgresql(env: Env, pg_url: str
     from cgr_store import SQLiteStore, open_store
 
     [number] = env.sim.seed_ready_issues(REPO, 1)
-    assert env.run(number) == 0
+    assert cgr_run(env, number) == 0
     with SQLiteStore(env.database) as source:
         expected = source.table_counts()
         [run] = source.recent_runs()
@@ -324,14 +336,14 @@ def test_a_follow_up_on_another_host_starts_fresh_and_says_so(env: Env, pg_url: 
 
     env.write_config(paths={"database": pg_url}, fleet={"host_id": "host-a"})
     number = env.sim.create_issue(REPO, "Greeting", "", author="alice", labels=["ready"])
-    assert env.run(number) == 0
+    assert cgr_run(env, number) == 0
     [first] = env.calls()
     comment = env.sim.add_comment(REPO, number, f"@{env.sim.bot_login} also a follow-up",
                                   author="alice")  # fmt: skip
     env.scenario("followup")
     env.workspace = env.root / "ws-b"
     env.write_config(paths={"database": pg_url}, fleet={"host_id": "host-b"})
-    assert env.run(number, "--comment-id", str(comment)) == 0
+    assert cgr_run(env, number, "--comment-id", str(comment)) == 0
     second = env.calls()[-1]
     assert "--resume" not in second["argv"]
     assert second["cwd"].startswith(str(env.root / "ws-b"))
@@ -391,7 +403,9 @@ def test_ticks_of_two_hosts_share_the_queue(env: Env, subreaper: None, pg_url: s
     with open_store(pg_url) as store:
         runs = store.recent_runs(100)
         hosts = {h.host_id: h for h in store.hosts()}
-    assert {r.id for r in runs} == set(started["host-a"]) | set(started["host-b"])
+    # (A tick's children also refill their slot from the queue, so not every run is in a
+    # tick's report.)
+    assert set(started["host-a"]) | set(started["host-b"]) <= {r.id for r in runs}
     assert {r.host for r in runs} == {"host-a", "host-b"}
     assert set(hosts) == {"host-a", "host-b"}
     for number in issues:

@@ -28,7 +28,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from cgr_cli._errors import CgrError
+from cgr_cli._errors import BusyError
 from cgr_cli.config._model import Config
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ log = logging.getLogger("cgr.fleet")
 POLL_LEADERSHIP = "poll"
 
 
-class HostIdTakenError(CgrError):
+class HostIdTakenError(BusyError):
     """Another live process holds this host id's lease (two daemons with one ``host_id``)."""
 
     def __init__(self, host_id: str, expires_at: str) -> None:
