@@ -130,7 +130,7 @@ def _make_test_session(package: str) -> None:
     @nox.session(name=f"test-{short}")
     def tests(session: nox.Session) -> None:
         _install_isolated(session, package, "test")
-        if package == "cgr-store":
+        if package in ("cgr-store", "cgr-cli"):
             _install_postgres_server(session)
         env = _github_openapi(session) if package == "cgr-discovery" else {}
         args = session.posargs or [str(PACKAGES_DIR / package / "tests")]
@@ -332,7 +332,7 @@ def bench(session: nox.Session) -> None:
         if not scripts:
             continue
         _install_isolated(session, package, "test")
-        if package == "cgr-store":
+        if package in ("cgr-store", "cgr-cli"):
             _install_postgres_server(session)
         for script in scripts:
             session.run("python", str(script), env={"PYTHONUNBUFFERED": "1"})

@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
         "fish: `cgr completion fish > ~/.config/fish/completions/cgr.fish`.",
     )
     completion.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell")
+    from cgr_cli.commands import _store as store_command
+
+    store_command.add_parser(commands)
     return parser
 
 
@@ -212,11 +215,11 @@ def _scheduling(args: argparse.Namespace) -> int:
     return code
 
 
-_OPERATIONS = ("init", "doctor", "systemd", "ui")
+_OPERATIONS = ("init", "doctor", "systemd", "ui", "store")
 
 
 def _operations(args: argparse.Namespace) -> int:
-    """init, doctor, systemd, ui: ``cgr_cli.commands._<name>.<name>(args)``."""
+    """init, doctor, systemd, ui, store: ``cgr_cli.commands._<name>.<name>(args)``."""
     import importlib
 
     module = importlib.import_module(f"cgr_cli.commands._{args.command}")

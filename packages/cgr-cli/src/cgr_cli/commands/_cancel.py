@@ -18,14 +18,16 @@ def cancel(args: argparse.Namespace) -> int:
     config, _ = load(args)
 
     async def main() -> tuple[bool, str]:
-        from cgr_store import RunNotFound, SQLiteStore
+        from cgr_cli.config._store import database_location, open_config_store
+        from cgr_store import RunNotFound
 
-        with SQLiteStore(config.database) as store:
+        with open_config_store(config) as store:
             try:
                 run = store.get_run(args.run_id)
             except RunNotFound:
+                where = database_location(config)
                 raise NotFoundError(
-                    f"no run {args.run_id!r} in {config.database}; `cgr status` lists the runs"
+                    f"no run {args.run_id!r} in {where}; `cgr status` lists the runs"
                 ) from None
             if not run.status.is_active:
                 return False, f"run {run.id} already ended ({run.status})"

@@ -76,10 +76,10 @@ def follow(
     Returns the ended run."""
     import time
 
-    from cgr_store import SQLiteStore
+    from cgr_cli.config._store import open_config_store
 
     follower = RunFollower(config, run_id, run_log=run_log)
-    with SQLiteStore(config.database) as store:
+    with open_config_store(config) as store:
         while True:
             run = store.get_run(run_id)
             for line in follower.poll(run):

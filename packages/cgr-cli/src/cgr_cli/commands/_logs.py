@@ -16,16 +16,18 @@ if TYPE_CHECKING:
 
 def logs(args: argparse.Namespace) -> int:
     from cgr_cli._errors import NotFoundError
+    from cgr_cli.config._store import database_location, open_config_store
     from cgr_cli.ops._status_view import run_files
-    from cgr_store import RunNotFound, SQLiteStore
+    from cgr_store import RunNotFound
 
     config, _ = load(args)
-    with SQLiteStore(config.database) as store:
+    with open_config_store(config) as store:
         try:
             run, events = store.run_with_events(args.run_id)
         except RunNotFound:
+            where = database_location(config)
             raise NotFoundError(
-                f"no run {args.run_id!r} in {config.database}; `cgr status` lists the runs"
+                f"no run {args.run_id!r} in {where}; `cgr status` lists the runs"
             ) from None
         if args.json:
             import msgspec

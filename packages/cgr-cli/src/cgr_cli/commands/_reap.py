@@ -13,17 +13,16 @@ def reap(args: argparse.Namespace) -> int:
     from cgr_cli.schedule._github import open_github
     from cgr_cli.schedule._reaper import ReapReport
     from cgr_cli.schedule._reaper import reap as do_reap
-    from cgr_cli.schedule._runs import hostname
 
     config, path = load(args)
     require_repositories(config, path)
 
     async def main() -> ReapReport:
-        from cgr_store import SQLiteStore
+        from cgr_cli.config._store import open_config_store
 
-        with SQLiteStore(config.database) as store:
+        with open_config_store(config) as store:
             async with open_github(config) as github:
-                return await do_reap(config, store, github, host=hostname())
+                return await do_reap(config, store, github, host=config.host_id)
 
     report = anyio.run(main)
     if args.json:

@@ -8,14 +8,14 @@ from cgr_cli.commands._common import load
 
 
 def retry(args: argparse.Namespace) -> int:
+    from cgr_cli.config._store import open_config_store
     from cgr_cli.run._pipeline import run_sync
     from cgr_cli.schedule._control import retry_run
     from cgr_cli.schedule._runs import request_for
     from cgr_exec import ProcessIdentity
-    from cgr_store import SQLiteStore
 
     config, _ = load(args)
-    with SQLiteStore(config.database) as store:
+    with open_config_store(config) as store:
         run = retry_run(store, args.run_id, owner=ProcessIdentity.current() if args.now else None)
     if not args.now:
         print(f"{run.id} queued for {run.repo}#{run.target} (attempt {run.attempt}); "

@@ -10,15 +10,15 @@ from cgr_cli.commands._common import load, print_json
 
 def status(args: argparse.Namespace) -> int:
     from cgr_cli._errors import NotFoundError
+    from cgr_cli.config._store import open_config_store, store_exists
     from cgr_cli.ops._status_view import render_status, status_data
-    from cgr_store import SQLiteStore
 
     config, path = load(args)
-    if not config.database.exists():
+    if not store_exists(config):
         raise NotFoundError(
             f"no database at {config.database} yet (nothing has run); start with `cgr tick`"
         )
-    with SQLiteStore(config.database) as store:
+    with open_config_store(config) as store:
         data = status_data(config, path, store)
     if args.json:
         print_json(data)

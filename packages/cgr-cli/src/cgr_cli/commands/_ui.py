@@ -40,17 +40,17 @@ def ui(args: argparse.Namespace) -> int:
         )
         return 1
     from cgr_cli._errors import NotFoundError
+    from cgr_cli.config._store import open_config_store, store_exists
     from cgr_cli.ui._app import run_app
     from cgr_cli.ui._data import RunSource
-    from cgr_store import SQLiteStore
 
     config, _ = load_config(args.config)
-    if not config.database.is_file():
+    if not store_exists(config):
         raise NotFoundError(
             f"no runs yet: the database {config.database} does not exist "
             "(cgr creates it with the first run)"
         )
-    with SQLiteStore(config.database) as store:
+    with open_config_store(config) as store:
         run_app(RunSource(store, config.workspace_root), config,
                 refresh_seconds=args.refresh if args.refresh > 0 else None)  # fmt: skip
     return 0

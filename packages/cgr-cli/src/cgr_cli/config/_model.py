@@ -89,6 +89,9 @@ class PollingConfig(_Section, frozen=True):
     # base * 2**(failures - 1) seconds, at most max, before a pass tries it again.
     retry_backoff_seconds: PositiveFloat = 60.0
     retry_backoff_max_seconds: PositiveFloat = 3600.0
+    # On PostgreSQL (a fleet of hosts): runs active at once across every host; None means
+    # only each host's max_concurrency limits them.
+    fleet_max_concurrency: PositiveInt | None = None
 
 
 class TimeoutsConfig(_Section, frozen=True):
@@ -119,7 +122,19 @@ def _default_database() -> str:
 
 class PathsConfig(_Section, frozen=True):
     workspace_root: NonEmpty = msgspec.field(default_factory=_default_workspace_root)
+    # A file path (SQLite, one host) or a postgresql:// URI (a fleet of hosts);
+    # $CGR_DATABASE_URL, when set, wins over this key.
     database: NonEmpty = msgspec.field(default_factory=_default_database)
+
+
+class FleetConfig(_Section, frozen=True):
+    # This host's name in the fleet's lease table; None means the machine's hostname.
+    # Two daemons sharing one database need different ids.
+    host_id: str | None = None
+    # A host that has not renewed its lease for this long is lost: any live host's
+    # reaper ends (or requeues) its runs. Renewed every polling interval, so keep it
+    # a few intervals long.
+    lease_seconds: PositiveFloat = 180.0
 
 
 # "manual" is Claude Code's name since 2.1.200 for what older releases call "default";
@@ -300,11 +315,27 @@ class Config(_Section, frozen=True):
     git_identity: GitIdentityConfig = msgspec.field(default_factory=GitIdentityConfig)
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
     webhook: WebhookConfig = msgspec.field(default_factory=WebhookConfig)
+    fleet: FleetConfig = msgspec.field(default_factory=FleetConfig)
 
     @property
     def workspace_root(self) -> Path:
         return Path(self.paths.workspace_root).expanduser()
 
     @property
+    def database_url(self) -> str | None:
+        """The PostgreSQL URI the store lives at ($CGR_DATABASE_URL first), else None."""
+        for candidate in (os.environ.get("CGR_DATABASE_URL"), self.paths.database):
+            if candidate and candidate.startswith(("postgresql://", "postgres://")):
+                return candidate
+        return None
+
+    @property
     def database(self) -> Path:
+        """The SQLite file (meaningless when ``database_url`` is set)."""
         return Path(self.paths.database).expanduser()
+
+    @property
+    def host_id(self) -> str:
+        import socket
+
+        return self.fleet.host_id or socket.gethostname()

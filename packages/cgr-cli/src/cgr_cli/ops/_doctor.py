@@ -117,7 +117,11 @@ def run_doctor(
                      "systemd"):  # fmt: skip
             add(Check(name=name, status=CheckStatus.SKIP, detail="needs a valid configuration"))
         return report
-    add(check_database(config.database, fix=options.fix))
+    if config.database_url is not None:  # a fleet on PostgreSQL: server, schema, clock
+        for check in postgres_checks(config, config.database_url):
+            add(check)
+    else:
+        add(check_database(config.database, fix=options.fix))
     add(check_workspace(config.workspace_root, options.min_free_bytes, fix=options.fix))
     add(check_agent(config, timeout=options.timeout))
     add(check_sandbox(config))
@@ -126,6 +130,16 @@ def run_doctor(
     anyio.run(_github_checks, config, options, add)
     add(check_systemd(options.systemctl, options.systemd_root))
     return report
+
+
+def postgres_checks(config: Config, url: str) -> list[Check]:
+    """``database`` and ``clock`` for a store on PostgreSQL (_doctor_fleet)."""
+    from cgr_cli.ops._doctor_fleet import check_postgres
+
+    return [
+        Check(name=f.name, status=CheckStatus(f.status), detail=f.detail, fix=f.fix, data=f.data)
+        for f in check_postgres(config, url)
+    ]
 
 
 # -- configuration -------------------------------------------------------------------------

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cgr_cli.config._model import Config
+from cgr_cli.config._store import database_location
+from cgr_cli.ops._fleet_view import hosts_data, render_hosts
 from cgr_cli.schedule._locks import daemon_owner
-from cgr_cli.schedule._runs import hostname, process_alive
+from cgr_cli.schedule._runs import process_alive
 
 if TYPE_CHECKING:
     from cgr_store import Run, Store
@@ -59,7 +61,7 @@ def status_data(config: Config, config_path: Path | None, store: Store) -> dict[
     from cgr_store import utcnow
 
     now = utcnow()
-    host = hostname()
+    host = config.host_id
     daemon = daemon_owner(config)
     active = store.active_runs()
     mine = [r for r in active if r.host == host and process_alive(r)]
@@ -68,7 +70,7 @@ def status_data(config: Config, config_path: Path | None, store: Store) -> dict[
         "config": {
             "file": str(config_path) if config_path else None,
             "repositories": list(config.repositories),
-            "database": str(config.database),
+            "database": database_location(config),
             "workspace_root": str(config.workspace_root),
             "max_concurrency": config.polling.max_concurrency,
             "interval_seconds": config.polling.interval_seconds,
@@ -116,6 +118,7 @@ def status_data(config: Config, config_path: Path | None, store: Store) -> dict[
         ],
         "counts": {status.value: n for status, n in store.counts().items() if n},
         "undelivered": undelivered(store),
+        "hosts": hosts_data(store, active, now),
     }
 
 
@@ -247,6 +250,7 @@ def render_status(data: dict[str, Any], width: int | None = None) -> str:
     else:
         lines.append("undelivered none")
     lines.append("")
+    lines += render_hosts(data.get("hosts", []))
     if data["active"]:
         lines.append("ACTIVE")
         rows = [

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from cgr_cli.run._commands import RepoCommands
 from cgr_cli.run._git import Git, Identity, branch_name
 from cgr_cli.run._git import clone_url as _clone_url
 from cgr_cli.run._github_auth import credentials
+from cgr_cli.run._host_session import host_local_session
 from cgr_cli.run._outbox import attempt_recorder, deliver_run, report_entries
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli.run._repo_file import read_repo_settings
@@ -105,10 +105,6 @@ class _Ctx:
     gate: SecretGate = field(default_factory=lambda: SecretGate({}))
 
 
-def _hostname() -> str:
-    return socket.gethostname()
-
-
 async def execute_run(
     config: Config,
     request: RunRequest,
@@ -121,7 +117,7 @@ async def execute_run(
     (configuration, missing token, an active run on the same target); after that, every
     failure is reported on GitHub and in the summary instead.
     """
-    from cgr_store import SQLiteStore
+    from cgr_cli.config._store import open_config_store
 
     # The configured token, or a GitHub App installation's (minted now, for this repository).
     token, app_bot = await credentials(config, request.repo)
@@ -129,17 +125,16 @@ async def execute_run(
     # The agent's release (asked once here, before the claim; the run keeps the answer),
     # the sandbox, and the secrets the run must never let out.
     agent_cli, secrets = await anyio.to_thread.run_sync(_preflight, config, token.reveal(), environ)
-    config.database.parent.mkdir(parents=True, exist_ok=True)
-    store = SQLiteStore(config.database)
+    store = open_config_store(config)
     try:
         # A queued run (the daemon's, a tick's) is picked up before the GitHub client is
         # imported or opened: its row names this process at once, and nothing of GitHub's
         # is needed for that.
-        picked = _pick_up(store, request.run_id) if request.run_id else None
+        picked = _pick_up(store, request.run_id, config.host_id) if request.run_id else None
         async with _client(config, token.reveal()) as gh:
             github = _run_github(config, gh)
             bot = config.github.bot_login or app_bot or await _whoami(gh)
-            run = picked or await _create_or_pick_up(store, github, request)
+            run = picked or await _create_or_pick_up(store, github, request, host=config.host_id)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot, secrets=secrets)
             ctx.agent_cli = agent_cli
             try:
@@ -302,15 +297,17 @@ def _new_ctx(
     return _Ctx(config, request, run_id, redact, log, time.monotonic(), summary, bot=bot, gate=gate)
 
 
-async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunRequest) -> Run:
+async def _create_or_pick_up(
+    store: Store, github: RunGitHub, request: RunRequest, *, host: str
+) -> Run:
     """The run row comes first: created queued here, or an existing queued one."""
     from cgr_exec import ProcessIdentity
     from cgr_store import ActiveRunExists, Run, RunKind, new_run_id
 
     if request.run_id:
-        return _pick_up(store, request.run_id)
+        return _pick_up(store, request.run_id, host)
     me = ProcessIdentity.current()
-    host, pid, start_time = _hostname(), me.pid, float(me.start_time)
+    pid, start_time = me.pid, float(me.start_time)
     if request.comment_id is not None and request.review_comment:
         kind = RunKind.REVIEW_COMMENT
     elif request.comment_id is not None:
@@ -339,7 +336,7 @@ async def _create_or_pick_up(store: Store, github: RunGitHub, request: RunReques
         ) from None
 
 
-def _pick_up(store: Store, run_id: str) -> Run:
+def _pick_up(store: Store, run_id: str, host: str) -> Run:
     """The queued run ``run_id``, now naming this process (host, pid, start time)."""
     from cgr_exec import ProcessIdentity
     from cgr_store import RunNotFound, RunStatus
@@ -348,12 +345,13 @@ def _pick_up(store: Store, run_id: str) -> Run:
         run = store.get_run(run_id)
     except RunNotFound:
         raise RunNotFoundError(run_id, "no such run") from None
-    if run.status != RunStatus.QUEUED:
+    # A fleet host claims the run in the store (claim_next) before starting us: then it is
+    # claimed already, for this host, and the claim on GitHub is ours to make.
+    claimed_for_us = run.status is RunStatus.CLAIMED and run.host == host
+    if run.status != RunStatus.QUEUED and not claimed_for_us:
         raise RunNotFoundError(run_id, f"is {run.status}, not queued")
     me = ProcessIdentity.current()
-    run = store.update_run(
-        run.id, host=_hostname(), pid=me.pid, process_start_time=float(me.start_time)
-    )
+    run = store.update_run(run.id, host=host, pid=me.pid, process_start_time=float(me.start_time))
     store.heartbeat(run.id)  # the reaper judges silence from here on, not from created_at
     return run
 
@@ -555,7 +553,9 @@ async def _work(
     store.update_run(ctx.run_id, branch=work.branch, base_branch=work.base)
 
     # -- 4. prompt: written outside repo/ and given on stdin ------------------------------
-    session = store.get_agent_session(request.repo, key)
+    session, ctx.summary.session_elsewhere = host_local_session(
+        store, store.get_agent_session(request.repo, key), config.host_id
+    )
     prompt = build_prompt(
         _prompt_input(ctx, thread, work.branch, work.base, follow_up=session is not None)
     )
@@ -759,7 +759,8 @@ async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, tex
         ctx.status, ctx.summary.outcome = "failed", Outcome.SKIPPED
         ctx.summary.error = f"skipped: {request.repo}#{request.number} {why} (use --force)"
         return False
-    store.transition(ctx.run_id, RunStatus.CLAIMED, detail="claiming on GitHub")
+    if store.get_run(ctx.run_id).status is not RunStatus.CLAIMED:  # else: claimed by a fleet
+        store.transition(ctx.run_id, RunStatus.CLAIMED, detail="claiming on GitHub")
     ctx.claimed = True
     repo, number = request.repo, request.number
     if request.comment_id is not None and request.review_comment:

@@ -98,6 +98,8 @@ def check_store(config: Config) -> str | None:
     from cgr_cli.config._load import check_database_file
     from cgr_store import SQLiteStore, StoreError
 
+    if config.database_url is not None:
+        return None  # PostgreSQL: opening the store right after reports a server's errors
     database = config.database
     try:
         check_database_file(database)

@@ -77,6 +77,9 @@ class RunSummary(msgspec.Struct, kw_only=True):
     changed_files: list[str] = msgspec.field(default_factory=list)
     agent_session_id: str | None = None
     resumed_session: bool = False
+    # The runner host holding the earlier conversation, when this run (on another host of
+    # a fleet) started a fresh session instead (_host_session).
+    session_elsewhere: str | None = None
     cost_usd: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -196,6 +199,11 @@ class Texts:
             parts.append(
                 f"Note: the permission settings refused the agent these tools: {tools} "
                 "(see `agent.permission_mode` / `agent.allowed_tools`)."
+            )
+        if summary.session_elsewhere:
+            parts.append(
+                f"Note: the earlier conversation is on runner host `{summary.session_elsewhere}`; "
+                "this run started a fresh agent session in a fresh checkout of the branch."
             )
         parts.append(figures(summary) + f" · run `{summary.run_id}`")
         if summary.exit_code != 0 or outcome == Outcome.NO_CHANGES:

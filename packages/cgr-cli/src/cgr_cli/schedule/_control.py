@@ -47,7 +47,7 @@ async def cancel_run(
         return False
     grace = config.timeouts.watchdog_grace_seconds
     identity = run_identity(run)
-    local = run.host == hostname()
+    local = run.host == config.host_id
     if run.status is not RunStatus.QUEUED and identity is not None and local:
         # A queued row may still name its scheduler (the tick or daemon that wrote it):
         # only a claimed or running row names the run's own process.

@@ -36,11 +36,12 @@ import anyio
 import anyio.abc
 
 from cgr_cli.config._model import Config
+from cgr_cli.schedule._fleet import Fleet, fleet_pass, join_fleet
 from cgr_cli.schedule._github import GitHubSession, open_github
 from cgr_cli.schedule._locks import DaemonLock
 from cgr_cli.schedule._notify import Watchdog, notify
 from cgr_cli.schedule._plan import PassReport, plan_pass
-from cgr_cli.schedule._runs import free_slots, hostname, record_child, run_argv
+from cgr_cli.schedule._runs import free_slots, record_child, run_argv
 
 if TYPE_CHECKING:
     from cgr_cli.schedule._metrics import Metrics
@@ -72,17 +73,23 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
     grace: float,
     metrics_address: str | None = None,
 ) -> int:
+    from cgr_cli.config._store import open_config_store
     from cgr_cli.schedule._metrics import Metrics, serve
     from cgr_cli.schedule._reaper import reap
     from cgr_exec import ProcessIdentity, SubprocessExecutor
-    from cgr_store import RunStatus, SQLiteStore
+    from cgr_store import RunStatus
 
-    host, me = hostname(), ProcessIdentity.current()
+    host, me = config.host_id, ProcessIdentity.current()
     stop = anyio.Event()
     cancelled_since: dict[str, float] = {}
     unclaimed: set[str] = set()  # started children whose claim is not yet measured
     listener = await _bind_webhooks(config)
-    store = SQLiteStore(config.database)
+    store = open_config_store(config)
+    try:
+        fleet = join_fleet(config, store)
+    except BaseException:
+        store.close()
+        raise
     # Ready for systemd (Type=notify) once the lock and the store are held; GitHub may
     # still be down, which the daemon waits out below rather than crash-looping.
     notify("READY=1", f"STATUS=daemon {me.pid} started", f"MAINPID={me.pid}")
@@ -125,7 +132,7 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
                         config, config_path=config_path, store=store, github=github,
                         executor=executor, host=host, me=me, wake=wake,
                         cancelled_since=cancelled_since, unclaimed=unclaimed,
-                        metrics=metrics, reap_due=reap_due, intake=intake,
+                        metrics=metrics, reap_due=reap_due, intake=intake, fleet=fleet,
                     )  # fmt: skip
                     github.save_cache()
                 except Exception:
@@ -152,6 +159,8 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
             await listener.aclose()
         if server is not None:
             server.close()
+        if fleet is not None:
+            fleet.leave()
         store.close()
     return 0
 
@@ -256,6 +265,7 @@ async def _iteration(
     metrics: Metrics,
     reap_due: bool = True,
     intake: WebhookIntake | None = None,
+    fleet: Fleet | None = None,
 ) -> None:
     from cgr_cli.run._report import Outcome
     from cgr_cli.schedule._reaper import end_run, reap
@@ -287,9 +297,14 @@ async def _iteration(
     # behind the work that fills them; other jobs simply stay pending.
     slots = min(executor.free_slots(), free_slots(config, store, host))
     report = PassReport()
-    # With webhooks, a full poll only when reconciliation is due, else the hinted repos.
+    # PostgreSQL: the leader polls, every host claims (_fleet); SQLite: plan_pass, or with
+    # webhooks a full poll only when reconciliation is due, else the hinted repos.
     plan = plan_pass if intake is None else intake.plan
-    planned = await plan(config, store, github, host=host, slots=slots, owner=me, report=report)
+    planned = await fleet_pass(
+        fleet, store, github, running=len(executor.running), slots=slots, report=report
+    ) if fleet is not None else await plan(
+        config, store, github, host=host, slots=slots, owner=me, report=report
+    )  # fmt: skip
     for run in planned:
         try:
             handle = await executor.start(

@@ -3,6 +3,11 @@
 Ticks serialise their passes on ``<db>.schedule.lock``; a daemon holds ``<db>.daemon.lock``
 exclusively for its whole life, and a tick holds it shared during its pass, so a tick
 refuses to run while a daemon owns the store and a daemon waits for a tick in progress.
+
+On PostgreSQL (a fleet) there is no database file to put them next to: they live in the
+host's workspace root instead (``<workspace_root>/cgr.daemon.lock``), so they still keep
+one scheduler per host, and the fleet's hosts coordinate through their host leases and
+the poll leadership in the store (_fleet).
 """
 
 from __future__ import annotations
@@ -53,12 +58,18 @@ def _log() -> logging.Logger:
     return logging.getLogger("cgr.locks")
 
 
+def _lock_base(config: Config) -> str:
+    if config.database_url is not None:
+        return str(config.workspace_root / "cgr")
+    return str(config.database)
+
+
 def daemon_lock_path(config: Config) -> Path:
-    return Path(f"{config.database}.daemon.lock")
+    return Path(f"{_lock_base(config)}.daemon.lock")
 
 
 def schedule_lock_path(config: Config) -> Path:
-    return Path(f"{config.database}.schedule.lock")
+    return Path(f"{_lock_base(config)}.schedule.lock")
 
 
 def _open_lock(path: Path) -> int:

@@ -89,14 +89,16 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
     *,
     host: str,
     slots: int,
-    owner: ProcessIdentity,
+    owner: ProcessIdentity | None,
     report: PassReport,
 ) -> list[Run]:
     """Discover and write the runs to start now (at most ``slots``), trigger marked processed
     in the same transaction, cursors advanced only past what was taken.
 
     Returns the queued runs; their rows name ``owner`` (the scheduler) until the caller
-    records the child it starts for each.
+    records the child it starts for each. ``owner=None`` (the poll leader of a fleet,
+    _fleet): the runs are written for the fleet's queue, naming no host or process, and
+    every host claims them with ``claim_next``.
     """
     from cgr_cli.schedule._control import cancel_target
     from cgr_discovery import JobKind, StreamCursor, advance_cursors, discover
@@ -107,8 +109,9 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
         config = msgspec.structs.replace(config, repositories=await github.followed(config))
     planned: list[Run] = []
     # Runs `cgr retry` left queued without a process come first: they were asked for.
-    for run in store.runs_by_status(_queued()):
-        if len(planned) >= slots:
+    # (A fleet's leader leaves them to claim_next.)
+    for run in store.runs_by_status(_queued()) if owner is not None else []:
+        if owner is None or len(planned) >= slots:
             break
         if waiting_for_scheduler(run):
             waiting = requeue_backoff(config, store, run, now=datetime.now(UTC))
@@ -186,9 +189,9 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
             target=job.number,
             kind=run_kind_for(job),
             trigger_id=str(job.comment_id) if job.comment_id is not None else None,
-            host=host,
-            pid=owner.pid,
-            process_start_time=float(owner.start_time),
+            host=host if owner is not None else None,
+            pid=owner.pid if owner is not None else None,
+            process_start_time=float(owner.start_time) if owner is not None else None,
         )
         if job.kind is JobKind.RETRY:
             previous = last_run_on(store, job.repo, job.number)

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from cgr_cli.config._model import Config
+from cgr_cli.config._store import is_fleet
 from cgr_cli.schedule._github import open_github
 from cgr_cli.schedule._locks import tick_locks
 from cgr_cli.schedule._plan import PassReport, plan_pass
-from cgr_cli.schedule._runs import free_slots, hostname, record_child, request_for
+from cgr_cli.schedule._runs import free_slots, record_child, request_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -65,15 +66,14 @@ def child_log_path(config: Config, run_id: str) -> Path:
 
 def tick(config: Config) -> TickResult:
     """One pass; see the module docstring. Raises CgrError subclasses for a user to fix."""
+    from cgr_cli.config._store import open_config_store
     from cgr_exec import ForkExecutor
-    from cgr_store import SQLiteStore
 
     start = time.monotonic()
-    config.database.parent.mkdir(parents=True, exist_ok=True)
-    host = hostname()
+    host = config.host_id
     with tick_locks(config) as lock_fds:
         result = TickResult(PassReport())
-        with SQLiteStore(config.database) as store:
+        with open_config_store(config) as store:
             planned = anyio.run(_discover_and_record, config, store, host, result)
         # Closed before forking: SQLite's per-process state (locks, the WAL index) must not
         # be copied into the children, who open their own connection.
@@ -96,7 +96,7 @@ def tick(config: Config) -> TickResult:
             result.children[run.id] = identity.pid
         # Until now each row named this process (alive: the reaper leaves the run alone);
         # from here on, the child that runs it.
-        with SQLiteStore(config.database) as store:
+        with open_config_store(config) as store:
             for run in planned:
                 record_child(store, run.id, executor.identities()[run.id])
     result.seconds = time.monotonic() - start
@@ -118,6 +118,14 @@ async def _discover_and_record(
             # A chained pass (``_next_in_slot``) only fills its own slot: reaping (store
             # scans, workspace retention) is the timer's ticks' work, not every run's.
             slots = min(slots, most)
+        if is_fleet(config):  # PostgreSQL: as a daemon's pass, for one pass (_fleet)
+            from cgr_cli.schedule._fleet import Fleet, fleet_pass
+
+            fleet = Fleet(config, store)
+            fleet.resume()
+            return await fleet_pass(
+                fleet, store, github, running=-1, slots=slots, report=result.report
+            )
         return await plan_pass(
             config,
             store,
@@ -179,14 +187,15 @@ def _next_in_slot(config: Config, *, after: str) -> tuple[Run | None, bool]:
     import logging
 
     from cgr_cli._errors import CgrError
-    from cgr_store import RunStatus, SQLiteStore
+    from cgr_cli.config._store import open_config_store
+    from cgr_store import RunStatus
 
     try:
-        with tick_locks(config, wait=10.0), SQLiteStore(config.database) as store:
+        with tick_locks(config, wait=10.0), open_config_store(config) as store:
             if not any(e.to_status is RunStatus.CLAIMED for e in store.events(after)):
                 return None, False
             result = TickResult(PassReport())
-            planned = anyio.run(_discover_and_record, config, store, hostname(), result, 1)
+            planned = anyio.run(_discover_and_record, config, store, config.host_id, result, 1)
     except CgrError:
         return None, False
     except Exception:

@@ -1,0 +1,414 @@
+"""A fleet of runner hosts on one real PostgreSQL: config, commands, daemons, a lost host.
+
+The chaos test is issue 17's figure scaled down for CI (18 issues in 3 repos instead of 60
+in 6; 3 hosts with 2 slots each as required); bench/bench_fleet.py runs the full figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetworld import FleetWorld, check_outcome, seed, wait_until
+from runworld import REPO, Env
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Any]:
+    from cgr_store.testing import TemporaryPostgres
+
+    with TemporaryPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"f_{abs(hash(request.node.nodeid)) % 10**12}"
+    url: str = postgres.create_database(name)
+    yield url
+    postgres.drop_database(name)
+
+
+def cgr_run(env: Env, number: int, *extra: str) -> int:
+    """`cgr run` as its own process: in this one it would end this process's children
+    (`cgr run` reaps what its run started), the PostgreSQL server among them."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
+         "--repo", REPO, "--number", str(number), *extra],
+        capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.returncode
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_a_uri_or_the_environment_selects_postgresql_and_a_path_keeps_sqlite(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cgr_cli import parse_config
+    from cgr_cli.config._store import database_location, is_fleet
+    from cgr_cli.schedule._locks import daemon_lock_path
+
+    monkeypatch.delenv("CGR_DATABASE_URL", raising=False)
+    path = parse_config({"paths": {"database": str(tmp_path / "cgr.db"),
+                                   "workspace_root": str(tmp_path / "ws")}})  # fmt: skip
+    assert not is_fleet(path)
+    assert daemon_lock_path(path) == Path(f"{tmp_path / 'cgr.db'}.daemon.lock")
+    socket_uri = "postgresql://cgr@/cgr?host=/run/postgresql"
+    uri = parse_config({"paths": {"database": socket_uri, "workspace_root": str(tmp_path / "ws")}})
+    assert uri.database_url == socket_uri  # the unix-socket form is kept whole
+    # No file to put the daemon's lock next to: it is host-local, in the workspace root.
+    assert daemon_lock_path(uri) == tmp_path / "ws" / "cgr.daemon.lock"
+    monkeypatch.setenv("CGR_DATABASE_URL", "postgresql://cgr:s3cret@db.example/cgr")
+    assert path.database_url == "postgresql://cgr:s3cret@db.example/cgr"
+    assert "s3cret" not in database_location(path)
+    # host_id: the configured one, else the machine's name.
+    assert path.host_id == socket.gethostname()
+    assert parse_config({"fleet": {"host_id": "build-7"}}).host_id == "build-7"
+
+
+def test_commands_work_on_postgresql(env: Env, pg_url: str) -> None:
+    """`cgr run` records in PostgreSQL; `cgr status` and `cgr logs` read it from there."""
+    from cgr_store import RunStatus, open_store
+
+    env.write_config(paths={"database": pg_url})
+    [number] = env.sim.seed_ready_issues(REPO, 1)
+    assert cgr_run(env, number) == 0
+    with open_store(pg_url) as store:
+        [run] = store.recent_runs()
+    assert run.status is RunStatus.SUCCEEDED
+    assert not env.database.exists()  # nothing went to a SQLite file
+    cli = [sys.executable, "-m", "cgr_cli"]
+    status = subprocess.run([*cli, "status", "--config", str(env.config_path)],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert run.id in status.stdout or "pr_opened" in status.stdout
+    logs = subprocess.run([*cli, "logs", run.id, "--config", str(env.config_path)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert logs.returncode == 0, logs.stderr
+
+
+# -- the fleet ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_lost_host_is_taken_over_and_the_survivors_finish_the_work(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """3 daemons, 2 slots each, 18 ready issues in 3 repos. One host is SIGKILLed with all
+    its children mid-work: within its lease the survivors end its running runs (visibly)
+    and requeue the ones whose agent never started; every issue ends with one visible
+    state, no PR twice, no active run left."""
+    from cgr_discovery.testing import GitHubSimulator
+
+    lease, agent_seconds = 3.0, 2.0
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        repos = ["acme/one", "acme/two", "acme/three"]
+        issues = seed(sim, repos, 6)
+        world = FleetWorld(sim=sim, root=tmp_path, database_url=pg_url, repos=repos)
+        world.add_hosts(3, concurrency=2, interval=0.3, lease=lease, agent_seconds=agent_seconds)
+        env = world.env(agent_seconds)
+        victim = world.hosts[0]
+        world.start(victim, env)
+        try:
+            # The first host is the first poll leader: its loss must hand the polling over.
+            wait_until(lambda: "now polls GitHub" in victim.log.read_text(), 60, "a leader")
+            for host in world.hosts[1:]:
+                world.start(host, env)
+
+            def victim_busy() -> bool:
+                mine = [r for r in world.runs() if r.host == victim.host_id]
+                return any(r.status.value == "running" for r in mine)
+
+            wait_until(victim_busy, 60, "the first host to be running an agent")
+            killed = world.kill_with_children(victim)
+            killed_at = time.monotonic()
+            assert len(killed) > 1  # the daemon and its children
+            with world.store() as store:
+                orphaned = {r.id for r in store.active_runs(host=victim.host_id)}
+            assert orphaned
+
+            def taken_over() -> bool:
+                with world.store() as store:
+                    return not store.active_runs(host=victim.host_id)
+
+            wait_until(taken_over, 4 * lease, "the lost host's runs to be taken over")
+            # Within the lease after its last renewal (renewed every 0.3 s), plus a pass.
+            took = time.monotonic() - killed_at
+            assert took <= 2 * lease, took
+            total = sum(len(n) for n in issues.values())
+            # `cgr status` on a survivor shows the fleet: the lost host's lease expired.
+            shown = subprocess.run(
+                [sys.executable, "-m", "cgr_cli", "status", "--json",
+                 "--config", str(world.hosts[1].config)],
+                capture_output=True, text=True, env=env, timeout=60, check=False,
+            )  # fmt: skip
+            assert shown.returncode == 0, shown.stderr
+            hosts = {h["host_id"]: h for h in json.loads(shown.stdout)["hosts"]}
+            assert set(hosts) == {"host-0", "host-1", "host-2"}
+            assert not hosts["host-0"]["live"]
+            assert hosts["host-1"]["live"]
+            assert hosts["host-1"]["slots"] == 2
+
+            def settled() -> bool:
+                runs = world.runs()
+                done = {(r.repo, r.target) for r in runs if r.status.is_terminal}
+                return len(done) >= total and not any(r.status.is_active for r in runs)
+
+            wait_until(settled, 100, "every issue to be finished")
+        finally:
+            world.stop_all()
+        finals = check_outcome(world, issues)
+        runs = world.runs()
+        with world.store() as store:
+            for run_id in orphaned:
+                details = [e.detail for e in store.events(run_id)]
+                assert any("host-0 stopped renewing its lease" in d for d in details), details
+        # Polling went on without the lost leader (most issues were not queued yet).
+        assert any("now polls GitHub" in h.log.read_text() for h in world.hosts[1:])
+        # The survivors did the rest.
+        assert {r.host for r in runs if r.status.value == "succeeded"} - {"host-0"}
+        assert finals.get("succeeded", 0) >= total - len(orphaned)
+        for host in world.hosts[1:]:
+            assert host.process is not None
+            assert host.process.returncode == 0, host.log.read_text()
+
+
+@pytest.mark.slow
+def test_idle_github_requests_do_not_grow_with_the_fleet(tmp_path: Path, pg_url: str) -> None:
+    """Only the poll leader asks GitHub: 3 idle hosts cost what 1 host costs."""
+    from cgr_discovery.testing import GitHubSimulator
+
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        repos = ["acme/one", "acme/two"]
+        seed(sim, repos, 0)
+        world = FleetWorld(sim=sim, root=tmp_path, database_url=pg_url, repos=repos)
+        world.add_hosts(3, concurrency=2, interval=0.5, lease=5.0, agent_seconds=0.1)
+        env = world.env(0.1)
+
+        def requests_per_interval(hosts: int) -> float:
+            for host in world.hosts[:hosts]:
+                world.start(host, env)
+            try:
+                time.sleep(3.0)  # start-up and first polls
+                before = len(sim.requests)
+                time.sleep(5.0)
+                return (len(sim.requests) - before) / (5.0 / 0.5)
+            finally:
+                world.stop_all()
+
+        one = requests_per_interval(1)
+        three = requests_per_interval(3)
+    assert one > 0
+    # A multiplied poll would be 3x; allow one interval's jitter either way.
+    assert three <= one * 1.34, (one, three)
+
+
+def test_a_second_daemon_with_the_same_host_id_is_refused(tmp_path: Path, pg_url: str) -> None:
+    from cgr_discovery.testing import GitHubSimulator
+
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        seed(sim, ["acme/one"], 0)
+        world = FleetWorld(sim=sim, root=tmp_path, database_url=pg_url, repos=["acme/one"])
+        world.add_hosts(2, concurrency=1, interval=0.5, lease=30.0, agent_seconds=0.1)
+        twin = world.hosts[1]
+        twin.config.write_text(twin.config.read_text().replace('"host-1"', '"host-0"'))
+        env = world.env(0.1)
+        world.start(world.hosts[0], env)
+        try:
+
+            def joined() -> bool:
+                with world.store() as store:
+                    return any(h.host_id == "host-0" for h in store.hosts())
+
+            wait_until(joined, 30, "host-0 to join")
+            second = subprocess.run(
+                [sys.executable, "-m", "cgr_cli", "daemon", "--config", str(twin.config)],
+                capture_output=True, text=True, env=env, timeout=60, check=False,
+            )  # fmt: skip
+        finally:
+            world.stop_all()
+    assert second.returncode == 4, second.stderr  # busy: another process holds it
+    assert "another cgr daemon holds the lease of host 'host-0'" in second.stderr
+
+
+# -- cgr doctor -------------------------------------------------------------------------
+
+
+def test_doctor_checks_the_server_the_schema_and_the_clock(
+    postgres: Any, pg_url: str, tmp_path: Path
+) -> None:
+    from cgr_cli import parse_config
+    from cgr_cli.ops._doctor import CheckStatus
+    from cgr_cli.ops._doctor import postgres_checks as check_postgres
+    from cgr_store import SCHEMA_VERSION
+
+    config = parse_config({"paths": {"database": pg_url}})
+    database, clock = check_postgres(config, pg_url)
+    assert database.status is CheckStatus.PASS, database
+    assert f"schema version {SCHEMA_VERSION} of {SCHEMA_VERSION}" in database.detail
+    # One machine: host and server share a clock, so the skew is within the round trip.
+    assert clock.status is CheckStatus.PASS, clock
+    skew, uncertainty = clock.data["skew_seconds"], clock.data["uncertainty_seconds"]
+    assert abs(skew) <= uncertainty + 0.05
+
+    from urllib.parse import urlsplit
+
+    name = urlsplit(pg_url).path.lstrip("/")
+    wrong = postgres.password_url(name, password="wrong")
+    [auth] = check_postgres(config, wrong)
+    assert auth.status is CheckStatus.FAIL
+    assert "wrong" not in auth.detail  # the password never shows
+    assert auth.fix is not None
+    assert "user and password" in auth.fix
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    [down] = check_postgres(config, f"postgresql://cgr@127.0.0.1:{port}/cgr?connect_timeout=2")
+    assert down.status is CheckStatus.FAIL
+    assert down.fix is not None
+    assert "start the PostgreSQL server" in down.fix
+
+
+# -- cgr store migrate ------------------------------------------------------------------
+
+
+def test_store_migrate_copies_a_sqlite_store_to_postgresql(env: Env, pg_url: str) -> None:
+    """A store a real run wrote (run, events, trigger, cursors, session, outbox, cache) is
+    copied whole; a second copy into the now non-empty target is refused."""
+    from cgr_store import SQLiteStore, open_store
+
+    [number] = env.sim.seed_ready_issues(REPO, 1)
+    assert cgr_run(env, number) == 0
+    with SQLiteStore(env.database) as source:
+        expected = source.table_counts()
+        [run] = source.recent_runs()
+        events = source.events(run.id)
+    cli = [sys.executable, "-m", "cgr_cli", "store", "migrate", "--config", str(env.config_path)]
+    from cgr_cli import load_config
+    from cgr_cli.schedule._locks import DaemonLock
+
+    lock = DaemonLock(load_config(env.config_path)[0])  # as a daemon scheduling on it
+    try:
+        busy = subprocess.run([*cli, "--to", pg_url], capture_output=True, text=True, check=False)
+    finally:
+        lock.release()
+    assert busy.returncode == 2
+    assert f"cgr daemon (pid {os.getpid()}) is using" in busy.stderr
+    done = subprocess.run([*cli, "--to", pg_url, "--json"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)["counts"]
+    assert counts["runs"] == 1
+    assert counts == {k: v for k, v in expected.items() if k in counts}
+    with open_store(pg_url) as target:
+        assert target.get_run(run.id) == run
+        assert target.events(run.id) == events
+    again = subprocess.run([*cli, "--to", pg_url], capture_output=True, text=True, check=False)
+    assert again.returncode == 2
+    assert "not empty" in again.stderr or "already" in again.stderr, again.stderr
+    wrong = subprocess.run([*cli, "--to", str(env.root / "other.db")],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert wrong.returncode == 2
+    assert "must be a postgresql:// URI" in wrong.stderr
+
+
+# -- host-local sessions ----------------------------------------------------------------
+
+
+def test_a_follow_up_on_another_host_starts_fresh_and_says_so(env: Env, pg_url: str) -> None:
+    """Host a opens the PR; the follow-up is run by host b (its own workspace): no
+    --resume of a conversation b does not have, a fresh checkout of the branch, the full
+    prompt, the same PR updated, and the status comment names the host with the session."""
+    from cgr_store import open_store
+
+    env.write_config(paths={"database": pg_url}, fleet={"host_id": "host-a"})
+    number = env.sim.create_issue(REPO, "Greeting", "", author="alice", labels=["ready"])
+    assert cgr_run(env, number) == 0
+    [first] = env.calls()
+    comment = env.sim.add_comment(REPO, number, f"@{env.sim.bot_login} also a follow-up",
+                                  author="alice")  # fmt: skip
+    env.scenario("followup")
+    env.workspace = env.root / "ws-b"
+    env.write_config(paths={"database": pg_url}, fleet={"host_id": "host-b"})
+    assert cgr_run(env, number, "--comment-id", str(comment)) == 0
+    second = env.calls()[-1]
+    assert "--resume" not in second["argv"]
+    assert second["cwd"].startswith(str(env.root / "ws-b"))
+    assert second["cwd"] != first["cwd"]
+    # The full prompt: the fresh session knows nothing of the earlier conversation.
+    assert "This is a follow-up" not in second["stdin"]
+    assert "## The issue" in second["stdin"]
+    [pr] = env.sim.pull_requests(REPO)
+    with open_store(pg_url) as store:
+        runs = store.runs_for_target(REPO, number)
+    assert [r.host for r in runs] == ["host-b", "host-a"]
+    assert runs[0].pr_number == pr.number
+    assert runs[0].outcome == "pr_updated"
+    [status] = [c.body for c in env.sim.comments(REPO, number) if f"cgr:run={runs[0].id}" in c.body]
+    assert "the earlier conversation is on runner host `host-a`" in status
+    assert "fresh agent session in a fresh checkout" in status
+
+
+# -- cgr tick on a fleet ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ticks_of_two_hosts_share_the_queue(env: Env, subreaper: None, pg_url: str) -> None:
+    """Ticks on two hosts (timer mode) join the fleet for their pass: the poll leader queues
+    for the fleet, each claims up to its own slots, and every issue is done once."""
+    from cgr_store import open_store
+    from schedworld import sched_config
+
+    issues = env.sim.seed_ready_issues(REPO, 4)
+    configs = {}
+    for host in ("host-a", "host-b"):
+        env.workspace = env.root / f"ws-{host}"
+        configs[host] = env.root / f"{host}.toml"
+        env.config_path = configs[host]
+        sched_config(env, paths={"database": pg_url}, fleet={"host_id": host},
+                     polling={"max_concurrency": 1, "interval_seconds": 0.2})  # fmt: skip
+
+    def all_done() -> bool:
+        with open_store(pg_url) as store:
+            done = {r.target for r in store.recent_runs(100) if r.status.is_terminal}
+            return done >= set(issues) and not store.active_runs()
+
+    started: dict[str, list[str]] = {"host-a": [], "host-b": []}
+    deadline = time.monotonic() + 90
+    while not all_done() and time.monotonic() < deadline:
+        for host, path in configs.items():
+            tick = subprocess.run(
+                [sys.executable, "-m", "cgr_cli", "tick", "--json", "--config", str(path)],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert tick.returncode == 0, tick.stderr
+            started[host] += json.loads(tick.stdout)["started"]
+        time.sleep(0.3)
+    assert all_done()
+    assert started["host-a"]
+    assert started["host-b"]
+    with open_store(pg_url) as store:
+        runs = store.recent_runs(100)
+        hosts = {h.host_id: h for h in store.hosts()}
+    # (A tick's children also refill their slot from the queue, so not every run is in a
+    # tick's report.)
+    assert set(started["host-a"]) | set(started["host-b"]) <= {r.id for r in runs}
+    assert {r.host for r in runs} == {"host-a", "host-b"}
+    assert set(hosts) == {"host-a", "host-b"}
+    for number in issues:
+        [pr_run] = [r for r in runs if r.target == number]  # one run each: no duplicate
+        assert pr_run.status.value == "succeeded"
+    assert len(env.sim.pull_requests(REPO)) == len(issues)
