@@ -136,6 +136,22 @@ def all_terminal(env: Env) -> bool:
     return all(r.status.is_terminal for r in runs(env))
 
 
+def start_slow_runs(env: Env, count: int, *, agent_seconds: float) -> list[int]:
+    """Seed ``count`` ready issues, start them with one `cgr tick` and wait until every run
+    is running: each agent then works ``agent_seconds`` (the chaos and reap tests' start,
+    before they kill or stop what runs)."""
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", str(agent_seconds))
+    issues = env.sim.seed_ready_issues(REPO, count)
+    done = cgr(env, "tick")
+    assert done.returncode == 0, done.stderr
+    wait_until(
+        lambda: len(runs(env)) == count and all(r.status.value == "running" for r in runs(env)),
+        30,
+        f"{count} running runs",
+    )
+    return issues
+
+
 def live_active(env: Env) -> int:
     """Active runs whose process is alive: the slots in use right now."""
     from cgr_cli.schedule._runs import process_alive

@@ -25,6 +25,7 @@ from schedworld import (
     runs,
     sched_config,
     start_cgr,
+    start_slow_runs,
     stop,
     wait_tracking_peak,
     wait_until,
@@ -92,11 +93,7 @@ def test_sigkilled_fork_children_then_the_next_tick_reaps_and_reruns_nothing_twi
     env: Env, subreaper: None
 ) -> None:
     sched_config(env)
-    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "20")
-    issues = env.sim.seed_ready_issues(REPO, 3)
-    assert cgr(env, "tick").returncode == 0
-    wait_until(lambda: all(r.status.value == "running" for r in runs(env)) and runs(env), 30,
-               "three running runs")  # fmt: skip
+    issues = start_slow_runs(env, 3, agent_seconds=20)
     victims = runs(env)[:2]
     for run in victims:
         os.kill(run.pid, signal.SIGKILL)

@@ -24,6 +24,7 @@ from schedworld import (
     runs,
     sched_config,
     start_cgr,
+    start_slow_runs,
     stop,
     stored_running_run,
     wait_until,
@@ -98,10 +99,7 @@ def test_sigkilled_children_are_reaped_visibly_and_their_agents_ended(
 @pytest.mark.slow
 def test_a_stuck_run_past_its_time_limit_is_killed_and_timed_out(env: Env, subreaper: None) -> None:
     sched_config(env, timeouts={"run_seconds": 2.0, "watchdog_grace_seconds": 0.3})
-    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
-    issues = env.sim.seed_ready_issues(REPO, 1)
-    assert cgr(env, "tick").returncode == 0
-    wait_until(lambda: all(r.status.value == "running" for r in runs(env)), 30, "running")
+    issues = start_slow_runs(env, 1, agent_seconds=30)
     (run,) = runs(env)
     os.kill(run.pid, signal.SIGSTOP)  # stuck: its own time limit can no longer fire
     time.sleep(3.0)

@@ -54,6 +54,15 @@ def world(env: Env, claude_binary: Path, model_server: ModelServer, tmp_path: Pa
     return env
 
 
+@pytest.fixture
+def greeting(world: Env) -> int:
+    """A ready issue by alice (write access) asking for hello.txt: the follow-up tests'
+    starting point."""
+    return int(
+        world.sim.create_issue(REPO, "Greeting", "Add hello.txt.", author="alice", labels=["ready"])
+    )
+
+
 def _write_config(env: Env, claude_binary: Path, *, max_turns: int = 10) -> None:
     env.write_config(
         agent={
@@ -221,11 +230,9 @@ def test_max_turns_ends_the_run_failed(
 
 
 def test_follow_up_mention_resumes_the_session_and_pushes_to_the_same_branch(
-    world: Env, model_server: ModelServer
+    world: Env, model_server: ModelServer, greeting: int
 ) -> None:
-    env = world
-    number = env.sim.create_issue(REPO, "Greeting", "Add hello.txt.", author="alice",
-                                  labels=["ready"])  # fmt: skip
+    env, number = world, greeting
     # One scenario for both runs: the server picks the step from the assistant turns in
     # the request, so the resumed conversation continues at step 2.
     model_server.scenario = [
@@ -323,11 +330,9 @@ def test_prompt_injection_leaves_the_token_nowhere(
 
 
 def test_mentions_on_the_bots_pull_request_resume_the_issues_session(
-    world: Env, model_server: ModelServer
+    world: Env, model_server: ModelServer, greeting: int
 ) -> None:
-    env = world
-    number = env.sim.create_issue(REPO, "Greeting", "Add hello.txt.", author="alice",
-                                  labels=["ready"])  # fmt: skip
+    env, number = world, greeting
     # One scenario for all three runs: the server picks the step from the assistant turns
     # in the request, so each resumed run continues where the conversation stopped.
     model_server.scenario = [
