@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from cgr_cli.commands._common import print_json
 from cgr_cli.commands._options import add_config_option
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("store", help="move the store to another database")
+    parser = commands.add_parser(
+        "store",
+        help="move the store to another database",
+        description="Manage the store itself: `cgr store migrate --to postgresql://…` copies "
+        "a single host's SQLite store into PostgreSQL for a fleet of hosts.",
+    )
     actions = parser.add_subparsers(dest="store_command", metavar="ACTION")
     migrate = actions.add_parser(
         "migrate",
         help="copy a SQLite store into an empty PostgreSQL database and verify the counts",
+        description="Copy runs, events, processed triggers, cursors, agent sessions, the "
+        "outbox and the HTTP cache of a SQLite store into an empty PostgreSQL database in one "
+        "transaction, and verify the counts. Stop the daemon and the tick timer first.",
     )
     add_config_option(migrate)
     migrate.add_argument(
@@ -37,7 +43,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def store(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one refusal per mistake
+    from pathlib import Path
+
     from cgr_cli._errors import ConfigError
+    from cgr_cli.commands._common import print_json
     from cgr_cli.config._load import load_config
     from cgr_cli.schedule._locks import daemon_owner
     from cgr_store import (
