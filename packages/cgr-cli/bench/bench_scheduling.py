@@ -91,12 +91,18 @@ def world(tmp: Path, sim: GitHubSimulator, issues: int) -> Path:
         'env_passthrough = ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE", "BENCH_STARTS"]\n'
         f"[polling]\ninterval_seconds = {INTERVAL}\nmax_concurrency = {CONCURRENCY}\n"
         '[cleanup]\npolicy = "delete"\n'
+        # Landlock lets the agent write only its checkout, home and temp dir: the two
+        # directories the bench's agent writes, and the scripted agent it runs, are granted.
+        f"[agent.sandbox]\nread_write = {json.dumps([str(tmp / 'starts'), str(tmp / 'agent')])}\n"
+        f"read_only = {json.dumps([str(FAKE.parent)])}\n"
     )
     os.environ.update(
         FAKE_CLAUDE_STATE=str(tmp / "agent"),
         FAKE_CLAUDE_SCENARIO="success",
         BENCH_STARTS=str(tmp / "starts"),
     )
+    for name in ("starts", "agent"):
+        (tmp / name).mkdir(exist_ok=True)
     return config
 
 
@@ -179,9 +185,15 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
         total, ended = finished(db)
         with SQLiteStore(db) as store:
             outcomes: dict[str, int] = {}
+            errors = []
             for run in store.recent_runs(limit=10_000):
                 key = run.outcome or str(run.status)
                 outcomes[key] = outcomes.get(key, 0) + 1
+                if run.outcome != "pr_opened" and run.error:
+                    errors.append(run.error)
+        if outcomes.get("pr_opened", 0) != issues:
+            # A figure from runs that failed measures nothing: stop and say why.
+            raise SystemExit(f"{mode}: not every run opened its PR ({outcomes}): {errors[:3]}")
         gaps = sorted(overhead(tmp))
         if latency:
             return gaps

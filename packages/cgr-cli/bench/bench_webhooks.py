@@ -92,6 +92,10 @@ def write_config(
         'env_passthrough = ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE", "BENCH_STARTS"]\n'
         f"[polling]\ninterval_seconds = {interval}\nmax_concurrency = {concurrency}\n"
         '[cleanup]\npolicy = "delete"\n'
+        # Landlock lets the agent write only its checkout, home and temp dir: the two
+        # directories the bench's agent writes, and the scripted agent it runs, are granted.
+        f"[agent.sandbox]\nread_write = {json.dumps([str(tmp / 'starts'), str(tmp / 'agent')])}\n"
+        f"read_only = {json.dumps([str(FAKE.parent)])}\n"
     )
     if webhooks:
         text += (
@@ -105,6 +109,8 @@ def write_config(
         FAKE_CLAUDE_SCENARIO="success",
         BENCH_STARTS=str(tmp / "starts"),
     )
+    for name in ("starts", "agent"):
+        (tmp / name).mkdir(exist_ok=True)
     return config, f"http://127.0.0.1:{port}/webhook"
 
 
