@@ -30,6 +30,7 @@ from cgr_cli.run._agent_cli import (
     Support,
     detect_agent_cli,
 )
+from cgr_cli.run._agent_release import MAX_AGE_SECONDS, cached_agent_cli
 from runworld import FAKE_CLAUDE, REPO, Env
 
 SAMPLES = Path(__file__).parent / "e2e" / "samples"
@@ -250,6 +251,72 @@ def test_detect_gives_no_release_for_other_answers(tmp_path: Path) -> None:
     assert demo == AgentCli(None, "cgr-demo-agent (not Claude Code)")
 
 
+# -- the release remembered between runs: real programs ------------------------------------------
+
+
+def _counting(tmp_path: Path, release: str = "2.1.332") -> tuple[list[str], Path]:
+    calls = tmp_path / "calls"
+    argv = _script(tmp_path, f"echo x >> {calls}; echo '{release} (Claude Code)'")
+    return argv, calls
+
+
+def _asked(calls: Path) -> int:
+    return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+
+def test_the_release_is_asked_once_while_the_agent_is_unchanged(tmp_path: Path) -> None:
+    argv, calls = _counting(tmp_path)
+    env, cache = {"PATH": os.environ["PATH"]}, tmp_path / "cache.json"
+    first = cached_agent_cli(argv, env, cache)
+    again = cached_agent_cli(argv, env, cache)
+    assert first == again == AgentCli(ClaudeVersion.of("2.1.332"), "2.1.332 (Claude Code)")
+    assert _asked(calls) == 1
+    # Another environment may be another answer (a release picked by a variable).
+    cached_agent_cli(argv, {**env, "CLAUDE_CODE_X": "1"}, cache)
+    assert _asked(calls) == 2
+
+
+def test_an_upgraded_agent_is_asked_again(tmp_path: Path) -> None:
+    argv, calls = _counting(tmp_path)
+    env, cache = {"PATH": os.environ["PATH"]}, tmp_path / "cache.json"
+    cached_agent_cli(argv, env, cache)
+    # npm replaces the program: a new file (size and modification time differ).
+    new = tmp_path / "agent.new"
+    new.write_text(f"#!/bin/sh\necho x >> {calls}; echo '2.1.333 (Claude Code)'\n")
+    new.chmod(0o755)
+    os.replace(new, argv[0])
+    assert cached_agent_cli(argv, env, cache).version == ClaudeVersion.of("2.1.333")
+    assert _asked(calls) == 2
+
+
+def test_a_remembered_release_expires(tmp_path: Path) -> None:
+    argv, calls = _counting(tmp_path)
+    env, cache = {"PATH": os.environ["PATH"]}, tmp_path / "cache.json"
+    cached_agent_cli(argv, env, cache, now=lambda: 1000.0)
+    cached_agent_cli(argv, env, cache, now=lambda: 1000.0 + MAX_AGE_SECONDS - 1)
+    assert _asked(calls) == 1
+    cached_agent_cli(argv, env, cache, now=lambda: 1000.0 + MAX_AGE_SECONDS + 1)
+    assert _asked(calls) == 2
+
+
+def test_a_failed_answer_is_never_remembered_and_a_damaged_file_is_ignored(
+    tmp_path: Path,
+) -> None:
+    env, cache = {"PATH": os.environ["PATH"]}, tmp_path / "cache.json"
+    calls = tmp_path / "calls"
+    failing = _script(tmp_path, f"echo x >> {calls}; echo 'wrapper 1.0'")
+    assert cached_agent_cli(failing, env, cache).version is None
+    assert cached_agent_cli(failing, env, cache).version is None
+    assert _asked(calls) == 2  # asked each time: its error stays current
+    assert not cache.exists()
+    cache.write_text("{not json")
+    (tmp_path / "good").mkdir()
+    argv, calls = _counting(tmp_path / "good")
+    assert cached_agent_cli(argv, env, cache).version == ClaudeVersion.of("2.1.332")
+    assert json.loads(cache.read_text())  # replaced by a good one
+    assert cached_agent_cli([str(tmp_path / "no-such-agent")], env, cache).version is None
+
+
 # -- cgr run: asked once, before the claim ------------------------------------------------------
 
 
@@ -296,7 +363,13 @@ def test_run_passes_the_newest_releases_flags_and_asks_once(
     assert "--resume" in lost["argv"]
     assert "--resume" not in fresh["argv"]
     assert fresh["argv"][-2:] == ["--permission-prompts", "none"]
-    assert len(list((env.agent_state / "version_calls").iterdir())) == 2  # one per run
+    # FAKE_CLAUDE_SCENARIO changed the agent's environment: asked again, once.
+    assert len(list((env.agent_state / "version_calls").iterdir())) == 2
+    # The same agent in the same environment: the release remembered (_agent_release).
+    again = env.sim.add_comment(REPO, number, f"@{env.sim.bot_login} again", author="alice")
+    assert env.run(number, "--comment-id", str(again)) == 0
+    assert len(env.calls()) == 4
+    assert len(list((env.agent_state / "version_calls").iterdir())) == 2
 
 
 # -- cgr doctor ---------------------------------------------------------------------------------

@@ -27,11 +27,14 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cgr_cli.config._load import FORBIDDEN_PASSTHROUGH
 from cgr_cli.config._model import AgentConfig
 from cgr_cli.run._agent_cli import AgentCli, detect_agent_cli
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 NO_CONVERSATION = "No conversation found with session ID"
 
@@ -93,18 +96,26 @@ def agent_env(
     return env
 
 
-def check_can_start(config: AgentConfig, env: Mapping[str, str]) -> AgentCli:
+def check_can_start(
+    config: AgentConfig, env: Mapping[str, str], *, release_cache: Path | None = None
+) -> AgentCli:
     """Refuse early what the CLI would refuse after cgr claimed the issue, and return the
     agent's release (asked once here, then used for the whole run).
 
     A release older than the oldest supported, or one lacking a flag ``extra_args`` names,
-    is refused (``AgentVersionError``). Claude Code refuses
+    is refused (``AgentVersionError``). With ``release_cache`` the release is remembered
+    between runs (``_agent_release``). Claude Code refuses
     ``--dangerously-skip-permissions`` and ``--permission-mode bypassPermissions`` when
     running as root unless ``IS_SANDBOX=1`` is set.
     """
     from cgr_cli._errors import ConfigError
 
-    cli = detect_agent_cli(config.argv, env)
+    if release_cache is None:
+        cli = detect_agent_cli(config.argv, env)
+    else:
+        from cgr_cli.run._agent_release import cached_agent_cli
+
+        cli = cached_agent_cli(config.argv, env, release_cache)
     cli.check(config.extra_args)
 
     bypass = config.permission_mode == "bypassPermissions" or (

@@ -1,7 +1,8 @@
 """Which Claude Code release the agent command is, and what its command line may say.
 
-cgr asks ``<agent.command> --version`` once per run, before it claims anything, and keeps
-the answer for the whole run (``detect_agent_cli``). The release decides:
+cgr asks ``<agent.command> --version`` before a run claims anything, and keeps the answer
+for the whole run (``detect_agent_cli``; remembered between runs while the agent is
+unchanged, ``_agent_release``). The release decides:
 
 - the name of the permission mode that asks before every tool: ``default`` up to 2.1.199,
   ``manual`` since 2.1.200 (later releases still take ``default`` without listing it;

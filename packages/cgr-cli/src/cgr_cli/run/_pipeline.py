@@ -41,6 +41,7 @@ from cgr_cli.config._model import Config
 from cgr_cli.config._repo import RepoSettings
 from cgr_cli.run._agent import StreamState, agent_env, check_can_start, judge
 from cgr_cli.run._agent_cli import AgentCli
+from cgr_cli.run._agent_release import release_cache_path
 from cgr_cli.run._agent_run import AgentRunner
 from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_diff
 from cgr_cli.run._commands import RepoCommands
@@ -197,7 +198,9 @@ def _preflight(
     """Refuse what cannot run (before the run row and the claim); return the agent's
     release and the secrets the run must never let out (``_secret_gate.known_secrets``)."""
     env_for_agent = agent_env(config.agent, environ, secrets=(token,))
-    agent_cli = check_can_start(config.agent, env_for_agent)
+    agent_cli = check_can_start(
+        config.agent, env_for_agent, release_cache=release_cache_path(config.workspace_root)
+    )
     check_sandbox(config)
     return agent_cli, known_secrets(config, token=token, agent_env=env_for_agent, environ=environ)
 
