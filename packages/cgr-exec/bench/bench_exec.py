@@ -4,6 +4,10 @@
   CLOCK_MONOTONIC, which is system-wide on Linux, so parent and child clocks compare);
 * throughput: N trivial jobs at concurrency 3 - fork (a Python callable), subprocess with
   a Python child, subprocess with ``true``;
+* standby: the latency of a Python child that imports a little (asyncio, http.client,
+  email, json) before its job, started cold and handed to a standby
+  (``SubprocessExecutor.keep_warm``/``start_warm``; the next job arrives after the
+  standby's start-up, as in a daemon whose runs last longer than an interpreter's start);
 * peak RSS (ru_maxrss) of the parent.
 
 Prints figures only; nothing is asserted. Run with ``nox -s bench``.
@@ -33,6 +37,16 @@ TRUE_JOBS = 1000
 PYTHON_JOBS = int(os.environ.get("CGR_BENCH_PYTHON_JOBS", "1000"))
 CONCURRENCY = 3
 PY_STAMP = "import time; print(time.monotonic_ns())"
+STANDBY_RUNS = 50
+# A program with some start-up of its own, which can also wait as a standby.
+PY_IMPORTING = """
+import asyncio, email.parser, http.client, json, os, sys, time
+if os.environ.get("CGR_EXEC_STANDBY"):
+    from cgr_exec import receive_job
+    if receive_job() is None:
+        sys.exit(0)
+print(time.monotonic_ns())
+"""
 
 
 def _ms(values_ns: list[int]) -> str:
@@ -95,6 +109,26 @@ async def subprocess_latency(tmp: Path) -> list[int]:
     return samples
 
 
+async def standby_latency(tmp: Path, *, warm: bool) -> list[int]:
+    samples = []
+    argv = [sys.executable, "-c", PY_IMPORTING]
+    async with SubprocessExecutor(limit=1) as executor:
+        if warm:
+            executor.keep_warm(argv)
+        for i in range(STANDBY_RUNS):
+            log = tmp / f"sb{i}-{warm}.log"
+            await anyio.sleep(0.3)  # the next job comes after the standby's start-up
+            started = time.monotonic_ns()
+            if warm:
+                handle = await executor.start_warm([], log_path=log)
+            else:
+                handle = await executor.start(argv, log_path=log)
+            await handle.wait()
+            samples.append(int(log.read_text()) - started)
+        assert not warm or executor.standby_starts == STANDBY_RUNS
+    return samples
+
+
 async def subprocess_throughput(tmp: Path, argv: list[str], jobs: int) -> float:
     started = time.monotonic()
     async with SubprocessExecutor(limit=CONCURRENCY) as executor:
@@ -119,6 +153,9 @@ def main() -> None:
         )
         latency = anyio.run(subprocess_latency, tmp)
         print(f"subprocess start latency (py) {_ms(latency)}")
+        for warm, label in ((False, "cold   "), (True, "standby")):
+            samples = anyio.run(functools.partial(standby_latency, tmp, warm=warm))
+            print(f"importing child, {label}    {_ms(samples)}")
         for label, argv, jobs in (
             ("subprocess throughput (true)", ["true"], TRUE_JOBS),
             ("subprocess throughput (py)  ", [sys.executable, "-c", "pass"], PYTHON_JOBS),

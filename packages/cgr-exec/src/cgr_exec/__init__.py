@@ -41,6 +41,7 @@ from ._jobs import (
 from ._protocol import Executor
 from ._reaping import akill_identity_group, find_gone, kill_identity_group
 from ._signals import group_alive, signal_identity, signal_identity_group
+from ._standby import STANDBY_ENV_VAR, receive_job
 from ._status import ChildExit, ExitStatus
 from ._supervise import (
     DEFAULT_MAX_LINE_BYTES,
@@ -54,6 +55,7 @@ from ._supervise import (
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "JOB_ENV_VAR",
+    "STANDBY_ENV_VAR",
     "AfterFork",
     "CapacityError",
     "ChildExit",
@@ -101,6 +103,7 @@ __all__ = [
     "prepare_job",
     "probe_confinement",
     "read_stat",
+    "receive_job",
     "signal_identity",
     "signal_identity_group",
     "supervise",

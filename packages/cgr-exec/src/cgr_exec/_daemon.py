@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self, cast
@@ -30,11 +32,29 @@ from ._identity import ProcessIdentity
 from ._pipes import wait_exit
 from ._signals import group_alive, signal_identity_group
 from ._spawn import spawn
+from ._standby import STANDBY_ENV_VAR, send_job, standby_pair
 from ._status import ChildExit, ExitStatus
 
 __all__ = ["ChildHandle", "SubprocessExecutor", "end_group"]
 
 _POLL = 0.02
+# A standby that died before it got a job is not replaced sooner than this: a program that
+# cannot start (a broken install) must not be restarted in a loop; jobs start cold meanwhile.
+_STANDBY_RETRY_SECONDS = 30.0
+
+
+@dataclass(slots=True)
+class _WarmSpec:
+    argv: tuple[str, ...]
+    env: Mapping[str, str] | None
+    cwd: str | os.PathLike[str] | None
+
+
+@dataclass(slots=True)
+class _Standby:
+    popen: subprocess.Popen[bytes]
+    identity: ProcessIdentity
+    end: socket.socket  # the parent's end of the pair; the child's is its stdin
 
 
 async def end_group(identity: ProcessIdentity, grace: float) -> None:
@@ -116,6 +136,10 @@ class SubprocessExecutor:
         self._slot_freed: anyio.Event | None = None
         self._tg: TaskGroup | None = None
         self._closed = False
+        self._warm: _WarmSpec | None = None
+        self._standby: _Standby | None = None
+        self._standby_died_at: float | None = None
+        self.standby_starts = 0  # jobs handed to a standby (the rest started cold)
 
     async def __aenter__(self) -> Self:
         if self._tg is not None or self._closed:
@@ -253,6 +277,136 @@ class SubprocessExecutor:
         finally:
             os.close(log_fd)  # the child has its own copy
 
+    # -- standby children (see _standby) -------------------------------------------------
+
+    def keep_warm(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """From now on keep one process of ``argv`` started and waiting for a job.
+
+        :meth:`start_warm` hands the waiting process (the *standby*) a job's arguments,
+        so the job skips the program's start-up; the program must call
+        :func:`cgr_exec.receive_job` when :data:`cgr_exec.STANDBY_ENV_VAR` is set (and
+        then act on the arguments it returns, as if started with them). The standby is
+        not a child of any slot; it is ended on :meth:`shutdown`.
+        """
+        self._check_open()
+        self._warm = _WarmSpec(tuple(os.fspath(a) for a in argv), env, cwd)
+        self._refill_standby()
+
+    async def start_warm(
+        self,
+        args: Sequence[str],
+        *,
+        log_path: str | os.PathLike[str],
+        key: str | None = None,
+        wait: bool = False,
+    ) -> ChildHandle:
+        """Start ``[*argv, *args]`` (``argv`` from :meth:`keep_warm`) as a child, like
+        :meth:`start`: handed to the standby when one is waiting, else started cold.
+
+        A new standby is started at once for the next job.
+        """
+        warm = self._warm
+        if warm is None:
+            raise ExecutorClosedError("start_warm() needs keep_warm() first")
+        argv = (*warm.argv, *(os.fspath(a) for a in args))
+        if wait:
+            await self.wait_slot()
+        tg = self._check_open()
+        if key is not None and key in self._running:
+            raise DuplicateKeyError(key)
+        if self.free_slots() == 0:
+            raise CapacityError(self.limit, len(self._running) + self._reserved)
+        handle = None
+        if self._standby is not None:
+            # Opened before the standby is taken: an unusable log fails here (LogFileError)
+            # and leaves the standby waiting for the next job.
+            log_fd = open_log(log_path)
+            standby, self._standby = self._standby, None
+            handle = self._hand_over(
+                standby, argv=argv, args=args, log_path=Path(log_path), log_fd=log_fd, key=key
+            )
+        if handle is None:
+            handle = await self.start(argv, log_path=log_path, cwd=warm.cwd, env=warm.env, key=key)
+        else:
+            self._running[handle.key] = handle
+            tg.start_soon(self._watch, handle, name=f"cgr-exec watch {handle.key}")
+            self.standby_starts += 1
+        self._refill_standby()
+        return handle
+
+    def _hand_over(
+        self,
+        standby: _Standby,
+        *,
+        argv: tuple[str, ...],
+        args: Sequence[str],
+        log_path: Path,
+        log_fd: int,
+        key: str | None,
+    ) -> ChildHandle | None:
+        """Give the job to ``standby``; None when it is gone (the job then starts cold)."""
+        try:
+            if standby.popen.poll() is None:
+                send_job(standby.end, [os.fspath(a) for a in args], log_fd)
+                return ChildHandle(
+                    key if key is not None else str(standby.popen.pid),
+                    argv,
+                    standby.identity,
+                    log_path,
+                    standby.popen,
+                )
+        except OSError:
+            pass  # it died between the check and the send
+        finally:
+            os.close(log_fd)  # the child has its own copy (or none: it is gone)
+            standby.end.close()  # a sent message stays queued for the child
+        self._standby_died_at = time.monotonic()
+        signal_identity_group(standby.identity, signal.SIGKILL)
+        standby.popen.wait()
+        return None
+
+    def _refill_standby(self) -> None:
+        warm = self._warm
+        if warm is None or self._standby is not None or self._closed:
+            return
+        died = self._standby_died_at
+        if died is not None and time.monotonic() - died < _STANDBY_RETRY_SECONDS:
+            return
+        env = {**(os.environ if warm.env is None else warm.env), STANDBY_ENV_VAR: "1"}
+        parent_end, child_end = standby_pair()
+        try:
+            popen = spawn(
+                warm.argv,
+                stdin=child_end.fileno(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=warm.cwd,
+                env=env,
+            )
+        except Exception:
+            parent_end.close()
+            self._standby_died_at = time.monotonic()
+            return  # jobs start cold; their own start reports what is wrong
+        finally:
+            child_end.close()
+        self._standby = _Standby(popen, ProcessIdentity.of(popen.pid), parent_end)
+
+    def _end_standby(self) -> None:
+        standby, self._standby = self._standby, None
+        if standby is None:
+            return
+        # It holds nothing but loaded code (no job, no files of its own): SIGKILL ends it
+        # at once, even while it is still importing and not yet reading its socket.
+        standby.end.close()
+        signal_identity_group(standby.identity, signal.SIGKILL)
+        standby.popen.wait()
+
     async def _watch(self, handle: ChildHandle) -> None:
         try:
             # Shielded: cancelling the owner must not cut a child's watch short. __aexit__
@@ -297,6 +451,7 @@ class SubprocessExecutor:
         """
         self._closed = True
         self._notify_slot()  # wake wait_slot() callers so they see the executor is closed
+        self._end_standby()
         handles = list(self._running.values())
         grace = self.grace if grace is None else grace
         async with anyio.create_task_group() as tg:

@@ -53,14 +53,14 @@ def cached_agent_cli(
         return detect(argv, env)
     entries = _read(cache_file)
     entry = entries.get(key)
-    if entry is not None and 0 <= now() - float(entry["at"]) <= MAX_AGE_SECONDS:
-        version = ClaudeVersion.parse(str(entry["reported"]))
+    if entry is not None and 0 <= now() - entry[1] <= MAX_AGE_SECONDS:
+        version = ClaudeVersion.parse(entry[0])
         if version is not None:
-            return AgentCli(version, str(entry["reported"]))
+            return AgentCli(version, entry[0])
     cli = detect(argv, env)
     if cli.version is not None:
-        entries[key] = {"reported": cli.reported, "at": now()}
-        newest = sorted(entries.items(), key=lambda kv: float(kv[1]["at"]))[-_MAX_ENTRIES:]
+        entries[key] = (cli.reported, now())
+        newest = sorted(entries.items(), key=lambda kv: kv[1][1])[-_MAX_ENTRIES:]
         _write(cache_file, dict(newest))
     return cli
 
@@ -81,26 +81,27 @@ def _fingerprint(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _read(cache_file: Path) -> dict[str, dict[str, object]]:
+def _read(cache_file: Path) -> dict[str, tuple[str, float]]:
+    """key -> (the line the agent printed, when it was asked); {} for a missing or
+    damaged file."""
     try:
         data = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict):
-        return {}
-    return {
-        k: v
-        for k, v in data.items()
-        if isinstance(v, dict) and isinstance(v.get("reported"), str)
-        and isinstance(v.get("at"), int | float)
-    }  # fmt: skip
+    entries: dict[str, tuple[str, float]] = {}
+    for key, value in data.items() if isinstance(data, dict) else ():
+        if isinstance(value, dict):
+            reported, at = value.get("reported"), value.get("at")
+            if isinstance(reported, str) and isinstance(at, int | float):
+                entries[key] = (reported, float(at))
+    return entries
 
 
-def _write(cache_file: Path, entries: Mapping[str, object]) -> None:
+def _write(cache_file: Path, entries: Mapping[str, tuple[str, float]]) -> None:
     # Written whole and renamed into place: runs starting at once never read half a file.
     tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
     with contextlib.suppress(OSError):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(entries, f)
+            json.dump({k: {"reported": r, "at": at} for k, (r, at) in entries.items()}, f)
         os.replace(tmp, cache_file)

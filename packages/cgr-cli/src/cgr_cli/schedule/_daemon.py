@@ -41,7 +41,7 @@ from cgr_cli.schedule._github import GitHubSession, open_github
 from cgr_cli.schedule._locks import DaemonLock
 from cgr_cli.schedule._notify import Watchdog, notify
 from cgr_cli.schedule._plan import PassReport, plan_pass
-from cgr_cli.schedule._runs import free_slots, record_child, run_argv
+from cgr_cli.schedule._runs import cgr_argv, free_slots, record_child, run_args
 
 if TYPE_CHECKING:
     from cgr_cli.schedule._metrics import Metrics
@@ -107,6 +107,9 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
             ) as executor,
             anyio.create_task_group() as tg,
         ):
+            # A `cgr run` started ahead of each run and handed the run when it comes: the
+            # run skips the interpreter's start and its imports (commands/_standby.py).
+            executor.keep_warm(cgr_argv())
             wake = _Wake(tg)
             tg.start_soon(_watch_signals, stop, wake)
             intake = _start_webhooks(config, store, github, metrics, wake, tg, listener)
@@ -307,8 +310,9 @@ async def _iteration(
     )  # fmt: skip
     for run in planned:
         try:
-            handle = await executor.start(
-                run_argv(config_path, run), log_path=child_log_path(config, run.id), key=run.id
+            warm_before = executor.standby_starts
+            handle = await executor.start_warm(
+                run_args(config_path, run), log_path=child_log_path(config, run.id), key=run.id
             )
         except Exception as exc:
             log.exception("could not start run %s", run.id)
@@ -321,7 +325,10 @@ async def _iteration(
         wake.watch(handle)
         metrics.run_started(str(run.kind))
         unclaimed.add(run.id)
-        log.info("started run %s for %s#%s (pid %d)", run.id, run.repo, run.target, handle.pid)
+        how = "standby" if executor.standby_starts > warm_before else "cold start"
+        log.info(
+            "started run %s for %s#%s (pid %d, %s)", run.id, run.repo, run.target, handle.pid, how
+        )
     if report.pending or report.errors:
         log.info("pending: %s; errors: %s", report.pending, report.errors)
     for backoff in report.backed_off:

@@ -69,12 +69,22 @@ def request_for(run: Run) -> RunRequest:
     )
 
 
-def run_argv(config_path: Path | None, run: Run) -> list[str]:
-    """``python -m cgr_cli run --run-id …``: works without the console script on PATH."""
+def cgr_argv() -> list[str]:
+    """``python -m cgr_cli``: works without the console script on PATH."""
     import sys
 
+    return [sys.executable, "-m", "cgr_cli"]
+
+
+def run_argv(config_path: Path | None, run: Run) -> list[str]:
+    """``python -m cgr_cli run --run-id …``."""
+    return [*cgr_argv(), *run_args(config_path, run)]
+
+
+def run_args(config_path: Path | None, run: Run) -> list[str]:
+    """The arguments after ``python -m cgr_cli`` that run ``run``."""
     request = request_for(run)
-    argv = [sys.executable, "-m", "cgr_cli", "run"]
+    argv = ["run"]
     if config_path is not None:
         argv += ["--config", str(config_path)]
     argv += ["--repo", run.repo, "--number", str(run.target), "--run-id", run.id, "--json"]

@@ -1,0 +1,54 @@
+"""A `cgr run` started before its run exists: the daemon's standby (``cgr_exec`` standby).
+
+Most of a fresh `cgr run` process's start is spent importing the run pipeline, the store,
+the GitHub client and the executor. The daemon keeps one process of ``python -m cgr_cli``
+started with cgr_exec's standby marker; it loads those modules here, waits, and when the
+daemon has a run for it receives the run's ``cgr run …`` arguments (and its log file on
+stdout and stderr) and carries on exactly as a process started with them would. Nothing
+of the run - configuration, store, GitHub - is touched before the arguments arrive, so a
+configuration edited in between is read fresh.
+"""
+
+from __future__ import annotations
+
+__all__ = ["wait_for_run"]
+
+
+# What every run needs, loaded while no run waits for it.
+_RUN_MODULES = (
+    "cgr_cli.commands._run",
+    "cgr_cli.config._load",
+    "cgr_cli.config._store",
+    "cgr_cli.ops._logging",
+    "cgr_cli.run._pipeline",
+    "cgr_discovery",
+    "cgr_exec",
+    "cgr_store",
+)
+
+
+def wait_for_run() -> list[str] | None:
+    """Load what a run needs, then wait: the run's ``cgr`` arguments, or None when the
+    daemon went away (or ended its standby) before any run came."""
+    import importlib
+
+    for name in _RUN_MODULES:
+        importlib.import_module(name)
+    _load_lazy_parts()
+    import cgr_exec
+
+    return cgr_exec.receive_job()
+
+
+def _load_lazy_parts() -> None:
+    """What the first GitHub client and event loop load only when first used: httpcore
+    and the TLS roots (httpx builds them with a client), anyio's asyncio backend."""
+    import anyio
+
+    import cgr_discovery
+
+    async def build_and_close() -> None:
+        # No request is made: the client is built (loading what it needs) and closed.
+        await cgr_discovery.GitHubClient().aclose()
+
+    anyio.run(build_and_close)
