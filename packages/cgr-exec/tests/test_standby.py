@@ -52,8 +52,7 @@ def program(tmp_path: Path) -> list[str]:
 
 
 async def wait_standby(executor: SubprocessExecutor) -> int:
-    standby = executor._standby
-    assert standby is not None
+    (standby,) = executor._standbys
     return standby.popen.pid
 
 
@@ -70,8 +69,8 @@ async def test_a_job_is_handed_to_the_standby_started_before_it(tmp_path: Path) 
         assert done.status == ExitStatus(code=3)
         assert executor.standby_starts == 1
         # The next standby is already there for the next job.
-        assert executor._standby is not None
-        assert executor._standby.popen.pid != standby_pid
+        (following,) = executor._standbys
+        assert following.popen.pid != standby_pid
     log = (tmp_path / "job.log").read_text()
     assert f"args ['3', 'x y'] pid {standby_pid} marker None stdin ''" in log
     assert "to stderr" in log
@@ -91,11 +90,26 @@ async def test_each_job_gets_a_fresh_standby(tmp_path: Path) -> None:
         assert len(set(pids)) == 3
 
 
+async def test_several_standbys_serve_jobs_arriving_together(tmp_path: Path) -> None:
+    async with SubprocessExecutor(limit=3) as executor:
+        executor.keep_warm(program(tmp_path), count=2)
+        ready = {standby.popen.pid for standby in executor._standbys}
+        assert len(ready) == 2
+        first = await executor.start_warm(["0"], log_path=tmp_path / "1.log")
+        second = await executor.start_warm(["0"], log_path=tmp_path / "2.log")
+        assert {first.pid, second.pid} == ready
+        assert executor.standby_starts == 2
+        assert len(executor._standbys) == 2  # both replaced at once
+        for handle in (first, second):
+            assert (await handle.wait()).status == ExitStatus(code=0)
+        with pytest.raises(ValueError, match="count must be at least 1"):
+            executor.keep_warm(program(tmp_path), count=0)
+
+
 async def test_a_dead_standby_means_a_cold_start_and_no_restart_loop(tmp_path: Path) -> None:
     async with SubprocessExecutor(limit=2) as executor:
         executor.keep_warm(program(tmp_path))
-        standby = executor._standby
-        assert standby is not None
+        (standby,) = executor._standbys
         os.kill(standby.popen.pid, signal.SIGKILL)
         # A zombie now, not yet reaped (no event says a process died: /proc is polled).
         while not gone(standby.popen.pid):  # noqa: ASYNC110
@@ -106,7 +120,7 @@ async def test_a_dead_standby_means_a_cold_start_and_no_restart_loop(tmp_path: P
         assert executor.standby_starts == 0
         # The dead one was reaped, and no new standby is started at once after a death.
         assert gone(standby.popen.pid)
-        assert executor._standby is None
+        assert executor._standbys == []
     # Cold: started with the arguments on its command line, no standby marker.
     assert "args ['0']" in (tmp_path / "job.log").read_text()
 
@@ -114,10 +128,10 @@ async def test_a_dead_standby_means_a_cold_start_and_no_restart_loop(tmp_path: P
 async def test_an_unusable_log_fails_before_the_standby_is_spent(tmp_path: Path) -> None:
     async with SubprocessExecutor(limit=2) as executor:
         executor.keep_warm(program(tmp_path))
-        standby = executor._standby
+        standbys = list(executor._standbys)
         with pytest.raises(LogFileError):
             await executor.start_warm(["0"], log_path=tmp_path / "no" / "such" / "x.log")
-        assert executor._standby is standby
+        assert executor._standbys == standbys
         assert executor.running == {}
 
 
@@ -141,7 +155,7 @@ from cgr_exec import SubprocessExecutor
 async def main():
     async with SubprocessExecutor() as executor:
         executor.keep_warm({program(tmp_path)!r})
-        print(executor._standby.popen.pid, flush=True)
+        print(executor._standbys[0].popen.pid, flush=True)
         await anyio.sleep(60)
 anyio.run(main)
 """],

@@ -46,6 +46,7 @@ _STANDBY_RETRY_SECONDS = 30.0
 @dataclass(slots=True)
 class _WarmSpec:
     argv: tuple[str, ...]
+    count: int
     env: Mapping[str, str] | None
     cwd: str | os.PathLike[str] | None
 
@@ -137,7 +138,7 @@ class SubprocessExecutor:
         self._tg: TaskGroup | None = None
         self._closed = False
         self._warm: _WarmSpec | None = None
-        self._standby: _Standby | None = None
+        self._standbys: list[_Standby] = []  # oldest (most likely ready) first
         self._standby_died_at: float | None = None
         self.standby_starts = 0  # jobs handed to a standby (the rest started cold)
 
@@ -285,8 +286,10 @@ class SubprocessExecutor:
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        count: int = 1,
     ) -> None:
-        """From now on keep one process of ``argv`` started and waiting for a job.
+        """From now on keep ``count`` processes of ``argv`` started and waiting for a job
+        (``count`` jobs arriving at once all skip the start-up).
 
         :meth:`start_warm` hands the waiting process (the *standby*) a job's arguments,
         so the job skips the program's start-up; the program must call
@@ -295,7 +298,9 @@ class SubprocessExecutor:
         not a child of any slot; it is ended on :meth:`shutdown`.
         """
         self._check_open()
-        self._warm = _WarmSpec(tuple(os.fspath(a) for a in argv), env, cwd)
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        self._warm = _WarmSpec(tuple(os.fspath(a) for a in argv), count, env, cwd)
         self._refill_standby()
 
     async def start_warm(
@@ -323,11 +328,11 @@ class SubprocessExecutor:
         if self.free_slots() == 0:
             raise CapacityError(self.limit, len(self._running) + self._reserved)
         handle = None
-        if self._standby is not None:
+        if self._standbys:
             # Opened before the standby is taken: an unusable log fails here (LogFileError)
             # and leaves the standby waiting for the next job.
             log_fd = open_log(log_path)
-            standby, self._standby = self._standby, None
+            standby = self._standbys.pop(0)
             handle = self._hand_over(
                 standby, argv=argv, args=args, log_path=Path(log_path), log_fd=log_fd, key=key
             )
@@ -373,11 +378,15 @@ class SubprocessExecutor:
 
     def _refill_standby(self) -> None:
         warm = self._warm
-        if warm is None or self._standby is not None or self._closed:
+        if warm is None or self._closed:
             return
         died = self._standby_died_at
         if died is not None and time.monotonic() - died < _STANDBY_RETRY_SECONDS:
             return
+        while len(self._standbys) < warm.count and self._start_standby(warm):
+            pass
+
+    def _start_standby(self, warm: _WarmSpec) -> bool:
         env = {**(os.environ if warm.env is None else warm.env), STANDBY_ENV_VAR: "1"}
         parent_end, child_end = standby_pair()
         try:
@@ -392,15 +401,19 @@ class SubprocessExecutor:
         except Exception:
             parent_end.close()
             self._standby_died_at = time.monotonic()
-            return  # jobs start cold; their own start reports what is wrong
+            return False  # jobs start cold; their own start reports what is wrong
         finally:
             child_end.close()
-        self._standby = _Standby(popen, ProcessIdentity.of(popen.pid), parent_end)
+        self._standbys.append(_Standby(popen, ProcessIdentity.of(popen.pid), parent_end))
+        return True
 
-    def _end_standby(self) -> None:
-        standby, self._standby = self._standby, None
-        if standby is None:
-            return
+    def _end_standbys(self) -> None:
+        standbys, self._standbys = self._standbys, []
+        for standby in standbys:
+            self._end_standby(standby)
+
+    @staticmethod
+    def _end_standby(standby: _Standby) -> None:
         # It holds nothing but loaded code (no job, no files of its own): SIGKILL ends it
         # at once, even while it is still importing and not yet reading its socket.
         standby.end.close()
@@ -451,7 +464,7 @@ class SubprocessExecutor:
         """
         self._closed = True
         self._notify_slot()  # wake wait_slot() callers so they see the executor is closed
-        self._end_standby()
+        self._end_standbys()
         handles = list(self._running.values())
         grace = self.grace if grace is None else grace
         async with anyio.create_task_group() as tg:

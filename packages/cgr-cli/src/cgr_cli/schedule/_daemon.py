@@ -107,9 +107,10 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
             ) as executor,
             anyio.create_task_group() as tg,
         ):
-            # A `cgr run` started ahead of each run and handed the run when it comes: the
-            # run skips the interpreter's start and its imports (commands/_standby.py).
-            executor.keep_warm(cgr_argv())
+            # `cgr run` processes started ahead of the runs and handed a run when it comes:
+            # the run skips the interpreter's start and its imports (commands/_standby.py).
+            # As many as may start at once, up to 3 (each waits holding ~50 MB).
+            executor.keep_warm(cgr_argv(), count=min(config.polling.max_concurrency, 3))
             wake = _Wake(tg)
             tg.start_soon(_watch_signals, stop, wake)
             intake = _start_webhooks(config, store, github, metrics, wake, tg, listener)
