@@ -105,12 +105,14 @@ def test_run_start_loads_no_feature_package(tmp_path: Path) -> None:
     args = ["run", "--config", str(config), "--repo", "acme/widgets", "--number", "1",
             "--run-id", "r-1"]  # fmt: skip
     modules = _loaded_by(args, tmp_path, at_store=True)
-    assert "cgr_cli.run._pipeline" in modules
+    assert "cgr_cli.run._pick_up" in modules
     assert "sqlite3" in modules
     assert _heavy(modules) == []
-    # The queued run is picked up before the GitHub client is even imported.
-    assert "cgr_discovery" not in modules
-    assert "httpx" not in modules
+    # The queued run is picked up before the pipeline, the GitHub client, the executors
+    # or an event loop are even imported.
+    for name in ("cgr_cli.run._pipeline", "cgr_discovery", "httpx", "anyio", "asyncio",
+                 "cgr_exec._daemon", "cgr_exec._fork"):  # fmt: skip
+        assert name not in modules, name
 
 
 def test_a_yaml_configuration_loads_yaml(tmp_path: Path) -> None:

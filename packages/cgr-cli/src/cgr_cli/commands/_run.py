@@ -15,12 +15,20 @@ if TYPE_CHECKING:
 
 def run(args: argparse.Namespace) -> int:
     from cgr_cli.config._load import load_config
-    from cgr_cli.run._pipeline import RUN_LOG_HANDLERS, RunRequest, run_sync
 
     # Errors raised here (bad config, GitHub or the database unreachable, an active run on
     # the target) come before the run row exists and go up to `_main`'s boundary; later
     # ones are reported on GitHub and in the summary.
     config, _ = load_config(args.config)
+    picked_up = None
+    if args.run_id is not None:
+        # A queued run (the daemon's, a tick's) names this process in its row first,
+        # before the pipeline and its dependencies are loaded.
+        from cgr_cli.run._pick_up import pick_up_queued
+
+        picked_up = pick_up_queued(config, args.run_id)
+    from cgr_cli.run._pipeline import RUN_LOG_HANDLERS, RunRequest, run_sync
+
     if args.run_id is None:
         # A scheduler (tick, daemon) made these checks before it queued --run-id runs. The
         # agent's --version is asked by the pipeline itself, before the claim.
@@ -42,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 force=args.force,
             ),
             own_process=True,
+            picked_up=picked_up,
         )
     finally:
         if progress is not None:

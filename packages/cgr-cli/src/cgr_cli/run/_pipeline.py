@@ -34,7 +34,6 @@ from cgr_cli._errors import (
     ConfigError,
     GitError,
     RebaseConflictError,
-    RunNotFoundError,
 )
 from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
@@ -50,6 +49,7 @@ from cgr_cli.run._git import clone_url as _clone_url
 from cgr_cli.run._github_auth import credentials
 from cgr_cli.run._host_session import host_local_session
 from cgr_cli.run._outbox import attempt_recorder, deliver_run, report_entries
+from cgr_cli.run._pick_up import pick_up
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli.run._repo_file import read_repo_settings
 from cgr_cli.run._report import Outcome, RunSummary, Texts, pr_section
@@ -111,8 +111,12 @@ async def execute_run(
     request: RunRequest,
     *,
     environ: dict[str, str] | None = None,
+    picked_up: Run | None = None,
 ) -> RunSummary:
     """Run ``request`` to its end and return its summary (also in ``summary.json``).
+
+    ``picked_up``: the queued run ``request.run_id``, already taken up by this process
+    (``_pick_up.pick_up``, which ``cgr run --run-id`` does before loading this module).
 
     Raises CgrError only for problems found before the run row exists or is picked up
     (configuration, missing token, an active run on the same target); after that, every
@@ -131,7 +135,9 @@ async def execute_run(
         # A queued run (the daemon's, a tick's) is picked up before the GitHub client is
         # imported or opened: its row names this process at once, and nothing of GitHub's
         # is needed for that.
-        picked = _pick_up(store, request.run_id, config.host_id) if request.run_id else None
+        picked = picked_up
+        if picked is None and request.run_id:
+            picked = pick_up(store, request.run_id, config.host_id)
         async with _client(config, token.reveal()) as gh:
             github = _run_github(config, gh)
             bot = config.github.bot_login or app_bot or await _whoami(gh)
@@ -308,7 +314,7 @@ async def _create_or_pick_up(
     from cgr_store import ActiveRunExists, Run, RunKind, new_run_id
 
     if request.run_id:
-        return _pick_up(store, request.run_id, host)
+        return pick_up(store, request.run_id, host)
     me = ProcessIdentity.current()
     pid, start_time = me.pid, float(me.start_time)
     if request.comment_id is not None and request.review_comment:
@@ -337,26 +343,6 @@ async def _create_or_pick_up(
             f"{request.repo}#{request.number} already has an active run; "
             "see `cgr status` or wait for it to end"
         ) from None
-
-
-def _pick_up(store: Store, run_id: str, host: str) -> Run:
-    """The queued run ``run_id``, now naming this process (host, pid, start time)."""
-    from cgr_exec import ProcessIdentity
-    from cgr_store import RunNotFound, RunStatus
-
-    try:
-        run = store.get_run(run_id)
-    except RunNotFound:
-        raise RunNotFoundError(run_id, "no such run") from None
-    # A fleet host claims the run in the store (claim_next) before starting us: then it is
-    # claimed already, for this host, and the claim on GitHub is ours to make.
-    claimed_for_us = run.status is RunStatus.CLAIMED and run.host == host
-    if run.status != RunStatus.QUEUED and not claimed_for_us:
-        raise RunNotFoundError(run_id, f"is {run.status}, not queued")
-    me = ProcessIdentity.current()
-    run = store.update_run(run.id, host=host, pid=me.pid, process_start_time=float(me.start_time))
-    store.heartbeat(run.id)  # the reaper judges silence from here on, not from created_at
-    return run
 
 
 class _OwnedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -1162,7 +1148,13 @@ def _end(ctx: _Ctx, store: Store, report: list[OutboxEntry]) -> None:
     )
 
 
-def run_sync(config: Config, request: RunRequest, *, own_process: bool = False) -> RunSummary:
+def run_sync(
+    config: Config,
+    request: RunRequest,
+    *,
+    own_process: bool = False,
+    picked_up: Run | None = None,
+) -> RunSummary:
     """``execute_run`` from synchronous code (``cgr run``, a ``tick`` child).
 
     ``own_process``: this process exists for this run (the ``cgr run`` command, a forked
@@ -1180,7 +1172,7 @@ def run_sync(config: Config, request: RunRequest, *, own_process: bool = False) 
         except OSError:  # pragma: no cover - Linux >= 3.4 always allows it
             logging.getLogger("cgr.run").warning("could not become a subreaper", exc_info=True)
     try:
-        return anyio.run(lambda: execute_run(config, request))
+        return anyio.run(lambda: execute_run(config, request, picked_up=picked_up))
     finally:
         if own_process:
             from cgr_exec import kill_descendants

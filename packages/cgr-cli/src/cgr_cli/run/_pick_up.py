@@ -1,0 +1,49 @@
+"""A queued run taken up by the process that will run it.
+
+Its own module, light on imports, so that ``cgr run --run-id`` (what the daemon and a
+tick start) names itself in the run's row before it loads the pipeline, the GitHub client
+or the executor: from then on ``cgr status`` and the reaper see the run's process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cgr_cli._errors import RunNotFoundError
+
+if TYPE_CHECKING:
+    from cgr_cli.config._model import Config
+    from cgr_store import Run, Store
+
+__all__ = ["pick_up", "pick_up_queued"]
+
+
+def pick_up(store: Store, run_id: str, host: str) -> Run:
+    """The queued run ``run_id``, now naming this process (host, pid, start time)."""
+    from cgr_exec import ProcessIdentity
+    from cgr_store import RunNotFound, RunStatus
+
+    try:
+        run = store.get_run(run_id)
+    except RunNotFound:
+        raise RunNotFoundError(run_id, "no such run") from None
+    # A fleet host claims the run in the store (claim_next) before starting us: then it is
+    # claimed already, for this host, and the claim on GitHub is ours to make.
+    claimed_for_us = run.status is RunStatus.CLAIMED and run.host == host
+    if run.status != RunStatus.QUEUED and not claimed_for_us:
+        raise RunNotFoundError(run_id, f"is {run.status}, not queued")
+    me = ProcessIdentity.current()
+    run = store.update_run(run.id, host=host, pid=me.pid, process_start_time=float(me.start_time))
+    store.heartbeat(run.id)  # the reaper judges silence from here on, not from created_at
+    return run
+
+
+def pick_up_queued(config: Config, run_id: str) -> Run:
+    """``pick_up`` in the configured store, opened and closed here."""
+    from cgr_cli.config._store import open_config_store
+
+    store = open_config_store(config)
+    try:
+        return pick_up(store, run_id, config.host_id)
+    finally:
+        store.close()
