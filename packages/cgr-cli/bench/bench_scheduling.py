@@ -142,6 +142,21 @@ def utilisation(db: Path, wall: float) -> float:
     return held / (CONCURRENCY * wall)
 
 
+def checked_outcomes(db: Path, mode: str, issues: int) -> dict[str, int]:
+    """Runs by outcome; a figure from runs that failed measures nothing: stop, say why."""
+    with SQLiteStore(db) as store:
+        outcomes: dict[str, int] = {}
+        errors = []
+        for run in store.recent_runs(limit=10_000):
+            key = run.outcome or str(run.status)
+            outcomes[key] = outcomes.get(key, 0) + 1
+            if run.outcome != "pr_opened" and run.error:
+                errors.append(run.error)
+    if outcomes.get("pr_opened", 0) != issues:
+        raise SystemExit(f"{mode}: not every run opened its PR ({outcomes}): {errors[:3]}")
+    return outcomes
+
+
 def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
     with tempfile.TemporaryDirectory() as t, GitHubSimulator(Path(t) / "sim") as sim:
         tmp = Path(t)
@@ -183,17 +198,7 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
             daemon.wait(60)
         reap()
         total, ended = finished(db)
-        with SQLiteStore(db) as store:
-            outcomes: dict[str, int] = {}
-            errors = []
-            for run in store.recent_runs(limit=10_000):
-                key = run.outcome or str(run.status)
-                outcomes[key] = outcomes.get(key, 0) + 1
-                if run.outcome != "pr_opened" and run.error:
-                    errors.append(run.error)
-        if outcomes.get("pr_opened", 0) != issues:
-            # A figure from runs that failed measures nothing: stop and say why.
-            raise SystemExit(f"{mode}: not every run opened its PR ({outcomes}): {errors[:3]}")
+        outcomes = checked_outcomes(db, mode, issues)
         gaps = sorted(overhead(tmp))
         if latency:
             return gaps
