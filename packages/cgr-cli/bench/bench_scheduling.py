@@ -73,6 +73,28 @@ def reap() -> None:
             return
 
 
+def wait_cgr_children(seconds: float = 60) -> None:
+    """Until no `cgr` process is left among this process's children (tick children adopted
+    here finish their clean-up after their run row is final): the next figure and the
+    temporary directory's removal must not overlap them."""
+    deadline = time.monotonic() + seconds
+    me = str(os.getpid())
+    while time.monotonic() < deadline:
+        reap()
+        left = False
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == me and b"cgr_cli" in cmdline:
+                left = True
+        if not left:
+            return
+        time.sleep(0.1)
+
+
 def world(tmp: Path, sim: GitHubSimulator, issues: int) -> Path:
     repos = [f"bench/r{n}" for n in range(REPOS)]
     for n, repo in enumerate(repos):
@@ -196,7 +218,7 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
         if daemon is not None:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(60)
-        reap()
+        wait_cgr_children()
         total, ended = finished(db)
         outcomes = checked_outcomes(db, mode, issues)
         gaps = sorted(overhead(tmp))
