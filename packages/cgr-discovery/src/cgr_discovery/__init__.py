@@ -8,7 +8,6 @@ from __future__ import annotations
 from ._auth import AppAuth, Auth, TokenAuth, resolve_token
 from ._cache import CacheBackend, ETagCache, LRUCache
 from ._client import USER_AGENT, ClientStats, GitHubClient
-from ._client import __version__ as __version__
 from ._discover import advance_cursors, discover, order_jobs
 from ._errors import (
     AuthError,
@@ -43,6 +42,7 @@ from ._policy import Decision, TriggerPolicy, is_bot_user
 from ._retry import RetryPolicy
 from ._secret import Secret
 from ._steps import AttemptHook, WriteAttempt, WriteOutcome
+from ._version import __version__ as __version__
 from ._webhook import WebhookEvent, parse_webhook
 
 __all__ = [
