@@ -403,3 +403,47 @@ except DatabaseUnavailable as exc:
     assert "pip install 'cgr-store[postgres]'" in done.stdout
     assert "postgresql://cgr:***@db.internal/cgr" in done.stdout
     assert "secret" not in done.stdout
+
+
+# A host frozen (SIGSTOP) in the middle of a transaction that holds its lease row.
+FROZEN_IN_TRANSACTION = """
+import os, signal, sys
+from datetime import timedelta
+from cgr_store import PostgresStore
+
+store = PostgresStore(sys.argv[1], idle_transaction_timeout=float(sys.argv[2]))
+store.acquire_host_lease("frozen", timedelta(seconds=0.1))
+
+def body(conn):
+    conn.execute("SELECT epoch FROM hosts WHERE host_id = ? FOR UPDATE", ("frozen",))
+    print("locked", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+store._write(body)
+"""
+
+
+def test_a_host_frozen_in_a_transaction_does_not_block_the_take_over(pg_store_url: str) -> None:
+    """The server ends a transaction left idle past ``idle_transaction_timeout``: a host
+    frozen while it held its lease row locked releases it, and a live host's take-over
+    goes through instead of waiting for it forever."""
+    frozen = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_IN_TRANSACTION, pg_store_url, "1.0"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert frozen.stdout is not None
+        assert frozen.stdout.readline().strip() == "locked"
+        with PostgresStore(pg_store_url) as store:
+            live = store.acquire_host_lease("live", timedelta(seconds=60))
+            started = time.monotonic()
+            store.take_over_runs("frozen", live, now=utcnow() + timedelta(seconds=5))
+            waited = time.monotonic() - started
+            [fenced] = [h for h in store.hosts() if h.host_id == "frozen"]
+        assert fenced.epoch == 2  # the take-over moved the frozen host's epoch on
+        assert waited < 10, waited  # the server's timeout (1 s), not the frozen host, decided
+    finally:
+        frozen.kill()
+        frozen.wait()
+        if frozen.stdout is not None:
+            frozen.stdout.close()

@@ -144,18 +144,26 @@ class PostgresStore(SQLStore):
     ``url`` is a libpq URI, ``postgresql://user:password@host:port/dbname`` or for a unix
     socket ``postgresql://user@/dbname?host=/run/postgresql``; the database must exist.
     ``connect_timeout``: seconds to wait for the server when connecting.
+    ``idle_transaction_timeout``: seconds the server lets a transaction of this store sit
+    idle before it ends the session (``idle_in_transaction_session_timeout``). cgr's
+    transactions run their statements back to back, so only a process frozen in the middle
+    of one (SIGSTOP, a VM paused, a debugger) gets there - and until the server ends it, its
+    row locks (a host's lease row, a run's row) would block every other host's take-over.
     """
 
     _for_update = " FOR UPDATE"
     _for_share = " FOR SHARE"
     _skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = 10.0, idle_transaction_timeout: float = 10.0
+    ) -> None:
         self._url = url
         self._redacted = redact_url(url)
         self._psycopg = _import_psycopg(self._redacted)
         self._integrity_errors = (self._psycopg.IntegrityError,)
         self._connect_timeout = connect_timeout
+        self._idle_transaction_ms = max(1, round(idle_transaction_timeout * 1000))
         self._lock = threading.RLock()
         self._closed = False
         self._pid = os.getpid()
@@ -206,6 +214,11 @@ class PostgresStore(SQLStore):
                 connect_timeout=max(1, round(self._connect_timeout)),
                 row_factory=_row_factory,
                 application_name="cgr",
+            )
+            # Per session, not in the URI: a user's own ?options= stay as they are.
+            raw.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                (str(self._idle_transaction_ms),),
             )
         except psycopg.Error as exc:
             raise self._connect_error(exc) from None
