@@ -269,7 +269,7 @@ def test_an_older_runs_late_labels_do_not_override_a_newer_run(env: Env) -> None
     async def deliver() -> None:
         with env.store() as store:
             async with open_github(config) as github:
-                await deliver_pending(store, github)
+                await deliver_pending(store, github, host=config.host_id)
 
     anyio.run(deliver)
     assert set(env.sim.issue(REPO, number).labels) == {"cgr-done"}

@@ -16,7 +16,8 @@ def retry(args: argparse.Namespace) -> int:
 
     config, _ = load(args)
     with open_config_store(config) as store:
-        run = retry_run(store, args.run_id, owner=ProcessIdentity.current() if args.now else None)
+        owner = ProcessIdentity.current() if args.now else None
+        run = retry_run(store, args.run_id, owner=owner, host=config.host_id)
     if not args.now:
         print(f"{run.id} queued for {run.repo}#{run.target} (attempt {run.attempt}); "
               "the next `cgr tick` or the daemon starts it")  # fmt: skip

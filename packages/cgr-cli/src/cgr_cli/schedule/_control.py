@@ -19,7 +19,7 @@ from cgr_cli._errors import CgrError, ExitCode
 from cgr_cli.config._model import Config
 from cgr_cli.schedule._github import GitHubSession
 from cgr_cli.schedule._reaper import end_processes, end_run, summary_from_run
-from cgr_cli.schedule._runs import hostname, run_identity
+from cgr_cli.schedule._runs import run_identity
 
 if TYPE_CHECKING:
     from cgr_exec import ProcessIdentity
@@ -135,7 +135,9 @@ async def cancel_target(
     return done
 
 
-def retry_run(store: Store, run_id: str, *, owner: ProcessIdentity | None = None) -> Run:
+def retry_run(
+    store: Store, run_id: str, *, owner: ProcessIdentity | None = None, host: str | None = None
+) -> Run:
     """A new queued run for the target of ``run_id`` (attempt + 1).
 
     Without ``owner`` the row names no process and waits for the next scheduling pass;
@@ -158,7 +160,7 @@ def retry_run(store: Store, run_id: str, *, owner: ProcessIdentity | None = None
         kind=previous.kind,
         trigger_id=previous.trigger_id if previous.kind is not RunKind.ISSUE else None,
         attempt=previous.attempt + 1,
-        host=hostname() if owner else None,
+        host=host if owner else None,
         pid=owner.pid if owner else None,
         process_start_time=float(owner.start_time) if owner else None,
     )

@@ -8,7 +8,11 @@ reap pass — so every ``cgr tick``, every daemon loop and ``cgr reap`` — ends
 Two rules keep this from doing harm:
 
 - a run whose own process is still alive is left alone: it is sending its report right
-  now, and two senders that both find no status comment yet would both create one;
+  now, and two senders that both find no status comment yet would both create one. A run
+  is this host's when its row names the configured ``fleet.host_id`` (not the machine's
+  hostname: several hosts may share one, and a host may be renamed); in a fleet, a run of
+  another host whose lease is live is that host's to send (its own passes do), so two
+  hosts never race to create one comment;
 - an item that failed more than once waits before it is tried again (``2**(attempts - 1)``
   seconds, at most five minutes), and each pass sends with a short write budget, so an
   outage does not hold up scheduling for minutes per pending report.
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from cgr_cli.run._outbox import attempt_recorder, deliver_run
 from cgr_cli.schedule._github import GitHubSession
-from cgr_cli.schedule._runs import hostname, process_alive
+from cgr_cli.schedule._runs import process_alive
 
 if TYPE_CHECKING:
     from cgr_discovery import RunGitHub
@@ -67,10 +71,15 @@ def _due(item: OutboxItem, now: datetime) -> bool:
 
 
 async def deliver_pending(
-    store: Store, github: GitHubSession, *, now: datetime | None = None, limit: int = 500
+    store: Store,
+    github: GitHubSession,
+    *,
+    host: str,
+    now: datetime | None = None,
+    limit: int = 500,
 ) -> Delivery:
     """Send the pending reports of runs whose process is gone; returns the run ids sent
-    in full and those left pending."""
+    in full and those left pending. ``host``: this host's id (``config.host_id``)."""
     import anyio.to_thread
 
     from cgr_store import RunNotFound, utcnow
@@ -78,7 +87,7 @@ async def deliver_pending(
     now = now or utcnow()
     result = Delivery()
     items = await anyio.to_thread.run_sync(lambda: store.pending_outbox(limit))
-    host = hostname()
+    live = {h.host_id for h in store.hosts() if h.lease_expires_at > now} - {host}
     for run_id in dict.fromkeys(item.run_id for item in items):
         mine = [i for i in items if i.run_id == run_id]
         try:
@@ -87,6 +96,8 @@ async def deliver_pending(
             continue
         if run.host == host and process_alive(run):
             continue  # its own process is sending it
+        if run.host in live:
+            continue  # another live host's run: its own passes send it
         if not any(_due(i, now) for i in mine):
             result.pending.append(run_id)
             continue

@@ -242,7 +242,7 @@ async def reap(
     report.removed = await anyio.to_thread.run_sync(clean_workspaces, config, store, now)
     # Reports that runs (or the endings above) could not send: GitHub was down then.
     try:
-        sent = await deliver_pending(store, github)
+        sent = await deliver_pending(store, github, host=host)
     except Exception:  # a store or GitHub failure: the next pass tries again
         delivery_log.warning("delivering pending reports failed", exc_info=True)
     else:
