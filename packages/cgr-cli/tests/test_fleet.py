@@ -412,3 +412,162 @@ def test_ticks_of_two_hosts_share_the_queue(env: Env, subreaper: None, pg_url: s
         [pr_run] = [r for r in runs if r.target == number]  # one run each: no duplicate
         assert pr_run.status.value == "succeeded"
     assert len(env.sim.pull_requests(REPO)) == len(issues)
+
+
+# -- fencing of a run's own writes -------------------------------------------------------
+
+
+def _claimed_for(store: Any, host: str, number: int, lease: Any) -> Any:
+    from cgr_store import Run, RunKind, new_run_id
+
+    store.create_run(Run(id=new_run_id(), repo=REPO, target=number, kind=RunKind.ISSUE))
+    [run] = store.claim_next(lease, limit=1, detail=f"claimed by host {host}")
+    return run
+
+
+def test_a_run_carries_its_claims_lease_epoch_and_a_superseded_one_does_nothing(
+    env: Env, pg_url: str
+) -> None:
+    """`cgr run --run-id R --lease-epoch E` as a fleet host starts it: the run's writes are
+    fenced under epoch E. Once host-b took host-a's runs over, a child of host-a with the
+    old epoch is refused at its first write: it exits without a single GitHub write and
+    leaves the run as host-b decided."""
+    from datetime import timedelta
+
+    from cgr_store import RunStatus, open_store, utcnow
+
+    env.write_config(paths={"database": pg_url}, fleet={"host_id": "host-a"})
+    good, stale = env.sim.seed_ready_issues(REPO, 2)
+    with open_store(pg_url) as store:
+        lease_a = store.acquire_host_lease("host-a", timedelta(seconds=60))
+        ok = _claimed_for(store, "host-a", good, lease_a)
+    assert ok.lease_epoch == lease_a.epoch
+    assert cgr_run(env, good, "--run-id", ok.id, "--lease-epoch", str(lease_a.epoch)) == 0
+    with open_store(pg_url) as store:
+        done = store.get_run(ok.id)
+        assert done.status is RunStatus.SUCCEEDED
+        assert (done.host, done.lease_epoch) == ("host-a", lease_a.epoch)
+        lost = _claimed_for(store, "host-a", stale, lease_a)
+        # host-a stops renewing; host-b takes its runs over (its epoch moves on).
+        lease_b = store.acquire_host_lease("host-b", timedelta(seconds=600))
+        [taken] = store.take_over_runs("host-a", lease_b, now=utcnow() + timedelta(seconds=120))
+        assert taken.id == lost.id
+    env.sim.clear_requests()
+    done_proc = subprocess.run(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path), "--repo", REPO,
+         "--number", str(stale), "--run-id", lost.id, "--lease-epoch", str(lease_a.epoch),
+         "--json"],
+        capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert done_proc.returncode == 1, done_proc.stderr
+    summary = json.loads(done_proc.stdout)
+    assert summary["outcome"] == "lease_lost"
+    assert "epoch" in summary["error"]
+    writes = [r for r in env.sim.requests if r.method != "GET"]
+    assert not writes, writes
+    with open_store(pg_url) as store:
+        after = store.get_run(lost.id)
+    # As host-b left it: its, claimed, no process of host-a's on it.
+    assert (after.host, after.lease_epoch, after.status) == ("host-b", lease_b.epoch,
+                                                             RunStatus.CLAIMED)  # fmt: skip
+    assert after.pid is None
+    no_run_id = subprocess.run(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path), "--repo", REPO,
+         "--number", str(stale), "--lease-epoch", "1"],
+        capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert no_run_id.returncode == 2
+    assert "--run-id" in no_run_id.stderr
+
+
+@pytest.mark.slow
+def test_a_paused_host_comes_back_and_cannot_overwrite_what_another_host_decided(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """host-0's daemon and its run's child are frozen (SIGSTOP) past host-0's lease while
+    the agent finishes its work; host-1 takes the run over and ends it visibly. Resumed
+    (SIGCONT), the child's first write under its old epoch is refused: it pushes nothing,
+    opens no PR, leaves the status comment and labels as host-1 wrote them, and exits; the
+    run stays as host-1 decided; host-0's daemon rejoins under a new epoch."""
+    import signal
+
+    from cgr_discovery.testing import GitHubSimulator
+    from fleetworld import descendants
+
+    lease, agent_seconds = 3.0, 1.0
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        issues = seed(sim, ["acme/one"], 1)
+        [number] = issues["acme/one"]
+        world = FleetWorld(sim=sim, root=tmp_path, database_url=pg_url, repos=["acme/one"])
+        world.add_hosts(2, concurrency=1, interval=0.3, lease=lease, agent_seconds=agent_seconds)
+        env = world.env(agent_seconds)
+        paused, survivor = world.hosts
+        world.start(paused, env)
+        try:
+
+            def running_here() -> Any:
+                runs = [r for r in world.runs() if r.host == paused.host_id]
+                return next((r for r in runs if r.status.value == "running" and r.pid), None)
+
+            wait_until(running_here, 60, "host-0 to run the agent")
+            world.start(survivor, env)
+            wait_until(lambda: "joined the fleet" in survivor.log.read_text(), 60, "host-1")
+            run = running_here()
+            assert paused.process is not None
+            daemon = paused.process.pid
+            assert run.pid in descendants(daemon)
+            frozen = [daemon, run.pid]  # not the agent: it finishes while they are frozen
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+
+                def decided() -> bool:
+                    with world.store() as store:
+                        current = store.get_run(run.id)
+                    return current.status.is_terminal and not store_pending(world, run.id)
+
+                wait_until(decided, 6 * lease, "host-1 to take the run over and end it")
+                time.sleep(agent_seconds + 1.0)  # the agent has surely finished by now
+                with world.store() as store:
+                    before = store.get_run(run.id)
+                    events_before = len(store.events(run.id))
+                comments_before = [c.body for c in sim.comments("acme/one", number)]
+                labels_before = set(sim.issue("acme/one", number).labels)
+            finally:
+                for pid in reversed(frozen):
+                    os.kill(pid, signal.SIGCONT)
+            wait_until(lambda: run.pid not in descendants(daemon), 60, "the child to exit")
+            wait_until(lambda: "lost its lease" in paused.log.read_text(), 30, "host-0 rejoins")
+            time.sleep(1.0)  # a few passes of both daemons after the child's end
+            with world.store() as store:
+                after = store.get_run(run.id)
+                events_after = store.events(run.id)
+                hosts = {h.host_id: h for h in store.hosts()}
+            comments_after = [c.body for c in sim.comments("acme/one", number)]
+            labels_after = set(sim.issue("acme/one", number).labels)
+            prs = sim.pull_requests("acme/one")
+            branches = sim.branches("acme/one")
+        finally:
+            world.stop_all()
+    # host-1's decision stands, and what it showed on GitHub is untouched.
+    assert before.status.value == "failed"
+    assert before.host == survivor.host_id
+    assert after == before
+    assert len(events_after) == events_before, [e.detail for e in events_after[events_before:]]
+    assert comments_after == comments_before
+    [status] = [b for b in comments_after if f"cgr:run={run.id}" in b]
+    assert "host-0 stopped renewing its lease" in status
+    assert labels_after == labels_before
+    assert "needs-human" in labels_after
+    assert "in-progress" not in labels_after
+    assert prs == []  # the agent's finished work was not published
+    assert not [b for b in branches if b.startswith("cgr/")], branches  # nothing pushed
+    assert hosts["host-0"].epoch > run.lease_epoch  # rejoined under a new epoch
+    for host in world.hosts:
+        assert host.process is not None
+        assert host.process.returncode == 0, host.log.read_text()
+
+
+def store_pending(world: FleetWorld, run_id: str) -> bool:
+    with world.store() as store:
+        return bool(store.pending_outbox(run_id=run_id))

@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--run-id", metavar="R", help="pick up this queued run instead of a new one")
     run.add_argument(
+        "--lease-epoch",
+        type=int,
+        metavar="E",
+        help="(set by a fleet host for --run-id) the host lease epoch the run was claimed "
+        "under; its writes are refused once that epoch is superseded",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="run even if the issue is not labelled ready or is blocked",

@@ -19,15 +19,23 @@ def run(args: argparse.Namespace) -> int:
     # Errors raised here (bad config, GitHub or the database unreachable, an active run on
     # the target) come before the run row exists and go up to `_main`'s boundary; later
     # ones are reported on GitHub and in the summary.
+    if args.lease_epoch is not None and args.run_id is None:
+        from cgr_cli._errors import UsageError
+
+        raise UsageError("--lease-epoch is for a run a fleet host claimed: give --run-id too")
     config, _ = load_config(args.config)
-    picked_up = None
+    picked_up = lost = None
     if args.run_id is not None:
         # A queued run (the daemon's, a tick's) names this process in its row first,
         # before the pipeline and its dependencies are loaded.
         from cgr_cli.run._pick_up import pick_up_queued
+        from cgr_store import FencingError
 
-        picked_up = pick_up_queued(config, args.run_id)
-    from cgr_cli.run._pipeline import RUN_LOG_HANDLERS, RunRequest, run_sync
+        try:
+            picked_up = pick_up_queued(config, args.run_id, lease_epoch=args.lease_epoch)
+        except FencingError as exc:
+            lost = exc  # another fleet host took the run over before it started here
+    from cgr_cli.run._pipeline import RUN_LOG_HANDLERS, RunRequest, lost_before_start, run_sync
 
     if args.run_id is None:
         # A scheduler (tick, daemon) made these checks before it queued --run-id runs. The
@@ -35,23 +43,23 @@ def run(args: argparse.Namespace) -> int:
         from cgr_cli.run._preflight import preflight
 
         preflight(config, run_agent=False)
+    request = RunRequest(
+        repo=args.repo,
+        number=args.number,
+        comment_id=args.comment_id,
+        review_comment=args.review_comment,
+        run_id=args.run_id,
+        force=args.force,
+        lease_epoch=args.lease_epoch,
+    )
     progress = _Progress(config) if _wants_progress(args) else None
     if progress is not None:
         RUN_LOG_HANDLERS.append(progress)
     try:
-        summary = run_sync(
-            config,
-            RunRequest(
-                repo=args.repo,
-                number=args.number,
-                comment_id=args.comment_id,
-                review_comment=args.review_comment,
-                run_id=args.run_id,
-                force=args.force,
-            ),
-            own_process=True,
-            picked_up=picked_up,
-        )
+        if lost is not None:
+            summary = lost_before_start(request, lost)  # nothing done, nothing to report
+        else:
+            summary = run_sync(config, request, own_process=True, picked_up=picked_up)
     finally:
         if progress is not None:
             RUN_LOG_HANDLERS.remove(progress)

@@ -13,17 +13,22 @@ from cgr_cli._errors import RunNotFoundError
 
 if TYPE_CHECKING:
     from cgr_cli.config._model import Config
-    from cgr_store import Run, Store
+    from cgr_store import HostLease, Run, Store
 
 __all__ = ["pick_up", "pick_up_queued"]
 
 
-def pick_up(store: Store, run_id: str, host: str) -> Run:
-    """The queued run ``run_id``, now naming this process (host, pid, start time)."""
+def pick_up(store: Store, run_id: str, host: str, *, lease: HostLease | None = None) -> Run:
+    """The queued run ``run_id``, now naming this process (host, pid, start time);
+    ``lease``: the fleet lease it was claimed under (a superseded one raises
+    ``cgr_store.FencingError``: see run/_fence.py)."""
     from cgr_exec import ProcessIdentity
     from cgr_store import RunNotFound, RunStatus
 
     try:
+        if lease is not None:
+            # First of all: is the run still this host's (FencingError if it was taken over)?
+            store.heartbeat(run_id, lease=lease)
         run = store.get_run(run_id)
     except RunNotFound:
         raise RunNotFoundError(run_id, "no such run") from None
@@ -33,17 +38,23 @@ def pick_up(store: Store, run_id: str, host: str) -> Run:
     if run.status != RunStatus.QUEUED and not claimed_for_us:
         raise RunNotFoundError(run_id, f"is {run.status}, not queued")
     me = ProcessIdentity.current()
-    run = store.update_run(run.id, host=host, pid=me.pid, process_start_time=float(me.start_time))
-    store.heartbeat(run.id)  # the reaper judges silence from here on, not from created_at
+    run = store.update_run(
+        run.id, lease=lease, host=host, pid=me.pid, process_start_time=float(me.start_time)
+    )
+    # The reaper judges silence from here on, not from created_at.
+    store.heartbeat(run.id, lease=lease)
     return run
 
 
-def pick_up_queued(config: Config, run_id: str) -> Run:
-    """``pick_up`` in the configured store, opened and closed here."""
+def pick_up_queued(config: Config, run_id: str, *, lease_epoch: int | None = None) -> Run:
+    """``pick_up`` in the configured store, opened and closed here; ``lease_epoch``: the
+    fleet lease epoch the run was claimed under (``--lease-epoch``)."""
     from cgr_cli.config._store import open_config_store
+    from cgr_cli.run._fence import lease_for
 
     store = open_config_store(config)
     try:
-        return pick_up(store, run_id, config.host_id)
+        lease = lease_for(store, config.host_id, lease_epoch)
+        return pick_up(store, run_id, config.host_id, lease=lease)
     finally:
         store.close()

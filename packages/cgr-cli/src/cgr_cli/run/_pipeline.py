@@ -44,6 +44,7 @@ from cgr_cli.run._agent_release import release_cache_path
 from cgr_cli.run._agent_run import AgentRunner
 from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_diff
 from cgr_cli.run._commands import RepoCommands
+from cgr_cli.run._fence import Fence, lease_for
 from cgr_cli.run._git import Git, Identity, branch_name
 from cgr_cli.run._git import clone_url as _clone_url
 from cgr_cli.run._github_auth import credentials
@@ -61,7 +62,7 @@ from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
 
 if TYPE_CHECKING:
     from cgr_discovery import GitHubClient, RunGitHub, Thread
-    from cgr_store import OutboxEntry, Run, Store
+    from cgr_store import HostLease, OutboxEntry, Run, Store
 
 _T = TypeVar("_T")
 
@@ -76,6 +77,9 @@ class RunRequest:
     review_comment: bool = False
     run_id: str | None = None
     force: bool = False
+    # The epoch of this host's lease the run was claimed under (a fleet: ``--lease-epoch``);
+    # every write of the run carries it (run/_fence.py). None: one host, no lease.
+    lease_epoch: int | None = None
 
 
 @dataclass(slots=True)
@@ -104,6 +108,16 @@ class _Ctx:
     repo: RepoSettings | None = None
     mirror: _Background | None = None  # the mirror fetch, started early by _run
     gate: SecretGate = field(default_factory=lambda: SecretGate({}))
+    # The lease the run's writes carry, and whether one was refused (run/_fence.py).
+    fence: Fence | None = None
+
+    @property
+    def lease(self) -> HostLease | None:
+        return self.fence.lease if self.fence is not None else None
+
+    def fenced(self) -> bool:
+        """True once a write under the run's lease was refused: no more effects."""
+        return self.fence is not None and self.fence.lost is not None
 
 
 async def execute_run(
@@ -123,6 +137,7 @@ async def execute_run(
     failure is reported on GitHub and in the summary instead.
     """
     from cgr_cli.config._store import open_config_store
+    from cgr_store import FencingError
 
     # The configured token, or a GitHub App installation's (minted now, for this repository).
     token, app_bot = await credentials(config, request.repo)
@@ -135,42 +150,30 @@ async def execute_run(
         # A queued run (the daemon's, a tick's) is picked up before the GitHub client is
         # imported or opened: its row names this process at once, and nothing of GitHub's
         # is needed for that.
-        picked = picked_up
-        if picked is None and request.run_id:
-            picked = pick_up(store, request.run_id, config.host_id)
+        try:
+            fence, picked = _pick_up_fenced(store, config, request, picked_up)
+        except FencingError as lost:
+            # Another host took the run over before it started here: not ours to do.
+            return lost_before_start(request, lost)
         async with _client(config, token.reveal()) as gh:
             github = _run_github(config, gh)
             bot = config.github.bot_login or app_bot or await _whoami(gh)
             run = picked or await _create_or_pick_up(store, github, request, host=config.host_id)
             ctx = _new_ctx(config, request, run.id, token.reveal(), bot, secrets=secrets)
             ctx.agent_cli = agent_cli
+            ctx.fence = fence = fence or Fence(store, run.id, None)
             try:
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(_watch_signals, ctx, scope)
-                        tg.start_soon(_beat, ctx, store)
+                        tg.start_soon(_beat, ctx, store, scope)
                         await _run(ctx, store, github, token.reveal(), environ)
                         tg.cancel_scope.cancel()  # stop watching signals
-                if ctx.signalled:
-                    ctx.status, ctx.summary.outcome = "cancelled", Outcome.CANCELLED
-                    ctx.summary.error = f"cgr received {ctx.signalled}"
-                elif scope.cancelled_caught:
-                    ctx.status, ctx.summary.outcome = "timed_out", Outcome.TIMED_OUT
-                    ctx.summary.error = "the run passed its time limit of " + (
-                        f"{config.timeouts.run_seconds:g}s"
-                    )
+                _stopped_early(ctx, scope)
             except BaseException as group:
                 # anyio wraps what the task group's body raised in an ExceptionGroup.
                 exc = _unwrap(group)
-                if isinstance(exc, RebaseConflictError):
-                    ctx.status, ctx.summary.outcome = "needs_human", Outcome.CONFLICT
-                    ctx.summary.conflicts = exc.files
-                    ctx.summary.error = str(exc)
-                else:
-                    # Any failure, including a bug in cgr, ends the run visibly.
-                    ctx.status, ctx.summary.outcome = "failed", Outcome.FAILED
-                    ctx.summary.error = _describe(exc)
-                    ctx.log.exception("run failed", exc_info=exc)
+                _failed(ctx, fence, exc)
                 if not isinstance(exc, Exception):
                     with anyio.CancelScope(shield=True):
                         await _finish(ctx, store, github)
@@ -180,6 +183,35 @@ async def execute_run(
             return ctx.summary
     finally:
         store.close()
+
+
+def _stopped_early(ctx: _Ctx, scope: anyio.CancelScope) -> None:
+    """The outcome of a run whose scope was cancelled: a lost lease, a signal, its limit."""
+    if ctx.fenced():
+        _lease_lost(ctx)
+    elif ctx.signalled:
+        ctx.status, ctx.summary.outcome = "cancelled", Outcome.CANCELLED
+        ctx.summary.error = f"cgr received {ctx.signalled}"
+    elif scope.cancelled_caught:
+        ctx.status, ctx.summary.outcome = "timed_out", Outcome.TIMED_OUT
+        ctx.summary.error = "the run passed its time limit of " + (
+            f"{ctx.config.timeouts.run_seconds:g}s"
+        )
+
+
+def _failed(ctx: _Ctx, fence: Fence, exc: BaseException) -> None:
+    """The outcome of a run a step raised ``exc`` in."""
+    if fence.note(exc) or ctx.fenced():
+        _lease_lost(ctx)
+    elif isinstance(exc, RebaseConflictError):
+        ctx.status, ctx.summary.outcome = "needs_human", Outcome.CONFLICT
+        ctx.summary.conflicts = exc.files
+        ctx.summary.error = str(exc)
+    else:
+        # Any failure, including a bug in cgr, ends the run visibly.
+        ctx.status, ctx.summary.outcome = "failed", Outcome.FAILED
+        ctx.summary.error = _describe(exc)
+        ctx.log.exception("run failed", exc_info=exc)
 
 
 def _client(config: Config, token: str) -> GitHubClient:
@@ -211,7 +243,7 @@ def _preflight(
     return agent_cli, known_secrets(config, token=token, agent_env=env_for_agent, environ=environ)
 
 
-async def _beat(ctx: _Ctx, store: Store) -> None:
+async def _beat(ctx: _Ctx, store: Store, scope: anyio.CancelScope) -> None:
     """The run's heartbeat, every ``timeouts.heartbeat_seconds`` for the whole run.
 
     Its own task, so it keeps going while git (worker threads), the checkout lock wait or
@@ -219,10 +251,21 @@ async def _beat(ctx: _Ctx, store: Store) -> None:
     its event loop (stopped, deadlocked, blocked in a call): then the reaper, after
     ``timeouts.stale_heartbeat_seconds`` of silence, ends the run (``reap``). The agent
     runner's own beat also checks for cancellation and stops the agent.
+
+    A fleet run's beat is fenced (run/_fence.py): refused, it ends the run here at once
+    (the agent is stopped with the run's scope) and nothing more is done on GitHub.
     """
+    from cgr_store import FencingError
+
     while True:
         try:
-            await anyio.to_thread.run_sync(store.heartbeat, ctx.run_id)
+            await anyio.to_thread.run_sync(partial(store.heartbeat, ctx.run_id, lease=ctx.lease))
+        except FencingError as exc:
+            if ctx.fence is not None:
+                ctx.fence.note(exc)
+            ctx.log.warning("%s; stopping the run without publishing anything", exc)
+            scope.cancel()
+            return
         except Exception:  # a busy database now and then must not end the run
             ctx.log.warning("heartbeat failed", exc_info=True)
         await anyio.sleep(ctx.config.timeouts.heartbeat_seconds)
@@ -343,6 +386,37 @@ async def _create_or_pick_up(
             f"{request.repo}#{request.number} already has an active run; "
             "see `cgr status` or wait for it to end"
         ) from None
+
+
+def _pick_up_fenced(
+    store: Store, config: Config, request: RunRequest, picked_up: Run | None
+) -> tuple[Fence | None, Run | None]:
+    """``--run-id``: the run picked up (here, unless ``picked_up`` already) under the lease
+    it was claimed with (a fleet), and that lease for the run's writes."""
+    if not request.run_id:
+        return None, None
+    fence = Fence(store, request.run_id, lease_for(store, config.host_id, request.lease_epoch))
+    if picked_up is not None:
+        return fence, picked_up
+    return fence, pick_up(store, request.run_id, config.host_id, lease=fence.lease)
+
+
+def lost_before_start(request: RunRequest, exc: Exception) -> RunSummary:
+    """The summary of a run this host lost before it began (another host took it over
+    before its pick-up): nothing was done."""
+    logging.getLogger("cgr.run").warning("run %s not started: %s", request.run_id, exc)
+    return RunSummary(
+        run_id=str(request.run_id), repo=request.repo, number=request.number,
+        status="lost", outcome=Outcome.LEASE_LOST, error=str(exc),
+    )  # fmt: skip
+
+
+def _lease_lost(ctx: _Ctx) -> None:
+    """The run's outcome once its lease was refused: another host decided it."""
+    lost = ctx.fence.lost if ctx.fence is not None else None
+    ctx.status, ctx.summary.outcome = "lost", Outcome.LEASE_LOST
+    ctx.summary.error = f"{lost}; this host stopped the run and published nothing"
+    ctx.log.warning("%s", ctx.summary.error)
 
 
 class _OwnedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -539,7 +613,7 @@ async def _work(
     git = _new_git(ctx, token)
     work = await _prepare_checkout(ctx, ws, git, github, thread)
     config = ctx.config  # now tightened by the repository's cgr.toml
-    store.update_run(ctx.run_id, branch=work.branch, base_branch=work.base)
+    store.update_run(ctx.run_id, lease=ctx.lease, branch=work.branch, base_branch=work.base)
 
     # -- 4. prompt: written outside repo/ and given on stdin ------------------------------
     session, ctx.summary.session_elsewhere = host_local_session(
@@ -551,11 +625,23 @@ async def _work(
     RunFiles(ws.root).write(ws.prompt, prompt)  # 0600, never through a symlink
 
     # -- 5/6. the agent ------------------------------------------------------------------
+    from cgr_store import FencingError
+
     async def heartbeat() -> bool:
-        status = await anyio.to_thread.run_sync(store.heartbeat, ctx.run_id)
+        try:
+            status = await anyio.to_thread.run_sync(
+                partial(store.heartbeat, ctx.run_id, lease=ctx.lease)
+            )
+        except FencingError as exc:
+            if ctx.fence is not None:
+                ctx.fence.note(exc)
+            return True  # stop the agent: the run is another host's now
         return bool(status == RunStatus.CANCELLED)
 
     async def progress(line: str) -> None:
+        if ctx.fence is not None:
+            # An edit after a pause must not overwrite what a host that took over wrote.
+            await anyio.to_thread.run_sync(ctx.fence.check, config.timeouts.heartbeat_seconds)
         await github.update_status(request.repo, request.number, ctx.run_id,
                                    texts.working(line))  # fmt: skip
 
@@ -655,6 +741,8 @@ async def _attempt(
     state, result = agent_run.state, agent_run.exit
     ctx.summary.resumed_session = ctx.summary.resumed_session or agent_run.resumed
     problems = run_dir_problems(ws.run_dir)
+    if ctx.fence is not None:
+        ctx.fence.check()  # the agent may have ended after the run was taken over
     if state.session_id:
         # Under the conversation's key, and under the PR's own number too (when they
         # differ) so that anything keyed by the PR finds the same conversation.
@@ -749,7 +837,11 @@ async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, tex
         ctx.summary.error = f"skipped: {request.repo}#{request.number} {why} (use --force)"
         return False
     if store.get_run(ctx.run_id).status is not RunStatus.CLAIMED:  # else: claimed by a fleet
-        store.transition(ctx.run_id, RunStatus.CLAIMED, detail="claiming on GitHub")
+        store.transition(
+            ctx.run_id, RunStatus.CLAIMED, detail="claiming on GitHub", lease=ctx.lease
+        )
+    elif ctx.fence is not None:
+        ctx.fence.check()  # the fleet host's claim is still ours: then GitHub's
     ctx.claimed = True
     repo, number = request.repo, request.number
     if request.comment_id is not None and request.review_comment:
@@ -766,7 +858,7 @@ async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, tex
         react,
         partial(github.update_status, repo, number, ctx.run_id, texts.working()),
     )
-    store.transition(ctx.run_id, RunStatus.RUNNING, detail="claimed")
+    store.transition(ctx.run_id, RunStatus.RUNNING, detail="claimed", lease=ctx.lease)
     return True
 
 
@@ -931,6 +1023,7 @@ async def _publish(
         ctx, "git", git.changed_files, repo_dir, work.start_sha
     )
     url = _clone_url(ctx.config.github.api_url, request.repo)
+    await _fence_check(ctx)  # no push for a run another host took over
     pushed = await _timed(
         ctx,
         "push",
@@ -949,6 +1042,7 @@ async def _publish(
     closes = ctx.closes
     # The gate for text: everything in the PR body is redacted before it is sent.
     section = ctx.redact(pr_section(ctx.summary, ctx.redact(ctx.agent_text), closes=closes))
+    await _fence_check(ctx)  # nor a pull request
     if work.existing_pr is not None:
         number = int(work.existing_pr["number"])
         pr = await github.update_pull_request(request.repo, number, section=section)
@@ -969,6 +1063,11 @@ async def _publish(
     ctx.summary.pr_number = int(pr["number"])
     ctx.summary.pr_url = str(pr.get("html_url") or pr.get("url") or "")
     ctx.status = "succeeded"
+
+
+async def _fence_check(ctx: _Ctx) -> None:
+    if ctx.fence is not None:
+        await anyio.to_thread.run_sync(ctx.fence.check)
 
 
 def _local_remote_sha(git: Git, repo: Path, branch: str) -> str | None:
@@ -1070,7 +1169,7 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
     """Terminal status with its report (labels, final comment) in the outbox, then the
     report sent, summary, cleanup: each step on its own, so one failing (GitHub down) does
     not keep the others from happening; an unsent report stays pending for a later pass."""
-    config, request, s = ctx.config, ctx.request, ctx.summary
+    config, s = ctx.config, ctx.summary
     s.duration_s = round(time.monotonic() - ctx.started, 3)
     s.timings = dict(ctx.timings)
     s.status = ctx.status
@@ -1078,18 +1177,18 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
         s.outcome = Outcome.FAILED
     if s.error:
         s.error = ctx.redact(s.error)
-    labels = config.labels
 
-    report: list[OutboxEntry] = []
-    if ctx.claimed and ctx.requeue is None:
-        # Labels and the final comment go through the outbox: recorded with the terminal
-        # status (one transaction), sent below, and sent by a later pass if GitHub is down.
-        text = ctx.redact(Texts(ctx.bot, ctx.run_id).final(s, ctx.redact(ctx.agent_text)))
-        succeeded = s.exit_code == 0 and s.outcome != Outcome.NO_CHANGES
-        report = report_entries(labels, run_id=ctx.run_id, repo=request.repo,
-                                number=request.number, succeeded=succeeded, text=text)  # fmt: skip
-    _record_end(ctx, store, report)
-    if report:
+    report = _final_report(ctx) if ctx.claimed and ctx.requeue is None else []
+    if not ctx.fenced():
+        _record_end(ctx, store, report)
+    if ctx.fenced():
+        # Another host decided the run (and reported it), found before the end or by the
+        # end's own write: nothing of ours goes to the store or to GitHub; the local
+        # summary and logs say what happened here.
+        if s.outcome != Outcome.LEASE_LOST:
+            _lease_lost(ctx)
+        s.status = ctx.status
+    elif report:
         try:
             await deliver_run(store, github, ctx.run_id, log=ctx.log)
         except Exception:
@@ -1110,14 +1209,30 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
             ctx.log.removeHandler(handler)
 
 
+def _final_report(ctx: _Ctx) -> list[OutboxEntry]:
+    """Labels and the final comment, as outbox entries: recorded with the terminal status
+    (one transaction), sent at once, and sent by a later pass if GitHub is down."""
+    if ctx.fenced():
+        return []
+    s, request = ctx.summary, ctx.request
+    text = ctx.redact(Texts(ctx.bot, ctx.run_id).final(s, ctx.redact(ctx.agent_text)))
+    succeeded = s.exit_code == 0 and s.outcome != Outcome.NO_CHANGES
+    return report_entries(ctx.config.labels, run_id=ctx.run_id, repo=request.repo,
+                          number=request.number, succeeded=succeeded, text=text)  # fmt: skip
+
+
 def _record_end(ctx: _Ctx, store: Store, report: list[OutboxEntry]) -> None:
     """The run back to the queue, or its terminal status with its report; never raises."""
     try:
         if ctx.requeue is not None:
-            requeue(store, ctx.run_id, ctx.requeue)
+            requeue(store, ctx.run_id, ctx.requeue, lease=ctx.lease)
         else:
             _end(ctx, store, report)
-    except Exception:
+    except Exception as exc:
+        if ctx.fence is not None and ctx.fence.note(exc):
+            # Taken over meanwhile: the other host's decision and report stand.
+            ctx.log.warning("%s; the run's end was not recorded here", exc)
+            return
         ctx.log.exception("recording the end of the run failed")
         for entry in report:  # the run may have been ended elsewhere: still report it
             try:
@@ -1136,6 +1251,7 @@ def _end(ctx: _Ctx, store: Store, report: list[OutboxEntry]) -> None:
         RunStatus(s.status),
         detail=s.outcome + (f": {s.error}" if s.error else ""),
         outbox=report,
+        lease=ctx.lease,
         outcome=s.outcome,
         error=s.error,
         pr_number=s.pr_number,

@@ -29,6 +29,9 @@ class Outcome:
     SECRET_BLOCKED = "secret_blocked"  # noqa: S105 - an outcome name, not a password
     # Not an end: GitHub failed before the agent started and the run is queued again.
     REQUEUED = "requeued"
+    # Not this host's end: its lease was lost and another host took the run over (a fleet;
+    # run/_fence.py). Only in this process's summary: the store keeps the other's decision.
+    LEASE_LOST = "lease_lost"
 
 
 class CommandOutcome(msgspec.Struct, kw_only=True):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cgr_store import Store
+    from cgr_store import HostLease, Store
 
 REQUEUED = "requeued"
 """The start of the detail of every requeue event in a run's history (counted by backoff)."""
@@ -35,18 +35,19 @@ def transient_reason(exc: BaseException) -> str | None:
     return None
 
 
-def requeue(store: Store, run_id: str, reason: str) -> None:
-    """Put the run back to ``queued`` with no process on its row, recording why."""
+def requeue(store: Store, run_id: str, reason: str, *, lease: HostLease | None = None) -> None:
+    """Put the run back to ``queued`` with no process on its row, recording why;
+    ``lease``: a fleet run's writes are fenced (run/_fence.py)."""
     from cgr_store import RunStatus
 
     detail = f"{REQUEUED}: {reason}"
     clear: dict[str, Any] = {"pid": None, "process_start_time": None, "heartbeat_at": None}
     if store.get_run(run_id).status is RunStatus.QUEUED:
         # Failed before the claim's first write (reading the thread): nothing to release.
-        store.update_run(run_id, **clear)
+        store.update_run(run_id, lease=lease, **clear)
         store.record_event(run_id, detail)
     else:
-        store.transition(run_id, RunStatus.QUEUED, detail=detail, **clear)
+        store.transition(run_id, RunStatus.QUEUED, detail=detail, lease=lease, **clear)
 
 
 def is_requeue(detail: str) -> bool:

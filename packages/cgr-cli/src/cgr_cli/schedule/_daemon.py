@@ -322,7 +322,9 @@ async def _iteration(
                 error=f"cgr could not start the run's process: {exc}",
             )  # fmt: skip
             continue
-        record_child(store, run.id, handle.identity)
+        record_child(
+            store, run.id, handle.identity, lease=fleet.lease if fleet is not None else None
+        )
         wake.watch(handle)
         metrics.run_started(str(run.kind))
         unclaimed.add(run.id)

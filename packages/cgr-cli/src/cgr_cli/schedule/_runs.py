@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from cgr_cli.config._model import Config
     from cgr_cli.run._pipeline import RunRequest
     from cgr_exec import ProcessIdentity
-    from cgr_store import Run, Store
+    from cgr_store import HostLease, Run, Store
 
 
 def hostname() -> str:
@@ -66,6 +66,8 @@ def request_for(run: Run) -> RunRequest:
         comment_id=comment_id,
         review_comment=run.kind is RunKind.REVIEW_COMMENT,
         run_id=run.id,
+        # Claimed by a fleet host (claim_next stamps its epoch): the child's writes carry it.
+        lease_epoch=run.lease_epoch,
     )
 
 
@@ -92,6 +94,10 @@ def run_args(config_path: Path | None, run: Run) -> list[str]:
         argv += ["--comment-id", str(request.comment_id)]
         if request.review_comment:
             argv.append("--review-comment")
+    if request.lease_epoch is not None:
+        # The epoch the claim was made under, fixed now: a child must never pick up a newer
+        # epoch its host got back after losing its runs (run/_fence.py).
+        argv += ["--lease-epoch", str(request.lease_epoch)]
     return argv
 
 
@@ -101,11 +107,16 @@ def last_run_on(store: Store, repo: str, target: int) -> Run | None:
     return newest[0] if newest else None
 
 
-def record_child(store: Store, run_id: str, identity: ProcessIdentity) -> None:
-    """The run's row now names the child that runs it (the child writes the same)."""
+def record_child(
+    store: Store, run_id: str, identity: ProcessIdentity, *, lease: HostLease | None = None
+) -> None:
+    """The run's row now names the child that runs it (the child writes the same);
+    ``lease``: the fleet host's, which claimed it (the write is fenced)."""
     from cgr_store import StoreError
 
     with contextlib.suppress(StoreError):
-        store.update_run(run_id, pid=identity.pid, process_start_time=float(identity.start_time))
+        store.update_run(
+            run_id, lease=lease, pid=identity.pid, process_start_time=float(identity.start_time)
+        )
         # A fresh beat with the new owner: an old retried row is not mistaken for a hung run.
-        store.heartbeat(run_id)
+        store.heartbeat(run_id, lease=lease)

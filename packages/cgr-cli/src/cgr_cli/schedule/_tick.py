@@ -37,7 +37,7 @@ from cgr_cli.schedule._runs import free_slots, record_child, request_for
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from cgr_store import Run, Store
+    from cgr_store import HostLease, Run, Store
 
 
 @dataclass(slots=True)
@@ -68,6 +68,7 @@ def tick(config: Config) -> TickResult:
     """One pass; see the module docstring. Raises CgrError subclasses for a user to fix."""
     from cgr_cli.config._store import open_config_store
     from cgr_exec import ForkExecutor
+    from cgr_store import StoreError
 
     start = time.monotonic()
     host = config.host_id
@@ -98,7 +99,11 @@ def tick(config: Config) -> TickResult:
         # from here on, the child that runs it.
         with open_config_store(config) as store:
             for run in planned:
-                record_child(store, run.id, executor.identities()[run.id])
+                try:
+                    lease = _claim_lease(store, config, run)
+                except StoreError:
+                    continue  # lost already: not ours to write; the child finds out and stops
+                record_child(store, run.id, executor.identities()[run.id], lease=lease)
     result.seconds = time.monotonic() - start
     return result
 
@@ -135,6 +140,13 @@ async def _discover_and_record(
             owner=ProcessIdentity.current(),
             report=result.report,
         )
+
+
+def _claim_lease(store: Store, config: Config, run: Run) -> HostLease | None:
+    """The fleet lease ``run`` was claimed under by this pass (None: one host)."""
+    from cgr_cli.run._fence import lease_for
+
+    return lease_for(store, config.host_id, run.lease_epoch)
 
 
 def _wait_single_threaded(timeout: float = 5.0) -> None:
