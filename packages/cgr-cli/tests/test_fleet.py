@@ -282,6 +282,51 @@ def test_doctor_checks_the_server_the_schema_and_the_clock(
     assert "start the PostgreSQL server" in down.fix
 
 
+@pytest.mark.parametrize(
+    ("offset", "status", "direction"),
+    [
+        (0.0, "pass", None),
+        # fleet.lease_seconds = 20: a warning past 1 s (a twentieth), a failure past 5 s.
+        (2.5, "warn", "ahead of"),
+        (-2.5, "warn", "behind"),
+        (8.0, "fail", "ahead of"),
+        (-8.0, "fail", "behind"),
+    ],
+)
+def test_doctor_judges_the_clock_skew_against_the_lease(
+    pg_url: str, offset: float, status: str, direction: str | None
+) -> None:
+    """The real server's clock against this host's clock set ``offset`` seconds off: the
+    skew is measured (within its round trip) and judged against fleet.lease_seconds."""
+    from cgr_cli import parse_config
+    from cgr_cli.ops._doctor import postgres_checks
+
+    config = parse_config({"paths": {"database": pg_url}, "fleet": {"lease_seconds": 20}})
+    database, clock = postgres_checks(config, pg_url, clock=lambda: time.time() + offset)
+    assert database.status.value == "pass"
+    assert clock.status.value == status, clock
+    # Server minus host: a host clock ahead gives a negative skew.
+    assert abs(clock.data["skew_seconds"] + offset) <= clock.data["uncertainty_seconds"] + 0.1
+    if direction is not None:
+        assert f"{direction} the server's" in clock.detail
+        assert clock.fix is not None
+        assert "NTP" in clock.fix
+        assert "leases last 20s" in clock.detail
+
+
+def test_the_clock_verdict_thresholds_count_the_uncertainty() -> None:
+    """At the edges: what the measurement cannot tell (half its round trip) is not held
+    against the host."""
+    from cgr_cli.ops._doctor_fleet import judge_clock
+
+    assert judge_clock(1.0, 0.0, 20.0).status == "pass"  # exactly a twentieth: not past it
+    assert judge_clock(1.01, 0.0, 20.0).status == "warn"
+    assert judge_clock(1.5, 0.6, 20.0).status == "pass"  # could be 0.9 s
+    assert judge_clock(5.0, 0.0, 20.0).status == "warn"
+    assert judge_clock(-5.01, 0.0, 20.0).status == "fail"
+    assert judge_clock(5.5, 0.6, 20.0).status == "warn"  # could be 4.9 s
+
+
 # -- cgr store migrate ------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field
@@ -132,13 +133,16 @@ def run_doctor(
     return report
 
 
-def postgres_checks(config: Config, url: str) -> list[Check]:
-    """``database`` and ``clock`` for a store on PostgreSQL (_doctor_fleet)."""
+def postgres_checks(
+    config: Config, url: str, *, clock: Callable[[], float] = time.time
+) -> list[Check]:
+    """``database`` and ``clock`` for a store on PostgreSQL (_doctor_fleet); ``clock``:
+    this host's clock (a test offsets it)."""
     from cgr_cli.ops._doctor_fleet import check_postgres
 
     return [
         Check(name=f.name, status=CheckStatus(f.status), detail=f.detail, fix=f.fix, data=f.data)
-        for f in check_postgres(config, url)
+        for f in check_postgres(config, url, clock=clock)
     ]
 
 

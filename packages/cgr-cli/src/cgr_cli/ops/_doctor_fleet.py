@@ -4,11 +4,16 @@ Leases are written with each host's own clock and compared on the server (cgr-st
 "Clocks"), so a host whose clock is off by a good part of ``fleet.lease_seconds`` would
 see live hosts as lost, or keep a dead one alive: the skew is measured against the
 server's ``now()`` (half a round trip is the measurement's own uncertainty).
+
+The verdict (:func:`judge_clock`): a skew beyond a twentieth of the lease (less what the
+measurement cannot tell) warns, beyond a quarter of it fails - a quarter of the lease is
+where one host's renewal can look late to another.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +33,11 @@ class Finding:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def check_postgres(config: Config, url: str) -> list[Finding]:
-    """The ``database`` check (reachable, authenticated, schema current) and ``clock``."""
+def check_postgres(
+    config: Config, url: str, *, clock: Callable[[], float] = time.time
+) -> list[Finding]:
+    """The ``database`` check (reachable, authenticated, schema current) and ``clock``;
+    ``clock``: this host's clock (the seconds of ``time.time``), compared with the server's."""
     from cgr_store import (
         SCHEMA_VERSION,
         AuthenticationFailed,
@@ -72,9 +80,9 @@ def check_postgres(config: Config, url: str) -> list[Finding]:
     with store:
         version = store.schema_version
         live = [h for h in store.hosts() if h.lease_expires_at > utcnow()]
-        sent = time.time()
+        sent = clock()
         server = store.server_now()
-        back = time.time()
+        back = clock()
     checks = [
         Finding(
             name="database",
@@ -85,9 +93,15 @@ def check_postgres(config: Config, url: str) -> list[Finding]:
         )
     ]
     midpoint = (sent + back) / 2
-    skew = server.timestamp() - midpoint
-    uncertainty = (back - sent) / 2
-    lease = config.fleet.lease_seconds
+    checks.append(
+        judge_clock(server.timestamp() - midpoint, (back - sent) / 2, config.fleet.lease_seconds)
+    )
+    return checks
+
+
+def judge_clock(skew: float, uncertainty: float, lease: float) -> Finding:
+    """The ``clock`` finding for a measured ``skew`` (server minus host, seconds) known to
+    ±``uncertainty``, with leases of ``lease`` seconds; see the module docstring."""
     direction = "behind" if skew > 0 else "ahead of"
     detail = (
         f"this host's clock is {abs(skew) * 1000:.0f} ms {direction} the server's "
@@ -96,10 +110,7 @@ def check_postgres(config: Config, url: str) -> list[Finding]:
     data = {"skew_seconds": round(skew, 4), "uncertainty_seconds": round(uncertainty, 4)}
     sync = "synchronise the clocks (NTP) of this host and the server"
     if abs(skew) - uncertainty > lease / 4:
-        clock = Finding(name="clock", status=FAIL, detail=detail, fix=sync, data=data)
-    elif abs(skew) - uncertainty > lease / 20:
-        clock = Finding(name="clock", status=WARN, detail=detail, fix=sync, data=data)
-    else:
-        clock = Finding(name="clock", status=PASS, detail=detail, data=data)
-    checks.append(clock)
-    return checks
+        return Finding(name="clock", status=FAIL, detail=detail, fix=sync, data=data)
+    if abs(skew) - uncertainty > lease / 20:
+        return Finding(name="clock", status=WARN, detail=detail, fix=sync, data=data)
+    return Finding(name="clock", status=PASS, detail=detail, data=data)
