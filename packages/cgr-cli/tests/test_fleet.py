@@ -243,6 +243,65 @@ def test_a_second_daemon_with_the_same_host_id_is_refused(tmp_path: Path, pg_url
     assert "another cgr daemon holds the lease of host 'host-0'" in second.stderr
 
 
+@pytest.mark.slow
+def test_webhooks_on_two_hosts_start_one_run_for_one_delivery(tmp_path: Path, pg_url: str) -> None:
+    """Both hosts listen for webhooks. One delivery sent to both (a redelivery, a balancer
+    retrying elsewhere) is recorded once in the shared store: the second host answers it
+    as a duplicate. The host that took it, not the poll leader, re-reads the repository at
+    once and queues the run; the fleet runs it once: one run, one PR."""
+    from types import SimpleNamespace
+
+    from cgr_discovery.testing import GitHubSimulator
+    from webhookworld import SECRET, deliver, labeled_payload
+
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        seed(sim, [REPO], 0)
+        number = sim.create_issue(REPO, "Greeting", "say hello", author="alice")
+        world = FleetWorld(sim=sim, root=tmp_path, database_url=pg_url, repos=[REPO])
+        # A poll every 60 s: after the leader's first (empty) poll, only a delivery can
+        # bring the issue in within this test.
+        world.add_hosts(2, concurrency=1, interval=60.0, lease=120.0, agent_seconds=0.1)
+        urls = []
+        for host in world.hosts:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            with host.config.open("a") as out:
+                out.write(f'[webhook]\nlisten = "127.0.0.1:{port}"\nsecret = "{SECRET}"\n')
+            urls.append(f"http://127.0.0.1:{port}/webhook")
+        env = world.env(0.1)
+        leader, other = world.hosts
+        world.start(leader, env)
+        try:
+            wait_until(lambda: "now polls GitHub" in leader.log.read_text(), 60, "a leader")
+            world.start(other, env)
+            for host in world.hosts:
+                wait_until(lambda h=host: "receiving webhooks" in h.log.read_text(), 60,
+                           f"{host.host_id} to listen")  # fmt: skip
+            sim.add_labels(REPO, number, "ready", actor="alice")
+            payload = labeled_payload(SimpleNamespace(sim=sim), number)  # type: ignore[arg-type]
+            first, delivery = deliver(urls[1], "issues", payload)
+            again, _ = deliver(urls[0], "issues", payload, delivery=delivery)
+            assert (first.status_code, first.text) == (202, "accepted\n")
+            assert (again.status_code, again.text) == (202, "duplicate delivery: already handled\n")
+
+            def finished() -> bool:
+                runs = world.runs()
+                return bool(runs) and all(r.status.is_terminal for r in runs)
+
+            wait_until(finished, 50, "the delivered issue's run to end")
+            late, _ = deliver(urls[1], "issues", payload, delivery=delivery)
+            assert late.text == "duplicate delivery: already handled\n"
+            time.sleep(1.0)
+            runs = world.runs()
+        finally:
+            world.stop_all()
+    assert f"host {other.host_id} re-reads {REPO} (webhook)" in other.log.read_text()
+    [run] = runs
+    assert run.status.value == "succeeded"
+    assert len(sim.pull_requests(REPO)) == 1
+
+
 # -- cgr doctor -------------------------------------------------------------------------
 
 

@@ -305,7 +305,8 @@ async def _iteration(
     # webhooks a full poll only when reconciliation is due, else the hinted repos.
     plan = plan_pass if intake is None else intake.plan
     planned = await fleet_pass(
-        fleet, store, github, running=len(executor.running), slots=slots, report=report
+        fleet, store, github, running=len(executor.running), slots=slots, report=report,
+        hints=intake.take_hints if intake is not None else None,
     ) if fleet is not None else await plan(
         config, store, github, host=host, slots=slots, owner=me, report=report
     )  # fmt: skip

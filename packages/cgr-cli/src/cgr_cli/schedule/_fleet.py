@@ -19,12 +19,26 @@ host and the daemon keeps its single-host behaviour. Each pass of a fleet daemon
    fleet's idle GitHub requests are one host's.
 4. ``claim``: every host (the leader too) takes queued runs with ``claim_next`` (``FOR
    UPDATE SKIP LOCKED``: a run is claimed once) up to its free slots, and starts a child
-   for each; the claim binds the run to this host and its lease epoch.
+   for each; the claim binds the run to this host and its lease epoch, and the child's
+   writes carry that epoch (``run/_fence.py``).
+
+**Webhooks with a fleet** (``[webhook] listen`` on several daemons, e.g. behind one load
+balancer, or GitHub pointed at any one of them): every host accepts deliveries. A delivery
+id is recorded in the shared store before anything else (``mark_trigger_processed`` is one
+insert under a unique key), so GitHub's redelivery, or one delivery sent to two hosts, is
+handled once and answered "duplicate" by the other. The payload stays a hint: a host that
+does not lead the polling re-reads the hinted repositories itself at once (``hints``: the
+same ``plan_pass``, queueing for the fleet, never more than the fleet's free slots), and
+the store's rules (one active run per target, processed triggers) keep two hosts that
+read the same repository at the same instant from queueing it twice. The leader's poll
+every ``polling.interval_seconds`` is the reconciliation (a fleet does not stretch it to
+``webhook.reconcile_seconds``: the poll costs one host's requests, not the fleet's).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -222,10 +236,14 @@ async def fleet_pass(
     running: int,
     slots: int,
     report: PassReport,
+    hints: Callable[[], list[str]] | None = None,
 ) -> list[Run]:
     """One fleet scheduling pass (see the module docstring); returns the runs this host
     claimed and must start now (``slots`` at most). ``running < 0``: the lease was just
-    renewed (a tick's ``resume``)."""
+    renewed (a tick's ``resume``). ``hints``: takes the repositories webhook deliveries to
+    this host named since the last pass (``WebhookIntake.take_hints``)."""
+    import msgspec
+
     from cgr_cli.schedule._plan import plan_pass
 
     if running >= 0:
@@ -233,10 +251,18 @@ async def fleet_pass(
     taken = await fleet.take_over_lost(github)
     if any(taken.values()):
         log.info("lost hosts: %s", {k: v for k, v in taken.items() if v})
+    hinted = hints() if hints is not None else []
     if fleet.leads_polling():
+        # The full pass reads the hinted repositories too.
         await plan_pass(
             fleet.config, store, github, host=fleet.host_id, slots=fleet.fleet_free_slots(),
             owner=None, report=report,
+        )  # fmt: skip
+    elif hinted:
+        log.info("host %s re-reads %s (webhook)", fleet.host_id, ", ".join(hinted))
+        await plan_pass(
+            msgspec.structs.replace(fleet.config, repositories=hinted), store, github,
+            host=fleet.host_id, slots=fleet.fleet_free_slots(), owner=None, report=report,
         )  # fmt: skip
     claimed = fleet.claim(slots)
     report.started = [r.id for r in claimed]

@@ -280,6 +280,13 @@ class WebhookIntake:
             self._reconcile_now = True  # GitHub trouble: let a full pass look again
         return planned
 
+    def take_hints(self) -> list[str]:
+        """The hinted repositories, now no longer hinted (a fleet host's pass reads them:
+        schedule/_fleet.py)."""
+        repos = sorted(self.hinted)
+        self.hinted.clear()
+        return repos
+
     def _after_reconcile(
         self, planned: list[Run], report: PassReport, *, first: bool, asked: set[str]
     ) -> None:
