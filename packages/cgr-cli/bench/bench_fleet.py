@@ -3,9 +3,16 @@
 1. Lost host: 60 ready issues in 6 repos, 3 daemons (host ids host-0..2, own workspaces),
    2 slots each. Once host-0 runs agents it is SIGKILLed with all its children. Prints how
    long until its runs were taken over (ended or requeued) against the lease, how the
-   issues ended, duplicate PRs and the active runs left after settling, and the wall time.
+   issues ended, duplicate PRs and the active runs left after settling, the time from the
+   kill to all settled and the wall time. ASSERTS issue 17's invariants: taken over within
+   twice the lease, every issue one visible state (``check_outcome``), 0 duplicate PRs, 0
+   active runs after settling, the survivors finished every issue the lost host was not
+   running.
 2. Idle: GitHub requests per poll interval with 1 host and with 3 hosts (only the poll
-   leader asks GitHub).
+   leader asks GitHub); asserts 3 hosts cost no more than 1 (one interval's jitter).
+3. Claim throughput: 8 processes claiming at once, PostgreSQL beside SQLite (cgr-store's
+   ``bench/bench_claims.py``, run from here so the fleet's figures are in one place; it
+   asserts every run claimed once).
 
 The agent is tests/slow_agent.py (the scripted agent after a pause), so the figures are
 cgr's own scheduling, not a model's.
@@ -13,14 +20,16 @@ cgr's own scheduling, not a model's.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fleetworld import FleetWorld, check_outcome, seed, wait_until
+from fleetworld import FleetWorld, check_outcome, pr_closes, seed, wait_until
 
 LEASE = 5.0
 AGENT_SECONDS = 2.0
@@ -66,24 +75,42 @@ def lost_host(tmp: Path, database_url: str) -> None:
                 return len(done) >= 60 and not any(r.status.is_active for r in runs)
 
             wait_until(settled, 900, "all 60 issues")
+            settle = time.monotonic() - killed
             wall = time.monotonic() - start
         finally:
             world.stop_all()
-        finals = check_outcome(world, issues)  # raises on a duplicate PR or two states
-        runs = world.runs()
-        by_host: dict[str, int] = {}
-        for run in runs:
-            if run.status.value == "succeeded":
-                by_host[str(run.host)] = by_host.get(str(run.host), 0) + 1
-        prs = sum(len(sim.pull_requests(repo)) for repo in repos)
+        finals, by_host, prs, duplicates, active = _invariants(world, issues, orphaned, took)
         print("lost host: 3 daemons x 2 slots, 60 issues in 6 repos, host-0 SIGKILLed")
         print(f"  host-0 active runs at the kill      {len(orphaned)}")
         print(f"  taken over after                    {took:.1f} s (lease {LEASE:g} s)")
         print(f"  issues by final state               {finals}")
         print(f"  succeeded runs by host              {dict(sorted(by_host.items()))}")
-        print(f"  pull requests / duplicates          {prs} / 0")
-        print("  active runs after settling          0")
+        print(f"  pull requests / duplicates          {prs} / {duplicates}")
+        print(f"  active runs after settling          {len(active)}")
+        print(f"  kill to all settled                 {settle:.1f} s")
         print(f"  wall time                           {wall:.1f} s")
+
+
+def _invariants(
+    world: FleetWorld, issues: dict[str, list[int]], orphaned: list[str], took: float
+) -> tuple[dict[str, int], Counter[str], int, int, list[str]]:
+    """Issue 17's invariants, asserted; returns the figures printed."""
+    # check_outcome: one visible state per issue, no issue with two PRs, no active run.
+    finals = check_outcome(world, issues)
+    runs = world.runs()
+    active = [r.id for r in runs if r.status.is_active]
+    by_host = Counter(str(r.host) for r in runs if r.status.value == "succeeded")
+    prs = duplicates = 0
+    for repo in issues:
+        targets = Counter(pr_closes(pr) for pr in world.sim.pull_requests(repo))
+        prs += sum(targets.values())
+        duplicates += sum(n - 1 for n in targets.values() if n > 1)
+    assert took <= 2 * LEASE, f"taken over after {took:.1f} s, lease {LEASE:g} s"
+    assert duplicates == 0, duplicates
+    assert active == [], active
+    assert finals.get("succeeded", 0) >= 60 - len(orphaned), finals
+    assert set(by_host) - {"host-0"}, by_host  # the survivors did the work
+    return finals, by_host, prs, duplicates, active
 
 
 def idle(tmp: Path, database_url: str) -> None:
@@ -110,6 +137,20 @@ def idle(tmp: Path, database_url: str) -> None:
         print("idle: GitHub requests per poll interval (1 s, 6 repos)")
         print(f"  1 host   {figures[1]:.1f}")
         print(f"  3 hosts  {figures[3]:.1f}")
+        # Only the leader polls: a multiplied poll would be 3x; allow one interval's jitter.
+        assert figures[1] > 0
+        assert figures[3] <= figures[1] * (1 + 1 / 3), figures
+
+
+def claims() -> None:
+    """cgr-store's claim benchmark (8 processes, PostgreSQL beside SQLite)."""
+    script = Path(__file__).resolve().parents[2] / "cgr-store" / "bench" / "bench_claims.py"
+    spec = importlib.util.spec_from_file_location("bench_claims", script)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main()
 
 
 def main() -> None:
@@ -119,6 +160,7 @@ def main() -> None:
         (Path(tmp) / "lost").mkdir()
         lost_host(Path(tmp) / "lost", server.create_database("bench_lost"))
         idle(Path(tmp), server.create_database("bench_idle"))
+    claims()
 
 
 if __name__ == "__main__":
