@@ -303,6 +303,62 @@ def test_webhooks_on_two_hosts_start_one_run_for_one_delivery(tmp_path: Path, pg
     assert len(sim.pull_requests(REPO)) == 1
 
 
+def test_pending_reports_are_sent_by_the_host_of_the_run_by_its_configured_host_id(
+    env: Env, pg_url: str
+) -> None:
+    """A pending report is the run's own process's to send while it lives: its row names
+    the configured fleet.host_id (not the machine's hostname). A run of another live host
+    is that host's to send; once its lease is gone, any host sends it."""
+    from datetime import timedelta
+
+    import anyio
+
+    from cgr_cli.config._load import load_config
+    from cgr_cli.run._outbox import report_entries
+    from cgr_cli.schedule._deliver import deliver_pending
+    from cgr_cli.schedule._github import open_github
+    from cgr_exec import ProcessIdentity
+    from cgr_store import Run, RunKind, RunStatus, new_run_id, open_store
+
+    env.write_config(paths={"database": pg_url}, fleet={"host_id": "host-a"})
+    config, _ = load_config(env.config_path)
+    assert config.host_id != socket.gethostname()
+    mine_n, theirs_n = env.sim.seed_ready_issues(REPO, 2)
+    me = ProcessIdentity.current()
+
+    def ended(store: Any, number: int, host: str) -> str:
+        run = store.create_run(Run(id=new_run_id(), repo=REPO, target=number,
+                                   kind=RunKind.ISSUE, host=host, pid=me.pid,
+                                   process_start_time=float(me.start_time)))  # fmt: skip
+        store.transition(run.id, RunStatus.CLAIMED)
+        store.transition(
+            run.id, RunStatus.FAILED, detail="failed", outcome="failed",
+            outbox=report_entries(config.labels, run_id=run.id, repo=REPO, number=number,
+                                  succeeded=False, text="❌ The run failed."),
+        )  # fmt: skip
+        return str(run.id)
+
+    async def deliver() -> Any:
+        with open_store(pg_url) as store:
+            async with open_github(config) as github:
+                return await deliver_pending(store, github, host=config.host_id)
+
+    with open_store(pg_url) as store:
+        store.acquire_host_lease("host-b", timedelta(seconds=600))
+        mine = ended(store, mine_n, "host-a")  # this process is alive: it is sending it
+        theirs = ended(store, theirs_n, "host-b")
+    sent = anyio.run(deliver)
+    assert sent.delivered == []
+    with open_store(pg_url) as store:
+        assert len(store.pending_outbox(run_id=mine)) == 2
+        assert len(store.pending_outbox(run_id=theirs)) == 2
+        [b] = [h for h in store.hosts() if h.host_id == "host-b"]
+        store.release_host_lease("host-b", b.epoch)  # host-b stopped: anyone sends it
+    sent = anyio.run(deliver)
+    assert sent.delivered == [theirs]
+    assert "needs-human" in env.sim.issue(REPO, theirs_n).labels
+
+
 # -- cgr doctor -------------------------------------------------------------------------
 
 
