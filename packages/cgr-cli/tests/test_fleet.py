@@ -622,7 +622,7 @@ def test_a_run_carries_its_claims_lease_epoch_and_a_superseded_one_does_nothing(
     )  # fmt: skip
     assert done_proc.returncode == 1, done_proc.stderr
     summary = json.loads(done_proc.stdout)
-    assert summary["outcome"] == "lease_lost"
+    assert (summary["outcome"], summary["status"]) == ("lease_lost", "lost")
     assert "epoch" in summary["error"]
     writes = [r for r in env.sim.requests if r.method != "GET"]
     assert not writes, writes

@@ -639,7 +639,7 @@ async def _work(
         return bool(status == RunStatus.CANCELLED)
 
     async def progress(line: str) -> None:
-        if ctx.fence is not None:
+        if ctx.fence is not None and ctx.lease is not None:
             # An edit after a pause must not overwrite what a host that took over wrote.
             await anyio.to_thread.run_sync(ctx.fence.check, config.timeouts.heartbeat_seconds)
         await github.update_status(request.repo, request.number, ctx.run_id,
@@ -1066,7 +1066,8 @@ async def _publish(
 
 
 async def _fence_check(ctx: _Ctx) -> None:
-    if ctx.fence is not None:
+    """A fenced write right before an effect (free without a lease: one host)."""
+    if ctx.fence is not None and ctx.lease is not None:
         await anyio.to_thread.run_sync(ctx.fence.check)
 
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 
 def hostname() -> str:
+    """The machine's name: the default of ``fleet.host_id``. cgr itself identifies this host
+    by ``config.host_id`` everywhere (runs, reaping, reports), never by this."""
     return socket.gethostname()
 
 
