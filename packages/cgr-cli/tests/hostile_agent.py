@@ -171,6 +171,22 @@ def attack_message_only() -> None:
     record("message_only", True, "a token shape only in a commit message")
 
 
+def attack_whoami() -> None:
+    """Which account the agent runs as: ``id -u`` written into the state directory."""
+    uid = subprocess.run(["id", "-u"], capture_output=True, text=True, check=True).stdout
+    (STATE / "whoami.txt").write_text(uid)
+    record("whoami", True, f"uid {uid.strip()}")
+
+
+def attack_commit() -> None:
+    """Ordinary work: a file written and committed by the agent's own git."""
+    Path("agent.txt").write_text("written and committed by the agent\n")
+    done = git("add", "agent.txt")
+    if done.returncode == 0:
+        done = git("commit", "-q", "-m", "the agent's own commit")
+    record("commit", done.returncode == 0, done.stderr.strip()[:300] or "committed")
+
+
 def attack_hang() -> None:
     record("hang", True, "sleeping")
     (STATE / "hostile.json").write_text(json.dumps(results, indent=1))

@@ -531,6 +531,7 @@ def check_sandbox(config: Config, environ: dict[str, str] | None = None) -> Chec
     """What confinement this machine offers and what ``agent.sandbox`` puts in force."""
     from cgr_cli._errors import ConfigError
     from cgr_cli.run._agent import agent_env
+    from cgr_cli.run._agent_account import check_reachable
     from cgr_cli.run._sandbox import RunPaths, plan_sandbox
     from cgr_exec import probe_confinement
 
@@ -544,6 +545,8 @@ def check_sandbox(config: Config, environ: dict[str, str] | None = None) -> Chec
         plan = plan_sandbox(
             config, paths, agent_env(config.agent, environ), support=support, environ=environ
         )
+        # User modes: the account exists and can reach the workspace (else runs refuse).
+        check_reachable(config)
     except ConfigError as exc:
         return Check(name="sandbox", status=CheckStatus.FAIL, data=data,
                      detail=f"{exc} (available: {available})",

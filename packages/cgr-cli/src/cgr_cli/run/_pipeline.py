@@ -39,6 +39,7 @@ from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
 from cgr_cli.config._repo import RepoSettings
 from cgr_cli.run._agent import StreamState, agent_env, check_can_start, judge
+from cgr_cli.run._agent_account import check_reachable, take_back, uses_account
 from cgr_cli.run._agent_cli import AgentCli
 from cgr_cli.run._agent_release import release_cache_path
 from cgr_cli.run._agent_run import AgentRunner
@@ -363,6 +364,8 @@ def check_sandbox(config: Config) -> None:
 
     # The mode against the machine only: the paths are planned when the agent starts.
     refuse_impossible(config, probe_confinement())
+    # The agent's account (user modes) exists and can reach the workspace.
+    check_reachable(config)
 
 
 def _open_run_log(ctx: _Ctx, ws: Workspace) -> None:
@@ -804,10 +807,17 @@ async def _prepare_checkout(
     config = await _apply_repo_file(ctx, git, ws, thread)
     await _timed(ctx, "workspace", ws.fresh_checkout)
     identity = Identity(config.git_identity.name, config.git_identity.email)
+    own_account = uses_account(config)
     await _timed(
-        ctx, "clone", lambda: git.clone(url, ws.checkout, mirror=ws.mirror, identity=identity)
+        ctx,
+        "clone",
+        lambda: git.clone(
+            url, ws.checkout, mirror=ws.mirror, identity=identity, hardlinks=not own_account
+        ),
     )
     repo_dir = ws.checkout
+    if own_account:  # the agent's account will own it (see _agent_account)
+        git.trust(repo_dir)
     # What the clone saw of origin, read once: the default branch, whether cgr's branch
     # exists, and the sha each checkout starts from (no rev-parse after it).
     refs = await _timed(ctx, "git", git.remote_refs, repo_dir)
@@ -1098,9 +1108,13 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
         try:
             write_summary(ctx.ws, s, ctx.redact)
             ws, policy = ctx.ws, config.cleanup.policy
-            done = await anyio.to_thread.run_sync(
-                while_unlocked, ws.lock, lambda: cleanup(ws, policy)
-            )
+
+            def close() -> None:
+                if uses_account(config):  # the agent's account reaches none of it now
+                    take_back([ws.checkout, ws.run_dir / "tmp"], config.workspace_root)
+                cleanup(ws, policy)
+
+            done = await anyio.to_thread.run_sync(while_unlocked, ws.lock, close)
             if not done:
                 ctx.log.info("cleanup skipped: another run works in the checkout now")
         except Exception:
