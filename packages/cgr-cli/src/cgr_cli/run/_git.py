@@ -142,6 +142,32 @@ class Git:
         self.retry = retry or GitRetryPolicy()
         # Checkouts handed to the agent's own account (see ``trust``).
         self._trusted: set[str] = set()
+        # Checkouts whose .git/config cgr pinned (see ``guard``): real path → content.
+        self._guarded: dict[str, tuple[Path, bytes]] = {}
+
+    def guard(self, checkout: Path) -> None:
+        """Pin ``checkout``'s git configuration as it is now (cgr's own, before anything
+        confined runs there): from now on every git command of cgr's in it first puts
+        that configuration back, so no filter, fsmonitor, driver or program the agent
+        configured runs in cgr's git (see ``_git_guard``)."""
+        from cgr_cli.run._git_guard import snapshot
+
+        self._guarded[os.path.realpath(checkout)] = (checkout, snapshot(checkout))
+
+    def _pin(self, path: Path | None) -> None:
+        if path is None or not self._guarded:
+            return
+        found = self._guarded.get(os.path.realpath(path))
+        if found is None:
+            return
+        from cgr_cli.run._git_guard import restore
+
+        undone = restore(*found)
+        if undone:
+            self._log(
+                "the agent changed " + ", ".join(undone) + ": cgr's own configuration put "
+                "back (commands it names never run in cgr's git)"
+            )
 
     def trust(self, checkout: Path) -> None:
         """Let cgr's git work in ``checkout`` once another account owns it
@@ -197,6 +223,7 @@ class Git:
         """Run one git command; ``auth`` gives it the token (network commands only);
         ``log_output=False`` keeps a large output (a whole patch) out of the run's log."""
         command = " ".join(args)
+        self._pin(cwd)
         self._log(f"$ git {command}" + (f"  (in {cwd.name})" if cwd else ""))
         try:
             done = subprocess.run(
@@ -370,6 +397,7 @@ class Git:
             alternates.write_text(f"{(mirror / 'objects').resolve()}\n", encoding="utf-8")
         # Local fetch, no token: only objects and the one ref come over.
         fetch = ["fetch", "--no-tags", "--no-write-fetch-head"]
+        self._pin(checkout)  # the local upload-pack reads the checkout's config
         real = os.path.realpath(checkout)
         if real in self._trusted:
             # The local upload-pack runs in the checkout and checks its owner too; git

@@ -860,6 +860,9 @@ async def _prepare_checkout(
     ctx.summary.branch, ctx.summary.base_branch = branch, base
     if start_sha is None:  # not among the refs read above: ask git where HEAD is
         start_sha = await _timed(ctx, "git", git.head, repo_dir)
+    # Set up: from now on confined processes write here, and cgr's git puts its own
+    # configuration back before each command (run/_git_guard.py).
+    git.guard(repo_dir)
     return _Work(branch, base, start_sha, lease, existing_pr)
 
 
