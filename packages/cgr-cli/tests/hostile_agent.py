@@ -206,6 +206,26 @@ def attack_git_config() -> None:
     record("git_config", not failed, f"planted {len(settings) - len(failed)} settings")
 
 
+def attack_poison_mirror() -> None:
+    """Write into the object files the checkout shares with cgr's mirror (hard links: one
+    inode). Read-only files owned by root, but the agent runs as root without
+    capabilities, and an owner may chmod its own file."""
+    written = []
+    for pack in sorted(Path(".git/objects/pack").glob("*")):
+        if pack.stat().st_nlink < 2:
+            continue
+        try:
+            pack.chmod(0o644)
+            with pack.open("r+b") as f:
+                f.seek(0, 2)
+                f.write(b"poisoned")
+            written.append(pack.name)
+        except OSError as exc:
+            record("poison_mirror", False, f"{type(exc).__name__}: {exc.strerror}")
+            return
+    record("poison_mirror", bool(written), f"wrote into {written or 'no shared file'}")
+
+
 def attack_hang() -> None:
     record("hang", True, "sleeping")
     (STATE / "hostile.json").write_text(json.dumps(results, indent=1))

@@ -337,3 +337,24 @@ def test_commands_the_agent_configures_in_its_checkout_never_run_in_cgrs_git(
     raw = subprocess.run(["git", "-C", str(checkout), "cat-file", "commit", "HEAD"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "gpgsig" not in raw
+
+
+@needs_landlock
+def test_the_agent_cannot_change_cgrs_mirror_through_its_checkout(
+    env: Env, hostile: dict[str, Any]
+) -> None:
+    # A local clone hard-links the mirror's object files into the checkout: one inode,
+    # writable by the confined agent (root owns them, an owner may chmod). Confined runs
+    # clone without hard links, so the mirror every later run clones from stays intact.
+    configure(env, "poison_mirror", hostile["spec"])
+    number = env.sim.create_issue(REPO, "Do the thing", "", author="alice", labels=["ready"])
+    env.run(number)
+    got = results(env)["poison_mirror"]
+    assert got["ok"] is False, got
+    assert "no shared file" in str(got["detail"])
+    mirror = env.workspace / ".mirrors" / "acme" / "widgets.git"
+    for pack in (mirror / "objects" / "pack").glob("*.pack"):
+        assert not pack.read_bytes().endswith(b"poisoned")
+        done = subprocess.run(["git", "verify-pack", str(pack)], capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr

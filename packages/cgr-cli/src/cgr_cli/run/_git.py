@@ -295,8 +295,9 @@ class Git:
         hard-linked, so no object crosses the network or is copied — and then its origin
         is pointed at the real URL. Hard links keep the copy independent of the mirror: a
         later ``fetch --prune``/``gc`` in the mirror only drops the mirror's own links.
-        ``hardlinks=False`` copies the objects instead: a checkout handed to another
-        account is chowned, and chown changes the inode the mirror shares.
+        ``hardlinks=False`` copies the objects instead: a confined agent can write its
+        checkout's files (and chmod those its uid owns), a checkout handed to another
+        account is chowned, and either would change the inode the mirror shares.
         """
         # Commits by cgr and by the agent carry the configured identity (not a secret),
         # written into the new repository's config by the clone itself (``-c``).

@@ -808,11 +808,16 @@ async def _prepare_checkout(
     await _timed(ctx, "workspace", ws.fresh_checkout)
     identity = Identity(config.git_identity.name, config.git_identity.email)
     own_account = uses_account(config)
+    # Hard links share the mirror's object files (one inode) with the checkout, where a
+    # confined agent may write (and chmod a file its uid owns; chown of the checkout in
+    # user mode would change them too): every later run clones from that mirror. Only an
+    # unconfined agent, which could write the mirror anyway, gets the cheaper clone.
+    hardlinks = config.agent.sandbox.mode == "off"
     await _timed(
         ctx,
         "clone",
         lambda: git.clone(
-            url, ws.checkout, mirror=ws.mirror, identity=identity, hardlinks=not own_account
+            url, ws.checkout, mirror=ws.mirror, identity=identity, hardlinks=hardlinks
         ),
     )
     repo_dir = ws.checkout
