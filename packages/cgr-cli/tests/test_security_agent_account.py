@@ -240,3 +240,34 @@ def test_doctor_reports_the_user_mode(account: pwd.struct_passwd, tmp_path: Path
         assert "is not searchable by it" in check.detail
     finally:
         shutil.rmtree(reachable)
+
+
+def test_set_up_checks_and_a_second_attempt_run_as_the_account(
+    env: Env, account: pwd.struct_passwd, shared: Path
+) -> None:
+    # The repository's set-up and check commands run like the agent (as the account); the
+    # check fails once, so the agent works a second time after cgr's git has written the
+    # checkout (the index, objects): the checkout is the account's again for it.
+    from runworld import FAKE_CLAUDE
+
+    check = 'grep -q fixed hello.txt && [ "$(id -u)" = "' + str(account.pw_uid) + '" ]'
+    env.sim.commit(REPO, "main", {".github/cgr.toml": (
+        'setup = ["id -u > setup-uid.txt"]\n'
+        f"check = [{json.dumps(check)}]\n")}, message="cgr settings", author="alice")  # fmt: skip
+    env.scenario("fix_on_retry")
+    env.write_config(
+        agent={"command": [_python_for_the_account(), str(FAKE_CLAUDE)]},
+        **{"agent.sandbox": {"mode": "user", "user": account.pw_name,
+                             "read_write": [str(env.agent_state)]}},
+    )  # fmt: skip
+    number = env.sim.create_issue(REPO, "Add a greeting", "", author="alice", labels=["ready"])
+    assert env.run(number) == 0
+    (rd,) = [p for p in env.workspace.iterdir() if p.name.startswith("r-")]
+    summary = json.loads((rd / "artifacts" / "summary.json").read_text())
+    assert summary["outcome"] == "pr_opened", summary
+    assert summary["agent_attempts"] == 2
+    ran = [(c["phase"], c["attempt"], c["exit_code"]) for c in summary["commands"]]
+    assert ran == [("setup", 0, 0), ("check", 1, 1), ("check", 2, 0)]
+    checkout = env.workspace / "targets" / "acme" / "widgets" / str(number) / "repo"
+    assert (checkout / "setup-uid.txt").read_text().strip() == str(account.pw_uid)
+    assert "dubious ownership" not in (rd / "logs" / "run.log").read_text()
