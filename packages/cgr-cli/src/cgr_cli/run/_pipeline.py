@@ -806,23 +806,8 @@ async def _prepare_checkout(
         await _timed(ctx, "mirror", git.ensure_mirror, url, ws.mirror)
     config = await _apply_repo_file(ctx, git, ws, thread)
     await _timed(ctx, "workspace", ws.fresh_checkout)
-    identity = Identity(config.git_identity.name, config.git_identity.email)
-    own_account = uses_account(config)
-    # Hard links share the mirror's object files (one inode) with the checkout, where a
-    # confined agent may write (and chmod a file its uid owns; chown of the checkout in
-    # user mode would change them too): every later run clones from that mirror. Only an
-    # unconfined agent, which could write the mirror anyway, gets the cheaper clone.
-    hardlinks = config.agent.sandbox.mode == "off"
-    await _timed(
-        ctx,
-        "clone",
-        lambda: git.clone(
-            url, ws.checkout, mirror=ws.mirror, identity=identity, hardlinks=hardlinks
-        ),
-    )
+    await _clone(ctx, config, git, ws, url)
     repo_dir = ws.checkout
-    if own_account:  # the agent's account will own it (see _agent_account)
-        git.trust(repo_dir)
     # What the clone saw of origin, read once: the default branch, whether cgr's branch
     # exists, and the sha each checkout starts from (no rev-parse after it).
     refs = await _timed(ctx, "git", git.remote_refs, repo_dir)
@@ -869,6 +854,24 @@ async def _prepare_checkout(
     # configuration back before each command (run/_git_guard.py).
     git.guard(repo_dir)
     return _Work(branch, base, start_sha, lease, existing_pr)
+
+
+async def _clone(ctx: _Ctx, config: Config, git: Git, ws: Workspace, url: str) -> None:
+    identity = Identity(config.git_identity.name, config.git_identity.email)
+    # Hard links share the mirror's object files (one inode) with the checkout, where a
+    # confined agent may write (and chmod a file its uid owns; chown of the checkout in
+    # user mode would change them too): every later run clones from that mirror. Only an
+    # unconfined agent, which could write the mirror anyway, gets the cheaper clone.
+    hardlinks = config.agent.sandbox.mode == "off"
+    await _timed(
+        ctx,
+        "clone",
+        lambda: git.clone(
+            url, ws.checkout, mirror=ws.mirror, identity=identity, hardlinks=hardlinks
+        ),
+    )
+    if uses_account(config):  # the agent's account will own it (see _agent_account)
+        git.trust(ws.checkout)
 
 
 async def _apply_repo_file(ctx: _Ctx, git: Git, ws: Workspace, thread: Thread) -> Config:
