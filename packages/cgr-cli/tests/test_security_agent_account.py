@@ -238,6 +238,9 @@ def test_doctor_reports_the_user_mode(account: pwd.struct_passwd, tmp_path: Path
         check = check_sandbox(config, {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
         assert check.status.value == "fail"
         assert "is not searchable by it" in check.detail
+        assert f"user {account.pw_name}" in check.data["in_force"]
+        assert check.fix is not None
+        assert "reach the workspace" in check.fix
     finally:
         shutil.rmtree(reachable)
 

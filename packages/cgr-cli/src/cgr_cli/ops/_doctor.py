@@ -545,13 +545,19 @@ def check_sandbox(config: Config, environ: dict[str, str] | None = None) -> Chec
         plan = plan_sandbox(
             config, paths, agent_env(config.agent, environ), support=support, environ=environ
         )
-        # User modes: the account exists and can reach the workspace (else runs refuse).
-        check_reachable(config)
     except ConfigError as exc:
         return Check(name="sandbox", status=CheckStatus.FAIL, data=data,
                      detail=f"{exc} (available: {available})",
                      fix="choose an agent.sandbox.mode this machine supports")  # fmt: skip
     data["in_force"] = plan.describe()
+    try:
+        # User modes: the account exists and can reach the workspace (else runs refuse).
+        check_reachable(config)
+    except ConfigError as exc:
+        return Check(name="sandbox", status=CheckStatus.FAIL, data=data,
+                     detail=f"{exc} (in force: {plan.describe()})",
+                     fix="let the agent's account reach the workspace, as the detail "
+                     "says")  # fmt: skip
     status = CheckStatus.PASS if plan.confined else CheckStatus.WARN
     fix = (
         None
