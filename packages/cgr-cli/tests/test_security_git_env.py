@@ -68,3 +68,60 @@ def test_git_env_drops_token_variables_and_curl_tracing(with_token: bool) -> Non
     # Only the header git needs carries the token.
     holders = [k for k, v in env.items() if TOKEN in v]
     assert holders == (["GIT_CONFIG_VALUE_0"] if with_token else [])
+
+
+def _guarded_checkout(tmp_path: Path) -> tuple[Path, Git, bytes]:
+    checkout = tmp_path / "checkout"
+    _git("init", "-q", "-b", "main", str(checkout))
+    _git("config", "user.name", "t", cwd=checkout)
+    _git("config", "user.email", "t@t", cwd=checkout)
+    git = Git(token=None)
+    git.guard(checkout)
+    return checkout, git, (checkout / ".git" / "config").read_bytes()
+
+
+def test_guard_puts_cgrs_config_back_before_each_of_its_git_commands(tmp_path: Path) -> None:
+    checkout, git, saved = _guarded_checkout(tmp_path)
+    leak = tmp_path / "ran.txt"
+    spy = f"sh -c 'echo ran >> {leak}; cat'"
+    # What the agent writes after cgr set the checkout up: a filter in .git/config, the
+    # attribute naming it in .git/info/attributes, a commondir whose config has a filter.
+    _git("config", "filter.spy.clean", spy, cwd=checkout)
+    (checkout / ".git" / "info").mkdir(exist_ok=True)
+    (checkout / ".git" / "info" / "attributes").write_text("* filter=spy\n")
+    other = tmp_path / "common"
+    other.mkdir()
+    (other / "config").write_text(f'[filter "spy"]\n\tclean = {spy}\n')
+    (checkout / ".git" / "commondir").write_text(str(other) + "\n")
+    (checkout / "a.txt").write_text("change\n")
+
+    assert git.commit_all(checkout, "work")
+    assert not leak.exists()  # the filter never ran in cgr's git
+    assert (checkout / ".git" / "config").read_bytes() == saved
+    assert not (checkout / ".git" / "info" / "attributes").exists()
+    assert not (checkout / ".git" / "commondir").exists()
+
+
+def test_guard_replaces_a_config_symlink_without_writing_through_it(tmp_path: Path) -> None:
+    checkout, git, saved = _guarded_checkout(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not cgr's to overwrite\n")
+    config = checkout / ".git" / "config"
+    config.unlink()
+    config.symlink_to(victim)
+    git.run(["status", "--short"], cwd=checkout)
+    assert victim.read_text() == "not cgr's to overwrite\n"
+    assert not config.is_symlink()
+    assert config.read_bytes() == saved
+
+
+def test_guard_refuses_a_git_dir_replaced_by_a_symlink(tmp_path: Path) -> None:
+    from cgr_cli.run._git_guard import GitDirTamperedError
+
+    checkout, git, _ = _guarded_checkout(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    _git("init", "-q", str(elsewhere))
+    (checkout / ".git").rename(tmp_path / "moved.git")
+    (checkout / ".git").symlink_to(elsewhere / ".git")
+    with pytest.raises(GitDirTamperedError, match="is a symlink or a file"):
+        git.run(["status"], cwd=checkout)

@@ -309,3 +309,52 @@ def test_leftovers_of_a_sigkilled_run_are_ended_by_reap(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@needs_landlock
+def test_commands_the_agent_configures_in_its_checkout_never_run_in_cgrs_git(
+    env: Env, hostile: dict[str, Any]
+) -> None:
+    # A clean filter, a textconv driver, core.fsmonitor, gpg.program with commit.gpgSign
+    # and core.pager in .git/config, the filter named in .git/info/attributes: without the
+    # guard, cgr's own `git add` (unconfined, after the agent) runs the filter, which reads
+    # cgr's configuration (the token) into git-escape.txt.
+    configure(env, "git_config", hostile["spec"])
+    number = env.sim.create_issue(REPO, "Do the thing", "", author="alice", labels=["ready"])
+    code = env.run(number)
+    assert results(env)["git_config"]["ok"] is True
+    escaped = env.agent_state / "git-escape.txt"
+    assert not escaped.exists() or env.sim.token not in escaped.read_text()
+    assert not escaped.exists()
+    assert code == 0
+    rd = run_dir(env)
+    log = (rd / "logs" / "run.log").read_text()
+    assert "the agent changed .git/config, .git/info/attributes" in log
+    summary = json.loads((rd / "artifacts" / "summary.json").read_text())
+    assert summary["outcome"] == "pr_opened"
+    # The PR's commit is an ordinary one: no signature by the agent's "gpg".
+    checkout = env.workspace / "targets" / "acme" / "widgets" / str(number) / "repo"
+    raw = subprocess.run(["git", "-C", str(checkout), "cat-file", "commit", "HEAD"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "gpgsig" not in raw
+
+
+@needs_landlock
+def test_the_agent_cannot_change_cgrs_mirror_through_its_checkout(
+    env: Env, hostile: dict[str, Any]
+) -> None:
+    # A local clone hard-links the mirror's object files into the checkout: one inode,
+    # writable by the confined agent (root owns them, an owner may chmod). Confined runs
+    # clone without hard links, so the mirror every later run clones from stays intact.
+    configure(env, "poison_mirror", hostile["spec"])
+    number = env.sim.create_issue(REPO, "Do the thing", "", author="alice", labels=["ready"])
+    env.run(number)
+    got = results(env)["poison_mirror"]
+    assert got["ok"] is False, got
+    assert "no shared file" in str(got["detail"])
+    mirror = env.workspace / ".mirrors" / "acme" / "widgets.git"
+    for pack in (mirror / "objects" / "pack").glob("*.pack"):
+        assert not pack.read_bytes().endswith(b"poisoned")
+        done = subprocess.run(["git", "verify-pack", str(pack)], capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr

@@ -235,6 +235,140 @@ def test_redactor_knows_the_token_shapes() -> None:
         assert redact(f"x {text} y") == "x [REDACTED] y", text
 
 
+# Every secret issue 13 lists, one by one: in a commit it blocks the push (a finding at its
+# file and line, never the value), in text bound for GitHub it is redacted.
+_BODY = ["MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+         "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK",
+         "LxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo"]  # fmt: skip
+
+
+def _pem(label: str, body: str) -> str:
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----"
+
+
+_FAKE_KEY = _pem("RSA PRIVATE KEY", "\n".join(_BODY)) + "\n"
+SHAPED = {
+    "ghp_": ("a GitHub token", "ghp_" + "A1b2C3d4" * 4 + "x9Z8"),
+    "gho_": ("a GitHub token", "gho_" + "Q" * 36),
+    "ghu_": ("a GitHub token", "ghu_" + "u1" * 18),
+    "ghs_": ("a GitHub token", "ghs_" + "s2" * 18),
+    "ghr_": ("a GitHub token", "ghr_" + "r3" * 18),
+    "github_pat_": ("a GitHub token", "github_pat_11ABCDEFG0" + "x" * 60),
+    "sk-ant-": ("an Anthropic API key", "sk-ant-api03-" + "k" * 40),
+    "AKIA": ("an AWS access key id", "AKIA" + "Z" * 16),
+    "ASIA": ("an AWS access key id", "ASIA" + "Y" * 16),
+    "PEM RSA": ("a private key", _FAKE_KEY),
+    "PEM EC": ("a private key", _pem("EC PRIVATE KEY", "MHcCAQEE")),
+    "PEM OpenSSH": ("a private key", _pem("OPENSSH PRIVATE KEY", "b3Bl")),
+    "PEM PKCS8 encrypted": ("a private key", _pem("ENCRYPTED PRIVATE KEY", "MIIF")),
+    "PGP": ("a private key", _pem("PGP PRIVATE KEY BLOCK", "\nlQdG")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("label", list(SHAPED))
+def test_each_token_shape_blocks_the_push_and_is_redacted(tmp_path: Path, label: str) -> None:
+    what, value = SHAPED[label]
+    repo, base = _repo(tmp_path)
+    (repo / "leak.txt").write_text(f"first line\nsecret: {value}\n")
+    _commit(repo, "a change")
+    findings = [str(f) for f in SecretGate({}).scan_patch(_patch(repo, base))]
+    assert findings == [f"leak.txt:2: {what}"]
+    # In a commit message too.
+    repo2, base2 = _repo(tmp_path / "two")
+    (repo2 / "ok.txt").write_text("fine\n")
+    _commit(repo2, f"subject\n\n{value}")
+    (finding,) = SecretGate({}).scan_patch(_patch(repo2, base2))
+    assert finding.where.startswith("the message of commit ")
+    assert finding.what == what
+    # Text bound for GitHub (comments, PR bodies) is redacted: no piece of it is left.
+    text = Redactor()(f"the agent said: {value.strip()} (end)")
+    assert text == "the agent said: [REDACTED] (end)"
+
+
+def _known_config(tmp_path: Path) -> Config:
+    pem = tmp_path / "app.pem"
+    pem.write_text(_FAKE_KEY)
+    return parse_config(
+        {"paths": {"workspace_root": str(tmp_path / "ws"), "database": str(tmp_path / "db")},
+         "github": {"app_id": 1, "private_key_file": str(pem), "installation_id": 2},
+         "webhook": {"listen": "127.0.0.1:0", "secret": "whsec-hook-value-0123"},
+         "agent": {"secret_env": ["DATABASE_URL"]}},
+        source="test",
+    )  # fmt: skip
+
+
+KNOWN = {
+    # name the finding carries: the value, as the agent would commit it
+    "the GitHub token": "plain-token-value-0123456789",
+    "$ANTHROPIC_API_KEY": "not-shaped-key-0123456789",
+    "$NPM_TOKEN": "npm-token-value-0123456789",
+    "$SIGNING_SECRET": "signing-secret-value-0123",
+    "$DB_PASSWORD": "db-password-value-0123",
+    "$DATABASE_URL": "postgres://u:pw@db.internal/app",
+    "a secret of the configuration (1)": "whsec-hook-value-0123",
+    "the GitHub App's private key": _FAKE_KEY.strip(),
+    "the GitHub App's private key (line 3)": _BODY[1],
+}
+
+
+@pytest.mark.parametrize("name", list(KNOWN))
+def test_each_known_secret_blocks_the_push_and_is_redacted(tmp_path: Path, name: str) -> None:
+    config = _known_config(tmp_path)
+    agent_env = {"ANTHROPIC_API_KEY": KNOWN["$ANTHROPIC_API_KEY"], "NPM_TOKEN": KNOWN["$NPM_TOKEN"],
+                 "SIGNING_SECRET": KNOWN["$SIGNING_SECRET"], "DB_PASSWORD": KNOWN["$DB_PASSWORD"],
+                 "DATABASE_URL": KNOWN["$DATABASE_URL"], "LANG": "C.UTF-8"}  # fmt: skip
+    secrets = known_secrets(config, token=KNOWN["the GitHub token"], agent_env=agent_env,
+                            environ={})  # fmt: skip
+    assert secrets[name] == KNOWN[name]
+    value = KNOWN[name]
+    repo, base = _repo(tmp_path)
+    (repo / "leak.txt").write_text(f"x = {value!r}\n" if "\n" not in value else value)
+    _commit(repo, "a change")
+    findings = SecretGate(secrets).scan_patch(_patch(repo, base))
+    assert findings
+    assert findings[0].where == "leak.txt:1"
+    assert any(f.what == name for f in findings) or name.startswith("the GitHub App")
+    assert not any(value in str(f) for f in findings)
+    # The run's redactor (built as the pipeline builds it) removes it from outgoing text.
+    redact = Redactor([KNOWN["the GitHub token"], *secrets.values()])
+    assert value not in redact(f"said {value} here")
+
+
+def test_a_pem_block_spread_over_hunks_and_files_is_caught(tmp_path: Path) -> None:
+    repo, base = _repo(tmp_path)
+    # An existing file: the key goes in around unchanged lines, so the diff shows it in
+    # three hunks with context between.
+    lines = [f"unchanged line {i}" for i in range(40)]
+    (repo / "notes.txt").write_text("\n".join(lines) + "\n")
+    _commit(repo, "notes")
+    base = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    pieces = _FAKE_KEY.strip().splitlines()
+    lines.insert(30, pieces[-1])  # the END line
+    lines.insert(15, pieces[2])
+    lines.insert(1, "\n".join(pieces[:2]))  # BEGIN and the first body line
+    (repo / "notes.txt").write_text("\n".join(lines) + "\n")
+    # The same key split over two files: the head in one, the tail (no BEGIN) in another,
+    # and a line of the App's key alone in a third.
+    (repo / "part1.txt").write_text("\n".join(pieces[:2]) + "\n")
+    (repo / "part2.txt").write_text("\n".join(pieces[2:]) + "\n")
+    (repo / "middle.txt").write_text(_BODY[1] + "\n")
+    _commit(repo, "more")
+    patch = _patch(repo, base)
+    assert patch.count("\n@@ ") >= 3 + 3  # notes.txt really is in three hunks
+    gate = SecretGate({"the GitHub App's private key (line 3)": _BODY[1]})
+    findings = [str(f) for f in gate.scan_patch(patch)]
+    assert "notes.txt:2: a private key" in findings
+    assert "part1.txt:1: a private key" in findings
+    assert "part2.txt:3: a private key" in findings  # the END line, no BEGIN in that file
+    assert "middle.txt:1: the GitHub App's private key (line 3)" in findings
+    # Redaction of a tail alone removes its END line (its body is not a recognisable shape
+    # unless it is a known key's: then it goes too).
+    tail = "\n".join(pieces[2:])
+    assert "PRIVATE KEY" not in Redactor()(tail)
+    assert _BODY[1] not in Redactor([_BODY[1]])(tail)
+
+
 # -- files under the run directory --------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -90,14 +91,24 @@ else:
     result = anyio.run(main)
     watcher = wait_file()
     stat = read_stat(watcher)
+    with open(f"/proc/{watcher}/environ", "rb") as f:
+        environ = f.read().split(b"\\0")
+    with open(f"/proc/{watcher}/cgroup") as f:
+        cgroup_line = f.read().strip()
+    with open("/proc/self/cgroup") as f:
+        my_cgroup = f.read().strip()
     killed = kill_descendants(grace=2)
     print(json.dumps({"me": os.getpid(), "watcher": watcher, "ppid": stat.ppid,
                       "sid": stat.sid, "killed": [i.pid for i in killed],
-                      "exit": result.exit_code, "command": result.pid}))
+                      "exit": result.exit_code, "command": result.pid,
+                      "environ": [e.decode(errors="replace") for e in environ if e],
+                      "cgroup": cgroup_line, "my_cgroup": my_cgroup}))
 """
 
 
-def run_job(tmp_path: Path, *, subreaper: bool) -> dict[str, int | list[int]]:
+def run_job(tmp_path: Path, *, subreaper: bool) -> dict[str, Any]:
+    # No job marker and no job cgroup (the marker argument is empty): only the subreaper
+    # can find the watcher once the supervised command's process group is gone.
     done = subprocess.run(
         [PY, "-c", JOB, str(tmp_path / "watcher.pid"), ESCAPER, "", "0", "exit",
          "1" if subreaper else "0"],
@@ -107,7 +118,7 @@ def run_job(tmp_path: Path, *, subreaper: bool) -> dict[str, int | list[int]]:
         check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    result: dict[str, int | list[int]] = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
@@ -119,7 +130,11 @@ def test_subreaper_catches_a_double_forked_setsid_watcher(tmp_path: Path) -> Non
     assert result["ppid"] == result["me"]  # re-parented to the job process, not to init
     # Its own session: the group kill that ends the supervised command cannot reach it.
     assert result["sid"] != result["command"]
-    assert watcher in result["killed"]  # type: ignore[operator]
+    # Nothing else could have found it: no job marker in its environment, and it stayed
+    # in the job process's own cgroup (no per-job cgroup to kill).
+    assert not any(e.startswith(f"{JOB_ENV_VAR}=") for e in result["environ"])
+    assert result["cgroup"] == result["my_cgroup"]
+    assert watcher in result["killed"]
     assert gone(watcher)
 
 
@@ -130,7 +145,7 @@ def test_without_subreaper_the_watcher_escapes_to_init(tmp_path: Path) -> None:
     assert isinstance(watcher, int)
     try:
         assert result["ppid"] != result["me"]
-        assert watcher not in result["killed"]  # type: ignore[operator]
+        assert watcher not in result["killed"]
         assert not gone(watcher)
     finally:
         os.kill(watcher, signal.SIGKILL)

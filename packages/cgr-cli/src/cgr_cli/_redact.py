@@ -17,7 +17,10 @@ _PATTERNS = [
     re.compile(r"(?i)(https?://)[^/\s:@]+:[^/\s@]+@"),
 ]
 # Token shapes of other services an agent is likely to see: Anthropic API keys, AWS access
-# key ids, and PEM private keys (a whole block, or from its BEGIN line when cut short).
+# key ids, and PEM private keys (a whole block, or from its BEGIN line when cut short, or
+# its END line alone: the tail of a key split over several files has no BEGIN line). PGP's
+# armour says "PRIVATE KEY BLOCK".
+_PEM_LABEL = r"[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
 SHAPES = {
     "a GitHub token": re.compile(
         r"\bgh[pousr]_[A-Za-z0-9]{20,}\b|\bgithub_pat_[A-Za-z0-9_]{20,}\b"
@@ -25,8 +28,8 @@ SHAPES = {
     "an Anthropic API key": re.compile(r"\bsk-ant-[A-Za-z0-9_-]{16,}"),
     "an AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
     "a private key": re.compile(
-        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----"
-        r"|[^\n]*)"
+        rf"-----BEGIN {_PEM_LABEL}(?:[\s\S]*?-----END {_PEM_LABEL}|[^\n]*)"
+        rf"|-----END {_PEM_LABEL}"
     ),
 }
 

@@ -535,6 +535,7 @@ def check_sandbox(config: Config, environ: dict[str, str] | None = None) -> Chec
     """What confinement this machine offers and what ``agent.sandbox`` puts in force."""
     from cgr_cli._errors import ConfigError
     from cgr_cli.run._agent import agent_env
+    from cgr_cli.run._agent_account import check_reachable
     from cgr_cli.run._sandbox import RunPaths, plan_sandbox
     from cgr_exec import probe_confinement
 
@@ -553,6 +554,14 @@ def check_sandbox(config: Config, environ: dict[str, str] | None = None) -> Chec
                      detail=f"{exc} (available: {available})",
                      fix="choose an agent.sandbox.mode this machine supports")  # fmt: skip
     data["in_force"] = plan.describe()
+    try:
+        # User modes: the account exists and can reach the workspace (else runs refuse).
+        check_reachable(config)
+    except ConfigError as exc:
+        return Check(name="sandbox", status=CheckStatus.FAIL, data=data,
+                     detail=f"{exc} (in force: {plan.describe()})",
+                     fix="let the agent's account reach the workspace, as the detail "
+                     "says")  # fmt: skip
     status = CheckStatus.PASS if plan.confined else CheckStatus.WARN
     fix = (
         None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import anyio.to_thread
 from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
 from cgr_cli.run._agent import NO_CONVERSATION, StreamState, agent_argv, agent_env
+from cgr_cli.run._agent_account import account, hand_over
 from cgr_cli.run._agent_cli import AgentCli, detect_agent_cli
 from cgr_cli.run._process import CheckoutProcess, checkout_process
 from cgr_cli.run._safe_fs import RunFiles, redact_tree
@@ -108,7 +108,9 @@ class AgentRunner:
         for path in (paths.home, paths.tmp):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         if plan.user is not None:
-            _hand_over(plan.user, [paths.checkout, paths.home, paths.tmp])
+            # The account's own places, and the way to them (see _agent_account).
+            hand_over(account(plan.user), [paths.checkout, paths.home, paths.tmp],
+                      self.config.workspace_root)  # fmt: skip
         return plan
 
     def scrub_home(self, plan: SandboxPlan) -> None:
@@ -239,28 +241,6 @@ class AgentRunner:
             self.scrub_home(plan)
         except OSError:
             self.log.warning("could not redact the agent's home", exc_info=True)
-
-
-def _hand_over(user: str, paths: list[Path]) -> None:
-    """Give the agent's account its checkout, home and temp dir (``user`` mode)."""
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        from cgr_cli._errors import ConfigError
-
-        raise ConfigError(
-            f"agent.sandbox.user = {user!r}: no such account on this machine; create it "
-            "(useradd --system --no-create-home cgr-agent) or choose another",
-            key="agent.sandbox.user",
-        ) from None
-    for top in paths:
-        for dirpath, dirnames, filenames in os.walk(top):
-            os.chown(dirpath, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
-            for name in dirnames + filenames:
-                os.chown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid,
-                         follow_symlinks=False)  # fmt: skip
 
 
 def _tail(files: RunFiles, path: Path) -> str:

@@ -16,6 +16,7 @@ system git config.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -139,6 +140,50 @@ class Git:
         self.network_timeout = network_timeout
         self._log = log or (lambda _line: None)
         self.retry = retry or GitRetryPolicy()
+        # Checkouts handed to the agent's own account (see ``trust``).
+        self._trusted: set[str] = set()
+        # Checkouts whose .git/config cgr pinned (see ``guard``): real path → content.
+        self._guarded: dict[str, tuple[Path, bytes]] = {}
+
+    def guard(self, checkout: Path) -> None:
+        """Pin ``checkout``'s git configuration as it is now (cgr's own, before anything
+        confined runs there): from now on every git command of cgr's in it first puts
+        that configuration back, so no filter, fsmonitor, driver or program the agent
+        configured runs in cgr's git (see ``_git_guard``)."""
+        from cgr_cli.run._git_guard import snapshot
+
+        self._guarded[os.path.realpath(checkout)] = (checkout, snapshot(checkout))
+
+    def _pin(self, path: Path | None) -> None:
+        if path is None or not self._guarded:
+            return
+        found = self._guarded.get(os.path.realpath(path))
+        if found is None:
+            return
+        from cgr_cli.run._git_guard import restore
+
+        undone = restore(*found)
+        if undone:
+            self._log(
+                "the agent changed " + ", ".join(undone) + ": cgr's own configuration put "
+                "back (commands it names never run in cgr's git)"
+            )
+
+    def trust(self, checkout: Path) -> None:
+        """Let cgr's git work in ``checkout`` once another account owns it
+        (``agent.sandbox.mode = "user"``): git refuses a repository owned by another uid
+        ("dubious ownership") unless its path is in ``safe.directory``. The exception is
+        given on cgr's own command lines for this one path (and its ``.git``, which a local
+        fetch from it checks), never in a config file and never as ``*``. It adds no
+        trust cgr did not already give: cgr's git reads that checkout's config in every
+        mode, and runs its hooks in none (``core.hooksPath=/dev/null``)."""
+        self._trusted.add(os.path.realpath(checkout))
+
+    def _safe_directory(self, cwd: Path | None) -> list[str]:
+        if cwd is None or not self._trusted:
+            return []
+        real = os.path.realpath(cwd)
+        return ["-c", f"safe.directory={real}"] if real in self._trusted else []
 
     def network(
         self,
@@ -178,12 +223,13 @@ class Git:
         """Run one git command; ``auth`` gives it the token (network commands only);
         ``log_output=False`` keeps a large output (a whole patch) out of the run's log."""
         command = " ".join(args)
+        self._pin(cwd)
         self._log(f"$ git {command}" + (f"  (in {cwd.name})" if cwd else ""))
         try:
             done = subprocess.run(
                 # Hooks never run in cgr's own git commands: in the checkout they are the
                 # agent's to write.
-                ["git", "-c", "core.hooksPath=/dev/null", *args],
+                ["git", "-c", "core.hooksPath=/dev/null", *self._safe_directory(cwd), *args],
                 cwd=cwd,
                 env=self._auth_env if auth else self._plain_env,
                 capture_output=True,
@@ -234,20 +280,32 @@ class Git:
         # Renamed into place only when complete, so a killed clone never looks like a mirror.
         tmp.rename(mirror)
 
-    def clone(self, url: str, dest: Path, *, mirror: Path | None, identity: Identity) -> None:
+    def clone(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        mirror: Path | None,
+        identity: Identity,
+        hardlinks: bool = True,
+    ) -> None:
         """A work copy at ``dest`` whose origin is the real URL (without credentials).
 
         With a mirror (just fetched), the work copy is a local clone of it — objects are
         hard-linked, so no object crosses the network or is copied — and then its origin
         is pointed at the real URL. Hard links keep the copy independent of the mirror: a
         later ``fetch --prune``/``gc`` in the mirror only drops the mirror's own links.
+        ``hardlinks=False`` copies the objects instead: a confined agent can write its
+        checkout's files (and chmod those its uid owns), a checkout handed to another
+        account is chowned, and either would change the inode the mirror shares.
         """
         # Commits by cgr and by the agent carry the configured identity (not a secret),
         # written into the new repository's config by the clone itself (``-c``).
         who = ["-c", f"user.name={identity.name}", "-c", f"user.email={identity.email}"]
         if mirror is not None and (mirror / "HEAD").is_file():
             # A path, so a local clone: hard links, no transport, nothing over the network.
-            self.run(["clone", "--no-tags", *who, str(mirror), str(dest)])
+            copy = [] if hardlinks else ["--no-hardlinks"]
+            self.run(["clone", "--no-tags", *copy, *who, str(mirror), str(dest)])
             self.run(["remote", "set-url", "origin", url], cwd=dest)
         else:
             self.network(["clone", "--no-tags", *who, url, str(dest)],
@@ -339,8 +397,16 @@ class Git:
             alternates = workdir / "objects" / "info" / "alternates"
             alternates.write_text(f"{(mirror / 'objects').resolve()}\n", encoding="utf-8")
         # Local fetch, no token: only objects and the one ref come over.
-        self.run(["fetch", "--no-tags", "--no-write-fetch-head", str(checkout),
-                  "+HEAD:refs/cgr/publish"], cwd=workdir)  # fmt: skip
+        fetch = ["fetch", "--no-tags", "--no-write-fetch-head"]
+        self._pin(checkout)  # the local upload-pack reads the checkout's config
+        real = os.path.realpath(checkout)
+        if real in self._trusted:
+            # The local upload-pack runs in the checkout and checks its owner too; git
+            # drops ``-c`` settings for a local transport, so they go on its command line.
+            # It is run by a shell: the path is quoted.
+            upload = f"git -c {shlex.quote(f'safe.directory={real}/.git')} upload-pack"
+            fetch.append(f"--upload-pack={upload}")
+        self.run([*fetch, str(checkout), "+HEAD:refs/cgr/publish"], cwd=workdir)
         args = ["push", url, f"refs/cgr/publish:refs/heads/{branch}"]
         if lease is not None:
             args.insert(1, f"--force-with-lease=refs/heads/{branch}:{lease}")

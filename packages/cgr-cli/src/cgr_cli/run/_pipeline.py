@@ -39,6 +39,7 @@ from cgr_cli._redact import Redactor
 from cgr_cli.config._model import Config
 from cgr_cli.config._repo import RepoSettings
 from cgr_cli.run._agent import StreamState, agent_env, check_can_start, judge
+from cgr_cli.run._agent_account import check_reachable, take_back, uses_account
 from cgr_cli.run._agent_cli import AgentCli
 from cgr_cli.run._agent_release import release_cache_path
 from cgr_cli.run._agent_run import AgentRunner
@@ -437,6 +438,8 @@ def check_sandbox(config: Config) -> None:
 
     # The mode against the machine only: the paths are planned when the agent starts.
     refuse_impossible(config, probe_confinement())
+    # The agent's account (user modes) exists and can reach the workspace.
+    check_reachable(config)
 
 
 def _open_run_log(ctx: _Ctx, ws: Workspace) -> None:
@@ -895,10 +898,7 @@ async def _prepare_checkout(
         await _timed(ctx, "mirror", git.ensure_mirror, url, ws.mirror)
     config = await _apply_repo_file(ctx, git, ws, thread)
     await _timed(ctx, "workspace", ws.fresh_checkout)
-    identity = Identity(config.git_identity.name, config.git_identity.email)
-    await _timed(
-        ctx, "clone", lambda: git.clone(url, ws.checkout, mirror=ws.mirror, identity=identity)
-    )
+    await _clone(ctx, config, git, ws, url)
     repo_dir = ws.checkout
     # What the clone saw of origin, read once: the default branch, whether cgr's branch
     # exists, and the sha each checkout starts from (no rev-parse after it).
@@ -942,7 +942,28 @@ async def _prepare_checkout(
     ctx.summary.branch, ctx.summary.base_branch = branch, base
     if start_sha is None:  # not among the refs read above: ask git where HEAD is
         start_sha = await _timed(ctx, "git", git.head, repo_dir)
+    # Set up: from now on confined processes write here, and cgr's git puts its own
+    # configuration back before each command (run/_git_guard.py).
+    git.guard(repo_dir)
     return _Work(branch, base, start_sha, lease, existing_pr)
+
+
+async def _clone(ctx: _Ctx, config: Config, git: Git, ws: Workspace, url: str) -> None:
+    identity = Identity(config.git_identity.name, config.git_identity.email)
+    # Hard links share the mirror's object files (one inode) with the checkout, where a
+    # confined agent may write (and chmod a file its uid owns; chown of the checkout in
+    # user mode would change them too): every later run clones from that mirror. Only an
+    # unconfined agent, which could write the mirror anyway, gets the cheaper clone.
+    hardlinks = config.agent.sandbox.mode == "off"
+    await _timed(
+        ctx,
+        "clone",
+        lambda: git.clone(
+            url, ws.checkout, mirror=ws.mirror, identity=identity, hardlinks=hardlinks
+        ),
+    )
+    if uses_account(config):  # the agent's account will own it (see _agent_account)
+        git.trust(ws.checkout)
 
 
 async def _apply_repo_file(ctx: _Ctx, git: Git, ws: Workspace, thread: Thread) -> Config:
@@ -1198,9 +1219,13 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
         try:
             write_summary(ctx.ws, s, ctx.redact)
             ws, policy = ctx.ws, config.cleanup.policy
-            done = await anyio.to_thread.run_sync(
-                while_unlocked, ws.lock, lambda: cleanup(ws, policy)
-            )
+
+            def close() -> None:
+                if uses_account(config):  # the agent's account reaches none of it now
+                    take_back([ws.checkout, ws.run_dir / "tmp"], config.workspace_root)
+                cleanup(ws, policy)
+
+            done = await anyio.to_thread.run_sync(while_unlocked, ws.lock, close)
             if not done:
                 ctx.log.info("cleanup skipped: another run works in the checkout now")
         except Exception:

@@ -33,6 +33,8 @@ SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNO
 # Shorter values would match ordinary text everywhere (a "secret" of "1234").
 MIN_SECRET_LENGTH = 8
 COMMIT_MARK = "\x1ecgr-commit "
+PEM = "a private key"
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY")
 MESSAGE_END = "\x1f"
 
 
@@ -119,10 +121,13 @@ class SecretGate:
                     findings.append(Finding(f"{path}:{added[0][0]}", what))
             added.clear()
 
+        # A key's END line is a finding of its own only when no BEGIN line came before it
+        # in the file (the tail of a key split over several files).
+        pem_open = False
         for line in diff.split("\n"):
             if line.startswith("diff --git "):
                 flush()
-                path, line_no = "?", 0
+                path, line_no, pem_open = "?", 0, False
             elif line.startswith("+++ "):
                 target = line[4:]
                 path = target[2:] if target.startswith("b/") else target
@@ -130,7 +135,13 @@ class SecretGate:
                 match = re.match(r"@@ -\d+(?:,\d+)? \+(\d+)", line)
                 line_no = int(match.group(1)) if match else 0
             elif line.startswith("+"):
-                for what in self.kinds(line[1:]):
+                found = self.kinds(line[1:])
+                if _PEM_BEGIN.search(line):
+                    pem_open = True
+                elif PEM in found and pem_open:
+                    found.remove(PEM)
+                    pem_open = False
+                for what in found:
                     findings.append(Finding(f"{path}:{line_no}", what))
                 added.append((line_no, line[1:]))
                 line_no += 1
