@@ -9,7 +9,7 @@ secondary rate limits; about 20% of the run processes are SIGKILLed at a random 
 and the daemon three times. Then the faults stop, the work settles, and the figures are
 read from the store and the simulator.
 
-The process that drives it is a child subreaper (as in schedworld), so the forked
+The process that drives it is a child subreaper (schedworld.set_subreaper), so the forked
 children of a tick come back to it and no process can be left unseen.
 """
 
@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from schedworld import pr_closes, processes, reap_exited, set_subreaper
 
 HERE = Path(__file__).parent
 SLOW_AGENT = HERE / "slow_agent.py"
@@ -219,23 +221,6 @@ def make_world(sim: Any, root: Path, plan: Plan) -> World:
 # -- processes ------------------------------------------------------------------------------
 
 
-def _subreaper(on: bool) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(36, int(on), 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-
-
-def _reap_zombies() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def _alive(run: Any) -> bool:
     from cgr_cli.schedule._runs import process_alive
 
@@ -246,19 +231,10 @@ def leftovers(world: World) -> list[str]:
     """cgr processes, agents or zombies still here, and anything working in the workspace."""
     found = []
     me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        mine = int(fields[1]) == me and ("cgr_cli" in cmd or "agent" in cmd or fields[0] == "Z")
-        if mine or cwd.startswith(str(world.workspace)):
-            found.append(f"{entry} {fields[0]} {cmd[:120]}")
+    for p in processes():
+        mine = p.ppid == me and ("cgr_cli" in p.cmd or "agent" in p.cmd or p.state == "Z")
+        if mine or (p.cwd or "").startswith(str(world.workspace)):
+            found.append(f"{p.pid} {p.state} {p.cmd[:120]}")
     return found
 
 
@@ -302,7 +278,7 @@ def run_scenario(world: World, plan: Plan, *, log: Callable[[str], None] = print
     killed_daemons: set[int] = set()
     logs = world.root / "logs"
     logs.mkdir(exist_ok=True)
-    _subreaper(True)
+    set_subreaper(True)
     daemon: subprocess.Popen[bytes] | None = None
     try:
         # Fork mode first: `cgr tick` as a timer would run it.
@@ -313,7 +289,7 @@ def run_scenario(world: World, plan: Plan, *, log: Callable[[str], None] = print
             while tick.poll() is None:
                 killer.step(_runs(world))
                 time.sleep(0.1)
-            _reap_zombies()
+            reap_exited()
             if not world.mentions:
                 world.post_mentions()
             for _ in range(5):
@@ -335,14 +311,14 @@ def run_scenario(world: World, plan: Plan, *, log: Callable[[str], None] = print
                 daemon = world.start("daemon", "--grace", "30", log=logs / "daemon.log")
             if not kills_at and _settled(world, runs):
                 break
-            _reap_zombies()
+            reap_exited()
             time.sleep(0.2)
         # The faults stop; whatever still waits (backed-off issues, pending reports) ends.
         faults.on = False
         world.sim.faults.clear()
         settle_deadline = time.monotonic() + 120
         while time.monotonic() < settle_deadline and not _settled(world, _runs(world)):
-            _reap_zombies()
+            reap_exited()
             time.sleep(0.2)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)
@@ -350,15 +326,15 @@ def run_scenario(world: World, plan: Plan, *, log: Callable[[str], None] = print
         world.cgr("reap")
         end = time.monotonic() + 30
         while time.monotonic() < end and leftovers(world):
-            _reap_zombies()
+            reap_exited()
             time.sleep(0.1)
     finally:
         if daemon is not None and daemon.poll() is None:
             daemon.kill()
             daemon.wait(30)
         faults.on = False
-        _reap_zombies()
-        _subreaper(False)
+        reap_exited()
+        set_subreaper(False)
     figures.seconds = time.monotonic() - started
     figures.faults_injected = dict(faults.injected)
     figures.killed_runs = len(killer.killed)
@@ -435,9 +411,8 @@ def measure(world: World, figures: Figures, *, killed: set[str], killed_pids: se
         figures.pull_requests += len(pulls)
         closes: dict[int, list[int]] = {}
         for pr in pulls:
-            for line in (pr.body or "").splitlines():
-                if line.startswith("Closes #"):
-                    closes.setdefault(int(line.removeprefix("Closes #")), []).append(pr.number)
+            if (issue := pr_closes(pr)) is not None:
+                closes.setdefault(issue, []).append(pr.number)
         for issue, numbers in closes.items():
             figures.max_prs_per_issue = max(figures.max_prs_per_issue, len(numbers))
             bodies = [c.body for c in world.sim.comments(repo, issue)]

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from runworld import REPO, Env
+
+if TYPE_CHECKING:
+    from schedworld import Sched
 
 
 @pytest.fixture
@@ -38,15 +42,23 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
 
 
 @pytest.fixture
-def subreaper(env: Env) -> Iterator[None]:
+def sched(env: Env) -> Sched:
+    """The scheduling helpers (schedworld.Sched) bound to this test's ``env``."""
+    from schedworld import Sched
+
+    return Sched(env)
+
+
+@pytest.fixture
+def subreaper(sched: Sched) -> Iterator[None]:
     """Orphans (a tick's detached children, agents of a killed run) come to this process,
     so a test can prove none is left; see schedworld."""
-    from schedworld import no_processes_left, reap_zombies, set_subreaper, wait_until
+    from schedworld import reap_zombies, set_subreaper
 
     set_subreaper(True)
     try:
         yield
-        wait_until(lambda: not list(no_processes_left(env)), 30, "leftover processes to end")
+        sched.wait_all_gone("leftover processes to end", timeout=30)
     finally:
         set_subreaper(False)
         reap_zombies()

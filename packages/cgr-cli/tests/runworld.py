@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,10 +73,49 @@ class Env:
         return main(["run", "--config", str(self.config_path), "--repo", REPO,
                      "--number", str(number), *extra])  # fmt: skip
 
+    def run_new_issue(self, title: str, body: str = "", *, code: int = 1) -> int:
+        """Open a ready issue (by alice) and `cgr run` it in this process; the run exits
+        with ``code``. The issue's number."""
+        number = int(self.sim.create_issue(REPO, title, body, author="alice", labels=["ready"]))
+        assert self.run(number) == code
+        return number
+
     def store(self) -> Any:
         from cgr_store import SQLiteStore
 
         return SQLiteStore(self.database)
+
+
+def sigterm_run(
+    env: Env,
+    number: int,
+    *,
+    started: Callable[[], object],
+    what: str,
+    timeout: float,
+    settle: float,
+) -> tuple[int, str, str]:
+    """``cgr run`` on ``number`` as a real process, sent SIGTERM ``settle`` seconds after
+    ``started()`` holds (``what`` has started; it must within ``timeout``): its exit code,
+    stdout and stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
+         "--repo", REPO, "--number", str(number)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not started() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started(), f"{what} never started"
+        time.sleep(settle)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, out, err
 
 
 def walk_files(root: Path) -> Iterator[Path]:

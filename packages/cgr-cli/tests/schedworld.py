@@ -1,6 +1,10 @@
 """Helpers for the scheduling tests: real `cgr tick` / `cgr daemon` processes against the
 GitHub simulator, with the scripted agent.
 
+A test takes the ``sched`` fixture (conftest.py): a :class:`Sched` bound to its ``env``,
+whose methods are the helpers below (write the config, run or start ``cgr``, read the runs,
+wait, check the end state), instead of importing each helper by name.
+
 The pytest process never forks: `cgr tick` runs as a subprocess (`python -m cgr_cli tick`).
 The test process makes itself a child subreaper (prctl), so the tick's detached children
 are re-parented to it when the tick exits; the tests can then prove that no process and
@@ -17,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,36 +31,25 @@ SLOW_AGENT = Path(__file__).with_name("slow_agent.py")
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def sched_config(env: Env, **sections: dict[str, Any]) -> Path:
-    """The run tests' config plus fast polling and an agent that takes ~0.5 s."""
-    base: dict[str, dict[str, Any]] = {
-        "polling": {"interval_seconds": 0.2, "max_concurrency": 3},
-        "agent": {
-            "command": [sys.executable, str(SLOW_AGENT)],
-            "env_passthrough": [
-                "FAKE_CLAUDE_SCENARIO",
-                "FAKE_CLAUDE_STATE",
-                "FAKE_CLAUDE_VERSION",
-                "SLOW_AGENT_SECONDS",
-            ],
-        },
-        "github": {"status_update_seconds": 0.0},
-        "cleanup": {"policy": "delete"},
-    }
-    for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
-    return env.write_config(**base)
-
-
 def set_subreaper(on: bool) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
-def children_of(pid: int) -> list[tuple[int, str, str]]:
-    """(pid, state, command) of every process whose parent is ``pid``."""
-    found = []
+@dataclass(frozen=True)
+class Proc:
+    """One process as /proc shows it; ``cwd`` is None where it cannot be read."""
+
+    pid: int
+    ppid: int
+    state: str
+    cmd: str
+    cwd: str | None
+
+
+def processes() -> Iterator[Proc]:
+    """Every process /proc lists (one that ends while it is read is passed over)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -64,10 +58,17 @@ def children_of(pid: int) -> list[tuple[int, str, str]]:
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
+        try:
+            cwd: str | None = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            cwd = None
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            found.append((int(entry), fields[0], cmd))
-    return found
+        yield Proc(int(entry), int(fields[1]), fields[0], cmd, cwd)
+
+
+def children_of(pid: int) -> list[tuple[int, str, str]]:
+    """(pid, state, command) of every process whose parent is ``pid``."""
+    return [(p.pid, p.state, p.cmd) for p in processes() if p.ppid == pid]
 
 
 def reap_zombies() -> None:
@@ -83,18 +84,21 @@ def reap_zombies() -> None:
                 os.waitpid(pid, os.WNOHANG)
 
 
+def reap_exited() -> None:
+    """Collect every child that has exited (``waitpid(-1)``), without reading /proc: for
+    loops that must stay cheap (the chaos scenario, the benchmarks)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def processes_in(root: Path) -> list[int]:
     """Processes whose working directory is under ``root`` (agents, git)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cwd = os.readlink(f"/proc/{entry}/cwd")
-            except OSError:
-                continue
-            if cwd.startswith(str(root)):
-                found.append(int(entry))
-    return found
+    return [p.pid for p in processes() if p.cwd is not None and p.cwd.startswith(str(root))]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
@@ -107,111 +111,10 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def cgr(env: Env, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """``python -m cgr_cli ARGS --config …`` as a real process."""
-    return subprocess.run(
-        [sys.executable, "-m", "cgr_cli", *args, "--config", str(env.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def start_cgr(env: Env, *args: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "cgr_cli", *args, "--config", str(env.config_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def runs(env: Env) -> list[Any]:
-    with env.store() as store:
-        return store.recent_runs(limit=1000)
-
-
-def all_terminal(env: Env) -> bool:
-    return all(r.status.is_terminal for r in runs(env))
-
-
-def start_slow_runs(env: Env, count: int, *, agent_seconds: float) -> list[int]:
-    """Seed ``count`` ready issues, start them with one `cgr tick` and wait until every run
-    is running: each agent then works ``agent_seconds`` (the chaos and reap tests' start,
-    before they kill or stop what runs)."""
-    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", str(agent_seconds))
-    issues = env.sim.seed_ready_issues(REPO, count)
-    done = cgr(env, "tick")
-    assert done.returncode == 0, done.stderr
-    wait_until(
-        lambda: len(runs(env)) == count and all(r.status.value == "running" for r in runs(env)),
-        30,
-        f"{count} running runs",
-    )
-    return issues
-
-
-def live_active(env: Env) -> int:
-    """Active runs whose process is alive: the slots in use right now."""
-    from cgr_cli.schedule._runs import process_alive
-
-    return sum(1 for r in runs(env) if r.status.is_active and process_alive(r))
-
-
-def wait_tracking_peak(env: Env, done: Callable[[], bool], timeout: float, what: str) -> int:
-    """Wait until ``done()``; return the most slots seen in use at once on the way."""
-    peak = 0
-
-    def check() -> bool:
-        nonlocal peak
-        peak = max(peak, live_active(env))
-        return done()
-
-    wait_until(check, timeout, what)
-    return peak
-
-
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)
     return proc.wait(timeout=timeout)
-
-
-def assert_consistent(env: Env, issues: list[int]) -> None:
-    """Every triggered issue ends in exactly one visible terminal state; no issue has two
-    PRs or two active runs; the store's history explains every run."""
-    from cgr_store import RunStatus
-
-    all_runs = runs(env)
-    assert all(r.status.is_terminal for r in all_runs), [
-        (r.id, r.status) for r in all_runs if r.status.is_active
-    ]
-    pr_targets = [pr_closes(pr) for pr in env.sim.pull_requests(REPO)]
-    for number in issues:
-        assert pr_targets.count(number) <= 1, f"#{number} has {pr_targets.count(number)} PRs"
-        issue = env.sim.issue(REPO, number)
-        labels = set(issue.labels)
-        assert "in-progress" not in labels, f"#{number} still labelled in-progress"
-        mine = [r for r in all_runs if r.target == number]
-        assert mine, f"#{number} never got a run"
-        last = max(mine, key=lambda r: r.created_at)
-        comments = [c.body for c in env.sim.comments(REPO, number)]
-        status_comments = [b for b in comments if f"cgr:run={last.id}" in b]
-        assert len(status_comments) == 1, f"#{number}: {len(status_comments)} status comments"
-        body = status_comments[0]
-        assert "Working on it" not in body, f"#{number}: status comment never finalised"
-        if last.status is RunStatus.SUCCEEDED:
-            assert pr_targets.count(number) == 1
-            assert "cgr-done" in labels or "pull request" in body
-        else:
-            assert "needs-human" in labels, f"#{number} ({last.status}) lacks needs-human"
-    with env.store() as store:
-        for run in all_runs:
-            events = store.events(run.id)
-            assert events[0].from_status is None
-            assert events[-1].to_status is run.status
-            assert run.outcome, f"{run.id} ended without an outcome"
 
 
 def pr_closes(pr: Any) -> int | None:
@@ -219,15 +122,6 @@ def pr_closes(pr: Any) -> int | None:
         if line.startswith("Closes #"):
             return int(line.removeprefix("Closes #"))
     return None
-
-
-def no_processes_left(env: Env) -> Iterator[str]:
-    me = os.getpid()
-    for pid, state, cmd in children_of(me):
-        if "cgr_cli" in cmd or "fake_claude" in cmd or "slow_agent" in cmd or state == "Z":
-            yield f"{pid} {state} {cmd}"
-    for pid in processes_in(env.workspace):
-        yield f"{pid} still works in the workspace"
 
 
 def dead_process() -> tuple[int, float]:
@@ -239,18 +133,155 @@ def dead_process() -> tuple[int, float]:
     return identity.pid, float(identity.start_time)
 
 
-def stored_running_run(env: Env, number: int, *, branch: str | None = None) -> str:
-    """A run row as a `cgr run` process killed mid-run leaves it: running, dead pid."""
-    from cgr_cli.schedule._runs import hostname
-    from cgr_store import Run, RunKind, RunStatus, new_run_id
+@dataclass
+class Sched:
+    """The scheduling helpers bound to one test's :class:`Env` (the ``sched`` fixture)."""
 
-    pid, start = dead_process()
-    with env.store() as store:
-        run = store.create_run(
-            Run(id=new_run_id(), repo=REPO, target=number, kind=RunKind.ISSUE,
-                host=hostname(), pid=pid, process_start_time=start)
-        )  # fmt: skip
-        store.transition(run.id, RunStatus.CLAIMED)
-        store.transition(run.id, RunStatus.RUNNING, branch=branch)
-    env.sim.add_labels(REPO, number, "in-progress")
-    return run.id
+    env: Env
+
+    # Helpers that need no env, here too so a test needs nothing but the fixture.
+    wait_until = staticmethod(wait_until)
+    stop = staticmethod(stop)
+    processes_in = staticmethod(processes_in)
+
+    def config(self, **sections: dict[str, Any]) -> Path:
+        """The run tests' config plus fast polling and an agent that takes ~0.5 s."""
+        base: dict[str, dict[str, Any]] = {
+            "polling": {"interval_seconds": 0.2, "max_concurrency": 3},
+            "agent": {
+                "command": [sys.executable, str(SLOW_AGENT)],
+                "env_passthrough": [
+                    "FAKE_CLAUDE_SCENARIO",
+                    "FAKE_CLAUDE_STATE",
+                    "FAKE_CLAUDE_VERSION",
+                    "SLOW_AGENT_SECONDS",
+                ],
+            },
+            "github": {"status_update_seconds": 0.0},
+            "cleanup": {"policy": "delete"},
+        }
+        for name, values in sections.items():
+            base.setdefault(name, {}).update(values)
+        return self.env.write_config(**base)
+
+    def _argv(self, args: tuple[str, ...]) -> list[str]:
+        return [sys.executable, "-m", "cgr_cli", *args, "--config", str(self.env.config_path)]
+
+    def cgr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """``python -m cgr_cli ARGS --config …`` as a real process."""
+        return subprocess.run(
+            self._argv(args), capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def start(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
+        """``python -m cgr_cli ARGS --config …`` started, its output appended to ``log``."""
+        with log.open("ab") as out:
+            return subprocess.Popen(self._argv(args), stdout=out, stderr=subprocess.STDOUT)
+
+    def runs(self) -> list[Any]:
+        with self.env.store() as store:
+            return store.recent_runs(limit=1000)
+
+    def all_terminal(self) -> bool:
+        return all(r.status.is_terminal for r in self.runs())
+
+    def start_slow_runs(self, count: int, *, agent_seconds: float) -> list[int]:
+        """Seed ``count`` ready issues, start them with one `cgr tick` and wait until every
+        run is running: each agent then works ``agent_seconds`` (the chaos and reap tests'
+        start, before they kill or stop what runs)."""
+        self.env.monkeypatch.setenv("SLOW_AGENT_SECONDS", str(agent_seconds))
+        issues: list[int] = self.env.sim.seed_ready_issues(REPO, count)
+        done = self.cgr("tick")
+        assert done.returncode == 0, done.stderr
+        wait_until(
+            lambda: (
+                len(self.runs()) == count and all(r.status.value == "running" for r in self.runs())
+            ),
+            30,
+            f"{count} running runs",
+        )
+        return issues
+
+    def live_active(self) -> int:
+        """Active runs whose process is alive: the slots in use right now."""
+        from cgr_cli.schedule._runs import process_alive
+
+        return sum(1 for r in self.runs() if r.status.is_active and process_alive(r))
+
+    def wait_tracking_peak(self, done: Callable[[], bool], timeout: float, what: str) -> int:
+        """Wait until ``done()``; return the most slots seen in use at once on the way."""
+        peak = 0
+
+        def check() -> bool:
+            nonlocal peak
+            peak = max(peak, self.live_active())
+            return done()
+
+        wait_until(check, timeout, what)
+        return peak
+
+    def leftovers(self) -> Iterator[str]:
+        """Our cgr processes, agents and zombies still here, and anything working in the
+        workspace."""
+        me = os.getpid()
+        for pid, state, cmd in children_of(me):
+            if "cgr_cli" in cmd or "fake_claude" in cmd or "slow_agent" in cmd or state == "Z":
+                yield f"{pid} {state} {cmd}"
+        for pid in processes_in(self.env.workspace):
+            yield f"{pid} still works in the workspace"
+
+    def wait_all_gone(self, what: str, timeout: float = 20) -> None:
+        """Wait until no process of the test is left (see :meth:`leftovers`)."""
+        wait_until(lambda: not list(self.leftovers()), timeout, what)
+
+    def assert_consistent(self, issues: list[int]) -> None:
+        """Every triggered issue ends in exactly one visible terminal state; no issue has
+        two PRs or two active runs; the store's history explains every run."""
+        from cgr_store import RunStatus
+
+        env = self.env
+        all_runs = self.runs()
+        assert all(r.status.is_terminal for r in all_runs), [
+            (r.id, r.status) for r in all_runs if r.status.is_active
+        ]
+        pr_targets = [pr_closes(pr) for pr in env.sim.pull_requests(REPO)]
+        for number in issues:
+            assert pr_targets.count(number) <= 1, f"#{number} has {pr_targets.count(number)} PRs"
+            issue = env.sim.issue(REPO, number)
+            labels = set(issue.labels)
+            assert "in-progress" not in labels, f"#{number} still labelled in-progress"
+            mine = [r for r in all_runs if r.target == number]
+            assert mine, f"#{number} never got a run"
+            last = max(mine, key=lambda r: r.created_at)
+            comments = [c.body for c in env.sim.comments(REPO, number)]
+            status_comments = [b for b in comments if f"cgr:run={last.id}" in b]
+            assert len(status_comments) == 1, f"#{number}: {len(status_comments)} status comments"
+            body = status_comments[0]
+            assert "Working on it" not in body, f"#{number}: status comment never finalised"
+            if last.status is RunStatus.SUCCEEDED:
+                assert pr_targets.count(number) == 1
+                assert "cgr-done" in labels or "pull request" in body
+            else:
+                assert "needs-human" in labels, f"#{number} ({last.status}) lacks needs-human"
+        with env.store() as store:
+            for run in all_runs:
+                events = store.events(run.id)
+                assert events[0].from_status is None
+                assert events[-1].to_status is run.status
+                assert run.outcome, f"{run.id} ended without an outcome"
+
+    def stored_running_run(self, number: int, *, branch: str | None = None) -> str:
+        """A run row as a `cgr run` process killed mid-run leaves it: running, dead pid."""
+        from cgr_cli.schedule._runs import hostname
+        from cgr_store import Run, RunKind, RunStatus, new_run_id
+
+        pid, start = dead_process()
+        with self.env.store() as store:
+            run = store.create_run(
+                Run(id=new_run_id(), repo=REPO, target=number, kind=RunKind.ISSUE,
+                    host=hostname(), pid=pid, process_start_time=start)
+            )  # fmt: skip
+            store.transition(run.id, RunStatus.CLAIMED)
+            store.transition(run.id, RunStatus.RUNNING, branch=branch)
+        self.env.sim.add_labels(REPO, number, "in-progress")
+        return run.id

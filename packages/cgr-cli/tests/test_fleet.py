@@ -21,6 +21,7 @@ import pytest
 
 from fleetworld import FleetWorld, check_outcome, seed, wait_until
 from runworld import REPO, Env
+from schedworld import Sched
 
 
 @pytest.fixture(scope="module")
@@ -527,11 +528,12 @@ def test_a_follow_up_on_another_host_starts_fresh_and_says_so(env: Env, pg_url: 
 
 
 @pytest.mark.slow
-def test_ticks_of_two_hosts_share_the_queue(env: Env, subreaper: None, pg_url: str) -> None:
+def test_ticks_of_two_hosts_share_the_queue(
+    env: Env, sched: Sched, subreaper: None, pg_url: str
+) -> None:
     """Ticks on two hosts (timer mode) join the fleet for their pass: the poll leader queues
     for the fleet, each claims up to its own slots, and every issue is done once."""
     from cgr_store import open_store
-    from schedworld import sched_config
 
     issues = env.sim.seed_ready_issues(REPO, 4)
     configs = {}
@@ -539,7 +541,7 @@ def test_ticks_of_two_hosts_share_the_queue(env: Env, subreaper: None, pg_url: s
         env.workspace = env.root / f"ws-{host}"
         configs[host] = env.root / f"{host}.toml"
         env.config_path = configs[host]
-        sched_config(env, paths={"database": pg_url}, fleet={"host_id": host},
+        sched.config(paths={"database": pg_url}, fleet={"host_id": host},
                      polling={"max_concurrency": 1, "interval_seconds": 0.2})  # fmt: skip
 
     def all_done() -> bool:

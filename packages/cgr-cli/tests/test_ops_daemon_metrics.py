@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runworld import REPO, Env
-from schedworld import all_terminal, runs, sched_config, start_cgr, stop, wait_until
+from schedworld import Sched
 
 
 def _free_port() -> int:
@@ -43,15 +43,17 @@ def _value(text: str, name: str, **labels: str) -> float | None:
 
 
 @pytest.mark.slow
-def test_daemon_serves_metrics_and_health(env: Env, subreaper: None, tmp_path: Path) -> None:
-    sched_config(env, polling={"max_concurrency": 2})
+def test_daemon_serves_metrics_and_health(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
+    sched.config(polling={"max_concurrency": 2})
     env.sim.seed_ready_issues(REPO, 2)
     url = f"http://127.0.0.1:{_free_port()}"
     log = tmp_path / "daemon.log"
-    daemon = start_cgr(env, "daemon", "--grace", "5", "--metrics", url[7:], log=log)
+    daemon = sched.start("daemon", "--grace", "5", "--metrics", url[7:], log=log)
     try:
-        wait_until(lambda: _get(url + "/healthz")[0] == 200, 30, "the health endpoint")
-        wait_until(lambda: len(runs(env)) == 2 and all_terminal(env), 90, "both runs")
+        sched.wait_until(lambda: _get(url + "/healthz")[0] == 200, 30, "the health endpoint")
+        sched.wait_until(lambda: len(sched.runs()) == 2 and sched.all_terminal(), 90, "both runs")
 
         def counted() -> bool:
             text = _get(url + "/metrics")[1]
@@ -61,11 +63,11 @@ def test_daemon_serves_metrics_and_health(env: Env, subreaper: None, tmp_path: P
                 and _value(text, "cgr_active_runs") == 0
             )
 
-        wait_until(counted, 30, "both runs in the metrics")
+        sched.wait_until(counted, 30, "both runs in the metrics")
         text = _get(url + "/metrics")[1]
         status, body = _get(url + "/healthz")
     finally:
-        code = stop(daemon)
+        code = sched.stop(daemon)
     assert code == 0, log.read_text()
     assert _value(text, "cgr_runs_started_total", kind="issue") == 2
     assert _value(text, "cgr_agent_duration_seconds_count") == 2

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from runworld import REPO, Env
-from schedworld import runs, sched_config, wait_until
+from schedworld import Sched
 
 
 def _free_port() -> int:
@@ -45,13 +45,13 @@ class Notifications:
 
 
 def test_daemon_waits_for_github_then_schedules_and_notifies_systemd(
-    env: Env, subreaper: None, tmp_path: Path
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
     from cgr_discovery.testing import GitHubSimulator
 
     port = _free_port()
     token = "ghp_" + "d" * 36
-    sched_config(env, github={"api_url": f"http://127.0.0.1:{port}", "token": token})
+    sched.config(github={"api_url": f"http://127.0.0.1:{port}", "token": token})
     notify_path = tmp_path / "notify.sock"
     notes = Notifications(notify_path)
     log = tmp_path / "daemon.log"
@@ -64,8 +64,8 @@ def test_daemon_waits_for_github_then_schedules_and_notifies_systemd(
         )  # fmt: skip
     try:
         # Ready for systemd at once (lock and store held), although GitHub is unreachable.
-        wait_until(lambda: "READY=1" in notes.collect(), 30, "READY=1")
-        wait_until(lambda: "GitHub is not reachable" in log.read_text(), 60, "the retry")
+        sched.wait_until(lambda: "READY=1" in notes.collect(), 30, "READY=1")
+        sched.wait_until(lambda: "GitHub is not reachable" in log.read_text(), 60, "the retry")
         assert daemon.poll() is None, log.read_text()  # waiting, not crashed
         assert any(m.startswith("STATUS=waiting for GitHub") for m in notes.collect())
         with GitHubSimulator(tmp_path / "sim2", token=token, port=port,
@@ -73,8 +73,8 @@ def test_daemon_waits_for_github_then_schedules_and_notifies_systemd(
             sim.create_repo(REPO, labels=["ready", "in-progress", "needs-human", "cgr-done"])
             sim.add_collaborator(REPO, "alice", role="write")
             [number] = sim.seed_ready_issues(REPO, 1)
-            wait_until(
-                lambda: any(r.status.value == "succeeded" for r in runs(env)), 120,
+            sched.wait_until(
+                lambda: any(r.status.value == "succeeded" for r in sched.runs()), 120,
                 "the run GitHub's return let the daemon start",
             )  # fmt: skip
             assert sim.pull_requests(REPO)

@@ -61,19 +61,14 @@ class World:
                          "0.01", *extra])  # fmt: skip
         return code, json.loads(out.getvalue())
 
+    def check(self, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
+        """``cgr doctor``'s exit code and its check called ``name``."""
+        code, report = self.doctor(*extra)
+        return code, by_name(report)[name]
+
 
 def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in report["checks"]}
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    from cgr_discovery.testing import GitHubSimulator
-
-    monkeypatch.delenv("CGR_GITHUB_TOKEN", raising=False)
-    with GitHubSimulator(tmp_path / "sim") as sim:
-        sim.create_repo(REPO, labels=LABELS)
-        yield World(sim, tmp_path)
 
 
 def _no_systemctl(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,8 +79,20 @@ def _no_systemctl(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def test_a_good_setup_passes(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """The simulator with the repository, a config and an agent; no systemctl (this
+    machine's units are not the test's: the systemd check has its own tests below)."""
+    from cgr_discovery.testing import GitHubSimulator
+
+    monkeypatch.delenv("CGR_GITHUB_TOKEN", raising=False)
     _no_systemctl(monkeypatch)
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        sim.create_repo(REPO, labels=LABELS)
+        yield World(sim, tmp_path)
+
+
+def test_a_good_setup_passes(world: World) -> None:
     code, report = world.doctor()
     checks = by_name(report)
     assert code == 0, report
@@ -108,13 +115,9 @@ def test_a_good_setup_passes(world: World, monkeypatch: pytest.MonkeyPatch) -> N
     assert world.sim.token not in json.dumps(report)
 
 
-def test_missing_label_fails_then_fix_creates_it(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _no_systemctl(monkeypatch)
+def test_missing_label_fails_then_fix_creates_it(world: World) -> None:
     world.config.write_text(world.config.read_text() + '[labels]\ndone = "cgr-done"\n')
-    code, report = world.doctor()
-    labels = by_name(report)[f"labels {REPO}"]
+    code, labels = world.check(f"labels {REPO}")
     assert code == 1
     assert labels["status"] == "fail"
     assert labels["data"]["missing"] == ["cgr-done"]
@@ -134,8 +137,7 @@ def _labels(world: World) -> list[Any]:
         return list(world.sim.model.repo(REPO).labels.values())
 
 
-def test_a_bad_token_fails_with_the_fix(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    _no_systemctl(monkeypatch)
+def test_a_bad_token_fails_with_the_fix(world: World) -> None:
     bad = "ghp_" + "0" * 36
     world.write(token=bad)
     code, report = world.doctor()
@@ -148,10 +150,7 @@ def test_a_bad_token_fails_with_the_fix(world: World, monkeypatch: pytest.Monkey
     assert bad not in json.dumps(report)
 
 
-def test_no_token_and_text_output(
-    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _no_systemctl(monkeypatch)
+def test_no_token_and_text_output(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     text = world.config.read_text().replace(f'token = "{world.sim.token}"', "")
     world.config.write_text(text)
     code = main(["doctor", "--config", str(world.config), "--min-free-gib", "0.01"])
@@ -163,10 +162,7 @@ def test_no_token_and_text_output(
     assert "1 check failed" in out
 
 
-def test_wrong_bot_login_and_read_only_access(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _no_systemctl(monkeypatch)
+def test_wrong_bot_login_and_read_only_access(world: World) -> None:
     world.write(bot_login="someone-else")
     checks = by_name(world.doctor()[1])
     assert checks["github"]["status"] == "fail"
@@ -181,18 +177,16 @@ def test_wrong_bot_login_and_read_only_access(
     assert "Write role" in repo["fix"]
 
 
-def test_unknown_repository(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    _no_systemctl(monkeypatch)
+def test_unknown_repository(world: World) -> None:
     world.config.write_text(world.config.read_text().replace(REPO, "acme/nothing"))
     checks = by_name(world.doctor()[1])
     assert checks["repository acme/nothing"]["status"] == "fail"
     assert "not found" in checks["repository acme/nothing"]["detail"]
 
 
-def test_agent_missing(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    _no_systemctl(monkeypatch)
+def test_agent_missing(world: World) -> None:
     world.agent.unlink()
-    agent = by_name(world.doctor()[1])["agent"]
+    _, agent = world.check("agent")
     assert agent["status"] == "fail"
     assert "npm install -g @anthropic-ai/claude-code" in agent["fix"]
 
@@ -404,11 +398,9 @@ def test_token_kinds(scopes: str | None, answer: int, status: CheckStatus, fragm
 def test_sandbox_off_is_a_warning_and_an_impossible_mode_fails(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _no_systemctl(monkeypatch)
     base = world.config.read_text()
     world.config.write_text(base + '[agent.sandbox]\nmode = "off"\n')
-    code, report = world.doctor()
-    sandbox = by_name(report)["sandbox"]
+    code, sandbox = world.check("sandbox")
     assert code == 0
     assert sandbox["status"] == "warn"
     assert sandbox["detail"].startswith("in force: no confinement")
@@ -419,8 +411,7 @@ def test_sandbox_off_is_a_warning_and_an_impossible_mode_fails(
 
     monkeypatch.setattr("cgr_exec.probe_confinement", lambda: ConfinementSupport(0, False))
     world.config.write_text(base)
-    code, report = world.doctor()
-    sandbox = by_name(report)["sandbox"]
+    code, sandbox = world.check("sandbox")
     assert code == 1
     assert sandbox["status"] == "fail"
     assert 'agent.sandbox.mode = "landlock": Landlock is not available' in sandbox["detail"]

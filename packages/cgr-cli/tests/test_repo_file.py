@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runworld import REPO, Env, assert_no_token
+from runworld import REPO, Env, assert_no_token, sigterm_run
 
 # The repository's check: fails until the agent wrote "fixed" into hello.txt, saying why
 # on stdout and stderr.
@@ -460,10 +460,6 @@ def _gone(pid: int) -> bool:
 def test_sigterm_during_a_check_ends_it_and_what_it_started(env: Env) -> None:
     """A real ``cgr run`` process stopped while a check hangs: the check's group and the
     daemon it started outside that group are ended, and the run reports as cancelled."""
-    import signal
-    import subprocess
-    import sys
-
     check_pid, daemon_pid = env.agent_state / "check.pid", env.agent_state / "daemon.pid"
     _put_repo_file(
         env,
@@ -471,24 +467,10 @@ def test_sigterm_during_a_check_ends_it_and_what_it_started(env: Env) -> None:
 echo $$ > "{check_pid}"; exec sleep 60']\n""",
     )
     number = _issue(env, "Stop me")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
-         "--repo", REPO, "--number", str(number)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not check_pid.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert check_pid.exists(), "the check never started"
-        time.sleep(0.5)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 1, err
+    code, out, err = sigterm_run(
+        env, number, started=check_pid.exists, what="the check", timeout=60, settle=0.5
+    )
+    assert code == 1, err
     assert "cancelled" in out
     assert _summary(env)["outcome"] == "cancelled"
     assert "cancelled" in _status_comment(env, number)

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from runworld import REPO, Env, assert_no_token
+from runworld import REPO, Env, assert_no_token, sigterm_run
+from schedworld import Sched
 
 
 def _run_dir(env: Env) -> Path:
@@ -134,9 +135,8 @@ def _assert_failed_visibly(env: Env, number: int, *, status: str, fragment: str)
 def test_agent_that_commits_itself(env: Env) -> None:
     # Also: no bot_login configured, so cgr asks GitHub who the token belongs to.
     env.write_config(github={"bot_login": None})
-    number = env.sim.create_issue(REPO, "Two files", "", author="alice", labels=["ready"])
     env.scenario("commits")
-    assert env.run(number) == 0
+    number = env.run_new_issue("Two files", code=0)
     summary = _summary(_run_dir(env))
     assert summary["commits"] == 2
     assert sorted(summary["changed_files"]) == ["committed.txt", "leftover.txt"]
@@ -159,9 +159,8 @@ def _git_log(env: Env, branch: str) -> list[str]:
 
 
 def test_no_changes(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    number = env.sim.create_issue(REPO, "Nothing to do", "", author="alice", labels=["ready"])
     env.scenario("no_changes")
-    assert env.run(number) == 0
+    number = env.run_new_issue("Nothing to do", code=0)
     assert "no_changes" in capsys.readouterr().out
     summary = _assert_failed_visibly(env, number, status="needs_human",
                                      fragment="without changing any files")  # fmt: skip
@@ -169,9 +168,8 @@ def test_no_changes(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_error_result_fails_without_a_pr(env: Env) -> None:
-    number = env.sim.create_issue(REPO, "Break", "", author="alice", labels=["ready"])
     env.scenario("error")
-    assert env.run(number) == 1
+    number = env.run_new_issue("Break")
     summary = _assert_failed_visibly(env, number, status="failed", fragment="API status 500")
     assert summary["outcome"] == "failed"
     # The half-done work is kept for a person, not pushed.
@@ -179,9 +177,8 @@ def test_error_result_fails_without_a_pr(env: Env) -> None:
 
 
 def test_max_turns(env: Env) -> None:
-    number = env.sim.create_issue(REPO, "Long", "", author="alice", labels=["ready"])
     env.scenario("max_turns")
-    assert env.run(number) == 1
+    number = env.run_new_issue("Long")
     _assert_failed_visibly(env, number, status="failed", fragment="maximum number of turns")
 
 
@@ -194,9 +191,8 @@ def _agent_gone(env: Env) -> None:
 
 def test_hang_until_timeout(env: Env) -> None:
     env.write_config(timeouts={"agent_seconds": 1.5})
-    number = env.sim.create_issue(REPO, "Hang", "", author="alice", labels=["ready"])
     env.scenario("hang")
-    assert env.run(number) == 1
+    number = env.run_new_issue("Hang")
     summary = _assert_failed_visibly(env, number, status="timed_out", fragment="time limit")
     assert summary["outcome"] == "timed_out"
     assert summary["timings"]["agent"] < 10
@@ -205,9 +201,8 @@ def test_hang_until_timeout(env: Env) -> None:
 
 def test_whole_run_time_limit(env: Env) -> None:
     env.write_config(timeouts={"run_seconds": 2.0})
-    number = env.sim.create_issue(REPO, "Slow", "", author="alice", labels=["ready"])
     env.scenario("hang")
-    assert env.run(number) == 1
+    number = env.run_new_issue("Slow")
     summary = _assert_failed_visibly(env, number, status="timed_out", fragment="time limit of 2s")
     assert summary["duration_s"] < 15
     _agent_gone(env)
@@ -215,18 +210,16 @@ def test_whole_run_time_limit(env: Env) -> None:
 
 def test_watchdog_pattern(env: Env) -> None:
     env.write_config(agent={"watchdog_patterns": ["RETRY LOOP"]})
-    number = env.sim.create_issue(REPO, "Loop", "", author="alice", labels=["ready"])
     env.scenario("watchdog")
-    assert env.run(number) == 1
+    number = env.run_new_issue("Loop")
     _assert_failed_visibly(env, number, status="failed", fragment="watchdog")
     _agent_gone(env)
 
 
 def test_cost_ceiling(env: Env) -> None:
     env.write_config(agent={"max_cost_usd": 0.5})
-    number = env.sim.create_issue(REPO, "Expensive", "", author="alice", labels=["ready"])
     env.scenario("cost")
-    assert env.run(number) == 1
+    number = env.run_new_issue("Expensive")
     summary = _assert_failed_visibly(env, number, status="failed", fragment="cost ceiling")
     # The estimate from usage (documented in StreamState.estimated_cost_usd) crossed it.
     assert 0.5 < summary["cost_usd"] < 2.0
@@ -481,31 +474,13 @@ def test_cleanup_policies(env: Env, policy: str) -> None:
 def test_sigterm_cancels_the_run_visibly(env: Env) -> None:
     """A real ``python -m cgr_cli run`` process, stopped with SIGTERM while the agent
     hangs: the agent's group is ended and the run still reports, as cancelled."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     number = env.sim.create_issue(REPO, "Stop me", "", author="alice", labels=["ready"])
     env.scenario("hang")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
-         "--repo", REPO, "--number", str(number)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while not env.calls() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert env.calls(), "the agent never started"
-        time.sleep(1.5)  # a few heartbeats
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 1, err
+    # settle: a few heartbeats before the signal
+    code, out, err = sigterm_run(
+        env, number, started=env.calls, what="the agent", timeout=30, settle=1.5
+    )
+    assert code == 1, err
     assert "cancelled" in out
     summary = _summary(_run_dir(env))
     assert summary["outcome"] == "cancelled"
@@ -682,24 +657,24 @@ def test_lost_session_on_the_bots_pull_request_starts_fresh_in_the_issues_checko
             assert session.session_id == fresh["session"]
 
 
-def test_issue_and_its_pull_request_take_turns_on_the_shared_checkout(env: Env) -> None:
+def test_issue_and_its_pull_request_take_turns_on_the_shared_checkout(
+    env: Env, sched: Sched
+) -> None:
     """Two live runs (a mention on issue #N, one on its PR #M) want the same checkout: the
     second waits on the lock, says so in its log, and starts once the first published."""
-    from schedworld import start_cgr, stop, wait_until
-
     number, pr_number, branch, first = _issue_and_its_pull_request(env)
     env.write_config(timeouts={"heartbeat_seconds": 0.2})
     env.scenario("slow_unique")
     on_issue = env.sim.add_comment(REPO, number, f"@{env.sim.bot_login} a", author="alice")
     on_pr = env.sim.add_comment(REPO, pr_number, f"@{env.sim.bot_login} b", author="alice")
     run = ["run", "--repo", REPO]
-    a = start_cgr(env, *run, "--number", str(number), "--comment-id", str(on_issue),
-                  log=env.root / "a.log")  # fmt: skip
+    a = sched.start(*run, "--number", str(number), "--comment-id", str(on_issue),
+                    log=env.root / "a.log")  # fmt: skip
     b = None
     try:
-        wait_until(lambda: len(env.calls()) >= 2, 30, "the issue run's agent to start")
-        b = start_cgr(env, *run, "--number", str(pr_number), "--comment-id", str(on_pr),
-                      log=env.root / "b.log")  # fmt: skip
+        sched.wait_until(lambda: len(env.calls()) >= 2, 30, "the issue run's agent to start")
+        b = sched.start(*run, "--number", str(pr_number), "--comment-id", str(on_pr),
+                        log=env.root / "b.log")  # fmt: skip
         # Before its agent starts (waiting for the lock, cloning), B keeps heartbeating:
         # the beat is the whole run's, not only the agent's.
         beats = set()
@@ -714,7 +689,7 @@ def test_issue_and_its_pull_request_take_turns_on_the_shared_checkout(env: Env) 
     finally:
         for proc in (a, b):
             if proc is not None:
-                stop(proc)
+                sched.stop(proc)
     with env.store() as store:
         runs = sorted(store.recent_runs(100), key=lambda r: r.created_at)
     run_a, run_b = runs[1], runs[2]

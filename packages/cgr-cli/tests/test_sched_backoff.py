@@ -18,7 +18,7 @@ from cgr_cli.config._model import Config
 from cgr_cli.schedule._backoff import backoff_delay, preclaim_backoffs
 from cgr_store import Run, RunKind, SQLiteStore, new_run_id
 from runworld import REPO, Env
-from schedworld import all_terminal, cgr, runs, sched_config, wait_until
+from schedworld import Sched
 
 OTHER = "acme/gadgets"
 
@@ -114,40 +114,44 @@ def test_backoff_settings_are_validated() -> None:
     assert (defaults.retry_backoff_seconds, defaults.retry_backoff_max_seconds) == (60, 3600)
 
 
-def _tick(env: Env) -> dict[str, object]:
-    done = cgr(env, "tick", "--json")
+def _tick(sched: Sched) -> dict[str, object]:
+    done = sched.cgr("tick", "--json")
     assert done.returncode == 0, done.stderr
     report: dict[str, object] = json.loads(done.stdout)
     return report
 
 
-def _wait_ended(env: Env, count: int) -> None:
-    wait_until(lambda: len(runs(env)) == count and all_terminal(env), 60, f"{count} runs ended")
+def _wait_ended(sched: Sched, count: int) -> None:
+    sched.wait_until(
+        lambda: len(sched.runs()) == count and sched.all_terminal(), 60, f"{count} runs ended"
+    )
 
 
-def _requeued_at(env: Env) -> list[datetime]:
+def _requeued_at(sched: Sched) -> list[datetime]:
     from cgr_cli.run._requeue import is_requeue
 
-    (run,) = runs(env)
-    with env.store() as store:
+    (run,) = sched.runs()
+    with sched.env.store() as store:
         return [e.at for e in store.events(run.id) if is_requeue(e.detail)]
 
 
-def _wait_requeued(env: Env, count: int) -> None:
+def _wait_requeued(sched: Sched, count: int) -> None:
     def requeued() -> bool:
-        (run,) = runs(env)
-        return run.status.value == "queued" and run.pid is None and len(_requeued_at(env)) == count
+        (run,) = sched.runs()
+        return (
+            run.status.value == "queued" and run.pid is None and len(_requeued_at(sched)) == count
+        )
 
-    wait_until(requeued, 60, f"the run to be requeued {count} time(s)")
+    sched.wait_until(requeued, 60, f"the run to be requeued {count} time(s)")
 
 
 @pytest.mark.slow
 def test_tick_backs_off_a_run_requeued_before_its_claim_then_retries_it(
-    env: Env, subreaper: None
+    env: Env, sched: Sched, subreaper: None
 ) -> None:
     # Delays long enough that a `cgr tick` process started on a loaded machine still sees
     # the backoff (its start-up must not outlast the delay it is meant to observe).
-    sched_config(env, polling={"retry_backoff_seconds": 2.5, "retry_backoff_max_seconds": 6.0})
+    sched.config(polling={"retry_backoff_seconds": 2.5, "retry_backoff_max_seconds": 6.0})
     [number] = env.sim.seed_ready_issues(REPO, 1)
     # The run reads the issue first: GitHub refusing there (transiently) puts the run back
     # to the queue, with nothing written on GitHub: the issue keeps its ready label. (A
@@ -156,17 +160,17 @@ def test_tick_backs_off_a_run_requeued_before_its_claim_then_retries_it(
     fault = env.sim.faults.secondary_rate_limit(
         retry_after=1, method="GET", path=rf"/issues/{number}$"
     )
-    first = _tick(env)
+    first = _tick(sched)
     assert len(first["started"]) == 1  # type: ignore[arg-type]
-    _wait_requeued(env, 1)
-    (run,) = runs(env)
+    _wait_requeued(sched, 1)
+    (run,) = sched.runs()
     assert "ready" in env.sim.issue(REPO, number).labels
     assert env.sim.comments(REPO, number) == []
 
     delays = []
     for failures in (1, 2, 3):
-        requeued_at = _requeued_at(env)[-1]
-        backed = _tick(env)
+        requeued_at = _requeued_at(sched)[-1]
+        backed = _tick(sched)
         assert backed["started"] == []
         assert backed["pending"] == []
         [entry] = backed["backed_off"]  # type: ignore[misc]
@@ -174,40 +178,40 @@ def test_tick_backs_off_a_run_requeued_before_its_claim_then_retries_it(
         assert entry["failures"] == failures
         delay = (datetime.fromisoformat(entry["retry_at"]) - requeued_at).total_seconds()
         delays.append(delay)
-        assert len(runs(env)) == 1  # nothing written, nothing started
+        assert len(sched.runs()) == 1  # nothing written, nothing started
         due = requeued_at.timestamp() + delay + 0.05
         time.sleep(max(0.0, due - time.time()))
         if failures == 3:
             fault.remove()  # GitHub is back: the same run goes through
-        again = _tick(env)
+        again = _tick(sched)
         assert again["started"] == [run.id], again
         assert again["backed_off"] == []
         if failures < 3:
-            _wait_requeued(env, failures + 1)
-    _wait_ended(env, 1)
+            _wait_requeued(sched, failures + 1)
+    _wait_ended(sched, 1)
     assert delays == [2.5, 5.0, 6.0]  # doubled, then capped
-    (done,) = runs(env)
+    (done,) = sched.runs()
     assert (done.id, done.status.value, done.outcome) == (run.id, "succeeded", "pr_opened")
     with env.store() as store:
         moves = [e for e in store.events(run.id) if e.from_status is not e.to_status]
     assert [e.to_status.value for e in moves] == ["queued", "claimed", "running", "succeeded"]
     # Done: the ready label is gone, nothing is backed off or started any more.
-    last = _tick(env)
+    last = _tick(sched)
     assert last["started"] == []
     assert last["backed_off"] == []
 
 
 @pytest.mark.slow
 def test_plain_tick_says_which_issue_is_backed_off_and_until_when(
-    env: Env, subreaper: None
+    env: Env, sched: Sched, subreaper: None
 ) -> None:
-    sched_config(env, polling={"retry_backoff_seconds": 600, "retry_backoff_max_seconds": 600})
+    sched.config(polling={"retry_backoff_seconds": 600, "retry_backoff_max_seconds": 600})
     [number] = env.sim.seed_ready_issues(REPO, 1)
     with env.store() as store:
         _ended(store, number, "preclaim")
-    done = cgr(env, "tick")
+    done = sched.cgr("tick")
     assert done.returncode == 0, done.stderr
     assert "0 started" in done.stdout
     assert f"backed off: {REPO}#{number} failed 1 time(s) before its claim" in done.stdout
     assert "tried again from " in done.stdout
-    assert len(runs(env)) == 1  # nothing new was written
+    assert len(sched.runs()) == 1  # nothing new was written

@@ -16,55 +16,50 @@ from pathlib import Path
 import pytest
 
 from runworld import REPO, Env
-from schedworld import (
-    all_terminal,
-    assert_consistent,
-    cgr,
-    no_processes_left,
-    processes_in,
-    runs,
-    sched_config,
-    start_cgr,
-    start_slow_runs,
-    stop,
-    wait_tracking_peak,
-    wait_until,
-)
+from schedworld import Sched
 
 pytestmark = pytest.mark.slow
 
 
-def settled(env: Env, issues: list[int]) -> bool:
+def settled(sched: Sched, issues: list[int]) -> bool:
     """Every issue was taken (no longer `ready`) and every run has ended."""
-    return all_terminal(env) and all("ready" not in env.sim.issue(REPO, n).labels for n in issues)
+    return sched.all_terminal() and all(
+        "ready" not in sched.env.sim.issue(REPO, n).labels for n in issues
+    )
 
 
-def test_daemon_sigkilled_mid_run_and_restarted(env: Env, subreaper: None, tmp_path: Path) -> None:
-    sched_config(env, polling={"max_concurrency": 2})
+def test_daemon_sigkilled_mid_run_and_restarted(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
+    sched.config(polling={"max_concurrency": 2})
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "1.5")
     issues = env.sim.seed_ready_issues(REPO, 4)
     log = tmp_path / "daemon.log"
-    first = start_cgr(env, "daemon", log=log)
-    wait_until(lambda: any(r.status.value == "running" for r in runs(env)), 30, "a run")
+    first = sched.start("daemon", log=log)
+    sched.wait_until(lambda: any(r.status.value == "running" for r in sched.runs()), 30, "a run")
     first.send_signal(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
     # Its children live on (own sessions) and finish their runs; a new daemon takes the
     # lock at once (the kernel released the dead one's flock), reconciles, and carries on.
-    second = start_cgr(env, "daemon", "--grace", "10", log=log)
+    second = sched.start("daemon", "--grace", "10", log=log)
     try:
-        peak = wait_tracking_peak(env, lambda: settled(env, issues), 120, "every issue to be done")
+        peak = sched.wait_tracking_peak(
+            lambda: settled(sched, issues), 120, "every issue to be done"
+        )
     finally:
-        assert stop(second) == 0, log.read_text()
+        assert sched.stop(second) == 0, log.read_text()
     assert peak <= 2
-    wait_until(lambda: not list(no_processes_left(env)), 20, "no process left")
-    assert_consistent(env, issues)
+    sched.wait_all_gone("no process left")
+    sched.assert_consistent(issues)
     # Nothing duplicated: one run per issue, each succeeded exactly once.
-    assert sorted(r.target for r in runs(env)) == sorted(issues)
-    assert {r.status.value for r in runs(env)} == {"succeeded"}
+    assert sorted(r.target for r in sched.runs()) == sorted(issues)
+    assert {r.status.value for r in sched.runs()} == {"succeeded"}
 
 
-def test_two_ticks_and_a_daemon_started_at_once(env: Env, subreaper: None, tmp_path: Path) -> None:
-    sched_config(env, polling={"max_concurrency": 3})
+def test_two_ticks_and_a_daemon_started_at_once(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
+    sched.config(polling={"max_concurrency": 3})
     issues = env.sim.seed_ready_issues(REPO, 6)
     argv = [sys.executable, "-m", "cgr_cli"]
     config = ["--config", str(env.config_path)]
@@ -73,50 +68,52 @@ def test_two_ticks_and_a_daemon_started_at_once(env: Env, subreaper: None, tmp_p
         subprocess.Popen([*argv, "tick", *config], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(2)
     ]
-    daemon = start_cgr(env, "daemon", "--grace", "10", log=log)
+    daemon = sched.start("daemon", "--grace", "10", log=log)
     try:
         outcomes = [t.communicate(timeout=60) for t in ticks]
         for tick, (_, err) in zip(ticks, outcomes, strict=True):
             # A tick either did its pass or refused because the daemon owned the store.
             assert tick.returncode == 0 or b"owns the store" in err, err
-        peak = wait_tracking_peak(env, lambda: settled(env, issues), 120, "every issue to be done")
+        peak = sched.wait_tracking_peak(
+            lambda: settled(sched, issues), 120, "every issue to be done"
+        )
     finally:
-        assert stop(daemon) == 0, log.read_text()
+        assert sched.stop(daemon) == 0, log.read_text()
     assert peak <= 3
-    wait_until(lambda: not list(no_processes_left(env)), 20, "no process left")
-    assert_consistent(env, issues)
-    assert sorted(r.target for r in runs(env)) == sorted(issues)
+    sched.wait_all_gone("no process left")
+    sched.assert_consistent(issues)
+    assert sorted(r.target for r in sched.runs()) == sorted(issues)
     assert len(env.sim.pull_requests(REPO)) == 6
 
 
 def test_sigkilled_fork_children_then_the_next_tick_reaps_and_reruns_nothing_twice(
-    env: Env, subreaper: None
+    env: Env, sched: Sched, subreaper: None
 ) -> None:
-    sched_config(env)
-    issues = start_slow_runs(env, 3, agent_seconds=20)
-    victims = runs(env)[:2]
+    sched.config()
+    issues = sched.start_slow_runs(3, agent_seconds=20)
+    victims = sched.runs()[:2]
     for run in victims:
         os.kill(run.pid, signal.SIGKILL)
     # The next tick reaps first (the two dead runs end failed, visibly), then schedules:
     # the killed issues carry needs-human now and are not taken again.
-    assert cgr(env, "tick").returncode == 0
+    assert sched.cgr("tick").returncode == 0
     with env.store() as store:
         for run in victims:
             assert store.get_run(run.id).status.value == "failed"
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "0")
-    survivor = runs(env)[2]
+    survivor = sched.runs()[2]
     os.kill(survivor.pid, signal.SIGTERM)  # a run told to stop ends cancelled, visibly
-    wait_until(lambda: all_terminal(env), 30, "the survivor to end")
-    assert cgr(env, "reap").returncode == 0
-    wait_until(lambda: not list(no_processes_left(env)), 20, "no process left")
-    assert_consistent(env, issues)
-    assert len(runs(env)) == 3
+    sched.wait_until(sched.all_terminal, 30, "the survivor to end")
+    assert sched.cgr("reap").returncode == 0
+    sched.wait_all_gone("no process left")
+    sched.assert_consistent(issues)
+    assert len(sched.runs()) == 3
 
 
 def test_github_5xx_bursts_and_secondary_limits_during_runs(
-    env: Env, subreaper: None, tmp_path: Path
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
-    sched_config(env, polling={"max_concurrency": 3})
+    sched.config(polling={"max_concurrency": 3})
     issues = env.sim.seed_ready_issues(REPO, 4)
     faults = env.sim.faults
     # Bursts on what runs and schedulers do: issue reads, labels, comments, pulls, lists.
@@ -126,23 +123,23 @@ def test_github_5xx_bursts_and_secondary_limits_during_runs(
     faults.secondary_rate_limit(retry_after=1, path=r"/pulls", count=2)
     faults.secondary_rate_limit(retry_after=1, path=r"/comments", count=2)
     log = tmp_path / "daemon.log"
-    daemon = start_cgr(env, "daemon", "--grace", "10", log=log)
+    daemon = sched.start("daemon", "--grace", "10", log=log)
     try:
-        wait_until(lambda: settled(env, issues), 150, "every issue to be done")
+        sched.wait_until(lambda: settled(sched, issues), 150, "every issue to be done")
     finally:
-        assert stop(daemon) == 0, log.read_text()
+        assert sched.stop(daemon) == 0, log.read_text()
     faults.clear()
-    assert cgr(env, "reap").returncode == 0
-    wait_until(lambda: not list(no_processes_left(env)), 20, "no process left")
-    assert_consistent(env, issues)
+    assert sched.cgr("reap").returncode == 0
+    sched.wait_all_gone("no process left")
+    sched.assert_consistent(issues)
     faulted = [r for r in env.sim.requests if r.fault]
     assert len(faulted) >= 8  # the faults really happened
 
 
-def agents(env: Env) -> list[int]:
+def agents(sched: Sched) -> list[int]:
     """This test's scripted agents (slow_agent.py) running now."""
     found = []
-    for pid in processes_in(env.workspace):
+    for pid in sched.processes_in(sched.env.workspace):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
@@ -152,25 +149,27 @@ def agents(env: Env) -> list[int]:
     return found
 
 
-def test_daemon_reaps_its_own_sigkilled_child(env: Env, subreaper: None, tmp_path: Path) -> None:
-    sched_config(env)
+def test_daemon_reaps_its_own_sigkilled_child(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
+    sched.config()
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "20")
     issues = env.sim.seed_ready_issues(REPO, 2)
     log = tmp_path / "daemon.log"
-    daemon = start_cgr(env, "daemon", "--grace", "1", log=log)
+    daemon = sched.start("daemon", "--grace", "1", log=log)
     try:
-        wait_until(lambda: len(agents(env)) == 2, 30, "two agents at work")
-        victim, other = runs(env)
+        sched.wait_until(lambda: len(agents(sched)) == 2, 30, "two agents at work")
+        victim, other = sched.runs()
         os.kill(victim.pid, signal.SIGKILL)  # the `cgr run` child, mid-run
-        wait_until(
-            lambda: next(r for r in runs(env) if r.id == victim.id).status.value == "failed",
+        sched.wait_until(
+            lambda: next(r for r in sched.runs() if r.id == victim.id).status.value == "failed",
             30,
             "the daemon to reap its dead child",
         )
-        assert cgr(env, "cancel", other.id).returncode == 0
+        assert sched.cgr("cancel", other.id).returncode == 0
     finally:
-        assert stop(daemon) == 0, log.read_text()
+        assert sched.stop(daemon) == 0, log.read_text()
     assert "reaped" in log.read_text()
-    wait_until(lambda: not list(no_processes_left(env)), 20, "no process left")
-    assert_consistent(env, issues)
-    assert sorted(r.status.value for r in runs(env)) == ["cancelled", "failed"]
+    sched.wait_all_gone("no process left")
+    sched.assert_consistent(issues)
+    assert sorted(r.status.value for r in sched.runs()) == ["cancelled", "failed"]

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 from runworld import REPO, Env
-from schedworld import all_terminal, cgr, runs, sched_config, wait_until
+from schedworld import Sched
 
 
-def test_an_idle_tick_in_a_fresh_process_costs_no_rate_limit_point(env: Env) -> None:
-    sched_config(env)
-    first = cgr(env, "tick", "--json")
+def test_an_idle_tick_in_a_fresh_process_costs_no_rate_limit_point(env: Env, sched: Sched) -> None:
+    sched.config()
+    first = sched.cgr("tick", "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["discovered"] == 0
     # The first poll has nothing to send an ETag for: GitHub counts its lists.
@@ -21,7 +21,7 @@ def test_an_idle_tick_in_a_fresh_process_costs_no_rate_limit_point(env: Env) -> 
     for _ in range(2):  # the second idle tick, and one more: nothing accumulates
         env.sim.clear_requests()
         before = env.sim.rate_limit()["used"]
-        again = cgr(env, "tick", "--json")  # a new process: nothing in memory
+        again = sched.cgr("tick", "--json")  # a new process: nothing in memory
         assert again.returncode == 0, again.stderr
         polled = [r for r in env.sim.requests if r.path.startswith(f"/repos/{REPO}")]
         assert polled  # it did poll the repository's lists
@@ -30,20 +30,22 @@ def test_an_idle_tick_in_a_fresh_process_costs_no_rate_limit_point(env: Env) -> 
         assert env.sim.rate_limit()["used"] == before
 
 
-def test_new_work_is_still_found_after_a_free_idle_poll(env: Env, subreaper: None) -> None:
+def test_new_work_is_still_found_after_a_free_idle_poll(
+    env: Env, sched: Sched, subreaper: None
+) -> None:
     """A 304 replays the stored list; a changed list (a new ready issue) is fetched."""
-    sched_config(env, polling={"max_concurrency": 1})
-    assert cgr(env, "tick", "--json").returncode == 0
-    assert cgr(env, "tick", "--json").returncode == 0
+    sched.config(polling={"max_concurrency": 1})
+    assert sched.cgr("tick", "--json").returncode == 0
+    assert sched.cgr("tick", "--json").returncode == 0
     number = env.sim.create_issue(REPO, "New work", "", author="alice", labels=["ready"])
     env.sim.clear_requests()
-    report = json.loads(cgr(env, "tick", "--json").stdout)
+    report = json.loads(sched.cgr("tick", "--json").stdout)
     assert report["discovered"] == 1
     assert report["started"]
     assert [r for r in env.sim.requests if r.path.startswith(f"/repos/{REPO}/issues")
             and r.status == 200]  # fmt: skip
-    wait_until(lambda: all_terminal(env), 60, "the run to end")
-    assert [r.target for r in runs(env)] == [number]
+    sched.wait_until(sched.all_terminal, 60, "the run to end")
+    assert [r.target for r in sched.runs()] == [number]
 
 
 def test_the_cache_writes_only_changes_and_drops_what_a_pass_did_not_use(tmp_path: Path) -> None:

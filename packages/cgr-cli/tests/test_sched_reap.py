@@ -16,41 +16,29 @@ from pathlib import Path
 import pytest
 
 from runworld import REPO, Env
-from schedworld import (
-    all_terminal,
-    assert_consistent,
-    cgr,
-    no_processes_left,
-    runs,
-    sched_config,
-    start_cgr,
-    start_slow_runs,
-    stop,
-    stored_running_run,
-    wait_until,
-)
+from schedworld import Sched
 
 
-def running(env: Env, n: int = 1) -> bool:
+def running(sched: Sched, n: int = 1) -> bool:
     """``n`` runs are in the agent phase (their agent has recorded its call)."""
-    calls = env.agent_state / "calls"
+    calls = sched.env.agent_state / "calls"
     started = len(list(calls.glob("*.json"))) if calls.is_dir() else 0
-    return started >= n or sum(r.status.value == "running" for r in runs(env)) >= n
+    return started >= n or sum(r.status.value == "running" for r in sched.runs()) >= n
 
 
-def test_reap_recognises_a_pull_request_the_dead_run_opened(env: Env) -> None:
-    sched_config(env)
+def test_reap_recognises_a_pull_request_the_dead_run_opened(env: Env, sched: Sched) -> None:
+    sched.config()
     (done, early, none) = env.sim.seed_ready_issues(REPO, 3)
     # #early: its branch had a PR before the run started - not the run's work.
     env.sim.commit(REPO, "cgr/early", {"a.txt": "a\n"})
     env.sim.create_pull_request(REPO, "cgr/early", "older PR", author="alice")
     time.sleep(1.1)  # GitHub's timestamps have whole seconds
-    done_id = stored_running_run(env, done, branch="cgr/done")
-    early_id = stored_running_run(env, early, branch="cgr/early")
-    none_id = stored_running_run(env, none, branch="cgr/none")
+    done_id = sched.stored_running_run(done, branch="cgr/done")
+    early_id = sched.stored_running_run(early, branch="cgr/early")
+    none_id = sched.stored_running_run(none, branch="cgr/none")
     env.sim.commit(REPO, "cgr/done", {"b.txt": "b\n"})
     env.sim.create_pull_request(REPO, "cgr/done", "the run's PR", author=env.sim.bot_login)
-    result = cgr(env, "reap", "--json")
+    result = sched.cgr("reap", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["recovered"] == [done_id]
@@ -68,7 +56,7 @@ def test_reap_recognises_a_pull_request_the_dead_run_opened(env: Env) -> None:
         (comment,) = [c.body for c in env.sim.comments(REPO, number) if run_id in c.body]
         assert ("Opened pull request" in comment) == (number == done)
     # A second reap finds nothing to do.
-    again = json.loads(cgr(env, "reap", "--json").stdout)
+    again = json.loads(sched.cgr("reap", "--json").stdout)
     assert again == {"gone": [], "recovered": [], "timed_out": [], "hung": [],
                      "removed": again["removed"], "delivered": [],
                      "undelivered": []}  # fmt: skip
@@ -76,72 +64,77 @@ def test_reap_recognises_a_pull_request_the_dead_run_opened(env: Env) -> None:
 
 @pytest.mark.slow
 def test_sigkilled_children_are_reaped_visibly_and_their_agents_ended(
-    env: Env, subreaper: None
+    env: Env, sched: Sched, subreaper: None
 ) -> None:
-    sched_config(env)
+    sched.config()
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
     issues = env.sim.seed_ready_issues(REPO, 2)
-    assert cgr(env, "tick").returncode == 0
-    wait_until(lambda: running(env, 2) or len(list(env.workspace.glob("targets/*/*/*/repo"))) >= 2,
-               30, "both runs at work")  # fmt: skip
-    wait_until(lambda: all(r.status.value == "running" for r in runs(env)), 30, "running")
-    for run in runs(env):
+    assert sched.cgr("tick").returncode == 0
+    sched.wait_until(lambda: running(sched, 2)
+                     or len(list(env.workspace.glob("targets/*/*/*/repo"))) >= 2,
+                     30, "both runs at work")  # fmt: skip
+    sched.wait_until(lambda: all(r.status.value == "running" for r in sched.runs()), 30, "running")
+    for run in sched.runs():
         os.kill(run.pid, signal.SIGKILL)  # the fork child that runs the pipeline
-    result = cgr(env, "reap", "--json")
+    result = sched.cgr("reap", "--json")
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["gone"]) == 2
     # The orphaned agents (their own sessions) were found by working directory and ended.
-    wait_until(lambda: not list(no_processes_left(env)), 20, "agents to be ended")
-    assert_consistent(env, issues)
-    assert {r.status.value for r in runs(env)} == {"failed"}
+    sched.wait_all_gone("agents to be ended")
+    sched.assert_consistent(issues)
+    assert {r.status.value for r in sched.runs()} == {"failed"}
 
 
 @pytest.mark.slow
-def test_a_stuck_run_past_its_time_limit_is_killed_and_timed_out(env: Env, subreaper: None) -> None:
-    sched_config(env, timeouts={"run_seconds": 2.0, "watchdog_grace_seconds": 0.3})
-    issues = start_slow_runs(env, 1, agent_seconds=30)
-    (run,) = runs(env)
+def test_a_stuck_run_past_its_time_limit_is_killed_and_timed_out(
+    env: Env, sched: Sched, subreaper: None
+) -> None:
+    sched.config(timeouts={"run_seconds": 2.0, "watchdog_grace_seconds": 0.3})
+    issues = sched.start_slow_runs(1, agent_seconds=30)
+    (run,) = sched.runs()
     os.kill(run.pid, signal.SIGSTOP)  # stuck: its own time limit can no longer fire
     time.sleep(3.0)
-    report = json.loads(cgr(env, "reap", "--json").stdout)
+    report = json.loads(sched.cgr("reap", "--json").stdout)
     assert report["timed_out"] == [run.id]
-    (run,) = runs(env)
+    (run,) = sched.runs()
     assert run.status.value == "timed_out"
-    wait_until(lambda: not list(no_processes_left(env)), 20, "the group to be gone")
-    assert_consistent(env, issues)
+    sched.wait_all_gone("the group to be gone")
+    sched.assert_consistent(issues)
 
 
 @pytest.mark.slow
-def test_a_live_run_without_heartbeats_is_killed_and_timed_out(env: Env, subreaper: None) -> None:
+def test_a_live_run_without_heartbeats_is_killed_and_timed_out(
+    env: Env, sched: Sched, subreaper: None
+) -> None:
     """A stopped process is alive but runs nothing: no heartbeat. Past the stale limit the
     reaper kills its group and ends it visibly; while it beats it is left alone."""
-    sched_config(env, timeouts={"heartbeat_seconds": 0.3, "stale_heartbeat_seconds": 1.5,
-                                "watchdog_grace_seconds": 0.3})  # fmt: skip
+    sched.config(timeouts={"heartbeat_seconds": 0.3, "stale_heartbeat_seconds": 1.5,
+                           "watchdog_grace_seconds": 0.3})  # fmt: skip
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
     issues = env.sim.seed_ready_issues(REPO, 1)
-    assert cgr(env, "tick").returncode == 0
-    wait_until(lambda: all(r.status.value == "running" for r in runs(env)), 30, "running")
-    wait_until(lambda: running(env), 30, "the agent to start")
-    (run,) = runs(env)
+    assert sched.cgr("tick").returncode == 0
+    sched.wait_until(lambda: all(r.status.value == "running" for r in sched.runs()), 30, "running")
+    sched.wait_until(lambda: running(sched), 30, "the agent to start")
+    (run,) = sched.runs()
     try:
         # Working (the agent runs, git ran) for longer than the stale limit: it beats.
         time.sleep(2.5)
-        report = json.loads(cgr(env, "reap", "--json").stdout)
+        report = json.loads(sched.cgr("reap", "--json").stdout)
         assert report["hung"] == []
         assert report["timed_out"] == []
-        (live,) = runs(env)
+        (live,) = sched.runs()
         assert live.status.value == "running"
         assert live.heartbeat_at is not None
         os.kill(run.pid, signal.SIGSTOP)  # alive, but no longer heartbeating
         time.sleep(2.5)
-        report = json.loads(cgr(env, "reap", "--json").stdout)
+        report = json.loads(sched.cgr("reap", "--json").stdout)
         assert report["hung"] == [run.id]
         assert report["timed_out"] == []
     finally:
         # Never leave a stopped process behind, whatever failed above.
         with contextlib.suppress(ProcessLookupError):
             os.kill(run.pid, signal.SIGCONT)
-    (ended,) = runs(env)
+    (ended,) = sched.runs()
     assert ended.status.value == "timed_out"
     assert ended.outcome == "timed_out"
     assert "no heartbeat for " in (ended.error or "")
@@ -152,20 +145,20 @@ def test_a_live_run_without_heartbeats_is_killed_and_timed_out(env: Env, subreap
     assert "needs-human" in labels
     assert "in-progress" not in labels
     # The stopped pipeline and its agent (its own session, found by cwd) are gone.
-    wait_until(lambda: not list(no_processes_left(env)), 20, "the group to be gone")
-    assert_consistent(env, issues)
+    sched.wait_all_gone("the group to be gone")
+    sched.assert_consistent(issues)
 
 
 @pytest.mark.slow
-def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> None:
-    sched_config(env)
+def test_cancel_and_retry_from_the_command_line(env: Env, sched: Sched, subreaper: None) -> None:
+    sched.config()
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
     issues = env.sim.seed_ready_issues(REPO, 1)
-    assert cgr(env, "tick").returncode == 0
-    wait_until(lambda: running(env), 30, "the agent to start")
-    (run,) = runs(env)
+    assert sched.cgr("tick").returncode == 0
+    sched.wait_until(lambda: running(sched), 30, "the agent to start")
+    (run,) = sched.runs()
     # status shows it, with its phase and age
-    status = json.loads(cgr(env, "status", "--json").stdout)
+    status = json.loads(sched.cgr("status", "--json").stdout)
     assert [a["id"] for a in status["active"]] == [run.id]
     assert status["slots"]["used"] == 1
     follower = subprocess.Popen(
@@ -173,9 +166,9 @@ def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> No
          "--config", str(env.config_path)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    cancelled = cgr(env, "cancel", run.id, "--reason", "not needed after all")
+    cancelled = sched.cgr("cancel", run.id, "--reason", "not needed after all")
     assert cancelled.returncode == 0, cancelled.stderr
-    (run,) = runs(env)
+    (run,) = sched.runs()
     assert run.status.value == "cancelled"
     followed, _ = follower.communicate(timeout=20)  # --follow ends with the run
     assert f"run {run.id}" in followed
@@ -183,32 +176,32 @@ def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> No
     (comment,) = [c.body for c in env.sim.comments(REPO, issues[0]) if run.id in c.body]
     assert "not needed after all" in comment
     assert "needs-human" in env.sim.issue(REPO, issues[0]).labels
-    wait_until(lambda: not list(no_processes_left(env)), 20, "the run's processes to end")
-    assert cgr(env, "cancel", run.id).returncode == 1  # already ended: says so
+    sched.wait_all_gone("the run's processes to end")
+    assert sched.cgr("cancel", run.id).returncode == 1  # already ended: says so
     # retry: a new queued run (attempt 2) that the next tick starts
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "0.1")
-    retried = cgr(env, "retry", run.id)
+    retried = sched.cgr("retry", run.id)
     assert retried.returncode == 0, retried.stderr
     assert "attempt 2" in retried.stdout
-    assert cgr(env, "retry", run.id).returncode == 4  # busy: the target has an active run
-    assert json.loads(cgr(env, "tick", "--json").stdout)["started"]
-    wait_until(lambda: all_terminal(env), 60, "the retry to finish")
-    second = max(runs(env), key=lambda r: r.created_at)
+    assert sched.cgr("retry", run.id).returncode == 4  # busy: the target has an active run
+    assert json.loads(sched.cgr("tick", "--json").stdout)["started"]
+    sched.wait_until(sched.all_terminal, 60, "the retry to finish")
+    second = max(sched.runs(), key=lambda r: r.created_at)
     assert (second.attempt, second.status.value) == (2, "succeeded")
     # logs: the run's log, its prompt, its history
-    log = cgr(env, "logs", second.id)
+    log = sched.cgr("logs", second.id)
     assert log.returncode == 0
     assert f"run {second.id}" in log.stdout
-    assert "Please fix problem number 1" in cgr(env, "logs", second.id, "--prompt").stdout
-    history = json.loads(cgr(env, "logs", second.id, "--json").stdout)
+    assert "Please fix problem number 1" in sched.cgr("logs", second.id, "--prompt").stdout
+    history = json.loads(sched.cgr("logs", second.id, "--json").stdout)
     moves = [e for e in history["events"] if e["from_status"] != e["to_status"]]
     assert [e["to_status"] for e in moves] == [
         "queued", "claimed", "running", "succeeded"
     ]  # fmt: skip
     # The other events are the run's GitHub write attempts.
     assert all(e["detail"].startswith("github ") for e in history["events"] if e not in moves)
-    assert cgr(env, "logs", "r-nope").returncode == 3  # not found
-    followed = cgr(env, "logs", second.id, "--follow", timeout=20)  # ended: returns
+    assert sched.cgr("logs", "r-nope").returncode == 3  # not found
+    followed = sched.cgr("logs", second.id, "--follow", timeout=20)  # ended: returns
     assert followed.returncode == 0
     # --follow: the run's log, then the agent's activity, then the outcome.
     # (Blank lines of the log are left out of the readable view.)
@@ -217,23 +210,27 @@ def test_cancel_and_retry_from_the_command_line(env: Env, subreaper: None) -> No
     assert shown[: len(logged)] == logged
     assert "  ■ result: success" in followed.stdout
     assert followed.stdout.rstrip().splitlines()[-1].startswith(f"run {second.id} succeeded")
-    status = cgr(env, "status")
+    status = sched.cgr("status")
     assert "cancelled" in status.stdout
     assert "succeeded" in status.stdout
 
 
 @pytest.mark.slow
-def test_bot_cancel_and_bot_retry_comments(env: Env, subreaper: None, tmp_path: Path) -> None:
+def test_bot_cancel_and_bot_retry_comments(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
     # One slot, taken by the run: the cancel command is handled all the same.
-    sched_config(env, polling={"max_concurrency": 1})
+    sched.config(polling={"max_concurrency": 1})
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
     issues = env.sim.seed_ready_issues(REPO, 1)
-    daemon = start_cgr(env, "daemon", "--grace", "5", log=tmp_path / "daemon.log")
+    daemon = sched.start("daemon", "--grace", "5", log=tmp_path / "daemon.log")
     try:
-        wait_until(lambda: running(env), 30, "the agent to start")
+        sched.wait_until(lambda: running(sched), 30, "the agent to start")
         env.sim.add_comment(REPO, issues[0], f"@{env.sim.bot_login} cancel", author="alice")
-        wait_until(lambda: "@alice asked to cancel" in (runs(env)[0].error or ""), 30, "cancel")
-        (run,) = runs(env)
+        sched.wait_until(
+            lambda: "@alice asked to cancel" in (sched.runs()[0].error or ""), 30, "cancel"
+        )
+        (run,) = sched.runs()
         assert run.status.value == "cancelled"
 
         def status_comment() -> str:
@@ -242,28 +239,30 @@ def test_bot_cancel_and_bot_retry_comments(env: Env, subreaper: None, tmp_path: 
 
         # The store records the reason first, then the status comment is rewritten with it
         # (a GitHub call that may take a moment on a loaded machine).
-        wait_until(lambda: "@alice asked to cancel" in status_comment(), 30, "the comment")
+        sched.wait_until(lambda: "@alice asked to cancel" in status_comment(), 30, "the comment")
         env.sim.add_comment(REPO, issues[0], f"@{env.sim.bot_login} retry", author="alice")
-        wait_until(lambda: len(runs(env)) == 2, 30, "the retry run")
-        retry = max(runs(env), key=lambda r: r.created_at)
+        sched.wait_until(lambda: len(sched.runs()) == 2, 30, "the retry run")
+        retry = max(sched.runs(), key=lambda r: r.created_at)
         assert retry.attempt == 2
         assert retry.kind == run.kind
-        assert cgr(env, "cancel", retry.id).returncode == 0
+        assert sched.cgr("cancel", retry.id).returncode == 0
     finally:
-        assert stop(daemon) == 0, (tmp_path / "daemon.log").read_text()
-    wait_until(lambda: not list(no_processes_left(env)), 20, "processes to end")
+        assert sched.stop(daemon) == 0, (tmp_path / "daemon.log").read_text()
+    sched.wait_all_gone("processes to end")
 
 
-def test_workspaces_are_removed_after_retention_never_for_active_runs(env: Env) -> None:
+def test_workspaces_are_removed_after_retention_never_for_active_runs(
+    env: Env, sched: Sched
+) -> None:
     from cgr_cli.config._load import load_config
     from cgr_cli.schedule._reaper import clean_workspaces
     from cgr_store import RunStatus, utcnow
 
-    config, _ = load_config(sched_config(env, cleanup={"retention_days": 1.0}))
-    old = stored_running_run(env, env.sim.seed_ready_issues(REPO, 1)[0])
+    config, _ = load_config(sched.config(cleanup={"retention_days": 1.0}))
+    old = sched.stored_running_run(env.sim.seed_ready_issues(REPO, 1)[0])
     with env.store() as store:
         store.transition(old.id if hasattr(old, "id") else old, RunStatus.FAILED)
-    active = stored_running_run(env, env.sim.seed_ready_issues(REPO, 1)[0])
+    active = sched.stored_running_run(env.sim.seed_ready_issues(REPO, 1)[0])
     for run_id in (old, active):
         (env.workspace / run_id / "artifacts").mkdir(parents=True)
         (env.workspace / run_id / "artifacts" / "repo.tar.gz").write_bytes(b"archive")

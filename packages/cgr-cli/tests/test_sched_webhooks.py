@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runworld import REPO, Env
-from schedworld import all_terminal, cgr, runs, sched_config, start_cgr, stop, wait_until
+from schedworld import Sched
 from webhookworld import SECRET, comment_payload, deliver, labeled_payload
 
 
@@ -33,12 +33,11 @@ def _state(env: Env) -> dict[str, Any]:
         return {}
 
 
-def _webhook_config(env: Env, **webhook: Any) -> str:
+def _webhook_config(sched: Sched, **webhook: Any) -> str:
     port = _free_port()
-    secret_file = env.root / "hook.secret"
+    secret_file = sched.env.root / "hook.secret"
     secret_file.write_text(SECRET + "\n")
-    sched_config(
-        env,
+    sched.config(
         webhook={"listen": f"127.0.0.1:{port}", "secret_file": str(secret_file), **webhook},
     )
     return f"http://127.0.0.1:{port}"
@@ -64,16 +63,16 @@ def _ready_list_requests(env: Env) -> int:
 
 @pytest.mark.slow
 def test_a_delivery_starts_the_run_at_once_and_only_a_genuine_one(
-    env: Env, subreaper: None, tmp_path: Path
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
     """Polling is an hour apart here: only the webhook path can start the run in time."""
-    url = _webhook_config(env, reconcile_seconds=3600)
+    url = _webhook_config(sched, reconcile_seconds=3600)
     metrics_port = _free_port()
     log = tmp_path / "daemon.log"
-    daemon = start_cgr(env, "daemon", "--grace", "5", "--metrics", f"127.0.0.1:{metrics_port}",
-                       log=log)  # fmt: skip
+    daemon = sched.start("daemon", "--grace", "5", "--metrics", f"127.0.0.1:{metrics_port}",
+                         log=log)  # fmt: skip
     try:
-        wait_until(lambda: _reconciled(env) > 0, 30, "the first reconcile pass")
+        sched.wait_until(lambda: _reconciled(env) > 0, 30, "the first reconcile pass")
         # Idle between reconciles: the loop ticks (every 0.2 s) but asks GitHub nothing.
         env.sim.clear_requests()
         time.sleep(1.5)
@@ -89,18 +88,18 @@ def test_a_delivery_starts_the_run_at_once_and_only_a_genuine_one(
         assert httpx.get(url + "/webhook", timeout=5).status_code == 405
         assert httpx.post(url + "/elsewhere", content=b"{}", timeout=5).status_code == 404
         time.sleep(1.0)
-        assert runs(env) == []  # nothing refused started anything
+        assert sched.runs() == []  # nothing refused started anything
         sent = time.monotonic()
         answer, delivery = deliver(url + "/webhook", "issues", payload)
         assert answer.status_code == 202
         assert answer.text == "accepted\n"
-        wait_until(lambda: len(runs(env)) == 1, 20, "the run the delivery announced")
+        sched.wait_until(lambda: len(sched.runs()) == 1, 20, "the run the delivery announced")
         latency = time.monotonic() - sent
         # GitHub's redeliver (same delivery id): answered, never a second run.
         again = deliver(url, "issues", payload, delivery=delivery)[0]
         assert again.status_code == 202
         assert "duplicate" in again.text
-        wait_until(lambda: all_terminal(env), 60, "the run to end")
+        sched.wait_until(sched.all_terminal, 60, "the run to end")
         # The same payload under a new delivery id (a replay): the API says the issue is
         # no longer ready (the run took the label), so nothing starts.
         assert deliver(url, "issues", payload)[0].status_code == 202
@@ -114,23 +113,23 @@ def test_a_delivery_starts_the_run_at_once_and_only_a_genuine_one(
             == 202
         )
         time.sleep(2.0)
-        assert len(runs(env)) == 1
+        assert len(sched.runs()) == 1
         # A collaborator's mention, edited in: an edited comment is a trigger too.
         mentioned, comment = env.sim.seed_mention(REPO, author="bob", kind="collaborator",
                                                   body="no mention yet")  # fmt: skip
         env.sim.edit_comment(REPO, comment, f"@{env.sim.bot_login} please fix this")
         edited = comment_payload(env, mentioned, comment, action="edited")
         assert deliver(url, "issue_comment", edited)[0].status_code == 202
-        wait_until(lambda: len(runs(env)) == 2, 20, "the mention's run")
-        assert {r.target for r in runs(env)} == {number, mentioned}
-        wait_until(lambda: all_terminal(env), 60, "the runs to end")
+        sched.wait_until(lambda: len(sched.runs()) == 2, 20, "the mention's run")
+        assert {r.target for r in sched.runs()} == {number, mentioned}
+        sched.wait_until(sched.all_terminal, 60, "the runs to end")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz") as answer:
             health = json.loads(answer.read())
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as answer:
             text = answer.read().decode()
-        status = cgr(env, "status")
+        status = sched.cgr("status")
     finally:
-        code = stop(daemon)
+        code = sched.stop(daemon)
     assert code == 0, log.read_text()
     assert latency < 20
     hooks = health["webhooks"]
@@ -151,17 +150,17 @@ def test_a_delivery_starts_the_run_at_once_and_only_a_genuine_one(
 
 @pytest.mark.slow
 def test_dropped_deliveries_are_found_by_the_next_reconcile(
-    env: Env, subreaper: None, tmp_path: Path
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
     """A scaled-down mix: delivered, duplicated, forged (bad signature) and dropped
     deliveries; one run per genuine trigger, none from a forgery, the dropped ones found
     by reconciliation, which then polls at the shorter interval until it misses nothing."""
-    url = _webhook_config(env, reconcile_seconds=4)
+    url = _webhook_config(sched, reconcile_seconds=4)
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "0.1")
     log = tmp_path / "daemon.log"
-    daemon = start_cgr(env, "daemon", "--grace", "5", log=log)
+    daemon = sched.start("daemon", "--grace", "5", log=log)
     try:
-        wait_until(lambda: _reconciled(env) > 0, 30, "the first reconcile pass")
+        sched.wait_until(lambda: _reconciled(env) > 0, 30, "the first reconcile pass")
         delivered = env.sim.seed_ready_issues(REPO, 3)
         forged = [env.sim.create_issue(REPO, f"Forged {i}", "x", author="alice") for i in range(3)]
         for number in forged:
@@ -173,10 +172,10 @@ def test_dropped_deliveries_are_found_by_the_next_reconcile(
             answer, delivery = deliver(url, "issues", payload)
             assert answer.status_code == 202
             assert deliver(url, "issues", payload, delivery=delivery)[0].status_code == 202
-        wait_until(lambda: {r.target for r in runs(env)} >= set(delivered), 20,
-                   "the delivered triggers' runs")  # fmt: skip
+        sched.wait_until(lambda: {r.target for r in sched.runs()} >= set(delivered), 20,
+                         "the delivered triggers' runs")  # fmt: skip
         # Their passes are over (each child's end wakes the loop, which drains the hints).
-        wait_until(lambda: all_terminal(env), 60, "the delivered runs to end")
+        sched.wait_until(sched.all_terminal, 60, "the delivered runs to end")
         time.sleep(0.5)
         # Two more triggers whose deliveries are lost on the way (never sent). A delivery
         # re-reads its whole repository, so these come after the delivered ones' passes.
@@ -185,57 +184,57 @@ def test_dropped_deliveries_are_found_by_the_next_reconcile(
         issues = delivered + dropped
         time.sleep(0.5)
         if _reconciled(env) == before:  # no reconcile pass yet: nothing found them
-            assert not {r.target for r in runs(env)} & set(dropped)
-        wait_until(lambda: {r.target for r in runs(env)} == set(issues), 30,
-                   "the dropped triggers' runs (reconcile)")  # fmt: skip
-        wait_until(lambda: all_terminal(env), 60, "all runs to end")
+            assert not {r.target for r in sched.runs()} & set(dropped)
+        sched.wait_until(lambda: {r.target for r in sched.runs()} == set(issues), 30,
+                         "the dropped triggers' runs (reconcile)")  # fmt: skip
+        sched.wait_until(sched.all_terminal, 60, "all runs to end")
         state = _state(env)
         assert state["missed_total"] == len(dropped), log.read_text()
         # Unhealthy after that pass (polling every 0.2 s), healthy again after the next
         # pass found nothing missed: back to the long interval.
-        wait_until(lambda: _state(env).get("healthy") is True, 20, "webhooks healthy again")
+        sched.wait_until(lambda: _state(env).get("healthy") is True, 20, "webhooks healthy again")
         assert _state(env)["reconcile_interval_seconds"] == 4
         text = log.read_text()
         assert "reconcile found 2 trigger(s) no webhook delivery announced" in text
         assert text.index("no webhook delivery announced") < text.index("back to every 4s")
     finally:
-        code = stop(daemon)
+        code = sched.stop(daemon)
     assert code == 0, log.read_text()
-    targets = [r.target for r in runs(env)]
+    targets = [r.target for r in sched.runs()]
     assert sorted(targets) == sorted(issues)  # exactly one run per trigger
     assert not set(forged) & set(targets)
 
 
-def test_webhook_config_errors_name_the_fix(env: Env, tmp_path: Path) -> None:
+def test_webhook_config_errors_name_the_fix(env: Env, sched: Sched, tmp_path: Path) -> None:
     from cgr_cli import ConfigError, load_config
 
-    sched_config(env, webhook={"listen": "127.0.0.1:8787"})
+    sched.config(webhook={"listen": "127.0.0.1:8787"})
     with pytest.raises(
         ConfigError, match=r"webhook.listen = '127.0.0.1:8787' needs webhook.secret"
     ):
         load_config(env.config_path)
-    sched_config(env, webhook={"listen": "nowhere", "secret": "s"})
+    sched.config(webhook={"listen": "nowhere", "secret": "s"})
     with pytest.raises(ConfigError, match="expected HOST:PORT"):
         load_config(env.config_path)
-    sched_config(env, webhook={"listen": "127.0.0.1:1", "secret_file": str(tmp_path / "none")})
+    sched.config(webhook={"listen": "127.0.0.1:1", "secret_file": str(tmp_path / "none")})
     with pytest.raises(ConfigError, match=r"webhook.secret_file = .*cannot read it"):
         load_config(env.config_path)
     (tmp_path / "s").write_text("abc\n")
-    sched_config(env, webhook={"listen": "127.0.0.1:1", "secret_file": str(tmp_path / "s")})
+    sched.config(webhook={"listen": "127.0.0.1:1", "secret_file": str(tmp_path / "s")})
     config, _ = load_config(env.config_path)
     secret = config.webhook.resolved_secret()
     assert secret is not None
     assert secret.reveal() == "abc"
-    assert "abc" not in cgr(env, "config", "check").stdout
+    assert "abc" not in sched.cgr("config", "check").stdout
 
 
-def test_a_taken_webhook_port_is_a_clear_error(env: Env) -> None:
+def test_a_taken_webhook_port_is_a_clear_error(env: Env, sched: Sched) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        sched_config(env, webhook={"listen": f"127.0.0.1:{port}", "secret": SECRET})
-        done = cgr(env, "daemon", timeout=60)
+        sched.config(webhook={"listen": f"127.0.0.1:{port}", "secret": SECRET})
+        done = sched.cgr("daemon", timeout=60)
     assert done.returncode in {1, 2}, done.stderr  # an error the user can fix
     assert f"webhook.listen = '127.0.0.1:{port}': cannot listen there" in done.stderr
     assert "Traceback" not in done.stderr
@@ -243,7 +242,7 @@ def test_a_taken_webhook_port_is_a_clear_error(env: Env) -> None:
 
 @pytest.mark.slow
 def test_as_a_github_app_with_the_simulators_own_deliveries(
-    env: Env, subreaper: None, tmp_path: Path
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
     """The simulator signs and sends the deliveries (one dropped by its fault); cgr runs
     as a GitHub App: installation tokens for the API and git, its bot `<slug>[bot]`."""
@@ -261,29 +260,28 @@ def test_as_a_github_app_with_the_simulators_own_deliveries(
     bot = env.sim.register_app(4321, public, slug="cgr-app")
     env.sim.install_app(4321, [REPO])
     port = _free_port()
-    sched_config(
-        env,
+    sched.config(
         github={"token": None, "bot_login": None, "app_id": 4321, "private_key_file": str(pem)},
         webhook={"listen": f"127.0.0.1:{port}", "secret": SECRET, "reconcile_seconds": 3},
     )
     env.sim.add_webhook(f"http://127.0.0.1:{port}/webhook", SECRET)
     log = tmp_path / "daemon.log"
-    daemon = start_cgr(env, "daemon", "--grace", "5", log=log)
+    daemon = sched.start("daemon", "--grace", "5", log=log)
     try:
-        wait_until(lambda: _reconciled(env) > 0, 30, "the first reconcile pass")
+        sched.wait_until(lambda: _reconciled(env) > 0, 30, "the first reconcile pass")
         (first,) = env.sim.seed_ready_issues(REPO, 1)
-        wait_until(lambda: len(runs(env)) == 1, 20, "the delivered label's run")
-        wait_until(lambda: all_terminal(env), 60, "the run to end")
+        sched.wait_until(lambda: len(sched.runs()) == 1, 20, "the delivered label's run")
+        sched.wait_until(sched.all_terminal, 60, "the run to end")
         env.sim.faults.drop_delivery(event="issues")
         (second,) = env.sim.seed_ready_issues(REPO, 1)
-        wait_until(lambda: len(runs(env)) == 2, 30, "the dropped label's run (reconcile)")
-        wait_until(lambda: all_terminal(env), 60, "the run to end")
+        sched.wait_until(lambda: len(sched.runs()) == 2, 30, "the dropped label's run (reconcile)")
+        sched.wait_until(sched.all_terminal, 60, "the run to end")
         state = _state(env)
     finally:
-        code = stop(daemon)
+        code = sched.stop(daemon)
     assert code == 0, log.read_text()
-    assert {r.target for r in runs(env)} == {first, second}
-    assert {r.outcome for r in runs(env)} == {"pr_opened"}, log.read_text()
+    assert {r.target for r in sched.runs()} == {first, second}
+    assert {r.outcome for r in sched.runs()} == {"pr_opened"}, log.read_text()
     assert state["missed_total"] == 1
     dropped = [d for d in env.sim.deliveries if d.event == "issues" and d.error == "dropped"]
     assert len(dropped) == 1
