@@ -17,7 +17,6 @@ the run on a slow machine; the figures printed say how many were run.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -29,10 +28,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from benchworld import FAKE, children_of, reap, subreaper, write_config
+
 from cgr_discovery.testing import GitHubSimulator
 from cgr_store import SQLiteStore
 
-FAKE = Path(__file__).resolve().parents[1] / "tests" / "fake_claude.py"
 REPOS = 10
 ISSUES = int(os.environ.get("CGR_BENCH_ISSUES", "100"))
 LATENCY_ISSUES = int(os.environ.get("CGR_BENCH_LATENCY_ISSUES", "15"))
@@ -57,40 +57,14 @@ os.execv(sys.executable, [sys.executable, {str(FAKE)!r}, *sys.argv[1:]])
 """
 
 
-def subreaper() -> None:
-    # The tick's children outlive it; as subreaper this process inherits and reaps them.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(36, 1, 0, 0, 0)
-
-
-def reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def wait_cgr_children(seconds: float = 60) -> None:
     """Until no `cgr` process is left among this process's children (tick children adopted
     here finish their clean-up after their run row is final): the next figure and the
     temporary directory's removal must not overlap them."""
     deadline = time.monotonic() + seconds
-    me = str(os.getpid())
     while time.monotonic() < deadline:
         reap()
-        left = False
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if stat.rsplit(")", 1)[1].split()[1] == me and b"cgr_cli" in cmdline:
-                left = True
-        if not left:
+        if not any("cgr_cli" in cmd for _, _, cmd in children_of(os.getpid())):
             return
         time.sleep(0.1)
 
@@ -102,30 +76,7 @@ def world(tmp: Path, sim: GitHubSimulator, issues: int) -> Path:
         share = issues // REPOS + (1 if n < issues % REPOS else 0)
         if share:
             sim.seed_ready_issues(repo, share)
-    config = tmp / "config.toml"
-    config.write_text(
-        f"repositories = {json.dumps(repos)}\n"
-        f"[github]\napi_url = {json.dumps(sim.url)}\ntoken = {json.dumps(sim.token)}\n"
-        f"bot_login = {json.dumps(sim.bot_login)}\nstatus_update_seconds = 0.0\n"
-        f"[paths]\nworkspace_root = {json.dumps(str(tmp / 'ws'))}\n"
-        f"database = {json.dumps(str(tmp / 'cgr.sqlite3'))}\n"
-        f"[agent]\ncommand = {json.dumps([sys.executable, '-c', AGENT])}\n"
-        'env_passthrough = ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE", "BENCH_STARTS"]\n'
-        f"[polling]\ninterval_seconds = {INTERVAL}\nmax_concurrency = {CONCURRENCY}\n"
-        '[cleanup]\npolicy = "delete"\n'
-        # Landlock lets the agent write only its checkout, home and temp dir: the two
-        # directories the bench's agent writes, and the scripted agent it runs, are granted.
-        f"[agent.sandbox]\nread_write = {json.dumps([str(tmp / 'starts'), str(tmp / 'agent')])}\n"
-        f"read_only = {json.dumps([str(FAKE.parent)])}\n"
-    )
-    os.environ.update(
-        FAKE_CLAUDE_STATE=str(tmp / "agent"),
-        FAKE_CLAUDE_SCENARIO="success",
-        BENCH_STARTS=str(tmp / "starts"),
-    )
-    for name in ("starts", "agent"):
-        (tmp / name).mkdir(exist_ok=True)
-    return config
+    return write_config(tmp, sim, repos, agent=AGENT, interval=INTERVAL, concurrency=CONCURRENCY)
 
 
 def finished(db: Path) -> tuple[int, int]:

@@ -19,7 +19,6 @@ Real processes (`cgr daemon` and its `cgr run` children), the GitHub simulator o
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import hmac
 import json
@@ -37,12 +36,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import benchworld
 import httpx
+from benchworld import FAKE, reap, subreaper
 
 from cgr_discovery.testing import GitHubSimulator
 from cgr_store import SQLiteStore
 
-FAKE = Path(__file__).resolve().parents[1] / "tests" / "fake_claude.py"
 SECRET = "bench-hook-secret"  # noqa: S105 - the simulated hook's, for this bench only
 DELIVERIES = int(os.environ.get("CGR_BENCH_DELIVERIES", "200"))
 DUPLICATES, FORGED, DROPPED = 20, 10, 10
@@ -52,21 +52,6 @@ d = pathlib.Path(os.environ["BENCH_STARTS"]); d.mkdir(exist_ok=True)
 (d / f"{{os.getpid()}}.json").write_text('{{"cwd": "%s", "t": %r}}' % (os.getcwd(), time.time()))
 os.execv(sys.executable, [sys.executable, {str(FAKE)!r}, *sys.argv[1:]])
 """
-
-
-def subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(36, 1, 0, 0, 0)
-
-
-def reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def free_port() -> int:
@@ -82,35 +67,14 @@ def write_config(
     concurrency: int, webhooks: bool = True,
 ) -> tuple[Path, str]:  # fmt: skip
     port = free_port()
-    text = (
-        f"repositories = {json.dumps(repos)}\n"
-        f"[github]\napi_url = {json.dumps(sim.url)}\ntoken = {json.dumps(sim.token)}\n"
-        f"bot_login = {json.dumps(sim.bot_login)}\nstatus_update_seconds = 0.0\n"
-        f"[paths]\nworkspace_root = {json.dumps(str(tmp / 'ws'))}\n"
-        f"database = {json.dumps(str(tmp / 'cgr.sqlite3'))}\n"
-        f"[agent]\ncommand = {json.dumps([sys.executable, '-c', AGENT])}\n"
-        'env_passthrough = ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE", "BENCH_STARTS"]\n'
-        f"[polling]\ninterval_seconds = {interval}\nmax_concurrency = {concurrency}\n"
-        '[cleanup]\npolicy = "delete"\n'
-        # Landlock lets the agent write only its checkout, home and temp dir: the two
-        # directories the bench's agent writes, and the scripted agent it runs, are granted.
-        f"[agent.sandbox]\nread_write = {json.dumps([str(tmp / 'starts'), str(tmp / 'agent')])}\n"
-        f"read_only = {json.dumps([str(FAKE.parent)])}\n"
+    webhook = (
+        f'[webhook]\nlisten = "127.0.0.1:{port}"\nsecret = {json.dumps(SECRET)}\n'
+        f"reconcile_seconds = {reconcile}\n"
     )
-    if webhooks:
-        text += (
-            f'[webhook]\nlisten = "127.0.0.1:{port}"\nsecret = {json.dumps(SECRET)}\n'
-            f"reconcile_seconds = {reconcile}\n"
-        )
-    config = tmp / "config.toml"
-    config.write_text(text)
-    os.environ.update(
-        FAKE_CLAUDE_STATE=str(tmp / "agent"),
-        FAKE_CLAUDE_SCENARIO="success",
-        BENCH_STARTS=str(tmp / "starts"),
-    )
-    for name in ("starts", "agent"):
-        (tmp / name).mkdir(exist_ok=True)
+    config = benchworld.write_config(
+        tmp, sim, repos, agent=AGENT, interval=interval, concurrency=concurrency,
+        extra=webhook if webhooks else "",
+    )  # fmt: skip
     return config, f"http://127.0.0.1:{port}/webhook"
 
 
