@@ -33,6 +33,7 @@ from cgr_store import (
 )
 from cgr_store._migrations import MIGRATIONS, postgres_statements
 from cgr_store.testing import PASSWORD, TemporaryPostgres, _free_port
+from workers import kill_after, race
 
 
 def dbname(url: str) -> str:
@@ -240,33 +241,12 @@ print(json.dumps({"won": won, "claimed": claimed}))
 
 def test_processes_race_for_targets_and_claims_on_one_server(pg_url: str, tmp_path: Path) -> None:
     workers, targets = 8, 24
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACE_WORKER, pg_url, str(n), str(targets), str(tmp_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(workers)
-    ]
-    try:
-        deadline = time.monotonic() + 90
-        while len(list(tmp_path.glob("ready-*"))) < workers:
-            for p in procs:
-                if p.poll() is not None:
-                    pytest.fail(f"a worker died before the barrier: {p.communicate()[1]}")
-            assert time.monotonic() < deadline, "workers did not get ready"
-            time.sleep(0.01)
-        (tmp_path / "go").touch()
-        results = [p.communicate(timeout=90) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.communicate()
-    for p, (_, err) in zip(procs, results, strict=True):
-        assert p.returncode == 0, err
-    reports = [json.loads(out) for out, _ in results]
+    argvs = [[sys.executable, "-c", RACE_WORKER, pg_url, str(n), str(targets), str(tmp_path)]
+             for n in range(workers)]  # fmt: skip
+    results = race(argvs, tmp_path, ready_within=90)
+    for code, _, err in results:
+        assert code == 0, err
+    reports = [json.loads(out) for _, out, _ in results]
     assert sorted(t for r in reports for t in r["won"]) == list(range(targets))
     claimed = [run_id for r in reports for run_id in r["claimed"]]
     assert len(claimed) == len(set(claimed)) == targets  # every run claimed exactly once
@@ -347,21 +327,9 @@ def test_a_killed_host_is_noticed_within_its_lease_and_its_runs_taken_over(
     ttl = 1.0
     with PostgresStore(pg_store_url) as store:
         queued = [store.create_run(make_run(n)).id for n in range(6)]
-        doomed = subprocess.Popen(
-            [sys.executable, "-c", LOST_HOST, pg_store_url, str(ttl)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert doomed.stdout is not None
-            assert doomed.stdout.readline() == "working\n", doomed.stderr and doomed.stderr.read()
-            time.sleep(0.3)
-            doomed.kill()  # SIGKILL: no release, no goodbye
-            killed_at = time.monotonic()
-        finally:
-            doomed.kill()
-            doomed.communicate()
+        # SIGKILL: no release, no goodbye.
+        argv = [sys.executable, "-c", LOST_HOST, pg_store_url, str(ttl)]
+        killed_at = kill_after(argv, "working\n", 0.3)
         survivor = store.acquire_host_lease("survivor", timedelta(minutes=1))
         while not store.expired_hosts():
             assert time.monotonic() - killed_at < ttl + 5, "the lost host was never noticed"

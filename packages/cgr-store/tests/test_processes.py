@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from cgr_store import RunStatus, SQLiteStore, TriggerKind
+from workers import kill_after, race
 
 pytestmark = pytest.mark.slow
 
@@ -57,34 +54,13 @@ print(json.dumps({"won": won, "lost": lost}))
 
 def test_processes_racing_for_targets_make_one_active_run_each(tmp_path: Path) -> None:
     db = tmp_path / "race.db"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACE_WORKER, str(db), str(n), str(TARGETS)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(WORKERS)
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("ready-*"))) < WORKERS:
-            for p in procs:
-                if p.poll() is not None:
-                    pytest.fail(f"a worker died before the barrier: {p.communicate()[1]}")
-            assert time.monotonic() < deadline, "workers did not get ready"
-            time.sleep(0.01)
-        (tmp_path / "go").touch()
-        results = [p.communicate(timeout=90) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.communicate()  # reap and close the pipes, also when the test failed
-    for p, (_, err) in zip(procs, results, strict=True):
-        assert p.returncode == 0, err
+    argvs = [[sys.executable, "-c", RACE_WORKER, str(db), str(n), str(TARGETS)]
+             for n in range(WORKERS)]  # fmt: skip
+    results = race(argvs, tmp_path, ready_within=60)
+    for code, _, err in results:
+        assert code == 0, err
         assert err == ""  # in particular no "database is locked"
-    reports = [json.loads(out) for out, _ in results]
+    reports = [json.loads(out) for _, out, _ in results]
     won = sorted(t for r in reports for t in r["won"])
     assert won == list(range(TARGETS))  # every target won exactly once
     assert sum(r["lost"] for r in reports) == TARGETS * (WORKERS - 1)
@@ -132,21 +108,9 @@ def test_sigkill_mid_write_leaves_a_consistent_database(tmp_path: Path) -> None:
     db = tmp_path / "crash.db"
     SQLiteStore(db).close()
     for round_ in range(4):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CRASH_WORKER, str(db), str(round_ * 100_000)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline() == "going\n", proc.stderr and proc.stderr.read()
-            time.sleep(0.05 + 0.07 * round_)  # land somewhere in the middle of the writes
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.communicate()
-        assert proc.returncode == -signal.SIGKILL
+        argv = [sys.executable, "-c", CRASH_WORKER, str(db), str(round_ * 100_000)]
+        # Land somewhere in the middle of the writes.
+        kill_after(argv, "going\n", 0.05 + 0.07 * round_)
 
     with SQLiteStore(db) as store:
         store.integrity_check()
