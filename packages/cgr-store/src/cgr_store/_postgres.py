@@ -29,11 +29,9 @@ import os
 import random
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import (
     AuthenticationFailed,
@@ -43,7 +41,7 @@ from ._errors import (
     ServerUnreachable,
     StoreError,
 )
-from ._fork import abandon
+from ._fork import PerProcessConnection
 from ._migrations import LATEST_VERSION, postgres_statements
 from ._protocol import Store
 from ._sql import Conn, SQLStore
@@ -115,18 +113,6 @@ class _PgConn:
             return _ManyResult(cursor.rowcount)
 
 
-# Stores of this process, so the fork hook can close their idle connections.
-_OPEN_STORES: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
-
-
-def _release_connections_before_fork() -> None:
-    for store in list(_OPEN_STORES):
-        store._release_before_fork()
-
-
-os.register_at_fork(before=_release_connections_before_fork)
-
-
 def _import_psycopg(url: str) -> Any:
     try:
         import psycopg
@@ -138,7 +124,7 @@ def _import_psycopg(url: str) -> Any:
     return psycopg
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(PerProcessConnection[_PgConn], SQLStore):
     """The Store protocol on PostgreSQL; see the module docstring for the design.
 
     ``url`` is a libpq URI, ``postgresql://user:password@host:port/dbname`` or for a unix
@@ -168,7 +154,7 @@ class PostgresStore(SQLStore):
         self._closed = False
         self._pid = os.getpid()
         self._conn: _PgConn | None = self._open(first=True)
-        _OPEN_STORES.add(self)
+        self._track()
 
     @property
     def url(self) -> str:
@@ -180,29 +166,6 @@ class PostgresStore(SQLStore):
 
     def _location(self) -> str:
         return self._redacted
-
-    # -- lifetime -----------------------------------------------------------------------
-    def close(self) -> None:
-        """Close this process's connection. Idempotent."""
-        if self._pid != os.getpid():
-            self._drop_inherited()
-        with self._lock:
-            self._closed = True
-            _OPEN_STORES.discard(self)
-            if self._conn is not None:
-                self._conn.raw.close()
-                self._conn = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- opening ------------------------------------------------------------------------
     def _connect(self) -> _PgConn:
@@ -318,28 +281,19 @@ class PostgresStore(SQLStore):
         return value
 
     # -- connection and transactions ----------------------------------------------------
-    def _release_before_fork(self) -> None:
-        """Close this process's idle connection just before os.fork(); see _fork.py."""
-        if self._pid != os.getpid() or not self._lock.acquire(blocking=False):
-            return
-        try:
-            if self._conn is not None and not self._in_transaction(self._conn):
-                self._conn.raw.close()
-                self._conn = None
-        finally:
-            self._lock.release()
+    # (The lifetime: _fork.PerProcessConnection.)
+    def _close_connection(self, conn: _PgConn) -> None:
+        conn.raw.close()
+
+    def _idle(self, conn: _PgConn) -> bool:
+        return not self._in_transaction(conn)
+
+    def _handle(self, conn: _PgConn) -> Any:
+        return conn.raw
 
     def _in_transaction(self, conn: _PgConn) -> bool:
         status = conn.raw.info.transaction_status
         return bool(status != self._psycopg.pq.TransactionStatus.IDLE)
-
-    def _drop_inherited(self) -> None:
-        """In a forked child: forget the parent's connection and lock, never closing it."""
-        if self._conn is not None:
-            abandon(self._conn.raw)
-            self._conn = None
-        self._lock = threading.RLock()
-        self._pid = os.getpid()
 
     def _connection(self) -> _PgConn:
         if self._closed:
@@ -404,12 +358,6 @@ class PostgresStore(SQLStore):
             raise ServerUnreachable(self._redacted, " ".join(str(exc).split())) from None
         except self._psycopg.Error as exc:
             raise DatabaseUnavailable(self._redacted, " ".join(str(exc).split())) from None
-
-    def _write(self, body: Callable[[Conn], T]) -> T:
-        return self._transaction(body, write=True)
-
-    def _read(self, body: Callable[[Conn], T]) -> T:
-        return self._transaction(body, write=False)
 
     def _lock_key(self, conn: Conn, key: str) -> None:
         # Transaction-scoped: released by COMMIT or ROLLBACK, also if the process dies.

@@ -271,7 +271,8 @@ class Store(Protocol):
         ...
 
     def import_tables(self, tables: dict[str, list[dict[str, Any]]]) -> None:
-        """Insert exported rows in one transaction; CopyTargetNotEmpty if there are any."""
+        """Insert rows exported from another store, every table in one transaction.
+        Refuses (CopyTargetNotEmpty) if any copied table already has rows."""
         ...
 
     # -- lifetime -----------------------------------------------------------------------

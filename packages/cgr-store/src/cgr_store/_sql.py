@@ -125,11 +125,15 @@ class SQLStore:
     _integrity_errors: tuple[type[Exception], ...] = ()
 
     # -- supplied by the backend --------------------------------------------------------
-    def _read(self, body: Callable[[Conn], T]) -> T:
+    def _transaction(self, body: Callable[[Conn], T], *, write: bool) -> T:
+        """Run ``body`` in one transaction (``write``: one that may change rows)."""
         raise NotImplementedError
 
+    def _read(self, body: Callable[[Conn], T]) -> T:
+        return self._transaction(body, write=False)
+
     def _write(self, body: Callable[[Conn], T]) -> T:
-        raise NotImplementedError
+        return self._transaction(body, write=True)
 
     def _lock_key(self, conn: Conn, key: str) -> None:
         """Hold a lock on ``key`` until the transaction ends (no-op where writers are
@@ -908,8 +912,6 @@ class SQLStore:
 
     # -- copying a whole store (copy_store) ---------------------------------------------
     def table_counts(self) -> dict[str, int]:
-        """Rows per table that copy_store copies."""
-
         def body(conn: Conn) -> dict[str, int]:
             return {
                 table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
@@ -919,8 +921,6 @@ class SQLStore:
         return self._read(body)
 
     def export_tables(self) -> dict[str, list[dict[str, Any]]]:
-        """Every row of every copied table, as stored, in one consistent read."""
-
         def body(conn: Conn) -> dict[str, list[dict[str, Any]]]:
             tables = {}
             for table, (columns, order) in COPIED_TABLES.items():
@@ -931,8 +931,6 @@ class SQLStore:
         return self._read(body)
 
     def import_tables(self, tables: dict[str, list[dict[str, Any]]]) -> None:
-        """Insert rows exported from another store, every table in one transaction.
-        Refuses (CopyTargetNotEmpty) if any copied table already has rows."""
         from ._errors import CopyTargetNotEmpty
 
         def body(conn: Conn) -> None:

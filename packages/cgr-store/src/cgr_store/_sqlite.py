@@ -37,12 +37,10 @@ import random
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ._errors import (
     CorruptDatabase,
@@ -52,7 +50,7 @@ from ._errors import (
     SchemaTooNew,
     StoreError,
 )
-from ._fork import abandon
+from ._fork import PerProcessConnection
 from ._migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
 from ._protocol import Store
 from ._sql import Conn, SQLStore
@@ -63,17 +61,6 @@ T = TypeVar("T")
 
 MEMORY = ":memory:"
 
-# File-backed stores of this process, so the fork hook below can find them.
-_OPEN_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
-
-
-def _release_connections_before_fork() -> None:
-    for store in list(_OPEN_STORES):
-        store._release_before_fork()
-
-
-os.register_at_fork(before=_release_connections_before_fork)
-
 
 def _is_busy(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
@@ -83,7 +70,7 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in message or "busy" in message
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(PerProcessConnection[sqlite3.Connection], SQLStore):
     """The Store protocol backed by SQLite; see the module docstring for the design.
 
     ``path`` is a file (created with its schema if missing; its directory must exist) or
@@ -110,8 +97,8 @@ class SQLiteStore(SQLStore):
         self._closed = False
         self._pid = os.getpid()
         self._conn: sqlite3.Connection | None = self._open(first=True)
-        if not self._memory:
-            _OPEN_STORES.add(self)
+        if not self._memory:  # an in-memory store does not survive a fork anyway
+            self._track()
 
     @classmethod
     def in_memory(cls) -> SQLiteStore:
@@ -129,29 +116,6 @@ class SQLiteStore(SQLStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r})"
-
-    # -- lifetime -----------------------------------------------------------------------
-    def close(self) -> None:
-        """Close this process's connection. Idempotent."""
-        if self._pid != os.getpid():
-            self._drop_inherited()
-        with self._lock:
-            self._closed = True
-            _OPEN_STORES.discard(self)
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- opening ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -273,34 +237,12 @@ class SQLiteStore(SQLStore):
         if problems != ["ok"]:
             raise CorruptDatabase(self._path, " ".join(" ".join(problems[:3]).split()))
 
-    # -- connection and transactions ----------------------------------------------------
-    def _release_before_fork(self) -> None:
-        """Close this process's connection just before os.fork() (see module doc).
+    # -- connection and transactions (the lifetime: _fork.PerProcessConnection) ----------
+    def _close_connection(self, conn: sqlite3.Connection) -> None:
+        conn.close()
 
-        The next operation reopens it. Skipped while a transaction is open or another
-        thread holds the store: closing would roll back or race that work, and forking
-        then is unsafe anyway (the child falls back to abandoning the connection).
-        """
-        if self._memory or self._pid != os.getpid():
-            return
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            if self._conn is not None and not self._conn.in_transaction:
-                self._conn.close()
-                self._conn = None
-        finally:
-            self._lock.release()
-
-    def _drop_inherited(self) -> None:
-        """In a forked child: forget the parent's connection and lock (see module doc)."""
-        if self._conn is not None:
-            abandon(self._conn)
-            self._conn = None
-        # The parent's lock may have been held by one of its threads at fork time; that
-        # thread does not exist here, so the copied lock could never be released.
-        self._lock = threading.RLock()
-        self._pid = os.getpid()
+    def _idle(self, conn: sqlite3.Connection) -> bool:
+        return not conn.in_transaction
 
     def _connection(self) -> sqlite3.Connection:
         """This process's connection (call with the lock held)."""
@@ -357,12 +299,6 @@ class SQLiteStore(SQLStore):
                 return result
 
         return self._with_busy_retry(attempt)
-
-    def _write(self, body: Callable[[Conn], T]) -> T:
-        return self._transaction(body, write=True)
-
-    def _read(self, body: Callable[[Conn], T]) -> T:
-        return self._transaction(body, write=False)
 
     # -- leadership ---------------------------------------------------------------------
     def acquire_leadership(
