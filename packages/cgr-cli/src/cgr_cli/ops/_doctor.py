@@ -67,6 +67,17 @@ class Check:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+def _fail(name: str, detail: str, fix: str | None, data: dict[str, Any] | None = None) -> Check:
+    """A failed check: what is wrong (``detail``) and what to do (``fix``)."""
+    return Check(
+        name=name,
+        status=CheckStatus.FAIL,
+        detail=detail,
+        fix=fix,
+        data={} if data is None else data,
+    )
+
+
 @dataclass(slots=True)
 class DoctorReport:
     checks: list[Check] = field(default_factory=list)
@@ -157,35 +168,29 @@ def check_config(path: str | None) -> tuple[Check, Config | None]:
     try:
         config, found = load_config(path)
     except ConfigNotFoundError as exc:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail=str(exc),
-            fix="give an existing file with --config, or write one: cgr init",
+        return _fail(
+            name, str(exc), "give an existing file with --config, or write one: cgr init"
         ), None
     except ConfigError as exc:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail=str(exc),
-            fix=f"edit {exc.source or 'the file'} at the key named above "
+        return _fail(
+            name,
+            str(exc),
+            f"edit {exc.source or 'the file'} at the key named above "
             "(`cgr config check` shows the effective settings)",
         ), None
     if found is None:
         looked = ", ".join(str(p) for p in default_config_paths())
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail=f"no configuration file found (looked at $CGR_CONFIG, {looked})",
-            fix="write one: cgr init OWNER/NAME (or cgr init --system)",
+        return _fail(
+            name,
+            f"no configuration file found (looked at $CGR_CONFIG, {looked})",
+            "write one: cgr init OWNER/NAME (or cgr init --system)",
         ), None
     if not config.repositories:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail=f"{found}: no repositories configured; cgr would do nothing",
-            fix=f'add repositories = ["OWNER/NAME"] to {found}',
-            data={"path": str(found)},
+        return _fail(
+            name,
+            f"{found}: no repositories configured; cgr would do nothing",
+            f'add repositories = ["OWNER/NAME"] to {found}',
+            {"path": str(found)},
         ), config
     count = len(config.repositories)
     return Check(
@@ -228,45 +233,36 @@ def check_database(path: Path, *, fix: bool = False) -> Check:  # noqa: PLR0911 
                 data=data,
                 detail=f"{path} does not exist yet; it is created on first use",
             )
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"{path} cannot be created: {ancestor} is not a writable directory",
-            fix=f"create {path.parent} writable by the user cgr runs as, "
+        return _fail(
+            name,
+            f"{path} cannot be created: {ancestor} is not a writable directory",
+            f"create {path.parent} writable by the user cgr runs as, "
             "or set paths.database elsewhere",
+            data,
         )
     if path.is_dir():
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"{path} is a directory",
-            fix="set paths.database to a file path",
-        )
+        return _fail(name, f"{path} is a directory", "set paths.database to a file path", data)
     try:
         # Read-only first: doctor must not migrate (or create) anything without --fix.
         uri = path.absolute().as_uri() + "?mode=ro"
         with closing(sqlite3.connect(uri, uri=True, timeout=5.0)) as conn:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.Error as exc:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"{path} cannot be read as SQLite: {exc}",
-            fix="point paths.database at another file, or move this one away",
+        return _fail(
+            name,
+            f"{path} cannot be read as SQLite: {exc}",
+            "point paths.database at another file, or move this one away",
+            data,
         )
     data["schema_version"] = version
     migrated = ""
     if 0 < version < SCHEMA_VERSION and not fix:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"{path} has schema version {version}; this cgr uses {SCHEMA_VERSION}",
-            fix=f"back it up (cp {path} {path}.bak), then `cgr doctor --fix` migrates it "
+        return _fail(
+            name,
+            f"{path} has schema version {version}; this cgr uses {SCHEMA_VERSION}",
+            f"back it up (cp {path} {path}.bak), then `cgr doctor --fix` migrates it "
             "(so would any cgr command)",
+            data,
         )
     if 0 < version < SCHEMA_VERSION:
         migrated = f" (migrated from version {version})"
@@ -275,22 +271,15 @@ def check_database(path: Path, *, fix: bool = False) -> Check:  # noqa: PLR0911 
         with SQLiteStore(path, busy_deadline=10.0) as store:
             version = store.schema_version
     except StoreError as exc:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=str(exc),
-            fix="see above; the file was left as it was",
-        )
+        return _fail(name, str(exc), "see above; the file was left as it was", data)
     data["schema_version"] = version
     problem = _write_probe(path)
     if problem is not None:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"{path} is not writable: {problem}",
-            fix=f"make {path} and its directory writable by the user cgr runs as",
+        return _fail(
+            name,
+            f"{path} is not writable: {problem}",
+            f"make {path} and its directory writable by the user cgr runs as",
+            data,
         )
     return Check(
         name=name,
@@ -329,40 +318,32 @@ def check_workspace(root: Path, min_free: int, *, fix: bool = False) -> Check:
             root.mkdir(mode=0o700, parents=True)
             created = " (created)"
         except OSError as exc:
-            return Check(
-                name=name,
-                status=CheckStatus.FAIL,
-                data=data,
-                detail=f"cannot create {root}: {exc.strerror}",
-                fix=f"create {root} writable by the user cgr runs as",
+            return _fail(
+                name,
+                f"cannot create {root}: {exc.strerror}",
+                f"create {root} writable by the user cgr runs as",
+                data,
             )
     probe = root if root.exists() else _existing_ancestor(root)
     if not probe.is_dir():
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"{probe} is not a directory",
-            fix="set paths.workspace_root to a directory",
+        return _fail(
+            name, f"{probe} is not a directory", "set paths.workspace_root to a directory", data
         )
     if not _writable_dir(probe):
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"{probe} is not writable",
-            fix=f"make {probe} writable by the user cgr runs as, "
-            "or set paths.workspace_root elsewhere",
+        return _fail(
+            name,
+            f"{probe} is not writable",
+            f"make {probe} writable by the user cgr runs as, or set paths.workspace_root elsewhere",
+            data,
         )
     free = shutil.disk_usage(probe).free
     data["free_bytes"] = free
     if free < min_free:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"only {_gib(free)} free under {probe}; cgr wants at least {_gib(min_free)}",
-            fix="free some space (old runs: cgr reap), or move paths.workspace_root",
+        return _fail(
+            name,
+            f"only {_gib(free)} free under {probe}; cgr wants at least {_gib(min_free)}",
+            "free some space (old runs: cgr reap), or move paths.workspace_root",
+            data,
         )
     state = "writable" if root.exists() else f"does not exist yet; {probe} is writable"
     return Check(
@@ -385,89 +366,44 @@ def check_git() -> Check:
     name = "git"
     git = shutil.which("git")
     if git is None:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail="git is not on PATH",
-            fix="install git 2.31 or newer (e.g. apt-get install git)",
+        return _fail(
+            name, "git is not on PATH", "install git 2.31 or newer (e.g. apt-get install git)"
         )
     try:
         done = subprocess.run(
             [git, "--version"], capture_output=True, text=True, timeout=30, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail=f"{git} --version: {exc}",
-            fix="reinstall git",
-        )
+        return _fail(name, f"{git} --version: {exc}", "reinstall git")
     version = done.stdout.strip()
     data = {"path": git, "version": version}
     if _version_tuple(version)[:2] < MIN_GIT:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"{version or 'unknown version'} at {git}: too old",
-            fix="install git 2.31 or newer (cgr passes the token through GIT_CONFIG_COUNT)",
+        return _fail(
+            name,
+            f"{version or 'unknown version'} at {git}: too old",
+            "install git 2.31 or newer (cgr passes the token through GIT_CONFIG_COUNT)",
+            data,
         )
     return Check(name=name, status=CheckStatus.PASS, detail=f"{version} ({git})", data=data)
 
 
 def check_agent(config: Config, *, timeout: float = 20.0) -> Check:
-    from cgr_cli.run._agent import agent_env
+    """Whether the agent can be used is the preflight's answer (``ask_agent``); doctor adds
+    where its release stands against the tested range."""
+    from cgr_cli.run._preflight import ask_agent
 
-    name = "agent"
-    argv = config.agent.argv
-    program = shutil.which(argv[0])
-    if program is None:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail=f"agent command {argv[0]!r} not found (PATH={os.environ.get('PATH', '')})",
-            fix="install Claude Code (npm install -g @anthropic-ai/claude-code) or set "
-            "agent.command to its absolute path (systemd services get a short PATH)",
-        )
-    token = config.github.resolved_token()
-    env = agent_env(config.agent, os.environ, secrets=(token.reveal(),) if token else ())
-    shown = " ".join([program, *argv[1:], "--version"])
-    try:
-        done = subprocess.run(
-            [program, *argv[1:], "--version"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail=f"`{shown}` did not answer within {timeout:.0f} s",
-            fix="run it by hand to see what it waits for",
-        )
-    except OSError as exc:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail=f"`{shown}`: {exc.strerror}",
-            fix="check that agent.command names an executable program",
-        )
-    first = (done.stdout.strip() or done.stderr.strip()).splitlines()[:1]
-    version = first[0] if first else ""
-    data = {"path": program, "version": version}
-    if done.returncode != 0:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"`{shown}` exited {done.returncode}: {version}",
-            fix="run it by hand; reinstall the agent if it is broken",
-        )
-    return _agent_release(version, program, config.agent.extra_args, data)
+    answer = ask_agent(config, timeout=timeout)
+    data: dict[str, Any] = {}
+    if answer.output is not None:
+        data = {"path": answer.program, "version": answer.output}
+    if answer.problem is not None:
+        detail = answer.problem
+        if answer.program is None:  # not found: show the PATH it was looked for on
+            detail += f" (PATH={os.environ.get('PATH', '')})"
+        return _fail("agent", detail, answer.fix, data)
+    # No problem: it was found and answered, so both are set.
+    program, output = answer.program or "", answer.output or ""
+    return _agent_release(output, program, config.agent.extra_args, data)
 
 
 def _agent_release(
@@ -500,19 +436,18 @@ def _agent_release(
             fix="point agent.command at Claude Code, or make sure the program takes its flags",
         )
     if cli.support is Support.TOO_OLD:
-        return Check(
-            name="agent",
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"Claude Code {cli.version} ({program}) is older than the oldest release "
+        return _fail(
+            "agent",
+            f"Claude Code {cli.version} ({program}) is older than the oldest release "
             f"cgr supports, {OLDEST_SUPPORTED}; runs are refused",
-            fix=f"upgrade it ({upgrade}) or point agent.command at a newer release",
+            f"upgrade it ({upgrade}) or point agent.command at a newer release",
+            data,
         )
     try:
         cli.check(extra_args)
     except AgentVersionError as exc:
-        return Check(name="agent", status=CheckStatus.FAIL, data=data, detail=str(exc),
-                     fix=f"upgrade the agent ({upgrade}) or edit agent.extra_args")  # fmt: skip
+        fix = f"upgrade the agent ({upgrade}) or edit agent.extra_args"
+        return _fail("agent", str(exc), fix, data)
     if cli.support is Support.NEWER:
         return Check(
             name="agent",
@@ -550,9 +485,8 @@ def check_sandbox(config: Config, environ: dict[str, str] | None = None) -> Chec
             config, paths, agent_env(config.agent, environ), support=support, environ=environ
         )
     except ConfigError as exc:
-        return Check(name="sandbox", status=CheckStatus.FAIL, data=data,
-                     detail=f"{exc} (available: {available})",
-                     fix="choose an agent.sandbox.mode this machine supports")  # fmt: skip
+        detail = f"{exc} (available: {available})"
+        return _fail("sandbox", detail, "choose an agent.sandbox.mode this machine supports", data)
     data["in_force"] = plan.describe()
     try:
         # User modes: the account exists and can reach the workspace (else runs refuse).
@@ -605,11 +539,10 @@ async def _github_checks(
     token = config.github.resolved_token()
     if token is None:
         add(
-            Check(
-                name="github",
-                status=CheckStatus.FAIL,
-                detail="no GitHub token: github.token is not set and $CGR_GITHUB_TOKEN is empty",
-                fix=_CREDENTIAL_ADVICE,
+            _fail(
+                "github",
+                "no GitHub token: github.token is not set and $CGR_GITHUB_TOKEN is empty",
+                _CREDENTIAL_ADVICE,
             )
         )
         add(Check(name="repositories", status=CheckStatus.SKIP, detail="needs a GitHub token"))
@@ -626,11 +559,7 @@ async def _github_checks(
         try:
             auth_check, login = await _check_auth(gh, config)
         except AuthError as exc:
-            add(
-                Check(
-                    name="github", status=CheckStatus.FAIL, detail=str(exc), fix=_CREDENTIAL_ADVICE
-                )
-            )
+            add(_fail("github", str(exc), _CREDENTIAL_ADVICE))
             add(
                 Check(
                     name="repositories",
@@ -641,11 +570,10 @@ async def _github_checks(
             return
         except DiscoveryError as exc:
             add(
-                Check(
-                    name="github",
-                    status=CheckStatus.FAIL,
-                    detail=f"cannot talk to {config.github.api_url}: {exc}",
-                    fix="check github.api_url, the network and any proxy settings",
+                _fail(
+                    "github",
+                    f"cannot talk to {config.github.api_url}: {exc}",
+                    "check github.api_url, the network and any proxy settings",
                 )
             )
             add(Check(name="repositories", status=CheckStatus.SKIP, detail="GitHub unreachable"))
@@ -699,7 +627,7 @@ async def _app_checks(config: Config, options: DoctorOptions, add: Callable[[Che
         auth = github_auth(config)
         jwt_ok = isinstance(auth, AppAuth) and bool(auth.app_jwt())
     except (CgrError, AuthError) as exc:
-        add(Check(name="github app", status=CheckStatus.FAIL, detail=str(exc), fix=_APP_KEY_FIX))
+        add(_fail("github app", str(exc), _APP_KEY_FIX))
         add(skip_repos)
         return
     if not jwt_ok or not isinstance(auth, AppAuth):  # pragma: no cover - app_mode: an AppAuth
@@ -711,9 +639,8 @@ async def _app_checks(config: Config, options: DoctorOptions, add: Callable[[Che
         try:
             app = await gh.getitem("/app", jwt=auth.app_jwt())
         except DiscoveryError as exc:
-            add(Check(name="github app", status=CheckStatus.FAIL,
-                      detail=f"GitHub refused App {g.app_id}'s JWT: {exc}",
-                      fix="check github.app_id (the App ID on its settings page) and that "
+            add(_fail("github app", f"GitHub refused App {g.app_id}'s JWT: {exc}",
+                      "check github.app_id (the App ID on its settings page) and that "
                       "private_key_file is a current key of that App"))  # fmt: skip
             add(skip_repos)
             return
@@ -724,8 +651,8 @@ async def _app_checks(config: Config, options: DoctorOptions, add: Callable[[Che
         try:
             await auth.authorization(gh)
         except (AuthError, DiscoveryError) as exc:
-            add(Check(name="installation", status=CheckStatus.FAIL, detail=str(exc),
-                      fix="install the App on the repositories (its public page → Install), "
+            add(_fail("installation", str(exc),
+                      "install the App on the repositories (its public page → Install), "
                       "or set github.installation_id to the installation's id"))  # fmt: skip
             add(skip_repos)
             return
@@ -755,14 +682,12 @@ async def _app_checks(config: Config, options: DoctorOptions, add: Callable[[Che
         try:
             repos = await followed(config, auth, gh)
         except DiscoveryError as exc:
-            add(Check(name="repositories", status=CheckStatus.FAIL, detail=str(exc),
-                      fix="check the App's installation"))  # fmt: skip
+            add(_fail("repositories", str(exc), "check the App's installation"))
             return
         if not repos:
-            add(Check(name="repositories", status=CheckStatus.FAIL,
-                      detail=f"no repository of the installation matches "
+            add(_fail("repositories", f"no repository of the installation matches "
                       f"{', '.join(config.repositories) or '(none configured)'}",
-                      fix="add repositories to the App's installation, or change "
+                      "add repositories to the App's installation, or change "
                       "`repositories`"))  # fmt: skip
             return
         add(Check(name="repositories", status=CheckStatus.PASS,
@@ -809,7 +734,7 @@ async def _guarded(
         return await check, True
     except DiscoveryError as exc:
         detail, fix = (str(exc), explain) if isinstance(explain, str) else explain(exc)
-        return Check(name=name, status=CheckStatus.FAIL, detail=detail, fix=fix), False
+        return _fail(name, detail, fix), False
 
 
 async def _check_auth(gh: GitHubClient, config: Config) -> tuple[Check, str | None]:
@@ -847,13 +772,12 @@ async def _check_auth(gh: GitHubClient, config: Config) -> tuple[Check, str | No
             scopes_text = f"scopes: {', '.join(scopes) or '(none)'}"
             missing = [s for s in _CLASSIC_SCOPES_NEEDED if s not in scopes]
             if missing:
-                return Check(
-                    name="github",
-                    status=CheckStatus.FAIL,
-                    data=data,
-                    detail=f"token of {kind}: {scopes_text}; cgr needs `repo`",
-                    fix="give the token the `repo` scope (Settings → Developer settings → "
+                return _fail(
+                    "github",
+                    f"token of {kind}: {scopes_text}; cgr needs `repo`",
+                    "give the token the `repo` scope (Settings → Developer settings → "
                     "Tokens), or use a fine-grained token",
+                    data,
                 ), login
     data["login"] = login
     stats = gh.stats()
@@ -870,21 +794,15 @@ async def _check_auth(gh: GitHubClient, config: Config) -> tuple[Check, str | No
     )
     detail = f"authenticated as {kind}; {scopes_text}; {quota}"
     if config.github.bot_login and login and config.github.bot_login.lower() != login.lower():
-        return Check(
-            name="github",
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"github.bot_login is {config.github.bot_login!r} but the token "
-            f"belongs to {login!r}",
-            fix=f"set github.bot_login = {login!r} (or remove it), or use the bot's token",
+        return _fail(
+            "github",
+            f"github.bot_login is {config.github.bot_login!r} but the token belongs to {login!r}",
+            f"set github.bot_login = {login!r} (or remove it), or use the bot's token",
+            data,
         ), login
     if stats.rate_limit_remaining == 0:
-        return Check(
-            name="github",
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=detail,
-            fix="wait for the reset, or give cgr a token of its own",
+        return _fail(
+            "github", detail, "wait for the reset, or give cgr a token of its own", data
         ), login
     return Check(name="github", status=CheckStatus.PASS, data=data, detail=detail), login
 
@@ -896,28 +814,25 @@ async def _check_repo(gh: GitHubClient, repo: str, login: str | None) -> Check:
     full = str(data.get("full_name", repo))
     facts = {"full_name": full, "permissions": data.get("permissions")}
     if full.lower() != repo.lower():
-        return Check(
-            name=check_name,
-            status=CheckStatus.FAIL,
-            data=facts,
-            detail=f"{repo} was renamed or moved to {full}",
-            fix=f"write {full!r} in `repositories`",
+        return _fail(
+            check_name,
+            f"{repo} was renamed or moved to {full}",
+            f"write {full!r} in `repositories`",
+            facts,
         )
     if data.get("archived"):
-        return Check(
-            name=check_name,
-            status=CheckStatus.FAIL,
-            data=facts,
-            detail=f"{repo} is archived (read-only)",
-            fix="unarchive it, or remove it from `repositories`",
+        return _fail(
+            check_name,
+            f"{repo} is archived (read-only)",
+            "unarchive it, or remove it from `repositories`",
+            facts,
         )
     if data.get("has_issues") is False:
-        return Check(
-            name=check_name,
-            status=CheckStatus.FAIL,
-            data=facts,
-            detail=f"{repo} has issues turned off",
-            fix="turn on Issues in the repository's settings",
+        return _fail(
+            check_name,
+            f"{repo} has issues turned off",
+            "turn on Issues in the repository's settings",
+            facts,
         )
     permissions = data.get("permissions")
     if not isinstance(permissions, dict):
@@ -931,14 +846,13 @@ async def _check_repo(gh: GitHubClient, repo: str, login: str | None) -> Check:
     granted = [k for k in ("admin", "maintain", "push", "triage", "pull") if permissions.get(k)]
     if not permissions.get("push"):
         who = login or "the account"
-        return Check(
-            name=check_name,
-            status=CheckStatus.FAIL,
-            data=facts,
-            detail=f"{who} may only {', '.join(granted) or 'nothing'} on {repo}; cgr needs "
+        return _fail(
+            check_name,
+            f"{who} may only {', '.join(granted) or 'nothing'} on {repo}; cgr needs "
             "push (branches), and to write issues (labels, comments) and pull requests",
-            fix=f"add {who} as a collaborator with the Write role "
+            f"add {who} as a collaborator with the Write role "
             "(or grant the fine-grained token Contents, Issues and Pull requests: write)",
+            facts,
         )
     return Check(
         name=check_name,
@@ -965,21 +879,19 @@ def check_repo_file(config: Config, repo: str, timeout: float | None = None) -> 
     try:
         settings = fetch_for(config, repo, timeout=timeout)
     except ConfigError as exc:
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail=f"{repo}: {redact(str(exc))}",
-            fix=f"fix {exc.source or 'the file'} on {repo}'s default branch at the key named "
+        return _fail(
+            name,
+            f"{repo}: {redact(str(exc))}",
+            f"fix {exc.source or 'the file'} on {repo}'s default branch at the key named "
             f"(runs there fail until then); `cgr config check --repo {repo}` checks it again",
-            data={"key": exc.key, "file": exc.source},
+            {"key": exc.key, "file": exc.source},
         )
     except GitError as exc:
         code = "timed out" if exc.returncode is None else f"exit code {exc.returncode}"
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            detail=f"{repo}: could not fetch its default branch (git {exc.command}: {code})",
-            fix="the token must be able to read the repository's code (Contents: read)",
+        return _fail(
+            name,
+            f"{repo}: could not fetch its default branch (git {exc.command}: {code})",
+            "the token must be able to read the repository's code (Contents: read)",
         )
     if settings.source is None:
         return Check(
@@ -1052,12 +964,11 @@ async def _check_labels(
         options.confirm is not None and options.confirm(f"Create the labels {names} in {repo}?")
     )
     if not create:
-        return Check(
-            name=check_name,
-            status=CheckStatus.FAIL,
-            data={"missing": [spec[0] for spec in missing]},
-            detail=f"{repo}: missing {names}",
-            fix="cgr doctor --fix creates them (or create them on the repository's Labels page)",
+        return _fail(
+            check_name,
+            f"{repo}: missing {names}",
+            "cgr doctor --fix creates them (or create them on the repository's Labels page)",
+            {"missing": [spec[0] for spec in missing]},
         )
     for label, color, description in missing:
         await github.create_label(repo, label, color=color, description=description)
@@ -1126,13 +1037,12 @@ def check_systemd(systemctl: str | None, root: Path | None = None) -> Check:
             f"{TICK_TIMER} ({', '.join(enabled[TICK_TIMER])})"
         )
         user_flag = " --user" if "user" in enabled[TICK_TIMER] else ""
-        return Check(
-            name=name,
-            status=CheckStatus.FAIL,
-            data=data,
-            detail=f"both {where} are enabled: two schedulers would start runs side by side",
-            fix=f"keep one: systemctl{user_flag} disable --now {TICK_TIMER} cgr-reaper.timer "
+        return _fail(
+            name,
+            f"both {where} are enabled: two schedulers would start runs side by side",
+            f"keep one: systemctl{user_flag} disable --now {TICK_TIMER} cgr-reaper.timer "
             f"(or disable {DAEMON_SERVICE})",
+            data,
         )
     known = {scope: s for scope, s in states.items() if "unknown" not in s.values()}
     if not known:

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from cgr_cli._errors import CgrError
@@ -33,30 +34,48 @@ def preflight(config: Config, *, run_agent: bool = True) -> None:
     """Raise PreflightError unless the agent runs, the workspace is writable and the store
     opens. ``run_agent=False`` only finds the agent's program: for `cgr run`, whose pipeline
     asks the agent's ``--version`` itself before the claim (once per run, see _agent_cli)."""
-    agent = check_agent_runs(config) if run_agent else check_agent_found(config)
+    agent = ask_agent(config, run=run_agent).message
     problems = [p for p in (agent, check_workspace(config), check_store(config)) if p is not None]
     if problems:
         raise PreflightError(problems)
 
 
-def check_agent_found(config: Config) -> str | None:
-    argv = config.agent.argv
-    if shutil.which(argv[0]) is None:
-        return (
-            f"the agent command {argv[0]!r} was not found on PATH; install Claude Code "
-            "(npm install -g @anthropic-ai/claude-code) or set agent.command to its absolute "
-            "path (systemd services get a short PATH)"
-        )
-    return None
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentAnswer:
+    """Whether the agent can be used, as ``ask_agent`` found: ``problem`` (what is wrong)
+    and ``fix`` when it cannot; ``program`` is where it was found on PATH, ``output`` the
+    first line it printed when it ran (``cgr doctor`` reads the release from it)."""
+
+    program: str | None
+    problem: str | None = None
+    fix: str | None = None
+    output: str | None = None
+
+    @property
+    def message(self) -> str | None:
+        """The problem and its fix on one line, or None when the agent is usable."""
+        return None if self.problem is None else f"{self.problem}; {self.fix}"
 
 
-def check_agent_runs(config: Config, *, timeout: float = AGENT_TIMEOUT_SECONDS) -> str | None:
+def ask_agent(
+    config: Config, *, run: bool = True, timeout: float = AGENT_TIMEOUT_SECONDS
+) -> AgentAnswer:
+    """Find the agent's program on PATH and (``run``) start it once with ``--version``, in
+    the environment a run gives it. The one place that decides whether the agent is usable
+    before anything is claimed: the preflight and ``cgr doctor`` both ask here."""
     from cgr_cli.run._agent import agent_env
 
     argv = config.agent.argv
     program = shutil.which(argv[0])
     if program is None:
-        return check_agent_found(config)
+        return AgentAnswer(
+            program=None,
+            problem=f"the agent command {argv[0]!r} was not found on PATH",
+            fix="install Claude Code (npm install -g @anthropic-ai/claude-code) or set "
+            "agent.command to its absolute path (systemd services get a short PATH)",
+        )
+    if not run:
+        return AgentAnswer(program=program)
     token = config.github.resolved_token()
     env = agent_env(config.agent, os.environ, secrets=(token.reveal(),) if token else ())
     shown = " ".join([program, *argv[1:], "--version"])
@@ -71,13 +90,29 @@ def check_agent_runs(config: Config, *, timeout: float = AGENT_TIMEOUT_SECONDS) 
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return f"`{shown}` did not answer within {timeout:g}s; run it by hand to see why"
+        return AgentAnswer(
+            program=program,
+            problem=f"`{shown}` did not answer within {timeout:g}s",
+            fix="run it by hand to see what it waits for",
+        )
     except OSError as exc:
-        return f"`{shown}` could not start ({exc.strerror}); fix agent.command"
+        return AgentAnswer(
+            program=program,
+            problem=f"`{shown}` could not start ({exc.strerror})",
+            fix="check that agent.command names an executable program",
+        )
+    first = (done.stdout.strip() or done.stderr.strip()).splitlines()[:1]
+    output = first[0] if first else ""
     if done.returncode != 0:
+        # The last line of what it said: where a failing program puts its reason.
         said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or [""]
-        return f"`{shown}` exited {done.returncode} ({said[0][:200]}); reinstall the agent"
-    return None
+        return AgentAnswer(
+            program=program,
+            problem=f"`{shown}` exited {done.returncode} ({said[0][:200]})",
+            fix="run it by hand; reinstall the agent if it is broken",
+            output=output,
+        )
+    return AgentAnswer(program=program, output=output)
 
 
 def check_workspace(config: Config) -> str | None:
