@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from cgr_cli._errors import ExitCode, UsageError
-from cgr_cli.commands._options import add_config_option
+from cgr_cli.commands._options import add_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,14 +47,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Inspect the configuration file cgr uses (see `cgr config check`).",
     )
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
-    check = config_commands.add_parser(
+    check = add_command(
+        config_commands,
         "check",
         help="validate the configuration and print the effective settings",
         description="Validate the configuration and print the effective settings (secrets as "
         "***, with where the token comes from). Exits 1 when the file is invalid, missing, or "
         "names no repository.",
     )
-    add_config_option(check)
     check.add_argument(
         "--repo",
         metavar="OWNER/NAME",
@@ -63,14 +63,14 @@ def _parser() -> argparse.ArgumentParser:
         "value comes from",
     )
 
-    run = commands.add_parser(
+    run = add_command(
+        commands,
         "run",
         help="run one issue or pull request to its outcome",
         description="Claim one issue or pull request on GitHub, run the agent on it in a "
         "fresh workspace, push a branch, open or update the pull request and report back. "
         "On a terminal, progress lines show what the agent does.",
     )
-    add_config_option(run)
     run.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the repository")
     run.add_argument(
         "--number", required=True, type=int, metavar="N", help="the issue or pull request"
@@ -129,23 +129,23 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """tick, daemon, reap, status, logs, cancel, retry (see _scheduler and friends)."""
-    tick = commands.add_parser(
+    add_command(
+        commands,
         "tick",
         help="one scheduling pass: fork a child per job, exit",
         description="One scheduling pass (fork mode, for a systemd timer or cron): reap, "
         "discover ready issues and mentions, start a child per job that fits a free slot, "
         "exit. Exits 1 when no repository is configured or discovery failed for all of them.",
+        json="print the pass as JSON",
     )
-    add_config_option(tick)
-    tick.add_argument("--json", action="store_true", help="print the pass as JSON")
-    daemon = commands.add_parser(
+    daemon = add_command(
+        commands,
         "daemon",
         help="schedule continuously (cgr run subprocesses)",
         description="Schedule continuously: every polling interval reap, discover and start "
         "one `cgr run` subprocess per job. Retries GitHub with backoff while it is "
         "unreachable; under systemd it reports readiness and pings the watchdog.",
     )
-    add_config_option(daemon)
     daemon.add_argument(
         "--grace",
         type=float,
@@ -158,29 +158,29 @@ def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="HOST:PORT",
         help="serve Prometheus /metrics and /healthz here (e.g. 127.0.0.1:9464)",
     )
-    reap = commands.add_parser(
+    add_command(
+        commands,
         "reap",
         help="end runs whose process is gone or over time",
         description="End the runs of this host whose process is gone, over time or silent, "
         "report them on GitHub, and remove expired workspaces.",
+        json="print what was reaped as JSON",
     )
-    add_config_option(reap)
-    reap.add_argument("--json", action="store_true", help="print what was reaped as JSON")
-    status = commands.add_parser(
+    add_command(
+        commands,
         "status",
         help="slots, active runs, recent outcomes",
         description="Show the configuration in use, free slots, the scheduler, active runs "
         "and recent outcomes, fitted to the terminal's width.",
+        json="print the status as JSON",
     )
-    add_config_option(status)
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
-    logs = commands.add_parser(
+    logs = add_command(
+        commands,
         "logs",
         help="a run's log",
         description="Show a run's log. --follow shows the agent's activity (tools, text, "
         "cost so far) as it happens and ends with the outcome and the pull request.",
     )
-    add_config_option(logs)
     logs.add_argument("run_id", metavar="RUN_ID", help="the run (see `cgr status`)")
     logs.add_argument("--follow", "-f", action="store_true", help="until the run ends")
     shown = logs.add_mutually_exclusive_group()
@@ -191,42 +191,36 @@ def _add_scheduling(commands: argparse._SubParsersAction[argparse.ArgumentParser
     shown.add_argument("--prompt", action="store_true", help="the prompt given to the agent")
     shown.add_argument("--process", action="store_true", help="the run process's own output")
     shown.add_argument("--json", action="store_true", help="the run and its event history")
-    cancel = commands.add_parser(
+    cancel = add_command(
+        commands,
         "cancel",
         help="end a run (process group, comment, labels)",
         description="End an active run: its process group, its status comment and labels "
         "on GitHub.",
     )
-    add_config_option(cancel)
     cancel.add_argument("run_id", metavar="RUN_ID", help="the run to end")
     cancel.add_argument("--reason", help="shown in the status comment")
-    retry = commands.add_parser(
+    retry = add_command(
+        commands,
         "retry",
         help="a new run for the same target (attempt + 1)",
         description="Queue a new run for the target of RUN_ID (attempt + 1); the next tick or "
         "the daemon starts it, or --now runs it here.",
     )
-    add_config_option(retry)
     retry.add_argument("run_id", metavar="RUN_ID", help="an ended run whose target to retry")
     retry.add_argument("--now", action="store_true", help="run it here instead of queueing it")
 
 
-_SCHEDULING = ("tick", "daemon", "reap", "status", "logs", "cancel", "retry")
+# Commands whose body is ``cgr_cli.commands._<name>.<name>(args)``.
+_BY_MODULE = frozenset(
+    {"run", "tick", "daemon", "reap", "status", "logs", "cancel", "retry",
+     "init", "doctor", "systemd", "ui", "store", "demo"}
+)  # fmt: skip
 
 
-def _scheduling(args: argparse.Namespace) -> int:
-    import importlib
-
-    module = importlib.import_module(f"cgr_cli.commands._{args.command}")
-    code: int = getattr(module, args.command)(args)
-    return code
-
-
-_OPERATIONS = ("init", "doctor", "systemd", "ui", "store")
-
-
-def _operations(args: argparse.Namespace) -> int:
-    """init, doctor, systemd, ui, store: ``cgr_cli.commands._<name>.<name>(args)``."""
+def _run_command(args: argparse.Namespace) -> int:
+    """``cgr_cli.commands._<name>.<name>(args)``, its module imported only now (see the
+    module docstring: ``cgr --help`` stays instant)."""
     import importlib
 
     module = importlib.import_module(f"cgr_cli.commands._{args.command}")
@@ -347,9 +341,7 @@ def describe_error(exc: BaseException) -> tuple[str, ExitCode]:  # noqa: PLR0911
     return f"internal error: {type(exc).__name__}: {exc}", ExitCode.FAILURE
 
 
-def _dispatch(  # noqa: PLR0911 - one return per command family
-    parser: argparse.ArgumentParser, args: argparse.Namespace
-) -> int:
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from cgr_cli.ops._hardening import make_undumpable
 
     # First thing: the agent runs as this user and could otherwise read the GitHub token
@@ -374,16 +366,6 @@ def _dispatch(  # noqa: PLR0911 - one return per command family
         from cgr_cli.commands._completion import completion
 
         return completion(parser, args)
-    if args.command in _OPERATIONS:
-        return _operations(args)
-    if args.command == "demo":
-        from cgr_cli.commands._demo import demo
-
-        return demo(args)
-    if args.command == "run":
-        from cgr_cli.commands._run import run
-
-        return run(args)
-    if args.command in _SCHEDULING:
-        return _scheduling(args)
+    if args.command in _BY_MODULE:
+        return _run_command(args)
     raise UsageError(f"unknown command {args.command!r}; see `cgr --help`")  # pragma: no cover

@@ -6,17 +6,17 @@ import argparse
 import os
 import sys
 
-from cgr_cli.commands._options import add_config_option
+from cgr_cli.commands._options import add_command
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "doctor",
         help="check the configuration, database, workspace, agent, GitHub and systemd",
         description="Check the whole setup; each check prints pass or fail and the fix. "
         "Exits 1 when any check fails.",
     )
-    add_config_option(parser)
     parser.add_argument(
         "--fix",
         action="store_true",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cgr_cli.commands._options import add_config_option
+from cgr_cli.commands._options import add_command
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,14 +24,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "a single host's SQLite store into PostgreSQL for a fleet of hosts.",
     )
     actions = parser.add_subparsers(dest="store_command", metavar="ACTION")
-    migrate = actions.add_parser(
+    migrate = add_command(
+        actions,
         "migrate",
         help="copy a SQLite store into an empty PostgreSQL database and verify the counts",
         description="Copy runs, events, processed triggers, cursors, agent sessions, the "
         "outbox and the HTTP cache of a SQLite store into an empty PostgreSQL database in one "
         "transaction, and verify the counts. Stop the daemon and the tick timer first.",
     )
-    add_config_option(migrate)
     migrate.add_argument(
         "--to", required=True, metavar="URI", help="the target, a postgresql:// URI (empty)"
     )

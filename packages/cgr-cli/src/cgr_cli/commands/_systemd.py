@@ -5,20 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cgr_cli.commands._options import add_config_option
+from cgr_cli.commands._options import add_command
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "systemd",
         help="print (or install) systemd units for the tick/reaper timers and the daemon",
         description="Print the units, or write them with --install: cgr-tick.timer + "
         "cgr-tick.service and cgr-reaper.timer + cgr-reaper.service (fork mode), and "
         "cgr-daemon.service (daemon mode). Enable one mode, not both.",
-    )
-    add_config_option(
-        parser,
-        help="configuration file the units pass to cgr; default: the one cgr finds",
+        config_help="configuration file the units pass to cgr; default: the one cgr finds",
     )
     parser.add_argument(
         "--user",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cgr_cli.commands._options import add_config_option
+from cgr_cli.commands._options import add_command
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "ui",
         help="a terminal dashboard: live runs, a run's events, agent log and prompt, "
         "cancel and retry",
@@ -17,7 +18,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run's events, its agent log (followed live) and prompt; cancel and retry with a "
         "confirmation. ? shows the keys; q or Esc goes back or quits. Needs the `ui` extra.",
     )
-    add_config_option(parser)
     parser.add_argument(
         "--refresh",
         type=float,
