@@ -21,7 +21,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -1090,12 +1089,6 @@ async def _fence_check(ctx: _Ctx) -> None:
     """A fenced write right before an effect (free without a lease: one host)."""
     if ctx.fence is not None and ctx.lease is not None:
         await anyio.to_thread.run_sync(ctx.fence.check)
-
-
-def _local_remote_sha(git: Git, repo: Path, branch: str) -> str | None:
-    done = git.run(["rev-parse", "--verify", "-q", f"refs/remotes/origin/{branch}"],
-                   cwd=repo, check=False)  # fmt: skip
-    return done.stdout.strip() or None
 
 
 def _prompt_input(
