@@ -6,7 +6,7 @@ Cursors in, jobs and new cursors out: this package stores nothing and runs no pr
 from __future__ import annotations
 
 from ._auth import AppAuth, Auth, TokenAuth, resolve_token
-from ._cache import CacheBackend, ETagCache, LRUCache
+from ._cache import CacheBackend, ETagCache, LRUCache, PersistentCache
 from ._client import USER_AGENT, ClientStats, GitHubClient
 from ._discover import advance_cursors, discover, order_jobs
 from ._errors import (
@@ -64,6 +64,7 @@ __all__ = [
     "JobKind",
     "LRUCache",
     "Mention",
+    "PersistentCache",
     "PollResult",
     "RateLimited",
     "Rejected",

@@ -4,7 +4,8 @@ gidgethub stores ``(etag, last_modified, data, next_url)`` per URL and sends the
 back, so an unchanged resource answers 304, which costs no rate-limit point on GitHub.
 In memory that helps only while one process lives; ``cgr tick`` is a new process each
 time, so its first poll would pay a point per list. :class:`ETagCache` keeps the entries
-in a backend the caller provides (cgr's store) so a fresh process starts warm.
+in a backend the caller provides so a fresh process starts warm. Any cache with a
+``flush()`` (:class:`PersistentCache`) is written back by the client the same way.
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ class LRUCache(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+@runtime_checkable
+class PersistentCache(Protocol):
+    """A ``cache=`` that keeps its entries beyond the process (gidgethub's mapping of URL to
+    ``(etag, last_modified, data, next_url)``, plus this method).
+
+    ``flush()`` writes what changed since the last flush, in one write, and returns how
+    many entries it wrote. :meth:`GitHubClient.flush_cache` calls it: at the end of each
+    :func:`~cgr_discovery.discover` poll and when the client closes. :class:`ETagCache` is
+    one, over a :class:`CacheBackend`; a caller with its own storage brings its own.
+    """
+
+    def flush(self) -> int: ...
 
 
 @runtime_checkable

@@ -29,7 +29,7 @@ from gidgethub import abc as gh_abc
 from gidgethub import sansio
 
 from ._auth import Auth
-from ._cache import ETagCache, LRUCache
+from ._cache import LRUCache, PersistentCache
 from ._errors import AuthError, GitHubRequestError, GitHubUnavailable, RateLimited
 from ._retry import (
     IDEMPOTENT_METHODS,
@@ -119,8 +119,9 @@ class GitHubClient(gh_abc.GitHubAPI):
     ``base_url`` is ``https://HOST/api/v3`` for GitHub Enterprise Server. ``timeout``
     bounds each phase of an HTTP request (connecting, each read, each write, waiting for a
     pooled connection); a timed-out request counts as a transport error. ``cache`` is
-    gidgethub's ETag cache (an :class:`LRUCache` by default; an :class:`ETagCache` over
-    a persistent backend keeps it across processes; ``None`` disables it).
+    gidgethub's ETag cache (an :class:`LRUCache` by default; a :class:`PersistentCache`,
+    such as an :class:`ETagCache` over a persistent backend, keeps it across processes;
+    ``None`` disables it).
     ``max_connections`` bounds the connection pool (all kept alive between polls; 64 by
     default, room for discovery's 16 repositories with 3 requests each). An
     ``http`` client passed in is used as is (its own timeout, limits and redirect settings).
@@ -213,9 +214,10 @@ class GitHubClient(gh_abc.GitHubAPI):
                 await pool.aclose()
 
     def flush_cache(self) -> int:
-        """Hand changed ETag-cache entries to a persistent cache's backend (if any)."""
-        cache = self._cache
-        return cache.flush() if isinstance(cache, ETagCache) else 0
+        """Write a persistent cache's changed entries (:class:`PersistentCache`); how many."""
+        # As ``object``: gidgethub types the cache as a plain mapping, which has no flush.
+        cache: object = self._cache
+        return cache.flush() if isinstance(cache, PersistentCache) else 0
 
     def __repr__(self) -> str:
         return f"GitHubClient(base_url={self.base_url!r}, auth={self.auth!r})"

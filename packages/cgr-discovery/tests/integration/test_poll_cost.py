@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from discovery_support import BOT, REPO, ClientFactory
@@ -15,6 +16,8 @@ from cgr_discovery import (
     CacheBackend,
     DiscoveryConfig,
     ETagCache,
+    LRUCache,
+    PersistentCache,
     StreamCursor,
     advance_cursors,
     discover,
@@ -120,6 +123,41 @@ async def test_changed_entries_are_written_once_per_poll(
     # labeller's permission.
     assert backend.flushes == [3]
     backend.close()
+
+
+class OwnCache(dict[str, Any]):
+    """A caller's own persisted cache (not an ETagCache): a mapping with ``flush``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dirty: set[str] = set()
+        self.flushes: list[int] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.dirty.add(key)
+
+    def flush(self) -> int:
+        self.flushes.append(len(self.dirty))
+        self.dirty.clear()
+        return self.flushes[-1]
+
+
+async def test_a_callers_own_persistent_cache_is_flushed_like_an_etag_cache(
+    sim: GitHubSimulator, make_client: ClientFactory, repos: list[str]
+) -> None:
+    cache = OwnCache()
+    assert isinstance(cache, PersistentCache)
+    assert not isinstance(LRUCache(), PersistentCache)  # in memory only: nothing to flush
+    gh = make_client(cache=cache)
+    result = await discover(gh, repos, CONFIG)
+    assert result.errors == ()
+    # Once, at the end of the poll, with every list the poll fetched (200s it keeps).
+    assert len(cache.flushes) == 1
+    assert cache.flushes[0] == len(cache) > 0
+    await gh.getitem(f"/repos/{REPO}")
+    await gh.aclose()  # closing writes what changed since
+    assert cache.flushes == [cache.flushes[0], 1]
 
 
 def test_undecodable_entries_are_ignored(tmp_path: Path) -> None:
