@@ -66,3 +66,32 @@ def test_the_cache_writes_only_changes_and_drops_what_a_pass_did_not_use(tmp_pat
         third["/b"] = third["/b"]  # unchanged (a 304 replayed): nothing rewritten
         third.save()
         assert store.http_cache_get_many()["/b"].updated_at == before
+
+
+def test_the_cache_is_discoverys_persistent_cache_flushed_at_the_end_of_a_poll(
+    env: Env, sched: Sched
+) -> None:
+    """The client writes the changed entries when discovery's poll ends, before the pass
+    saves (and prunes)."""
+    import anyio
+
+    from cgr_cli.config._load import load_config
+    from cgr_cli.schedule._github import discovery_config
+    from cgr_cli.schedule._http_cache import PersistedCache
+    from cgr_discovery import GitHubClient, PersistentCache, TokenAuth, discover
+
+    config, _ = load_config(sched.config())
+
+    async def poll() -> int:
+        with env.store() as store:
+            cache = PersistedCache(store)
+            assert isinstance(cache, PersistentCache)
+            async with GitHubClient(
+                auth=TokenAuth(env.sim.token), base_url=env.sim.url, cache=cache
+            ) as gh:
+                await discover(gh, [REPO], discovery_config(config, env.sim.bot_login))
+                stored = len(store.http_cache_get_many())  # before save(), before aclose()
+                assert cache.flush() == 0  # all written already
+            return stored
+
+    assert anyio.run(poll) > 0

@@ -4,11 +4,16 @@ gidgethub keeps, per URL it GETs, ``(etag, last_modified, data, next_page)`` and
 ETag back; GitHub answers ``304 Not Modified`` to an unchanged list, and a 304 costs no
 rate-limit point. In memory only, every ``cgr tick`` - a fresh process - would start
 empty and pay one point per list it polls, every tick. Loaded from the store at the start
-of a pass and written back at its end, the idle poll of a fresh process costs nothing.
+of a pass and written back, the idle poll of a fresh process costs nothing.
 
-Entries the pass did not use are deleted when it saves: discovery's URLs carry the
-stream cursor (``since=``), so an entry no poll asks for again is stale. Entries that did
-not change are not rewritten (the store compares), so an idle pass writes nothing.
+It is a ``cgr_discovery.PersistentCache``, like discovery's own ``ETagCache``: the client
+flushes it (the changed entries, one write) at the end of each discovery poll and when it
+closes. That ``ETagCache`` reads entries one URL at a time from a bytes backend; this one
+loads the pass's entries from the store in one read and keeps the store's record shape
+(``HttpCacheEntry``), and it prunes: entries the pass did not use are deleted when it
+saves, since discovery's URLs carry the stream cursor (``since=``) and an entry no poll
+asks for again is stale. Entries that did not change are not rewritten (the store
+compares), so an idle pass writes nothing.
 """
 
 from __future__ import annotations
@@ -52,18 +57,24 @@ class PersistedCache(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._data)
 
-    def save(self) -> None:
-        """Write what changed, delete what this pass did not use; start the next pass."""
+    def flush(self) -> int:
+        """Write the entries that changed since the last flush, in one write; how many
+        (``cgr_discovery.PersistentCache``: the client calls it after each poll)."""
         changed = [_encode(k, self._data[k]) for k in self._changed if k in self._data]
-        stale = [k for k in self._data if k not in self._used]
         if changed:
             self._store.http_cache_put_many(changed)
+        self._changed.clear()
+        return len(changed)
+
+    def save(self) -> None:
+        """Write what changed, delete what this pass did not use; start the next pass."""
+        self.flush()
+        stale = [k for k in self._data if k not in self._used]
         if stale:
             self._store.http_cache_delete(stale)
             for key in stale:
                 del self._data[key]
         self._used.clear()
-        self._changed.clear()
 
 
 def _encode(key: str, value: tuple[Any, ...]) -> HttpCacheEntry:
