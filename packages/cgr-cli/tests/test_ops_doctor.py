@@ -191,6 +191,30 @@ def test_agent_missing(world: World) -> None:
     assert "npm install -g @anthropic-ai/claude-code" in agent["fix"]
 
 
+def test_the_agent_check_is_the_preflights(world: World) -> None:
+    """One place decides whether the agent is usable: doctor says what the preflight of
+    `tick`, `daemon` and `run` says, problem and fix."""
+    from cgr_cli._errors import CgrError
+    from cgr_cli.config._load import load_config
+    from cgr_cli.run._preflight import PreflightError, preflight
+
+    world.agent.write_text("#!/bin/sh\necho 'broken install' >&2\nexit 3\n")
+    config, _ = load_config(str(world.config))
+    with pytest.raises(PreflightError) as refused:
+        preflight(config)
+    assert isinstance(refused.value, CgrError)
+    _, agent = world.check("agent")
+    assert agent["status"] == "fail"
+    assert agent["detail"].endswith("exited 3 (broken install)")
+    assert f"{agent['detail']}; {agent['fix']}" in str(refused.value)
+    world.agent.unlink()
+    with pytest.raises(PreflightError) as missing:
+        preflight(config)
+    _, agent = world.check("agent")
+    assert agent["detail"].startswith(f"the agent command {str(world.agent)!r} was not found")
+    assert agent["fix"] in str(missing.value)
+
+
 def test_invalid_configuration_skips_the_rest(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[agent]\nmax_turn = 3\n")
