@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from claude_cli import API_KEY
-from model_server import ModelServer
+from model_server import ModelServer, RecordedRequest
 from scenarios import api_error, bash, edit, reply, text, tool, turn, write
 
 from runworld import REPO, Env, assert_no_token
@@ -91,6 +91,31 @@ def _status_comments(env: Env, number: int) -> list[str]:
 def _agent_lines(run_dir: Path) -> list[dict[str, Any]]:
     lines = (run_dir / "logs" / "agent.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def _follow_up(env: Env, target: int, ask: str, session: str) -> tuple[Path, dict[str, Any]]:
+    """@mention the bot on ``target`` with ``ask`` and run that: the run resumed ``session``
+    (cgr passed ``--resume``) and updated the pull request. Its run directory and summary."""
+    comment_id = env.sim.add_comment(REPO, target, f"@{env.sim.bot_login} {ask}", author="alice")
+    assert env.run(target, "--comment-id", str(comment_id)) == 0
+    run_dir = _runs(env)[-1]
+    summary = _summary(run_dir)
+    assert summary["outcome"] == "pr_updated"
+    assert summary["resumed_session"] is True
+    assert f"--resume {session}" in (run_dir / "logs" / "run.log").read_text()
+    return run_dir, summary
+
+
+def _resumed(model_server: ModelServer, steps: int) -> RecordedRequest:
+    """The request that resumed the conversation (step 2): the model saw the first run's
+    turns (its Write of hello.txt and the reply) before the new request."""
+    requests = model_server.step_requests()
+    assert [r.step for r in requests] == list(range(steps))
+    resumed = requests[2]
+    earlier = [m for m in resumed.messages if m.get("role") == "assistant"]
+    assert len(earlier) == 2
+    assert "hello.txt" in json.dumps(earlier[0])
+    return resumed
 
 
 def _git(env: Env, *args: str) -> str:
@@ -247,25 +272,11 @@ def test_follow_up_mention_resumes_the_session_and_pushes_to_the_same_branch(
     branch = f"cgr/{number}-greeting"
     first_head = env.sim.branches(REPO)[branch]
 
-    comment_id = env.sim.add_comment(
-        REPO, number, f"@{env.sim.bot_login} please also add a farewell file", author="alice"
-    )
-    assert env.run(number, "--comment-id", str(comment_id)) == 0
-
-    second_dir = _runs(env)[-1]
-    summary = _summary(second_dir)
-    assert summary["outcome"] == "pr_updated"
-    assert summary["resumed_session"] is True
     # cgr passed --resume with the stored id, and the CLI continued that session.
-    assert f"--resume {first_session}" in (second_dir / "logs" / "run.log").read_text()
+    second_dir, summary = _follow_up(env, number, "please also add a farewell file", first_session)
     assert _agent_lines(second_dir)[0]["session_id"] == first_session
     # The model saw the earlier turns (the first run's Write) and the new request.
-    steps = model_server.step_requests()
-    assert [r.step for r in steps] == [0, 1, 2, 3]
-    resumed = steps[2]
-    earlier = [m for m in resumed.messages if m.get("role") == "assistant"]
-    assert len(earlier) == 2
-    assert "hello.txt" in json.dumps(earlier[0])
+    resumed = _resumed(model_server, 4)
     assert "farewell" in resumed.user_text()
     # Same branch, one more commit on top, the same pull request.
     assert env.sim.branches(REPO)[branch] != first_head
@@ -357,26 +368,12 @@ def test_mentions_on_the_bots_pull_request_resume_the_issues_session(
 
     # A reviewer asks on the pull request itself: cgr made this PR for the issue, so the
     # run resumes the issue's session from the issue's checkout (--resume needs the cwd).
-    comment_id = env.sim.add_comment(
-        REPO, pr.number, f"@{env.sim.bot_login} make it greet the reviewer", author="alice"
-    )
-    assert env.run(pr.number, "--comment-id", str(comment_id)) == 0
-
-    run_dir = _runs(env)[-1]
-    summary = _summary(run_dir)
-    assert summary["outcome"] == "pr_updated"
+    run_dir, summary = _follow_up(env, pr.number, "make it greet the reviewer", issue_session)
     assert summary["pr_number"] == pr.number
-    assert summary["resumed_session"] is True
     log = (run_dir / "logs" / "run.log").read_text()
-    assert f"--resume {issue_session}" in log
     assert f"/targets/acme/widgets/{number}/repo" in log  # the issue's checkout as cwd
     assert _agent_lines(run_dir)[0]["session_id"] == issue_session
-    steps = model_server.step_requests()
-    assert [r.step for r in steps] == [0, 1, 2, 3, 4]
-    resumed = steps[2]
-    earlier = [m for m in resumed.messages if m.get("role") == "assistant"]
-    assert len(earlier) == 2  # the issue run's turns: the Write and its reply
-    assert "hello.txt" in json.dumps(earlier[0])
+    resumed = _resumed(model_server, 5)  # with the issue run's turns
     assert "make it greet the reviewer" in resumed.user_text()
     assert f"`{branch}`" in resumed.user_text()  # cgr told the agent which branch it is on
     # The PR's branch moved forward (never rewritten) and holds the edit; still one PR.
@@ -395,15 +392,7 @@ def test_mentions_on_the_bots_pull_request_resume_the_issues_session(
 
     # A follow-up mention on the same PR continues the same conversation again.
     head = env.sim.branches(REPO)[branch]
-    again = env.sim.add_comment(
-        REPO, pr.number, f"@{env.sim.bot_login} and add bye.txt", author="alice"
-    )
-    assert env.run(pr.number, "--comment-id", str(again)) == 0
-    run_dir = _runs(env)[-1]
-    summary = _summary(run_dir)
-    assert summary["outcome"] == "pr_updated"
-    assert summary["resumed_session"] is True
-    assert f"--resume {issue_session}" in (run_dir / "logs" / "run.log").read_text()
+    _follow_up(env, pr.number, "and add bye.txt", issue_session)
     resumed = model_server.step_requests()[-2]
     assert resumed.step == 5
     assert "hello, reviewer" in json.dumps(resumed.messages)  # the earlier turns
