@@ -492,10 +492,9 @@ def check_sandbox(config: Config, environ: dict[str, str] | None = None) -> Chec
         # User modes: the account exists and can reach the workspace (else runs refuse).
         check_reachable(config)
     except ConfigError as exc:
-        return Check(name="sandbox", status=CheckStatus.FAIL, data=data,
-                     detail=f"{exc} (in force: {plan.describe()})",
-                     fix="let the agent's account reach the workspace, as the detail "
-                     "says")  # fmt: skip
+        detail = f"{exc} (in force: {plan.describe()})"
+        reach = "let the agent's account reach the workspace, as the detail says"
+        return _fail("sandbox", detail, reach, data)
     status = CheckStatus.PASS if plan.confined else CheckStatus.WARN
     fix = (
         None
