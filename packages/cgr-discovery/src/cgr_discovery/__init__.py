@@ -5,7 +5,7 @@ Cursors in, jobs and new cursors out: this package stores nothing and runs no pr
 
 from __future__ import annotations
 
-from ._auth import AppAuth, Auth, TokenAuth, resolve_token
+from ._auth import AppAuth, AppInstallations, Auth, TokenAuth, resolve_token
 from ._cache import CacheBackend, ETagCache, LRUCache, PersistentCache
 from ._client import USER_AGENT, ClientStats, GitHubClient
 from ._discover import advance_cursors, discover, order_jobs
@@ -48,6 +48,7 @@ from ._webhook import WebhookEvent, parse_webhook
 __all__ = [
     "USER_AGENT",
     "AppAuth",
+    "AppInstallations",
     "AttemptHook",
     "Auth",
     "AuthError",

@@ -289,7 +289,7 @@ class GitHubClient(gh_abc.GitHubAPI):
         while True:
             await self._respect_known_quota(method, url)
             if injected and self.auth is not None:
-                send_headers["authorization"] = await self.auth.authorization(self)
+                send_headers["authorization"] = await self.auth.authorization(self, url)
             self._requests += 1
             try:
                 response = await self._pool(url).request(
@@ -309,7 +309,7 @@ class GitHubClient(gh_abc.GitHubAPI):
                 and injected
                 and self.auth is not None
                 and not reauthed
-                and self.auth.invalidate()
+                and self.auth.invalidate(url)
             ):
                 reauthed = True
                 continue

@@ -158,7 +158,9 @@ async def test_token_refreshed_before_expiry(app_server: AppServer) -> None:
     async with client(app_server, auth) as gh:
         await gh.getitem("/repos/o/r")
         await gh.getitem("/repos/o/r")  # still more than the margin left: same token
-        await anyio.sleep(1.6)  # now within the margin: refresh before sending
+        # The margin is at most half the token's life (1.5-2 s here): after 2.6 s the
+        # token has 0.4-1.4 s left, within it: refreshed before sending.
+        await anyio.sleep(2.6)
         await gh.getitem("/repos/o/r")
     assert app_server.minted == ["ghs_minted0", "ghs_minted1"]
     assert app_server.seen_auth[-1] == "token ghs_minted1"

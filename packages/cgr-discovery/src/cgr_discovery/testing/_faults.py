@@ -42,7 +42,8 @@ class RequestRecord:
     and only the answer was lost.
     ``conditional`` says whether ``If-None-Match`` was sent; ``counted`` whether the
     request used up one unit of the primary rate limit (a 304 does not, as on GitHub).
-    Tokens are never recorded.
+    Tokens are never recorded; ``installation`` is the id of the GitHub App installation
+    whose token authenticated the request (None for any other credential).
     """
 
     method: str
@@ -54,6 +55,7 @@ class RequestRecord:
     resource: str | None
     fault: FaultKind | None = None
     applied_status: int | None = None
+    installation: int | None = None
 
 
 @dataclass(eq=False, kw_only=True)

@@ -144,6 +144,8 @@ class Installation:
     app_id: int
     account: str
     repos: list[str]
+    # What the installation grants (None: everything cgr needs, APP_PERMISSIONS).
+    permissions: dict[str, str] | None = None
 
 
 class App:
@@ -170,8 +172,11 @@ class App:
         self._request_ids = 0
         self.apps: dict[int, AppRecord] = {}
         self.installations: dict[int, Installation] = {}
-        # Installation tokens: which installation each one was minted for.
+        # Installation tokens: which installation each one was minted for, and when it
+        # expires (epoch seconds, the simulator's clock); an expired one is refused (401).
         self.installation_tokens: dict[str, int] = {}
+        self.token_expiry: dict[str, float] = {}
+        self.installation_token_seconds = 3600.0
 
     def authenticate_jwt(self, headers: dict[str, str]) -> int | None:
         """The id of the GitHub App whose RS256 JWT signs the request, or None.
@@ -232,7 +237,23 @@ class App:
             token = decoded.partition(":")[2]
         if not token:
             return None
+        expiry = self.token_expiry.get(token)
+        if expiry is not None and self.model.clock() >= expiry:
+            return None  # GitHub answers 401 Bad credentials to an expired token
         return self.tokens.get(token)
+
+    def installation_of(self, headers: dict[str, str]) -> Installation | None:
+        """The installation whose token a request carries, or None."""
+        value = headers.get("authorization", "").strip()
+        scheme, _, credential = value.partition(" ")
+        token = credential.strip()
+        if scheme.lower() == "basic":
+            try:
+                token = base64.b64decode(token, validate=True).decode().partition(":")[2]
+            except ValueError:
+                return None
+        ident = self.installation_tokens.get(token)
+        return None if ident is None else self.installations.get(ident)
 
     def link_header(self, req: Request, page: int, last: int) -> str:
         links = []
@@ -474,7 +495,10 @@ class _Handler(BaseHTTPRequestHandler):
         conditional = "if-none-match" in headers
         flat_query = {k: v[0] for k, v in query.items()}
 
+        inst = app.installation_of(headers)
+
         def record(status: int | None, counted: bool, resource: str | None, **kw: Any) -> None:
+            kw.setdefault("installation", inst.id if inst is not None else None)
             if self._drop_reply:
                 kw = {**kw, "fault": "drop_after", "applied_status": status}
                 status = None
@@ -563,6 +587,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         else:
             login = app.authenticate(headers)
+        if login is not None and self._refused_outside_installation(app, headers, params, record):
+            return
         if login is None:
             sent = headers.get("authorization", "").strip()
             exc = HTTPError(401, "Bad credentials" if sent else "Requires authentication")
@@ -627,6 +653,22 @@ class _Handler(BaseHTTPRequestHandler):
         record(status, counted, resource)
         self._send(status, payload, [*extra, *self._common_headers(app, header_resource)])
 
+    def _refused_outside_installation(
+        self, app: App, headers: dict[str, str], params: dict[str, str], record: Callable[..., None]
+    ) -> bool:
+        """Answer (and return True) when an installation token is used on a repository
+        outside its installation and GitHub would refuse it."""
+        inst = app.installation_of(headers)
+        if inst is None or "owner" not in params or "repo" not in params:
+            return False
+        refusal = _outside_installation(app, inst, params, self.command)
+        if refusal is None:
+            return False
+        record(refusal.status, False, None)
+        self._send(refusal.status, json.dumps(refusal.payload).encode(),
+                   [("Content-Type", JSON_TYPE)])  # fmt: skip
+        return True
+
     def _route(self, app: App, path: str) -> tuple[Route | None, dict[str, str]]:
         # A known path with an unsupported method is a 404 too: GitHub never sends 405.
         for route in app.routes:
@@ -656,10 +698,14 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         owner, name = match["owner"], match["repo"]
+        inst = app.installation_of(headers)
         with app.model.lock:
             repo = app.model.find_repo(owner, name)
             role = app.model.role(repo, login) if repo is not None else None
             git_dir = repo.git_dir if repo is not None else None
+            if repo is not None and inst is not None and not _installed_on(inst, repo.full_name):
+                # An installation token reaches only its installation's repositories.
+                role = None
         if repo is None or git_dir is None or (repo.private and role is None):
             record(404, False, None)
             self._send(404, b"Repository not found.\n", [("Content-Type", "text/plain")])
@@ -688,6 +734,24 @@ class _Handler(BaseHTTPRequestHandler):
                 _after_push(app.model, owner, name, before, after)
         record(result.status, False, None)
         self._send(result.status, result.body, result.headers)
+
+
+def _installed_on(inst: Installation, full_name: str) -> bool:
+    return full_name.lower() in {r.lower() for r in inst.repos}
+
+
+def _outside_installation(
+    app: App, inst: Installation, params: dict[str, str], method: str
+) -> HTTPError | None:
+    """GitHub's answer to an installation token used on a repository outside its
+    installation: a private one does not exist for it; a public one may be read only."""
+    with app.model.lock:
+        repo = app.model.find_repo(params["owner"], params["repo"])
+        if repo is None or _installed_on(inst, repo.full_name):
+            return None
+        if repo.private:
+            return not_found()
+    return None if method == "GET" else HTTPError(403, "Resource not accessible by integration")
 
 
 def _no_route() -> Reply:

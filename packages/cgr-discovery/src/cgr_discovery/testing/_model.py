@@ -212,6 +212,10 @@ class Model:
     def now(self) -> int:
         return int(time.time() + self.clock_offset)
 
+    def clock(self) -> float:
+        """``now()`` without rounding (token expiry is checked to the sub-second)."""
+        return time.time() + self.clock_offset
+
     def new_id(self) -> int:
         self._next_id += 1
         return self._next_id

@@ -978,7 +978,7 @@ def render_installation(app: App, inst: Installation) -> dict[str, Any]:
         "target_id": account.id,
         "target_type": "Organization" if account.type == "Organization" else "User",
         "repository_selection": "selected",
-        "permissions": APP_PERMISSIONS,
+        "permissions": APP_PERMISSIONS if inst.permissions is None else dict(inst.permissions),
         "events": ["issue_comment", "issues", "pull_request_review_comment"],
         "access_tokens_url": f"{api}/app/installations/{inst.id}/access_tokens",
         "repositories_url": f"{api}/installation/repositories",
@@ -1018,12 +1018,21 @@ def create_installation_token(app: App, req: Request) -> Reply:
     token = "ghs_" + secrets.token_hex(18)
     app.tokens[token] = app.apps[inst.app_id].bot_login
     app.installation_tokens[token] = inst.id
-    expires = app.model.now() + 3600
+    # Whole seconds, as GitHub's expires_at: the token is refused from that second on.
+    expires = int(app.model.clock() + app.installation_token_seconds)
+    app.token_expiry[token] = float(expires)
+    granted = APP_PERMISSIONS if inst.permissions is None else dict(inst.permissions)
     return Reply(
         201,
-        {"token": token, "expires_at": iso(expires), "permissions": APP_PERMISSIONS,
+        {"token": token, "expires_at": iso(expires), "permissions": granted,
          "repository_selection": "selected"},
     )  # fmt: skip
+
+
+def list_app_installations(app: App, req: Request) -> Reply:
+    app_id = _requesting_app(app, req)
+    found = [render_installation(app, i) for i in app.installations.values() if i.app_id == app_id]
+    return app.paginate(req, found)
 
 
 def list_installation_repos(app: App, req: Request) -> Reply:
@@ -1049,6 +1058,7 @@ ROUTES: list[Route] = [
     _r("GET", "/user", get_user),
     Route("GET", re.compile("/app"), get_app, None, auth="jwt"),
     Route("GET", re.compile(_REPO + "/installation"), get_repo_installation, None, auth="jwt"),
+    Route("GET", re.compile("/app/installations"), list_app_installations, None, auth="jwt"),
     Route(
         "POST",
         re.compile(r"/app/installations/(?P<installation_id>\d+)/access_tokens"),

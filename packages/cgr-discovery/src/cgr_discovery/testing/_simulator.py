@@ -206,12 +206,21 @@ class GitHubSimulator:
         return record.bot_login
 
     def install_app(
-        self, app_id: int, repos: Iterable[str], *, installation_id: int | None = None
+        self,
+        app_id: int,
+        repos: Iterable[str],
+        *,
+        installation_id: int | None = None,
+        permissions: Mapping[str, str] | None = None,
     ) -> int:
         """Install a registered App on ``repos`` (one owner); returns the installation id.
 
-        Its bot gets write access to them; ``POST /app/installations/{id}/access_tokens``
-        with the App's JWT mints installation tokens (``ghs_…``, one hour).
+        An App may be installed on several owners (one call each). Its bot gets write
+        access to them; ``POST /app/installations/{id}/access_tokens`` with the App's JWT
+        mints installation tokens (``ghs_…``, valid ``installation_token_seconds``), which
+        reach only this installation's repositories (a write elsewhere is 403, as on
+        GitHub); ``GET /app/installations`` lists the installations. ``permissions``
+        replaces what the installation grants (default: all cgr needs).
         """
         with self.model.lock:
             record = self._app.apps.get(app_id)
@@ -222,10 +231,24 @@ class GitHubSimulator:
                 raise SimulatorError("install_app needs at least one repository")
             ident = installation_id or self.model.new_id()
             self._app.installations[ident] = Installation(
-                id=ident, app_id=app_id, account=names[0].split("/")[0], repos=[]
+                id=ident,
+                app_id=app_id,
+                account=names[0].split("/")[0],
+                repos=[],
+                permissions=None if permissions is None else dict(permissions),
             )
         self.add_installation_repositories(ident, *names, notify=False)
         return ident
+
+    @property
+    def installation_token_seconds(self) -> float:
+        """How long a new installation token is valid (3600 s, as on GitHub); an expired
+        one is answered 401 Bad credentials, by the API and by git."""
+        return self._app.installation_token_seconds
+
+    @installation_token_seconds.setter
+    def installation_token_seconds(self, seconds: float) -> None:
+        self._app.installation_token_seconds = seconds
 
     def add_installation_repositories(
         self, installation_id: int, *repos: str, notify: bool = True
