@@ -41,13 +41,15 @@ def test_app_configuration_and_its_errors(pem: Path, tmp_path: Path) -> None:
     assert "PRIVATE KEY" in config.github.private_key().reveal()
     globbed = parse_config({"repositories": ["acme/*", "solo/one"], "github": _app(pem)})
     assert globbed.repositories == ["acme/*", "solo/one"]
+    # No installation id: every installation of the App, on every account.
+    everywhere = parse_config({"repositories": "installation", "github": _app(pem)})
+    assert everywhere.github.installation_id is None
     cases: list[tuple[dict[str, Any], str]] = [
         ({"repositories": ["acme/*"]}, r"repositories\[0\] = 'acme/\*': a pattern needs a GitHub"),
         ({"github": {**_app(pem), "token": "ghp_x"}}, "token and github.app_id are both set"),
         ({"github": {"app_id": 1}}, "needs github.private_key_file"),
         ({"github": _app(tmp_path / "missing.pem")}, "cannot read it"),
         ({"github": {"installation_id": 3}}, "set github.app_id too"),
-        ({"repositories": "installation", "github": _app(pem)}, "installation_id is needed"),
     ]
     (tmp_path / "not.pem").write_text("hello")
     cases.append(({"github": _app(tmp_path / "not.pem")}, "is not a PEM private key"))

@@ -389,14 +389,6 @@ def _check_app(config: Config, source: str) -> None:
             key="github.private_key_file",
             source=source,
         )
-    if g.installation_id is None and all(is_pattern(r) for r in config.repositories):
-        raise ConfigError(
-            "github.installation_id is needed when no repository is named outright (cgr "
-            "finds the installation from a repository); it is the number at the end of the "
-            "installation's settings URL",
-            key="github.installation_id",
-            source=source,
-        )
 
 
 def _check_webhook(config: Config, source: str) -> None:

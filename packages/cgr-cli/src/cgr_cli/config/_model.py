@@ -202,8 +202,8 @@ class GitHubConfig(_Section, frozen=True):
     # The runner's own account; None means "ask GitHub who the token belongs to" (for an
     # App: `<slug>[bot]`, the slug asked from GET /app).
     bot_login: str | None = None
-    # A GitHub App instead of a token: its id, its private key (.pem), and optionally the
-    # installation (else found from the first repository named in `repositories`).
+    # A GitHub App instead of a token: its id, its private key (.pem), and optionally one
+    # installation to keep to (else every installation of the App, on every account).
     app_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
     private_key_file: str | None = None
     installation_id: Annotated[int, msgspec.Meta(ge=1)] | None = None

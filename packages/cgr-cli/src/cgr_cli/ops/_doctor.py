@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import closing, suppress
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -30,7 +30,7 @@ from cgr_cli._errors import CgrError
 from cgr_cli.config._model import Config
 
 if TYPE_CHECKING:
-    from cgr_discovery import DiscoveryError, GitHubClient
+    from cgr_discovery import AppInstallations, DiscoveryError, GitHubClient
 
 GIB = 1024**3
 # cgr hands the token to git through GIT_CONFIG_COUNT/KEY_n/VALUE_n, which git reads
@@ -615,21 +615,22 @@ def missing_app_permissions(granted: dict[str, Any]) -> list[str]:
 
 
 async def _app_checks(config: Config, options: DoctorOptions, add: Callable[[Check], None]) -> None:
-    """As a GitHub App: the key signs, GitHub knows the App, the installation gives a
-    token with the permissions cgr needs, and the repositories it follows."""
+    """As a GitHub App: the key signs, GitHub knows the App, each installation (all of
+    them, or ``installation_id``) gives a token and grants the permissions cgr needs, and
+    the repositories it follows."""
     from cgr_cli.run._github_auth import followed, github_auth
-    from cgr_discovery import AppAuth, AuthError, DiscoveryError, GitHubClient, RetryPolicy
+    from cgr_discovery import AppInstallations, AuthError, DiscoveryError, GitHubClient, RetryPolicy
 
     g = config.github
     skip_repos = Check(name="repositories", status=CheckStatus.SKIP, detail="needs the App")
     try:
         auth = github_auth(config)
-        jwt_ok = isinstance(auth, AppAuth) and bool(auth.app_jwt())
+        jwt_ok = isinstance(auth, AppInstallations) and bool(auth.app_jwt())
     except (CgrError, AuthError) as exc:
         add(_fail("github app", str(exc), _APP_KEY_FIX))
         add(skip_repos)
         return
-    if not jwt_ok or not isinstance(auth, AppAuth):  # pragma: no cover - app_mode: an AppAuth
+    if not jwt_ok or not isinstance(auth, AppInstallations):  # pragma: no cover - app_mode
         return
     retry = RetryPolicy(attempts=2, max_rate_limit_wait=0.0)
     async with GitHubClient(
@@ -647,46 +648,18 @@ async def _app_checks(config: Config, options: DoctorOptions, add: Callable[[Che
         add(Check(name="github app", status=CheckStatus.PASS,
                   detail=f"App {g.app_id} ({app.get('slug')}): the key signs; its bot is {bot}",
                   data={"slug": app.get("slug"), "bot_login": bot}))  # fmt: skip
-        try:
-            await auth.authorization(gh)
-        except (AuthError, DiscoveryError) as exc:
-            add(_fail("installation", str(exc),
-                      "install the App on the repositories (its public page → Install), "
-                      "or set github.installation_id to the installation's id"))  # fmt: skip
+        if not await _installation_checks(auth, gh, add):
             add(skip_repos)
             return
-        granted: dict[str, Any] = {}
-        named = [r for r in config.repositories if "/" in r and not any(c in r for c in "*?[")]
-        if named:
-            owner, _, name = named[0].partition("/")
-            with suppress(DiscoveryError):
-                url = "/repos/{owner}/{repo}/installation"
-                where = {"owner": owner, "repo": name}
-                found = await gh.getitem(url, where, jwt=auth.app_jwt())
-                granted = dict(found.get("permissions") or {})
-        if not granted:
-            granted = dict(app.get("permissions") or {})
-        missing = missing_app_permissions(granted)
-        add(Check(
-            name="installation",
-            status=CheckStatus.FAIL if missing else CheckStatus.PASS,
-            detail=f"installation {auth.installation_id}: "
-            + (f"missing {', '.join(missing)}" if missing else "issues, pull requests and "
-               "contents: write; metadata: read"),
-            fix="on the App's settings page, Permissions & events: grant "
-            + ", ".join(missing) + "; then accept the new permissions on the installation"
-            if missing else None,
-            data={"permissions": granted},
-        ))  # fmt: skip
         try:
             repos = await followed(config, auth, gh)
         except DiscoveryError as exc:
-            add(_fail("repositories", str(exc), "check the App's installation"))
+            add(_fail("repositories", str(exc), "check the App's installations"))
             return
         if not repos:
-            add(_fail("repositories", f"no repository of the installation matches "
+            add(_fail("repositories", f"no repository of the installations matches "
                       f"{', '.join(config.repositories) or '(none configured)'}",
-                      "add repositories to the App's installation, or change "
+                      "add repositories to the App's installations, or change "
                       "`repositories`"))  # fmt: skip
             return
         add(Check(name="repositories", status=CheckStatus.PASS,
@@ -697,6 +670,58 @@ async def _app_checks(config: Config, options: DoctorOptions, add: Callable[[Che
                 f"labels {repo}", _check_labels(gh, config, repo, options), _LABELS_FIX
             )
             add(labels)
+
+
+_INSTALL_FIX = (
+    "install the App on the accounts whose repositories cgr follows (the App's public "
+    "page → Install), or set github.installation_id to one installation's id"
+)
+
+
+async def _installation_checks(
+    auth: AppInstallations, gh: GitHubClient, add: Callable[[Check], None]
+) -> bool:
+    """One check per installation: a token is minted and the permissions suffice.
+    Returns whether any installation can be used."""
+    from cgr_discovery import AuthError, DiscoveryError
+
+    try:
+        installations = await auth.installations(gh)
+    except (AuthError, DiscoveryError) as exc:
+        add(_fail("installation", str(exc), _INSTALL_FIX))
+        return False
+    if not installations:
+        add(_fail("installation", f"GitHub App {auth.app_id} is not installed on any account",
+                  _INSTALL_FIX))  # fmt: skip
+        return False
+    usable = False
+    for found in installations:
+        ident = str(found["id"])
+        account = str((found.get("account") or {}).get("login") or "?")
+        where = f"installation {ident} ({account})"
+        try:
+            await auth.installation(ident).token(gh)
+        except (AuthError, DiscoveryError) as exc:
+            add(_fail("installation", f"{where}: {exc}",
+                      "check the installation on the App's settings page (Install App): "
+                      "it may be suspended"))  # fmt: skip
+            continue
+        granted = dict(found.get("permissions") or {})
+        missing = missing_app_permissions(granted)
+        usable = usable or not missing
+        add(Check(
+            name="installation",
+            status=CheckStatus.FAIL if missing else CheckStatus.PASS,
+            detail=f"{where}: a token was minted; "
+            + (f"missing {', '.join(missing)}" if missing else "issues, pull requests and "
+               "contents: write; metadata: read"),
+            fix="on the App's settings page, Permissions & events: grant "
+            + ", ".join(missing) + f"; then accept the new permissions on {account}'s "
+            "installation (Settings → Applications → Configure)"
+            if missing else None,
+            data={"id": int(ident), "account": account, "permissions": granted},
+        ))  # fmt: skip
+    return usable
 
 
 def _repo_failure(repo: str, login: str | None) -> Explain:

@@ -128,14 +128,19 @@ class Git:
     def __init__(
         self,
         *,
-        token: str | None,
+        token: str | Callable[[], str] | None,
         timeout: float = 120.0,
         network_timeout: float = 900.0,
         log: Callable[[str], None] | None = None,
         retry: GitRetryPolicy | None = None,
     ) -> None:
-        self._auth_env = git_env(token)
-        self._plain_env = git_env(None, hide=(token,) if token else ())
+        # A callable token is asked for as each network command starts: a GitHub App's
+        # installation token is renewed while a run goes on (run/_github_auth.py).
+        self._token = token if callable(token) else None
+        first = token() if callable(token) else token
+        self._auth_env = git_env(first)
+        self._auth_token = first
+        self._plain_env = git_env(None, hide=(first,) if first else ())
         self.timeout = timeout
         self.network_timeout = network_timeout
         self._log = log or (lambda _line: None)
@@ -231,7 +236,7 @@ class Git:
                 # agent's to write.
                 ["git", "-c", "core.hooksPath=/dev/null", *self._safe_directory(cwd), *args],
                 cwd=cwd,
-                env=self._auth_env if auth else self._plain_env,
+                env=self._env_with_token() if auth else self._plain_env,
                 capture_output=True,
                 text=True,
                 timeout=timeout or self.timeout,
@@ -249,6 +254,13 @@ class Git:
         if check and done.returncode != 0:
             raise GitError(args[0], done.returncode, done.stderr or done.stdout)
         return done
+
+    def _env_with_token(self) -> dict[str, str]:
+        if self._token is not None:
+            current = self._token()
+            if current != self._auth_token:
+                self._auth_env, self._auth_token = git_env(current), current
+        return self._auth_env
 
     # -- repositories --------------------------------------------------------------------
 

@@ -1,39 +1,47 @@
-"""How cgr authenticates to GitHub: a token, or a GitHub App installation.
+"""How cgr authenticates to GitHub: a token, or a GitHub App's installations.
 
 With ``[github] app_id`` and ``private_key_file`` cgr is the App: a JWT signed with the
-key buys an installation token (one hour, renewed by ``cgr_discovery.AppAuth`` before it
-lapses); git pushes with that token too. The bot login is the App's ``<slug>[bot]``.
+key buys an installation token per installation (GitHub scopes a token to the
+repositories of its installation, so an App installed on two accounts has two);
+``cgr_discovery.AppInstallations`` sends each request with the token of its repository's
+installation and renews each token before it lapses. git pushes with that token too:
+a run's :class:`RunCredentials` keeps it fresh for as long as the run lasts. The bot
+login is the App's ``<slug>[bot]``.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import anyio
 
 from cgr_cli._errors import ConfigError
 from cgr_cli.config._model import Config, Secret, is_pattern
 
 if TYPE_CHECKING:
-    from cgr_discovery import Auth, GitHubClient
+    from cgr_discovery import AppInstallations, Auth, GitHubClient
+
+log = logging.getLogger("cgr.auth")
 
 
-def github_auth(config: Config, *, repository: str | None = None) -> Auth:
-    """The configured credential; ``repository`` finds the App's installation when
-    ``installation_id`` is not set (else the first repository named in the config)."""
-    from cgr_discovery import AppAuth, AuthError, TokenAuth
+def github_auth(config: Config) -> Auth:
+    """The configured credential: a token, or the GitHub App's installations (all of
+    them, or only ``github.installation_id``)."""
+    from cgr_discovery import AppInstallations, AuthError, TokenAuth
 
     g = config.github
     if g.app_mode:
-        named = [r for r in config.repositories if not is_pattern(r)]
         try:
-            return AppAuth(
+            return AppInstallations(
                 app_id=str(g.app_id),
                 private_key=g.private_key().reveal(),
                 installation_id=g.installation_id,
-                repository=None if g.installation_id is not None else repository or named[0],
             )
-        except (OSError, IndexError, AuthError) as exc:
+        except (OSError, AuthError) as exc:
             raise ConfigError(
                 f"github.app_id = {g.app_id}: {exc}", key="github.private_key_file"
             ) from None
@@ -47,11 +55,55 @@ def github_auth(config: Config, *, repository: str | None = None) -> Auth:
     return TokenAuth(token.reveal())
 
 
-async def credentials(config: Config, repository: str) -> tuple[Secret, str | None]:
-    """The token a run uses (API and git) and, for an App, its bot login.
+@dataclass(slots=True)
+class RunCredentials:
+    """The token one run uses (API and git) and, for an App, its bot login.
 
-    A configured token is returned as it is. A GitHub App's installation token is minted
-    here (valid an hour; a run keeps it, so an App's runs should end within that).
+    A configured token never changes. A GitHub App's installation token lives an hour
+    and a run may last longer: :meth:`keep_fresh` (a task of the run) renews it before it
+    expires, so ``current()`` — read by every git command as it starts — is always a
+    valid token; ``on_renew`` hears each new one (the run's redactor learns it).
+    """
+
+    token: Secret
+    repository: str
+    bot: str | None = None
+    app: AppInstallations | None = None
+    on_renew: list[Callable[[str], None]] = field(default_factory=list)
+
+    def current(self) -> str:
+        return self.token.reveal()
+
+    async def keep_fresh(self, gh: GitHubClient) -> None:
+        """Renew the App's token for this repository when due, until cancelled (a
+        configured token: return at once). A failed renewal is retried; the old token
+        stays in use meanwhile (GitHub may still accept it)."""
+        from cgr_discovery import DiscoveryError
+
+        if self.app is None:
+            return
+        while True:
+            auth = await self.app.for_repository(gh, self.repository)
+            wait = auth.renew_at - gh.server_now().timestamp()
+            await anyio.sleep(min(max(wait, 0.05), 300.0))
+            try:
+                fresh = (await self.app.token_for(gh, self.repository)).reveal()
+            except DiscoveryError as exc:
+                log.warning("renewing the GitHub App token failed (%s); retrying", exc)
+                await anyio.sleep(5.0)
+                continue
+            if fresh != self.token.reveal():
+                self.token = Secret(fresh)
+                for hook in self.on_renew:
+                    hook(fresh)
+
+
+async def credentials(config: Config, repository: str) -> RunCredentials:
+    """The credentials a run uses.
+
+    A configured token is returned as it is. A GitHub App's installation token for
+    ``repository``'s installation is minted here; the run's client sends requests with
+    ``app`` (renewing as needed) and ``keep_fresh`` renews the token git uses.
     """
     if not config.github.app_mode:
         # No GitHub client for a token: a run's start-up imports none (test_startup_imports).
@@ -61,13 +113,18 @@ async def credentials(config: Config, repository: str) -> tuple[Secret, str | No
                 "github.token is not set (set it in the configuration or $CGR_GITHUB_TOKEN)",
                 key="github.token",
             )
-        return token, None
-    from cgr_discovery import AuthError, GitHubClient, GitHubRequestError
+        return RunCredentials(token=token, repository=repository)
+    from cgr_discovery import AppInstallations, AuthError, GitHubClient, GitHubRequestError
 
-    auth = github_auth(config, repository=repository)
+    auth = github_auth(config)
+    if not isinstance(auth, AppInstallations):  # pragma: no cover - app_mode makes one
+        raise TypeError(f"expected a GitHub App's credentials, got {auth!r}")
     try:
         async with GitHubClient(auth=auth, base_url=config.github.api_url) as gh:
-            return Secret(await bearer(auth, gh)), await bot_login(config, auth, gh)
+            token = Secret((await auth.token_for(gh, repository)).reveal())
+            return RunCredentials(
+                token=token, repository=repository, bot=await bot_login(config, auth, gh), app=auth
+            )
     except (AuthError, GitHubRequestError) as exc:
         raise ConfigError(
             f"GitHub App {config.github.app_id}: {exc}", key="github.app_id"
@@ -106,11 +163,11 @@ async def bearer(auth: Auth, gh: GitHubClient) -> str:
 
 async def bot_login(config: Config, auth: Auth, gh: GitHubClient) -> str:
     """``github.bot_login``, else ``<slug>[bot]`` for an App, else the token's user."""
-    from cgr_discovery import AppAuth
+    from cgr_discovery import AppInstallations
 
     if config.github.bot_login:
         return config.github.bot_login
-    if isinstance(auth, AppAuth):
+    if isinstance(auth, AppInstallations):
         app = await gh.getitem("/app", jwt=auth.app_jwt())
         return f"{app['slug']}[bot]"
     return str((await gh.getitem("/user"))["login"])
@@ -131,21 +188,19 @@ def match_repositories(patterns: Iterable[str], available: Iterable[str]) -> lis
     return list(out.values())
 
 
-async def installation_repositories(gh: GitHubClient) -> list[str]:
-    """Every repository the App's installation can see (``GET /installation/repositories``,
-    paginated; an unchanged page is a free 304 through the client's ETag cache)."""
-    names: list[str] = []
-    async for repo in gh.getiter("/installation/repositories{?per_page}", {"per_page": 100},
-                                 iterable_key="repositories"):  # fmt: skip
-        if isinstance(repo, dict) and isinstance(repo.get("full_name"), str):
-            names.append(repo["full_name"])
-    return names
+async def installation_repositories(auth: Auth, gh: GitHubClient) -> list[str]:
+    """Every repository the App's installations can see (``GET /installation/repositories``
+    with each installation's token, paginated; an unchanged page is a free 304 through the
+    client's ETag cache). None for a token (it has no installation)."""
+    from cgr_discovery import AppInstallations
+
+    return await auth.repositories(gh) if isinstance(auth, AppInstallations) else []
 
 
 async def followed(config: Config, auth: Auth, gh: GitHubClient) -> list[str]:
     """The repositories to watch now: the names in the config, and for an App the
-    installation's repositories its patterns match (re-read each time: installations
+    installations' repositories its patterns match (re-read each time: installations
     gain and lose repositories)."""
     if not any(is_pattern(r) for r in config.repositories):
         return list(config.repositories)
-    return match_repositories(config.repositories, await installation_repositories(gh))
+    return match_repositories(config.repositories, await installation_repositories(auth, gh))

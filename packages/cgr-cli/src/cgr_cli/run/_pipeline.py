@@ -47,7 +47,7 @@ from cgr_cli.run._commands import RepoCommands
 from cgr_cli.run._fence import Fence, lease_for
 from cgr_cli.run._git import Git, Identity, branch_name
 from cgr_cli.run._git import clone_url as _clone_url
-from cgr_cli.run._github_auth import credentials
+from cgr_cli.run._github_auth import RunCredentials, credentials
 from cgr_cli.run._host_session import host_local_session
 from cgr_cli.run._outbox import attempt_recorder, deliver_run, report_entries
 from cgr_cli.run._pick_up import pick_up
@@ -61,7 +61,7 @@ from cgr_cli.run._secret_gate import PATCH_ARGS, SecretGate, known_secrets
 from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
 
 if TYPE_CHECKING:
-    from cgr_discovery import GitHubClient, RunGitHub, Thread
+    from cgr_discovery import Auth, GitHubClient, RunGitHub, Thread
     from cgr_store import HostLease, OutboxEntry, Run, Store
 
 _T = TypeVar("_T")
@@ -108,6 +108,8 @@ class _Ctx:
     repo: RepoSettings | None = None
     mirror: _Background | None = None  # the mirror fetch, started early by _run
     gate: SecretGate = field(default_factory=lambda: SecretGate({}))
+    # The token git uses, asked for at each command (a GitHub App's is renewed mid-run).
+    git_token: Callable[[], str] | None = None
     # The lease the run's writes carry, and whether one was refused (run/_fence.py).
     fence: Fence | None = None
 
@@ -139,12 +141,15 @@ async def execute_run(
     from cgr_cli.config._store import open_config_store
     from cgr_store import FencingError
 
-    # The configured token, or a GitHub App installation's (minted now, for this repository).
-    token, app_bot = await credentials(config, request.repo)
+    # The configured token, or a GitHub App installation's (minted now, for this repository,
+    # and renewed by creds.keep_fresh for as long as the run lasts).
+    creds = await credentials(config, request.repo)
     environ = dict(os.environ if environ is None else environ)
     # The agent's release (asked once here, before the claim; the run keeps the answer),
     # the sandbox, and the secrets the run must never let out.
-    agent_cli, secrets = await anyio.to_thread.run_sync(_preflight, config, token.reveal(), environ)
+    agent_cli, secrets = await anyio.to_thread.run_sync(
+        _preflight, config, creds.current(), environ
+    )
     store = open_config_store(config)
     try:
         # A queued run (the daemon's, a tick's) is picked up before the GitHub client is
@@ -155,19 +160,21 @@ async def execute_run(
         except FencingError as lost:
             # Another host took the run over before it started here: not ours to do.
             return lost_before_start(request, lost)
-        async with _client(config, token.reveal()) as gh:
+        async with _client(config, creds.current(), creds.app) as gh:
             github = _run_github(config, gh)
-            bot = config.github.bot_login or app_bot or await _whoami(gh)
+            bot = config.github.bot_login or creds.bot or await _whoami(gh)
             run = picked or await _create_or_pick_up(store, github, request, host=config.host_id)
-            ctx = _new_ctx(config, request, run.id, token.reveal(), bot, secrets=secrets)
+            ctx = _new_ctx(config, request, run.id, creds.current(), bot, secrets=secrets)
             ctx.agent_cli = agent_cli
+            _follow_renewals(ctx, creds)
             ctx.fence = fence = fence or Fence(store, run.id, None)
             try:
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(_watch_signals, ctx, scope)
                         tg.start_soon(_beat, ctx, store, scope)
-                        await _run(ctx, store, github, token.reveal(), environ)
+                        tg.start_soon(creds.keep_fresh, gh)
+                        await _run(ctx, store, github, creds.current(), environ)
                         tg.cancel_scope.cancel()  # stop watching signals
                 _stopped_early(ctx, scope)
             except BaseException as group:
@@ -214,10 +221,19 @@ def _failed(ctx: _Ctx, fence: Fence, exc: BaseException) -> None:
         ctx.log.exception("run failed", exc_info=exc)
 
 
-def _client(config: Config, token: str) -> GitHubClient:
+def _follow_renewals(ctx: _Ctx, creds: RunCredentials) -> None:
+    """Every git command asks for the token as it starts: the renewed one once the first
+    nears its end (a GitHub App's); the redactor and the secret gate learn each new one."""
+    ctx.git_token = creds.current
+    creds.on_renew += [ctx.redact.add_secret, ctx.gate.add_token]
+
+
+def _client(config: Config, token: str, app: Auth | None = None) -> GitHubClient:
+    """The run's client: with a fixed token, or through a GitHub App's installations
+    (``app``), which renew the installation token before it lapses."""
     from cgr_discovery import GitHubClient, TokenAuth
 
-    return GitHubClient(auth=TokenAuth(token), base_url=config.github.api_url)
+    return GitHubClient(auth=app or TokenAuth(token), base_url=config.github.api_url)
 
 
 def _run_github(config: Config, gh: GitHubClient) -> RunGitHub:
@@ -537,7 +553,7 @@ async def _run_steps(
 def _new_git(ctx: _Ctx, token: str) -> Git:
     timeouts = ctx.config.timeouts
     return Git(
-        token=token,
+        token=ctx.git_token or token,
         timeout=timeouts.git_seconds,
         network_timeout=timeouts.clone_seconds,
         log=lambda line: ctx.log.info("%s", line),

@@ -85,6 +85,12 @@ class SecretGate:
         # Longest first: a secret containing another is named as itself.
         self._secrets = sorted(secrets.items(), key=lambda kv: len(kv[1]), reverse=True)
 
+    def add_token(self, token: str) -> None:
+        """Block a GitHub token minted after the run began (a renewed App token) too."""
+        if token and all(value != token for _, value in self._secrets):
+            self._secrets.append(("the GitHub token", token))
+            self._secrets.sort(key=lambda kv: len(kv[1]), reverse=True)
+
     def kinds(self, text: str) -> list[str]:
         """What secrets ``text`` holds (their names), none of their values."""
         found = [name for name, value in self._secrets if value in text]
