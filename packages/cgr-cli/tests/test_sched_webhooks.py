@@ -289,3 +289,49 @@ def test_as_a_github_app_with_the_simulators_own_deliveries(
     assert {d.status for d in env.sim.deliveries if d.event == "issues" and not d.error} == {202}
     authors = {c.user for c in env.sim.comments(REPO, first)}
     assert bot in authors
+
+
+@pytest.mark.slow
+def test_the_simulators_redeliver_call_duplicate_and_dropped(
+    env: Env, subreaper: None, tmp_path: Path
+) -> None:
+    """GitHub's "Redeliver" sends a delivery again with the same GUID: one already
+    handled starts nothing (the daemon says duplicate), one that was dropped on the way
+    starts its run at once (reconcile is an hour away, so only the redelivery can)."""
+    url = _webhook_config(env, reconcile_seconds=3600)
+    env.sim.add_webhook(url + "/webhook", SECRET, events=["issues"])
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "0.1")
+    log = tmp_path / "daemon.log"
+    daemon = start_cgr(env, "daemon", "--grace", "5", log=log)
+    try:
+        wait_until(lambda: _reconciled(env) > 0, 30, "the first reconcile pass")
+        (first,) = env.sim.seed_ready_issues(REPO, 1)
+        wait_until(lambda: len(runs(env)) == 1, 20, "the delivered label's run")
+        wait_until(lambda: all_terminal(env), 60, "the run to end")
+        env.sim.wait_for_deliveries()
+        handled = next(d for d in env.sim.deliveries
+                       if d.event == "issues" and d.payload["label"]["name"] == "ready")  # fmt: skip
+        assert handled.status == 202
+        again = env.sim.redeliver(handled.id)
+        env.sim.wait_for_deliveries()
+        assert again.guid == handled.guid
+        assert again.redelivery
+        assert again.status == 202
+        # Recognised by its GUID: not even re-read.
+        assert _state(env)["last_delivery"]["outcome"] == "duplicate"
+        env.sim.faults.drop_delivery(event="issues")
+        (second,) = env.sim.seed_ready_issues(REPO, 1)
+        env.sim.wait_for_deliveries()
+        lost = next(d for d in env.sim.deliveries if d.error == "dropped")
+        time.sleep(1.0)
+        assert second not in {r.target for r in runs(env)}  # nothing announced it
+        resent = env.sim.redeliver(lost.id)
+        env.sim.wait_for_deliveries()
+        assert resent.status == 202
+        wait_until(lambda: second in {r.target for r in runs(env)}, 20,
+                   "the redelivered label's run")  # fmt: skip
+        wait_until(lambda: all_terminal(env), 60, "the runs to end")
+    finally:
+        code = stop(daemon)
+    assert code == 0, log.read_text()
+    assert sorted(r.target for r in runs(env)) == sorted([first, second])
