@@ -35,8 +35,10 @@ def _register(env: Env) -> tuple[Path, str]:
     pem.write_bytes(_key().private_bytes(serialization.Encoding.PEM,
                                          serialization.PrivateFormat.TraditionalOpenSSL,
                                          serialization.NoEncryption()))  # fmt: skip
-    public = _key().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    public = (
+        _key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return pem, env.sim.register_app(APP_ID, public, slug="cgr-app")
 
@@ -52,9 +54,8 @@ def _app_config(env: Env, pem: Path, *, repositories: str | None = None, **githu
 
 def _touches(record: Any, repo: str) -> bool:
     """A REST call on ``repo`` or a git request to it (installation lookups aside)."""
-    return record.path.startswith((f"/repos/{repo}/", f"/{repo}.git/")) and not (
-        record.path == f"/repos/{repo}/installation"
-    )
+    lookup = f"/repos/{repo}/installation"
+    return record.path.startswith((f"/repos/{repo}/", f"/{repo}.git/")) and record.path != lookup
 
 
 @pytest.mark.slow
@@ -111,9 +112,7 @@ def test_a_run_longer_than_its_token_still_pushes_and_reports(env: Env) -> None:
     requests = env.sim.requests
     minted = [r for r in requests if r.path.endswith("/access_tokens")]
     assert len(minted) >= 3  # the first token, then renewals while the agent worked
-    assert not [r for r in requests if r.status == 401], [
-        r for r in requests if r.status == 401
-    ]
+    assert not [r for r in requests if r.status == 401], [r for r in requests if r.status == 401]
     pushes = [r for r in requests if r.path.endswith("/git-receive-pack")]
     assert pushes
     assert {r.status for r in pushes} == {200}

@@ -87,6 +87,17 @@ def test_init_writes_an_app_configuration_that_loads(pem: Path, tmp_path: Path) 
     assert 'repositories = "installation"' in text
     assert "Contents: read and write; Metadata: read" in text.replace("\n# ", " ")
     assert main(["init", "--config", str(tmp_path / "b.toml"), "--app-id", "1"]) == 1
+    # Without an installation id: every installation of the App, on every account.
+    every = tmp_path / "every.toml"
+    assert main(["init", "--config", str(every), "--app-id", "1234",
+                 "--private-key-file", str(pem)]) == 0  # fmt: skip
+    config, _ = load_config(every)
+    assert config.github.app_mode
+    assert config.github.installation_id is None
+    assert config.repositories == ["*/*"]
+    assert "# installation_id = 12345678          # default: every installation of the App" in (
+        every.read_text()
+    )
 
 
 def test_doctor_says_what_to_fix_when_the_key_does_not_sign(tmp_path: Path) -> None:

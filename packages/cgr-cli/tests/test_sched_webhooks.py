@@ -309,8 +309,8 @@ def test_the_simulators_redeliver_call_duplicate_and_dropped(
         wait_until(lambda: len(runs(env)) == 1, 20, "the delivered label's run")
         wait_until(lambda: all_terminal(env), 60, "the run to end")
         env.sim.wait_for_deliveries()
-        handled = next(d for d in env.sim.deliveries
-                       if d.event == "issues" and d.payload["label"]["name"] == "ready")  # fmt: skip
+        labels = [d for d in env.sim.deliveries if d.event == "issues"]
+        handled = next(d for d in labels if d.payload["label"]["name"] == "ready")
         assert handled.status == 202
         again = env.sim.redeliver(handled.id)
         env.sim.wait_for_deliveries()

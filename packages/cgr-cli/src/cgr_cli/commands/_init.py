@@ -33,7 +33,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--installation-id",
         type=int,
         metavar="N",
-        help="the installation (default: found from the first repository)",
+        help="keep to this installation (default: every installation of the App)",
     )
 
 

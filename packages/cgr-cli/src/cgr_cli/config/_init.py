@@ -131,7 +131,7 @@ def _app_section(app: AppSetup) -> str:
     installation = (
         f"installation_id = {app.installation_id}"
         if app.installation_id is not None
-        else "# installation_id = 12345678          # default: found from the first repository"
+        else "# installation_id = 12345678          # default: every installation of the App"
     )
     return (
         "[github]\n"
@@ -153,7 +153,7 @@ def render_starting_config(
     repos = ", ".join(_q(r) for r in repositories)
     if app is not None and not repositories:
         watched = (
-            '# With a GitHub App: every repository of its installation (or globs: ["acme/*"]).\n'
+            '# With a GitHub App: every repository of its installations (or globs: ["acme/*"]).\n'
             'repositories = "installation"'
         )
     else:
