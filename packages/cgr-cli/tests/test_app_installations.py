@@ -8,6 +8,8 @@ import contextlib
 import functools
 import io
 import json
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cgr_cli import main
 from runworld import REPO, Env
-from schedworld import all_terminal, cgr, runs, sched_config, wait_until
+from schedworld import all_terminal, cgr, runs, sched_config, start_cgr, stop, wait_until
 
 APP_ID = 4321
 OTHER = "globex/gears"
@@ -177,3 +179,52 @@ def test_doctor_passes_a_good_app_and_names_a_missing_permission(env: Env) -> No
     assert "installation 999 is not an installation of GitHub App 4321" in wrong["detail"]
     assert "github.installation_id" in wrong["detail"]
     assert _checks(report, "repositories")[0]["status"] == "skip"
+
+
+@pytest.mark.slow
+def test_the_daemon_follows_a_new_installation_and_outlives_its_tokens(
+    env: Env, subreaper: None, tmp_path: Path
+) -> None:
+    """A daemon as the App, with 3 s tokens and reconcile an hour away: the App installed
+    on a second account (an `installation` delivery) is followed at once, and its ready
+    issue runs; the daemon's own calls over many token lifetimes never meet a 401."""
+    pem, bot = _register(env)
+    env.sim.install_app(APP_ID, [REPO])
+    env.sim.installation_token_seconds = 3
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    sched_config(env, github={"token": None, "bot_login": None, "app_id": APP_ID,
+                              "private_key_file": str(pem)},
+                 webhook={"listen": f"127.0.0.1:{port}", "secret": "s3cret",
+                          "reconcile_seconds": 3600})  # fmt: skip
+    lines = env.config_path.read_text().splitlines()
+    env.config_path.write_text("\n".join(['repositories = "installation"', *lines[1:]]) + "\n")
+    env.sim.add_webhook(f"http://127.0.0.1:{port}/webhook", "s3cret")
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "0.1")
+    log = tmp_path / "daemon.log"
+    daemon = start_cgr(env, "daemon", "--grace", "5", log=log)
+    state = env.database.with_name(env.database.name + ".webhooks.json")
+    try:
+        wait_until(lambda: state.is_file() and json.loads(state.read_text()).get(
+            "last_reconcile_at"), 30, "the first reconcile pass")  # fmt: skip
+        (first,) = env.sim.seed_ready_issues(REPO, 1)
+        wait_until(lambda: len(runs(env)) == 1 and all_terminal(env), 60, "acme's run")
+        env.sim.create_repo(OTHER, labels=LABELS, private=True, bot_role=None)
+        (second,) = env.sim.seed_ready_issues(OTHER, 1)
+        env.sim.wait_for_deliveries()
+        time.sleep(4)  # longer than a token: the daemon renews as it goes
+        assert {r.repo for r in runs(env)} == {REPO}  # not installed there yet
+        env.sim.install_app(APP_ID, [OTHER])
+        wait_until(lambda: len(runs(env)) == 2 and all_terminal(env), 60, "globex's run")
+    finally:
+        code = stop(daemon)
+    assert code == 0, log.read_text()
+    assert {(r.repo, r.target, r.outcome) for r in runs(env)} == {
+        (REPO, first, "pr_opened"),
+        (OTHER, second, "pr_opened"),
+    }
+    installs = [d for d in env.sim.deliveries if d.event == "installation"]
+    assert [(d.action, d.status) for d in installs] == [("created", 202)]
+    assert bot in {c.user for c in env.sim.comments(OTHER, second)}
+    assert not [r for r in env.sim.requests if r.status == 401]

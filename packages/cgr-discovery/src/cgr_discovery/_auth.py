@@ -326,9 +326,9 @@ class AppInstallations:
                     f"App {self.app_id}: check github.installation_id, or remove it to use "
                     "every installation"
                 )
-        for item in found:
-            account = item.get("account") or {}
-            self._owners[str(item["id"])] = str(account.get("login") or "")
+        self._owners = {
+            str(item["id"]): str((item.get("account") or {}).get("login") or "") for item in found
+        }
         self._listed = True
         return found
 
@@ -343,9 +343,12 @@ class AppInstallations:
     async def repositories(self, gh: GitHubClient) -> list[str]:
         """Every repository of every installation (``GET /installation/repositories`` with
         each installation's token; an unchanged page is a free 304), remembered as the
-        installation of each repository."""
+        installation of each repository. The installations are listed again first: the
+        App may have been installed on another account since."""
         names: list[str] = []
         where: dict[str, str] = {}
+        if self.installation_id is None:
+            await self.installations(gh)
         for ident in await self.installation_ids(gh):
             token = await self.installation(ident).token(gh)
             async for repo in gh.getiter("/installation/repositories{?per_page}",

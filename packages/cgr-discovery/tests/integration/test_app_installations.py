@@ -143,3 +143,23 @@ async def test_short_lived_tokens_are_renewed_before_they_expire(sim: GitHubSimu
     minted = [r for r in sim.requests if r.path.endswith("/access_tokens")]
     # Renewed half-way through each token's life (1-2 s), not before every request.
     assert 2 <= len(minted) <= len(listed) // 3, (len(minted), len(listed))
+
+
+def test_installing_the_app_sends_an_installation_delivery(sim: GitHubSimulator) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: the log keeps the payload
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sim.add_webhook(f"http://127.0.0.1:{port}/", "secret", events=["installation"])
+    sim.create_repo(OTHER, private=True, bot_role=None)
+    sim.register_app(APP, _pems()[1], slug="cgr-multi")
+    ident = sim.install_app(APP, [OTHER])
+    sim.install_app(APP, [REPO], notify=False)
+    sim.wait_for_deliveries()
+    (delivery,) = sim.deliveries
+    assert (delivery.event, delivery.action) == ("installation", "created")
+    assert delivery.payload["installation"]["id"] == ident
+    assert delivery.payload["installation"]["account"]["login"] == "globex"
+    assert [r["full_name"] for r in delivery.payload["repositories"]] == [OTHER]
+    assert "repository" not in delivery.payload

@@ -188,8 +188,9 @@ class WebhookIntake:
         data = _payload(lowered, body)
         repo = self._follows(event.repo)
         outcome = "ignored"
-        if event.event == "installation_repositories":
-            # The installation's repositories changed: the next pass re-reads the list.
+        if event.event in ("installation_repositories", "installation"):
+            # An installation's repositories changed, or the App was installed on (or
+            # removed from) an account: the next pass re-reads the installations.
             self._reconcile_now = True
             outcome = "accepted"
         elif repo is not None and event.action in _WORK_EVENTS.get(event.event, ()):

@@ -212,6 +212,7 @@ class GitHubSimulator:
         *,
         installation_id: int | None = None,
         permissions: Mapping[str, str] | None = None,
+        notify: bool = True,
     ) -> int:
         """Install a registered App on ``repos`` (one owner); returns the installation id.
 
@@ -220,7 +221,8 @@ class GitHubSimulator:
         mints installation tokens (``ghs_…``, valid ``installation_token_seconds``), which
         reach only this installation's repositories (a write elsewhere is 403, as on
         GitHub); ``GET /app/installations`` lists the installations. ``permissions``
-        replaces what the installation grants (default: all cgr needs).
+        replaces what the installation grants (default: all cgr needs). An ``installation``
+        (``created``) webhook is sent unless ``notify=False``.
         """
         with self.model.lock:
             record = self._app.apps.get(app_id)
@@ -238,6 +240,17 @@ class GitHubSimulator:
                 permissions=None if permissions is None else dict(permissions),
             )
         self.add_installation_repositories(ident, *names, notify=False)
+        if notify:
+            with self.model.lock:
+                inst = self._app.installations[ident]
+                repos = [self.model.repo(name) for name in names]
+                self._webhooks.emit_installation_repositories(
+                    action="created",
+                    installation=render_installation(self._app, inst),
+                    repos=repos,
+                    sender=repos[0].owner,
+                    event="installation",
+                )
         return ident
 
     @property

@@ -28,8 +28,9 @@ from cgr_discovery.testing._render import Renderer
 
 # The events a hook without an explicit list receives.
 EVENTS = frozenset(
-    {"issues", "issue_comment", "pull_request_review_comment", "installation_repositories"}
-)
+    {"issues", "issue_comment", "pull_request_review_comment", "installation_repositories",
+     "installation"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,11 +143,18 @@ class Webhooks:
     # -- events to deliveries ----------------------------------------------------------------
 
     def emit_installation_repositories(
-        self, *, action: str, installation: dict[str, Any], repos: list[Repo], sender: str
+        self,
+        *,
+        action: str,
+        installation: dict[str, Any],
+        repos: list[Repo],
+        sender: str,
+        event: str = "installation_repositories",
     ) -> None:
+        """``installation_repositories`` (added/removed), or ``installation`` (created)."""
         self._on_event(
             ModelEvent(
-                event="installation_repositories",
+                event=event,
                 action=action,
                 repo=repos[0],
                 sender=sender,
@@ -180,7 +188,7 @@ class Webhooks:
     def _payload(self, event: ModelEvent) -> dict[str, Any]:
         r, repo = self.renderer, event.repo
         data: dict[str, Any] = {"action": event.action}
-        if event.event == "installation_repositories":
+        if event.event in ("installation_repositories", "installation"):
             extra = event.extra or {}
             repos = [
                 {"id": x.id, "node_id": r.repo(x)["node_id"], "name": x.name,
@@ -188,6 +196,11 @@ class Webhooks:
                 for x in extra["repos"]
             ]  # fmt: skip
             data["installation"] = extra["installation"]
+            if event.event == "installation":  # the App installed on an account
+                data["repositories"] = repos
+                data["requester"] = None
+                data["sender"] = r.user(self.model.user(event.sender))
+                return data
             data["repository_selection"] = "selected"
             data["repositories_added"] = repos if event.action == "added" else []
             data["repositories_removed"] = repos if event.action == "removed" else []
