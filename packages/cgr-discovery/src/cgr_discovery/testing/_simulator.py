@@ -243,12 +243,12 @@ class GitHubSimulator:
         if notify:
             with self.model.lock:
                 inst = self._app.installations[ident]
-                repos = [self.model.repo(name) for name in names]
+                installed = [self.model.repo(name) for name in names]
                 self._webhooks.emit_installation_repositories(
                     action="created",
                     installation=render_installation(self._app, inst),
-                    repos=repos,
-                    sender=repos[0].owner,
+                    repos=installed,
+                    sender=installed[0].owner,
                     event="installation",
                 )
         return ident
