@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cgr_cli import main
 from runworld import REPO, Env
-from schedworld import all_terminal, cgr, runs, sched_config, start_cgr, stop, wait_until
+from schedworld import Sched
 
 APP_ID = 4321
 OTHER = "globex/gears"
@@ -45,9 +45,10 @@ def _register(env: Env) -> tuple[Path, str]:
     return pem, env.sim.register_app(APP_ID, public, slug="cgr-app")
 
 
-def _app_config(env: Env, pem: Path, *, repositories: str | None = None, **github: Any) -> None:
-    sched_config(env, github={"token": None, "bot_login": None, "app_id": APP_ID,
-                              "private_key_file": str(pem), **github})  # fmt: skip
+def _app_config(sched: Sched, pem: Path, *, repositories: str | None = None, **github: Any) -> None:
+    env = sched.env
+    sched.config(github={"token": None, "bot_login": None, "app_id": APP_ID,
+                         "private_key_file": str(pem), **github})  # fmt: skip
     if repositories is not None:
         lines = env.config_path.read_text().splitlines()
         lines[0] = f"repositories = {repositories}"
@@ -62,7 +63,7 @@ def _touches(record: Any, repo: str) -> bool:
 
 @pytest.mark.slow
 def test_two_installations_on_two_owners_each_run_with_its_own_token(
-    env: Env, subreaper: None
+    env: Env, sched: Sched, subreaper: None
 ) -> None:
     """No installation id: cgr lists the App's installations, follows the repositories of
     both, and every call on a repository carries its own installation's token."""
@@ -70,14 +71,16 @@ def test_two_installations_on_two_owners_each_run_with_its_own_token(
     env.sim.create_repo(OTHER, labels=LABELS, private=True, bot_role=None)
     acme = env.sim.install_app(APP_ID, [REPO])
     globex = env.sim.install_app(APP_ID, [OTHER])
-    _app_config(env, pem, repositories='"installation"')
+    _app_config(sched, pem, repositories='"installation"')
     (first,) = env.sim.seed_ready_issues(REPO, 1)
     (second,) = env.sim.seed_ready_issues(OTHER, 1)
     env.sim.clear_requests()
-    done = cgr(env, "tick")
+    done = sched.cgr("tick")
     assert done.returncode == 0, done.stderr
-    wait_until(lambda: len(runs(env)) == 2 and all_terminal(env), 60, "both runs to end")
-    assert {(r.repo, r.target, r.outcome) for r in runs(env)} == {
+    sched.wait_until(
+        lambda: len(sched.runs()) == 2 and sched.all_terminal(), 60, "both runs to end"
+    )
+    assert {(r.repo, r.target, r.outcome) for r in sched.runs()} == {
         (REPO, first, "pr_opened"),
         (OTHER, second, "pr_opened"),
     }
@@ -94,19 +97,19 @@ def test_two_installations_on_two_owners_each_run_with_its_own_token(
 
 
 @pytest.mark.slow
-def test_a_run_longer_than_its_token_still_pushes_and_reports(env: Env) -> None:
+def test_a_run_longer_than_its_token_still_pushes_and_reports(env: Env, sched: Sched) -> None:
     """Installation tokens live 3 s here and the agent works 5 s: the token the run
     started with is refused by then (401), so the push, the pull request and the report
     go through only because the run renewed its token before it lapsed."""
     pem, bot = _register(env)
     env.sim.install_app(APP_ID, [REPO])
     env.sim.installation_token_seconds = 3
-    _app_config(env, pem)
+    _app_config(sched, pem)
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "5")
     (number,) = env.sim.seed_ready_issues(REPO, 1)
     env.sim.clear_requests()
     assert env.run(number) == 0
-    (run,) = runs(env)
+    (run,) = sched.runs()
     assert run.outcome == "pr_opened", run
     (pull,) = env.sim.pull_requests(REPO)
     assert pull.user == bot
@@ -131,11 +134,11 @@ def _checks(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [c for c in report["checks"] if c["name"] == name]
 
 
-def test_doctor_passes_a_good_app_and_names_a_missing_permission(env: Env) -> None:
+def test_doctor_passes_a_good_app_and_names_a_missing_permission(env: Env, sched: Sched) -> None:
     pem, bot = _register(env)
     env.sim.create_repo(OTHER, labels=LABELS, bot_role=None)
     acme = env.sim.install_app(APP_ID, [REPO])
-    _app_config(env, pem, repositories='"installation"')
+    _app_config(sched, pem, repositories='"installation"')
     _, report = _doctor(env.config_path)
     (app,) = _checks(report, "github app")
     assert app["status"] == "pass"
@@ -171,7 +174,7 @@ def test_doctor_passes_a_good_app_and_names_a_missing_permission(env: Env) -> No
     )
 
     # Kept to an installation that is not the App's: said, with what to change.
-    _app_config(env, pem, repositories='"installation"', installation_id=999)
+    _app_config(sched, pem, repositories='"installation"', installation_id=999)
     code, report = _doctor(env.config_path)
     assert code != 0
     (wrong,) = _checks(report, "installation")
@@ -183,7 +186,7 @@ def test_doctor_passes_a_good_app_and_names_a_missing_permission(env: Env) -> No
 
 @pytest.mark.slow
 def test_the_daemon_follows_a_new_installation_and_outlives_its_tokens(
-    env: Env, subreaper: None, tmp_path: Path
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
     """A daemon as the App, with 3 s tokens and reconcile an hour away: the App installed
     on a second account (an `installation` delivery) is followed at once, and its ready
@@ -194,8 +197,8 @@ def test_the_daemon_follows_a_new_installation_and_outlives_its_tokens(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    sched_config(env, github={"token": None, "bot_login": None, "app_id": APP_ID,
-                              "private_key_file": str(pem)},
+    sched.config(github={"token": None, "bot_login": None, "app_id": APP_ID,
+                         "private_key_file": str(pem)},
                  webhook={"listen": f"127.0.0.1:{port}", "secret": "s3cret",
                           "reconcile_seconds": 3600})  # fmt: skip
     lines = env.config_path.read_text().splitlines()
@@ -203,24 +206,26 @@ def test_the_daemon_follows_a_new_installation_and_outlives_its_tokens(
     env.sim.add_webhook(f"http://127.0.0.1:{port}/webhook", "s3cret")
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "0.1")
     log = tmp_path / "daemon.log"
-    daemon = start_cgr(env, "daemon", "--grace", "5", log=log)
+    daemon = sched.start("daemon", "--grace", "5", log=log)
     state = env.database.with_name(env.database.name + ".webhooks.json")
     try:
-        wait_until(lambda: state.is_file() and json.loads(state.read_text()).get(
+        sched.wait_until(lambda: state.is_file() and json.loads(state.read_text()).get(
             "last_reconcile_at"), 30, "the first reconcile pass")  # fmt: skip
         (first,) = env.sim.seed_ready_issues(REPO, 1)
-        wait_until(lambda: len(runs(env)) == 1 and all_terminal(env), 60, "acme's run")
+        sched.wait_until(lambda: len(sched.runs()) == 1 and sched.all_terminal(), 60, "acme's run")
         env.sim.create_repo(OTHER, labels=LABELS, private=True, bot_role=None)
         (second,) = env.sim.seed_ready_issues(OTHER, 1)
         env.sim.wait_for_deliveries()
         time.sleep(4)  # longer than a token: the daemon renews as it goes
-        assert {r.repo for r in runs(env)} == {REPO}  # not installed there yet
+        assert {r.repo for r in sched.runs()} == {REPO}  # not installed there yet
         env.sim.install_app(APP_ID, [OTHER])
-        wait_until(lambda: len(runs(env)) == 2 and all_terminal(env), 60, "globex's run")
+        sched.wait_until(
+            lambda: len(sched.runs()) == 2 and sched.all_terminal(), 60, "globex's run"
+        )
     finally:
-        code = stop(daemon)
+        code = sched.stop(daemon)
     assert code == 0, log.read_text()
-    assert {(r.repo, r.target, r.outcome) for r in runs(env)} == {
+    assert {(r.repo, r.target, r.outcome) for r in sched.runs()} == {
         (REPO, first, "pr_opened"),
         (OTHER, second, "pr_opened"),
     }

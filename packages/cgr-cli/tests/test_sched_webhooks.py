@@ -293,21 +293,21 @@ def test_as_a_github_app_with_the_simulators_own_deliveries(
 
 @pytest.mark.slow
 def test_the_simulators_redeliver_call_duplicate_and_dropped(
-    env: Env, subreaper: None, tmp_path: Path
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
     """GitHub's "Redeliver" sends a delivery again with the same GUID: one already
     handled starts nothing (the daemon says duplicate), one that was dropped on the way
     starts its run at once (reconcile is an hour away, so only the redelivery can)."""
-    url = _webhook_config(env, reconcile_seconds=3600)
+    url = _webhook_config(sched, reconcile_seconds=3600)
     env.sim.add_webhook(url + "/webhook", SECRET, events=["issues"])
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "0.1")
     log = tmp_path / "daemon.log"
-    daemon = start_cgr(env, "daemon", "--grace", "5", log=log)
+    daemon = sched.start("daemon", "--grace", "5", log=log)
     try:
-        wait_until(lambda: _reconciled(env) > 0, 30, "the first reconcile pass")
+        sched.wait_until(lambda: _reconciled(env) > 0, 30, "the first reconcile pass")
         (first,) = env.sim.seed_ready_issues(REPO, 1)
-        wait_until(lambda: len(runs(env)) == 1, 20, "the delivered label's run")
-        wait_until(lambda: all_terminal(env), 60, "the run to end")
+        sched.wait_until(lambda: len(sched.runs()) == 1, 20, "the delivered label's run")
+        sched.wait_until(sched.all_terminal, 60, "the run to end")
         env.sim.wait_for_deliveries()
         labels = [d for d in env.sim.deliveries if d.event == "issues"]
         handled = next(d for d in labels if d.payload["label"]["name"] == "ready")
@@ -324,14 +324,14 @@ def test_the_simulators_redeliver_call_duplicate_and_dropped(
         env.sim.wait_for_deliveries()
         lost = next(d for d in env.sim.deliveries if d.error == "dropped")
         time.sleep(1.0)
-        assert second not in {r.target for r in runs(env)}  # nothing announced it
+        assert second not in {r.target for r in sched.runs()}  # nothing announced it
         resent = env.sim.redeliver(lost.id)
         env.sim.wait_for_deliveries()
         assert resent.status == 202
-        wait_until(lambda: second in {r.target for r in runs(env)}, 20,
-                   "the redelivered label's run")  # fmt: skip
-        wait_until(lambda: all_terminal(env), 60, "the runs to end")
+        sched.wait_until(lambda: second in {r.target for r in sched.runs()}, 20,
+                         "the redelivered label's run")  # fmt: skip
+        sched.wait_until(sched.all_terminal, 60, "the runs to end")
     finally:
-        code = stop(daemon)
+        code = sched.stop(daemon)
     assert code == 0, log.read_text()
-    assert sorted(r.target for r in runs(env)) == sorted([first, second])
+    assert sorted(r.target for r in sched.runs()) == sorted([first, second])
