@@ -78,7 +78,12 @@ def test_daemon_waits_for_github_then_schedules_and_notifies_systemd(
                 "the run GitHub's return let the daemon start",
             )  # fmt: skip
             assert sim.pull_requests(REPO)
-            assert "in-progress" not in sim.issue(REPO, number).labels
+            # The final report (labels, status comment) is sent right after the terminal
+            # status is stored with it (the outbox): it follows the row, it does not lead it.
+            sched.wait_until(
+                lambda: "in-progress" not in sim.issue(REPO, number).labels, 30,
+                "the run's final report",
+            )  # fmt: skip
             # The watchdog is pinged every WATCHDOG_USEC/2 while the loop is alive.
             time.sleep(1.5)
             assert notes.collect().count("WATCHDOG=1") >= 2

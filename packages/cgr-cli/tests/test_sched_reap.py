@@ -62,6 +62,42 @@ def test_reap_recognises_a_pull_request_the_dead_run_opened(env: Env, sched: Sch
                      "undelivered": []}  # fmt: skip
 
 
+def test_a_run_claimed_after_the_reapers_snapshot_is_still_reported(env: Env, sched: Sched) -> None:
+    """The reaper lists active runs, then spends seconds on GitHub calls; a run listed
+    while queued (nothing on GitHub yet: ended silently) but claimed since must get its
+    report (found by the chaos test: an issue kept its in-progress label)."""
+    import anyio
+    import msgspec
+
+    from cgr_cli.config._load import load_config
+    from cgr_cli.schedule._github import open_github
+    from cgr_cli.schedule._reaper import end_run
+    from cgr_store import RunStatus
+
+    sched.config()
+    (number,) = env.sim.seed_ready_issues(REPO, 1)
+    run_id = sched.stored_running_run(number)
+    config, _ = load_config(env.config_path)
+    with env.store() as store:
+        stale = msgspec.structs.replace(
+            store.get_run(run_id), status=RunStatus.QUEUED, trigger_id=None
+        )
+
+        async def reap_stale() -> bool:
+            async with open_github(config, store) as github:
+                return await end_run(
+                    config, store, github, stale, RunStatus.FAILED, outcome="failed",
+                    error="the run's process ended without finishing the run",
+                )  # fmt: skip
+
+        assert anyio.run(reap_stale)
+        assert store.get_run(run_id).status is RunStatus.FAILED
+        assert store.pending_outbox(100) == []  # the report was written and sent
+    labels = set(env.sim.issue(REPO, number).labels)
+    assert "in-progress" not in labels
+    assert "needs-human" in labels
+
+
 @pytest.mark.slow
 def test_sigkilled_children_are_reaped_visibly_and_their_agents_ended(
     env: Env, sched: Sched, subreaper: None

@@ -84,6 +84,16 @@ async def end_run(
     from cgr_cli.schedule._deliver import run_ops
     from cgr_store import IllegalTransition, RunNotFound, RunStatus
 
+    # ``run`` may be a snapshot taken before the caller's awaits (a reap pass lists the
+    # active runs, then spends seconds on GitHub calls and grace periods): whether a report
+    # is due is decided on the run as it is now, or a run claimed since the snapshot would
+    # be ended silently and keep its in-progress label.
+    try:
+        run = store.get_run(run.id)
+    except RunNotFound:
+        return False
+    if run.status.is_terminal:
+        return False
     fields: dict[str, Any] = {"outcome": outcome, "error": error}
     if pr is not None:
         fields["pr_number"] = int(pr["number"])
@@ -110,6 +120,19 @@ async def end_run(
         with contextlib.suppress(Exception):
             await deliver_run(store, run_ops(github, store, run.id), run.id)
     return True
+
+
+def _as_it_is_now(store: Store, listed: Run) -> Run | None:
+    """``listed`` read again, None once it has ended or is gone: a reap pass's awaits
+    (GitHub calls, grace periods) take seconds, in which a listed run may have been
+    claimed or ended."""
+    from cgr_store import RunNotFound
+
+    try:
+        run = store.get_run(listed.id)
+    except RunNotFound:
+        return None
+    return None if run.status.is_terminal else run
 
 
 @dataclass(slots=True)
@@ -186,8 +209,9 @@ async def reap(
     grace = config.timeouts.watchdog_grace_seconds
     limit = timedelta(seconds=config.timeouts.run_seconds + 2 * grace)
     stale = timedelta(seconds=config.timeouts.stale_heartbeat_seconds)
-    for run in store.active_runs(host=host):
-        if run.id in skip or waiting_for_scheduler(run):
+    for listed in store.active_runs(host=host):
+        run = _as_it_is_now(store, listed)
+        if run is None or run.id in skip or waiting_for_scheduler(run):
             continue
         identity = run_identity(run)
         if identity is None or not identity.is_alive():
