@@ -48,11 +48,16 @@ class LabelChange:
 
 
 def label_change(labels: LabelsConfig, *, succeeded: bool) -> LabelChange:
-    """The labels a run's outcome puts on and takes off its issue or pull request."""
+    """The labels a run's outcome puts on and takes off its issue or pull request.
+
+    The ready label comes off too: the claim takes it off with four other writes at once,
+    and a run killed (or a write dropped) before that one landed would otherwise end with
+    ``ready`` beside its verdict - two visible states, and a ready issue taken again.
+    """
     done = (labels.done,) if labels.done else ()
     if succeeded:
-        return LabelChange(add=done, remove=(labels.in_progress, labels.needs_human))
-    return LabelChange(add=(labels.needs_human,), remove=(labels.in_progress, *done))
+        return LabelChange(add=done, remove=(labels.in_progress, labels.needs_human, labels.ready))
+    return LabelChange(add=(labels.needs_human,), remove=(labels.in_progress, labels.ready, *done))
 
 
 def report_entries(
