@@ -228,13 +228,7 @@ class SubprocessExecutor:
         :class:`LogFileError`, :class:`ConfinementError` (nothing was run),
         :class:`JobMarkerError` and :class:`ExecutorClosedError`.
         """
-        if wait:
-            await self.wait_slot()
-        tg = self._check_open()
-        if key is not None and key in self._running:
-            raise DuplicateKeyError(key)
-        if self.free_slots() == 0:
-            raise CapacityError(self.limit, len(self._running) + self._reserved)
+        tg = await self._admit(key, wait=wait)
         argv = tuple(os.fspath(a) for a in argv)
         path = Path(log_path)
         popen = self._spawn(
@@ -247,6 +241,18 @@ class SubprocessExecutor:
         self._running[handle.key] = handle
         tg.start_soon(self._watch, handle, name=f"cgr-exec watch {handle.key}")
         return handle
+
+    async def _admit(self, key: str | None, *, wait: bool) -> TaskGroup:
+        """Whether a child may start now (every start, cold or warm, asks here): waits for
+        a slot with ``wait``; raises ExecutorClosedError, DuplicateKeyError, CapacityError."""
+        if wait:
+            await self.wait_slot()
+        tg = self._check_open()
+        if key is not None and key in self._running:
+            raise DuplicateKeyError(key)
+        if self.free_slots() == 0:
+            raise CapacityError(self.limit, len(self._running) + self._reserved)
+        return tg
 
     @staticmethod
     def _spawn(
@@ -320,13 +326,7 @@ class SubprocessExecutor:
         if warm is None:
             raise ExecutorClosedError("start_warm() needs keep_warm() first")
         argv = (*warm.argv, *(os.fspath(a) for a in args))
-        if wait:
-            await self.wait_slot()
-        tg = self._check_open()
-        if key is not None and key in self._running:
-            raise DuplicateKeyError(key)
-        if self.free_slots() == 0:
-            raise CapacityError(self.limit, len(self._running) + self._reserved)
+        tg = await self._admit(key, wait=wait)
         handle = None
         if self._standbys:
             # Opened before the standby is taken: an unusable log fails here (LogFileError)
