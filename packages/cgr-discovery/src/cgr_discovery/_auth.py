@@ -90,6 +90,17 @@ class TokenAuth:
         return f"TokenAuth(source={self.source!r}, token={self.token!r})"
 
 
+def _pem_key(app_id: str, private_key: Secret | str) -> Secret:
+    """The App's private key as a Secret; AuthError when it is not a PEM key."""
+    key = private_key if isinstance(private_key, Secret) else Secret(private_key)
+    if "PRIVATE KEY" not in key.reveal():
+        raise AuthError(
+            f"the private key of GitHub App {app_id} is not a PEM key "
+            "(expected the .pem file GitHub generated)"
+        )
+    return key
+
+
 class AppAuth:
     """A GitHub App installation: a JWT signed with the app's private key buys an
     installation token (valid one hour), refreshed ``refresh_margin`` seconds before it
@@ -112,12 +123,7 @@ class AppAuth:
         refresh_margin: float = 300.0,
     ) -> None:
         self.app_id = str(app_id)
-        self.private_key = private_key if isinstance(private_key, Secret) else Secret(private_key)
-        if "PRIVATE KEY" not in self.private_key.reveal():
-            raise AuthError(
-                f"the private key of GitHub App {self.app_id} is not a PEM key "
-                "(expected the .pem file GitHub generated)"
-            )
+        self.private_key = _pem_key(self.app_id, private_key)
         if installation_id is None and repository is None:
             raise AuthError(
                 f"GitHub App {self.app_id} needs an installation id or a repository "
@@ -271,12 +277,7 @@ class AppInstallations:
         refresh_margin: float = 300.0,
     ) -> None:
         self.app_id = str(app_id)
-        self.private_key = private_key if isinstance(private_key, Secret) else Secret(private_key)
-        if "PRIVATE KEY" not in self.private_key.reveal():
-            raise AuthError(
-                f"the private key of GitHub App {self.app_id} is not a PEM key "
-                "(expected the .pem file GitHub generated)"
-            )
+        self.private_key = _pem_key(self.app_id, private_key)
         self.installation_id = None if installation_id is None else str(installation_id)
         self.refresh_margin = refresh_margin
         self._auths: dict[str, AppAuth] = {}
