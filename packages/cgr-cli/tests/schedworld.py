@@ -101,14 +101,20 @@ def processes_in(root: Path) -> list[int]:
     return [p.pid for p in processes() if p.cwd is not None and p.cwd.startswith(str(root))]
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    explain: Callable[[], str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         reap_zombies()
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    detail = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
@@ -181,6 +187,21 @@ class Sched:
     def runs(self) -> list[Any]:
         with self.env.store() as store:
             return store.recent_runs(limit=1000)
+
+    def explain(self, log: Path | None = None) -> str:
+        """What a failed wait needs to be understood: the runs as stored, the tail of each
+        run's process log and of ``log`` (a daemon's or a tick's output)."""
+        lines = []
+        for run in self.runs():
+            lines.append(f"run {run.id} #{run.target} {run.status.value} {run.outcome} {run.error}")
+            for name in ("run.log", "process.log"):
+                run_log = self.env.workspace / run.id / "logs" / name
+                if run_log.exists():
+                    tail = run_log.read_text(errors="replace").splitlines()[-15:]
+                    lines += [f"  {name}: {x}" for x in tail]
+        if log is not None and log.exists():
+            lines += ["output:", *log.read_text(errors="replace").splitlines()[-40:]]
+        return "\n".join(lines)
 
     def all_terminal(self) -> bool:
         return all(r.status.is_terminal for r in self.runs())

@@ -153,12 +153,16 @@ def test_daemon_reaps_its_own_sigkilled_child(
     env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
     sched.config()
-    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "20")
+    # Long enough that both agents are still at work however far apart a loaded machine
+    # starts them; neither is waited for (one is killed, the other cancelled).
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "300")
     issues = env.sim.seed_ready_issues(REPO, 2)
     log = tmp_path / "daemon.log"
     daemon = sched.start("daemon", "--grace", "1", log=log)
     try:
-        sched.wait_until(lambda: len(agents(sched)) == 2, 30, "two agents at work")
+        sched.wait_until(
+            lambda: len(agents(sched)) == 2, 60, "two agents at work", lambda: sched.explain(log)
+        )
         victim, other = sched.runs()
         os.kill(victim.pid, signal.SIGKILL)  # the `cgr run` child, mid-run
         sched.wait_until(
