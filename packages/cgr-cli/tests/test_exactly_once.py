@@ -178,6 +178,35 @@ def test_github_down_during_the_claim_puts_the_run_back_to_queued(env: Env) -> N
     _assert_succeeded_once(env, number)
 
 
+def test_git_down_before_the_agent_puts_the_claimed_run_back_to_queued(env: Env) -> None:
+    """Every attempt of the mirror fetch fails (git's HTTP 503): nothing was spent, so the
+    run is requeued, not failed in public; once git is back the same run finishes."""
+    number = _issue(env)
+    attempts = 5  # GitRetryPolicy's, each failing on its first request
+    down = env.sim.faults.error(503, method="GET", path=r"/info/refs$", count=attempts)
+    assert env.run(number) == 1
+    (run,) = _runs(env)
+    assert run.status == "queued"
+    assert run.pid is None
+    details = [e.detail for e in _events(env, run.id)]
+    assert any(
+        d.startswith("requeued: GitHub's git front end failed before the agent started")
+        for d in details
+    ), details
+    assert "running" not in {e.to_status for e in _events(env, run.id)}
+    log = _run_log(env, run.id)
+    assert f"git clone: transient failure (attempt {attempts - 1} of {attempts}" in log
+    assert not list((env.agent_state / "calls").glob("*")), "the agent must not have started"
+    # Nothing public says "failed": the claim stands (a queued run is in progress).
+    labels = set(env.sim.issue(REPO, number).labels)
+    assert "needs-human" not in labels
+    assert "in-progress" in labels
+    assert not any("failed" in c.body for c in env.sim.comments(REPO, number))
+    assert down.remaining == 0
+    assert env.run(number, "--run-id", run.id) == 0
+    _assert_succeeded_once(env, number)
+
+
 def test_github_down_at_the_end_the_report_waits_in_the_outbox(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -876,6 +876,12 @@ async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, tex
         react,
         partial(github.update_status, repo, number, ctx.run_id, texts.working()),
     )
+    if ctx.mirror is not None:
+        # The mirror fetch (started with the claim) must have worked before the run counts
+        # as running: a git outage that outlasts its retries is still "before the agent
+        # started", and a claimed run goes back to the queue (transient_reason) where a
+        # running one could only fail.
+        await ctx.mirror.wait()
     store.transition(ctx.run_id, RunStatus.RUNNING, detail="claimed", lease=ctx.lease)
     return True
 

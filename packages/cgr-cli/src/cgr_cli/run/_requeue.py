@@ -1,5 +1,8 @@
 """A run whose claim GitHub failed transiently goes back to the queue instead of failing.
 
+The same holds for the mirror fetch that runs beside the claim: git's HTTP failing on
+every retry before the agent started is an outage, not a verdict on the run.
+
 Before the agent starts nothing of value has been spent, and a run that failed there would
 say "failed" in public for what was only GitHub having a bad minute (its writes are
 retried for ``RetryPolicy.write_budget`` seconds first; this is for an outage that outlasts
@@ -23,8 +26,14 @@ REQUEUED = "requeued"
 
 
 def transient_reason(exc: BaseException) -> str | None:
-    """Why ``exc`` is worth trying again later (GitHub down or rate-limited), or None."""
+    """Why ``exc`` is worth trying again later (GitHub's API or git front end down, or
+    rate-limited), or None."""
+    from cgr_cli._errors import GitError
+    from cgr_cli.run._git_retry import is_transient
     from cgr_discovery import GitHubUnavailable, RateLimited
+
+    if isinstance(exc, GitError) and is_transient(exc):
+        return f"GitHub's git front end failed before the agent started ({exc})"
 
     if isinstance(exc, GitHubUnavailable):
         code = f"HTTP {exc.status_code}" if exc.status_code is not None else "no answer"
