@@ -60,10 +60,27 @@ def test_one_502_on_git_push_is_retried(env: Env) -> None:
     env.sim.faults.error(502, method="POST", path=r"git-receive-pack$", count=1)
     assert env.run(number) == 0
     run = _assert_succeeded_once(env, number)
-    assert "git push: transient failure (attempt 1 of 5" in _run_log(env, run.id)
+    assert "git push: transient failure (attempt 1 of 8" in _run_log(env, run.id)
     pushes = [r for r in env.sim.requests if r.path.endswith("git-receive-pack")
               and r.method == "POST"]  # fmt: skip
     assert [r.status for r in pushes] == [502, 200]
+
+
+def test_a_push_is_tried_longer_than_a_fetch(env: Env) -> None:
+    """Six 502s in a row outlast a fetch's five tries; the push of the agent's work still
+    lands (attempt seven of eight)."""
+    from cgr_cli.run._git import PUSH_ATTEMPTS
+
+    number = _issue(env)
+    env.sim.faults.error(502, method="POST", path=r"git-receive-pack$", count=6)
+    assert env.run(number) == 0
+    run = _assert_succeeded_once(env, number)
+    log = _run_log(env, run.id)
+    assert f"git push: transient failure (attempt 6 of {PUSH_ATTEMPTS}" in log
+    assert f"attempt 7 of {PUSH_ATTEMPTS}" not in log
+    pushes = [r for r in env.sim.requests if r.path.endswith("git-receive-pack")
+              and r.method == "POST"]  # fmt: skip
+    assert [r.status for r in pushes] == [502] * 6 + [200]
 
 
 def test_push_applied_but_its_answer_lost_is_not_pushed_again(env: Env) -> None:

@@ -122,6 +122,10 @@ class Identity:
     email: str
 
 
+PUSH_ATTEMPTS = 8
+"""Tries of a push (and of the check that it landed) before the run gives up on it."""
+
+
 class Git:
     """Runs git with the run's token in its environment and a timeout on every call."""
 
@@ -133,6 +137,7 @@ class Git:
         network_timeout: float = 900.0,
         log: Callable[[str], None] | None = None,
         retry: GitRetryPolicy | None = None,
+        push_retry: GitRetryPolicy | None = None,
     ) -> None:
         # A callable token is asked for as each network command starts: a GitHub App's
         # installation token is renewed while a run goes on (run/_github_auth.py).
@@ -145,6 +150,9 @@ class Git:
         self.network_timeout = network_timeout
         self._log = log or (lambda _line: None)
         self.retry = retry or GitRetryPolicy()
+        # A push carries the agent's work, which cost time and money: it is tried longer
+        # (about a minute and a half of waits) than a fetch, which costs nothing to redo.
+        self.push_retry = push_retry or GitRetryPolicy(attempts=PUSH_ATTEMPTS)
         # Checkouts handed to the agent's own account (see ``trust``).
         self._trusted: set[str] = set()
         # Checkouts whose .git/config cgr pinned (see ``guard``): real path → content.
@@ -445,11 +453,11 @@ class Git:
             return None
 
         try:
-            retrying(push, what="push", policy=self.retry, log=self._log, before_retry=landed)
+            retrying(push, what="push", policy=self.push_retry, log=self._log, before_retry=landed)
             return retrying(
                 lambda: self.remote_sha(url, branch, cwd=workdir),
                 what="ls-remote",
-                policy=self.retry,
+                policy=self.push_retry,
                 log=self._log,
             )
         finally:
