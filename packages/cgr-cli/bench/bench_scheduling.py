@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -103,6 +104,17 @@ def overhead(tmp: Path) -> list[float]:
     ]
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process (the simulator's threads) and of every descendant
+    waited for so far (the daemon, ticks, runs, git, agents: each parent waits for its
+    children, so their time adds up here)."""
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
 def cgr(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "cgr_cli", *args, "--config", str(config)]
 
@@ -140,6 +152,7 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
         if latency:
             sim.faults.latency(latency)
         db = tmp / "cgr.sqlite3"
+        cpu_before = cpu_seconds()
         start = time.perf_counter()
         daemon = None
         ticks = 0
@@ -170,6 +183,7 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(60)
         wait_cgr_children()
+        cpu = cpu_seconds() - cpu_before
         total, ended = finished(db)
         outcomes = checked_outcomes(db, mode, issues)
         gaps = sorted(overhead(tmp))
@@ -184,6 +198,9 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
             f"{'ok' if wall <= bound else 'OVER'}{extra}; slot utilisation "
             f"{utilisation(db, wall):.0%}; {sim.rate_limit()['used']} rate-limit points; "
             f"outcomes {outcomes}\n"
+            f"          CPU: {cpu:.1f} s in all ({cpu / issues:.2f} s per run: cgr, git, the "
+            f"agent stand-in and the simulator), {cpu / (os.cpu_count() or 1) / wall:.0%} of "
+            f"{os.cpu_count()} CPUs over the wall time\n"
             f"          row written -> agent start: median {median:.2f} s (bound "
             f"{FIXED_BOUND:g} s) {'ok' if median <= FIXED_BOUND else 'OVER'}, p95 {p95:.2f} s, "
             f"max {max(gaps):.2f} s"
