@@ -477,3 +477,68 @@ echo $$ > "{check_pid}"; exec sleep 60']\n""",
     assert _gone(int(check_pid.read_text()))
     assert _gone(int(daemon_pid.read_text()))
     assert env.sim.pull_requests(REPO) == []
+
+
+def _repo_with(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A repository whose one commit holds ``files`` (a path ending in "/" is a directory)."""
+    import subprocess
+
+    work = tmp_path / "work"
+    for name, text in files.items():
+        target = work / name
+        if name.endswith("/"):
+            (target / "inside").parent.mkdir(parents=True, exist_ok=True)
+            (target / "inside").write_text(text)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(work)]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "files"], check=True)
+    return work / ".git"
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({".cgr.toml/": "x"}, ".cgr.toml is a tree, not a file"),
+        ({".github/cgr.toml": "#" * 70_000}, ".github/cgr.toml is 70000 bytes; at most"),
+        (
+            {".github/cgr.toml": 'instructions_file = "docs"\n', "docs/": "x"},
+            "docs is a tree, not a file",
+        ),
+        (
+            {".github/cgr.toml": 'instructions_file = "doc"\n', "docs/a.md": "x"},
+            "instructions_file = 'doc': no such file on the default branch",
+        ),
+    ],
+)
+def test_the_repo_file_is_read_only_when_it_is_a_file_of_bounded_size(
+    tmp_path: Path, files: dict[str, str], message: str
+) -> None:
+    """One ``ls-tree`` tells which of the files exist, their kind and size: a directory, an
+    oversized file and a path that only prefixes an entry are refused by name."""
+    from cgr_cli._errors import ConfigError
+    from cgr_cli.config._load import parse_config
+    from cgr_cli.run._git import Git
+    from cgr_cli.run._repo_file import read_repo_settings
+
+    git_dir = _repo_with(tmp_path, files)
+    with pytest.raises(ConfigError) as caught:
+        read_repo_settings(Git(token=None), git_dir, parse_config({}))
+    assert message in str(caught.value)
+
+
+def test_the_repo_file_and_its_instructions_are_read_from_one_listing(tmp_path: Path) -> None:
+    from cgr_cli.config._load import parse_config
+    from cgr_cli.run._git import Git
+    from cgr_cli.run._repo_file import read_repo_settings
+
+    git_dir = _repo_with(tmp_path, {
+        ".cgr.toml": 'instructions_file = "docs/agents.md"\n[agent]\nmax_turns = 5\n',
+        "docs/agents.md": "Run the linter first.\n",
+    })  # fmt: skip
+    settings = read_repo_settings(Git(token=None), git_dir, parse_config({}))
+    assert settings.config.agent.max_turns == 5
+    assert settings.instructions == "Run the linter first."

@@ -11,7 +11,7 @@ remote's ``HEAD``. ``instructions_file`` is read from that same commit.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ def read_repo_settings(git: Git, git_dir: Path, host: Config, *, rev: str = "HEA
     ``ConfigError`` (naming the file and key) when the file is invalid."""
     sha = git.run(["rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], cwd=git_dir)
     commit = sha.stdout.strip()
-    present = [p for p in REPO_FILE_PATHS if _exists(git, git_dir, commit, p)]
+    found = _entries(git, git_dir, commit, REPO_FILE_PATHS)
+    present = [p for p in REPO_FILE_PATHS if p in found]
     if not present:
         return RepoSettings.host_only(host)
     if len(present) > 1:
@@ -45,20 +46,24 @@ def read_repo_settings(git: Git, git_dir: Path, host: Config, *, rev: str = "HEA
         )
     path = present[0]
     repo = parse_repo_file(
-        _blob(git, git_dir, commit, path, limit=MAX_FILE_BYTES, source=path), source=path
+        _blob(git, git_dir, commit, path, found[path], limit=MAX_FILE_BYTES, source=path),
+        source=path,
     )
     instructions = repo.instructions or ""
     instructions_source = f"{path}@{commit[:7]}" if repo.instructions else None
     if repo.instructions_file is not None:
         where = repo.instructions_file
-        if not _exists(git, git_dir, commit, where):
+        entry = _entries(git, git_dir, commit, [where]).get(where)
+        if entry is None:
             raise ConfigError(
                 f"instructions_file = {where!r}: no such file on the default branch",
                 key="instructions_file",
                 source=path,
             )
         # Characters are at most 4 bytes: read enough for the limit, then count characters.
-        text = _blob(git, git_dir, commit, where, limit=MAX_INSTRUCTIONS_CHARS * 4, source=path)
+        text = _blob(
+            git, git_dir, commit, where, entry, limit=MAX_INSTRUCTIONS_CHARS * 4, source=path
+        )
         if len(text) > MAX_INSTRUCTIONS_CHARS:
             raise ConfigError(
                 f"instructions_file = {where!r}: {len(text)} characters; at most "
@@ -105,16 +110,37 @@ def fetch_for(config: Config, repo: str, *, timeout: float | None = None) -> Rep
     return fetch_repo_settings(git, clone_url(config.github.api_url, repo), config)
 
 
-def _exists(git: Git, git_dir: Path, commit: str, path: str) -> bool:
-    done = git.run(["cat-file", "-e", f"{commit}:{path}"], cwd=git_dir, check=False)
-    return done.returncode == 0
+def _entries(
+    git: Git, git_dir: Path, commit: str, paths: Sequence[str]
+) -> dict[str, tuple[str, int | None]]:
+    """The ones of ``paths`` that exist at ``commit``: path → (object type, size; None for
+    a tree). One ``ls-tree`` for all of them (a run asks this before every agent start)."""
+    listed = git.run(["ls-tree", "-l", "-z", commit, "--", *paths], cwd=git_dir).stdout
+    entries: dict[str, tuple[str, int | None]] = {}
+    for record in listed.split("\0"):
+        meta, tab, name = record.partition("\t")
+        fields = meta.split()
+        if not tab or len(fields) != 4:
+            continue
+        # Paths are matched as prefixes ("a" lists "a/b" too): keep exact names only.
+        if name in paths:
+            entries[name] = (fields[1], int(fields[3]) if fields[3].isdigit() else None)
+    return entries
 
 
-def _blob(git: Git, git_dir: Path, commit: str, path: str, *, limit: int, source: str) -> str:
-    kind = git.run(["cat-file", "-t", f"{commit}:{path}"], cwd=git_dir).stdout.strip()
-    if kind != "blob":
+def _blob(
+    git: Git,
+    git_dir: Path,
+    commit: str,
+    path: str,
+    entry: tuple[str, int | None],
+    *,
+    limit: int,
+    source: str,
+) -> str:
+    kind, size = entry
+    if kind != "blob" or size is None:
         raise ConfigError(f"{path} is a {kind}, not a file", source=source)
-    size = int(git.run(["cat-file", "-s", f"{commit}:{path}"], cwd=git_dir).stdout.strip())
     if size > limit:
         raise ConfigError(f"{path} is {size} bytes; at most {limit} are read", source=source)
     try:
