@@ -404,7 +404,8 @@ class Git:
         mirror: Path | None,
         lease: str | None = None,
     ) -> str | None:
-        """Push the checkout's HEAD to ``branch`` at ``url``; return the remote's sha after.
+        """Push the checkout's HEAD to ``branch`` at ``url``; return the sha pushed (the
+        remote branch's from then on).
 
         The push runs from ``workdir``, a bare repository cgr creates (borrowing the
         mirror's objects through ``alternates``), never from the agent's checkout. Never a
@@ -454,12 +455,9 @@ class Git:
 
         try:
             retrying(push, what="push", policy=self.push_retry, log=self._log, before_retry=landed)
-            return retrying(
-                lambda: self.remote_sha(url, branch, cwd=workdir),
-                what="ls-remote",
-                policy=self.push_retry,
-                log=self._log,
-            )
+            # Pushed (git exits 0 only once the remote ref is updated) or found landed: the
+            # remote branch is at ``local``; no ls-remote round trip to be told so.
+            return local
         finally:
             _rmtree(workdir)
 
