@@ -97,6 +97,40 @@ def test_push_applied_but_its_answer_lost_is_not_pushed_again(env: Env) -> None:
     assert len(pushes) <= 2
 
 
+def test_a_resent_push_rejected_while_its_check_fails_is_tried_again(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The push is applied, its answer lost; libcurl resends it and the resend is
+    "rejected" (the ref moved: by this very push). The ls-remote that would tell fails
+    too. Unknown is not a verdict: the push is tried again, looking first, and the run
+    succeeds with the one push."""
+    from cgr_cli._errors import GitError
+    from cgr_cli.run._git import Git
+
+    number = _issue(env)
+    env.sim.faults.drop_after_apply(method="POST", path=r"git-receive-pack$")
+    real_remote_sha = Git.remote_sha
+    checks: list[str] = []
+
+    def first_check_fails(self: Git, url: str, branch: str, **kw: Any) -> str | None:
+        checks.append(branch)
+        if len(checks) == 1:
+            raise GitError("ls-remote", 128, "error: RPC failed; HTTP 502 curl 22")
+        return real_remote_sha(self, url, branch, **kw)
+
+    monkeypatch.setattr(Git, "remote_sha", first_check_fails)
+    assert env.run(number) == 0
+    run = _assert_succeeded_once(env, number)
+    log = _run_log(env, run.id)
+    assert "could not check whether the push landed (git ls-remote failed)" in log
+    assert "git push: the earlier attempt landed; not repeating it" in log
+    assert len(checks) == 2
+    pushes = [r for r in env.sim.requests if r.path.endswith("git-receive-pack")
+              and r.method == "POST"]  # fmt: skip
+    assert pushes[0].fault == "drop_after"
+    assert len(pushes) <= 2  # the original and libcurl's resend; cgr sent none again
+
+
 def test_one_500_on_the_claims_comment_post(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     number = _issue(env)
     env.sim.faults.error(500, method="POST", path=rf"/issues/{number}/comments$", count=1)

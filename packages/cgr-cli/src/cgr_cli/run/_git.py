@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cgr_cli._errors import GitError, RebaseConflictError
 from cgr_cli.config._load import FORBIDDEN_PASSTHROUGH
-from cgr_cli.run._git_retry import GitRetryPolicy, retrying
+from cgr_cli.run._git_retry import GitRetryPolicy, OutcomeUnknownError, retrying
 
 # Variables that would make git talk to another repository or config than the one we name.
 _STRIP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
@@ -448,8 +448,10 @@ class Git:
                     if landed() is not None:
                         self._log("git push: the earlier attempt landed; not repeating it")
                         return None
-                except GitError:
-                    pass
+                except GitError as check:
+                    # Whether it landed is unknown, so this is not a verdict (even a
+                    # "rejected" may be our own resent push): try again, looking first.
+                    raise OutcomeUnknownError("push", check) from None
                 raise
             return None
 

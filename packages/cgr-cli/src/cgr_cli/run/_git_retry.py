@@ -54,8 +54,20 @@ _TRANSIENT = re.compile(
 )
 
 
+class OutcomeUnknownError(GitError):
+    """A network command failed and the check of whether it took effect failed too (a
+    push git called rejected may have been its own resent request): always worth another
+    try, which checks first."""
+
+    def __init__(self, command: str, check: GitError) -> None:
+        why = f"could not check whether the {command} landed (git {check.command} failed)"
+        super().__init__(command, check.returncode, f"{(check.output or '').rstrip()}\n{why}")
+
+
 def is_transient(error: GitError) -> bool:
     """Whether a failed network git command is worth repeating."""
+    if isinstance(error, OutcomeUnknownError):
+        return True
     if error.returncode is None:  # killed at its timeout: a stalled connection
         return True
     return _TRANSIENT.search(error.output or "") is not None
