@@ -325,19 +325,17 @@ def e2e(session: nox.Session, claude: str) -> None:
 
 
 @nox.session
-@nox.parametrize("package", [p for p in PACKAGES if (PACKAGES_DIR / p / "bench").is_dir()])
-def bench(session: nox.Session, package: str) -> None:
-    """Benchmarks: each package's bench/ scripts print their figures.
-
-    One virtualenv per package, holding what that package's tests install and no more: in
-    one shared venv cgr-exec's test-only trio was installed, and httpcore imports trio when
-    it is there (~50 ms of CPU in every `cgr` process), which a user's install never pays.
-    """
-    _install_isolated(session, package, "test")
-    if package in ("cgr-store", "cgr-cli"):
-        _install_postgres_server(session)
-    for script in sorted((PACKAGES_DIR / package / "bench").glob("bench_*.py")):
-        session.run("python", str(script), env={"PYTHONUNBUFFERED": "1"})
+def bench(session: nox.Session) -> None:
+    """Benchmarks: each package's bench/ scripts print their figures."""
+    for package in PACKAGES:
+        scripts = sorted((PACKAGES_DIR / package / "bench").glob("bench_*.py"))
+        if not scripts:
+            continue
+        _install_isolated(session, package, "test")
+        if package in ("cgr-store", "cgr-cli"):
+            _install_postgres_server(session)
+        for script in scripts:
+            session.run("python", str(script), env={"PYTHONUNBUFFERED": "1"})
 
 
 @nox.session
