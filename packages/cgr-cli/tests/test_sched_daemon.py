@@ -53,6 +53,43 @@ def test_daemon_runs_every_issue_within_the_limit_and_owns_the_store(
 
 
 @pytest.mark.slow
+def test_a_child_ending_refills_its_slot_from_the_pending_repository_alone(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
+    """Three ready issues in one repository, one slot, a second (idle) repository, a poll
+    interval far longer than the runs: each child's end starts the next issue at once, and
+    the passes it wakes read only the repository whose jobs were pending; the idle one is
+    read by the interval's full passes alone."""
+    other = "acme/gadgets"
+    env.sim.create_repo(other, labels=["ready", "in-progress", "needs-human", "cgr-done"])
+    config = sched.config(polling={"max_concurrency": 1, "interval_seconds": 60})
+    text = config.read_text()
+    config.write_text(text.replace(f'repositories = ["{REPO}"]',
+                                   f'repositories = ["{REPO}", "{other}"]', 1))  # fmt: skip
+    issues = env.sim.seed_ready_issues(REPO, 3)
+    log = tmp_path / "daemon.log"
+    daemon = sched.start("daemon", "--grace", "5", log=log)
+    try:
+        sched.wait_until(
+            lambda: len(sched.runs()) == 3 and sched.all_terminal(),
+            45,  # well inside the 60 s interval: only children's ends can have woken it
+            "the three runs, one after another",
+            lambda: sched.explain(log),
+        )
+    finally:
+        assert sched.stop(daemon) == 0, log.read_text()
+
+    def issue_lists(repo: str) -> int:
+        path = f"/repos/{repo}/issues"
+        return sum(1 for r in env.sim.requests if r.method == "GET" and r.path == path)
+
+    assert issue_lists(other) == 1  # the first, full pass
+    assert issue_lists(REPO) >= 3  # the full pass and one per child's end
+    sched.wait_all_gone("children to be gone")
+    sched.assert_consistent(issues)
+
+
+@pytest.mark.slow
 def test_daemon_ends_a_hung_child_of_its_own(
     env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:

@@ -11,7 +11,9 @@ The loop, every ``polling.interval_seconds``:
   children included (a finished child is collected first, so only a child that died
   without ending its run, or one that hangs, is ended here);
 - schedule: free slots = the concurrency limit minus this host's live runs (so children
-  of an earlier daemon or of ``cgr tick`` count too); discover; write the runs; start
+  of an earlier daemon or of ``cgr tick`` count too); discover (every repository once per
+  interval; a pass woken by a child's end reads only the repositories whose jobs the last
+  pass left pending for want of a slot, see ``_Pending``); write the runs; start
   ``python -m cgr_cli run --config … --run-id …`` for each through cgr-exec's subprocess
   strategy (own session and process group, own log file).
 
@@ -30,10 +32,11 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import msgspec
 
 from cgr_cli.config._model import Config
 from cgr_cli.schedule._fleet import Fleet, fleet_pass, join_fleet
@@ -44,10 +47,14 @@ from cgr_cli.schedule._plan import PassReport, plan_pass
 from cgr_cli.schedule._runs import cgr_argv, free_slots, record_child, run_args
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from cgr_cli.schedule._metrics import Metrics
     from cgr_cli.schedule._webhooks import WebhookIntake
     from cgr_exec import ChildHandle, ProcessIdentity, SubprocessExecutor
-    from cgr_store import Store
+    from cgr_store import Run, Store
+
+    PlanPass = Callable[..., Awaitable[list[Run]]]
 
 log = logging.getLogger("cgr.daemon")
 
@@ -83,6 +90,7 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
     stop = anyio.Event()
     cancelled_since: dict[str, float] = {}
     unclaimed: set[str] = set()  # started children whose claim is not yet measured
+    pending = _Pending()
     listener = await _bind_webhooks(config)
     store = open_config_store(config)
     try:
@@ -137,6 +145,7 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
                         executor=executor, host=host, me=me, wake=wake,
                         cancelled_since=cancelled_since, unclaimed=unclaimed,
                         metrics=metrics, reap_due=reap_due, intake=intake, fleet=fleet,
+                        pending=pending,
                     )  # fmt: skip
                     github.save_cache()
                 except Exception:
@@ -270,6 +279,7 @@ async def _iteration(
     reap_due: bool = True,
     intake: WebhookIntake | None = None,
     fleet: Fleet | None = None,
+    pending: _Pending | None = None,
 ) -> None:
     from cgr_cli.run._report import Outcome
     from cgr_cli.schedule._reaper import end_run, reap
@@ -303,7 +313,7 @@ async def _iteration(
     report = PassReport()
     # PostgreSQL: the leader polls, every host claims (_fleet); SQLite: plan_pass, or with
     # webhooks a full poll only when reconciliation is due, else the hinted repos.
-    plan = plan_pass if intake is None else intake.plan
+    plan = _plan_for(intake, pending, reap_due=reap_due)
     planned = await fleet_pass(
         fleet, store, github, running=len(executor.running), slots=slots, report=report,
         hints=intake.take_hints if intake is not None else None,
@@ -333,6 +343,8 @@ async def _iteration(
         log.info(
             "started run %s for %s#%s (pid %d, %s)", run.id, run.repo, run.target, handle.pid, how
         )
+    if pending is not None:
+        pending.note(report)
     if report.pending or report.errors:
         log.info("pending: %s; errors: %s", report.pending, report.errors)
     for backoff in report.backed_off:
@@ -340,6 +352,47 @@ async def _iteration(
             "backed off: %s#%d failed %d time(s) before its claim; tried again from %s",
             backoff.repo, backoff.target, backoff.failures, backoff.retry_at.isoformat(),
         )  # fmt: skip
+
+
+def _plan_for(
+    intake: WebhookIntake | None, pending: _Pending | None, *, reap_due: bool
+) -> PlanPass:
+    """The SQLite pass: the webhook intake's, else every repository once per interval and
+    the pending ones on a pass woken by a child's end."""
+    if intake is not None:
+        return intake.plan
+    if pending is not None and not reap_due:
+        return pending.narrowed(plan_pass)
+    return plan_pass
+
+
+class _Pending:
+    """The repositories whose jobs the last pass left pending (no free slot).
+
+    A pass woken by a child's end has one slot to fill, and the jobs for it were seen a
+    moment ago: re-reading every repository for them (three lists each) cost the daemon
+    more CPU than the run it was about to start on a busy host. So such a pass reads only
+    these repositories, afresh (nothing of the old listing is trusted: labels, assignees
+    and comments are read again); every other repository waits for the interval's full
+    pass, as it would have with no child ending.
+    """
+
+    def __init__(self) -> None:
+        self.repos: set[str] | None = None  # None: no pass yet, read them all
+
+    def note(self, report: PassReport) -> None:
+        self.repos = {where.rpartition("#")[0] for where in report.pending}
+
+    def narrowed(self, plan: PlanPass) -> PlanPass:
+        if self.repos is None:
+            return plan
+        repos = sorted(self.repos)
+
+        async def narrowed_pass(config: Config, *args: Any, **kwargs: Any) -> list[Run]:
+            narrowed = msgspec.structs.replace(config, repositories=repos)
+            return await plan(narrowed, *args, **kwargs)
+
+        return narrowed_pass
 
 
 def _measure_claims(store: Store, unclaimed: set[str], metrics: Metrics) -> None:
