@@ -160,3 +160,13 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     # A --config that names no file: 3, "not found" (the README's exit code table).
     assert main(["config", "check", "--config", str(tmp_path / "nope.toml")]) == 3
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_repositories_read_at_once_reach_discovery() -> None:
+    from cgr_cli.schedule._github import discovery_config
+
+    assert discovery_config(parse_config({}), "bot").max_concurrent_repos == 32
+    tuned = parse_config({"polling": {"max_concurrent_repos": 5}})
+    assert discovery_config(tuned, "bot").max_concurrent_repos == 5
+    with pytest.raises(ConfigError, match="max_concurrent_repos"):
+        parse_config({"polling": {"max_concurrent_repos": 0}})

@@ -30,6 +30,7 @@ BAD_VALUES = [
     ("[polling]\ninterval_seconds = 1e12", "polling.interval_seconds", "at most"),
     ("[agent]\nmax_cost_usd = 1e300", "agent.max_cost_usd", "at most"),
     ("[polling]\nmax_concurrency = 100000", "polling.max_concurrency", "at most 1024"),
+    ("[polling]\nmax_concurrent_repos = 5000", "polling.max_concurrent_repos", "at most 1024"),
     ("[cleanup]\nretention_days = 1e9", "cleanup.retention_days", "at most 3650"),
     ("repositories = ['../x']", "repositories[0]", "not a GitHub account name"),
     ("repositories = ['-rf/x']", "repositories[0]", "not a GitHub account name"),

@@ -167,7 +167,7 @@ class DiscoveryConfig:
     newest_first: bool = False
     repo_priority: Mapping[str, int] = field(default_factory=dict)
     replay_since: datetime | None = None
-    max_concurrent_repos: int = 16
+    max_concurrent_repos: int = 32
     per_page: int = 100
     policy: TriggerPolicy = field(default_factory=TriggerPolicy)
 

@@ -185,6 +185,7 @@ database = {_q(str(paths.database))}
 [polling]
 # interval_seconds = 60                # for `cgr tick` (its systemd timer) and `cgr daemon`
 # max_concurrency = 3
+# max_concurrent_repos = 32            # repositories a discovery pass reads at once
 
 [webhook]
 # `cgr daemon` receives GitHub webhooks here (a hook posting to / or /webhook), and polls

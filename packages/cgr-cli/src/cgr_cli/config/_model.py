@@ -85,6 +85,9 @@ class BranchingConfig(_Section, frozen=True):
 class PollingConfig(_Section, frozen=True):
     interval_seconds: PositiveFloat = 60.0
     max_concurrency: PositiveInt = 3
+    # Repositories a discovery pass reads at once (three conditional requests each; the
+    # GitHub client's 64 connections bound what is really in flight).
+    max_concurrent_repos: PositiveInt = 32
     # A ready issue whose runs keep failing before the claim (GitHub failing for it) waits
     # base * 2**(failures - 1) seconds, at most max, before a pass tries it again.
     retry_backoff_seconds: PositiveFloat = 60.0

@@ -80,6 +80,7 @@ def discovery_config(config: Config, bot: str) -> DiscoveryConfig:
         blocked_labels=frozenset(config.labels.blocked),
         mentions_first=config.priorities.mentions_first,
         newest_first=config.priorities.order == "newest",
+        max_concurrent_repos=config.polling.max_concurrent_repos,
         policy=TriggerPolicy(
             allow=frozenset(config.trigger.allow_users),
             deny=frozenset(config.trigger.deny_users),
