@@ -4,14 +4,11 @@ renewed before they expire, and an expired or misplaced token is refused."""
 
 from __future__ import annotations
 
-import functools
 import time
 
 import anyio
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from discovery_support import REPO
+from discovery_support import REPO, app_key_pems
 
 from cgr_discovery import (
     AppInstallations,
@@ -28,25 +25,9 @@ APP = 4343
 OTHER = "globex/gears"
 
 
-@functools.cache
-def _pems() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
 def _two_installations(sim: GitHubSimulator) -> tuple[str, int, int]:
     sim.create_repo(OTHER, private=True, labels=("ready",), bot_role=None)
-    bot = sim.register_app(APP, _pems()[1], slug="cgr-multi")
+    bot = sim.register_app(APP, app_key_pems()[1], slug="cgr-multi")
     first = sim.install_app(APP, [REPO])
     second = sim.install_app(APP, [OTHER])
     return bot, first, second
@@ -57,7 +38,7 @@ async def test_each_repository_gets_its_installations_token(sim: GitHubSimulator
     bot, first, second = _two_installations(sim)
     sim.seed_ready_issues(REPO, 1)
     sim.seed_ready_issues(OTHER, 1)
-    auth = AppInstallations(app_id=APP, private_key=_pems()[0])
+    auth = AppInstallations(app_id=APP, private_key=app_key_pems()[0])
     async with GitHubClient(auth=auth, base_url=sim.url) as gh:
         listed = await auth.installations(gh)
         assert sorted(i["id"] for i in listed) == sorted([first, second])
@@ -69,7 +50,7 @@ async def test_each_repository_gets_its_installations_token(sim: GitHubSimulator
         # A repository nobody listed yet: its installation is asked once, then remembered.
         sim.create_repo("globex/late", private=True, bot_role=None)
         sim.add_installation_repositories(second, "globex/late", notify=False)
-        fresh = AppInstallations(app_id=APP, private_key=_pems()[0])
+        fresh = AppInstallations(app_id=APP, private_key=app_key_pems()[0])
         gh.auth = fresh
         await gh.getitem("/repos/globex/late")
         await gh.getitem("/repos/globex/late/issues")
@@ -89,7 +70,7 @@ async def test_each_repository_gets_its_installations_token(sim: GitHubSimulator
 async def test_a_token_reaches_only_its_installation(sim: GitHubSimulator) -> None:
     _, first, _ = _two_installations(sim)
     (number,) = sim.seed_ready_issues(OTHER, 1)
-    auth = AppInstallations(app_id=APP, private_key=_pems()[0])
+    auth = AppInstallations(app_id=APP, private_key=app_key_pems()[0])
     async with GitHubClient(auth=auth, base_url=sim.url) as gh:
         acme = (await auth.installation(str(first)).token(gh)).reveal()
         async with GitHubClient(auth=TokenAuth(acme), base_url=sim.url) as wrong:
@@ -103,15 +84,15 @@ async def test_a_token_reaches_only_its_installation(sim: GitHubSimulator) -> No
                 await wrong.post("/repos/globex/open/labels", data={"name": "x"})
             assert refused.value.status_code == 403
     # restricted to one installation: the other account's repositories are out of reach
-    only = AppInstallations(app_id=APP, private_key=_pems()[0], installation_id=first)
+    only = AppInstallations(app_id=APP, private_key=app_key_pems()[0], installation_id=first)
     async with GitHubClient(auth=only, base_url=sim.url) as gh:
         assert [i["id"] for i in await only.installations(gh)] == [first]
         assert await only.repositories(gh) == [REPO]
-    bad = AppInstallations(app_id=APP, private_key=_pems()[0], installation_id=999)
+    bad = AppInstallations(app_id=APP, private_key=app_key_pems()[0], installation_id=999)
     async with GitHubClient(auth=bad, base_url=sim.url) as gh:
         with pytest.raises(AuthError, match="installation 999 is not an installation"):
             await bad.installations(gh)
-    nowhere = AppInstallations(app_id=APP, private_key=_pems()[0])
+    nowhere = AppInstallations(app_id=APP, private_key=app_key_pems()[0])
     async with GitHubClient(auth=nowhere, base_url=sim.url) as gh:
         sim.create_repo("initech/tps", private=True, bot_role=None)
         with pytest.raises(AuthError, match="not installed on initech/tps"):
@@ -122,7 +103,7 @@ async def test_a_token_reaches_only_its_installation(sim: GitHubSimulator) -> No
 async def test_short_lived_tokens_are_renewed_before_they_expire(sim: GitHubSimulator) -> None:
     _two_installations(sim)
     sim.installation_token_seconds = 2
-    auth = AppInstallations(app_id=APP, private_key=_pems()[0])
+    auth = AppInstallations(app_id=APP, private_key=app_key_pems()[0])
     async with GitHubClient(auth=auth, base_url=sim.url) as gh:
         old = (await auth.token_for(gh, REPO)).reveal()
         await gh.getitem(f"/repos/{REPO}")
@@ -153,7 +134,7 @@ def test_installing_the_app_sends_an_installation_delivery(sim: GitHubSimulator)
         port = probe.getsockname()[1]
     sim.add_webhook(f"http://127.0.0.1:{port}/", "secret", events=["installation"])
     sim.create_repo(OTHER, private=True, bot_role=None)
-    sim.register_app(APP, _pems()[1], slug="cgr-multi")
+    sim.register_app(APP, app_key_pems()[1], slug="cgr-multi")
     ident = sim.install_app(APP, [OTHER])
     sim.install_app(APP, [REPO], notify=False)
     sim.wait_for_deliveries()

@@ -4,7 +4,6 @@ installation tokens for a registered GitHub App whose JWT it verifies."""
 
 from __future__ import annotations
 
-import functools
 import socket
 import threading
 from collections.abc import Iterator
@@ -12,9 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from discovery_support import BOT, REPO
+from discovery_support import BOT, REPO, app_key_pems
 
 from cgr_discovery import (
     AppAuth,
@@ -174,31 +171,11 @@ def test_unreachable_hook_is_logged_as_failed(sim: GitHubSimulator) -> None:
     assert "refused" in (delivery.error or "")  # logged as failed, never retried by itself
 
 
-@functools.cache
-def _key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _pems() -> tuple[str, str]:
-    key = _key()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
 @pytest.mark.anyio
 async def test_app_installation_tokens_and_installation_webhooks(
     sim: GitHubSimulator, receiver: Receiver
 ) -> None:
-    private, public = _pems()
+    private, public = app_key_pems()
     bot = sim.register_app(4242, public, slug="cgr-test")
     assert bot == "cgr-test[bot]"
     installation = sim.install_app(4242, [REPO])
@@ -235,15 +212,10 @@ async def test_app_installation_tokens_and_installation_webhooks(
 
 @pytest.mark.anyio
 async def test_a_jwt_from_another_key_is_refused(sim: GitHubSimulator) -> None:
-    _, public = _pems()
+    _, public = app_key_pems()
     sim.register_app(77, public, slug="other")
     sim.install_app(77, [REPO], installation_id=5)
-    wrong = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = wrong.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
+    pem, _ = app_key_pems("another key")
     async with GitHubClient(
         auth=AppAuth(app_id=77, private_key=pem, installation_id=5), base_url=sim.url
     ) as gh:
