@@ -5,7 +5,6 @@ which records which installation's token made each call and refuses expired toke
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import socket
@@ -14,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cgr_cli import main
-from runworld import REPO, Env
+from runworld import REPO, Env, app_key_pems
 from schedworld import Sched
 
 APP_ID = 4321
@@ -26,22 +23,11 @@ OTHER = "globex/gears"
 LABELS = ["ready", "in-progress", "needs-human", "cgr-done"]
 
 
-@functools.cache
-def _key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 def _register(env: Env) -> tuple[Path, str]:
     """The test App on the simulator; its private key file and its bot login."""
+    private, public = app_key_pems()
     pem = env.root / "app.pem"
-    pem.write_bytes(_key().private_bytes(serialization.Encoding.PEM,
-                                         serialization.PrivateFormat.TraditionalOpenSSL,
-                                         serialization.NoEncryption()))  # fmt: skip
-    public = (
-        _key()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    pem.write_text(private)
     return pem, env.sim.register_app(APP_ID, public, slug="cgr-app")
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runworld import REPO, Env
+from runworld import REPO, Env, app_key_pems
 from schedworld import Sched
 from webhookworld import SECRET, comment_payload, deliver, labeled_payload
 
@@ -246,17 +246,9 @@ def test_as_a_github_app_with_the_simulators_own_deliveries(
 ) -> None:
     """The simulator signs and sends the deliveries (one dropped by its fault); cgr runs
     as a GitHub App: installation tokens for the API and git, its bot `<slug>[bot]`."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private, public = app_key_pems()
     pem = tmp_path / "app.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.TraditionalOpenSSL,
-                                      serialization.NoEncryption()))  # fmt: skip
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    pem.write_text(private)
     bot = env.sim.register_app(4321, public, slug="cgr-app")
     env.sim.install_app(4321, [REPO])
     port = _free_port()
