@@ -179,12 +179,17 @@ elif SCENARIO == "slow":
         time.sleep(0.4)
     result("Wrote four steps.")
 elif SCENARIO == "slow_unique":
-    # Slow, and files no other call writes: two runs in turn on one branch both have work.
-    # 3 s in all: long enough for a second `cgr run` started meanwhile to reach the shared
-    # checkout's lock on a loaded machine (its start-up includes the preflight).
+    # Files no other call writes (two runs in turn on one branch both have work), and the
+    # first call holds its run open until the test opens STATE/gate: a fixed sleep was once
+    # too short on a loaded CI machine for a second `cgr run` to reach the shared checkout's
+    # lock while this one still held it. Later calls find the gate open and go straight on.
+    gate = STATE / "gate"
     for n in range(1, 4):
         write_file(f"work-{os.getpid()}-{n}.txt", f"step {n}\n", n)
-        time.sleep(1.0)
+        time.sleep(0.5)
+    deadline = time.monotonic() + 120
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     result("Wrote three steps.")
 elif SCENARIO == "hostile":
     # An agent that tries to get the token out of cgr's later git commands: hooks that dump

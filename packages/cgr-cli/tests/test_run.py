@@ -676,14 +676,21 @@ def test_issue_and_its_pull_request_take_turns_on_the_shared_checkout(
         b = sched.start(*run, "--number", str(pr_number), "--comment-id", str(on_pr),
                         log=env.root / "b.log")  # fmt: skip
         # Before its agent starts (waiting for the lock, cloning), B keeps heartbeating:
-        # the beat is the whole run's, not only the agent's.
-        beats = set()
-        while len(env.calls()) < 3 and b.poll() is None:
+        # the beat is the whole run's, not only the agent's. A's agent holds the checkout
+        # until the gate opens, and the gate opens only once B says it waits and has beaten
+        # three times, however slowly this machine starts B.
+        beats: set[object] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and b.poll() is None:
             with env.store() as store:
                 beats |= {r.heartbeat_at for r in store.active_runs()
                           if r.target == pr_number and r.status.value == "running"}  # fmt: skip
+            if len(beats - {None}) >= 3 and "the checkout is in use" in _run_logs(env, pr_number):
+                break
             time.sleep(0.05)
+        assert len(env.calls()) == 2, "B's agent started while A held the checkout"
         assert len(beats - {None}) >= 3, beats
+        (env.agent_state / "gate").touch()
         assert a.wait(timeout=60) == 0, (env.root / "a.log").read_text()
         assert b.wait(timeout=60) == 0, (env.root / "b.log").read_text()
     finally:
@@ -699,7 +706,7 @@ def test_issue_and_its_pull_request_take_turns_on_the_shared_checkout(
     assert f"the checkout is in use by run {run_a.id}" in log_b
     assert "got the checkout after waiting" in log_b
     call_a, call_b = env.calls()[1:]
-    # B's agent started only after A's agent (three 0.5 s steps) and A's push were done.
+    # B's agent started only after A's agent (three 0.5 s steps, then the gate) and A's push.
     start_a = int(next(p.stem for p in (env.agent_state / "calls").glob("*.json")
                        if json.loads(p.read_text())["pid"] == call_a["pid"]))  # fmt: skip
     start_b = int(next(p.stem for p in (env.agent_state / "calls").glob("*.json")
@@ -711,6 +718,14 @@ def test_issue_and_its_pull_request_take_turns_on_the_shared_checkout(
     files = _git_tree(env, branch)
     for call in (call_a, call_b):
         assert f"work-{call['pid']}-3.txt" in files
+
+
+def _run_logs(env: Env, target: int) -> str:
+    """The run.log of every run of ``target`` so far, one after another."""
+    with env.store() as store:
+        ids = [r.id for r in store.recent_runs(100) if r.target == target]
+    logs = (env.workspace / i / "logs" / "run.log" for i in ids)
+    return "".join(p.read_text(errors="replace") for p in logs if p.exists())
 
 
 def _git_tree(env: Env, branch: str) -> list[str]:

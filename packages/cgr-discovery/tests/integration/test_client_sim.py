@@ -156,7 +156,10 @@ async def test_quota_resetting_soon_is_waited_for(
     sim: GitHubSimulator, make_client: ClientFactory
 ) -> None:
     gh = make_client(retry=RetryPolicy(scale=1.0, max_rate_limit_wait=10.0))
-    sim.exhaust_rate_limit(reset_in=1)
+    # The simulator's clock counts whole seconds: a reset "1 s from now" may be a few ms away
+    # (CI once sent the request after it had passed and got a 200 at once). Two whole seconds
+    # are at least one real second, so the first answer is always the 403.
+    sim.exhaust_rate_limit(reset_in=2)
     start = time.monotonic()
     assert (await gh.getitem(REPO_PATH))["full_name"] == REPO
     assert time.monotonic() - start >= 0.5
