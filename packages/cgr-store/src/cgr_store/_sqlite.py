@@ -183,17 +183,32 @@ class SQLiteStore(PerProcessConnection[sqlite3.Connection], SQLStore):
             )
         if version > LATEST_VERSION:
             raise SchemaTooNew(self._path, version, LATEST_VERSION)
-        if version and self._quick_check:
-            # A cheap whole-file check at open, so a damaged file is reported up front
-            # instead of failing some later write. Reopens after fork skip it.
-            try:
-                problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
-            except sqlite3.Error as exc:
-                if _is_busy(exc):
-                    raise
-                raise self._translate(exc) from None
-            if problems != ["ok"]:
-                raise CorruptDatabase(self._path, " ".join(" ".join(problems[:3]).split()))
+        # (A new in-memory database is empty: version 0, nothing to check, and a second
+        # connection to ":memory:" would be another database.)
+        if version and self._quick_check and not self._memory:
+            self._check_whole_file()
+
+    def _check_whole_file(self) -> None:
+        """A cheap whole-file check at open, so a damaged file is reported up front instead
+        of failing some later write. Reopens after fork skip it.
+
+        It runs on a connection of its own, closed at once: measured with the benchmark,
+        every later write of the connection that ran ``quick_check`` was about a third
+        slower for as long as it stayed open (the store at 0.65 x raw sqlite3 instead of
+        0.87 x). ``PRAGMA shrink_memory`` after the check cured it too, which points at
+        what the check leaves in the connection's page cache; a throwaway connection keeps
+        the working one untouched whatever the exact reason."""
+        check = self._connect()
+        try:
+            problems = [row[0] for row in check.execute("PRAGMA quick_check")]
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                raise
+            raise self._translate(exc) from None
+        finally:
+            check.close()
+        if problems != ["ok"]:
+            raise CorruptDatabase(self._path, " ".join(" ".join(problems[:3]).split()))
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         if self._memory:
