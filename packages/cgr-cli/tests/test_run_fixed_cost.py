@@ -110,3 +110,35 @@ def _only_run(env: Env) -> str:
     runs = [p.name for p in env.workspace.iterdir() if p.name.startswith("r-")]
     assert len(runs) == 1
     return runs[0]
+
+
+def test_a_run_process_checks_the_database_file_once(env: Env) -> None:
+    """SQLite's whole-file check reads every page (25 ms at 13 MB): a `cgr run` makes it
+    once - the preflight's for a run of its own, the pick-up's for a queued one - not at
+    each of its opens of the store."""
+    from cgr_store import Run, RunKind, SQLiteStore, new_run_id
+
+    checks: list[str] = []
+    real = SQLiteStore._check_whole_file
+
+    def counted(store: SQLiteStore) -> None:
+        checks.append(os.fspath(store.path))
+        real(store)
+
+    env.monkeypatch.setattr(SQLiteStore, "_check_whole_file", counted)
+    first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
+    assert env.run(first) == 0  # the file is created here: nothing to check yet
+    checks.clear()
+    second = env.sim.create_issue(REPO, "Two", "", author="alice", labels=["ready"])
+    assert env.run(second) == 0
+    assert checks == [os.fspath(env.database)]
+    # A queued run, as a scheduler hands it over with --run-id.
+    third = env.sim.create_issue(REPO, "Three", "", author="alice", labels=["ready"])
+    with env.store() as store:
+        queued = store.create_run(Run(id=new_run_id(), repo=REPO, target=third,
+                                      kind=RunKind.ISSUE))  # fmt: skip
+    checks.clear()
+    assert env.run(third, "--run-id", queued.id) == 0
+    assert checks == [os.fspath(env.database)]
+    with env.store() as store:
+        assert store.get_run(queued.id).status.value == "succeeded"

@@ -150,7 +150,10 @@ async def execute_run(
     agent_cli, secrets = await anyio.to_thread.run_sync(
         _preflight, config, creds.current(), environ
     )
-    store = open_config_store(config)
+    # Without SQLite's whole-file check: this process already made it (the preflight's
+    # check_store, or the pick-up of a queued run), or its scheduler did before forking it.
+    # It reads every page (25 ms at 13 MB, ~11k runs), and each `cgr run` paid it twice.
+    store = open_config_store(config, quick_check=False)
     try:
         # A queued run (the daemon's, a tick's) is picked up before the GitHub client is
         # imported or opened: its row names this process at once, and nothing of GitHub's
