@@ -6,9 +6,9 @@ Shown: the agent's uid is the account's; it writes and commits in its checkout; 
 read cgr's configuration, env file or store, nor list the workspace; cgr's own git after
 it (commit, the secret gate's log, the local fetch it publishes from) works in a checkout
 another uid owns, without "dubious ownership"; the PR is opened; the run's directories are
-closed to the account again at the end. A workspace the account cannot reach, and a missing
-account, are refused before the claim with a message naming what to fix; ``cgr doctor``
-says what is in force and what is wrong.
+closed to the account again at the end, or by ``cgr reap`` when the run was killed first.
+A workspace the account cannot reach, and a missing account, are refused before the claim
+with a message naming what to fix; ``cgr doctor`` says what is in force and what is wrong.
 """
 
 from __future__ import annotations
@@ -274,3 +274,61 @@ def test_set_up_checks_and_a_second_attempt_run_as_the_account(
     checkout = env.workspace / "targets" / "acme" / "widgets" / str(number) / "repo"
     assert (checkout / "setup-uid.txt").read_text().strip() == str(account.pw_uid)
     assert "dubious ownership" not in (rd / "logs" / "run.log").read_text()
+
+
+def test_a_killed_run_is_closed_to_the_account_by_reap(
+    env: Env, account: pwd.struct_passwd, shared: Path
+) -> None:
+    """A user-mode run SIGKILLed while its agent works never reaches its own end, which
+    closes its directories to the account; `cgr reap` ends what it left and closes them."""
+    import signal
+    import sys
+    import time
+
+    from cgr_cli import main
+
+    _configure(env, "user", account.pw_name, "hang", {})
+    number = env.sim.create_issue(REPO, "Do the thing", "", author="alice", labels=["ready"])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
+         "--repo", REPO, "--number", str(number)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    hung = env.agent_state / "hostile.json"
+    try:
+        deadline = time.monotonic() + 60
+        while not hung.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert hung.exists(), "the agent never started"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    target = env.workspace / "targets" / "acme" / "widgets" / str(number)
+    (rd,) = [p for p in env.workspace.iterdir() if p.name.startswith("r-")]
+    # Left open to the account by the killed run (search only) ...
+    assert stat.S_IMODE(target.stat().st_mode) & stat.S_IXOTH
+    assert stat.S_IMODE(rd.stat().st_mode) & stat.S_IXOTH
+    assert main(["reap", "--config", str(env.config_path)]) == 0
+    # ... closed again by the reaper, the run ended and its agent gone.
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    assert stat.S_IMODE(rd.stat().st_mode) == 0o700
+    with env.store() as store:
+        (run,) = store.recent_runs(10)
+    assert run.status.value == "failed"
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit()
+                and _uid_of(int(pid)) == account.pw_uid]  # fmt: skip
+
+
+def _uid_of(pid: int) -> int | None:
+    """The uid of a live process (None once it is gone or a zombie: dead, not yet waited
+    for by whoever adopted it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            if stat_file.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return None
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None

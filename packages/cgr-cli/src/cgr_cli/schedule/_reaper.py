@@ -289,6 +289,31 @@ def end_processes(config: Config, run: Run, grace: float) -> None:
     except Exception:
         log.warning("ending the leftovers of run %s failed", run.id, exc_info=True)
     kill_strays(config, run, grace)
+    try:
+        close_to_account(config, run)
+    except OSError:
+        log.warning("closing run %s's directories to the agent's account failed", run.id,
+                    exc_info=True)  # fmt: skip
+
+
+def close_to_account(config: Config, run: Run) -> None:
+    """Close the run's and its target's directories to the agent's account again (user
+    modes only), as the run's own end does (run/_agent_account.take_back): a run killed
+    before its end left them searchable by the account, which every user-mode run shares,
+    so a later agent could have reached this run's checkout and temp dir. Its processes
+    are gone when this runs; a checkout another run holds now is that run's and is left
+    open."""
+    from cgr_cli.run._agent_account import take_back, uses_account
+    from cgr_cli.run._workspace import Workspace, lock_holder
+
+    if not uses_account(config):
+        return
+    ws = Workspace.for_run(config.workspace_root, run.id, run.repo, run.target)
+    places = [ws.run_dir / "tmp"]
+    checkout = Path(os.readlink(ws.repo_link) if ws.repo_link.is_symlink() else ws.checkout)
+    if lock_holder(checkout.with_name("repo.lock")) in (None, run.id):
+        places.append(checkout)
+    take_back(places, config.workspace_root)
 
 
 def kill_strays(config: Config, run: Run, grace: float) -> None:
