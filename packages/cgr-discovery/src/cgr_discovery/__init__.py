@@ -17,7 +17,7 @@ from ._errors import (
     RateLimited,
     WebhookError,
 )
-from ._jobs import apply_policy
+from ._jobs import LabellerMemo, apply_policy
 from ._markers import (
     find_post_key,
     find_status_run_id,
@@ -64,6 +64,7 @@ __all__ = [
     "Job",
     "JobKind",
     "LRUCache",
+    "LabellerMemo",
     "Mention",
     "PersistentCache",
     "PollResult",

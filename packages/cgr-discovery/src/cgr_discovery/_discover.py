@@ -19,6 +19,7 @@ import gidgethub
 from ._client import GitHubClient
 from ._errors import DiscoveryError
 from ._jobs import (
+    LabellerMemo,
     PermissionCache,
     comment_job,
     parse_time,
@@ -82,6 +83,7 @@ async def discover(
     *,
     cursors: Iterable[StreamCursor] = (),
     processed: Collection[str] = frozenset(),
+    labellers: LabellerMemo | None = None,
 ) -> PollResult:
     """Poll ``repos`` (``owner/name``) for work, at most ``max_concurrent_repos`` at once.
 
@@ -92,7 +94,9 @@ async def discover(
     on every poll that sees it). Ready issues (``ready:<repo>#<n>``) need not be listed:
     an issue being worked on carries the in-progress label and is skipped anyway.
     A repository that fails is reported in ``PollResult.errors`` and its cursors are left
-    out (keep the old ones); the other repositories are unaffected.
+    out (keep the old ones); the other repositories are unaffected. ``labellers``: who
+    applied each ready label, kept from poll to poll by a caller that polls again (a
+    daemon), so a ready issue still waiting for a slot does not cost a request per poll.
     """
     for full_name in repos:
         split_repo(full_name)
@@ -106,6 +110,7 @@ async def discover(
                 gh=gh,
                 config=config,
                 processed=processed,
+                permissions=PermissionCache(gh, labellers),
             )
             await _poll_repo(part, full_name, by_key)
             results[full_name] = part

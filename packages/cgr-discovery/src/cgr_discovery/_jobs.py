@@ -126,21 +126,85 @@ def comment_job(
     )
 
 
+class LabellerMemo:
+    """Who applied an issue's ready label, remembered from one poll to the next.
+
+    A ready issue that waits for a free slot is listed again by every poll, and each poll
+    asked its events again: with a backlog of N ready issues that is N requests per poll
+    (304s, free of rate-limit points, but each a round trip and CPU on both ends). The
+    answer can only change when the label is removed or applied again, and either moves
+    the issue's ``updated_at``: an entry is used only for the same ``updated_at``.
+    GitHub's timestamps have whole seconds, so a re-labelling within the second of the
+    answer could keep ``updated_at``; an answer read less than ``SETTLE_SECONDS`` after
+    the issue's last change (by GitHub's clock) is not remembered. Write access is still
+    asked on every poll (:class:`PermissionCache`): it can be revoked at any time.
+    """
+
+    SETTLE_SECONDS = 2.0
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, int, str], tuple[datetime, dict[str, Any] | None]] = {}
+
+    @staticmethod
+    def _key(repo: str, number: int, label: str) -> tuple[str, int, str]:
+        return repo.lower(), number, label.lower()
+
+    def get(
+        self, repo: str, number: int, label: str, updated_at: datetime
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """(found, actor) for the issue as of ``updated_at``."""
+        entry = self._entries.get(self._key(repo, number, label))
+        if entry is None or entry[0] != updated_at:
+            return False, None
+        return True, entry[1]
+
+    def put(
+        self,
+        repo: str,
+        number: int,
+        label: str,
+        updated_at: datetime,
+        actor: dict[str, Any] | None,
+        *,
+        read_at: datetime,
+    ) -> None:
+        if (read_at - updated_at).total_seconds() < self.SETTLE_SECONDS:
+            return
+        key = self._key(repo, number, label)
+        self._entries.pop(key, None)
+        self._entries[key] = (updated_at, actor)
+        while len(self._entries) > self.max_entries:  # the oldest written goes first
+            del self._entries[next(iter(self._entries))]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class PermissionCache:
     """Write access per (repository, login), asked once per poll through the API; and who
-    applied an issue's ready label, from the issue events API."""
+    applied an issue's ready label, from the issue events API (remembered across polls in
+    ``memo`` when one is given)."""
 
-    def __init__(self, gh: GitHubClient) -> None:
+    def __init__(self, gh: GitHubClient, memo: LabellerMemo | None = None) -> None:
         self.gh = gh
+        self.memo = memo
         self._known: dict[tuple[str, str], bool] = {}
 
-    async def labeller(self, repo: str, number: int, label: str) -> dict[str, Any] | None:
+    async def labeller(
+        self, repo: str, number: int, label: str, updated_at: datetime | None = None
+    ) -> dict[str, Any] | None:
         """The ``actor`` (a user object) of the issue's latest ``labeled`` event for
         ``label`` (case-insensitive), or ``None`` when there is none.
 
         The events list is oldest first and read whole (an issue rarely has more than a
-        page); gidgethub's ETag cache makes an unchanged list a free 304.
+        page); gidgethub's ETag cache makes an unchanged list a free 304. With a memo and
+        the issue's ``updated_at``, an answer for the same ``updated_at`` is not asked again.
         """
+        if self.memo is not None and updated_at is not None:
+            found, remembered = self.memo.get(repo, number, label, updated_at)
+            if found:
+                return remembered
         owner, _, name = repo.partition("/")
         actor: dict[str, Any] | None = None
         async for event in self.gh.getiter(
@@ -152,6 +216,8 @@ class PermissionCache:
             named = str((event.get("label") or {}).get("name", ""))
             if named.lower() == label.lower() and isinstance(event.get("actor"), dict):
                 actor = event["actor"]
+        if self.memo is not None and updated_at is not None:
+            self.memo.put(repo, number, label, updated_at, actor, read_at=self.gh.server_now())
         return actor
 
     async def has_write(self, repo: str, login: str) -> bool:
@@ -207,7 +273,7 @@ async def _screen_ready(
 ) -> Job | Rejected:
     label = config.ready_label
     where = f"{job.repo}#{job.number}"
-    actor = await permissions.labeller(job.repo, job.number, label)
+    actor = await permissions.labeller(job.repo, job.number, label, job.updated_at)
     if actor is None:
         return Rejected(
             job=job,

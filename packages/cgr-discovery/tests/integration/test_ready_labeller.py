@@ -15,6 +15,7 @@ from cgr_discovery import (
     DiscoveryConfig,
     GitHubClient,
     JobKind,
+    LabellerMemo,
     TriggerPolicy,
     apply_policy,
     discover,
@@ -156,3 +157,81 @@ async def test_webhook_labeled_delivery_is_rechecked_through_the_events_api(
     allowed, rejected = await apply_policy(gh, event.jobs, CONFIG)
     assert allowed == ()
     assert [(r.job.number, r.code) for r in rejected] == [(number, "no_write_access")]
+
+
+def _events_asked(sim: GitHubSimulator) -> list[str]:
+    return [r.path for r in sim.requests if r.path.endswith("/events")]
+
+
+async def test_a_waiting_ready_issue_is_not_asked_who_labelled_it_on_every_poll(
+    sim: GitHubSimulator, gh: GitHubClient
+) -> None:
+    """A daemon keeps one LabellerMemo: a ready issue still waiting for a slot costs no
+    events request on the next polls, while its labeller's write access is still asked."""
+    people(sim)
+    number = sim.create_issue(REPO, "Waiting", author="mallory")
+    sim.add_labels(REPO, number, "ready", actor="maint")
+    sim.advance_clock(5)  # the label is older than LabellerMemo.SETTLE_SECONDS
+    memo = LabellerMemo()
+    first = await discover(gh, [REPO], CONFIG, labellers=memo)
+    assert [(j.number, j.labelled_by) for j in first.jobs] == [(number, "maint")]
+    assert len(_events_asked(sim)) == 1
+    assert len(memo) == 1
+    sim.clear_requests()
+    again = await discover(gh, [REPO], CONFIG, labellers=memo)
+    assert [(j.number, j.labelled_by) for j in again.jobs] == [(number, "maint")]
+    assert _events_asked(sim) == []
+    assert [r.path.rsplit("/", 1)[-1] for r in sim.requests] == ["issues", "permission"]
+    # Without the memo (a tick is one poll per process) the events are asked each time.
+    sim.clear_requests()
+    await discover(gh, [REPO], CONFIG)
+    assert len(_events_asked(sim)) == 1
+
+
+async def test_a_relabelled_issue_is_judged_by_its_new_labeller_despite_the_memo(
+    sim: GitHubSimulator, gh: GitHubClient
+) -> None:
+    people(sim)
+    number = sim.create_issue(REPO, "Relabelled", author="mallory")
+    sim.add_labels(REPO, number, "ready", actor="maint")
+    sim.advance_clock(5)
+    memo = LabellerMemo()
+    assert [j.number for j in (await discover(gh, [REPO], CONFIG, labellers=memo)).jobs] == [number]
+    # Taken off and put back by someone without write access: updated_at moves, so the
+    # remembered labeller is not used.
+    sim.advance_clock(1)
+    sim.remove_label(REPO, number, "ready", actor="triager")
+    sim.add_labels(REPO, number, "ready", actor="triager")
+    sim.clear_requests()
+    result = await discover(gh, [REPO], CONFIG, labellers=memo)
+    assert result.jobs == ()
+    assert [(r.job.number, r.code) for r in result.rejected] == [(number, "no_write_access")]
+    assert len(_events_asked(sim)) == 1
+
+
+async def test_a_label_younger_than_the_settle_time_is_not_remembered(
+    sim: GitHubSimulator, gh: GitHubClient
+) -> None:
+    """GitHub's timestamps have whole seconds: a relabelling within the same second keeps
+    updated_at, so an answer read that soon after the last change is asked again."""
+    people(sim)
+    number = sim.create_issue(REPO, "Fresh", author="mallory")
+    sim.add_labels(REPO, number, "ready", actor="maint")
+    memo = LabellerMemo()
+    await discover(gh, [REPO], CONFIG, labellers=memo)
+    assert len(memo) == 0
+    sim.clear_requests()
+    await discover(gh, [REPO], CONFIG, labellers=memo)
+    assert len(_events_asked(sim)) == 1
+
+
+def test_the_memo_keeps_at_most_its_bound() -> None:
+    memo = LabellerMemo(max_entries=2)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    later = datetime(2026, 1, 2, tzinfo=UTC)
+    for n in (1, 2, 3):
+        memo.put(REPO, n, "ready", at, {"login": f"u{n}"}, read_at=later)
+    assert len(memo) == 2
+    assert memo.get(REPO, 1, "ready", at) == (False, None)
+    assert memo.get(REPO, 3, "Ready", at) == (True, {"login": "u3"})
+    assert memo.get(REPO, 3, "ready", later) == (False, None)  # another updated_at

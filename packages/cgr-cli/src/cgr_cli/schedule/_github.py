@@ -12,7 +12,7 @@ from cgr_cli._errors import ConfigError
 if TYPE_CHECKING:
     from cgr_cli.config._model import Config
     from cgr_cli.schedule._http_cache import PersistedCache
-    from cgr_discovery import Auth, DiscoveryConfig, GitHubClient, RunGitHub
+    from cgr_discovery import Auth, DiscoveryConfig, GitHubClient, LabellerMemo, RunGitHub
     from cgr_store import Store
 
 
@@ -25,6 +25,9 @@ class GitHubSession:
     bot: str
     cache: PersistedCache | None = None
     auth: Auth | None = None
+    # Who applied each ready label, kept for as long as this session (a daemon's lifetime):
+    # a ready issue waiting for a slot is not asked again on every pass.
+    labellers: LabellerMemo | None = None
 
     def save_cache(self) -> None:
         """Keep the ETags of this pass in the store (see ``_http_cache``)."""
@@ -50,7 +53,7 @@ async def open_github(config: Config, store: Store | None = None) -> AsyncIterat
     """
     from cgr_cli.run._github_auth import bot_login, github_auth
     from cgr_cli.schedule._http_cache import PersistedCache
-    from cgr_discovery import AuthError, GitHubClient, RunGitHub
+    from cgr_discovery import AuthError, GitHubClient, LabellerMemo, RunGitHub
 
     # A token, or a GitHub App's installation (ConfigError when neither is configured).
     auth = github_auth(config)
@@ -65,7 +68,7 @@ async def open_github(config: Config, store: Store | None = None) -> AsyncIterat
         except AuthError as exc:
             raise ConfigError(str(exc), key="github.app_id") from None
         ops = RunGitHub(gh, min_edit_interval=0, write_budget=config.github.write_retry_seconds)
-        session = GitHubSession(gh, ops, bot, cache, auth)
+        session = GitHubSession(gh, ops, bot, cache, auth, LabellerMemo())
         yield session
         session.save_cache()
 

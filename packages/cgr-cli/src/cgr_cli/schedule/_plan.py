@@ -136,6 +136,7 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
         discovery_config(config, github.bot),
         cursors=cursors,
         processed=ProcessedInStore(store),
+        labellers=github.labellers,
     )
     report.discovered = len(result.jobs)
     report.errors += [f"{e.repo}: {e.error}" for e in result.errors]
