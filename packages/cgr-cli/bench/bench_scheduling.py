@@ -115,6 +115,12 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cgr(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "cgr_cli", *args, "--config", str(config)]
 
@@ -179,7 +185,9 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
             else:
                 time.sleep(0.1)
         wall = time.perf_counter() - start
+        daemon_cpu = None
         if daemon is not None:
+            daemon_cpu = process_cpu(daemon.pid)  # before it exits: its own share alone
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(60)
         wait_cgr_children()
@@ -191,6 +199,9 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
             return gaps
         p95 = gaps[int(0.95 * (len(gaps) - 1))] if gaps else float("nan")
         extra = f", {ticks} ticks" if ticks else ""
+        # Who applied each ready label, asked per waiting issue (a daemon remembers it).
+        events = sum(1 for r in sim.requests if r.path.endswith("/events"))
+        own = f", the daemon's own {daemon_cpu:.1f} s" if daemon_cpu is not None else ""
         bound = WALL_BOUND[mode] * issues / 100
         median = statistics.median(gaps)
         print(
@@ -199,8 +210,9 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
             f"{utilisation(db, wall):.0%}; {sim.rate_limit()['used']} rate-limit points; "
             f"outcomes {outcomes}\n"
             f"          CPU: {cpu:.1f} s in all ({cpu / issues:.2f} s per run: cgr, git, the "
-            f"agent stand-in and the simulator), {cpu / (os.cpu_count() or 1) / wall:.0%} of "
-            f"{os.cpu_count()} CPUs over the wall time\n"
+            f"agent stand-in and the simulator{own}), {cpu / (os.cpu_count() or 1) / wall:.0%} "
+            f"of {os.cpu_count()} CPUs over the wall time; {len(sim.requests)} GitHub requests, "
+            f"{events} of them issue events\n"
             f"          row written -> agent start: median {median:.2f} s (bound "
             f"{FIXED_BOUND:g} s) {'ok' if median <= FIXED_BOUND else 'OVER'}, p95 {p95:.2f} s, "
             f"max {max(gaps):.2f} s"
