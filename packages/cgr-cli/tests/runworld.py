@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import subprocess
@@ -145,24 +144,3 @@ def assert_no_token(env: Env, *roots: Path) -> None:
 
 
 StatusCheck = Callable[[str], None]
-
-
-@functools.cache
-def app_key_pems() -> tuple[str, str]:
-    """A GitHub App's RSA key pair as PEM text (private, public), one for the whole session:
-    generating a 2048-bit key takes a while."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public

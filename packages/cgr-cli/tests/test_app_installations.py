@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from cgr_cli import main
-from runworld import REPO, Env, app_key_pems
+from cgr_discovery.testing import app_key_pems
+from runworld import REPO, Env
 from schedworld import Sched
 
 APP_ID = 4321

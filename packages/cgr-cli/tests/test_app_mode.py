@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from cgr_cli import ConfigError, main, parse_config
-from runworld import app_key_pems
+from cgr_discovery.testing import app_key_pems
 from webhookworld import SECRET, signature
 
 

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runworld import REPO, Env, app_key_pems
+from cgr_discovery.testing import app_key_pems
+from runworld import REPO, Env
 from schedworld import Sched
 from webhookworld import SECRET, comment_payload, deliver, labeled_payload
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 from cgr_discovery import GitHubClient, RetryPolicy
@@ -15,27 +14,6 @@ BOT = "cgr-bot"
 FAST = RetryPolicy(scale=0.001, backoff_base=1.0, attempts=4)
 
 ClientFactory = Callable[..., GitHubClient]
-
-
-@functools.cache
-def app_key_pems(name: str = "app") -> tuple[str, str]:
-    """A GitHub App's RSA key pair as PEM text (private, public), one per ``name`` for the
-    whole session: generating a 2048-bit key takes a while."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
 
 
 class Scripted:

@@ -8,7 +8,7 @@ import time
 
 import anyio
 import pytest
-from discovery_support import REPO, app_key_pems
+from discovery_support import REPO
 
 from cgr_discovery import (
     AppInstallations,
@@ -19,7 +19,7 @@ from cgr_discovery import (
     TokenAuth,
     discover,
 )
-from cgr_discovery.testing import GitHubSimulator
+from cgr_discovery.testing import GitHubSimulator, app_key_pems
 
 APP = 4343
 OTHER = "globex/gears"

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from discovery_support import BOT, REPO, app_key_pems
+from discovery_support import BOT, REPO
 
 from cgr_discovery import (
     AppAuth,
@@ -22,7 +22,7 @@ from cgr_discovery import (
     WebhookError,
     parse_webhook,
 )
-from cgr_discovery.testing import GitHubSimulator
+from cgr_discovery.testing import GitHubSimulator, app_key_pems
 
 SECRET = "hook-secret"
 CONFIG = DiscoveryConfig(login=BOT)

@@ -5,11 +5,13 @@
 ...     gh.seed_ready_issues(repo, 3)
 ...     client_under_test(base_url=gh.url, token=gh.token)
 
-Standard library only. See the package README's "GitHub simulator" section.
+Standard library only (but ``app_key_pems``: ``cryptography``, on first use). See the
+package README's "GitHub simulator" section.
 """
 
 from __future__ import annotations
 
+from cgr_discovery.testing._app_keys import app_key_pems
 from cgr_discovery.testing._errors import (
     SimulatorError,
     SimulatorGitError,
@@ -41,4 +43,5 @@ __all__ = [
     "UnknownItemError",
     "UnknownRepositoryError",
     "UnknownUserError",
+    "app_key_pems",
 ]
