@@ -32,6 +32,7 @@ from cgr_cli.schedule._runs import run_identity, waiting_for_scheduler
 
 if TYPE_CHECKING:
     from cgr_cli.run._report import RunSummary
+    from cgr_cli.run._workspace import Workspace
     from cgr_store import Run, RunStatus, Store
 
 log = logging.getLogger("cgr.reap")
@@ -304,16 +305,23 @@ def close_to_account(config: Config, run: Run) -> None:
     are gone when this runs; a checkout another run holds now is that run's and is left
     open."""
     from cgr_cli.run._agent_account import take_back, uses_account
-    from cgr_cli.run._workspace import Workspace, lock_holder
 
     if not uses_account(config):
         return
-    ws = Workspace.for_run(config.workspace_root, run.id, run.repo, run.target)
-    places = [ws.run_dir / "tmp"]
-    checkout = Path(os.readlink(ws.repo_link) if ws.repo_link.is_symlink() else ws.checkout)
-    if lock_holder(checkout.with_name("repo.lock")) in (None, run.id):
-        places.append(checkout)
+    ws, checkout, ours = _run_checkout(config, run)
+    places = [ws.run_dir / "tmp", checkout] if ours else [ws.run_dir / "tmp"]
     take_back(places, config.workspace_root)
+
+
+def _run_checkout(config: Config, run: Run) -> tuple[Workspace, Path, bool]:
+    """The run's workspace, the checkout it worked in (the one its ``repo`` link points to:
+    a PR run may use its issue's), and whether that checkout is still the run's: False
+    when another run holds its lock now (what works there is that run's)."""
+    from cgr_cli.run._workspace import Workspace, lock_holder
+
+    ws = Workspace.for_run(config.workspace_root, run.id, run.repo, run.target)
+    checkout = Path(os.readlink(ws.repo_link) if ws.repo_link.is_symlink() else ws.checkout)
+    return ws, checkout, lock_holder(checkout.with_name("repo.lock")) in (None, run.id)
 
 
 def kill_strays(config: Config, run: Run, grace: float) -> None:
@@ -326,14 +334,12 @@ def kill_strays(config: Config, run: Run, grace: float) -> None:
     link points to (a PR run may use its issue's). If another run holds that lock now, the
     processes there are its own and are left alone.
     """
-    from cgr_cli.run._workspace import Workspace, lock_holder
     from cgr_exec import ProcessIdentity, kill_identity_group
 
-    ws = Workspace.for_run(config.workspace_root, run.id, run.repo, run.target)
-    checkout = os.readlink(ws.repo_link) if ws.repo_link.is_symlink() else str(ws.checkout)
-    holder = lock_holder(Path(checkout).with_name("repo.lock"))
-    if holder is not None and holder != run.id:
+    _, checkout_path, ours = _run_checkout(config, run)
+    if not ours:
         return
+    checkout = str(checkout_path)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
