@@ -86,6 +86,17 @@ class Env:
         return SQLiteStore(self.database)
 
 
+def start_run(env: Env, number: int, *, capture: bool = False) -> subprocess.Popen[Any]:
+    """``cgr run`` on ``number`` as a real process (its output kept as text with
+    ``capture``, else discarded), for tests that signal or kill it."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
+         "--repo", REPO, "--number", str(number)],
+        stdout=out, stderr=out, text=capture,
+    )  # fmt: skip
+
+
 def sigterm_run(
     env: Env,
     number: int,
@@ -98,11 +109,7 @@ def sigterm_run(
     """``cgr run`` on ``number`` as a real process, sent SIGTERM ``settle`` seconds after
     ``started()`` holds (``what`` has started; it must within ``timeout``): its exit code,
     stdout and stderr."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
-         "--repo", REPO, "--number", str(number)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = start_run(env, number, capture=True)
     try:
         deadline = time.monotonic() + timeout
         while not started() and time.monotonic() < deadline:

@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from cgr_cli.config._load import parse_config
-from runworld import REPO, Env
+from runworld import REPO, Env, start_run
+from schedworld import processes
 
 HOSTILE = Path(__file__).with_name("hostile_agent.py")
 
@@ -282,18 +283,13 @@ def test_a_killed_run_is_closed_to_the_account_by_reap(
     """A user-mode run SIGKILLed while its agent works never reaches its own end, which
     closes its directories to the account; `cgr reap` ends what it left and closes them."""
     import signal
-    import sys
     import time
 
     from cgr_cli import main
 
     _configure(env, "user", account.pw_name, "hang", {})
     number = env.sim.create_issue(REPO, "Do the thing", "", author="alice", labels=["ready"])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
-         "--repo", REPO, "--number", str(number)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    process = start_run(env, number)
     hung = env.agent_state / "hostile.json"
     try:
         deadline = time.monotonic() + 60
@@ -318,17 +314,13 @@ def test_a_killed_run_is_closed_to_the_account_by_reap(
     with env.store() as store:
         (run,) = store.recent_runs(10)
     assert run.status.value == "failed"
-    assert not [pid for pid in os.listdir("/proc") if pid.isdigit()
-                and _uid_of(int(pid)) == account.pw_uid]  # fmt: skip
+    # (A zombie is dead, only not yet waited for by whoever adopted it.)
+    live = [p.pid for p in processes() if p.state != "Z"]
+    assert not [pid for pid in live if _uid_of(pid) == account.pw_uid]
 
 
 def _uid_of(pid: int) -> int | None:
-    """The uid of a live process (None once it is gone or a zombie: dead, not yet waited
-    for by whoever adopted it)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat_file:
-            if stat_file.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return None
         return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
+    except OSError:  # ended meanwhile
         return None

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from runworld import REPO, Env, assert_no_token
+from runworld import REPO, Env, assert_no_token, start_run
 from schedworld import Sched
 
 HOSTILE = Path(__file__).with_name("hostile_agent.py")
@@ -285,11 +285,7 @@ def test_leftovers_of_a_sigkilled_run_are_ended_by_reap(
     configure(env, "linger,hang", hostile["spec"],
               timeouts={"stale_heartbeat_seconds": 2.0, "heartbeat_seconds": 0.5})  # fmt: skip
     number = env.sim.create_issue(REPO, "Hang", "", author="alice", labels=["ready"])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
-         "--repo", REPO, "--number", str(number)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = start_run(env, number)
     try:
         pid_file = env.agent_state / "linger.pid"
         sched.wait_until(lambda: (env.agent_state / "hostile.json").exists() and "hang" in
