@@ -68,12 +68,12 @@ class _RepoPoll:
     gh: GitHubClient
     config: DiscoveryConfig
     processed: Collection[str]
+    permissions: PermissionCache  # one per repository poll, shared by its parts
     jobs: list[Job] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     streams: list[StreamPoll] = field(default_factory=list)
     errors: list[RepoError] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-    permissions: PermissionCache | None = None
 
 
 async def discover(
@@ -205,8 +205,6 @@ async def _poll_repo(
         for stream in STREAMS
         if enabled[stream]
     ]
-    if part.permissions is None:
-        part.permissions = PermissionCache(part.gh)
     parts: list[_RepoPoll] = []
 
     def sub_part() -> _RepoPoll:
@@ -297,8 +295,6 @@ async def _ready_issues(part: _RepoPoll, full_name: str) -> list[Job]:
 
 async def _screen_ready_issues(part: _RepoPoll, jobs: list[Job]) -> None:
     """Keep the ready issues whose label was applied by someone allowed to trigger."""
-    if part.permissions is None:
-        part.permissions = PermissionCache(part.gh)
     for job in jobs:
         verdict = await screen(job, part.config, part.permissions)
         if isinstance(verdict, Job):
@@ -367,8 +363,6 @@ async def _consider_comment(part: _RepoPoll, cursor: StreamCursor, comment: dict
     job = comment_job(comment, cursor.repo, cursor.stream, part.config)
     if job is None or job.trigger_id in part.processed:
         return
-    if part.permissions is None:
-        part.permissions = PermissionCache(part.gh)
     verdict = await screen(job, part.config, part.permissions)
     if isinstance(verdict, Job):
         part.jobs.append(verdict)
