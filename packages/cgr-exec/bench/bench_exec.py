@@ -5,9 +5,10 @@
 * throughput: N trivial jobs at concurrency 3 - fork (a Python callable), subprocess with
   a Python child, subprocess with ``true``;
 * standby: the latency of a Python child that imports a little (asyncio, http.client,
-  email, json) before its job, started cold and handed to a standby
-  (``SubprocessExecutor.keep_warm``/``start_warm``; the next job arrives after the
-  standby's start-up, as in a daemon whose runs last longer than an interpreter's start);
+  email, json) before its job, started cold, handed to a standby and handed to a standby
+  forked by a fork server (``SubprocessExecutor.keep_warm``/``start_warm``; the next job
+  arrives after the standby's start-up, as in a daemon whose runs last longer than an
+  interpreter's start), with the CPU each job cost (start-up included);
 * peak RSS (ru_maxrss) of the parent.
 
 Prints figures only; nothing is asserted. Run with ``nox -s bench``.
@@ -109,14 +110,25 @@ async def subprocess_latency(tmp: Path) -> list[int]:
     return samples
 
 
-async def standby_latency(tmp: Path, *, warm: bool) -> list[int]:
+def _children_cpu() -> float:
+    """CPU seconds of every descendant reaped so far (a fork server's copies count once
+    the server is reaped: it waited for them)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def standby_latency(tmp: Path, *, mode: str) -> tuple[list[int], float]:
+    """Latencies of STANDBY_RUNS jobs of the importing child, and CPU seconds per job
+    (its start-up included, wherever it ran)."""
     samples = []
     argv = [sys.executable, "-c", PY_IMPORTING]
+    warm = mode != "cold"
+    cpu_before = _children_cpu()
     async with SubprocessExecutor(limit=1) as executor:
         if warm:
-            executor.keep_warm(argv)
+            executor.keep_warm(argv, fork_server=mode == "fork server")
         for i in range(STANDBY_RUNS):
-            log = tmp / f"sb{i}-{warm}.log"
+            log = tmp / f"sb{i}-{mode}.log"
             await anyio.sleep(0.3)  # the next job comes after the standby's start-up
             started = time.monotonic_ns()
             if warm:
@@ -126,7 +138,7 @@ async def standby_latency(tmp: Path, *, warm: bool) -> list[int]:
             await handle.wait()
             samples.append(int(log.read_text()) - started)
         assert not warm or executor.standby_starts == STANDBY_RUNS
-    return samples
+    return samples, (_children_cpu() - cpu_before) / STANDBY_RUNS
 
 
 async def subprocess_throughput(tmp: Path, argv: list[str], jobs: int) -> float:
@@ -153,9 +165,9 @@ def main() -> None:
         )
         latency = anyio.run(subprocess_latency, tmp)
         print(f"subprocess start latency (py) {_ms(latency)}")
-        for warm, label in ((False, "cold   "), (True, "standby")):
-            samples = anyio.run(functools.partial(standby_latency, tmp, warm=warm))
-            print(f"importing child, {label}    {_ms(samples)}")
+        for mode in ("cold", "standby", "fork server"):
+            samples, cpu = anyio.run(functools.partial(standby_latency, tmp, mode=mode))
+            print(f"importing child, {mode:11s} {_ms(samples)}   CPU {cpu * 1000:5.1f} ms/job")
         for label, argv, jobs in (
             ("subprocess throughput (true)", ["true"], TRUE_JOBS),
             ("subprocess throughput (py)  ", [sys.executable, "-c", "pass"], PYTHON_JOBS),

@@ -53,7 +53,7 @@ def program(tmp_path: Path) -> list[str]:
 
 async def wait_standby(executor: SubprocessExecutor) -> int:
     (standby,) = executor._standbys
-    return standby.popen.pid
+    return standby.process.pid
 
 
 async def test_a_job_is_handed_to_the_standby_started_before_it(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ async def test_a_job_is_handed_to_the_standby_started_before_it(tmp_path: Path) 
         assert executor.standby_starts == 1
         # The next standby is already there for the next job.
         (following,) = executor._standbys
-        assert following.popen.pid != standby_pid
+        assert following.process.pid != standby_pid
     log = (tmp_path / "job.log").read_text()
     assert f"args ['3', 'x y'] pid {standby_pid} marker None stdin ''" in log
     assert "to stderr" in log
@@ -93,7 +93,7 @@ async def test_each_job_gets_a_fresh_standby(tmp_path: Path) -> None:
 async def test_several_standbys_serve_jobs_arriving_together(tmp_path: Path) -> None:
     async with SubprocessExecutor(limit=3) as executor:
         executor.keep_warm(program(tmp_path), count=2)
-        ready = {standby.popen.pid for standby in executor._standbys}
+        ready = {standby.process.pid for standby in executor._standbys}
         assert len(ready) == 2
         first = await executor.start_warm(["0"], log_path=tmp_path / "1.log")
         second = await executor.start_warm(["0"], log_path=tmp_path / "2.log")
@@ -110,16 +110,16 @@ async def test_a_dead_standby_means_a_cold_start_and_no_restart_loop(tmp_path: P
     async with SubprocessExecutor(limit=2) as executor:
         executor.keep_warm(program(tmp_path))
         (standby,) = executor._standbys
-        os.kill(standby.popen.pid, signal.SIGKILL)
+        os.kill(standby.process.pid, signal.SIGKILL)
         # A zombie now, not yet reaped (no event says a process died: /proc is polled).
-        while not gone(standby.popen.pid):  # noqa: ASYNC110
+        while not gone(standby.process.pid):  # noqa: ASYNC110
             await anyio.sleep(0.01)
         handle = await executor.start_warm(["0"], log_path=tmp_path / "job.log")
-        assert handle.pid != standby.popen.pid
+        assert handle.pid != standby.process.pid
         assert (await handle.wait()).status == ExitStatus(code=0)
         assert executor.standby_starts == 0
         # The dead one was reaped, and no new standby is started at once after a death.
-        assert gone(standby.popen.pid)
+        assert gone(standby.process.pid)
         assert executor._standbys == []
     # Cold: started with the arguments on its command line, no standby marker.
     assert "args ['0']" in (tmp_path / "job.log").read_text()
@@ -155,7 +155,7 @@ from cgr_exec import SubprocessExecutor
 async def main():
     async with SubprocessExecutor() as executor:
         executor.keep_warm({program(tmp_path)!r})
-        print(executor._standbys[0].popen.pid, flush=True)
+        print(executor._standbys[0].process.pid, flush=True)
         await anyio.sleep(60)
 anyio.run(main)
 """],

@@ -25,9 +25,11 @@ from ._errors import (
     CapacityError,
     DuplicateKeyError,
     ExecutorClosedError,
+    NoSuchProcessError,
     UnknownChildError,
     open_log,
 )
+from ._fork_client import ForkedChild, ForkServer
 from ._identity import ProcessIdentity
 from ._pipes import wait_exit
 from ._signals import group_alive, signal_identity_group
@@ -41,6 +43,9 @@ _POLL = 0.02
 # A standby that died before it got a job is not replaced sooner than this: a program that
 # cannot start (a broken install) must not be restarted in a loop; jobs start cold meanwhile.
 _STANDBY_RETRY_SECONDS = 30.0
+# How long a job waits for the standby a fork server is forking (its start-up included)
+# before the server is given up and the job starts cold.
+_FORK_WAIT_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -49,11 +54,38 @@ class _WarmSpec:
     count: int
     env: Mapping[str, str] | None
     cwd: str | os.PathLike[str] | None
+    fork_server: bool
+
+
+class _SpawnedChild:
+    """A child we spawned (its ``Popen``), seen through the operations a forked standby
+    (:class:`~cgr_exec._fork_client.ForkedChild`) offers too."""
+
+    __slots__ = ("popen",)
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait(self) -> ExitStatus:
+        return ExitStatus.from_returncode(self.popen.wait())
+
+    async def wait_exit(self) -> ExitStatus:
+        return ExitStatus.from_returncode(await wait_exit(self.popen))
+
+
+_Child = _SpawnedChild | ForkedChild
 
 
 @dataclass(slots=True)
 class _Standby:
-    popen: subprocess.Popen[bytes]
+    process: _Child
     identity: ProcessIdentity
     end: socket.socket  # the parent's end of the pair; the child's is its stdin
 
@@ -77,7 +109,7 @@ async def end_group(identity: ProcessIdentity, grace: float) -> None:
 class ChildHandle:
     """One child of a :class:`SubprocessExecutor`; ``exit`` is set once it has ended."""
 
-    __slots__ = ("_done", "_popen", "argv", "exit", "identity", "key", "log_path", "started")
+    __slots__ = ("_done", "_process", "argv", "exit", "identity", "key", "log_path", "started")
 
     def __init__(
         self,
@@ -85,7 +117,7 @@ class ChildHandle:
         argv: tuple[str, ...],
         identity: ProcessIdentity,
         log_path: Path,
-        popen: subprocess.Popen[bytes],
+        process: _Child,
     ) -> None:
         self.key = key
         self.argv = argv
@@ -93,7 +125,7 @@ class ChildHandle:
         self.log_path = log_path
         self.started = time.monotonic()
         self.exit: ChildExit | None = None
-        self._popen = popen
+        self._process = process
         self._done = anyio.Event()
 
     @property
@@ -140,6 +172,7 @@ class SubprocessExecutor:
         self._warm: _WarmSpec | None = None
         self._standbys: list[_Standby] = []  # oldest (most likely ready) first
         self._standby_died_at: float | None = None
+        self._fork_server: ForkServer | None = None
         self.standby_starts = 0  # jobs handed to a standby (the rest started cold)
 
     async def __aenter__(self) -> Self:
@@ -237,7 +270,7 @@ class SubprocessExecutor:
         # Not reaped until _watch reaps it, so the pid still names this child.
         identity = ProcessIdentity.of(popen.pid)
         child_key = key if key is not None else str(popen.pid)
-        handle = ChildHandle(child_key, argv, identity, path, popen)
+        handle = ChildHandle(child_key, argv, identity, path, _SpawnedChild(popen))
         self._running[handle.key] = handle
         tg.start_soon(self._watch, handle, name=f"cgr-exec watch {handle.key}")
         return handle
@@ -293,6 +326,7 @@ class SubprocessExecutor:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         count: int = 1,
+        fork_server: bool = False,
     ) -> None:
         """From now on keep ``count`` processes of ``argv`` started and waiting for a job
         (``count`` jobs arriving at once all skip the start-up).
@@ -302,11 +336,16 @@ class SubprocessExecutor:
         :func:`cgr_exec.receive_job` when :data:`cgr_exec.STANDBY_ENV_VAR` is set (and
         then act on the arguments it returns, as if started with them). The standby is
         not a child of any slot; it is ended on :meth:`shutdown`.
+
+        With ``fork_server`` one process of ``argv`` does the start-up once and forks
+        every standby from there (``_fork_server``): each job then costs no start-up CPU
+        either. The program must have no threads when it calls ``receive_job``; if the
+        server cannot serve (threads, or it died) standbys are started as processes.
         """
         self._check_open()
         if count < 1:
             raise ValueError(f"count must be at least 1, not {count}")
-        self._warm = _WarmSpec(tuple(os.fspath(a) for a in argv), count, env, cwd)
+        self._warm = _WarmSpec(tuple(os.fspath(a) for a in argv), count, env, cwd, fork_server)
         self._refill_standby()
 
     async def start_warm(
@@ -328,6 +367,7 @@ class SubprocessExecutor:
         argv = (*warm.argv, *(os.fspath(a) for a in args))
         tg = await self._admit(key, wait=wait)
         handle = None
+        await self._await_forked()
         if self._standbys:
             # Opened before the standby is taken: an unusable log fails here (LogFileError)
             # and leaves the standby waiting for the next job.
@@ -357,14 +397,14 @@ class SubprocessExecutor:
     ) -> ChildHandle | None:
         """Give the job to ``standby``; None when it is gone (the job then starts cold)."""
         try:
-            if standby.popen.poll() is None:
+            if standby.process.running():
                 send_job(standby.end, [os.fspath(a) for a in args], log_fd)
                 return ChildHandle(
-                    key if key is not None else str(standby.popen.pid),
+                    key if key is not None else str(standby.process.pid),
                     argv,
                     standby.identity,
                     log_path,
-                    standby.popen,
+                    standby.process,
                 )
         except OSError:
             pass  # it died between the check and the send
@@ -373,7 +413,7 @@ class SubprocessExecutor:
             standby.end.close()  # a sent message stays queued for the child
         self._standby_died_at = time.monotonic()
         signal_identity_group(standby.identity, signal.SIGKILL)
-        standby.popen.wait()
+        standby.process.wait()
         return None
 
     def _refill_standby(self) -> None:
@@ -383,8 +423,61 @@ class SubprocessExecutor:
         died = self._standby_died_at
         if died is not None and time.monotonic() - died < _STANDBY_RETRY_SECONDS:
             return
+        server = self._serving(warm)
+        if server is not None:
+            self._collect_forked()
+            while len(self._standbys) + server.pending < warm.count:
+                parent_end, child_end = standby_pair()
+                if not server.ask(parent_end, child_end):
+                    break  # it has gone: the standbys below are processes of their own
+            if server.serving:
+                return
         while len(self._standbys) < warm.count and self._start_standby(warm):
             pass
+
+    def _serving(self, warm: _WarmSpec) -> ForkServer | None:
+        """The fork server (started on first use), or None when standbys are spawned."""
+        if not warm.fork_server:
+            return None
+        if self._fork_server is None:
+            try:
+                self._fork_server = ForkServer.start(warm.argv, env=warm.env, cwd=warm.cwd)
+            except Exception:
+                warm.fork_server = False  # jobs start cold; their own start says why
+                self._standby_died_at = time.monotonic()
+                return None
+        return self._fork_server
+
+    async def _await_forked(self) -> None:
+        """Collect the forked standbys; when none is ready but one is being forked (the
+        server is still doing its start-up, as right after keep_warm), wait for it: a cold
+        start would do the same start-up, begun later. A server that does not deliver in
+        time is ended, and standbys are processes of their own from then on."""
+        self._collect_forked()
+        server = self._fork_server
+        if self._standbys or server is None or not server.serving or not server.pending:
+            return
+        if await server.wait_forked(_FORK_WAIT_SECONDS):
+            self._collect_forked()
+        else:
+            server.retire()
+
+    def _collect_forked(self) -> None:
+        """Take the standbys the fork server has forked since the last call."""
+        if self._fork_server is None:
+            return
+        for child, end in self._fork_server.take_forked():
+            try:
+                identity = ProcessIdentity.of(child.pid)
+            except NoSuchProcessError:
+                identity = None
+            # Alive after its identity was read: the identity is that very process's.
+            if identity is None or not child.running():
+                child.close()
+                end.close()
+                self._standby_died_at = time.monotonic()
+                continue
+            self._standbys.append(_Standby(child, identity, end))
 
     def _start_standby(self, warm: _WarmSpec) -> bool:
         env = {**(os.environ if warm.env is None else warm.env), STANDBY_ENV_VAR: "1"}
@@ -404,7 +497,8 @@ class SubprocessExecutor:
             return False  # jobs start cold; their own start reports what is wrong
         finally:
             child_end.close()
-        self._standbys.append(_Standby(popen, ProcessIdentity.of(popen.pid), parent_end))
+        identity = ProcessIdentity.of(popen.pid)
+        self._standbys.append(_Standby(_SpawnedChild(popen), identity, parent_end))
         return True
 
     def _end_standbys(self) -> None:
@@ -418,24 +512,24 @@ class SubprocessExecutor:
         # at once, even while it is still importing and not yet reading its socket.
         standby.end.close()
         signal_identity_group(standby.identity, signal.SIGKILL)
-        standby.popen.wait()
+        standby.process.wait()
 
     async def _watch(self, handle: ChildHandle) -> None:
+        status = None
         try:
             # Shielded: cancelling the owner must not cut a child's watch short. __aexit__
             # then ends every child gracefully (SIGTERM, grace, SIGKILL) and this returns.
             with anyio.CancelScope(shield=True):
-                returncode = await wait_exit(handle._popen)
+                status = await handle._process.wait_exit()
         finally:
             # Also on cancellation (executor torn down abnormally): never leave a zombie.
-            if handle._popen.returncode is None:
+            if status is None:
                 signal_identity_group(handle.identity, signal.SIGKILL)
-                handle._popen.wait()
-            returncode = handle._popen.returncode
+                status = handle._process.wait()
             handle.exit = ChildExit(
                 key=handle.key,
                 identity=handle.identity,
-                status=ExitStatus.from_returncode(returncode),
+                status=status,
                 duration=time.monotonic() - handle.started,
                 log_path=handle.log_path,
             )
@@ -464,13 +558,20 @@ class SubprocessExecutor:
         """
         self._closed = True
         self._notify_slot()  # wake wait_slot() callers so they see the executor is closed
+        self._collect_forked()
         self._end_standbys()
         handles = list(self._running.values())
         grace = self.grace if grace is None else grace
         async with anyio.create_task_group() as tg:
             for handle in handles:
                 tg.start_soon(end_group, handle.identity, grace)
-        return [await handle.wait() for handle in handles]
+        ended = [await handle.wait() for handle in handles]
+        # Last: it reports the exits of the jobs it forked. Copies it forked that were
+        # never collected read end-of-file on their sockets and exit.
+        server, self._fork_server = self._fork_server, None
+        if server is not None:
+            server.close()
+        return ended
 
     def _check_open(self) -> TaskGroup:
         if self._closed:

@@ -24,11 +24,13 @@ import os
 import socket
 from typing import Final
 
-__all__ = ["STANDBY_ENV_VAR", "receive_job", "send_job", "standby_pair"]
+__all__ = ["FORK_SERVER", "STANDBY_ENV_VAR", "receive_job", "send_job", "standby_pair"]
 
 STANDBY_ENV_VAR: Final = "CGR_EXEC_STANDBY"
 # Arguments of a job: a command line, so well under this; a longer message is refused.
 _MAX_MESSAGE: Final = 256 * 1024
+# The value of STANDBY_ENV_VAR that makes the program's receive_job() a fork server.
+FORK_SERVER: Final = "fork-server"
 
 
 def standby_pair() -> tuple[socket.socket, socket.socket]:
@@ -57,7 +59,16 @@ def receive_job() -> list[str] | None:
 
     Returns the job's arguments once fds 0, 1 and 2 are set up for the job. Removes
     :data:`STANDBY_ENV_VAR` from the environment so the job's own children are ordinary.
+
+    Started as a fork server (``SubprocessExecutor.keep_warm(..., fork_server=True)``),
+    this call serves: it returns in each forked copy, which then waits for its job here,
+    and returns None in the server itself once the executor has gone.
     """
+    if os.environ.get(STANDBY_ENV_VAR) == FORK_SERVER:
+        from ._fork_server import serve_forks
+
+        if not serve_forks():
+            return None
     os.environ.pop(STANDBY_ENV_VAR, None)
     fd = os.dup(0)
     try:

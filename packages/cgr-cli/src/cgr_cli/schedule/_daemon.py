@@ -117,8 +117,13 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
         ):
             # `cgr run` processes started ahead of the runs and handed a run when it comes:
             # the run skips the interpreter's start and its imports (commands/_standby.py).
-            # As many as may start at once, up to 3 (each waits holding ~50 MB).
-            executor.keep_warm(cgr_argv(), count=min(config.polling.max_concurrency, 3))
+            # As many as may start at once, up to 3. One process does the start-up and
+            # forks each of them (cgr-exec's fork server): the imports cost a run no CPU
+            # either (~0.2 s each, on a machine whose CPUs are what limits the runs), and
+            # the copies share the loaded code's memory.
+            executor.keep_warm(
+                cgr_argv(), count=min(config.polling.max_concurrency, 3), fork_server=True
+            )
             wake = _Wake(tg)
             tg.start_soon(_watch_signals, stop, wake)
             intake = _start_webhooks(config, store, github, metrics, wake, tg, listener)
