@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runworld import REPO, Env
-from schedworld import Sched
+from schedworld import Sched, processes
 
 
 @pytest.mark.slow
@@ -22,6 +22,23 @@ def test_daemon_runs_every_issue_within_the_limit_and_owns_the_store(
     daemon = sched.start("daemon", "--grace", "5", log=tmp_path / "daemon.log")
     try:
         sched.wait_until(lambda: len(sched.runs()) > 0, 30, "the daemon's first run")
+        # Each run is a copy forked by one fork server (cgr-exec), the daemon's child: the
+        # runs pay no interpreter start-up or imports of their own.
+        forked: set[tuple[int, int]] = set()
+
+        def a_run_process_seen() -> bool:
+            procs = {p.pid: p for p in processes()}
+            for run in sched.runs():
+                # A claimed run's pid names the daemon until its child is recorded.
+                if run.pid != daemon.pid and run.pid in procs and procs[run.pid].ppid in procs:
+                    parent = procs[procs[run.pid].ppid]
+                    forked.add((parent.pid, parent.ppid))
+            return bool(forked)
+
+        sched.wait_until(a_run_process_seen, 30, "a run's process")
+        ((server, server_parent),) = forked
+        assert server != daemon.pid
+        assert server_parent == daemon.pid
         # A tick refuses while the daemon owns the store, and says so; so does a 2nd daemon.
         refused = sched.cgr("tick")
         assert refused.returncode == 4  # busy
