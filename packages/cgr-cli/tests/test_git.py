@@ -159,6 +159,51 @@ def test_network_commands_time_out(tmp_path: Path, hanging_server: int) -> None:
     assert not (tmp_path / "m.git").exists()  # a killed clone never looks like a mirror
 
 
+def test_runs_started_together_fetch_the_mirror_once(tmp_path: Path, remote: Path) -> None:
+    """A fetch that began after a run began gives that run the remote's state as of its
+    start: a run that waited for it (the mirror's lock) fetches nothing more; a run that
+    began after it, or a stamp of another boot, or a failed fetch, fetch again."""
+    lines: list[str] = []
+    git = Git(token=None, timeout=30, network_timeout=30, log=lines.append)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    git.ensure_mirror(url, mirror)  # created
+    waiting = time.monotonic()  # a second run begins, and waits while the first fetches
+    first = time.monotonic()
+    git.ensure_mirror(url, mirror, needed_since=first)
+    fetches = sum(line.startswith("$ git fetch") for line in lines)
+    assert fetches == 1
+    git.ensure_mirror(url, mirror, needed_since=waiting)
+    assert sum(line.startswith("$ git fetch") for line in lines) == fetches
+    assert lines[-1] == "mirror: fetched by another run since this one began; not again"
+    # A push, then a run that begins after the last fetch: it fetches and sees the push.
+    seed = tmp_path / "another-clone"
+    _git("clone", "-q", str(remote), str(seed))
+    (seed / "c.txt").write_text("c\n")
+    _git("add", "c.txt", cwd=seed)
+    _git("commit", "-qm", "second", cwd=seed)
+    _git("push", "-q", "origin", "HEAD:main", cwd=seed)
+    git.ensure_mirror(url, mirror, needed_since=time.monotonic())
+    assert _git("rev-parse", "main", cwd=mirror) == _git("rev-parse", "HEAD", cwd=seed)
+    fetches += 1
+    assert sum(line.startswith("$ git fetch") for line in lines) == fetches
+    # The monotonic clock restarts at boot: a stamp of another boot proves nothing.
+    stamp = tmp_path / "m.git.fetched"
+    boot, began = stamp.read_text().split()
+    stamp.write_text(f"another-boot-{boot} {began}\n")
+    git.ensure_mirror(url, mirror, needed_since=waiting)
+    fetches += 1
+    assert sum(line.startswith("$ git fetch") for line in lines) == fetches
+    # A fetch that fails records nothing: the next run fetches.
+    recorded = stamp.read_text()
+    with pytest.raises(GitError):
+        git.ensure_mirror(f"file://{tmp_path}/missing.git", mirror, needed_since=time.monotonic())
+    assert stamp.read_text() == recorded
+    stamp.write_text("garbage")
+    git.ensure_mirror(url, mirror, needed_since=waiting)
+    assert sum(line.startswith("$ git fetch") for line in lines) == fetches + 2
+
+
 def test_mirror_fetch_prunes_and_remote_refs_read_the_clone(tmp_path: Path, remote: Path) -> None:
     """The mirror is fetched by URL and refspec (no `remote set-url` first): new branches
     arrive, deleted ones go; `remote_refs` reads origin's default branch and heads."""

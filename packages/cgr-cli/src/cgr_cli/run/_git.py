@@ -272,19 +272,34 @@ class Git:
 
     # -- repositories --------------------------------------------------------------------
 
-    def ensure_mirror(self, url: str, mirror: Path) -> None:
+    def ensure_mirror(self, url: str, mirror: Path, *, needed_since: float | None = None) -> None:
         """Create or refresh the bare mirror that work copies borrow objects from.
 
         Runs of one repository start side by side (``cgr tick``, ``cgr daemon``): an flock
         on ``<mirror>.lock`` lets one create or fetch the mirror at a time (two clones
-        into one ``.tmp`` or two fetches into one repository fail).
+        into one ``.tmp`` or two fetches into one repository fail). With ``needed_since``
+        (``time.monotonic()``: when the caller began to need the remote's state), a fetch
+        that began at or after it - another run's, done while this one waited for the
+        lock - is enough, and none is made (``_mirror_stamp``).
         """
         import fcntl
+        import time
+
+        from cgr_cli.run._mirror_stamp import fetched_since, record_fetch
 
         mirror.parent.mkdir(parents=True, exist_ok=True)
         with open(mirror.with_name(mirror.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            if (
+                needed_since is not None
+                and (mirror / "HEAD").is_file()
+                and fetched_since(mirror, int(needed_since * 1e9))
+            ):
+                self._log("mirror: fetched by another run since this one began; not again")
+                return
+            began = time.monotonic_ns()
             self._ensure_mirror(url, mirror)
+            record_fetch(mirror, began)
 
     def _ensure_mirror(self, url: str, mirror: Path) -> None:
         if (mirror / "HEAD").is_file():

@@ -498,10 +498,12 @@ async def _run(
     # waits for it (``_prepare_checkout``). The mirror has its own lock (``ensure_mirror``).
     url = _clone_url(config.github.api_url, request.repo)
     ctx.mirror = _Background()
+    # A fetch another run of this repository began after this run began serves this one.
+    fetch = partial(_new_git(ctx, token).ensure_mirror, needed_since=ctx.started)
     async with anyio.create_task_group() as tg:
         tg.start_soon(
             ctx.mirror.run,
-            lambda: _timed(ctx, "mirror", _new_git(ctx, token).ensure_mirror, url, ws.mirror),
+            lambda: _timed(ctx, "mirror", fetch, url, ws.mirror),
         )
         await _run_steps(ctx, store, github, token, environ, ws=ws)
 
@@ -919,7 +921,8 @@ async def _prepare_checkout(
     if ctx.mirror is None or ctx.timings.get("checkout_wait"):
         # After a wait for the checkout, fetch again: the run that held it has pushed since
         # (to the branch this run continues) and the early fetch predates that.
-        await _timed(ctx, "mirror", git.ensure_mirror, url, ws.mirror)
+        fetch = partial(git.ensure_mirror, needed_since=time.monotonic())
+        await _timed(ctx, "mirror", fetch, url, ws.mirror)
     config = await _apply_repo_file(ctx, git, ws, thread)
     await _timed(ctx, "workspace", ws.fresh_checkout)
     await _clone(ctx, config, git, ws, url)
