@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from runworld import REPO, Env
+
 # Heavy packages each tied to one feature: the dashboard (textual, rich), the daemon's
 # /metrics (prometheus_client), GitHub App auth (jwt, cryptography), YAML configuration
 # files (yaml); trio is not used by cgr at all.
@@ -122,3 +124,37 @@ def test_a_yaml_configuration_loads_yaml(tmp_path: Path) -> None:
             "--run-id", "r-1"]  # fmt: skip
     modules = _loaded_by(args, tmp_path, at_store=True)
     assert _heavy(modules) == ["yaml"]
+
+
+# In the child: what a standby loads before its run comes, then the run itself; the
+# modules the run imported on top.
+_STANDBY_RUN = """
+import json, os, sys
+sys.modules.setdefault("trio", None)  # as cgr_cli.__main__ does
+from cgr_cli.commands._standby import preload
+preload()
+before = {n for n, m in sys.modules.items() if m is not None}
+from cgr_cli._main import main
+code = main(sys.argv[1:])
+after = {n for n, m in sys.modules.items() if m is not None}
+with open(os.environ["CGR_TEST_MODULES"], "w") as f:
+    json.dump({"code": code, "new": sorted(after - before)}, f)
+"""
+
+
+def test_a_run_handed_to_a_standby_imports_nothing_more(env: Env, tmp_path: Path) -> None:
+    """A standby's imports are done before its run comes (commands/_standby.py); whatever
+    the run imports after that is start-up paid by the run, on every run. The whole run
+    (claim, clone, agent, push, pull request) imports nothing."""
+    number = env.sim.create_issue(REPO, "Standby", "", author="alice", labels=["ready"])
+    out = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _STANDBY_RUN, "run", "--config", str(env.config_path),
+         "--repo", REPO, "--number", str(number)],
+        capture_output=True, text=True, env=dict(os.environ, CGR_TEST_MODULES=str(out)),
+        check=False,
+    )  # fmt: skip
+    assert out.exists(), done.stderr
+    result = json.loads(out.read_text())
+    assert result["code"] == 0, done.stderr
+    assert result["new"] == [], " ".join(result["new"])

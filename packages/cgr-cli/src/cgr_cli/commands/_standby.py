@@ -11,33 +11,58 @@ configuration edited in between is read fresh.
 
 from __future__ import annotations
 
-__all__ = ["wait_for_run"]
+__all__ = ["preload", "wait_for_run"]
 
 
-# What every run needs, loaded while no run waits for it.
+# What every run needs, loaded while no run waits for it: the modules the run's code
+# imports at its start and those it imports where it first needs them (the agent's
+# supervision and confinement, the checks before the claim). A run handed to a standby
+# imports nothing more (tests/test_startup_imports.py names any module missing here).
 _RUN_MODULES = (
     "cgr_cli.commands._run",
     "cgr_cli.config._load",
     "cgr_cli.config._store",
+    "cgr_cli.config._validate",
+    "cgr_cli.ops._hardening",
     "cgr_cli.ops._logging",
+    "cgr_cli.run._git_guard",
+    "cgr_cli.run._mirror_stamp",
     "cgr_cli.run._pipeline",
+    "cgr_cli.run._preflight",
     "cgr_discovery",
     "cgr_exec",
+    "cgr_exec._daemon",
+    "cgr_exec._jobs",
+    "cgr_exec._landlock",
+    "cgr_exec._standby",
+    "cgr_exec._supervise",
     "cgr_store",
+    "anyio._core._signals",
+    "ctypes",
+    "grp",
 )
 
 
 def wait_for_run() -> list[str] | None:
     """Load what a run needs, then wait: the run's ``cgr`` arguments, or None when the
     daemon went away (or ended its standby) before any run came."""
-    import importlib
-
-    for name in _RUN_MODULES:
-        importlib.import_module(name)
-    _load_lazy_parts()
+    preload()
     import cgr_exec
 
     return cgr_exec.receive_job()
+
+
+def preload() -> None:
+    """Load every module a run imports and build the command line's parser: a run
+    handed to this process then imports nothing (tests/test_startup_imports.py)."""
+    import importlib
+
+    from cgr_cli._main import command_parser
+
+    for name in _RUN_MODULES:
+        importlib.import_module(name)
+    command_parser()
+    _load_lazy_parts()
 
 
 def _load_lazy_parts() -> None:
