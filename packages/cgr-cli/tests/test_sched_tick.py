@@ -37,6 +37,29 @@ def test_tick_forks_up_to_the_free_slots_and_a_finished_child_takes_the_rest(
     assert {r.outcome for r in sched.runs()} == {"pr_opened"}
 
 
+@pytest.mark.slow
+def test_a_child_taking_job_after_job_asks_who_labelled_each_issue_once(
+    env: Env, sched: Sched, subreaper: None
+) -> None:
+    """One slot, four ready issues: the tick screens all four (who applied each label:
+    the issue events) and its child takes them one after another, each next job found by
+    a pass of its own. Those passes use what the tick learnt (the process's LabellerMemo,
+    copied into the child by the fork) instead of asking each waiting issue again: four
+    events requests in all, where asking again made 4 + 3 + 2 + 1."""
+    sched.config(polling={"max_concurrency": 1})
+    issues = env.sim.seed_ready_issues(REPO, 4)
+    env.sim.advance_clock(5)  # the labels are older than LabellerMemo.SETTLE_SECONDS
+    first = sched.cgr("tick", "--json")
+    assert first.returncode == 0, first.stderr
+    sched.wait_until(lambda: sched.all_terminal() and len(sched.runs()) == 4, 90, "four runs")
+    assert {r.outcome for r in sched.runs()} == {"pr_opened"}
+    asked = sorted(
+        int(r.path.split("/")[-2]) for r in env.sim.requests if r.path.endswith("/events")
+    )
+    assert asked == sorted(issues)
+    sched.wait_all_gone("children to be gone")
+
+
 def test_tick_with_a_bad_configuration_says_what_to_fix(env: Env, sched: Sched) -> None:
     env.config_path.write_text('repositories = ["acme/widgets"]\n[polling]\nmax_concurrency = 0\n')
     done = sched.cgr("tick")

@@ -25,7 +25,7 @@ class GitHubSession:
     bot: str
     cache: PersistedCache | None = None
     auth: Auth | None = None
-    # Who applied each ready label, kept for as long as this session (a daemon's lifetime):
+    # Who applied each ready label, kept for as long as this process (``labeller_memo``):
     # a ready issue waiting for a slot is not asked again on every pass.
     labellers: LabellerMemo | None = None
 
@@ -53,7 +53,7 @@ async def open_github(config: Config, store: Store | None = None) -> AsyncIterat
     """
     from cgr_cli.run._github_auth import bot_login, github_auth
     from cgr_cli.schedule._http_cache import PersistedCache
-    from cgr_discovery import AuthError, GitHubClient, LabellerMemo, RunGitHub
+    from cgr_discovery import AuthError, GitHubClient, RunGitHub
 
     # A token, or a GitHub App's installation (ConfigError when neither is configured).
     auth = github_auth(config)
@@ -68,9 +68,24 @@ async def open_github(config: Config, store: Store | None = None) -> AsyncIterat
         except AuthError as exc:
             raise ConfigError(str(exc), key="github.app_id") from None
         ops = RunGitHub(gh, min_edit_interval=0, write_budget=config.github.write_retry_seconds)
-        session = GitHubSession(gh, ops, bot, cache, auth, LabellerMemo())
+        session = GitHubSession(gh, ops, bot, cache, auth, labeller_memo(config.github.api_url))
         yield session
         session.save_cache()
+
+
+_memos: dict[str, LabellerMemo] = {}
+
+
+def labeller_memo(api_url: str) -> LabellerMemo:
+    """This process's memo of who applied each ready label on the GitHub at ``api_url``,
+    shared by every session it opens there: the daemon's passes, and the passes of a
+    `cgr tick` child that takes job after job into its slot (each pass its own session). A
+    forked child starts with a copy of its tick's. Its entries are checked against the
+    issue's ``updated_at`` on every use (cgr-discovery ``LabellerMemo``), so an older one
+    is never wrong, only unused."""
+    from cgr_discovery import LabellerMemo
+
+    return _memos.setdefault(api_url.rstrip("/"), LabellerMemo())
 
 
 def discovery_config(config: Config, bot: str) -> DiscoveryConfig:
