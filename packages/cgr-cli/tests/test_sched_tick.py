@@ -60,6 +60,36 @@ def test_a_child_taking_job_after_job_asks_who_labelled_each_issue_once(
     sched.wait_all_gone("children to be gone")
 
 
+@pytest.mark.slow
+def test_a_child_taking_job_after_job_reads_the_pending_repository_alone(
+    env: Env, sched: Sched, subreaper: None
+) -> None:
+    """Three ready issues in one repository, one slot, a second (idle) repository: the
+    tick's full pass reads both; its child's passes for its next jobs read only the
+    repository whose jobs were pending (as the daemon's passes woken by a child's end)."""
+    other = "acme/gadgets"
+    env.sim.create_repo(other, labels=["ready", "in-progress", "needs-human", "cgr-done"])
+    config = sched.config(polling={"max_concurrency": 1})
+    text = config.read_text()
+    config.write_text(text.replace(f'repositories = ["{REPO}"]',
+                                   f'repositories = ["{REPO}", "{other}"]', 1))  # fmt: skip
+    issues = env.sim.seed_ready_issues(REPO, 3)
+    first = sched.cgr("tick", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["pending"] == [f"{REPO}#{n}" for n in issues[1:]]
+    sched.wait_until(lambda: sched.all_terminal() and len(sched.runs()) == 3, 90, "three runs")
+
+    def issue_lists(repo: str) -> int:
+        path = f"/repos/{repo}/issues"
+        return sum(1 for r in env.sim.requests if r.method == "GET" and r.path == path)
+
+    assert issue_lists(other) == 1  # the tick's full pass
+    assert issue_lists(REPO) == 3  # the full pass and one per job taken after the first
+    sched.wait_all_gone("children to be gone")
+    sched.assert_consistent(issues)
+    assert {r.outcome for r in sched.runs()} == {"pr_opened"}
+
+
 def test_tick_with_a_bad_configuration_says_what_to_fix(env: Env, sched: Sched) -> None:
     env.config_path.write_text('repositories = ["acme/widgets"]\n[polling]\nmax_concurrency = 0\n')
     done = sched.cgr("tick")

@@ -387,7 +387,7 @@ class _Pending:
         self.repos: set[str] | None = None  # None: no pass yet, read them all
 
     def note(self, report: PassReport) -> None:
-        self.repos = {where.rpartition("#")[0] for where in report.pending}
+        self.repos = set(report.pending_repos())
 
     def narrowed(self, plan: PlanPass) -> PlanPass:
         if self.repos is None:

@@ -57,6 +57,10 @@ class PassReport:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     failed_repos: list[str] = field(default_factory=list)
 
+    def pending_repos(self) -> list[str]:
+        """The repositories whose jobs this pass left pending (no free slot)."""
+        return sorted({where.rpartition("#")[0] for where in self.pending})
+
     def all_repos_failed(self, repositories: list[str]) -> bool:
         """True when there was something to poll and every repository failed."""
         return bool(repositories) and set(repositories) <= set(self.failed_repos)

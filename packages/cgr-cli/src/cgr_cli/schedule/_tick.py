@@ -90,7 +90,7 @@ def tick(config: Config) -> TickResult:
         executor = ForkExecutor(after_fork=[close_inherited])
         for run in planned:
             identity = executor.start(
-                _child_main(config, run, backlog=bool(result.report.pending)),
+                _child_main(config, run, pending=result.report.pending_repos()),
                 log_path=child_log_path(config, run.id),
                 key=run.id,
             )
@@ -164,10 +164,12 @@ def _wait_single_threaded(timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def _child_main(config: Config, run: Run, *, backlog: bool) -> Callable[[], int]:
+def _child_main(config: Config, run: Run, *, pending: list[str]) -> Callable[[], int]:
     """The forked child's body: ``run``, then (while the passes leave jobs pending) the
     next job in the same slot. Without a backlog no pass is made: an idle repository
-    costs no extra polling."""
+    costs no extra polling. Each such pass reads only the repositories whose jobs the
+    last pass left ``pending`` (as the daemon's passes woken by a child's end do); every
+    other repository waits for the next timer tick's full pass."""
     request = request_for(run)
 
     def main() -> int:
@@ -177,9 +179,9 @@ def _child_main(config: Config, run: Run, *, backlog: bool) -> Callable[[], int]
         summary = run_sync(config, request, own_process=True)
         print(summary.one_line(), flush=True)
         # Cancelled (SIGTERM: systemd stopping, `cgr cancel`): no new work in this process.
-        more = backlog
-        while more and summary.outcome != Outcome.CANCELLED:
-            nxt, more = _next_in_slot(config, after=summary.run_id)
+        repos = pending
+        while repos and summary.outcome != Outcome.CANCELLED:
+            nxt, repos = _next_in_slot(config, after=summary.run_id, repos=repos)
             if nxt is None:
                 break
             _output_to(child_log_path(config, nxt.id))
@@ -190,30 +192,33 @@ def _child_main(config: Config, run: Run, *, backlog: bool) -> Callable[[], int]
     return main
 
 
-def _next_in_slot(config: Config, *, after: str) -> tuple[Run | None, bool]:
-    """One scheduling pass of at most one slot - the one this finished child holds - whose
-    run names this process, and whether that pass left jobs pending. No run when there is
-    no job, a daemon owns the store, another pass keeps the schedule lock, or the run
-    ``after`` ended before its claim (GitHub refusing it: the next tick looks again, with
-    the backoff for such failures)."""
+def _next_in_slot(config: Config, *, after: str, repos: list[str]) -> tuple[Run | None, list[str]]:
+    """One scheduling pass over ``repos`` of at most one slot - the one this finished child
+    holds - whose run names this process, and the repositories where that pass left jobs
+    pending. No run when there is no job, a daemon owns the store, another pass keeps the
+    schedule lock, or the run ``after`` ended before its claim (GitHub refusing it: the
+    next tick looks again, with the backoff for such failures)."""
     import logging
+
+    import msgspec
 
     from cgr_cli._errors import CgrError
     from cgr_cli.config._store import open_config_store
     from cgr_store import RunStatus
 
+    narrowed = msgspec.structs.replace(config, repositories=repos)
     try:
         with tick_locks(config, wait=10.0), open_config_store(config) as store:
             if not any(e.to_status is RunStatus.CLAIMED for e in store.events(after)):
-                return None, False
+                return None, []
             result = TickResult(PassReport())
-            planned = anyio.run(_discover_and_record, config, store, config.host_id, result, 1)
+            planned = anyio.run(_discover_and_record, narrowed, store, config.host_id, result, 1)
     except CgrError:
-        return None, False
+        return None, []
     except Exception:
         logging.getLogger("cgr.tick").exception("looking for the next job failed")
-        return None, False
-    return (planned[0] if planned else None), bool(result.report.pending)
+        return None, []
+    return (planned[0] if planned else None), result.report.pending_repos()
 
 
 def _output_to(path: Path) -> None:
