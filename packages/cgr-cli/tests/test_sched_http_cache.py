@@ -21,8 +21,13 @@ def test_an_idle_tick_in_a_fresh_process_costs_no_rate_limit_point(env: Env, sch
     for _ in range(2):  # the second idle tick, and one more: nothing accumulates
         env.sim.clear_requests()
         before = env.sim.rate_limit()["used"]
+        with env.store() as store:
+            cursors = store.get_cursors()
+        assert cursors  # the first pass stored where each stream stands
         again = sched.cgr("tick", "--json")  # a new process: nothing in memory
         assert again.returncode == 0, again.stderr
+        with env.store() as store:  # no cursor moved, so none was written (updated_at)
+            assert store.get_cursors() == cursors
         polled = [r for r in env.sim.requests if r.path.startswith(f"/repos/{REPO}")]
         assert polled  # it did poll the repository's lists
         assert {r.status for r in polled} == {304}
