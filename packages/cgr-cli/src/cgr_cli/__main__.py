@@ -7,6 +7,11 @@ import sys
 
 from cgr_cli._main import main
 
+# Not ``from typing import TYPE_CHECKING``: importing typing costs every start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 # cgr_exec.STANDBY_ENV_VAR, written out: importing cgr_exec here would cost every start.
 _STANDBY_ENV_VAR = "CGR_EXEC_STANDBY"
 
@@ -23,8 +28,8 @@ def run() -> None:
         from cgr_cli.commands._standby import wait_for_run
 
         args = wait_for_run()
-        if args is None:
-            sys.exit(0)
+        if args is None:  # the daemon went away (or the fork server's work is over)
+            _leave(0)
         try:
             code = main(args)
         except SystemExit as exc:  # argparse's own exits
@@ -33,8 +38,9 @@ def run() -> None:
     sys.exit(main())
 
 
-def _leave(code: int) -> None:
-    """End a standby's run without the interpreter's teardown.
+def _leave(code: int) -> NoReturn:
+    """End a standby's run (or a standby no run came to) without the interpreter's
+    teardown.
 
     The process ends here anyway, and tearing down the ~700 modules a standby loaded
     (finalising each, collecting every object) took ~50 ms of CPU per run - more in a
