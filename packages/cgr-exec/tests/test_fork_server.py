@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from cgr_exec import ExitStatus, SubprocessExecutor
+from cgr_exec import ExitStatus, SubprocessExecutor, read_stat
 from conftest import gone, our_children
 
 pytestmark = pytest.mark.anyio
@@ -27,6 +27,8 @@ import os, sys, time
 started = time.time()
 with open(os.environ["STARTS"], "a") as f:
     f.write(f"{os.getpid()}\\n")
+if os.environ.get("CGR_EXEC_STANDBY") == "fork-server" and os.environ.get("SLOW_SERVER"):
+    time.sleep(float(os.environ["SLOW_SERVER"]))  # a server whose start-up hangs
 if os.environ.get("THREADED"):
     import threading
     threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
@@ -114,6 +116,37 @@ async def test_a_job_asked_for_during_the_servers_start_up_waits_for_its_copy(
         assert server is not None
     assert starts(tmp_path) == [server.popen.pid]
     assert f"ppid {server.popen.pid} " in (tmp_path / "job.log").read_text()
+
+
+async def test_a_server_that_does_not_deliver_in_time_is_given_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job does not wait for ever for a copy: after the bound it starts cold, the server
+    # is asked for no more copies, and standbys are processes of their own from then on.
+    from cgr_exec import _daemon
+
+    monkeypatch.setattr(_daemon, "_FORK_WAIT_SECONDS", 0.5)
+    async with SubprocessExecutor(limit=1) as executor:
+        executor.keep_warm(program(tmp_path), env=env(tmp_path, SLOW_SERVER="60"), fork_server=True)
+        server = executor._fork_server
+        assert server is not None
+        started = time.monotonic()
+        handle = await executor.start_warm(["5"], log_path=tmp_path / "job.log")
+        assert 0.4 < time.monotonic() - started < 10
+        assert (await handle.wait()).status == ExitStatus(code=5)
+        assert executor.standby_starts == 0
+        assert f"ppid {os.getpid()} " in (tmp_path / "job.log").read_text()
+        assert server.retired
+        with anyio.fail_after(20):
+            while not executor._standbys:
+                await anyio.sleep(0.05)
+                executor._refill_standby()
+        (standby,) = executor._standbys
+        assert standby.process.pid != server.popen.pid
+        stat = read_stat(standby.process.pid)
+        assert stat is not None
+        assert stat.ppid == os.getpid()  # spawned, not forked
+    assert gone(server.popen.pid)
 
 
 async def test_a_signal_that_ends_a_forked_job_is_reported(tmp_path: Path) -> None:
