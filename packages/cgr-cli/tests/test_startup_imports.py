@@ -131,10 +131,10 @@ def test_a_yaml_configuration_loads_yaml(tmp_path: Path) -> None:
 _STANDBY_RUN = """
 import json, os, sys
 sys.modules.setdefault("trio", None)  # as cgr_cli.__main__ does
+from cgr_cli._main import command_parser, main
 from cgr_cli.commands._standby import preload
-preload()
+preload(command_parser)  # as __main__ does before a standby waits
 before = {n for n, m in sys.modules.items() if m is not None}
-from cgr_cli._main import main
 code = main(sys.argv[1:])
 after = {n for n, m in sys.modules.items() if m is not None}
 with open(os.environ["CGR_TEST_MODULES"], "w") as f:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from cgr_cli._main import main
+from cgr_cli._main import command_parser, main
 
 # Not ``from typing import TYPE_CHECKING``: importing typing costs every start.
 TYPE_CHECKING = False
@@ -27,7 +27,8 @@ def run() -> None:
         # Started by the daemon ahead of its next run (commands/_standby.py).
         from cgr_cli.commands._standby import wait_for_run
 
-        args = wait_for_run()
+        # The parser is built before the wait too: a run handed over then builds nothing.
+        args = wait_for_run(prepare=command_parser)
         if args is None:  # the daemon went away (or the fork server's work is over)
             _leave(0)
         try:

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 __all__ = ["preload", "wait_for_run"]
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 # What every run needs, loaded while no run waits for it: the modules the run's code
 # imports at its start and those it imports where it first needs them (the agent's
@@ -43,25 +47,26 @@ _RUN_MODULES = (
 )
 
 
-def wait_for_run() -> list[str] | None:
-    """Load what a run needs, then wait: the run's ``cgr`` arguments, or None when the
-    daemon went away (or ended its standby) before any run came."""
-    preload()
+def wait_for_run(prepare: Callable[[], object] | None = None) -> list[str] | None:
+    """Load what a run needs (see :func:`preload`), then wait: the run's ``cgr``
+    arguments, or None when the daemon went away (or ended its standby) before any run
+    came."""
+    preload(prepare)
     import cgr_exec
 
     return cgr_exec.receive_job()
 
 
-def preload() -> None:
-    """Load every module a run imports and build the command line's parser: a run
-    handed to this process then imports nothing (tests/test_startup_imports.py)."""
+def preload(prepare: Callable[[], object] | None = None) -> None:
+    """Load every module a run imports, then call ``prepare`` (the entry point passes the
+    building of its command line parser, a layer above this module): a run handed to this
+    process then imports nothing (tests/test_startup_imports.py)."""
     import importlib
-
-    from cgr_cli._main import command_parser
 
     for name in _RUN_MODULES:
         importlib.import_module(name)
-    command_parser()
+    if prepare is not None:
+        prepare()
     _load_lazy_parts()
 
 
