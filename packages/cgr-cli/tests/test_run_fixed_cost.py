@@ -142,3 +142,33 @@ def test_a_run_process_checks_the_database_file_once(env: Env) -> None:
     assert checks == [os.fspath(env.database)]
     with env.store() as store:
         assert store.get_run(queued.id).status.value == "succeeded"
+
+
+def test_a_tick_childs_pass_for_its_next_job_does_not_check_the_database_file(
+    env: Env,
+) -> None:
+    """A `cgr tick` child that takes job after job opens the store for each pass; the tick
+    that forked it checked the whole file a moment before (and every tick checks it
+    again), so those passes do not."""
+    from cgr_cli import load_config
+    from cgr_cli.schedule._tick import _next_in_slot
+    from cgr_store import SQLiteStore
+
+    first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
+    assert env.run(first) == 0
+    with env.store() as store:
+        (done,) = store.recent_runs()
+    second = env.sim.create_issue(REPO, "Two", "", author="alice", labels=["ready"])
+    checks: list[str] = []
+    real = SQLiteStore._check_whole_file
+
+    def counted(store: SQLiteStore) -> None:
+        checks.append(os.fspath(store.path))
+        real(store)
+
+    env.monkeypatch.setattr(SQLiteStore, "_check_whole_file", counted)
+    config, _path = load_config(env.config_path)
+    nxt, _pending = _next_in_slot(config, after=done.id, repos=[REPO])
+    assert nxt is not None
+    assert nxt.target == second
+    assert checks == []
