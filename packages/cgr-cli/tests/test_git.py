@@ -28,13 +28,19 @@ def remote(tmp_path: Path) -> Path:
     """A bare repository with one commit on main."""
     bare = tmp_path / "remote.git"
     _git("init", "-q", "--bare", "-b", "main", str(bare))
-    seed = tmp_path / "seed"
-    _git("clone", "-q", str(bare), str(seed))
-    (seed / "a.txt").write_text("a\n")
-    _git("add", "a.txt", cwd=seed)
-    _git("commit", "-qm", "first", cwd=seed)
-    _git("push", "-q", "origin", "HEAD:main", cwd=seed)
+    _push_a_commit(bare, tmp_path / "seed", "a.txt")
     return bare
+
+
+def _push_a_commit(remote: Path, clone: Path, name: str) -> str:
+    """Clone ``remote`` into ``clone``, commit the file ``name`` and push it to main; the
+    commit's sha."""
+    _git("clone", "-q", str(remote), str(clone))
+    (clone / name).write_text(f"{name}\n")
+    _git("add", name, cwd=clone)
+    _git("commit", "-qm", f"add {name}", cwd=clone)
+    _git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    return _git("rev-parse", "HEAD", cwd=clone)
 
 
 def test_token_only_in_the_environment_of_network_commands() -> None:
@@ -177,14 +183,9 @@ def test_runs_started_together_fetch_the_mirror_once(tmp_path: Path, remote: Pat
     assert sum(line.startswith("$ git fetch") for line in lines) == fetches
     assert lines[-1] == "mirror: fetched by another run since this one began; not again"
     # A push, then a run that begins after the last fetch: it fetches and sees the push.
-    seed = tmp_path / "another-clone"
-    _git("clone", "-q", str(remote), str(seed))
-    (seed / "c.txt").write_text("c\n")
-    _git("add", "c.txt", cwd=seed)
-    _git("commit", "-qm", "second", cwd=seed)
-    _git("push", "-q", "origin", "HEAD:main", cwd=seed)
+    pushed = _push_a_commit(remote, tmp_path / "another-clone", "c.txt")
     git.ensure_mirror(url, mirror, needed_since=time.monotonic())
-    assert _git("rev-parse", "main", cwd=mirror) == _git("rev-parse", "HEAD", cwd=seed)
+    assert _git("rev-parse", "main", cwd=mirror) == pushed
     fetches += 1
     assert sum(line.startswith("$ git fetch") for line in lines) == fetches
     # The monotonic clock restarts at boot: a stamp of another boot proves nothing.

@@ -112,11 +112,9 @@ def _only_run(env: Env) -> str:
     return runs[0]
 
 
-def test_a_run_process_checks_the_database_file_once(env: Env) -> None:
-    """SQLite's whole-file check reads every page (25 ms at 13 MB): a `cgr run` makes it
-    once - the preflight's for a run of its own, the pick-up's for a queued one - not at
-    each of its opens of the store."""
-    from cgr_store import Run, RunKind, SQLiteStore, new_run_id
+def _whole_file_checks(env: Env) -> list[str]:
+    """The database files SQLiteStore checks whole from now on (in this process)."""
+    from cgr_store import SQLiteStore
 
     checks: list[str] = []
     real = SQLiteStore._check_whole_file
@@ -126,6 +124,16 @@ def test_a_run_process_checks_the_database_file_once(env: Env) -> None:
         real(store)
 
     env.monkeypatch.setattr(SQLiteStore, "_check_whole_file", counted)
+    return checks
+
+
+def test_a_run_process_checks_the_database_file_once(env: Env) -> None:
+    """SQLite's whole-file check reads every page (25 ms at 13 MB): a `cgr run` makes it
+    once - the preflight's for a run of its own, the pick-up's for a queued one - not at
+    each of its opens of the store."""
+    from cgr_store import Run, RunKind, new_run_id
+
+    checks = _whole_file_checks(env)
     first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
     assert env.run(first) == 0  # the file is created here: nothing to check yet
     checks.clear()
@@ -152,21 +160,13 @@ def test_a_tick_childs_pass_for_its_next_job_does_not_check_the_database_file(
     again), so those passes do not."""
     from cgr_cli import load_config
     from cgr_cli.schedule._tick import _next_in_slot
-    from cgr_store import SQLiteStore
 
     first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
     assert env.run(first) == 0
     with env.store() as store:
         (done,) = store.recent_runs()
     second = env.sim.create_issue(REPO, "Two", "", author="alice", labels=["ready"])
-    checks: list[str] = []
-    real = SQLiteStore._check_whole_file
-
-    def counted(store: SQLiteStore) -> None:
-        checks.append(os.fspath(store.path))
-        real(store)
-
-    env.monkeypatch.setattr(SQLiteStore, "_check_whole_file", counted)
+    checks = _whole_file_checks(env)
     config, _path = load_config(env.config_path)
     nxt, _pending = _next_in_slot(config, after=done.id, repos=[REPO])
     assert nxt is not None
