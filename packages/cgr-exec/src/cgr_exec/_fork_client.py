@@ -38,7 +38,7 @@ class ForkedChild:
     def running(self) -> bool:
         if self.status is not None:
             return False
-        if select.select([self._pidfd], [], [], 0)[0]:
+        if self._ended_yet(0):
             self._ended(self._server.take_status(self.pid))
             return False
         return True
@@ -47,7 +47,7 @@ class ForkedChild:
         """Block until it has ended (its status, if the server has reported it yet)."""
         if self.status is not None:
             return self.status
-        select.select([self._pidfd], [], [])
+        self._ended_yet(None)
         return self._ended(self._server.take_status(self.pid))
 
     async def wait_exit(self) -> ExitStatus:
@@ -57,6 +57,14 @@ class ForkedChild:
             return self.status
         await anyio.wait_readable(self._pidfd)
         return self._ended(await self._server.wait_status(self.pid))
+
+    def _ended_yet(self, timeout_ms: int | None) -> bool:
+        """Whether the pidfd is readable (the process has ended), waiting up to
+        ``timeout_ms`` (None: until it is). ``poll``, not ``select``: a descriptor past
+        1024 is fine."""
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(timeout_ms))
 
     def _ended(self, status: ExitStatus | None) -> ExitStatus:
         if self.status is None:
