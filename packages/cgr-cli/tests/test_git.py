@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import threading
@@ -203,6 +204,46 @@ def test_runs_started_together_fetch_the_mirror_once(tmp_path: Path, remote: Pat
     stamp.write_text("garbage")
     git.ensure_mirror(url, mirror, needed_since=waiting)
     assert sum(line.startswith("$ git fetch") for line in lines) == fetches + 2
+
+
+def _loose_objects_in_17(count: int) -> list[bytes]:
+    """Contents whose blobs land in ``objects/17/``: the directory git samples to decide
+    whether a repository has "too many" loose objects (``gc --auto``)."""
+    found, n = [], 0
+    while len(found) < count:
+        content = f"object {n}\n".encode()
+        blob = hashlib.sha1(b"blob %d\0" % len(content) + content, usedforsecurity=False)
+        if blob.hexdigest().startswith("17"):
+            found.append(content)
+        n += 1
+    return found
+
+
+def test_cgrs_commit_starts_no_automatic_maintenance(tmp_path: Path, remote: Path) -> None:
+    """A commit would start `git maintenance run --auto`, and with enough loose objects a
+    gc (detached by default: a process outliving the run in its checkout). cgr's commit
+    in the agent's checkout turns that off; the same commit by plain git packs them."""
+    git = Git(token=None, timeout=30, network_timeout=30)
+    work = tmp_path / "work"
+    git.clone(f"file://{remote}", work, mirror=None, identity=ID)
+    for key, value in (("gc.auto", "1"), ("gc.autoDetach", "false")):
+        _git("config", key, value, cwd=work)
+    # Three files whose blobs are loose objects in 17/, committed (reachable: gc packs
+    # them) without maintenance, so they are still loose when the test begins.
+    for n, content in enumerate(_loose_objects_in_17(3)):
+        (work / f"loose{n}.txt").write_bytes(content)
+    _git("add", ".", cwd=work)
+    _git("-c", "maintenance.auto=false", "-c", "gc.auto=0", "commit", "-qm", "loose", cwd=work)
+    loose = work / ".git" / "objects" / "17"
+    assert len(list(loose.iterdir())) == 3
+    (work / "b.txt").write_text("b\n")
+    assert git.commit_all(work, "by cgr") is True
+    assert len(list(loose.iterdir())) == 3  # nothing was packed
+    # The control: git's own commit, with its automatic maintenance, packs them.
+    (work / "c.txt").write_text("c\n")
+    _git("add", "c.txt", cwd=work)
+    _git("commit", "-qm", "by git", cwd=work)
+    assert not loose.exists() or not list(loose.iterdir())
 
 
 def test_mirror_fetch_prunes_and_remote_refs_read_the_clone(tmp_path: Path, remote: Path) -> None:

@@ -232,17 +232,25 @@ class Git:
         check: bool = True,
         auth: bool = False,
         log_output: bool = True,
+        upkeep: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         """Run one git command; ``auth`` gives it the token (network commands only);
-        ``log_output=False`` keeps a large output (a whole patch) out of the run's log."""
+        ``log_output=False`` keeps a large output (a whole patch) out of the run's log;
+        ``upkeep=False`` keeps git from starting its automatic maintenance afterwards."""
         command = " ".join(args)
         self._pin(cwd)
         self._log(f"$ git {command}" + (f"  (in {cwd.name})" if cwd else ""))
+        # A commit or fetch starts `git maintenance run --auto` (`gc --auto` before git
+        # 2.29), which may leave a detached gc running: in a checkout or publish.git that
+        # is a process outliving the run in a directory cgr is about to clean, for
+        # repositories that live one run or one target.
+        no_upkeep = [] if upkeep else ["-c", "maintenance.auto=false", "-c", "gc.auto=0"]
+        # Hooks never run in cgr's own git commands: in the checkout they are the agent's
+        # to write.
+        argv = ["git", "-c", "core.hooksPath=/dev/null", *no_upkeep, *self._safe_directory(cwd)]
         try:
             done = subprocess.run(
-                # Hooks never run in cgr's own git commands: in the checkout they are the
-                # agent's to write.
-                ["git", "-c", "core.hooksPath=/dev/null", *self._safe_directory(cwd), *args],
+                [*argv, *args],
                 cwd=cwd,
                 env=self._env_with_token() if auth else self._plain_env,
                 capture_output=True,
@@ -391,7 +399,7 @@ class Git:
         self.run(["add", "--all"], cwd=repo)
         if self.run(["diff", "--cached", "--quiet"], cwd=repo, check=False).returncode == 0:
             return False
-        self.run(["commit", "--no-verify", "-m", message], cwd=repo)
+        self.run(["commit", "--no-verify", "-m", message], cwd=repo, upkeep=False)
         return True
 
     def diff(self, repo: Path, base: str) -> str:
@@ -442,7 +450,7 @@ class Git:
             # It is run by a shell: the path is quoted.
             upload = f"git -c {shlex.quote(f'safe.directory={real}/.git')} upload-pack"
             fetch.append(f"--upload-pack={upload}")
-        self.run([*fetch, str(checkout), "+HEAD:refs/cgr/publish"], cwd=workdir)
+        self.run([*fetch, str(checkout), "+HEAD:refs/cgr/publish"], cwd=workdir, upkeep=False)
         args = ["push", url, f"refs/cgr/publish:refs/heads/{branch}"]
         if lease is not None:
             args.insert(1, f"--force-with-lease=refs/heads/{branch}:{lease}")
