@@ -20,8 +20,9 @@ from runworld import REPO, Env
 
 
 def _git_shim(env: Env) -> Path:
-    """A `git` first on PATH that logs each invocation (time, parent pid, its first three
-    arguments: cgr's are `-c core.hooksPath=/dev/null <command>`) and execs the real git.
+    """A `git` first on PATH that logs each invocation (time, parent pid, its first seven
+    arguments: cgr's are `-c core.hooksPath=/dev/null [-c X ...] <command>`) and execs the
+    real git.
     Only cgr's own invocations (and the simulator's) have this test process as parent."""
     real = shutil.which("git")
     assert real
@@ -29,7 +30,7 @@ def _git_shim(env: Env) -> Path:
     bin_dir.mkdir()
     log = env.root / "git.log"
     shim = bin_dir / "git"
-    line = '"$(date +%s%N)" "$PPID" "$1" "$2" "$3"'
+    line = '"$(date +%s%N)" "$PPID" "$1" "$2" "$3 $4 $5 $6 $7"'
     shim.write_text(f'#!/bin/sh\nprintf "%s %s %s %s %s\\n" {line} >> {log}\nexec {real} "$@"\n')
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
     env.monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -44,7 +45,10 @@ def _cgr_git_commands(log: Path) -> list[tuple[int, str]]:
         # The simulator, in this process too, runs git for its git server and API; cgr's
         # own git commands all start with `-c core.hooksPath=/dev/null`.
         if int(ppid) == os.getpid() and (option, value) == ("-c", "core.hooksPath=/dev/null"):
-            out.append((int(ns), command.strip()))
+            words = command.split()
+            while words[:1] == ["-c"]:  # more settings (e.g. no automatic maintenance)
+                words = words[2:]
+            out.append((int(ns), words[0]))
     return out
 
 
