@@ -90,6 +90,76 @@ def test_a_child_taking_job_after_job_reads_the_pending_repository_alone(
     assert {r.outcome for r in sched.runs()} == {"pr_opened"}
 
 
+@pytest.mark.slow
+def test_a_childs_next_job_comes_from_the_first_pending_repository_read_alone(
+    env: Env, sched: Sched, subreaper: None
+) -> None:
+    """Two ready issues in each of two repositories, one slot. Each pass of the child for
+    its next job reads the first repository with pending jobs only; the second is read
+    once the first has none left (not by every pass while the first still has some)."""
+    other = "acme/gadgets"
+    env.sim.create_repo(other, labels=["ready", "in-progress", "needs-human", "cgr-done"])
+    env.sim.add_collaborator(other, "alice", role="write")
+    config = sched.config(polling={"max_concurrency": 1})
+    text = config.read_text()
+    config.write_text(text.replace(f'repositories = ["{REPO}"]',
+                                   f'repositories = ["{REPO}", "{other}"]', 1))  # fmt: skip
+    issues = env.sim.seed_ready_issues(REPO, 2)
+    others = env.sim.seed_ready_issues(other, 2)
+    first = sched.cgr("tick", "--json")
+    assert first.returncode == 0, first.stderr
+    # Jobs are taken repository by repository, acme/gadgets first: it started #1 there.
+    assert json.loads(first.stdout)["pending"] == [
+        f"{other}#{others[1]}",
+        *(f"{REPO}#{n}" for n in issues),
+    ]
+    sched.wait_until(lambda: sched.all_terminal() and len(sched.runs()) == 4, 90, "four runs")
+
+    def issue_lists(repo: str) -> int:
+        path = f"/repos/{repo}/issues"
+        return sum(1 for r in env.sim.requests if r.method == "GET" and r.path == path)
+
+    # The tick read both. The pass for the second job read acme/gadgets alone (and left
+    # nothing pending there); the passes for the third and fourth read REPO alone. Reading
+    # every pending repository on each pass would have read REPO one more time.
+    assert issue_lists(other) == 2
+    assert issue_lists(REPO) == 3
+    assert {r.outcome for r in sched.runs()} == {"pr_opened"}
+    sched.wait_all_gone("children to be gone")
+
+
+@pytest.mark.slow
+def test_when_the_first_pending_repository_has_no_job_left_the_others_are_read(
+    env: Env, sched: Sched, subreaper: None
+) -> None:
+    """The job the child's next pass expected in the first pending repository is gone (its
+    label removed meanwhile): that pass reads the other pending repositories and takes
+    their job, rather than leaving the slot empty until the next tick."""
+    other = "acme/gadgets"
+    env.sim.create_repo(other, labels=["ready", "in-progress", "needs-human", "cgr-done"])
+    env.sim.add_collaborator(other, "alice", role="write")
+    config = sched.config(polling={"max_concurrency": 1})
+    text = config.read_text()
+    config.write_text(text.replace(f'repositories = ["{REPO}"]',
+                                   f'repositories = ["{REPO}", "{other}"]', 1))  # fmt: skip
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "3")  # time to change GitHub meanwhile
+    others = env.sim.seed_ready_issues(other, 2)
+    issues = env.sim.seed_ready_issues(REPO, 1)
+    first = sched.cgr("tick", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["pending"] == [f"{other}#{others[1]}", f"{REPO}#{issues[0]}"]
+    env.sim.remove_label(other, others[1], "ready")
+    sched.wait_until(lambda: sched.all_terminal() and len(sched.runs()) == 2, 90, "two runs")
+    assert sorted((r.repo, r.target) for r in sched.runs()) == [
+        (other, others[0]),
+        (REPO, issues[0]),
+    ]
+    assert {r.outcome for r in sched.runs()} == {"pr_opened"}
+    # The second run was the child's (no second tick ran).
+    assert len({r.pid for r in sched.runs()}) == 1
+    sched.wait_all_gone("children to be gone")
+
+
 def test_tick_with_a_bad_configuration_says_what_to_fix(env: Env, sched: Sched) -> None:
     env.config_path.write_text('repositories = ["acme/widgets"]\n[polling]\nmax_concurrency = 0\n')
     done = sched.cgr("tick")

@@ -58,8 +58,9 @@ class PassReport:
     failed_repos: list[str] = field(default_factory=list)
 
     def pending_repos(self) -> list[str]:
-        """The repositories whose jobs this pass left pending (no free slot)."""
-        return sorted({where.rpartition("#")[0] for where in self.pending})
+        """The repositories whose jobs this pass left pending (no free slot), in the order
+        the pass would have taken their jobs."""
+        return list(dict.fromkeys(where.rpartition("#")[0] for where in self.pending))
 
     def all_repos_failed(self, repositories: list[str]) -> bool:
         """True when there was something to poll and every repository failed."""

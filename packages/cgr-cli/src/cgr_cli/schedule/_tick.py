@@ -207,21 +207,34 @@ def _next_in_slot(config: Config, *, after: str, repos: list[str]) -> tuple[Run 
     from cgr_cli.config._store import open_config_store
     from cgr_store import RunStatus
 
-    narrowed = msgspec.structs.replace(config, repositories=repos)
+    def one_pass(store: Store, polled: list[str]) -> tuple[list[Run], list[str]]:
+        narrowed = msgspec.structs.replace(config, repositories=polled)
+        result = TickResult(PassReport())
+        planned = anyio.run(_discover_and_record, narrowed, store, config.host_id, result, 1)
+        return planned, result.report.pending_repos()
+
     try:
         # No whole-file check (it reads every page: 25 ms at 13 MB, at every job this child
         # takes): the tick that forked this child made it, and every tick makes it again.
         with tick_locks(config, wait=10.0), open_config_store(config, quick_check=False) as store:
             if not any(e.to_status is RunStatus.CLAIMED for e in store.events(after)):
                 return None, []
-            result = TickResult(PassReport())
-            planned = anyio.run(_discover_and_record, narrowed, store, config.host_id, result, 1)
+            # The one slot's next job is the first pending repository's (``repos`` is in
+            # the order passes take jobs): its three lists are read, not every pending
+            # repository's; the others stay pending as far as this child knows. Only when
+            # that repository has no job left are the others read.
+            first, rest = repos[:1], repos[1:]
+            planned, pending = one_pass(store, first)
+            if planned or not rest:
+                kept = [r for r in rest if r not in pending]
+                return (planned[0] if planned else None), [*pending, *kept]
+            planned, pending = one_pass(store, rest)
     except CgrError:
         return None, []
     except Exception:
         logging.getLogger("cgr.tick").exception("looking for the next job failed")
         return None, []
-    return (planned[0] if planned else None), result.report.pending_repos()
+    return (planned[0] if planned else None), pending
 
 
 def _output_to(path: Path) -> None:
