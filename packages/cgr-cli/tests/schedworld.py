@@ -206,6 +206,13 @@ class Sched:
     def all_terminal(self) -> bool:
         return all(r.status.is_terminal for r in self.runs())
 
+    def all_ended(self, count: int) -> bool:
+        """Exactly ``count`` runs, every one ended: read in one snapshot (asking
+        ``all_terminal()`` and then counting could see one run end and, a moment later, a
+        new queued row make the count)."""
+        runs = self.runs()
+        return len(runs) == count and all(r.status.is_terminal for r in runs)
+
     def start_slow_runs(self, count: int, *, agent_seconds: float) -> list[int]:
         """Seed ``count`` ready issues, start them with one `cgr tick` and wait until every
         run is running: each agent then works ``agent_seconds`` (the chaos and reap tests'

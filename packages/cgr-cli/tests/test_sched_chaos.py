@@ -22,9 +22,11 @@ pytestmark = pytest.mark.slow
 
 
 def settled(sched: Sched, issues: list[int]) -> bool:
-    """Every issue was taken (no longer `ready`) and every run has ended."""
-    return sched.all_terminal() and all(
-        "ready" not in sched.env.sim.issue(REPO, n).labels for n in issues
+    """Every issue was taken (no longer `ready`) and every run has ended. In this order: a
+    run's row is written before its claim takes `ready` off, so the runs read after the
+    labels include every run that took one."""
+    return all("ready" not in sched.env.sim.issue(REPO, n).labels for n in issues) and (
+        sched.all_terminal()
     )
 
 

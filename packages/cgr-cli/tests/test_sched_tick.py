@@ -26,7 +26,7 @@ def test_tick_forks_up_to_the_free_slots_and_a_finished_child_takes_the_rest(
     assert any(r.status.is_active for r in sched.runs())
     # No second tick: a child whose run ended took the pending issue into its own slot
     # and ran it in the same process.
-    sched.wait_until(lambda: sched.all_terminal() and len(sched.runs()) == 3, 60, "the third run")
+    sched.wait_until(lambda: sched.all_ended(3), 60, "the third run")
     [chained] = [r for r in sched.runs() if r.target == issues[2]]
     assert chained.pid in report["children"].values()
     third = json.loads(sched.cgr("tick", "--json").stdout)
@@ -51,7 +51,7 @@ def test_a_child_taking_job_after_job_asks_who_labelled_each_issue_once(
     env.sim.advance_clock(5)  # the labels are older than LabellerMemo.SETTLE_SECONDS
     first = sched.cgr("tick", "--json")
     assert first.returncode == 0, first.stderr
-    sched.wait_until(lambda: sched.all_terminal() and len(sched.runs()) == 4, 90, "four runs")
+    sched.wait_until(lambda: sched.all_ended(4), 90, "four runs")
     assert {r.outcome for r in sched.runs()} == {"pr_opened"}
     asked = sorted(
         int(r.path.split("/")[-2]) for r in env.sim.requests if r.path.endswith("/events")
@@ -77,7 +77,7 @@ def test_a_child_taking_job_after_job_reads_the_pending_repository_alone(
     first = sched.cgr("tick", "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["pending"] == [f"{REPO}#{n}" for n in issues[1:]]
-    sched.wait_until(lambda: sched.all_terminal() and len(sched.runs()) == 3, 90, "three runs")
+    sched.wait_until(lambda: sched.all_ended(3), 90, "three runs")
 
     def issue_lists(repo: str) -> int:
         path = f"/repos/{repo}/issues"
@@ -113,7 +113,7 @@ def test_a_childs_next_job_comes_from_the_first_pending_repository_read_alone(
         f"{other}#{others[1]}",
         *(f"{REPO}#{n}" for n in issues),
     ]
-    sched.wait_until(lambda: sched.all_terminal() and len(sched.runs()) == 4, 90, "four runs")
+    sched.wait_until(lambda: sched.all_ended(4), 90, "four runs")
 
     def issue_lists(repo: str) -> int:
         path = f"/repos/{repo}/issues"
@@ -149,7 +149,7 @@ def test_when_the_first_pending_repository_has_no_job_left_the_others_are_read(
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["pending"] == [f"{other}#{others[1]}", f"{REPO}#{issues[0]}"]
     env.sim.remove_label(other, others[1], "ready")
-    sched.wait_until(lambda: sched.all_terminal() and len(sched.runs()) == 2, 90, "two runs")
+    sched.wait_until(lambda: sched.all_ended(2), 90, "two runs")
     assert sorted((r.repo, r.target) for r in sched.runs()) == [
         (other, others[0]),
         (REPO, issues[0]),
@@ -182,7 +182,7 @@ def test_a_mention_beyond_the_free_slots_is_taken_by_a_later_tick(
     assert len(second["pending"]) == 1
     # The cursor was held before the pending comment: the child, its first run done, finds
     # it and runs it in the slot it holds (no tick needed).
-    sched.wait_until(lambda: sched.all_terminal() and len(sched.runs()) == 2, 60, "the second run")
+    sched.wait_until(lambda: sched.all_ended(2), 60, "the second run")
     assert len({r.pid for r in sched.runs()}) == 1
     assert json.loads(sched.cgr("tick", "--json").stdout)["started"] == []
     assert sorted(r.target for r in sched.runs()) == issues
