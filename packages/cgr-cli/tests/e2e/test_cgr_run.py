@@ -426,6 +426,12 @@ def test_cgr_tick_forks_a_run_of_the_real_cli(world: Env, model_server: ModelSer
             assert time.monotonic() < deadline, "the forked run did not finish"
             time.sleep(0.2)
         run = store.get_run(run_id)
+    # The terminal status is recorded first (with its report, one transaction); the child
+    # then sends the report and writes summary.json: wait for that last step too.
+    summary = env.workspace / run_id / "artifacts" / "summary.json"
+    while not summary.exists():
+        assert time.monotonic() < deadline, "the forked run wrote no summary.json"
+        time.sleep(0.05)
     assert (run.status, run.outcome) == ("succeeded", "pr_opened")
     assert run.pid != os.getpid()  # the forked child ran it, not this process
     (pr,) = env.sim.pull_requests(REPO)
