@@ -427,10 +427,14 @@ def test_cgr_tick_forks_a_run_of_the_real_cli(world: Env, model_server: ModelSer
             time.sleep(0.2)
         run = store.get_run(run_id)
     # The terminal status is recorded first (with its report, one transaction); the child
-    # then sends the report and writes summary.json: wait for that last step too.
-    summary = env.workspace / run_id / "artifacts" / "summary.json"
-    while not summary.exists():
-        assert time.monotonic() < deadline, "the forked run wrote no summary.json"
+    # then sends the report and writes summary.json: wait until the child has exited.
+    from cgr_exec import ProcessIdentity
+
+    assert run.pid is not None
+    assert run.process_start_time is not None
+    child = ProcessIdentity(run.pid, int(run.process_start_time))
+    while child.is_alive():
+        assert time.monotonic() < deadline, "the forked child did not exit"
         time.sleep(0.05)
     assert (run.status, run.outcome) == ("succeeded", "pr_opened")
     assert run.pid != os.getpid()  # the forked child ran it, not this process
