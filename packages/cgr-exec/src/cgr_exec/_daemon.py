@@ -452,7 +452,8 @@ class SubprocessExecutor:
         """Collect the forked standbys; when none is ready but one is being forked (the
         server is still doing its start-up, as right after keep_warm), wait for it: a cold
         start would do the same start-up, begun later. A server that does not deliver in
-        time is ended, and standbys are processes of their own from then on."""
+        time is retired (asked for no more copies), and standbys are processes of their own
+        from then on."""
         self._collect_forked()
         server = self._fork_server
         if self._standbys or server is None or not server.serving or not server.pending:

@@ -7,17 +7,17 @@ import os
 import select
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 
+from ._fork_server import MAX_MESSAGE
 from ._spawn import spawn
 from ._standby import FORK_SERVER, STANDBY_ENV_VAR
 from ._status import ExitStatus
 
 __all__ = ["ForkServer", "ForkedChild"]
 
-_MAX_MESSAGE = 64
 # How long an ended copy's status is waited for before it is reported unknown (the server
 # reaps and reports within milliseconds; longer means it is gone or stopped).
 _STATUS_WAIT_SECONDS = 10.0
@@ -74,9 +74,7 @@ class ForkedChild:
 
     def close(self) -> None:
         """Stop watching (the pidfd is released); the process is not touched."""
-        if self.status is None:
-            os.close(self._pidfd)
-            self.status = ExitStatus()
+        self._ended(None)
 
 
 class ForkServer:
@@ -157,15 +155,7 @@ class ForkServer:
     async def wait_forked(self, within: float) -> bool:
         """Wait until a copy asked for is reported (True), the server has gone or
         ``within`` seconds have passed (False)."""
-        with anyio.move_on_after(within):
-            while not self._forked:
-                self.collect()
-                if self._forked or self.closed or not self._asked:
-                    break
-                async with self._lock:  # one waiter on the socket at a time
-                    self.collect()
-                    if not self._forked and not self.closed:
-                        await anyio.wait_readable(self._control.fileno())
+        await self._wait_for(lambda: bool(self._forked) or not self._asked, within)
         return bool(self._forked)
 
     def take_status(self, pid: int) -> ExitStatus | None:
@@ -174,24 +164,29 @@ class ForkServer:
 
     async def wait_status(self, pid: int) -> ExitStatus | None:
         """The status of ``pid`` once the server reports it; None if it never does."""
-        with anyio.move_on_after(_STATUS_WAIT_SECONDS):
+        await self._wait_for(lambda: pid in self._statuses, _STATUS_WAIT_SECONDS)
+        return self.take_status(pid)
+
+    async def _wait_for(self, done: Callable[[], bool], within: float) -> None:
+        """Read the control socket until ``done()``, the server has gone or ``within``
+        seconds have passed. One task waits on the socket at a time (two waiters on one
+        descriptor are an error on some backends); the others find what they wait for
+        after it has read."""
+        with anyio.move_on_after(within):
             while True:
-                status = self.take_status(pid)
-                if status is not None or self.closed:
-                    return status
-                # One task waits on the socket at a time (two waiters on one descriptor
-                # are an error on some backends); the others find their status after it.
+                self.collect()
+                if done() or self.closed:
+                    return
                 async with self._lock:
                     self.collect()
-                    if pid not in self._statuses and not self.closed:
+                    if not done() and not self.closed:
                         await anyio.wait_readable(self._control.fileno())
-        return None
 
     def collect(self) -> None:
         """Read every message waiting on the control socket, without blocking."""
         while not self.closed:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._control, _MAX_MESSAGE, 1)
+                data, fds, _flags, _addr = socket.recv_fds(self._control, MAX_MESSAGE, 1)
             except BlockingIOError:
                 return
             except OSError:

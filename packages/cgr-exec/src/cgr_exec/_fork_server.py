@@ -38,9 +38,10 @@ import select
 import socket
 import threading
 
-__all__ = ["serve_forks"]
+__all__ = ["MAX_MESSAGE", "serve_forks"]
 
-_MAX_MESSAGE = 64
+# The longest message either side sends ("F<pid>", "X<pid> <status>"): a bound to read with.
+MAX_MESSAGE = 64
 
 
 def serve_forks() -> bool:
@@ -68,7 +69,7 @@ def serve_forks() -> bool:
                 if fd != control.fileno():
                     _report_end(control, copies, poller, fd)
                     continue
-                data, fds, _flags, _addr = socket.recv_fds(control, _MAX_MESSAGE, 1)
+                data, fds, _flags, _addr = socket.recv_fds(control, MAX_MESSAGE, 1)
                 if not data:
                     return False  # the executor has gone
                 if not fds:
@@ -78,11 +79,10 @@ def serve_forks() -> bool:
     except OSError:
         return False  # the executor's end is gone (EPIPE on a report)
     finally:
-        if copies:
-            # In a copy: the server's descriptors are not its business. In the server:
-            # closed on the way out (the copies live on, re-parented to init).
-            for pidfd in copies:
-                os.close(pidfd)
+        # In a copy: the server's descriptors are not its business. In the server: closed
+        # on the way out (the copies live on, re-parented to init).
+        for pidfd in copies:
+            os.close(pidfd)
         control.close()
 
 
