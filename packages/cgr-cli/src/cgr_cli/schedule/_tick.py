@@ -221,13 +221,13 @@ def _next_in_slot(config: Config, *, after: str, repos: list[str]) -> tuple[Run 
                 return None, []
             # The one slot's next job is the first pending repository's (``repos`` is in
             # the order passes take jobs): its three lists are read, not every pending
-            # repository's; the others stay pending as far as this child knows. Only when
-            # that repository has no job left are the others read.
+            # repository's; the others stay pending as far as this child knows (a pass
+            # over the first reports pending jobs of the first alone). Only when that
+            # repository has no job left are the others read.
             first, rest = repos[:1], repos[1:]
             planned, pending = one_pass(store, first)
             if planned or not rest:
-                kept = [r for r in rest if r not in pending]
-                return (planned[0] if planned else None), [*pending, *kept]
+                return (planned[0] if planned else None), [*pending, *rest]
             planned, pending = one_pass(store, rest)
     except CgrError:
         return None, []
