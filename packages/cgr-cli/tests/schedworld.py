@@ -170,6 +170,22 @@ class Sched:
             base.setdefault(name, {}).update(values)
         return self.env.write_config(**base)
 
+    def config_with(self, other: str, **sections: dict[str, Any]) -> Path:
+        """``config(**sections)`` watching a second repository, ``other``, created here in
+        the simulator as REPO is (cgr's labels; alice may write)."""
+        self.env.sim.create_repo(other, labels=["ready", "in-progress", "needs-human", "cgr-done"])
+        self.env.sim.add_collaborator(other, "alice", role="write")
+        config = self.config(**sections)
+        text = config.read_text()
+        both = f'repositories = ["{REPO}", "{other}"]'
+        config.write_text(text.replace(f'repositories = ["{REPO}"]', both, 1))
+        return config
+
+    def issue_lists(self, repo: str) -> int:
+        """How many times a pass read ``repo``'s issue list (GET /repos/R/issues)."""
+        path = f"/repos/{repo}/issues"
+        return sum(1 for r in self.env.sim.requests if r.method == "GET" and r.path == path)
+
     def _argv(self, args: tuple[str, ...]) -> list[str]:
         return [sys.executable, "-m", "cgr_cli", *args, "--config", str(self.env.config_path)]
 

@@ -78,11 +78,7 @@ def test_a_child_ending_refills_its_slot_from_the_pending_repository_alone(
     the passes it wakes read only the repository whose jobs were pending; the idle one is
     read by the interval's full passes alone."""
     other = "acme/gadgets"
-    env.sim.create_repo(other, labels=["ready", "in-progress", "needs-human", "cgr-done"])
-    config = sched.config(polling={"max_concurrency": 1, "interval_seconds": 60})
-    text = config.read_text()
-    config.write_text(text.replace(f'repositories = ["{REPO}"]',
-                                   f'repositories = ["{REPO}", "{other}"]', 1))  # fmt: skip
+    sched.config_with(other, polling={"max_concurrency": 1, "interval_seconds": 60})
     issues = env.sim.seed_ready_issues(REPO, 3)
     log = tmp_path / "daemon.log"
     daemon = sched.start("daemon", "--grace", "5", log=log)
@@ -96,12 +92,8 @@ def test_a_child_ending_refills_its_slot_from_the_pending_repository_alone(
     finally:
         assert sched.stop(daemon) == 0, log.read_text()
 
-    def issue_lists(repo: str) -> int:
-        path = f"/repos/{repo}/issues"
-        return sum(1 for r in env.sim.requests if r.method == "GET" and r.path == path)
-
-    assert issue_lists(other) == 1  # the first, full pass
-    assert issue_lists(REPO) >= 3  # the full pass and one per child's end
+    assert sched.issue_lists(other) == 1  # the first, full pass
+    assert sched.issue_lists(REPO) >= 3  # the full pass and one per child's end
     sched.wait_all_gone("children to be gone")
     sched.assert_consistent(issues)
 

@@ -68,23 +68,15 @@ def test_a_child_taking_job_after_job_reads_the_pending_repository_alone(
     tick's full pass reads both; its child's passes for its next jobs read only the
     repository whose jobs were pending (as the daemon's passes woken by a child's end)."""
     other = "acme/gadgets"
-    env.sim.create_repo(other, labels=["ready", "in-progress", "needs-human", "cgr-done"])
-    config = sched.config(polling={"max_concurrency": 1})
-    text = config.read_text()
-    config.write_text(text.replace(f'repositories = ["{REPO}"]',
-                                   f'repositories = ["{REPO}", "{other}"]', 1))  # fmt: skip
+    sched.config_with(other, polling={"max_concurrency": 1})
     issues = env.sim.seed_ready_issues(REPO, 3)
     first = sched.cgr("tick", "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["pending"] == [f"{REPO}#{n}" for n in issues[1:]]
     sched.wait_until(lambda: sched.all_ended(3), 90, "three runs")
 
-    def issue_lists(repo: str) -> int:
-        path = f"/repos/{repo}/issues"
-        return sum(1 for r in env.sim.requests if r.method == "GET" and r.path == path)
-
-    assert issue_lists(other) == 1  # the tick's full pass
-    assert issue_lists(REPO) == 3  # the full pass and one per job taken after the first
+    assert sched.issue_lists(other) == 1  # the tick's full pass
+    assert sched.issue_lists(REPO) == 3  # the full pass and one per job taken after the first
     sched.wait_all_gone("children to be gone")
     sched.assert_consistent(issues)
     assert {r.outcome for r in sched.runs()} == {"pr_opened"}
@@ -98,12 +90,7 @@ def test_a_childs_next_job_comes_from_the_first_pending_repository_read_alone(
     its next job reads the first repository with pending jobs only; the second is read
     once the first has none left (not by every pass while the first still has some)."""
     other = "acme/gadgets"
-    env.sim.create_repo(other, labels=["ready", "in-progress", "needs-human", "cgr-done"])
-    env.sim.add_collaborator(other, "alice", role="write")
-    config = sched.config(polling={"max_concurrency": 1})
-    text = config.read_text()
-    config.write_text(text.replace(f'repositories = ["{REPO}"]',
-                                   f'repositories = ["{REPO}", "{other}"]', 1))  # fmt: skip
+    sched.config_with(other, polling={"max_concurrency": 1})
     issues = env.sim.seed_ready_issues(REPO, 2)
     others = env.sim.seed_ready_issues(other, 2)
     first = sched.cgr("tick", "--json")
@@ -115,15 +102,11 @@ def test_a_childs_next_job_comes_from_the_first_pending_repository_read_alone(
     ]
     sched.wait_until(lambda: sched.all_ended(4), 90, "four runs")
 
-    def issue_lists(repo: str) -> int:
-        path = f"/repos/{repo}/issues"
-        return sum(1 for r in env.sim.requests if r.method == "GET" and r.path == path)
-
     # The tick read both. The pass for the second job read acme/gadgets alone (and left
     # nothing pending there); the passes for the third and fourth read REPO alone. Reading
     # every pending repository on each pass would have read REPO one more time.
-    assert issue_lists(other) == 2
-    assert issue_lists(REPO) == 3
+    assert sched.issue_lists(other) == 2
+    assert sched.issue_lists(REPO) == 3
     assert {r.outcome for r in sched.runs()} == {"pr_opened"}
     sched.wait_all_gone("children to be gone")
 
@@ -136,12 +119,7 @@ def test_when_the_first_pending_repository_has_no_job_left_the_others_are_read(
     label removed meanwhile): that pass reads the other pending repositories and takes
     their job, rather than leaving the slot empty until the next tick."""
     other = "acme/gadgets"
-    env.sim.create_repo(other, labels=["ready", "in-progress", "needs-human", "cgr-done"])
-    env.sim.add_collaborator(other, "alice", role="write")
-    config = sched.config(polling={"max_concurrency": 1})
-    text = config.read_text()
-    config.write_text(text.replace(f'repositories = ["{REPO}"]',
-                                   f'repositories = ["{REPO}", "{other}"]', 1))  # fmt: skip
+    sched.config_with(other, polling={"max_concurrency": 1})
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "3")  # time to change GitHub meanwhile
     others = env.sim.seed_ready_issues(other, 2)
     issues = env.sim.seed_ready_issues(REPO, 1)
