@@ -297,3 +297,41 @@ def test_the_local_clone_from_the_mirror_sends_nothing_to_the_server(tmp_path: P
     assert packs
     assert all(p.stat().st_nlink >= 2 for p in packs)  # shared with the mirror, not copied
     assert _git("remote", "get-url", "origin", cwd=work) == url
+
+
+def test_a_clone_from_the_mirror_waits_for_a_fetch_into_it(tmp_path: Path, remote: Path) -> None:
+    """A local clone walks the mirror's object directories file by file; a fetch into it
+    renames its temporary object files meanwhile and the clone died of it ("failed to copy
+    file to '.../tmp_obj_...'", one run in a few hundred when runs of one repository start
+    together). Clones hold the mirror's lock shared: one waits while a fetch holds it, two
+    clones do not wait for each other."""
+    import fcntl
+
+    git = Git(token=None, timeout=30, network_timeout=30)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    git.ensure_mirror(url, mirror)
+    lock_path = tmp_path / "m.git.lock"
+
+    def clone_in_thread(dest: Path) -> threading.Thread:
+        thread = threading.Thread(
+            target=git.clone, args=(url, dest), kwargs={"mirror": mirror, "identity": ID}
+        )
+        thread.start()
+        return thread
+
+    with open(lock_path, "a") as fetch:  # as ensure_mirror holds it while it fetches
+        fcntl.flock(fetch, fcntl.LOCK_EX)
+        waiting = clone_in_thread(tmp_path / "w1")
+        waiting.join(1.0)
+        assert waiting.is_alive()  # the clone waits for the fetch
+        assert not (tmp_path / "w1").exists()
+    waiting.join(30)
+    assert not waiting.is_alive()
+    assert _git("remote", "get-url", "origin", cwd=tmp_path / "w1") == url
+    with open(lock_path, "a") as other_clone:
+        fcntl.flock(other_clone, fcntl.LOCK_SH)
+        alongside = clone_in_thread(tmp_path / "w2")
+        alongside.join(30)
+        assert not alongside.is_alive()  # shared: no wait for another clone
+    assert (tmp_path / "w2" / "a.txt").is_file()

@@ -15,11 +15,12 @@ system git config.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,19 +286,17 @@ class Git:
 
         Runs of one repository start side by side (``cgr tick``, ``cgr daemon``): an flock
         on ``<mirror>.lock`` lets one create or fetch the mirror at a time (two clones
-        into one ``.tmp`` or two fetches into one repository fail). With ``needed_since``
+        into one ``.tmp`` or two fetches into one repository fail), while no run clones
+        from it (:meth:`clone` holds the lock shared). With ``needed_since``
         (``time.monotonic()``: when the caller began to need the remote's state), a fetch
         that began at or after it - another run's, done while this one waited for the
         lock - is enough, and none is made (``_mirror_stamp``).
         """
-        import fcntl
         import time
 
         from cgr_cli.run._mirror_stamp import fetched_since, record_fetch
 
-        mirror.parent.mkdir(parents=True, exist_ok=True)
-        with open(mirror.with_name(mirror.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        with _mirror_lock(mirror, exclusive=True):
             if (
                 needed_since is not None
                 and (mirror / "HEAD").is_file()
@@ -348,7 +347,12 @@ class Git:
         if mirror is not None and (mirror / "HEAD").is_file():
             # A path, so a local clone: hard links, no transport, nothing over the network.
             copy = [] if hardlinks else ["--no-hardlinks"]
-            self.run(["clone", "--no-tags", *copy, *who, str(mirror), str(dest)])
+            # A local clone walks the mirror's object directories and links or copies each
+            # file; a fetch into the mirror meanwhile (another run's) renames its
+            # temporary object files away under it, and the clone dies ("failed to copy
+            # file ... tmp_obj_..."). Clones share the mirror's lock; a fetch waits.
+            with _mirror_lock(mirror, exclusive=False):
+                self.run(["clone", "--no-tags", *copy, *who, str(mirror), str(dest)])
             self.run(["remote", "set-url", "origin", url], cwd=dest)
         else:
             self.network(["clone", "--no-tags", *who, url, str(dest)],
@@ -485,6 +489,18 @@ class Git:
             return local
         finally:
             _rmtree(workdir)
+
+
+@contextlib.contextmanager
+def _mirror_lock(mirror: Path, *, exclusive: bool) -> Iterator[None]:
+    """The flock on ``<mirror>.lock``: exclusive to create or fetch the mirror, shared to
+    clone from it (released when the file is closed, or when the process dies)."""
+    import fcntl
+
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    with open(mirror.with_name(mirror.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
 
 
 def _rmtree(path: Path) -> None:
