@@ -176,3 +176,54 @@ def test_a_tick_childs_pass_for_its_next_job_does_not_check_the_database_file(
     assert nxt is not None
     assert nxt.target == second
     assert checks == []
+
+
+def test_the_reports_github_writes_are_in_flight_together(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the pull request, the run's report - three labels off (the in-progress one,
+    and ready and needs-human, which are not there), the done label on, the status comment's
+    final text - takes two round trips, not five: the removals and the comment are in
+    flight together, the label that goes on follows the removals."""
+    from cgr_discovery import RunGitHub
+
+    calls: list[tuple[str, str]] = []  # ("start" | "end", name), after the pull request
+    in_flight = {"now": 0, "max": 0}
+    opened = {"pr": False}
+    original_create = RunGitHub.create_pull_request
+
+    async def create(self: RunGitHub, *args: Any, **kwargs: Any) -> Any:
+        result = await original_create(self, *args, **kwargs)
+        opened["pr"] = True
+        return result
+
+    monkeypatch.setattr(RunGitHub, "create_pull_request", create)
+    for name in ("add_labels", "remove_label", "update_status"):
+        original = getattr(RunGitHub, name)
+
+        async def counted(self: RunGitHub, *args: Any, _original: Any = original,
+                          _name: str = name, **kwargs: Any) -> Any:  # fmt: skip
+            if not opened["pr"]:
+                return await _original(self, *args, **kwargs)
+            calls.append(("start", _name))
+            in_flight["now"] += 1
+            in_flight["max"] = max(in_flight["max"], in_flight["now"])
+            try:
+                return await _original(self, *args, **kwargs)
+            finally:
+                in_flight["now"] -= 1
+                calls.append(("end", _name))
+
+        monkeypatch.setattr(RunGitHub, name, counted)
+    env.sim.faults.latency(0.2, method="DELETE", path=r"/issues/\d+/labels/")
+    env.sim.faults.latency(0.2, method="PATCH", path=r"/issues/comments/\d+")
+    number = env.sim.create_issue(REPO, "Four", "", author="alice", labels=["ready"])
+    assert env.run(number, "--json") == 0
+    assert in_flight["max"] == 4  # three removals and the comment
+    # The label that goes on is sent once every removal has ended (never two verdicts).
+    add = calls.index(("start", "add_labels"))
+    assert calls[:add].count(("end", "remove_label")) == 3
+    issue = env.sim.issue(REPO, number)
+    assert sorted(issue.labels) == ["cgr-done"]  # in-progress, ready, needs-human are off
+    (status,) = [c for c in env.sim.comments(REPO, number) if "pull request #" in c.body]
+    assert "✅" in status.body

@@ -29,9 +29,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from cgr_cli.config._model import LabelsConfig
+from cgr_cli.run._together import together
 
 if TYPE_CHECKING:
     from cgr_discovery import AttemptHook, RunGitHub, WriteAttempt
@@ -135,26 +137,34 @@ def is_attempt_event(detail: str) -> bool:
 async def deliver_run(
     store: Store, github: RunGitHub, run_id: str, *, log: logging.Logger | None = None
 ) -> bool:
-    """Send run ``run_id``'s pending outbox items, oldest first; True when none is left.
+    """Send run ``run_id``'s pending outbox items, all at once; True when none is left.
 
-    An item GitHub did not take is counted (``record_outbox_failure``) and stays pending;
-    the others are still tried (labels and the comment do not depend on each other).
+    The items do not depend on each other (labels, the status comment), so they are in
+    flight together: the report costs one or two round trips, not one per write (GitHub's
+    writes take a few hundred milliseconds each). An item GitHub did not take is counted
+    (``record_outbox_failure``) and stays pending; the others are still sent.
     """
+    import anyio
     import anyio.to_thread
 
     logger = log or logging.getLogger("cgr.outbox")
     items = await anyio.to_thread.run_sync(lambda: store.pending_outbox(run_id=run_id))
-    left = False
-    for item in items:
+    undelivered: list[OutboxItem] = []
+
+    async def deliver(item: OutboxItem) -> None:
         try:
             await _send(store, github, item, logger)
         except Exception as exc:
-            left = True
+            undelivered.append(item)
             logger.warning("report %s of run %s not delivered: %s", item.kind, run_id, exc)
             await anyio.to_thread.run_sync(store.record_outbox_failure, item.id, _short(exc))
-            continue
+            return
         await anyio.to_thread.run_sync(store.mark_outbox_delivered, item.id)
-    return not left
+
+    async with anyio.create_task_group() as tg:
+        for item in items:
+            tg.start_soon(deliver, item)
+    return not undelivered
 
 
 def _short(exc: BaseException) -> str:
@@ -173,8 +183,9 @@ async def _send(store: Store, github: RunGitHub, item: OutboxItem, log: logging.
             )
             return
         # Off first, then on: between the two the issue shows no verdict rather than two.
-        for label in payload["remove"]:
-            await github.remove_label(repo, number, label)
+        # The removals (mostly of labels that are not there) go out together.
+        await together(*(partial(github.remove_label, repo, number, label)
+                         for label in payload["remove"]))  # fmt: skip
         if payload["add"]:
             await github.add_labels(repo, number, *payload["add"])
     elif item.kind == STATUS_COMMENT:

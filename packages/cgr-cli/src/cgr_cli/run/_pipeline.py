@@ -58,6 +58,7 @@ from cgr_cli.run._requeue import requeue, transient_reason
 from cgr_cli.run._safe_fs import RunFiles, run_dir_problems
 from cgr_cli.run._sandbox import refuse_impossible
 from cgr_cli.run._secret_gate import PATCH_ARGS, SecretGate, known_secrets
+from cgr_cli.run._together import together
 from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
 
 if TYPE_CHECKING:
@@ -874,7 +875,7 @@ async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, tex
     else:
         react = partial(github.react, repo, "eyes", number=number)
     # Independent writes, so at once: one round trip of latency instead of five.
-    await _together(
+    await together(
         partial(github.add_labels, repo, number, labels.in_progress),
         partial(github.remove_label, repo, number, labels.ready),
         partial(github.assign, repo, number, ctx.bot),
@@ -889,25 +890,6 @@ async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, tex
         await ctx.mirror.wait()
     store.transition(ctx.run_id, RunStatus.RUNNING, detail="claimed", lease=ctx.lease)
     return True
-
-
-async def _together(*calls: Callable[[], Awaitable[object]]) -> None:
-    """Run independent GitHub writes concurrently. Each runs to its end even if another
-    fails (no write is left half-way by a sibling's cancellation); then the first failure
-    is raised as itself, not wrapped in an exception group."""
-    errors: list[Exception] = []
-
-    async def one(call: Callable[[], Awaitable[object]]) -> None:
-        try:
-            await call()
-        except Exception as exc:
-            errors.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        for call in calls:
-            tg.start_soon(one, call)
-    if errors:
-        raise errors[0]
 
 
 async def _prepare_checkout(
