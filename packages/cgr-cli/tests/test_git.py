@@ -71,7 +71,8 @@ def test_mirror_clone_publish_and_lease(tmp_path: Path, remote: Path) -> None:
     assert git.commit_all(work, "add b") is True
     assert git.commit_all(work, "nothing") is False
     head = git.head(work)
-    pushed = git.publish(work, url, "cgr/1-x", workdir=tmp_path / "pub.git", mirror=mirror)
+    pushed = git.publish(work, url, "cgr/1-x", commit=head, workdir=tmp_path / "pub.git",
+                         mirror=mirror)  # fmt: skip
     assert pushed == head
     assert not (tmp_path / "pub.git").exists()
     # Someone else moves the branch: a leased push with the old sha is refused, never forced.
@@ -83,13 +84,15 @@ def test_mirror_clone_publish_and_lease(tmp_path: Path, remote: Path) -> None:
     _git("push", "-q", "origin", "HEAD:cgr/1-x", cwd=other)
     (work / "d.txt").write_text("d\n")
     git.commit_all(work, "mine")
+    mine = git.head(work)
     with pytest.raises(GitError) as caught:
-        git.publish(work, url, "cgr/1-x", workdir=tmp_path / "pub.git", mirror=mirror,
-                    lease=head)  # fmt: skip
+        git.publish(work, url, "cgr/1-x", commit=mine, workdir=tmp_path / "pub.git",
+                    mirror=mirror, lease=head)  # fmt: skip
     assert caught.value.command == "push"
     # And without a lease, a non-fast-forward push is refused too.
     with pytest.raises(GitError):
-        git.publish(work, url, "cgr/1-x", workdir=tmp_path / "pub.git", mirror=mirror)
+        git.publish(work, url, "cgr/1-x", commit=mine, workdir=tmp_path / "pub.git",
+                    mirror=mirror)  # fmt: skip
     assert _git("log", "-1", "--format=%s", "cgr/1-x", cwd=remote) == "theirs"
 
 
@@ -335,3 +338,28 @@ def test_a_clone_from_the_mirror_waits_for_a_fetch_into_it(tmp_path: Path, remot
         alongside.join(30)
         assert not alongside.is_alive()  # shared: no wait for another clone
     assert (tmp_path / "w2" / "a.txt").is_file()
+
+
+def test_publish_pushes_the_commit_it_is_given_not_a_moved_head(
+    tmp_path: Path, remote: Path
+) -> None:
+    """The secret gate reads the new commits up to a sha; a process the agent left behind
+    could move HEAD after that. The push takes the gated commit by its sha, never HEAD."""
+    git = Git(token=None, timeout=30, network_timeout=30)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    git.ensure_mirror(url, mirror)
+    work = tmp_path / "work"
+    git.clone(url, work, mirror=mirror, identity=ID)
+    git.checkout_new(work, "cgr/2-x", "origin/main")
+    (work / "gated.txt").write_text("read by the gate\n")
+    git.commit_all(work, "gated")
+    gated = git.head(work)
+    (work / "late.txt").write_text("committed after the gate\n")
+    git.commit_all(work, "late")
+    assert git.head(work) != gated
+    pushed = git.publish(work, url, "cgr/2-x", commit=gated, workdir=tmp_path / "pub.git",
+                         mirror=mirror)  # fmt: skip
+    assert pushed == gated
+    assert _git("rev-parse", "cgr/2-x", cwd=remote) == gated
+    assert _git("log", "-1", "--format=%s", "cgr/2-x", cwd=remote) == "gated"

@@ -427,12 +427,16 @@ class Git:
         url: str,
         branch: str,
         *,
+        commit: str,
         workdir: Path,
         mirror: Path | None,
         lease: str | None = None,
     ) -> str | None:
-        """Push the checkout's HEAD to ``branch`` at ``url``; return the sha pushed (the
-        remote branch's from then on).
+        """Push ``commit`` of the checkout (its HEAD, as the secret gate read it) to
+        ``branch`` at ``url``; return the sha pushed (the remote branch's from then on).
+
+        Exactly that commit is taken, by its sha: a HEAD moved after the gate read it (by a
+        process the agent left behind) is not what gets pushed.
 
         The push runs from ``workdir``, a bare repository cgr creates (borrowing the
         mirror's objects through ``alternates``), never from the agent's checkout. Never a
@@ -440,7 +444,8 @@ class Git:
         rebase) it is ``--force-with-lease`` on exactly that.
         """
         _rmtree(workdir)
-        self.run(["init", "-q", "--bare", str(workdir)])
+        # No template: nothing of it is used (sample hooks, which hooksPath disables anyway).
+        self.run(["init", "-q", "--bare", "--template=", str(workdir)])
         if mirror is not None and (mirror / "objects").is_dir():
             alternates = workdir / "objects" / "info" / "alternates"
             alternates.write_text(f"{(mirror / 'objects').resolve()}\n", encoding="utf-8")
@@ -454,11 +459,12 @@ class Git:
             # It is run by a shell: the path is quoted.
             upload = f"git -c {shlex.quote(f'safe.directory={real}/.git')} upload-pack"
             fetch.append(f"--upload-pack={upload}")
-        self.run([*fetch, str(checkout), "+HEAD:refs/cgr/publish"], cwd=workdir, upkeep=False)
+        self.run([*fetch, str(checkout), f"+{commit}:refs/cgr/publish"], cwd=workdir,
+                 upkeep=False)  # fmt: skip
         args = ["push", url, f"refs/cgr/publish:refs/heads/{branch}"]
         if lease is not None:
             args.insert(1, f"--force-with-lease=refs/heads/{branch}:{lease}")
-        local = self.run(["rev-parse", "refs/cgr/publish"], cwd=workdir).stdout.strip()
+        local = commit
 
         def landed() -> str | None:
             # A push whose answer was lost may have updated the branch: look first.

@@ -1033,7 +1033,8 @@ async def _publish(
     patch = await _timed(
         ctx,
         "gate",
-        lambda: git.run([*PATCH_ARGS, f"{work.start_sha}..HEAD"], cwd=repo_dir, log_output=False),
+        # By sha, not HEAD: what is read here is what gets pushed (git.publish takes it).
+        lambda: git.run([*PATCH_ARGS, f"{work.start_sha}..{head}"], cwd=repo_dir, log_output=False),
     )
     findings = ctx.gate.scan_patch(patch.stdout)
     if findings:
@@ -1061,6 +1062,7 @@ async def _publish(
             repo_dir,
             url,
             work.branch,
+            commit=head,
             workdir=ws.run_dir / "publish.git",
             mirror=ws.mirror,
             lease=work.lease,
