@@ -99,6 +99,78 @@ def test_a_child_ending_refills_its_slot_from_the_pending_repository_alone(
 
 
 @pytest.mark.slow
+def test_a_refill_reads_the_first_pending_repository_alone(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
+    """Two ready issues in each of two repositories, one slot, a long poll interval. The
+    pass a child's end wakes reads the first repository with pending jobs alone; the
+    second is read once the first has none left (not by every refill while the first
+    still has some)."""
+    other = "acme/gadgets"
+    sched.config_with(other, polling={"max_concurrency": 1, "interval_seconds": 60})
+    issues = env.sim.seed_ready_issues(REPO, 2)
+    others = env.sim.seed_ready_issues(other, 2)
+    log = tmp_path / "daemon.log"
+    daemon = sched.start("daemon", "--grace", "5", log=log)
+    try:
+        sched.wait_until(
+            lambda: sched.all_ended(4),
+            45,  # well inside the 60 s interval: only children's ends can have woken it
+            "the four runs, one after another",
+            lambda: sched.explain(log),
+        )
+    finally:
+        assert sched.stop(daemon) == 0, log.read_text()
+
+    # Jobs are taken repository by repository, acme/gadgets first. The full pass read both;
+    # the refill for the second job read acme/gadgets alone, those for the third and fourth
+    # REPO alone. Reading every pending repository on each refill would have read REPO
+    # once more (with acme/gadgets's second job).
+    started = [line.split(" for ", 1)[1].split(" ")[0] for line in log.read_text().splitlines()
+               if "started run" in line]  # fmt: skip
+    assert started == [f"{other}#{others[0]}", f"{other}#{others[1]}",
+                       *(f"{REPO}#{n}" for n in issues)]  # fmt: skip
+    assert sched.issue_lists(other) == 2
+    assert sched.issue_lists(REPO) == 3
+    assert {r.outcome for r in sched.runs()} == {"pr_opened"}
+    sched.wait_all_gone("children to be gone")
+
+
+@pytest.mark.slow
+def test_when_the_first_pending_repository_has_no_job_left_a_refill_reads_the_others(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
+    """The job a refill expected in the first pending repository is gone (its label
+    removed meanwhile): that refill reads the other pending repositories and takes their
+    job, rather than leaving the slot empty until the interval's full pass."""
+    other = "acme/gadgets"
+    sched.config_with(other, polling={"max_concurrency": 1, "interval_seconds": 60})
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "3")  # time to change GitHub meanwhile
+    others = env.sim.seed_ready_issues(other, 2)
+    issues = env.sim.seed_ready_issues(REPO, 1)
+    log = tmp_path / "daemon.log"
+    daemon = sched.start("daemon", "--grace", "5", log=log)
+    try:
+        sched.wait_until(lambda: len(sched.runs()) == 1, 30, "the first run",
+                         lambda: sched.explain(log))  # fmt: skip
+        env.sim.remove_label(other, others[1], "ready")
+        sched.wait_until(
+            lambda: sched.all_ended(2),
+            45,  # inside the 60 s interval: the refill itself found REPO's job
+            "two runs",
+            lambda: sched.explain(log),
+        )
+    finally:
+        assert sched.stop(daemon) == 0, log.read_text()
+    assert sorted((r.repo, r.target) for r in sched.runs()) == [
+        (other, others[0]),
+        (REPO, issues[0]),
+    ]
+    assert {r.outcome for r in sched.runs()} == {"pr_opened"}
+    sched.wait_all_gone("children to be gone")
+
+
+@pytest.mark.slow
 def test_daemon_ends_a_hung_child_of_its_own(
     env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:

@@ -12,8 +12,9 @@ The loop, every ``polling.interval_seconds``:
   without ending its run, or one that hangs, is ended here);
 - schedule: free slots = the concurrency limit minus this host's live runs (so children
   of an earlier daemon or of ``cgr tick`` count too); discover (every repository once per
-  interval; a pass woken by a child's end reads only the repositories whose jobs the last
-  pass left pending for want of a slot, see ``_Pending``); write the runs; start
+  interval; a pass woken by a child's end reads the first repository whose jobs the last
+  pass left pending for want of a slot, the others only if it has too few, see
+  ``_Pending``); write the runs; start
   ``python -m cgr_cli run --config … --run-id …`` for each through cgr-exec's subprocess
   strategy (own session and process group, own log file).
 
@@ -372,31 +373,43 @@ def _plan_for(
 
 
 class _Pending:
-    """The repositories whose jobs the last pass left pending (no free slot).
+    """The repositories whose jobs the last pass left pending (no free slot), in the order
+    passes take jobs.
 
-    A pass woken by a child's end has one slot to fill, and the jobs for it were seen a
+    A pass woken by a child's end has a slot to fill, and the jobs for it were seen a
     moment ago: re-reading every repository for them (three lists each) on every refill
     cost CPU and requests on a busy host (bench_scheduling: 2.2 CPU-s of the daemon's own
-    over 30 runs, and 0.13 CPU-s per run less in all once narrowed). So such a pass reads only
-    these repositories, afresh (nothing of the old listing is trusted: labels, assignees
-    and comments are read again); every other repository waits for the interval's full
-    pass, as it would have with no child ending.
+    over 30 runs, and 0.13 CPU-s per run less in all once narrowed). So such a pass reads
+    the first of these repositories alone, afresh (nothing of the old listing is trusted:
+    labels, assignees and comments are read again), and the others only when it has fewer
+    jobs than free slots (a job gone meanwhile); the ones it did not read stay pending.
+    Every other repository waits for the interval's full pass, as it would have with no
+    child ending. (``cgr tick``'s child takes its next job the same way.)
     """
 
     def __init__(self) -> None:
-        self.repos: set[str] | None = None  # None: no pass yet, read them all
+        self.repos: list[str] | None = None  # None: no pass yet, read them all
+        self._unread: list[str] = []  # pending, not read by the last narrowed pass
 
     def note(self, report: PassReport) -> None:
-        self.repos = set(report.pending_repos())
+        self.repos = list(dict.fromkeys([*report.pending_repos(), *self._unread]))
+        self._unread = []
 
     def narrowed(self, plan: PlanPass) -> PlanPass:
         if self.repos is None:
             return plan
-        repos = sorted(self.repos)
+        first, rest = self.repos[:1], self.repos[1:]
 
-        async def narrowed_pass(config: Config, *args: Any, **kwargs: Any) -> list[Run]:
-            narrowed = msgspec.structs.replace(config, repositories=repos)
-            return await plan(narrowed, *args, **kwargs)
+        async def narrowed_pass(config: Config, *args: Any, slots: int, **kwargs: Any) -> list[Run]:
+            def only(repos: list[str]) -> Config:
+                return msgspec.structs.replace(config, repositories=repos)
+
+            planned = await plan(only(first), *args, slots=slots, **kwargs)
+            if len(planned) >= slots or not rest:
+                self._unread = rest
+                return planned
+            more = await plan(only(rest), *args, slots=slots - len(planned), **kwargs)
+            return [*planned, *more]
 
         return narrowed_pass
 
