@@ -133,6 +133,20 @@ def utilisation(db: Path, wall: float) -> float:
     return held / (CONCURRENCY * wall)
 
 
+def held_median(db: Path) -> float:
+    """Median seconds a run held its slot: row written -> its report delivered on GitHub
+    (the run's last write, after its end is recorded): the agent and the run's whole fixed
+    cost, claim, publishing and report included."""
+    held = []
+    with SQLiteStore(db) as store:
+        for run in store.recent_runs(limit=10_000):
+            delivered = [i.delivered_at for i in store.outbox_for_run(run.id) if i.delivered_at]
+            last = max(delivered, default=run.ended_at)
+            if last is not None:
+                held.append((last - run.created_at).total_seconds())
+    return statistics.median(held)
+
+
 def checked_outcomes(db: Path, mode: str, issues: int) -> dict[str, int]:
     """Runs by outcome; a figure from runs that failed measures nothing: stop, say why."""
     with SQLiteStore(db) as store:
@@ -148,7 +162,7 @@ def checked_outcomes(db: Path, mode: str, issues: int) -> dict[str, int]:
     return outcomes
 
 
-def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
+def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> tuple[list[float], float]:
     with tempfile.TemporaryDirectory() as t, GitHubSimulator(Path(t) / "sim") as sim:
         tmp = Path(t)
         config = world(tmp, sim, issues)
@@ -195,8 +209,9 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
         total, ended = finished(db)
         outcomes = checked_outcomes(db, mode, issues)
         gaps = sorted(overhead(tmp))
+        held = held_median(db)
         if latency:
-            return gaps
+            return gaps, held
         p95 = gaps[int(0.95 * (len(gaps) - 1))] if gaps else float("nan")
         extra = f", {ticks} ticks" if ticks else ""
         # Who applied each ready label, asked per waiting issue (a daemon remembers it).
@@ -215,9 +230,9 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> list[float]:
             f"{events} of them issue events\n"
             f"          row written -> agent start: median {median:.2f} s (bound "
             f"{FIXED_BOUND:g} s) {'ok' if median <= FIXED_BOUND else 'OVER'}, p95 {p95:.2f} s, "
-            f"max {max(gaps):.2f} s"
+            f"max {max(gaps):.2f} s; a run held its slot {held:.2f} s (median)"
         )
-        return gaps
+        return gaps, held
 
 
 def main() -> None:
@@ -236,11 +251,12 @@ def main() -> None:
         print(f"  with {LATENCY * 1000:g} ms on every GitHub request (API and git), "
               f"{LATENCY_ISSUES} issues:")  # fmt: skip
         for mode in modes:
-            gaps = bench(mode, LATENCY_ISSUES, LATENCY)
+            gaps, held = bench(mode, LATENCY_ISSUES, LATENCY)
             median = statistics.median(gaps)
             print(f"  {mode:6s}: row written -> agent start: median {median:.2f} s (bound "
                   f"{FIXED_BOUND_LATENCY:g} s) {'ok' if median <= FIXED_BOUND_LATENCY else 'OVER'}"
-                  f", max {max(gaps):.2f} s")  # fmt: skip
+                  f", max {max(gaps):.2f} s; a run held its slot {held:.2f} s "
+                  "(median)")  # fmt: skip
 
 
 if __name__ == "__main__":
