@@ -125,22 +125,22 @@ class RunGitHub:
         and review comments."""
         owner, name = split_repo(repo)
         v: dict[str, Any] = {"owner": owner, "repo": name, "number": number, "per_page": 100}
-        issue = await self.get_issue(repo, number)
-        comments = [
-            c
-            async for c in self.gh.getiter(
-                "/repos/{owner}/{repo}/issues/{number}/comments{?per_page}", v
-            )
-        ]
+
+        async def listed(url: str) -> list[dict[str, Any]]:
+            return [c async for c in self.gh.getiter(url, v)]
+
+        # Read together (one round trip of latency, not two): the issue and its comments;
+        # then, for a pull request, the pull and its review comments.
+        issue, comments = await _both(
+            self.get_issue(repo, number),
+            listed("/repos/{owner}/{repo}/issues/{number}/comments{?per_page}"),
+        )
         if "pull_request" not in issue:
             return Thread(issue=issue, comments=tuple(comments))
-        pull = await self.gh.getitem("/repos/{owner}/{repo}/pulls/{number}", v)
-        reviews = [
-            c
-            async for c in self.gh.getiter(
-                "/repos/{owner}/{repo}/pulls/{number}/comments{?per_page}", v
-            )
-        ]
+        pull, reviews = await _both(
+            self.gh.getitem("/repos/{owner}/{repo}/pulls/{number}", v),
+            listed("/repos/{owner}/{repo}/pulls/{number}/comments{?per_page}"),
+        )
         return Thread(
             issue=issue, comments=tuple(comments), pull=pull, review_comments=tuple(reviews)
         )
@@ -536,3 +536,30 @@ class RunGitHub:
             return data
 
         return await self._step("update_pull_request", f"{repo}#{number}", write)
+
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+
+
+async def _both(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
+    """Await two independent reads concurrently. Both run to their end; then the first
+    failure is raised as itself (callers catch GitHub's errors by type, not an exception
+    group)."""
+    import anyio
+
+    results: dict[int, Any] = {}
+    errors: list[BaseException] = []
+
+    async def one(index: int, awaitable: Awaitable[Any]) -> None:
+        try:
+            results[index] = await awaitable
+        except Exception as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, 0, first)
+        tg.start_soon(one, 1, second)
+    if errors:
+        raise errors[0]
+    return results[0], results[1]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from discovery_support import BOT, REPO
 
-from cgr_discovery import GitHubClient, RunGitHub, splice_owned_section
+from cgr_discovery import GitHubClient, GitHubUnavailable, RunGitHub, splice_owned_section
 from cgr_discovery.testing import GitHubSimulator
 
 pytestmark = pytest.mark.anyio
@@ -120,6 +122,50 @@ async def test_thread_of_issue_and_pull_request(sim: GitHubSimulator, ops: RunGi
     assert (thread.pull["head"]["ref"], thread.pull["base"]["ref"]) == ("cgr/issue-9", "main")
     assert [c["body"] for c in thread.comments] == ["conversation"]
     assert [c["id"] for c in thread.review_comments] == [review_id]
+
+
+async def test_a_threads_reads_are_in_flight_in_pairs(
+    sim: GitHubSimulator, gh: GitHubClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue and its comments are read together (one round trip of latency before a
+    run's claim, not two); a pull request's pull and review comments then together too."""
+    in_flight = {"now": 0, "max": 0, "sent": 0}
+    send = gh.send
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        in_flight["now"] += 1
+        in_flight["sent"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        try:
+            return await send(*args, **kwargs)
+        finally:
+            in_flight["now"] -= 1
+
+    monkeypatch.setattr(gh, "send", counted)
+    sim.faults.latency(0.2)
+    ops = RunGitHub(gh)
+    number, comment_id = sim.seed_collaborator_mention(REPO)
+    thread = await ops.get_thread(REPO, number)
+    assert [c["id"] for c in thread.comments] == [comment_id]
+    assert (in_flight["sent"], in_flight["max"]) == (2, 2)
+    pr, review_id = sim.seed_bot_pull_request(REPO, branch="cgr/issue-9")
+    in_flight.update(sent=0, max=0)
+    thread = await ops.get_thread(REPO, pr)
+    assert [c["id"] for c in thread.review_comments] == [review_id]
+    assert (in_flight["sent"], in_flight["max"]) == (4, 2)
+
+
+async def test_a_failed_read_of_a_thread_raises_github_s_error_itself(
+    sim: GitHubSimulator, ops: RunGitHub
+) -> None:
+    """Not an exception group: callers tell an outage (the run goes back to the queue)
+    from a refusal by the exception's type."""
+    number = sim.create_issue(REPO, "t", "b")
+    sim.faults.error(502, method="GET", path=rf"/issues/{number}/comments")
+    with pytest.raises(GitHubUnavailable):
+        await ops.get_thread(REPO, number)
+    # The issue's read beside it ran to its end (no sibling cancelled half-way).
+    assert [r.status for r in sim.requests if r.path == f"/repos/{REPO}/issues/{number}"] == [200]
 
 
 async def test_pull_request_lifecycle(sim: GitHubSimulator, ops: RunGitHub) -> None:
