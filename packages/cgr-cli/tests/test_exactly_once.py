@@ -169,6 +169,40 @@ def test_pr_created_but_its_answer_lost_is_reported_as_opened(env: Env) -> None:
     assert any(": found" in d for d in pr_details), pr_details
 
 
+def test_a_pull_request_opened_after_the_push_is_taken_not_doubled(env: Env) -> None:
+    """cgr's branch is new, so the run does not look for a pull request before opening
+    one (a round trip saved). One opened from that branch meanwhile - by a person, or an
+    earlier attempt of this run - is found through GitHub's 422 "already exists": the
+    run reports it, and there is still one pull request."""
+    number = _issue(env)
+    branch_pushed = threading.Event()
+    opened: list[int] = []
+
+    def open_it_first() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            heads = env.sim.branches(REPO)
+            branch = next((b for b in heads if b.startswith(f"cgr/{number}-")), None)
+            if branch is not None:
+                opened.append(env.sim.create_pull_request(REPO, branch, "A person's PR",
+                                                          author="alice"))  # fmt: skip
+                branch_pushed.set()
+                return
+            time.sleep(0.01)
+
+    # The run's POST waits 2 s at the simulator: the person's pull request comes first.
+    env.sim.faults.latency(2.0, method="POST", path=r"/pulls$")
+    person = threading.Thread(target=open_it_first)
+    person.start()
+    assert env.run(number) == 0
+    person.join(5)
+    assert branch_pushed.is_set()
+    run = _assert_succeeded_once(env, number)
+    assert run.pr_number == opened[0]
+    pulls = [(r.method, r.status) for r in env.sim.requests if r.path.endswith("/pulls")]
+    assert pulls == [("POST", 422), ("GET", 200)]  # no look before the write
+
+
 def test_labels_describe_the_latest_run(env: Env) -> None:
     number = _issue(env)
     env.scenario("error")

@@ -471,13 +471,23 @@ class RunGitHub:
         return None
 
     async def create_pull_request(
-        self, repo: str, *, head: str, base: str, title: str, body: str, draft: bool = False
+        self,
+        repo: str,
+        *,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        draft: bool = False,
+        look_first: bool = True,
     ) -> dict[str, Any]:
         """Open a pull request from branch ``head`` into ``base``, exactly once.
 
         An open pull request for the same head and base is looked for first (a repeated
         call returns it), again after an attempt whose answer was lost, and when GitHub
-        answers 422 "A pull request already exists".
+        answers 422 "A pull request already exists". ``look_first=False`` saves the first
+        look (a round trip) for a caller that has just looked, or whose branch is new:
+        an existing pull request is still found through the 422.
         """
         owner, name = split_repo(repo)
         head_branch = head.rpartition(":")[2]
@@ -509,7 +519,7 @@ class RunGitHub:
             write,
             lookup=lookup,
             exists=exists,
-            look_first=True,
+            look_first=look_first,
         )
 
     async def update_pull_request(

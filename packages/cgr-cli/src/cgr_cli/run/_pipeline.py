@@ -1089,6 +1089,10 @@ async def _publish(
             title=title,
             body=splice_owned_section("", section),
             draft=draft,
+            # The checkout looked for an open pull request of an existing branch, and a new
+            # branch has none: one round trip fewer. One opened meanwhile (by a person, or
+            # an earlier attempt of this run) is found through GitHub's 422 "already exists".
+            look_first=False,
         )
         ctx.summary.draft = draft
         ctx.summary.outcome = Outcome.PR_OPENED
