@@ -363,3 +363,30 @@ def test_publish_pushes_the_commit_it_is_given_not_a_moved_head(
     assert pushed == gated
     assert _git("rev-parse", "cgr/2-x", cwd=remote) == gated
     assert _git("log", "-1", "--format=%s", "cgr/2-x", cwd=remote) == "gated"
+
+
+def test_a_mirror_fetch_is_one_round_trip_when_nothing_changed_two_when_something_did(
+    tmp_path: Path,
+) -> None:
+    """The mirror fetch is on the way to every agent's start. It takes every ref, so
+    protocol v2's ref filtering saves nothing and its extra round trip (ls-refs) is pure
+    latency: with v0 the ref advertisement alone tells an up-to-date mirror it has all."""
+    from cgr_discovery.testing import GitHubSimulator
+
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        sim.create_repo("o/r")
+        git = Git(token=sim.token, timeout=30, network_timeout=30)
+        url = sim.git_url("o", "r")
+        mirror = tmp_path / "m.git"
+        git.ensure_mirror(url, mirror)
+        sim.clear_requests()
+        git.ensure_mirror(url, mirror)
+        assert [(r.method, r.path) for r in sim.requests] == [("GET", "/o/r.git/info/refs")]
+        pushed = sim.commit("o/r", "main", {"new.txt": "new\n"}, message="new")
+        sim.clear_requests()
+        git.ensure_mirror(url, mirror)
+        assert [(r.method, r.path) for r in sim.requests] == [
+            ("GET", "/o/r.git/info/refs"),
+            ("POST", "/o/r.git/git-upload-pack"),
+        ]
+    assert _git("rev-parse", "main", cwd=mirror) == pushed

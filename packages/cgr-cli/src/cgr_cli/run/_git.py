@@ -205,15 +205,17 @@ class Git:
         *,
         cwd: Path | None = None,
         prepare: Callable[[], None] | None = None,
+        settings: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         """A network command (with the token, the network timeout), retried on transient
         failures (see ``_git_retry``); ``prepare`` runs before every attempt (e.g. removing
-        what a failed clone left)."""
+        what a failed clone left); ``settings`` as in :meth:`run`."""
 
         def attempt() -> subprocess.CompletedProcess[str]:
             if prepare is not None:
                 prepare()
-            return self.run(args, cwd=cwd, timeout=self.network_timeout, auth=True)
+            return self.run(args, cwd=cwd, timeout=self.network_timeout, auth=True,
+                            settings=settings)  # fmt: skip
 
         return retrying(attempt, what=args[0], policy=self.retry, log=self._log)
 
@@ -234,10 +236,12 @@ class Git:
         auth: bool = False,
         log_output: bool = True,
         upkeep: bool = True,
+        settings: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         """Run one git command; ``auth`` gives it the token (network commands only);
         ``log_output=False`` keeps a large output (a whole patch) out of the run's log;
-        ``upkeep=False`` keeps git from starting its automatic maintenance afterwards."""
+        ``upkeep=False`` keeps git from starting its automatic maintenance afterwards;
+        ``settings``: ``name=value`` configuration for this command alone (``-c``)."""
         command = " ".join(args)
         self._pin(cwd)
         self._log(f"$ git {command}" + (f"  (in {cwd.name})" if cwd else ""))
@@ -249,6 +253,8 @@ class Git:
         # Hooks never run in cgr's own git commands: in the checkout they are the agent's
         # to write.
         argv = ["git", "-c", "core.hooksPath=/dev/null", *no_upkeep, *self._safe_directory(cwd)]
+        for setting in settings:
+            argv += ["-c", setting]
         try:
             done = subprocess.run(
                 [*argv, *args],
@@ -313,7 +319,7 @@ class Git:
             # The URL and the mirror's refspec given here rather than ``remote set-url``
             # first: one git process per run instead of two.
             self.network(["fetch", "--prune", "--no-write-fetch-head", url, "+refs/*:refs/*"],
-                         cwd=mirror)  # fmt: skip
+                         cwd=mirror, settings=_MIRROR_PROTOCOL)  # fmt: skip
             return
         mirror.parent.mkdir(parents=True, exist_ok=True)
         # Per process: the git of a creator that was killed may still be writing its own.
@@ -495,6 +501,15 @@ class Git:
             return local
         finally:
             _rmtree(workdir)
+
+
+# The mirror's fetch takes every ref (``+refs/*:refs/*``), so protocol v2's ref filtering
+# saves it nothing, and v2 spends a round trip more on each fetch (GET info/refs, then POST
+# ls-refs, then POST fetch; v0's GET info/refs carries the refs, and a mirror already up
+# to date stops there). The fetch is on the way to every agent's start. (The mirror's
+# first clone, once, keeps git's default: over v0 a small clone is unpacked into loose
+# objects, which every local clone would then copy one file at a time.)
+_MIRROR_PROTOCOL = ("protocol.version=0",)
 
 
 @contextlib.contextmanager
