@@ -111,6 +111,18 @@ def test_the_claims_github_writes_are_in_flight_together(
     assert summary["outcome"] == "pr_opened"
 
 
+def test_a_run_reads_its_threads_comments_once(env: Env) -> None:
+    """The thread's read (the issue and its comments, together) tells the claim whether the
+    run's status comment exists: the claim does not list the comments again to find out."""
+    number = env.sim.create_issue(REPO, "Five", "", author="alice", labels=["ready"])
+    env.sim.add_comment(REPO, number, "a person's comment", author="alice")
+    assert env.run(number, "--json") == 0
+    path = f"/repos/{REPO}/issues/{number}/comments"
+    assert [r.method for r in env.sim.requests if r.path == path] == ["GET", "POST"]
+    (status,) = [c for c in env.sim.comments(REPO, number) if "<!-- cgr:run=" in c.body]
+    assert "pull request #" in status.body
+
+
 def _only_run(env: Env) -> str:
     runs = [p.name for p in env.workspace.iterdir() if p.name.startswith("r-")]
     assert len(runs) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -47,6 +47,7 @@ class Thread:
 @dataclass(slots=True)
 class _StatusState:
     comment_id: int | None = None
+    known_absent: bool = False  # the thread, just read, has none: no look before creating
     last_edit: float | None = None
     last_body: str | None = None
     pending: str | None = None
@@ -384,6 +385,22 @@ class RunGitHub:
         found = await self._find_comment(repo, number, run_id=run_id, post_key=None)
         return int(found["id"]) if found is not None else None
 
+    def note_thread_comments(
+        self, repo: str, number: int, run_id: str, comments: Iterable[Mapping[str, Any]]
+    ) -> None:
+        """Learn run ``run_id``'s status comment from the thread's comments, all of them,
+        read a moment ago (:meth:`get_thread`): its id, or that there is none. Then the
+        first :meth:`update_status` need not look for it first (one round trip fewer in
+        a run's claim); without this call it looks."""
+        state = self._status.setdefault(run_id, _StatusState(repo=repo, number=number))
+        if state.comment_id is not None:
+            return
+        for comment in comments:
+            if find_status_run_id(comment.get("body")) == run_id:
+                state.comment_id = int(comment["id"])
+                return
+        state.known_absent = True
+
     async def update_status(
         self, repo: str, number: int, run_id: str, text: str, *, final: bool = False
     ) -> bool:
@@ -395,9 +412,10 @@ class RunGitHub:
         body = f"{status_marker(run_id)}\n{text}"
         state = self._status.setdefault(run_id, _StatusState(repo=repo, number=number))
         now = self._clock()
-        if state.comment_id is None:
+        if state.comment_id is None and not state.known_absent:
             # A crash or a second process may have created it already: look before writing.
             state.comment_id = await self.find_status_comment(repo, number, run_id)
+        state.known_absent = False  # what the thread said is used once
         if state.comment_id is None:
             created = await self._create_comment(repo, number, body, look_first=False)
             state.comment_id = int(created["id"])

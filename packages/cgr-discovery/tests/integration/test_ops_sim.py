@@ -168,6 +168,35 @@ async def test_a_failed_read_of_a_thread_raises_github_s_error_itself(
     assert [r.status for r in sim.requests if r.path == f"/repos/{REPO}/issues/{number}"] == [200]
 
 
+async def test_a_status_comment_known_from_the_thread_is_not_looked_for_again(
+    sim: GitHubSimulator, ops: RunGitHub
+) -> None:
+    """The thread's comments, just read, tell whether the run's status comment exists:
+    the first update writes at once (created, or edited in place), no list read first."""
+    number = sim.create_issue(REPO, "t", "b")
+    thread = await ops.get_thread(REPO, number)
+    ops.note_thread_comments(REPO, number, "run-1", thread.comments)
+    sim.clear_requests()
+    assert await ops.update_status(REPO, number, "run-1", "Working") is True
+    assert [(r.method, r.path) for r in sim.requests] == [
+        ("POST", f"/repos/{REPO}/issues/{number}/comments")
+    ]
+    # Another process of the same run (put back in the queue) finds it in the thread.
+    again = RunGitHub(ops.gh)
+    thread = await again.get_thread(REPO, number)
+    again.note_thread_comments(REPO, number, "run-1", thread.comments)
+    sim.clear_requests()
+    assert await again.update_status(REPO, number, "run-1", "Working again") is True
+    assert [r.method for r in sim.requests] == ["PATCH"]
+    (comment,) = sim.comments(REPO, number)
+    assert comment.body.endswith("Working again")
+    # Without the thread, the first update looks (a GET) before it writes.
+    third = RunGitHub(ops.gh)
+    sim.clear_requests()
+    await third.update_status(REPO, number, "run-1", "Looked up")
+    assert [r.method for r in sim.requests] == ["GET", "PATCH"]
+
+
 async def test_pull_request_lifecycle(sim: GitHubSimulator, ops: RunGitHub) -> None:
     assert await ops.default_branch(REPO) == "main"
     assert await ops.find_pull_request(REPO, "cgr/issue-1") is None

@@ -519,6 +519,9 @@ async def _run_steps(
     texts = Texts(ctx.bot, ctx.run_id)
     try:
         thread = await github.get_thread(request.repo, request.number)
+        # The thread's comments say whether this run's status comment exists (a run put
+        # back in the queue made one): the claim need not read them again to find out.
+        github.note_thread_comments(request.repo, request.number, ctx.run_id, thread.comments)
         claimed = await _claim(ctx, store, github, thread, texts)
     except Exception as exc:
         # Nothing is spent yet: a GitHub outage here puts the run back in the queue.
