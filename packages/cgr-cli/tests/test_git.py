@@ -390,3 +390,33 @@ def test_a_mirror_fetch_is_one_round_trip_when_nothing_changed_two_when_somethin
             ("POST", "/o/r.git/git-upload-pack"),
         ]
     assert _git("rev-parse", "main", cwd=mirror) == pushed
+
+
+def test_the_mirrors_automatic_maintenance_ends_before_its_fetch_returns(
+    tmp_path: Path, remote: Path
+) -> None:
+    """A fetch may start `gc --auto`; detached (git's default) it would repack and delete
+    the mirror's object files after the fetch, outside the mirror's lock, while a run's
+    local clone copies them. The mirror's gc runs in the foreground: it is over (the
+    loose objects packed) when ensure_mirror returns."""
+    git = Git(token=None, timeout=30, network_timeout=30)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    git.ensure_mirror(url, mirror)
+    _git("config", "gc.auto", "1", cwd=mirror)  # loose objects in 17/ are "too many"
+    # A push whose three blobs the fetch brings as loose objects in 17/ (reachable: a gc
+    # packs them).
+    pusher = tmp_path / "pusher"
+    _git("clone", "-q", str(remote), str(pusher))
+    for n, content in enumerate(_loose_objects_in_17(3)):
+        (pusher / f"loose{n}.txt").write_bytes(content)
+    _git("add", ".", cwd=pusher)
+    _git("commit", "-qm", "loose", cwd=pusher)
+    _git("push", "-q", "origin", "HEAD:main", cwd=pusher)
+    lines: list[str] = []
+    Git(token=None, timeout=30, network_timeout=30, log=lines.append).ensure_mirror(url, mirror)
+    assert any(line.startswith("$ git fetch") for line in lines)
+    assert not (mirror / "gc.pid").exists()
+    loose = mirror / "objects" / "17"
+    assert not loose.exists() or not list(loose.iterdir())  # packed already
+    assert _git("cat-file", "-t", "main:loose0.txt", cwd=mirror) == "blob"

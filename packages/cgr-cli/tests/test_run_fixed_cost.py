@@ -20,7 +20,7 @@ from runworld import REPO, Env
 
 
 def _git_shim(env: Env) -> Path:
-    """A `git` first on PATH that logs each invocation (time, parent pid, its first seven
+    """A `git` first on PATH that logs each invocation (time, parent pid, its first 13
     arguments: cgr's are `-c core.hooksPath=/dev/null [-c X ...] <command>`) and execs the
     real git.
     Only cgr's own invocations (and the simulator's) have this test process as parent."""
@@ -30,7 +30,7 @@ def _git_shim(env: Env) -> Path:
     bin_dir.mkdir()
     log = env.root / "git.log"
     shim = bin_dir / "git"
-    line = '"$(date +%s%N)" "$PPID" "$1" "$2" "$3 $4 $5 $6 $7"'
+    line = '"$(date +%s%N)" "$PPID" "$1" "$2" "$3 $4 $5 $6 $7 $8 $9 ${10} ${11} ${12} ${13}"'
     shim.write_text(f'#!/bin/sh\nprintf "%s %s %s %s %s\\n" {line} >> {log}\nexec {real} "$@"\n')
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
     env.monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -41,7 +41,10 @@ def _cgr_git_commands(log: Path) -> list[tuple[int, str]]:
     """(time ns, git subcommand) of the git processes this process started."""
     out = []
     for line in log.read_text().splitlines():
-        ns, ppid, option, value, command = line.split(" ", 4)
+        parts = line.split(" ", 4)
+        if len(parts) < 5 or not parts[0].isdigit():
+            continue  # the rest of an argument with a line break (a commit message)
+        ns, ppid, option, value, command = parts
         # The simulator, in this process too, runs git for its git server and API; cgr's
         # own git commands all start with `-c core.hooksPath=/dev/null`.
         if int(ppid) == os.getpid() and (option, value) == ("-c", "core.hooksPath=/dev/null"):

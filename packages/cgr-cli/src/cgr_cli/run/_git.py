@@ -319,12 +319,13 @@ class Git:
             # The URL and the mirror's refspec given here rather than ``remote set-url``
             # first: one git process per run instead of two.
             self.network(["fetch", "--prune", "--no-write-fetch-head", url, "+refs/*:refs/*"],
-                         cwd=mirror, settings=_MIRROR_PROTOCOL)  # fmt: skip
+                         cwd=mirror, settings=_MIRROR_FETCH)  # fmt: skip
             return
         mirror.parent.mkdir(parents=True, exist_ok=True)
         # Per process: the git of a creator that was killed may still be writing its own.
         tmp = mirror.with_name(f"{mirror.name}.tmp-{os.getpid()}")
-        self.network(["clone", "--mirror", url, str(tmp)], prepare=lambda: _rmtree(tmp))
+        self.network(["clone", "--mirror", url, str(tmp)], prepare=lambda: _rmtree(tmp),
+                     settings=_MIRROR_CLONE)  # fmt: skip
         # Renamed into place only when complete, so a killed clone never looks like a mirror.
         tmp.rename(mirror)
 
@@ -503,13 +504,17 @@ class Git:
             _rmtree(workdir)
 
 
-# The mirror's fetch takes every ref (``+refs/*:refs/*``), so protocol v2's ref filtering
-# saves it nothing, and v2 spends a round trip more on each fetch (GET info/refs, then POST
-# ls-refs, then POST fetch; v0's GET info/refs carries the refs, and a mirror already up
-# to date stops there). The fetch is on the way to every agent's start. (The mirror's
-# first clone, once, keeps git's default: over v0 a small clone is unpacked into loose
-# objects, which every local clone would then copy one file at a time.)
-_MIRROR_PROTOCOL = ("protocol.version=0",)
+# The mirror takes every ref (``+refs/*:refs/*``), so protocol v2's ref filtering saves
+# it nothing, and v2 spends a round trip more on each clone and fetch (GET info/refs, then
+# POST ls-refs, then POST fetch; v0's GET info/refs carries the refs, and a mirror already
+# up to date stops there). The fetch is on the way to every agent's start.
+# The automatic maintenance a fetch starts (``gc --auto`` once loose objects pile up) runs
+# in the foreground, under the mirror's lock: detached, it would repack and delete object
+# files while a run's local clone copies them (the clone dies of it).
+_MIRROR_FETCH = ("protocol.version=0", "gc.autoDetach=false", "maintenance.autoDetach=false")
+# Over v0 a small clone is unpacked into loose objects, each of which every local clone
+# would copy as a file of its own: the first clone keeps its pack, as over v2.
+_MIRROR_CLONE = ("protocol.version=0", "fetch.unpackLimit=1")
 
 
 @contextlib.contextmanager
