@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,27 +85,13 @@ def test_the_claims_github_writes_are_in_flight_together(
 ) -> None:
     """Labels, assignee, reaction and the status comment are sent at once, not one after
     another: counted on the real calls (the simulator's latency keeps each in flight)."""
-    from cgr_discovery import RunGitHub
 
-    in_flight = {"now": 0, "max": 0}
     claim = ("add_labels", "remove_label", "assign", "react", "update_status")
-    for name in claim:
-        original = getattr(RunGitHub, name)
-
-        async def counted(self: RunGitHub, *args: Any, _original: Any = original,
-                          **kwargs: Any) -> Any:  # fmt: skip
-            in_flight["now"] += 1
-            in_flight["max"] = max(in_flight["max"], in_flight["now"])
-            try:
-                return await _original(self, *args, **kwargs)
-            finally:
-                in_flight["now"] -= 1
-
-        monkeypatch.setattr(RunGitHub, name, counted)
+    in_flight = _InFlight(monkeypatch, claim)
     env.sim.faults.latency(0.2, method="POST", path=r"/issues/\d+/(labels|assignees|reactions)")
     number = env.sim.create_issue(REPO, "Three", "", author="alice", labels=["ready"])
     assert env.run(number, "--json") == 0
-    assert in_flight["max"] == len(claim)
+    assert in_flight.max == len(claim)
     issue = env.sim.issue(REPO, number)
     assert env.sim.bot_login in issue.assignees
     assert "ready" not in issue.labels
@@ -124,6 +111,40 @@ def test_a_run_reads_its_threads_comments_once(env: Env) -> None:
     assert [r.method for r in env.sim.requests if r.path == path] == ["GET", "POST"]
     (status,) = [c for c in env.sim.comments(REPO, number) if "<!-- cgr:run=" in c.body]
     assert "pull request #" in status.body
+
+
+class _InFlight:
+    """How many of RunGitHub's ``names`` are in flight at once at most (``max``), counted
+    on the real calls while ``counting()`` says so; ``calls``: ("start" | "end", name) of
+    the counted ones, in order."""
+
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        names: tuple[str, ...],
+        counting: Callable[[], bool] = lambda: True,
+    ) -> None:
+        from cgr_discovery import RunGitHub
+
+        self.now = self.max = 0
+        self.calls: list[tuple[str, str]] = []
+        for name in names:
+            original = getattr(RunGitHub, name)
+
+            async def counted(github: RunGitHub, *args: Any, _original: Any = original,
+                              _name: str = name, **kwargs: Any) -> Any:  # fmt: skip
+                if not counting():
+                    return await _original(github, *args, **kwargs)
+                self.calls.append(("start", _name))
+                self.now += 1
+                self.max = max(self.max, self.now)
+                try:
+                    return await _original(github, *args, **kwargs)
+                finally:
+                    self.now -= 1
+                    self.calls.append(("end", _name))
+
+            monkeypatch.setattr(RunGitHub, name, counted)
 
 
 def _only_run(env: Env) -> str:
@@ -204,8 +225,6 @@ def test_the_reports_github_writes_are_in_flight_together(
     flight together, the label that goes on follows the removals."""
     from cgr_discovery import RunGitHub
 
-    calls: list[tuple[str, str]] = []  # ("start" | "end", name), after the pull request
-    in_flight = {"now": 0, "max": 0}
     opened = {"pr": False}
     original_create = RunGitHub.create_pull_request
 
@@ -215,31 +234,16 @@ def test_the_reports_github_writes_are_in_flight_together(
         return result
 
     monkeypatch.setattr(RunGitHub, "create_pull_request", create)
-    for name in ("add_labels", "remove_label", "update_status"):
-        original = getattr(RunGitHub, name)
-
-        async def counted(self: RunGitHub, *args: Any, _original: Any = original,
-                          _name: str = name, **kwargs: Any) -> Any:  # fmt: skip
-            if not opened["pr"]:
-                return await _original(self, *args, **kwargs)
-            calls.append(("start", _name))
-            in_flight["now"] += 1
-            in_flight["max"] = max(in_flight["max"], in_flight["now"])
-            try:
-                return await _original(self, *args, **kwargs)
-            finally:
-                in_flight["now"] -= 1
-                calls.append(("end", _name))
-
-        monkeypatch.setattr(RunGitHub, name, counted)
+    report = ("add_labels", "remove_label", "update_status")
+    in_flight = _InFlight(monkeypatch, report, counting=lambda: opened["pr"])
     env.sim.faults.latency(0.2, method="DELETE", path=r"/issues/\d+/labels/")
     env.sim.faults.latency(0.2, method="PATCH", path=r"/issues/comments/\d+")
     number = env.sim.create_issue(REPO, "Four", "", author="alice", labels=["ready"])
     assert env.run(number, "--json") == 0
-    assert in_flight["max"] == 4  # three removals and the comment
+    assert in_flight.max == 4  # three removals and the comment
     # The label that goes on is sent once every removal has ended (never two verdicts).
-    add = calls.index(("start", "add_labels"))
-    assert calls[:add].count(("end", "remove_label")) == 3
+    add = in_flight.calls.index(("start", "add_labels"))
+    assert in_flight.calls[:add].count(("end", "remove_label")) == 3
     issue = env.sim.issue(REPO, number)
     assert sorted(issue.labels) == ["cgr-done"]  # in-progress, ready, needs-human are off
     (status,) = [c for c in env.sim.comments(REPO, number) if "pull request #" in c.body]
