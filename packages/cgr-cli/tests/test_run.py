@@ -407,6 +407,9 @@ def test_untrusted_text_stays_data_and_the_agent_has_no_token(env: Env) -> None:
 
 
 def test_any_exception_still_ends_the_run_visibly(env: Env) -> None:
+    # A short write budget: the default (120 s of retries) made this test take ~90 s, and
+    # over its 120 s timeout on a loaded machine; what is tested is what happens after.
+    env.write_config(github={"write_retry_seconds": 0.5})
     env.sim.faults.error(500, method="POST", path=r"/pulls$")
     number = env.sim.create_issue(REPO, "Doomed", "", author="alice", labels=["ready"])
     assert env.run(number) == 1
