@@ -44,7 +44,7 @@ from cgr_cli.schedule._fleet import Fleet, fleet_pass, join_fleet
 from cgr_cli.schedule._github import GitHubSession, open_github
 from cgr_cli.schedule._locks import DaemonLock
 from cgr_cli.schedule._notify import Watchdog, notify
-from cgr_cli.schedule._plan import PassReport, plan_pass
+from cgr_cli.schedule._plan import PassReport, plan_first_pending, plan_pass
 from cgr_cli.schedule._runs import cgr_argv, free_slots, record_child, run_args
 
 if TYPE_CHECKING:
@@ -398,18 +398,15 @@ class _Pending:
     def narrowed(self, plan: PlanPass) -> PlanPass:
         if self.repos is None:
             return plan
-        first, rest = self.repos[:1], self.repos[1:]
+        repos = self.repos
 
         async def narrowed_pass(config: Config, *args: Any, slots: int, **kwargs: Any) -> list[Run]:
-            def only(repos: list[str]) -> Config:
-                return msgspec.structs.replace(config, repositories=repos)
+            async def plan_over(polled: list[str], most: int) -> list[Run]:
+                narrowed = msgspec.structs.replace(config, repositories=polled)
+                return await plan(narrowed, *args, slots=most, **kwargs)
 
-            planned = await plan(only(first), *args, slots=slots, **kwargs)
-            if len(planned) >= slots or not rest:
-                self._unread = rest
-                return planned
-            more = await plan(only(rest), *args, slots=slots - len(planned), **kwargs)
-            return [*planned, *more]
+            planned, self._unread = await plan_first_pending(plan_over, repos, slots)
+            return planned
 
         return narrowed_pass
 

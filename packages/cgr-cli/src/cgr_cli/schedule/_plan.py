@@ -33,6 +33,8 @@ from cgr_cli.schedule._runs import last_run_on, waiting_for_scheduler
 from cgr_cli.schedule._triggers import STREAMS, ProcessedInStore, processed_trigger, run_kind_for
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from cgr_cli.schedule._github import GitHubSession
     from cgr_discovery import PollResult
     from cgr_exec import ProcessIdentity
@@ -85,6 +87,25 @@ class PassReport:
             ],
             "failed_repos": self.failed_repos,
         }
+
+
+async def plan_first_pending(
+    plan_over: Callable[[list[str], int], Awaitable[list[Run]]], repos: list[str], slots: int
+) -> tuple[list[Run], list[str]]:
+    """A pass for ``slots`` jobs over the repositories whose jobs an earlier pass left
+    pending (``repos``, in the order passes take jobs): the first read alone, the others
+    only when it has fewer jobs than ``slots`` (one gone meanwhile). ``plan_over(repos,
+    slots)`` is the pass over some of them. Returns the runs and the repositories it did
+    not read (still pending as far as the caller knows).
+
+    Refills (a daemon woken by a child's end, a tick child taking its next job) use it:
+    jobs are taken repository by repository, so re-reading every pending repository for
+    each (three lists each) cost requests and CPU for nothing."""
+    first, rest = repos[:1], repos[1:]
+    planned = await plan_over(first, slots)
+    if len(planned) >= slots or not rest:
+        return planned, rest
+    return [*planned, *await plan_over(rest, slots - len(planned))], []
 
 
 async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, in one place

@@ -31,7 +31,7 @@ from cgr_cli.config._model import Config
 from cgr_cli.config._store import is_fleet
 from cgr_cli.schedule._github import open_github
 from cgr_cli.schedule._locks import tick_locks
-from cgr_cli.schedule._plan import PassReport, plan_pass
+from cgr_cli.schedule._plan import PassReport, plan_first_pending, plan_pass
 from cgr_cli.schedule._runs import free_slots, record_child, request_for
 
 if TYPE_CHECKING:
@@ -207,12 +207,6 @@ def _next_in_slot(config: Config, *, after: str, repos: list[str]) -> tuple[Run 
     from cgr_cli.config._store import open_config_store
     from cgr_store import RunStatus
 
-    def one_pass(store: Store, polled: list[str]) -> tuple[list[Run], list[str]]:
-        narrowed = msgspec.structs.replace(config, repositories=polled)
-        result = TickResult(PassReport())
-        planned = anyio.run(_discover_and_record, narrowed, store, config.host_id, result, 1)
-        return planned, result.report.pending_repos()
-
     try:
         # No whole-file check (it reads every page: 25 ms at 13 MB, at every job this child
         # takes): the tick that forked this child made it, and every tick makes it again.
@@ -221,20 +215,20 @@ def _next_in_slot(config: Config, *, after: str, repos: list[str]) -> tuple[Run 
                 return None, []
             # The one slot's next job is the first pending repository's (``repos`` is in
             # the order passes take jobs): its three lists are read, not every pending
-            # repository's; the others stay pending as far as this child knows (a pass
-            # over the first reports pending jobs of the first alone). Only when that
-            # repository has no job left are the others read.
-            first, rest = repos[:1], repos[1:]
-            planned, pending = one_pass(store, first)
-            if planned or not rest:
-                return (planned[0] if planned else None), [*pending, *rest]
-            planned, pending = one_pass(store, rest)
+            # repository's, and the others only when it has no job left.
+            result = TickResult(PassReport())
+
+            async def plan_over(polled: list[str], most: int) -> list[Run]:
+                narrowed = msgspec.structs.replace(config, repositories=polled)
+                return await _discover_and_record(narrowed, store, config.host_id, result, most)
+
+            planned, unread = anyio.run(plan_first_pending, plan_over, repos, 1)
     except CgrError:
         return None, []
     except Exception:
         logging.getLogger("cgr.tick").exception("looking for the next job failed")
         return None, []
-    return (planned[0] if planned else None), pending
+    return (planned[0] if planned else None), [*result.report.pending_repos(), *unread]
 
 
 def _output_to(path: Path) -> None:
