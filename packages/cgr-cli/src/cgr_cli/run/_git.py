@@ -235,24 +235,18 @@ class Git:
         check: bool = True,
         auth: bool = False,
         log_output: bool = True,
-        upkeep: bool = True,
         settings: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         """Run one git command; ``auth`` gives it the token (network commands only);
         ``log_output=False`` keeps a large output (a whole patch) out of the run's log;
-        ``upkeep=False`` keeps git from starting its automatic maintenance afterwards;
-        ``settings``: ``name=value`` configuration for this command alone (``-c``)."""
+        ``settings``: ``name=value`` configuration for this command alone (``-c``), e.g.
+        ``_NO_UPKEEP``."""
         command = " ".join(args)
         self._pin(cwd)
         self._log(f"$ git {command}" + (f"  (in {cwd.name})" if cwd else ""))
-        # A commit or fetch starts `git maintenance run --auto` (`gc --auto` before git
-        # 2.29), which may leave a detached gc running: in a checkout or publish.git that
-        # is a process outliving the run in a directory cgr is about to clean, for
-        # repositories that live one run or one target.
-        no_upkeep = [] if upkeep else ["-c", "maintenance.auto=false", "-c", "gc.auto=0"]
         # Hooks never run in cgr's own git commands: in the checkout they are the agent's
         # to write.
-        argv = ["git", "-c", "core.hooksPath=/dev/null", *no_upkeep, *self._safe_directory(cwd)]
+        argv = ["git", "-c", "core.hooksPath=/dev/null", *self._safe_directory(cwd)]
         for setting in settings:
             argv += ["-c", setting]
         try:
@@ -410,7 +404,7 @@ class Git:
         self.run(["add", "--all"], cwd=repo)
         if self.run(["diff", "--cached", "--quiet"], cwd=repo, check=False).returncode == 0:
             return False
-        self.run(["commit", "--no-verify", "-m", message], cwd=repo, upkeep=False)
+        self.run(["commit", "--no-verify", "-m", message], cwd=repo, settings=_NO_UPKEEP)
         return True
 
     def diff(self, repo: Path, base: str) -> str:
@@ -467,7 +461,7 @@ class Git:
             upload = f"git -c {shlex.quote(f'safe.directory={real}/.git')} upload-pack"
             fetch.append(f"--upload-pack={upload}")
         self.run([*fetch, str(checkout), f"+{commit}:refs/cgr/publish"], cwd=workdir,
-                 upkeep=False)  # fmt: skip
+                 settings=_NO_UPKEEP)  # fmt: skip
         args = ["push", url, f"refs/cgr/publish:refs/heads/{branch}"]
         if lease is not None:
             args.insert(1, f"--force-with-lease=refs/heads/{branch}:{lease}")
@@ -504,6 +498,11 @@ class Git:
             _rmtree(workdir)
 
 
+# A commit or fetch starts `git maintenance run --auto` (`gc --auto` before git 2.29),
+# which may leave a detached gc running: in a checkout or publish.git that is a process
+# outliving the run in a directory cgr is about to clean, for repositories that live one
+# run or one target. Commands there run with these settings.
+_NO_UPKEEP = ("maintenance.auto=false", "gc.auto=0")
 # The mirror takes every ref (``+refs/*:refs/*``), so protocol v2's ref filtering saves
 # it nothing, and v2 spends a round trip more on each clone and fetch (GET info/refs, then
 # POST ls-refs, then POST fetch; v0's GET info/refs carries the refs, and a mirror already
