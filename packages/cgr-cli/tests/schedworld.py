@@ -222,6 +222,13 @@ class Sched:
     def all_terminal(self) -> bool:
         return all(r.status.is_terminal for r in self.runs())
 
+    def settled(self) -> bool:
+        """Every run ended and its report sent: a run's row ends before its report's GitHub
+        writes (the outbox), so until then their webhook deliveries may still come."""
+        with self.env.store() as store:
+            runs = store.recent_runs(limit=1000)
+            return all(r.status.is_terminal for r in runs) and not store.pending_outbox(1)
+
     def all_ended(self, count: int) -> bool:
         """Exactly ``count`` runs, every one ended: read in one snapshot (asking
         ``all_terminal()`` and then counting could see one run end and, a moment later, a

@@ -146,7 +146,9 @@ class WebhookIntake:
     _last_reconcile: float | None = None  # clock() of the last full pass
     _last_reconcile_wall: float | None = None
     _reconcile_now: bool = False
-    _slot_pending: set[str] = field(default_factory=set)  # "repo#n" left for want of a slot
+    # "repo#n" left pending for want of a slot and already accounted for: announced by a
+    # delivery, found by the catch-up pass, or counted as missed when a reconcile found it.
+    _slot_pending: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._named = {r.lower(): r for r in self.config.repositories if not is_pattern(r)}
@@ -291,10 +293,13 @@ class WebhookIntake:
     def _after_reconcile(
         self, planned: list[Run], report: PassReport, *, first: bool, asked: set[str]
     ) -> None:
+        # A job no delivery announced is missed whether this pass started it or left it
+        # pending for want of a slot (counted now, not again when a later pass starts it).
+        started = [f"{r.repo}#{r.target}" for r in planned if r.id not in asked]
         missed = [
-            r
-            for r in planned
-            if r.id not in asked and f"{r.repo}#{r.target}" not in self._slot_pending
+            where
+            for where in dict.fromkeys([*started, *report.pending])
+            if where not in self._slot_pending
         ]
         self._slot_pending = set(report.pending)
         self._reconcile_now = bool(report.pending)  # left for want of a slot: look again
@@ -309,7 +314,7 @@ class WebhookIntake:
             log.warning(
                 "reconcile found %d trigger(s) no webhook delivery announced (%s); polling "
                 "every %gs until a reconcile pass finds none",
-                len(missed), ", ".join(f"{r.repo}#{r.target}" for r in missed),
+                len(missed), ", ".join(missed),
                 self.config.polling.interval_seconds,
             )  # fmt: skip
             self.healthy = False
