@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,42 @@ def test_daemon_start_reconciles_runs_whose_process_is_gone(
     assert (run.id, run.status.value) == (run_id, "failed")
     assert "reconciled" in (tmp_path / "daemon.log").read_text()
     sched.assert_consistent([number])
+
+
+@pytest.mark.slow
+def test_a_daemon_stops_when_its_database_file_is_found_damaged(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
+    """Runs skip the whole-file check when they pick up their rows (a cost per run), so the
+    daemon reads the file whole every `polling.database_check_seconds`: damage no query has
+    met yet stops it (as SIGTERM does: its runs get their grace) with the store's message."""
+    from cgr_store import ProcessedTrigger, TriggerKind
+
+    sched.config(polling={"database_check_seconds": 0.3})
+    with env.store() as store:  # old processed triggers: pages the daemon never reads
+        for n in range(300):
+            store.mark_trigger_processed(
+                ProcessedTrigger(kind=TriggerKind.ISSUE, id=f"{n:04d}" + "x" * 200, repo=REPO)
+            )
+    log = tmp_path / "daemon.log"
+    daemon = sched.start("daemon", "--grace", "5", log=log)
+    try:
+        sched.wait_until(lambda: "started on" in log.read_text(), 30, "the daemon's start")
+        time.sleep(1.5)  # several checks of the sound file
+        assert daemon.poll() is None, log.read_text()
+        page = 4096
+        with env.database.open("r+b") as f:
+            pages = f.seek(0, os.SEEK_END) // page
+            assert pages > 10
+            f.seek(pages // 2 * page)
+            f.write(bytes(range(256)) * (page // 256))
+        code = daemon.wait(30)
+    finally:
+        with contextlib.suppress(Exception):
+            sched.stop(daemon)
+    text = log.read_text()
+    assert code != 0, text
+    assert "is corrupt" in text
+    assert "Restore it from a backup" in text
+    assert "the database file is damaged: the daemon stops and starts no run on it" in text
+    assert "Traceback" not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -328,6 +329,21 @@ def test_damage_found_later_is_reported_as_corrupt_too(db_path: Path) -> None:
     with SQLiteStore(db_path, quick_check=False) as store, pytest.raises(CorruptDatabase):
         store.recent_runs(limit=1000)
     assert db_path.read_bytes() == bytes(data)
+
+
+def test_check_file_finds_damage_done_while_the_store_is_open(db_path: Path) -> None:
+    """A long-lived process (the daemon) checks its open file now and then, from a thread."""
+    _filled_database(db_path)
+    with SQLiteStore(db_path) as store:
+        checker = ThreadPoolExecutor(1)
+        checker.submit(store.check_file).result()  # a sound file: nothing raised
+        with db_path.open("r+b") as f:  # page 4: runs no query below reads
+            f.seek(3 * 4096)
+            f.write(bytes(range(256)) * 16)
+        with pytest.raises(CorruptDatabase, match="backup"):
+            checker.submit(store.check_file).result()
+        checker.shutdown()
+        assert store.get_run(store.recent_runs(limit=1)[0].id)  # the store itself still works
 
 
 def test_a_truncated_file_is_reported_as_corrupt(db_path: Path) -> None:

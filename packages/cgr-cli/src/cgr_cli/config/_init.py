@@ -186,6 +186,7 @@ database = {_q(str(paths.database))}
 # interval_seconds = 60                # for `cgr tick` (its systemd timer) and `cgr daemon`
 # max_concurrency = 3
 # max_concurrent_repos = 32            # repositories a discovery pass reads at once
+# database_check_seconds = 3600        # `cgr daemon` reads its SQLite file whole (0: at start)
 
 [webhook]
 # `cgr daemon` receives GitHub webhooks here (a hook posting to / or /webhook), and polls

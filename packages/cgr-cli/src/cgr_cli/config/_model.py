@@ -95,6 +95,9 @@ class PollingConfig(_Section, frozen=True):
     # On PostgreSQL (a fleet of hosts): runs active at once across every host; None means
     # only each host's max_concurrency limits them.
     fleet_max_concurrency: PositiveInt | None = None
+    # `cgr daemon` on SQLite reads its whole database file this often (the check opening
+    # does) and stops on damage; 0: only when it starts.
+    database_check_seconds: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
 
 
 class TimeoutsConfig(_Section, frozen=True):

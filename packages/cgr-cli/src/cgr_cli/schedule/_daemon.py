@@ -18,6 +18,10 @@ The loop, every ``polling.interval_seconds``:
   ``python -m cgr_cli run --config … --run-id …`` for each through cgr-exec's subprocess
   strategy (own session and process group, own log file).
 
+On SQLite, every ``polling.database_check_seconds`` (an hour) it reads the whole database
+file, as opening it did; on damage it stops as on SIGTERM and exits with the error (a run
+picking up its row does not check the file: that cost is per run).
+
 At start it reconciles (one reap pass: runs of this host whose process is gone are ended
 visibly). SIGTERM or SIGINT: stop claiming, give running children ``grace`` seconds to
 finish, then end their process groups (the child reports "cancelled" itself; the daemon
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import msgspec
 
 from cgr_cli.config._model import Config
@@ -53,7 +58,7 @@ if TYPE_CHECKING:
     from cgr_cli.schedule._metrics import Metrics
     from cgr_cli.schedule._webhooks import WebhookIntake
     from cgr_exec import ChildHandle, ProcessIdentity, SubprocessExecutor
-    from cgr_store import Run, Store
+    from cgr_store import CorruptDatabase, Run, SQLiteStore, Store
 
     PlanPass = Callable[..., Awaitable[list[Run]]]
 
@@ -85,13 +90,14 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
     from cgr_cli.schedule._metrics import Metrics, serve
     from cgr_cli.schedule._reaper import reap
     from cgr_exec import ProcessIdentity, SubprocessExecutor
-    from cgr_store import RunStatus
+    from cgr_store import RunStatus, SQLiteStore
 
     host, me = config.host_id, ProcessIdentity.current()
     stop = anyio.Event()
     cancelled_since: dict[str, float] = {}
     unclaimed: set[str] = set()  # started children whose claim is not yet measured
     pending = _Pending()
+    damage: CorruptDatabase | None = None
     listener = await _bind_webhooks(config)
     store = open_config_store(config)
     try:
@@ -135,9 +141,14 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
                 log.info("reconciled: %s", {k: v for k, v in reconciled.as_dict().items() if v})
             except Exception:
                 log.exception("reconciling failed; the next pass reaps again")
-            last_reap = time.monotonic()
+            last_reap = last_file_check = time.monotonic()  # opening checked the file
             notify("STATUS=scheduling")
             while not stop.is_set():
+                if isinstance(store, SQLiteStore) and _file_check_due(config, last_file_check):
+                    last_file_check = time.monotonic()
+                    damage = await _check_file(store)
+                    if damage is not None:
+                        break
                 # A pass woken by a child's end only refills slots; the reap pass (store
                 # scans, workspace retention) runs once per interval.
                 reap_due = time.monotonic() - last_reap >= config.polling.interval_seconds
@@ -165,6 +176,9 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
                 with anyio.move_on_after(config.polling.interval_seconds):
                     await wake.wait()
                 wake.clear()
+            if damage is not None:
+                log.error("the database file is damaged: the daemon stops and starts no run "
+                          "on it (`cgr doctor` checks the file). %s", damage)  # fmt: skip
             log.info("stopping: no new runs; %d running get %gs to finish",
                      len(executor.running), grace)  # fmt: skip
             notify("STOPPING=1", f"STATUS=stopping; {len(executor.running)} run(s) finishing")
@@ -181,7 +195,30 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
         if fleet is not None:
             fleet.leave()
         store.close()
+    if damage is not None:
+        raise damage
     return 0
+
+
+def _file_check_due(config: Config, last: float) -> bool:
+    every = config.polling.database_check_seconds
+    return every > 0 and time.monotonic() - last >= every
+
+
+async def _check_file(store: SQLiteStore) -> CorruptDatabase | None:
+    """The SQLite file read whole, in a thread (it reads every page: ~0.3 s at 100,000
+    runs, which the event loop must not wait out); the damage found, if any. Since a run
+    no longer checks the file when it picks up its row (a cost per run), this is what
+    finds a damaged page no query has read yet."""
+    from cgr_store import CorruptDatabase
+
+    try:
+        await anyio.to_thread.run_sync(store.check_file)
+    except CorruptDatabase as exc:
+        return exc
+    except Exception:
+        log.warning("could not check the database file; trying again later", exc_info=True)
+    return None
 
 
 async def _wait_for_github(config: Config, watchdog: Watchdog, cap: float = 60.0) -> None:
