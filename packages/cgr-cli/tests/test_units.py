@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -178,3 +179,21 @@ def test_slug(title: str, slug: str) -> None:
 
 def test_branch_name() -> None:
     assert branch_name("cgr/", 12, "Hello World") == "cgr/12-hello-world"
+
+
+def test_a_github_write_attempt_is_history_recorded_without_an_fsync(tmp_path: Path) -> None:
+    """~11 attempts a run, each its own commit: none waits for the disk (the run's next
+    transition, which does, makes them durable); the line is the run's history all the same."""
+    from cgr_cli.run._outbox import attempt_recorder
+    from cgr_discovery import WriteAttempt
+    from cgr_store import Run, RunKind, SQLiteStore, new_run_id
+
+    with SQLiteStore(tmp_path / "db.sqlite3") as store:
+        run = store.create_run(Run(id=new_run_id(), repo="o/r", target=1, kind=RunKind.ISSUE))
+        said: list[str] = []
+        store._connection().set_trace_callback(said.append)
+        attempt = WriteAttempt(step="comment", target="o/r#1", attempt=1, outcome="ok")
+        attempt_recorder(store, run.id)(attempt)
+        store._connection().set_trace_callback(None)
+        assert store.events(run.id)[-1].detail == "github comment o/r#1 attempt 1: ok"
+    assert "PRAGMA synchronous = NORMAL" in said

@@ -156,6 +156,26 @@ def churn(path: Path, worker: int, seconds: float) -> int:
     return done
 
 
+def event_rates(path: Path, seconds: float = 2.0) -> dict[bool, float]:
+    """History events (``record_event``) per second, durable (fsync'd) and not, in
+    alternating rounds."""
+    done = {True: 0, False: 0}
+    spent = {True: 0.0, False: 0.0}
+    with SQLiteStore(path) as store:
+        run = store.create_run(Run(id=new_run_id(), repo="o/r", target=1, kind=RunKind.ISSUE))
+        for _ in range(ROUNDS):
+            for durable in (True, False):
+                end = time.perf_counter() + seconds / ROUNDS
+                started = time.perf_counter()
+                while time.perf_counter() < end:
+                    store.record_event(
+                        run.id, "github comment o/r#1 attempt 1: ok", durable=durable
+                    )
+                    done[durable] += 1
+                spent[durable] += time.perf_counter() - started
+    return {durable: done[durable] / spent[durable] for durable in done}
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
         print(churn(Path(sys.argv[2]), int(sys.argv[3]), SECONDS))
@@ -201,6 +221,11 @@ def main() -> None:
                 f"{where}: store {rates['store']:6.1f} runs/s, raw sqlite3 {rates['raw']:6.1f}"
                 f" runs/s: {rates['store'] / rates['raw']:.2f} x raw (goal >= 0.75)"
             )
+        events = event_rates(Path(tmp) / "events.db")
+        print(
+            f"history events: durable {events[True]:7.1f}/s ({1000 / events[True]:.2f} ms each), "
+            f"durable=False {events[False]:7.1f}/s ({1000 / events[False]:.2f} ms each)"
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from cgr_store import (
     InvalidUpdate,
     OutboxEntry,
     OutboxItemNotFound,
+    PostgresStore,
     ProcessedTrigger,
     Run,
     RunExists,
@@ -227,6 +228,29 @@ def test_record_event_appends_to_the_history_without_a_status_change(store: Stor
     assert store.get_run(run.id).status is RunStatus.SUCCEEDED
     with pytest.raises(RunNotFound):
         store.record_event("r-nope", "x")
+
+
+def test_an_event_recorded_without_waiting_for_the_disk_is_history_all_the_same(
+    store: Store,
+) -> None:
+    run = store.create_run(make_run())
+
+    def setting() -> object:  # PostgreSQL's, for this session
+        assert isinstance(store, PostgresStore)
+        return store._read(lambda c: c.execute("SHOW synchronous_commit").fetchone()[0])
+
+    if isinstance(store, PostgresStore):  # tests' servers run at off: this session at on
+        store._read(lambda c: c.execute("SET synchronous_commit = on"))
+        assert setting() == "on"
+    store.record_event(run.id, "github comment #1 attempt 1: ok", durable=False)
+    store.transition(run.id, RunStatus.CLAIMED, host="box")  # durable: covers it
+    details = [e.detail for e in store.events(run.id)]
+    assert details[1:] == ["github comment #1 attempt 1: ok", details[2]]
+    assert store.get_run(run.id).status is RunStatus.CLAIMED
+    with pytest.raises(RunNotFound):
+        store.record_event("r-nope", "x", durable=False)
+    if isinstance(store, PostgresStore):  # SET LOCAL: that transaction only
+        assert setting() == "on"
 
 
 def test_update_run_sets_only_non_status_fields(store: Store) -> None:

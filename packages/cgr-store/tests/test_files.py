@@ -346,6 +346,28 @@ def test_check_file_finds_damage_done_while_the_store_is_open(db_path: Path) -> 
         assert store.get_run(store.recent_runs(limit=1)[0].id)  # the store itself still works
 
 
+def test_an_event_not_durable_commits_at_normal_and_the_next_commit_is_full(
+    db_path: Path,
+) -> None:
+    """WAL at NORMAL appends without an fsync; every other commit stays FULL."""
+    with SQLiteStore(db_path) as store:
+        run = store.create_run(Run(id=new_run_id(), repo="o/r", target=1, kind=RunKind.ISSUE))
+        seen: list[str] = []
+        conn = store._connection()
+        conn.set_trace_callback(seen.append)
+        store.record_event(run.id, "github comment #1 attempt 1: ok", durable=False)
+        store.record_event(run.id, "requeued")
+        conn.set_trace_callback(None)
+        assert [e.detail for e in store.events(run.id)][-2:] == [
+            "github comment #1 attempt 1: ok", "requeued",
+        ]  # fmt: skip
+    said = [s for s in seen if "synchronous" in s or s.startswith(("BEGIN", "COMMIT"))]
+    assert said == [
+        "PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE", "COMMIT", "PRAGMA synchronous = FULL",
+        "BEGIN IMMEDIATE", "COMMIT",
+    ]  # fmt: skip
+
+
 def test_a_truncated_file_is_reported_as_corrupt(db_path: Path) -> None:
     _filled_database(db_path)
     db_path.write_bytes(db_path.read_bytes()[: 3 * 4096])

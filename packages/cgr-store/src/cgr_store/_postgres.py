@@ -329,7 +329,7 @@ class PostgresStore(PerProcessConnection[_PgConn], SQLStore):
             delay = min(delay * 2, 0.25)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _transaction(self, body: Callable[[Conn], T], *, write: bool) -> T:
+    def _transaction(self, body: Callable[[Conn], T], *, write: bool, durable: bool = True) -> T:
         begin = "BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
         def attempt() -> T:
@@ -339,6 +339,9 @@ class PostgresStore(PerProcessConnection[_PgConn], SQLStore):
                 conn = self._connection()
                 try:
                     conn.execute(begin)
+                    if not durable:
+                        # This transaction's commit only: no wait for the WAL flush.
+                        conn.execute("SET LOCAL synchronous_commit = off")
                     result = body(conn)
                     conn.execute("COMMIT")
                 except BaseException:

@@ -72,10 +72,16 @@ class Store(Protocol):
         terminal one, e.g. cancelled, should stop)."""
         ...
 
-    def record_event(self, run_id: str, detail: str) -> RunEvent:
+    def record_event(self, run_id: str, detail: str, *, durable: bool = True) -> RunEvent:
         """Append an event that changes nothing (``from_status == to_status`` = the run's
         status now): something that happened to the run without moving it, e.g. one
-        attempt of a GitHub write. Raises RunNotFound."""
+        attempt of a GitHub write. Raises RunNotFound.
+
+        ``durable=False``: committed without waiting for the disk (SQLite: this one
+        commit at ``synchronous = NORMAL``; PostgreSQL: ``synchronous_commit = off``). A
+        killed process loses nothing; a power cut may lose such events, never one that was
+        followed by a durable commit, which makes them durable too. For history lines that
+        decide nothing."""
         ...
 
     def get_run(self, run_id: str) -> Run:

@@ -125,8 +125,9 @@ class SQLStore:
     _integrity_errors: tuple[type[Exception], ...] = ()
 
     # -- supplied by the backend --------------------------------------------------------
-    def _transaction(self, body: Callable[[Conn], T], *, write: bool) -> T:
-        """Run ``body`` in one transaction (``write``: one that may change rows)."""
+    def _transaction(self, body: Callable[[Conn], T], *, write: bool, durable: bool = True) -> T:
+        """Run ``body`` in one transaction (``write``: one that may change rows;
+        ``durable=False``: its commit does not wait for the disk, see ``record_event``)."""
         raise NotImplementedError
 
     def _read(self, body: Callable[[Conn], T]) -> T:
@@ -328,7 +329,7 @@ class SQLStore:
 
         return self._write(body)
 
-    def record_event(self, run_id: str, detail: str) -> RunEvent:
+    def record_event(self, run_id: str, detail: str, *, durable: bool = True) -> RunEvent:
         def body(conn: Conn) -> RunEvent:
             sql = f"SELECT status FROM runs WHERE id = ?{self._for_update}"
             row = conn.execute(sql, (run_id,)).fetchone()
@@ -342,7 +343,7 @@ class SQLStore:
                 run_id=run_id, at=now, from_status=status, to_status=status, detail=detail
             )
 
-        return self._write(body)
+        return self._transaction(body, write=True, durable=durable)
 
     def get_run(self, run_id: str) -> Run:
         return self._read(lambda conn: self._load(conn, run_id))

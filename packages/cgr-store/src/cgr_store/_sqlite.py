@@ -307,22 +307,32 @@ class SQLiteStore(PerProcessConnection[sqlite3.Connection], SQLStore):
             time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - not for security
             delay = min(delay * 2, 0.25)
 
-    def _transaction(self, body: Callable[[Conn], T], *, write: bool) -> T:
-        """Run ``body`` in one transaction, retrying it whole on busy errors."""
+    def _transaction(self, body: Callable[[Conn], T], *, write: bool, durable: bool = True) -> T:
+        """Run ``body`` in one transaction, retrying it whole on busy errors.
+
+        ``durable=False``: this commit runs at ``synchronous = NORMAL``, which in WAL mode
+        appends to the WAL without an fsync; the next FULL commit's fsync covers it."""
+        lazy = not durable and not self._memory
 
         def attempt() -> T:
             if self._pid != os.getpid():
                 self._drop_inherited()
             with self._lock:
                 conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                if lazy:
+                    conn.execute("PRAGMA synchronous = NORMAL")
                 try:
-                    result = body(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    try:
+                        result = body(conn)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                finally:
+                    if lazy:
+                        self._set_synchronous(conn)
                 return result
 
         return self._with_busy_retry(attempt)
