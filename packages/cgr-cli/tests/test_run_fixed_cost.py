@@ -194,6 +194,25 @@ def test_a_run_process_checks_the_database_file_once(env: Env) -> None:
         assert store.get_run(queued.id).status.value == "succeeded"
 
 
+def test_a_run_plans_its_sandbox_once(env: Env) -> None:
+    """The repository's set-up and check commands and the agent run under one sandbox,
+    planned once per run (planning reads directory listings, ~3 ms; it was planned for the
+    commands and again for the agent)."""
+    from cgr_cli.run import _agent_run
+
+    plans: list[object] = []
+    real = _agent_run.plan_sandbox
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        plans.append(real(*args, **kwargs))
+        return plans[-1]
+
+    env.monkeypatch.setattr(_agent_run, "plan_sandbox", counted)
+    number = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
+    assert env.run(number) == 0
+    assert len(plans) == 1
+
+
 def test_a_tick_childs_pass_for_its_next_job_does_not_check_the_database_file(
     env: Env,
 ) -> None:

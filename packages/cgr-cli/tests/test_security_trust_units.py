@@ -76,6 +76,26 @@ def test_narrow_replaces_a_directory_by_its_other_children(tmp_path: Path) -> No
     assert narrow(tmp_path / "b", [tmp_path / "a"]) == [tmp_path / "b"]
 
 
+def test_narrow_follows_a_symlink_to_a_directory_holding_a_forbidden_path_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """A child reached by a symlink is narrowed against every forbidden path, not only
+    those inside its parent: its target can be anywhere."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a / "secret", a / "deep" / "secret2", a / "deep" / "x", b / "secret3", b / "fine"):
+        d.mkdir(parents=True)
+    (a / "to-b").symlink_to(b)
+    (a / "deep" / "up").symlink_to(a)  # a loop back up: ends at a's depth limit or its rules
+    forbidden = [a / "secret", a / "deep" / "secret2", b / "secret3"]
+    got = narrow(a, forbidden)
+    assert b / "fine" in got
+    for path in got:
+        for f in forbidden:
+            assert path != f and f not in path.parents and path not in f.parents, (path, f)
+    assert a / "deep" / "x" in got
+    assert b not in got
+
+
 def test_the_agents_installation_and_ports(tmp_path: Path) -> None:
     prefix = tmp_path / "venv"
     (prefix / "bin").mkdir(parents=True)

@@ -64,6 +64,9 @@ class AgentRunner:
     # The agent's Claude Code release, as the pipeline asked it before the claim; None:
     # ask here (once, kept for both attempts of a lost session).
     cli: AgentCli | None = None
+    # The sandbox, planned once per run: the set-up and check commands and every agent
+    # attempt run under the same one, and planning reads directory listings (~3 ms).
+    planned: SandboxPlan | None = dataclasses.field(default=None, init=False)
 
     async def run(self, resume: str | None) -> AgentRun:
         """Run once; if ``--resume`` finds no conversation, run again without it in the
@@ -101,14 +104,17 @@ class AgentRunner:
 
     def sandbox(self, env: dict[str, str]) -> SandboxPlan:
         """The run's sandbox (its home and temp dir created), see ``_sandbox``."""
-        from cgr_exec import probe_confinement
-
         paths = RunPaths.of(self.config, self.ws.checkout, self.ws.run_dir)
-        plan = plan_sandbox(self.config, paths, env, support=probe_confinement())
+        plan = self.planned
+        if plan is None:
+            from cgr_exec import probe_confinement
+
+            plan = self.planned = plan_sandbox(self.config, paths, env, support=probe_confinement())
         for path in (paths.home, paths.tmp):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         if plan.user is not None:
-            # The account's own places, and the way to them (see _agent_account).
+            # The account's own places, and the way to them (see _agent_account), each
+            # time: what cgr wrote in between (a commit between attempts) is its own.
             hand_over(account(plan.user), [paths.checkout, paths.home, paths.tmp],
                       self.config.workspace_root)  # fmt: skip
         return plan
