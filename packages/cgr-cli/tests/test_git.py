@@ -368,9 +368,9 @@ def test_publish_pushes_the_commit_it_is_given_not_a_moved_head(
 def test_a_mirror_fetch_is_one_round_trip_when_nothing_changed_two_when_something_did(
     tmp_path: Path,
 ) -> None:
-    """The mirror fetch is on the way to every agent's start. It takes every ref, so
-    protocol v2's ref filtering saves nothing and its extra round trip (ls-refs) is pure
-    latency: with v0 the ref advertisement alone tells an up-to-date mirror it has all."""
+    """The mirror fetch is on the way to every agent's start. Protocol v2's extra round
+    trip (ls-refs) is latency on it: with v0 the ref advertisement alone tells an
+    up-to-date mirror it has all."""
     from cgr_discovery.testing import GitHubSimulator
 
     with GitHubSimulator(tmp_path / "sim") as sim:
@@ -390,6 +390,39 @@ def test_a_mirror_fetch_is_one_round_trip_when_nothing_changed_two_when_somethin
             ("POST", "/o/r.git/git-upload-pack"),
         ]
     assert _git("rev-parse", "main", cwd=mirror) == pushed
+
+
+def test_the_mirror_holds_the_branches_not_pull_request_refs_or_tags(
+    tmp_path: Path, remote: Path
+) -> None:
+    """GitHub serves refs/pull/N/head and refs/pull/N/merge for every pull request (forks'
+    commits included) and rewrites the merge refs whenever a base moves: a mirror of every
+    ref would fetch all that, and each run's local clone would copy it. Branches only."""
+    git = Git(token=None, timeout=30, network_timeout=30)
+    url = f"file://{remote}"
+
+    def pull_ref(n: int, name: str) -> str:
+        """A commit only refs/pull/<n>/head reaches (as a fork's pull request's)."""
+        clone = tmp_path / f"fork{n}"
+        _git("clone", "-q", str(remote), str(clone))
+        (clone / name).write_text(name)
+        _git("add", name, cwd=clone)
+        _git("commit", "-qm", name, cwd=clone)
+        _git("push", "-q", "origin", f"HEAD:refs/pull/{n}/head", cwd=clone)
+        return _git("rev-parse", "HEAD", cwd=clone)
+
+    first = pull_ref(1, "one.txt")
+    _git("tag", "v1", "main", cwd=remote)
+    mirror = tmp_path / "m.git"
+    git.ensure_mirror(url, mirror)
+    second = pull_ref(2, "two.txt")
+    git.ensure_mirror(url, mirror)  # the fetch, after the clone
+    refs = _git("for-each-ref", "--format=%(refname)", cwd=mirror).split()
+    assert refs == ["refs/heads/main"]
+    for sha in (first, second):
+        missing = subprocess.run(["git", "cat-file", "-e", sha], cwd=mirror, check=False)
+        assert missing.returncode != 0, sha
+    assert _git("rev-parse", "HEAD", cwd=mirror) == _git("rev-parse", "main", cwd=remote)
 
 
 def test_the_mirrors_automatic_maintenance_ends_before_its_fetch_returns(

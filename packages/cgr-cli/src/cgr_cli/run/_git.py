@@ -312,14 +312,15 @@ class Git:
         if (mirror / "HEAD").is_file():
             # The URL and the mirror's refspec given here rather than ``remote set-url``
             # first: one git process per run instead of two.
-            self.network(["fetch", "--prune", "--no-write-fetch-head", url, "+refs/*:refs/*"],
+            self.network(["fetch", "--prune", "--no-tags", "--no-write-fetch-head", url,
+                          _MIRROR_REFSPEC],
                          cwd=mirror, settings=_MIRROR_FETCH)  # fmt: skip
             return
         mirror.parent.mkdir(parents=True, exist_ok=True)
         # Per process: the git of a creator that was killed may still be writing its own.
         tmp = mirror.with_name(f"{mirror.name}.tmp-{os.getpid()}")
-        self.network(["clone", "--mirror", url, str(tmp)], prepare=lambda: _rmtree(tmp),
-                     settings=_MIRROR_CLONE)  # fmt: skip
+        self.network(["clone", "--bare", "--no-tags", url, str(tmp)],
+                     prepare=lambda: _rmtree(tmp), settings=_MIRROR_CLONE)  # fmt: skip
         # Renamed into place only when complete, so a killed clone never looks like a mirror.
         tmp.rename(mirror)
 
@@ -503,10 +504,17 @@ class Git:
 # outliving the run in a directory cgr is about to clean, for repositories that live one
 # run or one target. Commands there run with these settings.
 _NO_UPKEEP = ("maintenance.auto=false", "gc.auto=0")
-# The mirror takes every ref (``+refs/*:refs/*``), so protocol v2's ref filtering saves
-# it nothing, and v2 spends a round trip more on each clone and fetch (GET info/refs, then
-# POST ls-refs, then POST fetch; v0's GET info/refs carries the refs, and a mirror already
-# up to date stops there). The fetch is on the way to every agent's start.
+# The mirror holds the branches alone: a run checks out a branch and pushes one. Not
+# ``+refs/*:refs/*`` (``clone --mirror``): on GitHub that is also refs/pull/N/head and
+# refs/pull/N/merge of every pull request ever opened, forks' commits included, and
+# GitHub rewrites each open one's merge ref whenever its base moves - objects every fetch
+# would bring and every local clone copy. Nor tags (work copies are cloned without them).
+_MIRROR_REFSPEC = "+refs/heads/*:refs/heads/*"
+# Protocol v0: v2's ref filtering would spare the advertisement of the refs not fetched
+# (on GitHub, the pull requests' refs), but v2 spends a round trip more on each clone and
+# fetch (GET info/refs, then POST ls-refs, then POST fetch; v0's GET info/refs carries the
+# refs, and a mirror already up to date stops there). The fetch is on the way to every
+# agent's start.
 # The automatic maintenance a fetch starts (``gc --auto`` once loose objects pile up) runs
 # in the foreground, under the mirror's lock: detached, it would repack and delete object
 # files while a run's local clone copies them (the clone dies of it).
