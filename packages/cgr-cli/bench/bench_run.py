@@ -80,6 +80,22 @@ def main() -> None:
         figures = {k: round(statistics.median(t.get(k, 0.0) for t in with_file), 3) for k in phases}
         print(f"  with .github/cgr.toml (setup true, check true), median: {json.dumps(figures)}")
 
+        # The sandbox a run plans once, before its first command (run/_sandbox.py): the
+        # directory listings behind its rules, on this machine.
+        from cgr_cli.run._sandbox import RunPaths, plan_sandbox
+        from cgr_exec import probe_confinement
+
+        paths = RunPaths.of(config, Path(tmp) / "ws" / "t" / "repo", Path(tmp) / "ws" / "r")
+        support, plans = probe_confinement(), []
+        for _ in range(21):
+            began = time.perf_counter()
+            plan = plan_sandbox(config, paths, dict(os.environ), support=support)
+            plans.append(time.perf_counter() - began)
+        print(
+            f"  sandbox plan (once a run): median {statistics.median(plans) * 1000:.1f} ms, "
+            f"{len(plan.read_only)} read-only and {len(plan.read_write)} read-write rules"
+        )
+
 
 if __name__ == "__main__":
     main()
