@@ -316,7 +316,7 @@ class Git:
                           _MIRROR_REFSPEC],
                          cwd=mirror, settings=_MIRROR_FETCH)  # fmt: skip
             return
-        mirror.parent.mkdir(parents=True, exist_ok=True)
+        # (The mirror's directory exists: ``_mirror_lock`` made it for its lock file.)
         # Per process: the git of a creator that was killed may still be writing its own.
         tmp = mirror.with_name(f"{mirror.name}.tmp-{os.getpid()}")
         self.network(["clone", "--bare", "--no-tags", url, str(tmp)],
@@ -466,11 +466,10 @@ class Git:
         args = ["push", url, f"refs/cgr/publish:refs/heads/{branch}"]
         if lease is not None:
             args.insert(1, f"--force-with-lease=refs/heads/{branch}:{lease}")
-        local = commit
 
         def landed() -> str | None:
             # A push whose answer was lost may have updated the branch: look first.
-            return local if self.remote_sha(url, branch, cwd=workdir) == local else None
+            return commit if self.remote_sha(url, branch, cwd=workdir) == commit else None
 
         def push() -> str | None:
             try:
@@ -493,8 +492,8 @@ class Git:
         try:
             retrying(push, what="push", policy=self.push_retry, log=self._log, before_retry=landed)
             # Pushed (git exits 0 only once the remote ref is updated) or found landed: the
-            # remote branch is at ``local``; no ls-remote round trip to be told so.
-            return local
+            # remote branch is at ``commit``; no ls-remote round trip to be told so.
+            return commit
         finally:
             _rmtree(workdir)
 

@@ -147,7 +147,6 @@ async def deliver_run(
     writes take a few hundred milliseconds each). An item GitHub did not take is counted
     (``record_outbox_failure``) and stays pending; the others are still sent.
     """
-    import anyio
     import anyio.to_thread
 
     logger = log or logging.getLogger("cgr.outbox")
@@ -164,9 +163,7 @@ async def deliver_run(
             return
         await anyio.to_thread.run_sync(store.mark_outbox_delivered, item.id)
 
-    async with anyio.create_task_group() as tg:
-        for item in items:
-            tg.start_soon(deliver, item)
+    await together(*(partial(deliver, item) for item in items))
     return not undelivered
 
 
