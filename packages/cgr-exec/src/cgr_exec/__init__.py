@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from ._protocol import Executor
     from ._reaping import akill_identity_group, find_gone, kill_identity_group
     from ._signals import group_alive, signal_identity, signal_identity_group
+    from ._slot_gate import HeldSlot, SlotGate
     from ._standby import STANDBY_ENV_VAR, receive_job
     from ._status import ChildExit, ExitStatus
     from ._supervise import (
@@ -80,6 +81,7 @@ _EXPORTS = {
     "ExitStatus": "_status",
     "ForkExecutor": "_fork",
     "ForkUnsafeError": "_errors",
+    "HeldSlot": "_slot_gate",
     "JOB_ENV_VAR": "_jobs",
     "JobMarkerError": "_errors",
     "JobSetup": "_jobs",
@@ -91,6 +93,7 @@ _EXPORTS = {
     "ProcStat": "_identity",
     "ProcessIdentity": "_identity",
     "STANDBY_ENV_VAR": "_standby",
+    "SlotGate": "_slot_gate",
     "SpawnError": "_errors",
     "StdinFileError": "_errors",
     "StopHandle": "_supervise",
@@ -154,6 +157,7 @@ __all__ = [
     "ExitStatus",
     "ForkExecutor",
     "ForkUnsafeError",
+    "HeldSlot",
     "JobMarkerError",
     "JobSetup",
     "LineCallback",
@@ -163,6 +167,7 @@ __all__ = [
     "PreparedConfinement",
     "ProcStat",
     "ProcessIdentity",
+    "SlotGate",
     "SpawnError",
     "StdinFileError",
     "StopHandle",
