@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,38 @@ class Sched:
         from cgr_cli.schedule._runs import process_alive
 
         return sum(1 for r in self.runs() if r.status.is_active and process_alive(r))
+
+    def agent_spans(self) -> list[tuple[datetime, datetime, str]]:
+        """(agent start, agent end, run id) of every run whose agent ran, from its log: both
+        lines are written while the run holds an agent slot (run/_agent_gate.py)."""
+        spans = []
+        for run in self.runs():
+            log = self.env.workspace / run.id / "logs" / "run.log"
+            lines = log.read_text().splitlines() if log.exists() else []
+
+            def at(prefix: str, pick: int, lines: list[str] = lines) -> datetime | None:
+                found = [ln for ln in lines if ln[24:].startswith(prefix)]
+                if not found:
+                    return None
+                # The log's local time, made aware to compare with the store's (UTC).
+                return datetime.strptime(found[pick][:23], "%Y-%m-%d %H:%M:%S,%f").astimezone()
+
+            # The first agent's start, the last one's end (the checks may run it again).
+            start, end = at("INFO agent: ", 0), at("INFO agent ended: ", -1)
+            if start is not None:
+                assert end is not None, f"run {run.id}'s agent has no end in its log"
+                spans.append((start, end, run.id))
+        return sorted(spans)
+
+    def agent_peak(self) -> int:
+        """The most agents that ran at once (agent_spans)."""
+        edges = sorted([(s, 1) for s, _, _ in self.agent_spans()] +
+                       [(e, -1) for _, e, _ in self.agent_spans()])  # fmt: skip
+        peak = current = 0
+        for _, step in edges:  # an end sorts before a start at the same instant
+            current += step
+            peak = max(peak, current)
+        return peak
 
     def wait_tracking_peak(self, done: Callable[[], bool], timeout: float, what: str) -> int:
         """Wait until ``done()``; return the most slots seen in use at once on the way."""

@@ -544,7 +544,8 @@ def test_ticks_of_two_hosts_share_the_queue(
         configs[host] = env.root / f"{host}.toml"
         env.config_path = configs[host]
         sched.config(paths={"database": pg_url}, fleet={"host_id": host},
-                     polling={"max_concurrency": 1, "interval_seconds": 0.2})  # fmt: skip
+                     polling={"max_concurrency": 1, "runs_ahead": 0,
+                              "interval_seconds": 0.2})  # fmt: skip
 
     def all_done() -> bool:
         with open_store(pg_url) as store:

@@ -46,7 +46,7 @@ def _value(text: str, name: str, **labels: str) -> float | None:
 def test_daemon_serves_metrics_and_health(
     env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
-    sched.config(polling={"max_concurrency": 2})
+    sched.config(polling={"max_concurrency": 2, "runs_ahead": 0})
     env.sim.seed_ready_issues(REPO, 2)
     url = f"http://127.0.0.1:{_free_port()}"
     log = tmp_path / "daemon.log"

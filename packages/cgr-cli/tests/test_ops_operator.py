@@ -203,7 +203,7 @@ def test_status_fits_the_terminal_without_cutting_words() -> None:
                    "database": "/var/lib/cgr/cgr.sqlite3", "workspace_root": "/var/lib/cgr/ws",
                    "max_concurrency": 2, "interval_seconds": 60},
         "daemon": None,
-        "slots": {"limit": 2, "used": 0, "free": 2},
+        "slots": {"limit": 4, "used": 0, "free": 4, "agents": 2},
         "active": [],
         "recent": [{"id": "r-20261128-110000-000-cccccc", "target": "acme/gadgets#3",
                     "status": "failed", "outcome": "failed", "ended_at": None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import time
@@ -18,7 +19,7 @@ from schedworld import Sched, processes
 def test_daemon_runs_every_issue_within_the_limit_and_owns_the_store(
     env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
-    sched.config(polling={"max_concurrency": 2})
+    sched.config(polling={"max_concurrency": 2, "runs_ahead": 0})
     issues = env.sim.seed_ready_issues(REPO, 4)
     daemon = sched.start("daemon", "--grace", "5", log=tmp_path / "daemon.log")
     try:
@@ -79,7 +80,9 @@ def test_a_child_ending_refills_its_slot_from_the_pending_repository_alone(
     the passes it wakes read only the repository whose jobs were pending; the idle one is
     read by the interval's full passes alone."""
     other = "acme/gadgets"
-    sched.config_with(other, polling={"max_concurrency": 1, "interval_seconds": 60})
+    sched.config_with(
+        other, polling={"max_concurrency": 1, "runs_ahead": 0, "interval_seconds": 60}
+    )
     issues = env.sim.seed_ready_issues(REPO, 3)
     log = tmp_path / "daemon.log"
     daemon = sched.start("daemon", "--grace", "5", log=log)
@@ -108,7 +111,9 @@ def test_a_refill_reads_the_first_pending_repository_alone(
     second is read once the first has none left (not by every refill while the first
     still has some)."""
     other = "acme/gadgets"
-    sched.config_with(other, polling={"max_concurrency": 1, "interval_seconds": 60})
+    sched.config_with(
+        other, polling={"max_concurrency": 1, "runs_ahead": 0, "interval_seconds": 60}
+    )
     issues = env.sim.seed_ready_issues(REPO, 2)
     others = env.sim.seed_ready_issues(other, 2)
     log = tmp_path / "daemon.log"
@@ -145,7 +150,9 @@ def test_when_the_first_pending_repository_has_no_job_left_a_refill_reads_the_ot
     removed meanwhile): that refill reads the other pending repositories and takes their
     job, rather than leaving the slot empty until the interval's full pass."""
     other = "acme/gadgets"
-    sched.config_with(other, polling={"max_concurrency": 1, "interval_seconds": 60})
+    sched.config_with(
+        other, polling={"max_concurrency": 1, "runs_ahead": 0, "interval_seconds": 60}
+    )
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "3")  # time to change GitHub meanwhile
     others = env.sim.seed_ready_issues(other, 2)
     issues = env.sim.seed_ready_issues(REPO, 1)
@@ -289,3 +296,36 @@ def test_a_daemon_stops_when_its_database_file_is_found_damaged(
     assert "Restore it from a backup" in text
     assert "the database file is damaged: the daemon stops and starts no run on it" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_runs_ahead_get_ready_beside_the_agents_and_agents_never_exceed_the_limit(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
+    """One agent at once, one run ahead: the daemon starts two runs; the second claims and
+    checks out while the first's agent works, waits for the slot, and its agent starts
+    once the first's has ended (never two agents at once)."""
+    sched.config(polling={"max_concurrency": 1, "runs_ahead": 1, "interval_seconds": 60})
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "1.0")
+    issues = env.sim.seed_ready_issues(REPO, 3)
+    daemon = sched.start("daemon", "--grace", "5", log=tmp_path / "daemon.log")
+    try:
+        peak = sched.wait_tracking_peak(lambda: sched.all_ended(3), 90, "all three runs")
+    finally:
+        assert sched.stop(daemon) == 0, (tmp_path / "daemon.log").read_text()
+    assert peak == 2  # the agent's run and the one ahead of it; never three
+    runs = sched.runs()
+    assert {r.outcome for r in runs} == {"pr_opened"}
+    spans = sched.agent_spans()
+    for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+        assert start >= end, f"the agents of {first} and {second} overlapped"
+    waited = [r for r in runs if "waiting for an agent slot" in
+              (env.workspace / r.id / "logs" / "run.log").read_text()]  # fmt: skip
+    assert waited, "no run was ready ahead of its slot"
+    with env.store() as store:
+        for run in waited:
+            claimed = next(e.at for e in store.events(run.id) if e.to_status.value == "claimed")
+            before = [s for s in spans if s[2] != run.id and s[1] > claimed]
+            assert before, f"{run.id} was claimed after every other agent had ended"
+    sched.wait_all_gone("children to be gone")
+    sched.assert_consistent(issues)

@@ -39,7 +39,7 @@ def test_new_work_is_still_found_after_a_free_idle_poll(
     env: Env, sched: Sched, subreaper: None
 ) -> None:
     """A 304 replays the stored list; a changed list (a new ready issue) is fetched."""
-    sched.config(polling={"max_concurrency": 1})
+    sched.config(polling={"max_concurrency": 1, "runs_ahead": 0})
     assert sched.cgr("tick", "--json").returncode == 0
     assert sched.cgr("tick", "--json").returncode == 0
     number = env.sim.create_issue(REPO, "New work", "", author="alice", labels=["ready"])

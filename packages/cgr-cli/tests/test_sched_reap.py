@@ -257,7 +257,7 @@ def test_bot_cancel_and_bot_retry_comments(
     env: Env, sched: Sched, subreaper: None, tmp_path: Path
 ) -> None:
     # One slot, taken by the run: the cancel command is handled all the same.
-    sched.config(polling={"max_concurrency": 1})
+    sched.config(polling={"max_concurrency": 1, "runs_ahead": 0})
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "30")
     issues = env.sim.seed_ready_issues(REPO, 1)
     daemon = sched.start("daemon", "--grace", "5", log=tmp_path / "daemon.log")

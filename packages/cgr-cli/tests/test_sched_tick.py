@@ -14,7 +14,7 @@ from schedworld import Sched
 def test_tick_forks_up_to_the_free_slots_and_a_finished_child_takes_the_rest(
     env: Env, sched: Sched, subreaper: None
 ) -> None:
-    sched.config(polling={"max_concurrency": 2})
+    sched.config(polling={"max_concurrency": 2, "runs_ahead": 0})
     issues = env.sim.seed_ready_issues(REPO, 3)
     first = sched.cgr("tick", "--json")
     assert first.returncode == 0, first.stderr
@@ -46,7 +46,7 @@ def test_a_child_taking_job_after_job_asks_who_labelled_each_issue_once(
     a pass of its own. Those passes use what the tick learnt (the process's LabellerMemo,
     copied into the child by the fork) instead of asking each waiting issue again: four
     events requests in all, where asking again made 4 + 3 + 2 + 1."""
-    sched.config(polling={"max_concurrency": 1})
+    sched.config(polling={"max_concurrency": 1, "runs_ahead": 0})
     issues = env.sim.seed_ready_issues(REPO, 4)
     env.sim.advance_clock(5)  # the labels are older than LabellerMemo.SETTLE_SECONDS
     first = sched.cgr("tick", "--json")
@@ -68,7 +68,7 @@ def test_a_child_taking_job_after_job_reads_the_pending_repository_alone(
     tick's full pass reads both; its child's passes for its next jobs read only the
     repository whose jobs were pending (as the daemon's passes woken by a child's end)."""
     other = "acme/gadgets"
-    sched.config_with(other, polling={"max_concurrency": 1})
+    sched.config_with(other, polling={"max_concurrency": 1, "runs_ahead": 0})
     issues = env.sim.seed_ready_issues(REPO, 3)
     first = sched.cgr("tick", "--json")
     assert first.returncode == 0, first.stderr
@@ -90,7 +90,7 @@ def test_a_childs_next_job_comes_from_the_first_pending_repository_read_alone(
     its next job reads the first repository with pending jobs only; the second is read
     once the first has none left (not by every pass while the first still has some)."""
     other = "acme/gadgets"
-    sched.config_with(other, polling={"max_concurrency": 1})
+    sched.config_with(other, polling={"max_concurrency": 1, "runs_ahead": 0})
     issues = env.sim.seed_ready_issues(REPO, 2)
     others = env.sim.seed_ready_issues(other, 2)
     first = sched.cgr("tick", "--json")
@@ -119,7 +119,7 @@ def test_when_the_first_pending_repository_has_no_job_left_the_others_are_read(
     label removed meanwhile): that pass reads the other pending repositories and takes
     their job, rather than leaving the slot empty until the next tick."""
     other = "acme/gadgets"
-    sched.config_with(other, polling={"max_concurrency": 1})
+    sched.config_with(other, polling={"max_concurrency": 1, "runs_ahead": 0})
     env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "3")  # time to change GitHub meanwhile
     others = env.sim.seed_ready_issues(other, 2)
     issues = env.sim.seed_ready_issues(REPO, 1)
@@ -149,7 +149,7 @@ def test_tick_with_a_bad_configuration_says_what_to_fix(env: Env, sched: Sched) 
 def test_a_mention_beyond_the_free_slots_is_taken_by_a_later_tick(
     env: Env, sched: Sched, subreaper: None
 ) -> None:
-    sched.config(polling={"max_concurrency": 1})
+    sched.config(polling={"max_concurrency": 1, "runs_ahead": 0})
     first = json.loads(sched.cgr("tick", "--json").stdout)  # streams start at GitHub's "now"
     assert first["discovered"] == 0
     issues = [env.sim.create_issue(REPO, f"Task {n}", "details", author="alice") for n in (1, 2)]

@@ -38,6 +38,7 @@ _RUN_MODULES = (
     "cgr_exec._daemon",
     "cgr_exec._jobs",
     "cgr_exec._landlock",
+    "cgr_exec._slot_gate",
     "cgr_exec._standby",
     "cgr_exec._supervise",
     "cgr_store",

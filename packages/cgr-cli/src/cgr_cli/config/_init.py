@@ -184,7 +184,9 @@ database = {_q(str(paths.database))}
 
 [polling]
 # interval_seconds = 60                # for `cgr tick` (its systemd timer) and `cgr daemon`
-# max_concurrency = 3
+# max_concurrency = 3                  # agents at once on this host
+# runs_ahead = 3                       # runs getting ready or publishing beside them
+#                                      # (unset: as many as max_concurrency; 0: none)
 # max_concurrent_repos = 32            # repositories a discovery pass reads at once
 # database_check_seconds = 3600        # `cgr daemon` reads its SQLite file whole (0: at start)
 

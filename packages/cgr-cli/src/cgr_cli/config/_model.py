@@ -84,7 +84,12 @@ class BranchingConfig(_Section, frozen=True):
 
 class PollingConfig(_Section, frozen=True):
     interval_seconds: PositiveFloat = 60.0
+    # Agents at once on this host (their set-up and check commands included).
     max_concurrency: PositiveInt = 3
+    # Runs that may be getting ready (claim, checkout) or publishing beside those agents,
+    # so an agent slot is taken again the moment one is given back; None: as many as
+    # max_concurrency; 0: a run holds its slot from its claim to its report.
+    runs_ahead: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # Repositories a discovery pass reads at once (three conditional requests each; the
     # GitHub client's 64 connections bound what is really in flight).
     max_concurrent_repos: PositiveInt = 32
@@ -93,11 +98,17 @@ class PollingConfig(_Section, frozen=True):
     retry_backoff_seconds: PositiveFloat = 60.0
     retry_backoff_max_seconds: PositiveFloat = 3600.0
     # On PostgreSQL (a fleet of hosts): runs active at once across every host; None means
-    # only each host's max_concurrency limits them.
+    # only each host's run slots (run_slots) limit them.
     fleet_max_concurrency: PositiveInt | None = None
     # `cgr daemon` on SQLite reads its whole database file this often (the check opening
     # does) and stops on damage; 0: only when it starts.
     database_check_seconds: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+
+    @property
+    def run_slots(self) -> int:
+        """Runs this host takes at once: its agents and the runs ahead of them."""
+        ahead = self.max_concurrency if self.runs_ahead is None else self.runs_ahead
+        return self.max_concurrency + ahead
 
 
 class TimeoutsConfig(_Section, frozen=True):

@@ -32,6 +32,7 @@ _BOUNDS: tuple[tuple[str, float, str], ...] = (
     ("_usd_per_mtok", 100_000.0, "100000 USD"),
     ("max_concurrency", 1024, "1024"),
     ("max_concurrent_repos", 1024, "1024"),
+    ("runs_ahead", 1024, "1024"),
     ("max_turns", 100_000, "100000"),
 )
 # Any other number: finite and below this.

@@ -73,6 +73,7 @@ def status_data(config: Config, config_path: Path | None, store: Store) -> dict[
             "database": database_location(config),
             "workspace_root": str(config.workspace_root),
             "max_concurrency": config.polling.max_concurrency,
+            "run_slots": config.polling.run_slots,
             "interval_seconds": config.polling.interval_seconds,
         },
         "daemon": None
@@ -84,9 +85,10 @@ def status_data(config: Config, config_path: Path | None, store: Store) -> dict[
             "webhooks": _webhook_state(config),
         },
         "slots": {
-            "limit": config.polling.max_concurrency,
+            "limit": config.polling.run_slots,
             "used": len(mine),
-            "free": max(0, config.polling.max_concurrency - len(mine)),
+            "free": max(0, config.polling.run_slots - len(mine)),
+            "agents": config.polling.max_concurrency,
         },
         "active": [
             {
@@ -238,7 +240,10 @@ def render_status(data: dict[str, Any], width: int | None = None) -> str:
     )
     if daemon and daemon.get("webhooks"):
         lines.append(_webhook_line(daemon["webhooks"]))
-    lines.append(f"slots       {slots['used']}/{slots['limit']} used, {slots['free']} free")
+    lines.append(
+        f"slots       {slots['used']}/{slots['limit']} runs, {slots['free']} free "
+        f"(at most {slots['agents']} agents at once)"
+    )
     waiting = data.get("undelivered") or {"count": 0, "runs": []}
     if waiting["count"]:
         ids = ", ".join(r["id"] for r in waiting["runs"][:10])

@@ -40,6 +40,7 @@ from cgr_cli.config._repo import RepoSettings
 from cgr_cli.run._agent import StreamState, agent_env, check_can_start, judge
 from cgr_cli.run._agent_account import check_reachable, take_back, uses_account
 from cgr_cli.run._agent_cli import AgentCli
+from cgr_cli.run._agent_gate import agent_slot
 from cgr_cli.run._agent_release import release_cache_path
 from cgr_cli.run._agent_run import AgentRunner
 from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_diff
@@ -113,6 +114,9 @@ class _Ctx:
     git_token: Callable[[], str] | None = None
     # The lease the run's writes carry, and whether one was refused (run/_fence.py).
     fence: Fence | None = None
+    # The run's time limit (``timeouts.run_seconds``): it stops while the run waits for an
+    # agent slot (run/_agent_gate.py).
+    scope: anyio.CancelScope | None = None
 
     @property
     def lease(self) -> HostLease | None:
@@ -174,6 +178,7 @@ async def execute_run(
             ctx.fence = fence = fence or Fence(store, run.id, None)
             try:
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
+                    ctx.scope = scope
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(_watch_signals, ctx, scope)
                         tg.start_soon(_beat, ctx, store, scope)
@@ -697,17 +702,70 @@ async def _work(
         progress=lambda line: progress(ctx.redact(line)),
         git=git,
     )
+
+    # The agent's part holds one of the host's agent slots (run/_agent_gate.py); the claim
+    # and checkout above and the publishing below happen beside other runs' agents.
+    async def paused(seconds: float) -> None:
+        await anyio.to_thread.run_sync(_move_start, ctx, store, seconds)
+
+    async with agent_slot(
+        ctx.config, log=ctx.log, waiting=progress, time_limit=ctx.scope, paused=paused
+    ) as waited:
+        if waited:
+            ctx.timings["agent_wait"] = waited
+        draft = await _agent_part(
+            ctx, store, runner, commands, ws=ws, git=git, key=key,
+            resume=session.session_id if session else None,
+        )  # fmt: skip
+    if draft is None:
+        return
+    await _publish(ctx, ws, git, github=github, thread=thread, work=work, draft=draft)
+
+
+def _move_start(ctx: _Ctx, store: Store, seconds: float) -> None:
+    """The run's ``started_at`` moved on by ``seconds`` it waited for an agent slot: the
+    reaper ends a live run ``timeouts.run_seconds`` after it, and the run's own limit stops
+    while it waits (run/_agent_gate.py). A refused lease is raised (the run stops); any
+    other failure leaves the start where it was (the run goes on)."""
+    from datetime import timedelta
+
+    from cgr_store import FencingError
+
+    try:
+        run = store.get_run(ctx.run_id)
+        if run.started_at is not None:
+            moved = run.started_at + timedelta(seconds=seconds)
+            store.update_run(ctx.run_id, lease=ctx.lease, started_at=moved)
+    except FencingError:
+        raise
+    except Exception:
+        ctx.log.warning("could not record the wait for an agent slot", exc_info=True)
+
+
+async def _agent_part(
+    ctx: _Ctx,
+    store: Store,
+    runner: AgentRunner,
+    commands: RepoCommands,
+    *,
+    ws: Workspace,
+    git: Git,
+    key: int,
+    resume: str | None,
+) -> bool | None:
+    """The repository's set-up commands, the agent, its checks (and the agent again while
+    they fail): whether to open the pull request as a draft, or None when there is nothing
+    to publish (the run's outcome is set)."""
+    config = ctx.config
     failed_setup = await _timed_async(ctx, "setup", commands.setup())
     if failed_setup is not None:
         ctx.summary.error = (
             f"the repository's set-up command `{failed_setup.command}` failed "
             f"({failed_setup.verdict()}), so the agent was not started"
         )
-        return
-    if not await _attempt(
-        ctx, store, runner, ws, git, key=key, resume=session.session_id if session else None
-    ):
-        return
+        return None
+    if not await _attempt(ctx, store, runner, ws, git, key=key, resume=resume):
+        return None
 
     async def again(prompt_text: str, attempt: int) -> bool:
         _next_attempt_files(ws, prompt_text, attempt)
@@ -727,11 +785,11 @@ async def _work(
         )
 
     draft = False
-    if settings.check:
+    if commands.settings.check:
         task_prompt = ws.prompt.read_text(encoding="utf-8")
         passed = await _timed_async(ctx, "checks", commands.check_loop(task_prompt, again))
         if passed is None:
-            return
+            return None
         if not passed:
             if config.commands.on_failure == "no_pr":
                 ctx.summary.error = (
@@ -740,9 +798,9 @@ async def _work(
                     "opens no pull request with failing checks (commands.on_failure)"
                 )
                 await _timed(ctx, "diff", write_uncommitted_diff, git, ws.checkout, ws, ctx.redact)
-                return
+                return None
             draft = True
-    await _publish(ctx, ws, git, github=github, thread=thread, work=work, draft=draft)
+    return draft
 
 
 async def _attempt(

@@ -117,25 +117,23 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
         async with (
             open_github(config, store) as github,
             SubprocessExecutor(
-                limit=config.polling.max_concurrency,
+                limit=config.polling.run_slots,
                 grace=config.timeouts.watchdog_grace_seconds,
             ) as executor,
             anyio.create_task_group() as tg,
         ):
             # `cgr run` processes started ahead of the runs and handed a run when it comes:
             # the run skips the interpreter's start and its imports (commands/_standby.py).
-            # As many as may start at once, up to 3. One process does the start-up and
+            # As many as may start at once, up to 6. One process does the start-up and
             # forks each of them (cgr-exec's fork server): the imports cost a run no CPU
             # either (~0.2 s each, on a machine whose CPUs are what limits the runs), and
             # the copies share the loaded code's memory.
-            executor.keep_warm(
-                cgr_argv(), count=min(config.polling.max_concurrency, 3), fork_server=True
-            )
+            executor.keep_warm(cgr_argv(), count=min(config.polling.run_slots, 6), fork_server=True)
             wake = _Wake(tg)
             tg.start_soon(_watch_signals, stop, wake)
             intake = _start_webhooks(config, store, github, metrics, wake, tg, listener)
-            log.info("daemon %s started on %s (limit %d)", me.pid, host,
-                     config.polling.max_concurrency)  # fmt: skip
+            log.info("daemon %s started on %s (%d agents at once, %d runs)", me.pid, host,
+                     config.polling.max_concurrency, config.polling.run_slots)  # fmt: skip
             try:
                 reconciled = await reap(config, store, github, host=host)
                 log.info("reconciled: %s", {k: v for k, v in reconciled.as_dict().items() if v})

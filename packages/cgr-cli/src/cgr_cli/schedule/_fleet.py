@@ -93,7 +93,7 @@ class Fleet:
 
         try:
             self._lease = self.store.acquire_host_lease(
-                self.host_id, self.ttl, slots=self.config.polling.max_concurrency,
+                self.host_id, self.ttl, slots=self.config.polling.run_slots,
                 takeover=takeover,
             )  # fmt: skip
         except HostLeaseHeld as exc:
@@ -112,7 +112,7 @@ class Fleet:
         if mine is not None:
             try:
                 self._lease = self.store.renew_host_lease(
-                    self.host_id, mine.epoch, self.ttl, slots=self.config.polling.max_concurrency
+                    self.host_id, mine.epoch, self.ttl, slots=self.config.polling.run_slots
                 )
             except LeaseLost:
                 pass  # taken over meanwhile: a new epoch
@@ -126,13 +126,13 @@ class Fleet:
         try:
             self._lease = self.store.renew_host_lease(
                 self.host_id, self.lease.epoch, self.ttl, running=running,
-                slots=self.config.polling.max_concurrency,
+                slots=self.config.polling.run_slots,
             )  # fmt: skip
         except LeaseLost:
             # Our runs were taken over while we were away; start a new epoch.
             log.warning("host %s lost its lease; joining again", self.host_id)
             self._lease = self.store.acquire_host_lease(
-                self.host_id, self.ttl, slots=self.config.polling.max_concurrency,
+                self.host_id, self.ttl, slots=self.config.polling.run_slots,
                 takeover=True,
             )  # fmt: skip
         return self._lease
@@ -157,7 +157,7 @@ class Fleet:
         if limit is None:
             now = utcnow()
             live = [h for h in self.store.hosts() if h.lease_expires_at > now]
-            limit = sum(h.slots or 0 for h in live) or self.config.polling.max_concurrency
+            limit = sum(h.slots or 0 for h in live) or self.config.polling.run_slots
         return max(0, limit - len(self.store.active_runs()))
 
     def claim(self, slots: int) -> list[Run]:

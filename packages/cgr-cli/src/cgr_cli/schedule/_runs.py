@@ -51,7 +51,10 @@ def occupied(store: Store, host: str) -> list[Run]:
 
 
 def free_slots(config: Config, store: Store, host: str) -> int:
-    return max(0, config.polling.max_concurrency - len(occupied(store, host)))
+    """Runs this host may start now: its run slots (``polling.run_slots``: the agents and
+    the runs ahead of them) minus its live runs. The agents themselves are limited by the
+    run's agent gate (``run/_agent_gate.py``)."""
+    return max(0, config.polling.run_slots - len(occupied(store, host)))
 
 
 def request_for(run: Run) -> RunRequest:

@@ -1,0 +1,172 @@
+"""A run's agent holds one of the host's agent slots (run/_agent_gate.py): real `cgr run`
+processes, the slots held by this test process through cgr-exec's SlotGate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from runworld import REPO, Env, sigterm_run, start_run
+
+
+@contextmanager
+def host_agents_busy(env: Env, agents: int) -> Iterator[list[Any]]:
+    """Every one of the host's ``agents`` slots taken by this process (as other runs'
+    agents would hold them); released on leaving, or earlier by the test."""
+    from cgr_exec import SlotGate
+
+    gate = SlotGate(env.workspace / ".agent-slots", agents)
+    held = [gate.try_acquire() for _ in range(agents)]
+    assert all(h is not None for h in held)
+    try:
+        yield held
+    finally:
+        for h in held:
+            h.release()
+
+
+def _run_log(env: Env) -> str:
+    logs = sorted(env.workspace.glob("r-*/logs/run.log"))
+    return "".join(p.read_text(errors="replace") for p in logs)
+
+
+def _summary(env: Env) -> dict[str, Any]:
+    (path,) = env.workspace.glob("r-*/artifacts/summary.json")
+    return json.loads(path.read_text())
+
+
+def _status_comment(env: Env, number: int) -> str:
+    (body,) = [c.body for c in env.sim.comments(REPO, number) if "<!-- cgr:run=" in c.body]
+    return body
+
+
+def _wait(what: str, condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_run_waits_for_an_agent_slot_and_its_time_limit_stops_meanwhile(env: Env) -> None:
+    """The host's one agent slot is taken: the run claims, checks out, says on GitHub that
+    it waits, and starts no agent; it waits longer than its whole time limit (2 s) and is
+    not ended for it; once the slot is free its agent starts and the PR is opened."""
+    env.write_config(
+        polling={"max_concurrency": 1},
+        timeouts={"run_seconds": 2.0},
+        github={"status_update_seconds": 0.0},
+    )
+    number = env.sim.create_issue(REPO, "Wait your turn", "", author="alice", labels=["ready"])
+    with host_agents_busy(env, 1) as (held,):
+        process = start_run(env, number, capture=True)
+        try:
+            _wait("the run to wait", lambda: "waiting for an agent slot" in _run_log(env))
+            _wait(
+                "the status comment to say so",
+                lambda: "waiting for an agent slot" in _status_comment(env, number),
+            )
+            assert "in-progress" in env.sim.issue(REPO, number).labels  # claimed, checked out
+            # Past the run's whole time limit, and past the reaper's (the limit and twice
+            # the grace, 4 s, from the run's start): neither ends it.
+            time.sleep(5.0)
+            reaped = subprocess.run(
+                [sys.executable, "-m", "cgr_cli", "reap", "--config", str(env.config_path)],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert reaped.returncode == 0, reaped.stderr
+            assert process.poll() is None, process.communicate()
+            assert env.calls() == [], "the agent started while every slot was taken"
+            with env.store() as store:
+                (run,) = store.active_runs()
+            # The store's clock for the run stopped while it waited (heartbeat_seconds 0.5).
+            assert run.started_at is not None
+            assert (datetime.now(UTC) - run.started_at).total_seconds() < 3.0
+            held.release()
+            _out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, err
+    summary = _summary(env)
+    assert summary["outcome"] == "pr_opened"
+    assert summary["timings"]["agent_wait"] >= 5.0
+    assert len(env.calls()) == 1
+    log = _run_log(env)
+    assert "agent slot 0 taken after" in log
+    # The slot was given back: another run can have it at once.
+    with host_agents_busy(env, 1):
+        pass
+
+
+@pytest.mark.slow
+def test_a_run_waiting_for_an_agent_slot_ends_cancelled_on_sigterm(env: Env) -> None:
+    env.write_config(polling={"max_concurrency": 2})
+    number = env.sim.create_issue(REPO, "Never mind", "", author="alice", labels=["ready"])
+    with host_agents_busy(env, 2):
+        code, _out, err = sigterm_run(
+            env,
+            number,
+            started=lambda: "waiting for an agent slot" in _run_log(env),
+            what="the wait for a slot",
+            timeout=30,
+            settle=0.3,
+        )
+    assert code == 1, err
+    summary = _summary(env)
+    assert summary["outcome"] == "cancelled"
+    assert "SIGTERM" in summary["error"]
+    assert env.calls() == []
+    assert "cancelled" in _status_comment(env, number)
+    assert "in-progress" not in env.sim.issue(REPO, number).labels
+
+
+@pytest.mark.slow
+def test_a_run_holds_no_agent_slot_while_it_publishes(env: Env) -> None:
+    """The slot is given back when the agent is done, before publishing: while the run's
+    pull request is being opened (slow here: 3 s of latency on that one request), the
+    host's only agent slot is free for the next run's agent."""
+    from cgr_exec import SlotGate
+
+    env.write_config(polling={"max_concurrency": 1})
+    number = env.sim.create_issue(REPO, "Publish slowly", "", author="alice", labels=["ready"])
+    gate = SlotGate(env.workspace / ".agent-slots", 1)
+    slow_pr = env.sim.faults.latency(3.0, method="POST", path=r"/pulls$", count=1)
+    process = start_run(env, number, capture=True)
+    try:
+        _wait("the pull request to be asked for", lambda: slow_pr.hits == 1, timeout=60)
+        slot = gate.try_acquire()
+        assert slot is not None, "the run kept its agent slot while publishing"
+        slot.release()
+        _out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert _summary(env)["outcome"] == "pr_opened"
+
+
+def test_a_broken_agent_slot_directory_fails_the_run_visibly_and_names_it(env: Env) -> None:
+    """A regular file where the gate's FIFO belongs (left by hand, or by a hostile
+    unconfined agent): the run fails before its agent, saying which directory to remove."""
+    slots = env.workspace / ".agent-slots"
+    slots.mkdir(parents=True)
+    (slots / "wake").write_text("not a FIFO")
+    number = env.run_new_issue("Broken slots")
+    summary = _summary(env)
+    assert summary["outcome"] == "failed"
+    assert f"the host's agent slots in {slots} cannot be used" not in summary["error"]
+    assert "agent slots in <workspace>/.agent-slots cannot be used" in summary["error"]
+    assert "remove that directory" in summary["error"]
+    assert env.calls() == []
+    assert "remove that directory" in _status_comment(env, number)
