@@ -2,11 +2,12 @@
 
 For fork mode (`cgr tick` run every 5 s, as a timer would) and daemon mode (`cgr daemon`
 polling every 5 s: it refills a slot when a child ends, not at the next poll), prints the
-total wall time until every run has ended, slot utilisation (the time runs held a slot,
-row written to run ended, over concurrency x wall time) and the fixed cost per job: from
-the moment its run row was written (right after the discovery that found it) to the
-moment its agent process started (fork or spawn, interpreter start-up, pick-up, the claim
-on GitHub, the mirror fetch and clone). Then the fixed cost again with 50 ms of latency on
+total wall time until every run has ended, agent slot utilisation (the agents' lives over
+concurrency x wall time) and the fixed cost per job: from the moment its run row was
+written (right after the discovery that found it) to the moment its agent process started
+(fork or spawn, interpreter start-up, pick-up, the claim on GitHub, the mirror fetch and
+clone), less any wait for an agent slot (a run ahead, polling.runs_ahead, is ready before
+one is free). Then the fixed cost again with 50 ms of latency on
 every GitHub request, API and git (``CGR_BENCH_LATENCY_ISSUES``, default 15, issues).
 Each figure is printed beside its bound.
 
@@ -104,8 +105,19 @@ def agent_lives(tmp: Path) -> list[float]:
     return lives
 
 
+def slot_waits(tmp: Path) -> dict[str, float]:
+    """Per run id: how long the run waited for an agent slot (its summary's timings)."""
+    waits = {}
+    for path in (tmp / "ws").glob("r-*/artifacts/summary.json"):
+        summary = json.loads(path.read_text())
+        waits[summary["run_id"]] = summary.get("timings", {}).get("agent_wait", 0.0)
+    return waits
+
+
 def overhead(tmp: Path) -> list[float]:
-    """Per run: agent start minus the run row's creation time, seconds."""
+    """Per run: agent start minus the run row's creation time, seconds, less the time the
+    run waited for an agent slot (a run ahead is ready before a slot is free: its wait is
+    other runs' agents at work, not its own cost)."""
     starts: dict[tuple[str, int], float] = {}
     for path in (tmp / "starts").glob("*.json"):
         data = json.loads(path.read_text())
@@ -113,8 +125,9 @@ def overhead(tmp: Path) -> list[float]:
         starts[(f"{parts[-4]}/{parts[-3]}", int(parts[-2]))] = data["t"]
     with SQLiteStore(tmp / "cgr.sqlite3") as store:
         runs = store.recent_runs(limit=10_000)
+    waits = slot_waits(tmp)
     return [
-        starts[(r.repo, r.target)] - r.created_at.timestamp()
+        starts[(r.repo, r.target)] - r.created_at.timestamp() - waits.get(r.id, 0.0)
         for r in runs
         if (r.repo, r.target) in starts
     ]
@@ -141,18 +154,17 @@ def cgr(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "cgr_cli", *args, "--config", str(config)]
 
 
-def utilisation(db: Path, wall: float) -> float:
-    """Slot-seconds held by runs (row written -> run ended) over concurrency x wall."""
-    with SQLiteStore(db) as store:
-        runs = store.recent_runs(limit=10_000)
-    held = sum((r.ended_at - r.created_at).total_seconds() for r in runs if r.ended_at)
-    return held / (CONCURRENCY * wall)
+def utilisation(tmp: Path, wall: float) -> float:
+    """Agent-seconds (each agent's life) over concurrency x wall: how full the agent slots
+    were. (Until 5 Dec: the seconds runs held a slot, row written to run ended, when a
+    run's slot was its agent's too.)"""
+    return sum(agent_lives(tmp)) / (CONCURRENCY * wall)
 
 
 def held_median(db: Path) -> float:
-    """Median seconds a run held its slot: row written -> its report delivered on GitHub
-    (the run's last write, after its end is recorded): the agent and the run's whole fixed
-    cost, claim, publishing and report included."""
+    """Median seconds a run lasted: row written -> its report delivered on GitHub (the
+    run's last write, after its end is recorded): the agent and the run's whole fixed
+    cost, claim, a wait for an agent slot, publishing and report included."""
     held = []
     with SQLiteStore(db) as store:
         for run in store.recent_runs(limit=10_000):
@@ -237,8 +249,8 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> tuple[list[f
         median = statistics.median(gaps)
         print(
             f"  {mode:6s}: {ended}/{issues} runs ended in {wall:.1f} s (bound {bound:g} s) "
-            f"{'ok' if wall <= bound else 'OVER'}{extra}; slot utilisation "
-            f"{utilisation(db, wall):.0%}; {sim.rate_limit()['used']} rate-limit points; "
+            f"{'ok' if wall <= bound else 'OVER'}{extra}; agent slot utilisation "
+            f"{utilisation(tmp, wall):.0%}; {sim.rate_limit()['used']} rate-limit points; "
             f"outcomes {outcomes}\n"
             f"          CPU: {cpu:.1f} s in all ({cpu / issues:.2f} s per run: cgr, git, the "
             f"agent stand-in and the simulator{own}), {cpu / (os.cpu_count() or 1) / wall:.0%} "
@@ -246,8 +258,9 @@ def bench(mode: str, issues: int = ISSUES, latency: float = 0.0) -> tuple[list[f
             f"{events} of them issue events\n"
             f"          row written -> agent start: median {median:.2f} s (bound "
             f"{FIXED_BOUND:g} s) {'ok' if median <= FIXED_BOUND else 'OVER'}, p95 {p95:.2f} s, "
-            f"max {max(gaps):.2f} s; a run held its slot {held:.2f} s (median), its agent "
-            f"{statistics.median(agent_lives(tmp)):.2f} s of it"
+            f"max {max(gaps):.2f} s; a run lasted {held:.2f} s (median), its agent "
+            f"{statistics.median(agent_lives(tmp)):.2f} s of it, its wait for an agent slot "
+            f"{statistics.median(slot_waits(tmp).values()):.2f} s"
         )
         return gaps, held
 
@@ -272,7 +285,7 @@ def main() -> None:
             median = statistics.median(gaps)
             print(f"  {mode:6s}: row written -> agent start: median {median:.2f} s (bound "
                   f"{FIXED_BOUND_LATENCY:g} s) {'ok' if median <= FIXED_BOUND_LATENCY else 'OVER'}"
-                  f", max {max(gaps):.2f} s; a run held its slot {held:.2f} s "
+                  f", max {max(gaps):.2f} s; a run lasted {held:.2f} s "
                   "(median)")  # fmt: skip
 
 
