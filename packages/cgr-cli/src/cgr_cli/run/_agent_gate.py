@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 # A waiter is woken the moment a slot is released (the gate's FIFO); this poll only
 # covers a holder that died without saying so (SIGKILL).
 _POLL_SECONDS = 1.0
+# A run still waiting after this long says so in its status comment.
+_SAY_AFTER_SECONDS = 1.0
 
 
 @asynccontextmanager
@@ -47,13 +49,14 @@ async def agent_slot(
     """Hold one of the host's agent slots; yields how long the run waited for it.
 
     ``config``: the host's settings (a repository's cgr.toml cannot change how many agents
-    its host runs). ``waiting(line)`` is told once when the run has to wait, for the run's
-    status comment. ``time_limit``: the run's (``timeouts.run_seconds``), which stops while
-    the run waits - that is other runs' time, and a run queued behind long agents must not
-    be ended for it - and goes on afterwards, moved by the wait. ``paused(seconds)`` is
-    told of the wait as it goes (every ``timeouts.heartbeat_seconds``, and the rest at its
-    end), so that the store's clock for the run (the reaper's over-time rule) stops too. A
-    cancellation of ``time_limit`` (a signal, a lost lease) still ends the wait at once.
+    its host runs). ``waiting(line)`` is told once when the run has waited a second, for
+    the run's status comment. ``time_limit``: the run's (``timeouts.run_seconds``), which
+    stops while the run waits - that is other runs' time, and a run queued behind long
+    agents must not be ended for it - and goes on afterwards, moved by the wait.
+    ``paused(seconds)`` is told of the wait as it goes (every ``timeouts.heartbeat_seconds``,
+    and the rest at its end), so that the store's clock for the run (the reaper's over-time
+    rule) stops too. A cancellation of ``time_limit`` (a signal, a lost lease) still ends
+    the wait at once.
     """
     from cgr_exec import SlotGate
 
@@ -105,13 +108,19 @@ async def _wait(
             await anyio.sleep(every)
             await note(anyio.current_time())
 
-    try:
+    async def say_so() -> None:
+        # Not for a wait that ends at once (a slot handed on as the run came): a status
+        # line that would flicker past, and a GitHub write, for nothing.
+        await anyio.sleep(_SAY_AFTER_SECONDS)
         try:
             await waiting(line)
         except Exception:  # the status comment's line is not worth the run
             log.warning("could not say so on GitHub", exc_info=True)
+
+    try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(note_as_it_goes)
+            tg.start_soon(say_so)
             held = await gate.acquire(poll_interval=_POLL_SECONDS)
             tg.cancel_scope.cancel()
     finally:
