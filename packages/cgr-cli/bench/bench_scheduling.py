@@ -47,14 +47,19 @@ LATENCY = 0.05
 WALL_BOUND = {"tick": 30.0, "daemon": 20.0}
 FIXED_BOUND = 0.15
 FIXED_BOUND_LATENCY = 0.5
-# The agent: it lives AGENT_SECONDS from its first line to its exit, its work (the scripted
-# agent, run as its child) included - "an agent of 0.5 s" - and notes its start and end,
-# keyed by its working directory, which names the issue. (Until 5 Dec the stand-in slept
-# 0.5 s and then became the scripted agent: ~0.6 s in all, its own Python start-ups and
-# the scripted work on top of the 0.5 s.)
+# The agent: it lives AGENT_SECONDS from the moment cgr starts its program to its exit,
+# its work (the scripted agent, run as its child) included - "an agent of 0.5 s" - and
+# notes that start and its end, keyed by its working directory, which names the issue.
+# The program cgr starts is bash, which notes the moment ($EPOCHREALTIME, a builtin: no
+# process of its own) and becomes the Python stand-in: the interpreter's own start-up is
+# the agent's time, as Node's is Claude Code's. (Until 5 Dec 09:30 the start was the
+# stand-in's first Python line, after its interpreter had started: ~15 ms of the agent's
+# own start-up counted as cgr's fixed cost, and the agent lived 0.5 s after it. Until
+# 5 Dec 06:50 the stand-in slept 0.5 s and then became the scripted agent: ~0.6 s in all.)
 AGENT = f"""
-import time; t = time.time()  # its start: before its own imports, which are its own cost
-import json, os, pathlib, subprocess, sys
+import os, time
+t = float(os.environ["BENCH_T0"])  # when cgr started the agent's program (bash)
+import json, pathlib, subprocess, sys
 if "--version" in sys.argv[1:]:  # cgr asks the release before each run: not a start
     os.execv(sys.executable, [sys.executable, {str(FAKE)!r}, *sys.argv[1:]])
 code = subprocess.call([sys.executable, {str(FAKE)!r}, *sys.argv[1:]])
@@ -64,6 +69,12 @@ record = {{"cwd": os.getcwd(), "t": t, "end": time.time()}}
 (d / f"{{os.getpid()}}.json").write_text(json.dumps(record))
 sys.exit(code)
 """
+# bash -c SCRIPT python -c AGENT <cgr's arguments>: SCRIPT notes the start and execs the
+# rest ($0 is python). ${EPOCHREALTIME/,/.}: a locale may print a decimal comma.
+AGENT_COMMAND = [
+    "/bin/bash", "-c", 'BENCH_T0="${EPOCHREALTIME/,/.}" exec "$0" "$@"',
+    sys.executable, "-c", AGENT,
+]  # fmt: skip
 
 
 def wait_cgr_children(seconds: float = 60) -> None:
@@ -85,7 +96,10 @@ def world(tmp: Path, sim: GitHubSimulator, issues: int) -> Path:
         share = issues // REPOS + (1 if n < issues % REPOS else 0)
         if share:
             sim.seed_ready_issues(repo, share)
-    return write_config(tmp, sim, repos, agent=AGENT, interval=INTERVAL, concurrency=CONCURRENCY)
+    return write_config(
+        tmp, sim, repos, agent=AGENT, command=AGENT_COMMAND, interval=INTERVAL,
+        concurrency=CONCURRENCY,
+    )  # fmt: skip
 
 
 def finished(db: Path) -> tuple[int, int]:

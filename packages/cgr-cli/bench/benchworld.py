@@ -39,10 +39,12 @@ def write_config(
     interval: float,
     concurrency: int,
     extra: str = "",
+    command: list[str] | None = None,
 ) -> Path:
     """``tmp/config.toml`` for ``repos`` on ``sim``, the agent the Python code ``agent``
     (which may write its start under $BENCH_STARTS), plus ``extra`` TOML; the agent's
-    variables set in this process's environment, which cgr passes through."""
+    variables set in this process's environment, which cgr passes through. ``command``:
+    the agent's command line instead of ``python -c agent``."""
     config = tmp / "config.toml"
     config.write_text(
         f"repositories = {json.dumps(repos)}\n"
@@ -50,7 +52,7 @@ def write_config(
         f"bot_login = {json.dumps(sim.bot_login)}\nstatus_update_seconds = 0.0\n"
         f"[paths]\nworkspace_root = {json.dumps(str(tmp / 'ws'))}\n"
         f"database = {json.dumps(str(tmp / 'cgr.sqlite3'))}\n"
-        f"[agent]\ncommand = {json.dumps([sys.executable, '-c', agent])}\n"
+        f"[agent]\ncommand = {json.dumps(command or [sys.executable, '-c', agent])}\n"
         'env_passthrough = ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE", "BENCH_STARTS"]\n'
         f"[polling]\ninterval_seconds = {interval}\nmax_concurrency = {concurrency}\n"
         '[cleanup]\npolicy = "delete"\n'
