@@ -62,6 +62,37 @@ def test_reap_recognises_a_pull_request_the_dead_run_opened(env: Env, sched: Sch
                      "undelivered": []}  # fmt: skip
 
 
+def test_a_run_killed_after_its_pull_request_is_recovered_and_its_leftovers_ended(
+    env: Env, sched: Sched, subreaper: None
+) -> None:
+    """A run SIGKILLed between opening its pull request and its own end: the reaper records
+    it succeeded and still ends what it left running (here a process of its job, as a
+    detached child of its agent would be), which the run's end would have ended."""
+    from cgr_exec import JOB_ENV_VAR
+
+    sched.config()
+    (number,) = env.sim.seed_ready_issues(REPO, 1)
+    time.sleep(1.1)  # GitHub's timestamps have whole seconds
+    run_id = sched.stored_running_run(number, branch="cgr/done")
+    env.sim.commit(REPO, "cgr/done", {"b.txt": "b\n"})
+    env.sim.create_pull_request(REPO, "cgr/done", "the run's PR", author=env.sim.bot_login)
+    leftover = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**os.environ, JOB_ENV_VAR: run_id}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        result = sched.cgr("reap", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["recovered"] == [run_id]
+        assert leftover.wait(timeout=30) is not None  # ended by the reaper, not by us
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
+    with env.store() as store:
+        assert store.get_run(run_id).status.value == "succeeded"
+
+
 def test_a_run_claimed_after_the_reapers_snapshot_is_still_reported(env: Env, sched: Sched) -> None:
     """The reaper lists active runs, then spends seconds on GitHub calls; a run listed
     while queued (nothing on GitHub yet: ended silently) but claimed since must get its

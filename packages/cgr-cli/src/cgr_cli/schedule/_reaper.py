@@ -220,6 +220,10 @@ async def reap(
             with contextlib.suppress(Exception):  # GitHub down: decide without the PR
                 pr = await pushed_pull_request(github, run)
             if pr is not None and run.status is RunStatus.RUNNING:
+                # Killed after its pull request was opened: a success, but what it left
+                # running (a detached process of its agent, its job's cgroup) is ended
+                # all the same - the run's own end, which would have, never came.
+                await anyio.to_thread.run_sync(end_processes, config, run, grace)
                 if await end_run(
                     config, store, github, run, RunStatus.SUCCEEDED,
                     outcome=Outcome.PR_OPENED, error=None, pr=pr,
