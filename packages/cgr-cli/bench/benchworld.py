@@ -46,6 +46,9 @@ def write_config(
     variables set in this process's environment, which cgr passes through. ``command``:
     the agent's command line instead of ``python -c agent``."""
     config = tmp / "config.toml"
+    # $CGR_BENCH_RUNS_AHEAD: polling.runs_ahead (unset: cgr's default, max_concurrency).
+    runs_ahead = os.environ.get("CGR_BENCH_RUNS_AHEAD")
+    ahead = f"runs_ahead = {int(runs_ahead)}\n" if runs_ahead else ""
     config.write_text(
         f"repositories = {json.dumps(repos)}\n"
         f"[github]\napi_url = {json.dumps(sim.url)}\ntoken = {json.dumps(sim.token)}\n"
@@ -55,7 +58,8 @@ def write_config(
         f"[agent]\ncommand = {json.dumps(command or [sys.executable, '-c', agent])}\n"
         'env_passthrough = ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE", "BENCH_STARTS"]\n'
         f"[polling]\ninterval_seconds = {interval}\nmax_concurrency = {concurrency}\n"
-        '[cleanup]\npolicy = "delete"\n'
+        + ahead
+        + '[cleanup]\npolicy = "delete"\n'
         # Landlock lets the agent write only its checkout, home and temp dir: the two
         # directories the bench's agent writes, and the scripted agent it runs, are granted.
         f"[agent.sandbox]\nread_write = {json.dumps([str(tmp / 'starts'), str(tmp / 'agent')])}\n"
