@@ -33,6 +33,19 @@ def host_agents_busy(env: Env, agents: int) -> Iterator[list[Any]]:
             h.release()
 
 
+@contextmanager
+def run_process(env: Env, number: int) -> Iterator[subprocess.Popen[str]]:
+    """``cgr run`` on ``number`` as a real process (output kept), killed if a test step
+    failed before it ended."""
+    process = start_run(env, number, capture=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def _run_log(env: Env) -> str:
     logs = sorted(env.workspace.glob("r-*/logs/run.log"))
     return "".join(p.read_text(errors="replace") for p in logs)
@@ -67,8 +80,7 @@ def test_a_run_waits_for_an_agent_slot_and_its_time_limit_stops_meanwhile(env: E
     )
     number = env.sim.create_issue(REPO, "Wait your turn", "", author="alice", labels=["ready"])
     with host_agents_busy(env, 1) as (held,):
-        process = start_run(env, number, capture=True)
-        try:
+        with run_process(env, number) as process:
             _wait("the run to wait", lambda: "waiting for an agent slot" in _run_log(env))
             _wait(
                 "the status comment to say so",
@@ -92,10 +104,6 @@ def test_a_run_waits_for_an_agent_slot_and_its_time_limit_stops_meanwhile(env: E
             assert (datetime.now(UTC) - run.started_at).total_seconds() < 3.0
             held.release()
             _out, err = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
     assert process.returncode == 0, err
     summary = _summary(env)
     assert summary["outcome"] == "pr_opened"
@@ -141,17 +149,12 @@ def test_a_run_holds_no_agent_slot_while_it_publishes(env: Env) -> None:
     number = env.sim.create_issue(REPO, "Publish slowly", "", author="alice", labels=["ready"])
     gate = SlotGate(env.workspace / ".agent-slots", 1)
     slow_pr = env.sim.faults.latency(3.0, method="POST", path=r"/pulls$", count=1)
-    process = start_run(env, number, capture=True)
-    try:
+    with run_process(env, number) as process:
         _wait("the pull request to be asked for", lambda: slow_pr.hits == 1, timeout=60)
         slot = gate.try_acquire()
         assert slot is not None, "the run kept its agent slot while publishing"
         slot.release()
         _out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 0, err
     assert _summary(env)["outcome"] == "pr_opened"
 
