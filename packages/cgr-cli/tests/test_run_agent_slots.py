@@ -173,3 +173,44 @@ def test_a_broken_agent_slot_directory_fails_the_run_visibly_and_names_it(env: E
     assert "remove that directory" in summary["error"]
     assert env.calls() == []
     assert "remove that directory" in _status_comment(env, number)
+
+
+@pytest.mark.slow
+def test_a_slot_handed_on_at_once_writes_nothing_about_waiting_to_github(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that waits only a moment (the slot is given back 0.2 s after it started
+    waiting) logs the wait but writes no "waiting" line to its status comment: a GitHub
+    write, and a line flickering past, saved on every hand-over. In this process, with the
+    status texts the run sends recorded (and sent)."""
+    import threading
+
+    from cgr_discovery import RunGitHub
+
+    sent: list[str] = []
+    real = RunGitHub.update_status
+
+    async def recording(self: RunGitHub, repo: str, number: int, run_id: str, text: str,
+                        **kwargs: Any) -> bool:  # fmt: skip
+        sent.append(text)
+        return await real(self, repo, number, run_id, text, **kwargs)
+
+    monkeypatch.setattr(RunGitHub, "update_status", recording)
+    env.write_config(polling={"max_concurrency": 1}, github={"status_update_seconds": 0.0})
+    number = env.sim.create_issue(REPO, "Quick turn", "", author="alice", labels=["ready"])
+    with host_agents_busy(env, 1) as (held,):
+
+        def hand_on() -> None:
+            _wait("the run to wait", lambda: "waiting for an agent slot" in _run_log(env))
+            time.sleep(0.2)
+            held.release()
+
+        helper = threading.Thread(target=hand_on)
+        helper.start()
+        try:
+            assert env.run(number) == 0
+        finally:
+            helper.join(timeout=60)
+    assert "agent slot 0 taken after" in _run_log(env)
+    assert sent, "the run wrote its status comment"
+    assert not any("waiting for an agent slot" in text for text in sent), sent
