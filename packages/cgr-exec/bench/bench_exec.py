@@ -9,6 +9,9 @@
   forked by a fork server (``SubprocessExecutor.keep_warm``/``start_warm``; the next job
   arrives after the standby's start-up, as in a daemon whose runs last longer than an
   interpreter's start), with the CPU each job cost (start-up included);
+* slot hand-over: two processes take turns on one ``SlotGate`` slot, each waiting in
+  ``acquire()`` (a 30 s poll, so only the FIFO's wake-up can hand it over quickly): from
+  a holder's ``release()`` to the other's ``acquire()`` returning;
 * peak RSS (ru_maxrss) of the parent.
 
 Prints figures only; nothing is asserted. Run with ``nox -s bench``.
@@ -17,6 +20,7 @@ Prints figures only; nothing is asserted. Run with ``nox -s bench``.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import resource
 import statistics
@@ -47,6 +51,28 @@ if os.environ.get("CGR_EXEC_STANDBY"):
     if receive_job() is None:
         sys.exit(0)
 print(time.monotonic_ns())
+"""
+
+
+HANDOVERS = 200
+# Takes the slot, holds it 2 ms, notes the release and gives it back, then lets the other
+# process (waiting meanwhile) take it before trying again: a turn each.
+PY_SLOT_TURNS = """
+import anyio, sys, time
+from cgr_exec import SlotGate
+
+async def main(directory, turns, out):
+    gate = SlotGate(directory, 1)
+    with open(out, "w") as log:
+        for _ in range(turns):
+            held = await gate.acquire(poll_interval=30)
+            log.write(f"acq {time.monotonic_ns()}\\n")
+            time.sleep(0.002)
+            log.write(f"rel {time.monotonic_ns()}\\n")
+            held.release()
+            await anyio.sleep(0.01)
+
+anyio.run(main, sys.argv[1], int(sys.argv[2]), sys.argv[3])
 """
 
 
@@ -152,6 +178,31 @@ async def subprocess_throughput(tmp: Path, argv: list[str], jobs: int) -> float:
     return time.monotonic() - started
 
 
+def slot_handover(tmp: Path) -> list[int]:
+    """Release -> the other process's acquire, ns, for each turn that changed hands."""
+    import subprocess
+
+    logs = [tmp / f"turns-{n}.log" for n in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PY_SLOT_TURNS, str(tmp / "slots"), str(HANDOVERS // 2), str(log)]
+        )
+        for log in logs
+    ]
+    for proc in procs:
+        proc.wait(timeout=300)
+    events = sorted(
+        (int(t), kind, n)
+        for n, log in enumerate(logs)
+        for kind, t in (line.split() for line in log.read_text().splitlines())
+    )
+    return [
+        t_next - t
+        for (t, kind, n), (t_next, kind_next, n_next) in itertools.pairwise(events)
+        if kind == "rel" and kind_next == "acq" and n_next != n
+    ]
+
+
 def main() -> None:
     print(f"cgr-exec benchmark on {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as name:
@@ -177,6 +228,7 @@ def main() -> None:
                 f"{label}  {jobs} jobs, concurrency {CONCURRENCY}: "
                 f"{seconds:6.2f} s = {jobs / seconds:7.1f} jobs/s"
             )
+        print(f"slot hand-over (SlotGate)     {_ms(slot_handover(tmp))}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"parent peak RSS (ru_maxrss)   {peak / 1024:.1f} MiB")
 
