@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -113,6 +114,38 @@ def test_a_good_setup_passes(world: World) -> None:
     assert "push" in checks[f"repository {REPO}"]["detail"]
     assert "systemctl not found" in checks["systemd"]["detail"]
     assert world.sim.token not in json.dumps(report)
+
+
+@pytest.mark.parametrize("damage", ["wake_is_a_file", "another_users_directory"])
+def test_agent_slots_this_user_cannot_use_fail_the_workspace_check(
+    world: World, damage: str
+) -> None:
+    """Every run would fail at its agent: doctor says so and what to remove."""
+    slots = world.root / "ws" / ".agent-slots"
+    slots.mkdir(parents=True)
+    if damage == "wake_is_a_file":
+        (slots / "wake").write_text("not a FIFO")
+        expected = f"{slots / 'wake'} is not a FIFO"
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("giving a directory to another user needs root")
+        os.chown(slots, 65534, 65534)  # nobody: a directory made by another user
+        expected = f"{slots} belongs to uid 65534"
+    code, check = world.check("workspace")
+    assert code == 1
+    assert check["status"] == "fail"
+    assert expected in check["detail"]
+    assert f"remove {slots}" in check["fix"]
+
+
+def test_usable_agent_slots_pass_the_workspace_check(world: World) -> None:
+    from cgr_exec import SlotGate
+
+    held = SlotGate(world.root / "ws" / ".agent-slots", 2).try_acquire()
+    assert held is not None
+    held.release()
+    _, check = world.check("workspace")
+    assert check["status"] == "pass", check
 
 
 def test_missing_label_fails_then_fix_creates_it(world: World) -> None:

@@ -345,6 +345,15 @@ def check_workspace(root: Path, min_free: int, *, fix: bool = False) -> Check:
             "free some space (old runs: cgr reap), or move paths.workspace_root",
             data,
         )
+    from cgr_cli.run._agent_gate import slots_problem
+
+    if problem := slots_problem(root):
+        return _fail(
+            name,
+            f"the agent slots cannot be used: {problem}",
+            f"remove {root / '.agent-slots'} while no run is working (cgr makes it again)",
+            data,
+        )
     state = "writable" if root.exists() else f"does not exist yet; {probe} is writable"
     return Check(
         name=name,

@@ -26,9 +26,13 @@ from cgr_cli._errors import CgrError
 
 if TYPE_CHECKING:
     import logging
+    from pathlib import Path
 
     from cgr_cli.config._model import Config
     from cgr_exec import HeldSlot, SlotGate
+
+SLOTS_DIR = ".agent-slots"
+"""The agent slots' directory, under the workspace root."""
 
 # A waiter is woken the moment a slot is released (the gate's FIFO); this poll only
 # covers a holder that died without saying so (SIGKILL).
@@ -61,7 +65,7 @@ async def agent_slot(
     from cgr_exec import SlotGate
 
     agents = config.polling.max_concurrency
-    gate = SlotGate(config.workspace_root / ".agent-slots", agents)
+    gate = SlotGate(config.workspace_root / SLOTS_DIR, agents)
     try:
         held, waited = gate.try_acquire(), 0.0
     except (OSError, ValueError) as exc:  # a file planted there, a directory not ours
@@ -133,3 +137,30 @@ async def _wait(
         held.release()
         raise
     return held, round(ended - started, 3)
+
+
+def slots_problem(workspace_root: Path) -> str | None:
+    """What keeps this user's runs from using the agent slots under ``workspace_root``
+    (``cgr doctor``), or None; nothing is created. A directory made by another user (a
+    ``cgr run`` as root before the daemon's first run, say) is private to that user: every
+    run of this one would fail at its agent."""
+    import os
+    import stat
+
+    directory = workspace_root / SLOTS_DIR
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        return None  # made by the first run
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{directory} is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"{directory} belongs to uid {info.st_uid}, not to this user ({os.geteuid()})"
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if entry.name == "wake" and not stat.S_ISFIFO(mode):
+                return f"{entry.path} is not a FIFO"
+            if entry.name.endswith(".lock") and not stat.S_ISREG(mode):
+                return f"{entry.path} is not a regular file"
+    return None
