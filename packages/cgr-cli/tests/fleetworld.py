@@ -74,9 +74,11 @@ class FleetWorld:
     hosts: list[Host] = field(default_factory=list)
 
     def add_hosts(
-        self, count: int, *, concurrency: int, interval: float, lease: float, agent_seconds: float
-    ) -> None:
-        for i in range(count):
+        self, count: int, *, concurrency: int, interval: float, lease: float,
+        agent_seconds: float, runs_ahead: int = 0,
+    ) -> None:  # fmt: skip
+        for _ in range(count):
+            i = len(self.hosts)  # hosts added later are numbered on
             host = Host(
                 host_id=f"host-{i}",
                 config=self.root / f"host-{i}.toml",
@@ -89,7 +91,7 @@ class FleetWorld:
                 "paths": {"workspace_root": str(host.workspace), "database": self.database_url},
                 "fleet": {"host_id": host.host_id, "lease_seconds": lease},
                 "polling": {"interval_seconds": interval, "max_concurrency": concurrency,
-                            "runs_ahead": 0},
+                            "runs_ahead": runs_ahead},
                 "agent": {"command": [sys.executable, str(SLOW_AGENT)],
                           "env_passthrough": ["FAKE_CLAUDE_SCENARIO", "FAKE_CLAUDE_STATE",
                                               "SLOW_AGENT_SECONDS"]},

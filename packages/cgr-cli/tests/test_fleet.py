@@ -190,6 +190,65 @@ def test_a_lost_host_is_taken_over_and_the_survivors_finish_the_work(
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_a_lost_hosts_run_waiting_for_an_agent_slot_is_requeued_not_failed(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """One agent slot and one run ahead on the first host: it runs one agent while its
+    second run, claimed and checked out, waits for the slot. The host is SIGKILLed: the
+    survivor ends the run whose agent was lost (failed, visibly) and puts the waiting one,
+    which never started an agent, back in the queue (`claimed` until it has its slot), then
+    does it."""
+    from cgr_discovery.testing import GitHubSimulator
+
+    lease, agent_seconds = 5.0, 30.0
+    with GitHubSimulator(tmp_path / "sim") as sim:
+        repos = ["acme/repo-0"]
+        issues = seed(sim, repos, 2)
+        world = FleetWorld(sim=sim, root=tmp_path, database_url=pg_url, repos=repos)
+        world.add_hosts(1, concurrency=1, runs_ahead=1, interval=0.3, lease=lease,
+                        agent_seconds=agent_seconds)  # fmt: skip
+        victim = world.hosts[0]
+        world.start(victim, world.env(agent_seconds))
+        try:
+
+            def one_running_one_waiting() -> bool:
+                statuses = sorted(r.status.value for r in world.runs())
+                waiting = any("waiting for an agent slot" in p.read_text()
+                              for p in victim.workspace.glob("r-*/logs/run.log"))  # fmt: skip
+                return statuses == ["claimed", "running"] and waiting
+
+            wait_until(one_running_one_waiting, 60, "one agent at work, one run waiting")
+            with world.store() as store:
+                running = {r.status.value: r.id for r in store.active_runs()}
+            world.kill_with_children(victim)
+            # The survivor: agents of 0.1 s from here (the new host's own runs).
+            world.add_hosts(1, concurrency=1, interval=0.3, lease=lease, agent_seconds=0.1)
+            world.start(world.hosts[1], world.env(0.1))
+
+            def settled() -> bool:
+                runs = world.runs()
+                return (
+                    bool(runs)
+                    and not any(r.status.is_active for r in runs)
+                    and any(r.status.value == "succeeded" for r in runs)
+                )
+
+            wait_until(settled, 90, "the lost host's runs taken over and done")
+        finally:
+            world.stop_all()
+        with world.store() as store:
+            lost = store.get_run(running["running"])
+            requeued = store.get_run(running["claimed"])
+            details = [e.detail for e in store.events(requeued.id)]
+        assert lost.status.value == "failed"
+        assert "its agent was lost" in (lost.error or "")
+        assert any("before its agent started" in d for d in details), details
+        assert requeued.status.value == "succeeded", (requeued.status, requeued.error)
+        assert requeued.host == "host-1"
+        assert sorted(issues["acme/repo-0"]) == sorted(r.target for r in world.runs())
+
+
 def test_idle_github_requests_do_not_grow_with_the_fleet(tmp_path: Path, pg_url: str) -> None:
     """Only the poll leader asks GitHub: 3 idle hosts cost what 1 host costs."""
     from cgr_discovery.testing import GitHubSimulator

@@ -686,8 +686,9 @@ def test_issue_and_its_pull_request_take_turns_on_the_shared_checkout(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and b.poll() is None:
             with env.store() as store:
+                # `claimed` until it has an agent slot (after the checkout it waits for).
                 beats |= {r.heartbeat_at for r in store.active_runs()
-                          if r.target == pr_number and r.status.value == "running"}  # fmt: skip
+                          if r.target == pr_number and r.status.value == "claimed"}  # fmt: skip
             if len(beats - {None}) >= 3 and "the checkout is in use" in _run_logs(env, pr_number):
                 break
             time.sleep(0.05)

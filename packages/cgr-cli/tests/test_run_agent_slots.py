@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -99,21 +99,24 @@ def test_a_run_waits_for_an_agent_slot_and_its_time_limit_stops_meanwhile(env: E
             assert env.calls() == [], "the agent started while every slot was taken"
             with env.store() as store:
                 (run,) = store.active_runs()
-            # The store's clock for the run stopped while it waited (heartbeat_seconds 0.5).
-            assert run.started_at is not None
-            assert (datetime.now(UTC) - run.started_at).total_seconds() < 3.0
+            # Claimed, not running: its start (the reaper's clock) is when it gets its slot.
+            assert (run.status.value, run.started_at) == ("claimed", None)
             held.release()
+            released = datetime.now(UTC)
             _out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     summary = _summary(env)
     assert summary["outcome"] == "pr_opened"
     assert summary["timings"]["agent_wait"] >= 5.0
-    assert len(env.calls()) == 1
-    log = _run_log(env)
-    assert "agent slot 0 taken after" in log
-    # The slot was given back: another run can have it at once.
-    with host_agents_busy(env, 1):
-        pass
+    with env.store() as store:
+        run, events = store.run_with_events(summary["run_id"])
+    # `running` (and its started_at) came with the slot, after the wait.
+    assert run.started_at is not None
+    assert run.started_at >= released - timedelta(seconds=1)
+    started = [e.detail for e in events
+               if e.from_status is not None and e.from_status.value == "claimed"
+               and e.to_status.value == "running"]  # fmt: skip
+    assert started == ["agent slot taken"]
 
 
 @pytest.mark.slow

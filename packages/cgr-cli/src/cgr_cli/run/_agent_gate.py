@@ -48,7 +48,6 @@ async def agent_slot(
     log: logging.Logger,
     waiting: Callable[[str], Awaitable[None]],
     time_limit: anyio.CancelScope | None = None,
-    paused: Callable[[float], Awaitable[None]] | None = None,
 ) -> AsyncIterator[float]:
     """Hold one of the host's agent slots; yields how long the run waited for it.
 
@@ -56,11 +55,9 @@ async def agent_slot(
     its host runs). ``waiting(line)`` is told once when the run has waited a second, for
     the run's status comment. ``time_limit``: the run's (``timeouts.run_seconds``), which
     stops while the run waits - that is other runs' time, and a run queued behind long
-    agents must not be ended for it - and goes on afterwards, moved by the wait.
-    ``paused(seconds)`` is told of the wait as it goes (every ``timeouts.heartbeat_seconds``,
-    and the rest at its end), so that the store's clock for the run (the reaper's over-time
-    rule) stops too. A cancellation of ``time_limit`` (a signal, a lost lease) still ends
-    the wait at once.
+    agents must not be ended for it - and goes on afterwards, moved by the wait. (The
+    reaper's clock for the run, its ``started_at``, starts when the run has its slot.) A
+    cancellation of ``time_limit`` (a signal, a lost lease) still ends the wait at once.
     """
     from cgr_exec import SlotGate
 
@@ -76,10 +73,7 @@ async def agent_slot(
     if held is None:
         line = f"waiting for an agent slot (this host runs {agents} at once)"
         log.info("%s", line)
-        held, waited = await _wait(
-            gate, line, log=log, waiting=waiting, time_limit=time_limit,
-            paused=paused, every=config.timeouts.heartbeat_seconds,
-        )  # fmt: skip
+        held, waited = await _wait(gate, line, log=log, waiting=waiting, time_limit=time_limit)
         log.info("agent slot %d taken after %.1fs", held.index, waited)
     with held:
         yield waited
@@ -92,25 +86,12 @@ async def _wait(
     log: logging.Logger,
     waiting: Callable[[str], Awaitable[None]],
     time_limit: anyio.CancelScope | None,
-    paused: Callable[[float], Awaitable[None]] | None,
-    every: float,
 ) -> tuple[HeldSlot, float]:
-    """Wait for a slot with the run's clocks stopped; the slot and the seconds waited."""
-    started = noted = anyio.current_time()
+    """Wait for a slot with the run's time limit stopped; the slot and the seconds waited."""
+    started = anyio.current_time()
     deadline = math.inf
     if time_limit is not None:
         deadline, time_limit.deadline = time_limit.deadline, math.inf
-
-    async def note(now: float) -> None:
-        nonlocal noted
-        if paused is not None and now > noted:
-            seconds, noted = now - noted, now
-            await paused(seconds)
-
-    async def note_as_it_goes() -> None:
-        while True:
-            await anyio.sleep(every)
-            await note(anyio.current_time())
 
     async def say_so() -> None:
         # Not for a wait that ends at once (a slot handed on as the run came): a status
@@ -123,20 +104,14 @@ async def _wait(
 
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(note_as_it_goes)
             tg.start_soon(say_so)
             held = await gate.acquire(poll_interval=_POLL_SECONDS)
             tg.cancel_scope.cancel()
     finally:
-        ended = anyio.current_time()
+        waited = anyio.current_time() - started
         if time_limit is not None:
-            time_limit.deadline = deadline + (ended - started)
-    try:
-        await note(ended)
-    except BaseException:
-        held.release()
-        raise
-    return held, round(ended - started, 3)
+            time_limit.deadline = deadline + waited
+    return held, round(waited, 3)
 
 
 def slots_problem(workspace_root: Path) -> str | None:

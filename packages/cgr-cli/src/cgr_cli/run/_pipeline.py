@@ -705,14 +705,18 @@ async def _work(
 
     # The agent's part holds one of the host's agent slots (run/_agent_gate.py); the claim
     # and checkout above and the publishing below happen beside other runs' agents.
-    async def paused(seconds: float) -> None:
-        await anyio.to_thread.run_sync(_move_start, ctx, store, seconds)
-
     async with agent_slot(
-        ctx.config, log=ctx.log, waiting=progress, time_limit=ctx.scope, paused=paused
+        ctx.config, log=ctx.log, waiting=progress, time_limit=ctx.scope
     ) as waited:
         if waited:
             ctx.timings["agent_wait"] = waited
+        # `running` from here: the run has its agent slot. Until now it was `claimed`: one
+        # that ends before (a lost host's, taken over by the fleet) goes back to the queue,
+        # and its `started_at` (the reaper's clock for a run's time limit) starts now.
+        await anyio.to_thread.run_sync(
+            partial(store.transition, ctx.run_id, RunStatus.RUNNING, detail="agent slot taken",
+                    lease=ctx.lease)
+        )  # fmt: skip
         draft = await _agent_part(
             ctx, store, runner, commands, ws=ws, git=git, key=key,
             resume=session.session_id if session else None,
@@ -720,26 +724,6 @@ async def _work(
     if draft is None:
         return
     await _publish(ctx, ws, git, github=github, thread=thread, work=work, draft=draft)
-
-
-def _move_start(ctx: _Ctx, store: Store, seconds: float) -> None:
-    """The run's ``started_at`` moved on by ``seconds`` it waited for an agent slot: the
-    reaper ends a live run ``timeouts.run_seconds`` after it, and the run's own limit stops
-    while it waits (run/_agent_gate.py). A refused lease is raised (the run stops); any
-    other failure leaves the start where it was (the run goes on)."""
-    from datetime import timedelta
-
-    from cgr_store import FencingError
-
-    try:
-        run = store.get_run(ctx.run_id)
-        if run.started_at is not None:
-            moved = run.started_at + timedelta(seconds=seconds)
-            store.update_run(ctx.run_id, lease=ctx.lease, started_at=moved)
-    except FencingError:
-        raise
-    except Exception:
-        ctx.log.warning("could not record the wait for an agent slot", exc_info=True)
 
 
 async def _agent_part(
@@ -944,12 +928,11 @@ async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, tex
         partial(github.update_status, repo, number, ctx.run_id, texts.working()),
     )
     if ctx.mirror is not None:
-        # The mirror fetch (started with the claim) must have worked before the run counts
-        # as running: a git outage that outlasts its retries is still "before the agent
-        # started", and a claimed run goes back to the queue (transient_reason) where a
-        # running one could only fail.
+        # The mirror fetch (started with the claim) must have worked before the claim
+        # counts as done: a git outage that outlasts its retries is still "before the agent
+        # started", and the run goes back to the queue (transient_reason) where a later
+        # step's failure could only fail it.
         await ctx.mirror.wait()
-    store.transition(ctx.run_id, RunStatus.RUNNING, detail="claimed", lease=ctx.lease)
     return True
 
 

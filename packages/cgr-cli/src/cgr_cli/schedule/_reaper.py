@@ -239,8 +239,12 @@ async def reap(
             ):
                 report.gone.append(run.id)
             continue
+        # A run's time limit counts from its start (`running`: it has its agent slot). A
+        # `claimed` one may wait for a slot behind other runs' agents for as long as they
+        # take, with its own limit stopped (run/_agent_gate.py); a hung one is found by
+        # its silent heartbeat below.
         started = run.started_at or run.created_at
-        if now - started > limit:
+        if run.status is not RunStatus.CLAIMED and now - started > limit:
             # Blocking (polls /proc through the grace period): a worker thread.
             await anyio.to_thread.run_sync(end_processes, config, run, grace)
             why = f"the run passed its time limit of {config.timeouts.run_seconds:g}s"
