@@ -38,6 +38,7 @@ CLI_LAYERS: dict[str, int] = {
     "cgr_cli.run": 4,
     "cgr_cli.config": 5,
     "cgr_cli._errors": 6,
+    "cgr_cli._hand_back": 6,
     "cgr_cli._redact": 6,
     "cgr_cli._version": 6,
 }

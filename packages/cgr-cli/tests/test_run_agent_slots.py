@@ -217,3 +217,41 @@ def test_a_slot_handed_on_at_once_writes_nothing_about_waiting_to_github(
     assert "agent slot 0 taken after" in _run_log(env)
     assert sent, "the run wrote its status comment"
     assert not any("waiting for an agent slot" in text for text in sent), sent
+
+
+@pytest.mark.slow
+def test_a_scheduler_started_run_handed_back_by_sigusr1_returns_to_the_queue(env: Env) -> None:
+    """A `cgr run --run-id` (as a scheduler starts it) asked to hand its run back (SIGUSR1)
+    before its agent began - here 0.1 s after its start, before its pipeline listens for
+    signals itself, with every agent slot taken - does not die of the signal (its default): the
+    run goes back to the queue, with no process, marked released, and no agent started."""
+    import signal
+
+    from cgr_store import Run, RunKind, new_run_id
+
+    env.write_config(polling={"max_concurrency": 1})
+    number = env.sim.create_issue(REPO, "Not now", "", author="alice", labels=["ready"])
+    with env.store() as store:
+        run = store.create_run(Run(id=new_run_id(), repo=REPO, target=number, kind=RunKind.ISSUE))
+    argv = [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
+            "--repo", REPO, "--number", str(number), "--run-id", run.id]  # fmt: skip
+    with host_agents_busy(env, 1):
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            # After the interpreter's start (its early handler is in place by then), long
+            # before the pipeline listens itself (without the early handler the signal's
+            # default action ends the process: tried at 0.03-0.12 s).
+            time.sleep(0.1)
+            process.send_signal(signal.SIGUSR1)
+            _out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode != -signal.SIGUSR1, err
+    with env.store() as store:
+        again, events = store.run_with_events(run.id)
+    assert again.status.value == "queued"
+    assert again.pid is None
+    assert any(e.detail.startswith("released: ") for e in events), [e.detail for e in events]
+    assert env.calls() == []

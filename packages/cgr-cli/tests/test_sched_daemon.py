@@ -329,3 +329,53 @@ def test_runs_ahead_get_ready_beside_the_agents_and_agents_never_exceed_the_limi
             assert before, f"{run.id} was claimed after every other agent had ended"
     sched.wait_all_gone("children to be gone")
     sched.assert_consistent(issues)
+
+
+@pytest.mark.slow
+def test_a_stopping_daemon_hands_runs_waiting_for_a_slot_back_to_the_queue(
+    env: Env, sched: Sched, subreaper: None, tmp_path: Path
+) -> None:
+    """One agent slot, one run ahead, agents of 3 s. SIGTERM while one agent works and the
+    other run waits: the waiting run goes back to the queue at once (its agent never
+    starts; nothing is reported: it is not over), the working one finishes within the
+    grace, and the next daemon takes the handed-back run up at once (no backoff: a stop is
+    not a failure) and opens its pull request."""
+    sched.config(polling={"max_concurrency": 1, "runs_ahead": 1, "interval_seconds": 60})
+    env.monkeypatch.setenv("SLOW_AGENT_SECONDS", "3")
+    issues = env.sim.seed_ready_issues(REPO, 2)
+    log = tmp_path / "daemon.log"
+    first = sched.start("daemon", "--grace", "30", log=log)
+    try:
+
+        def one_working_one_waiting() -> bool:
+            statuses = sorted(r.status.value for r in sched.runs())
+            logs = env.workspace.glob("r-*/logs/run.log")
+            waiting = any("waiting for an agent slot" in p.read_text() for p in logs)
+            return statuses == ["claimed", "running"] and waiting
+
+        sched.wait_until(one_working_one_waiting, 60, "one agent at work, one run waiting")
+        waiting_id = next(r.id for r in sched.runs() if r.status.value == "claimed")
+        working_id = next(r.id for r in sched.runs() if r.status.value == "running")
+        time.sleep(1.2)  # the daemon asks only children at least a second old
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0, log.read_text()
+    finally:
+        sched.stop(first)
+    with env.store() as store:
+        handed_back, events = store.run_with_events(waiting_id)
+        assert store.get_run(working_id).status.value == "succeeded"
+    assert handed_back.status.value == "queued"
+    assert handed_back.pid is None
+    assert any(e.detail.startswith("released: ") for e in events), [e.detail for e in events]
+    assert "running" not in {e.to_status.value for e in events}  # its agent never began
+    assert "handing it back to the queue" in log.read_text()
+    # The next daemon takes it up and finishes it.
+    second = sched.start("daemon", "--grace", "30", log=log)
+    try:
+        sched.wait_until(lambda: sched.all_ended(2), 60, "the handed-back run")
+    finally:
+        assert sched.stop(second) == 0, log.read_text()
+    with env.store() as store:
+        assert store.get_run(waiting_id).status.value == "succeeded"
+    sched.wait_all_gone("children to be gone")
+    sched.assert_consistent(issues)

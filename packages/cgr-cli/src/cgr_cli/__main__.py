@@ -17,6 +17,12 @@ _STANDBY_ENV_VAR = "CGR_EXEC_STANDBY"
 
 
 def run() -> None:
+    if os.environ.get(_STANDBY_ENV_VAR) or "--run-id" in sys.argv:
+        # A scheduler's process (a standby, or a run it started cold): a stopping daemon may
+        # ask it to hand its run back (SIGUSR1) before the run listens itself.
+        from cgr_cli._hand_back import listen_early
+
+        listen_early()
     # cgr's event loops are asyncio's. httpcore (under httpx) imports trio whenever trio is
     # installed, in case its caller runs on trio: tens of milliseconds of every start spent
     # for nothing. Marking it absent makes that import fail at once (httpcore then uses

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 # supervision and confinement, the checks before the claim). A run handed to a standby
 # imports nothing more (tests/test_startup_imports.py names any module missing here).
 _RUN_MODULES = (
+    "cgr_cli._hand_back",
     "cgr_cli.commands._run",
     "cgr_cli.config._load",
     "cgr_cli.config._store",

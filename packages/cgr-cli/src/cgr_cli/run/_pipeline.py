@@ -18,7 +18,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -55,7 +55,7 @@ from cgr_cli.run._pick_up import pick_up
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
 from cgr_cli.run._repo_file import read_repo_settings
 from cgr_cli.run._report import Outcome, RunSummary, Texts, pr_section
-from cgr_cli.run._requeue import requeue, transient_reason
+from cgr_cli.run._requeue import RELEASED, REQUEUED, requeue, transient_reason
 from cgr_cli.run._safe_fs import RunFiles, run_dir_problems
 from cgr_cli.run._sandbox import refuse_impossible
 from cgr_cli.run._secret_gate import PATCH_ARGS, SecretGate, known_secrets
@@ -63,6 +63,8 @@ from cgr_cli.run._together import together
 from cgr_cli.run._workspace import Workspace, checkout_lock, while_unlocked
 
 if TYPE_CHECKING:
+    import anyio.abc
+
     from cgr_discovery import Auth, GitHubClient, RunGitHub, Thread
     from cgr_store import HostLease, OutboxEntry, Run, Store
 
@@ -101,6 +103,10 @@ class _Ctx:
     status: str = "failed"
     agent_text: str = ""
     signalled: str | None = None
+    # Set when the run commits to its agent (it has its slot); until then a scheduler that
+    # stops may hand the run back to the queue (SIGUSR1: `released`, see _watch_signals).
+    agent_part_began: bool = False
+    released: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     agent_cli: AgentCli | None = None  # the agent's release, asked before the claim
     # Set when GitHub failed transiently before the agent started: back to the queue.
@@ -180,7 +186,7 @@ async def execute_run(
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
                     ctx.scope = scope
                     async with anyio.create_task_group() as tg:
-                        tg.start_soon(_watch_signals, ctx, scope)
+                        await tg.start(_watch_signals, ctx, scope)
                         tg.start_soon(_beat, ctx, store, scope)
                         tg.start_soon(creds.keep_fresh, gh)
                         await _run(ctx, store, github, creds.current(), environ)
@@ -205,6 +211,9 @@ def _stopped_early(ctx: _Ctx, scope: anyio.CancelScope) -> None:
     """The outcome of a run whose scope was cancelled: a lost lease, a signal, its limit."""
     if ctx.fenced():
         _lease_lost(ctx)
+    elif ctx.released:
+        ctx.requeue = ctx.released
+        ctx.status, ctx.summary.outcome, ctx.summary.error = "queued", Outcome.REQUEUED, None
     elif ctx.signalled:
         ctx.status, ctx.summary.outcome = "cancelled", Outcome.CANCELLED
         ctx.summary.error = f"cgr received {ctx.signalled}"
@@ -302,21 +311,55 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-async def _watch_signals(ctx: _Ctx, scope: anyio.CancelScope) -> None:
-    """SIGTERM (the daemon draining, systemd stopping) or SIGINT ends the run as
-    cancelled: the agent's group is ended by cgr-exec, and the run still reports."""
+async def _watch_signals(
+    ctx: _Ctx,
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGTERM (the daemon's grace over, systemd stopping) or SIGINT ends the run as
+    cancelled: the agent's group is ended by cgr-exec, and the run still reports.
+
+    SIGUSR1 is a stopping scheduler's "hand it back": a run that has not yet begun its
+    agent's part (claimed, checking out, waiting for an agent slot) goes back to the queue
+    with nothing reported - the next scheduler takes it up where it is - and one that has
+    goes on (the scheduler's grace is for it). The receiver is in place before the run can
+    be claimed (``tg.start``): a scheduler signals only claimed runs, and SIGUSR1 would
+    otherwise end the process (its default action)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         # Signal handlers can only be installed from the main thread; an embedding
         # program that runs us elsewhere handles its own signals.
+        task_status.started()
         await anyio.sleep_forever()
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
+    from cgr_cli import _hand_back
+
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
+        task_status.started()
+        # Asked before this receiver was in place (the process's early handler noted it).
+        early = [signal.SIGUSR1] if _hand_back.asked else []
+        async for signum in _then(early, signals):
+            if signum == signal.SIGUSR1:
+                if ctx.agent_part_began:
+                    ctx.log.info("received SIGUSR1 after the agent's part began: going on")
+                    continue
+                ctx.released = "its scheduler stopped before the run's agent started"
+                ctx.log.warning("received SIGUSR1: %s; back to the queue", ctx.released)
+                scope.cancel()
+                return
             ctx.signalled = signal.Signals(signum).name
             ctx.log.warning("received %s; cancelling the run", ctx.signalled)
             scope.cancel()
             return
+
+
+async def _then(first: Sequence[int], rest: AsyncIterator[int]) -> AsyncIterator[int]:
+    """The items of ``first``, then those of ``rest``."""
+    for item in first:
+        yield item
+    async for item in rest:
+        yield item
 
 
 def _describe(exc: BaseException) -> str:
@@ -710,6 +753,9 @@ async def _work(
     ) as waited:
         if waited:
             ctx.timings["agent_wait"] = waited
+        # Committed to the agent from here: a SIGUSR1 no longer hands the run back (set
+        # before the transition, which a cancellation could not stop half-way).
+        ctx.agent_part_began = True
         # `running` from here: the run has its agent slot. Until now it was `claimed`: one
         # that ends before (a lost host's, taken over by the fleet) goes back to the queue,
         # and its `started_at` (the reaper's clock for a run's time limit) starts now.
@@ -1304,7 +1350,8 @@ def _record_end(ctx: _Ctx, store: Store, report: list[OutboxEntry]) -> None:
     """The run back to the queue, or its terminal status with its report; never raises."""
     try:
         if ctx.requeue is not None:
-            requeue(store, ctx.run_id, ctx.requeue, lease=ctx.lease)
+            prefix = RELEASED if ctx.released else REQUEUED
+            requeue(store, ctx.run_id, ctx.requeue, lease=ctx.lease, prefix=prefix)
         else:
             _end(ctx, store, report)
     except Exception as exc:

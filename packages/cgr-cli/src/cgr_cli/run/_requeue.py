@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 REQUEUED = "requeued"
 """The start of the detail of every requeue event in a run's history (counted by backoff)."""
+RELEASED = "released"
+"""The start of the detail of a run handed back by its stopping scheduler before its agent
+started (not a failure: not counted by backoff)."""
 
 
 def transient_reason(exc: BaseException) -> str | None:
@@ -44,12 +47,20 @@ def transient_reason(exc: BaseException) -> str | None:
     return None
 
 
-def requeue(store: Store, run_id: str, reason: str, *, lease: HostLease | None = None) -> None:
+def requeue(
+    store: Store,
+    run_id: str,
+    reason: str,
+    *,
+    lease: HostLease | None = None,
+    prefix: str = REQUEUED,
+) -> None:
     """Put the run back to ``queued`` with no process on its row, recording why;
-    ``lease``: a fleet run's writes are fenced (run/_fence.py)."""
+    ``lease``: a fleet run's writes are fenced (run/_fence.py). ``prefix``: ``RELEASED``
+    for a run its stopping scheduler handed back (no backoff follows)."""
     from cgr_store import RunStatus
 
-    detail = f"{REQUEUED}: {reason}"
+    detail = f"{prefix}: {reason}"
     clear: dict[str, Any] = {"pid": None, "process_start_time": None, "heartbeat_at": None}
     if store.get_run(run_id).status is RunStatus.QUEUED:
         # Failed before the claim's first write (reading the thread): nothing to release.

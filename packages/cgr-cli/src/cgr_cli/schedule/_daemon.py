@@ -476,8 +476,10 @@ async def _drain(
     from cgr_cli.schedule._control import explain_cancel, finish_cancelled
 
     deadline = time.monotonic() + grace
+    handed_back: set[str] = set()
     while executor.running and time.monotonic() < deadline:
         lock.heartbeat()
+        _hand_back_unstarted(store, executor, handed_back)
         await anyio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
     why = f"the cgr daemon stopped and the run did not finish within its {grace:g}s grace period"
     for key in list(executor.running):
@@ -487,3 +489,30 @@ async def _drain(
             await finish_cancelled(config, store, github, key, why=why)
     for ended in executor.reap():
         log.info("run %s ended: %s", ended.key, ended.status)
+
+
+def _hand_back_unstarted(store: Store, executor: SubprocessExecutor, done: set[str]) -> None:
+    """Ask each child whose run is still ``claimed`` (claiming, checking out, waiting for an
+    agent slot: its agent not begun) to hand it back to the queue (SIGUSR1, see
+    run/_pipeline._watch_signals): the grace is for the agents at work, and a run ahead
+    that took a slot freed during it would start an agent the grace then cuts. The next
+    scheduler takes them up. A child asked once is not asked again; a run that began its
+    agent meanwhile goes on (the child ignores the signal then)."""
+    import signal as signals
+
+    from cgr_exec import signal_identity
+    from cgr_store import RunStatus, StoreError
+
+    for key, handle in list(executor.running.items()):
+        # A child younger than this may not yet note the request (its interpreter starting,
+        # cgr_cli._hand_back): asked at a later pass instead.
+        if key in done or time.monotonic() - handle.started < 1.0:
+            continue
+        try:
+            claimed = store.get_run(key).status is RunStatus.CLAIMED
+        except StoreError:
+            continue
+        if claimed:
+            done.add(key)
+            log.info("run %s has not begun its agent: handing it back to the queue", key)
+            signal_identity(handle.identity, signals.SIGUSR1)
