@@ -438,3 +438,31 @@ async def test_slot_releases_on_exception_and_cancellation(tmp_path: Path) -> No
 async def test_acquire_refuses_a_poll_interval_that_is_not_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="poll_interval"):
         await SlotGate(tmp_path, 1).acquire(poll_interval=0)
+
+
+def test_problem_says_what_use_would_refuse_and_creates_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "gate"
+    gate = SlotGate(directory, 2)
+    assert gate.problem() is None  # not made yet: the first use makes it
+    assert not directory.exists()
+    held = gate.try_acquire()
+    assert held is not None
+    assert gate.problem() is None  # in use, and fine
+    held.release()
+    (directory / "wake").unlink()
+    (directory / "wake").write_text("")
+    problem = gate.problem()
+    assert problem is not None
+    with pytest.raises(ValueError, match="not a FIFO") as refused:
+        gate.try_acquire()
+    assert str(refused.value) == problem  # the same words as the refusal
+    (directory / "wake").unlink()
+    (directory / "1.lock").symlink_to(tmp_path / "nowhere")
+    (directory / "2.lock").mkdir()  # above the limit: the gate never opens it
+    assert gate.problem() == f"slot file {directory / '1.lock'} is a symbolic link; remove it"
+    assert not (directory / "wake").exists()  # problem() made nothing
+    assert not (tmp_path / "nowhere").exists()
+    file_not_dir = tmp_path / "file"
+    file_not_dir.write_text("")
+    expected = f"slot directory {file_not_dir} is not a directory"
+    assert SlotGate(file_not_dir, 1).problem() == expected

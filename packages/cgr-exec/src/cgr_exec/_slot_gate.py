@@ -227,6 +227,29 @@ class SlotGate:
             self._wake()
         return count
 
+    def problem(self) -> str | None:
+        """What would make this gate refuse to work (the ``ValueError`` its use raises),
+        read from the file system without creating, opening or locking anything; None when
+        nothing would, a directory not made yet included. For a check before any use (a
+        ``doctor`` command run by an operator)."""
+        try:
+            if not stat.S_ISDIR(os.lstat(self._directory).st_mode):
+                return _not_a_directory(self._directory)
+            wake = self._directory / _WAKE
+            with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISFIFO(os.lstat(wake).st_mode):
+                    return _not_a_fifo(wake)
+            for index in range(self._slots):
+                path = self._directory / f"{index}.lock"
+                with contextlib.suppress(FileNotFoundError):
+                    if problem := _slot_file_problem(path, os.lstat(path).st_mode):
+                        return problem
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"{self._directory} cannot be read ({exc.strerror})"
+        return None
+
     def __repr__(self) -> str:
         return f"SlotGate({str(self._directory)!r}, slots={self._slots})"
 
@@ -240,19 +263,14 @@ class SlotGate:
         try:
             self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except FileExistsError:  # exists, and is not a directory
-            raise ValueError(
-                f"slot directory {str(self._directory)!r} is not a directory"
-            ) from None
+            raise ValueError(_not_a_directory(self._directory)) from None
         path = self._directory / _WAKE
         try:
             os.mkfifo(path, 0o600)
         except FileExistsError:
             mode = os.lstat(path).st_mode
             if not stat.S_ISFIFO(mode):
-                raise ValueError(
-                    f"{str(path)!r} exists and is not a FIFO; remove it (it is the wake-up "
-                    "channel of the slot gate)"
-                ) from None
+                raise ValueError(_not_a_fifo(path)) from None
 
     def _open_slot(self, index: int) -> int:
         path = self._directory / f"{index}.lock"
@@ -260,11 +278,11 @@ class SlotGate:
             fd = os.open(path, _SLOT_FLAGS, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise ValueError(f"slot file {str(path)!r} is a symbolic link; remove it") from None
+                raise ValueError(_slot_file_problem(path, stat.S_IFLNK)) from None
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if problem := _slot_file_problem(path, os.fstat(fd).st_mode):
             os.close(fd)
-            raise ValueError(f"slot file {str(path)!r} is not a regular file; remove it")
+            raise ValueError(problem)
         return fd
 
     def _take_free(self) -> tuple[int, int] | None:
@@ -288,12 +306,12 @@ class SlotGate:
             fd = os.open(path, _WAKE_FLAGS)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EISDIR):
-                raise ValueError(f"{str(path)!r} is not a FIFO; remove it") from None
+                raise ValueError(_not_a_fifo(path)) from None
             raise
         # Checked on the open fd: whatever lstat saw, this is what we read and write.
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             os.close(fd)
-            raise ValueError(f"{str(path)!r} is not a FIFO; remove it")
+            raise ValueError(_not_a_fifo(path))
         return fd
 
     def _wake(self) -> None:
@@ -326,3 +344,21 @@ def _write_wake(fd: int, count: int) -> None:
     # A full pipe (EAGAIN) already holds more wake-ups than anyone needs.
     with contextlib.suppress(BlockingIOError):
         os.write(fd, b"\0" * count)
+
+
+# The refusals, worded once for the gate's use and for problem().
+def _not_a_directory(path: Path) -> str:
+    return f"slot directory {path} is not a directory"
+
+
+def _not_a_fifo(path: Path) -> str:
+    return f"{path} is not a FIFO; remove it (it is the wake-up channel of the slot gate)"
+
+
+def _slot_file_problem(path: Path, mode: int) -> str | None:
+    """Why the slot file ``path`` of file type ``mode`` cannot be used, or None."""
+    if stat.S_ISLNK(mode):
+        return f"slot file {path} is a symbolic link; remove it"
+    if not stat.S_ISREG(mode):
+        return f"slot file {path} is not a regular file; remove it"
+    return None

@@ -134,7 +134,7 @@ def run_doctor(
             add(check)
     else:
         add(check_database(config.database, fix=options.fix))
-    add(check_workspace(config.workspace_root, options.min_free_bytes, fix=options.fix))
+    add(check_workspace(config, options.min_free_bytes, fix=options.fix))
     add(check_agent(config, timeout=options.timeout))
     add(check_sandbox(config))
     import anyio
@@ -309,8 +309,8 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-def check_workspace(root: Path, min_free: int, *, fix: bool = False) -> Check:
-    name = "workspace"
+def check_workspace(config: Config, min_free: int, *, fix: bool = False) -> Check:
+    name, root = "workspace", config.workspace_root
     data: dict[str, Any] = {"path": str(root), "min_free_bytes": min_free}
     created = ""
     if not root.exists() and fix:
@@ -347,7 +347,7 @@ def check_workspace(root: Path, min_free: int, *, fix: bool = False) -> Check:
         )
     from cgr_cli.run._agent_gate import slots_problem
 
-    if problem := slots_problem(root):
+    if problem := slots_problem(config):
         return _fail(
             name,
             f"the agent slots cannot be used: {problem}",

@@ -26,7 +26,6 @@ from cgr_cli._errors import CgrError
 
 if TYPE_CHECKING:
     import logging
-    from pathlib import Path
 
     from cgr_cli.config._model import Config
     from cgr_exec import HeldSlot, SlotGate
@@ -114,28 +113,21 @@ async def _wait(
     return held, round(waited, 3)
 
 
-def slots_problem(workspace_root: Path) -> str | None:
-    """What keeps this user's runs from using the agent slots under ``workspace_root``
-    (``cgr doctor``), or None; nothing is created. A directory made by another user (a
-    ``cgr run`` as root before the daemon's first run, say) is private to that user: every
-    run of this one would fail at its agent."""
+def slots_problem(config: Config) -> str | None:
+    """What keeps this user's runs from using the host's agent slots (``cgr doctor``), or
+    None; nothing is created. Besides what the gate itself would refuse
+    (``SlotGate.problem``): a directory made by another user (a ``cgr run`` as root before
+    the daemon's first run, say) is private to that user, and every run of this one would
+    fail at its agent."""
     import os
-    import stat
 
-    directory = workspace_root / SLOTS_DIR
+    from cgr_exec import SlotGate
+
+    gate = SlotGate(config.workspace_root / SLOTS_DIR, config.polling.max_concurrency)
     try:
-        info = os.lstat(directory)
+        owner = os.lstat(gate.directory).st_uid
     except FileNotFoundError:
         return None  # made by the first run
-    if not stat.S_ISDIR(info.st_mode):
-        return f"{directory} is not a directory"
-    if info.st_uid != os.geteuid():
-        return f"{directory} belongs to uid {info.st_uid}, not to this user ({os.geteuid()})"
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            mode = entry.stat(follow_symlinks=False).st_mode
-            if entry.name == "wake" and not stat.S_ISFIFO(mode):
-                return f"{entry.path} is not a FIFO"
-            if entry.name.endswith(".lock") and not stat.S_ISREG(mode):
-                return f"{entry.path} is not a regular file"
-    return None
+    if owner != os.geteuid():
+        return f"{gate.directory} belongs to uid {owner}, not to this user ({os.geteuid()})"
+    return gate.problem()
