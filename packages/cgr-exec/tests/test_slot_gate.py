@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -84,6 +85,26 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
+
+
+async def acquired_after(
+    gate: SlotGate, free: Callable[[], object], *, poll_interval: float
+) -> HeldSlot:
+    """Wait in ``gate.acquire``; once the waiter has tried, failed and waits (0.3 s), call
+    ``free()``; the slot the wait got, within 5 s of its start."""
+    got: list[HeldSlot] = []
+
+    async def wait() -> None:
+        got.append(await gate.acquire(poll_interval=poll_interval))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.3)  # the waiter has tried, failed and waits
+            assert not got
+            free()
+    (held,) = got
+    return held
 
 
 # -- one process ----------------------------------------------------------------------------
@@ -294,20 +315,9 @@ async def test_a_waiter_is_woken_at_once_by_a_release_in_another_process(
     gate = SlotGate(tmp_path, 1)
     holder = start_holder(spawned, tmp_path, 1)
     assert answer(holder) == "0"
-    got: list[HeldSlot] = []
-
-    async def wait() -> None:
-        got.append(await gate.acquire(poll_interval=30))
-
     # With a 30 s poll, only the byte the releaser writes to the FIFO can wake the waiter
     # within the 5 s.
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(wait)
-            await anyio.sleep(0.3)  # the waiter has tried, failed and waits
-            assert not got
-            tell(holder)
-    (held,) = got
+    held = await acquired_after(gate, lambda: tell(holder), poll_interval=30)
     assert held.index == 0
     assert 0.2 < held.waited < 5
     assert answer(holder) == "released"
@@ -346,20 +356,14 @@ async def test_a_waiter_that_drained_several_wake_ups_passes_the_rest_on(
     slots = [gate.try_acquire() for _ in range(3)]
     # Our own reader keeps the bytes in the pipe (a FIFO nobody has open keeps none).
     reader = os.open(tmp_path / "wake", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-    got: list[HeldSlot] = []
 
-    async def wait() -> None:
-        got.append(await gate.acquire(poll_interval=30))
+    def release_all() -> None:
+        for held in slots:
+            assert held is not None
+            held.release()
 
     try:
-        with anyio.fail_after(5):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(wait)
-                await anyio.sleep(0.3)  # the waiter has tried, failed and waits
-                for held in slots:
-                    assert held is not None
-                    held.release()
-        (held,) = got
+        held = await acquired_after(gate, release_all, poll_interval=30)
         assert held.index == 0
         assert os.read(reader, 100) == b"\0\0"
         held.release()
@@ -374,18 +378,8 @@ async def test_a_slot_whose_holder_was_killed_is_found_by_the_poll(
     gate = SlotGate(tmp_path, 1)
     holder = start_holder(spawned, tmp_path, 1)
     assert answer(holder) == "0"
-    got: list[HeldSlot] = []
-
-    async def wait() -> None:
-        got.append(await gate.acquire(poll_interval=0.05))
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(wait)
-            await anyio.sleep(0.3)
-            assert not got
-            kill(holder)  # writes no wake-up: only the poll finds the slot
-    (held,) = got
+    # The killed holder writes no wake-up: only the poll finds the slot.
+    held = await acquired_after(gate, lambda: kill(holder), poll_interval=0.05)
     assert held.index == 0
     held.release()
 
