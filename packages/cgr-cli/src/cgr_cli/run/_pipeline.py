@@ -337,8 +337,10 @@ async def _watch_signals(
 
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
         task_status.started()
-        # Asked before this receiver was in place (the process's early handler noted it).
+        # Asked before this receiver was in place (the process's early handler noted it):
+        # taken once, by this run (a process that runs another one afterwards starts clean).
         early = [signal.SIGUSR1] if _hand_back.asked else []
+        _hand_back.asked = False
         async for signum in _then(early, signals):
             if signum == signal.SIGUSR1:
                 if ctx.agent_part_began:
