@@ -345,13 +345,13 @@ def check_workspace(config: Config, min_free: int, *, fix: bool = False) -> Chec
             "free some space (old runs: cgr reap), or move paths.workspace_root",
             data,
         )
-    from cgr_cli.run._agent_gate import slots_problem
+    from cgr_cli.run._agent_gate import SLOTS_DIR, slots_problem
 
     if problem := slots_problem(config):
         return _fail(
             name,
             f"the agent slots cannot be used: {problem}",
-            f"remove {root / '.agent-slots'} while no run is working (cgr makes it again)",
+            f"remove {root / SLOTS_DIR} while no run is working (cgr makes it again)",
             data,
         )
     state = "writable" if root.exists() else f"does not exist yet; {probe} is writable"
