@@ -453,3 +453,38 @@ def test_the_mirrors_automatic_maintenance_ends_before_its_fetch_returns(
     loose = mirror / "objects" / "17"
     assert not loose.exists() or not list(loose.iterdir())  # packed already
     assert _git("cat-file", "-t", "main:loose0.txt", cwd=mirror) == "blob"
+
+
+def _object_files(repo: Path) -> tuple[int, int]:
+    """(loose objects, packs) of a repository."""
+    objects = repo / "objects"
+    loose = sum(1 for d in objects.glob("??") for _ in d.iterdir())
+    return loose, len(list((objects / "pack").glob("*.pack")))
+
+
+def test_the_mirror_keeps_what_each_fetch_brings_packed(tmp_path: Path, remote: Path) -> None:
+    """A fetch that brings a few objects (another run's pushed branch) adds them as one pack,
+    not as loose files that every later local clone copies one by one; past four packs the
+    small ones are rolled together, loose objects an older mirror holds with them."""
+    git = Git(token=None, timeout=30, network_timeout=30)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    git.ensure_mirror(url, mirror)
+    # A mirror as an older cgr left it: loose objects from its fetches.
+    _push_a_commit(remote, tmp_path / "old", "old.txt")
+    _git("-c", "fetch.unpackLimit=100", "fetch", "-q", url, "+refs/heads/*:refs/heads/*",
+         cwd=mirror)  # fmt: skip
+    loose_before, _ = _object_files(mirror)
+    assert loose_before >= 3
+    for i in range(8):
+        pushed = _push_a_commit(remote, tmp_path / f"c{i}", f"f{i}.txt")
+        git.ensure_mirror(url, mirror)
+        assert _git("rev-parse", "main", cwd=mirror) == pushed
+        loose, packs = _object_files(mirror)
+        assert packs <= 5, (i, packs)
+    assert loose == 0
+    # Everything is still there: a clone from the mirror has every commit.
+    clone = tmp_path / "work"
+    git.clone(url, clone, mirror=mirror, identity=Identity("t", "t@t"), hardlinks=False)
+    assert _git("rev-list", "--count", "origin/main", cwd=clone) == "10"
+    assert _git("fsck", "--no-progress", cwd=mirror) == ""

@@ -315,6 +315,7 @@ class Git:
             self.network(["fetch", "--prune", "--no-tags", "--no-write-fetch-head", url,
                           _MIRROR_REFSPEC],
                          cwd=mirror, settings=_MIRROR_FETCH)  # fmt: skip
+            self._keep_packed(mirror)
             return
         # (The mirror's directory exists: ``_mirror_lock`` made it for its lock file.)
         # Per process: the git of a creator that was killed may still be writing its own.
@@ -323,6 +324,27 @@ class Git:
                      prepare=lambda: _rmtree(tmp), settings=_MIRROR_CLONE)  # fmt: skip
         # Renamed into place only when complete, so a killed clone never looks like a mirror.
         tmp.rename(mirror)
+
+    def _keep_packed(self, mirror: Path) -> None:
+        """Roll the mirror's small packs into fewer (``repack --geometric``) once there are
+        more than ``_MIRROR_MAX_PACKS``: a local clone copies each of the mirror's object
+        files (``--no-hardlinks``), and each file costs (a clone of the same 302 objects
+        from 41 small packs: 49 ms, from one pack: 14 ms). A geometric repack rewrites the
+        small packs only, never the big one a large repository's history is in, and rolls
+        in the loose objects an older cgr's fetches left. Under the mirror's lock, as the
+        fetch is: no clone copies meanwhile."""
+        pack_dir = mirror / "objects" / "pack"
+        try:
+            packs = sum(1 for name in os.listdir(pack_dir) if name.endswith(".pack"))
+        except OSError:
+            return
+        if packs <= _MIRROR_MAX_PACKS:
+            return
+        done = self.run(["repack", "--geometric=2", "-d", "-q"], cwd=mirror, check=False)
+        if done.returncode != 0:
+            # (git before 2.33 has no --geometric.) The mirror works as it is; git's own
+            # gc --auto packs it once it holds 50 packs.
+            self._log(f"mirror: repack failed (exit {done.returncode}); it stays as it is")
 
     def clone(
         self,
@@ -517,7 +539,15 @@ _MIRROR_REFSPEC = "+refs/heads/*:refs/heads/*"
 # The automatic maintenance a fetch starts (``gc --auto`` once loose objects pile up) runs
 # in the foreground, under the mirror's lock: detached, it would repack and delete object
 # files while a run's local clone copies them (the clone dies of it).
-_MIRROR_FETCH = ("protocol.version=0", "gc.autoDetach=false", "maintenance.autoDetach=false")
+# A fetch that brings objects keeps them as one pack (fetch.unpackLimit=1), like the first
+# clone: git unpacks fewer than 100 objects into loose files, one file per object, and
+# every later local clone copies each of those files. The branch each run pushes came back
+# with the next fetch as ~3 loose objects, so a mirror collected hundreds of them before
+# git's gc --auto (at 6,700): 182 of them made a clone take 107 ms instead of 14.
+_MIRROR_FETCH = ("protocol.version=0", "gc.autoDetach=false", "maintenance.autoDetach=false",
+                 "fetch.unpackLimit=1")  # fmt: skip
+# More packs than this after a fetch: roll the small ones together (Git._keep_packed).
+_MIRROR_MAX_PACKS = 4
 # Over v0 a small clone is unpacked into loose objects, each of which every local clone
 # would copy as a file of its own: the first clone keeps its pack, as over v2.
 _MIRROR_CLONE = ("protocol.version=0", "fetch.unpackLimit=1")
