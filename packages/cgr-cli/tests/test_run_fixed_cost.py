@@ -267,3 +267,59 @@ def test_the_reports_github_writes_are_in_flight_together(
     assert sorted(issue.labels) == ["cgr-done"]  # in-progress, ready, needs-human are off
     (status,) = [c for c in env.sim.comments(REPO, number) if "pull request #" in c.body]
     assert "✅" in status.body
+
+
+def test_the_checkout_is_made_while_the_claims_writes_are_in_flight(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's GitHub writes and the checkout need nothing of each other: with 0.5 s
+    of latency on the claim's writes, the clone and the branch's checkout are done before
+    those writes have answered - and the agent still starts only after they have."""
+    import time
+
+    from cgr_discovery import RunGitHub
+
+    first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
+    assert env.run(first) == 0  # creates the mirror
+    log = _git_shim(env)
+    claim_ended: list[int] = []
+    original = RunGitHub.react
+
+    async def react(github: RunGitHub, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(github, *args, **kwargs)
+        finally:
+            claim_ended.append(time.time_ns())
+
+    monkeypatch.setattr(RunGitHub, "react", react)
+    env.sim.faults.latency(0.5, method="POST", path=r"/issues/\d+/(labels|assignees|reactions)")
+    number = env.sim.create_issue(REPO, "Two", "", author="alice", labels=["ready"])
+    assert env.run(number) == 0
+    (ended,) = claim_ended
+    made = {name: ns for ns, name in _cgr_git_commands(log)}
+    assert made["clone"] < ended
+    assert made["checkout"] < ended
+    agent_started = max(int(p.stem) for p in (env.agent_state / "calls").glob("*.json"))
+    assert agent_started > ended
+    issue = env.sim.issue(REPO, number)
+    assert env.sim.bot_login in issue.assignees
+    assert [r.content for r in env.sim.reactions(REPO, number=number)] == ["eyes"]
+
+
+def test_a_claim_that_fails_beside_the_checkout_puts_the_run_back_to_queued(env: Env) -> None:
+    """GitHub down for the claim's comment while the checkout is made: the run goes back
+    to the queue (nothing spent), the agent never starts, and the checkout made meanwhile
+    does not count - the same run, picked up again, finishes."""
+    env.write_config(github={"write_retry_seconds": 0.5})
+    number = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
+    down = env.sim.faults.error(503, method="POST", path=rf"/issues/{number}/comments$")
+    assert env.run(number) == 1
+    with env.store() as store:
+        (run,) = store.recent_runs()
+        assert run.status.value == "queued"
+        assert "running" not in {e.to_status.value for e in store.events(run.id)}
+    assert not list((env.agent_state / "calls").glob("*")), "the agent must not have started"
+    down.remove()
+    assert env.run(number, "--run-id", run.id) == 0
+    with env.store() as store:
+        assert store.get_run(run.id).status.value == "succeeded"

@@ -13,6 +13,7 @@ Rules every step keeps:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -115,6 +116,7 @@ class _Ctx:
     # The host's settings tightened by the repository's cgr.toml (read in step 2).
     repo: RepoSettings | None = None
     mirror: _Background | None = None  # the mirror fetch, started early by _run
+    claim: _Background | None = None  # the claim's GitHub writes, beside the checkout
     gate: SecretGate = field(default_factory=lambda: SecretGate({}))
     # The token git uses, asked for at each command (a GitHub App's is renewed mid-run).
     git_token: Callable[[], str] | None = None
@@ -563,7 +565,7 @@ async def _run_steps(
     ctx: _Ctx, store: Store, github: RunGitHub, token: str, environ: dict[str, str], *,
     ws: Workspace,
 ) -> None:  # fmt: skip
-    config, request = ctx.config, ctx.request
+    request = ctx.request
     # Every GitHub write attempt from here on (the report too) is an event of the run.
     github.on_attempt = attempt_recorder(store, ctx.run_id, ctx.log)
     texts = Texts(ctx.bot, ctx.run_id)
@@ -572,18 +574,46 @@ async def _run_steps(
         # The thread's comments say whether this run's status comment exists (a run put
         # back in the queue made one): the claim need not read them again to find out.
         github.note_thread_comments(request.repo, request.number, ctx.run_id, thread.comments)
-        claimed = await _claim(ctx, store, github, thread, texts)
+        claimed = _claim(ctx, store, thread)
     except Exception as exc:
-        # Nothing is spent yet: a GitHub outage here puts the run back in the queue.
-        reason = transient_reason(exc)
-        if reason is None:
+        if not _requeued(ctx, exc):
             raise
-        ctx.log.warning("%s; the run goes back to the queue", reason)
-        ctx.requeue = reason
-        ctx.status, ctx.summary.outcome, ctx.summary.error = "queued", Outcome.REQUEUED, reason
         return
     if not claimed:
         return
+    # The claim's GitHub writes are in flight while the checkout is prepared: they need
+    # nothing of each other, and the agent starts only once both are done (_ready).
+    ctx.claim = _Background()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ctx.claim.run, partial(_claim_on_github, ctx, github, texts))
+        try:
+            await _checkout_and_work(ctx, store, github, thread, ws=ws, token=token,
+                                     environ=environ, texts=texts)  # fmt: skip
+        except Exception:
+            # The claim's writes end before the run does (a failure here would cancel them):
+            # its report then replaces a whole claim, never one with a write in flight.
+            with contextlib.suppress(Exception):  # the checkout's failure is the one told
+                await ctx.claim.wait()
+            raise
+
+
+def _requeued(ctx: _Ctx, exc: Exception) -> bool:
+    """Whether ``exc``, raised before the agent started, sends the run back to the queue
+    (a GitHub or git outage: nothing is spent yet); the run's state says so if it does."""
+    reason = transient_reason(exc)
+    if reason is None:
+        return False
+    ctx.log.warning("%s; the run goes back to the queue", reason)
+    ctx.requeue = reason
+    ctx.status, ctx.summary.outcome, ctx.summary.error = "queued", Outcome.REQUEUED, reason
+    return True
+
+
+async def _checkout_and_work(
+    ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, *, ws: Workspace, token: str,
+    environ: dict[str, str], texts: Texts,
+) -> None:  # fmt: skip
+    config, request = ctx.config, ctx.request
     # The conversation (and so the checkout, --resume only works from the same cwd) this
     # run continues: its own, or the issue's when the target is cgr's PR for that issue.
     key = await _session_target(ctx, store, thread)
@@ -688,7 +718,9 @@ async def _work(
 
     config, request = ctx.config, ctx.request
     git = _new_git(ctx, token)
-    work = await _prepare_checkout(ctx, ws, git, github, thread)
+    work = await _ready(ctx, ws, git, github, thread)
+    if work is None:
+        return  # back to the queue
     config = ctx.config  # now tightened by the repository's cgr.toml
     store.update_run(ctx.run_id, lease=ctx.lease, branch=work.branch, base_branch=work.base)
 
@@ -941,8 +973,9 @@ class _Work:
     existing_pr: dict[str, Any] | None
 
 
-async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, texts: Texts) -> bool:
-    """Step 1: labels, assignee, reaction, status comment; queued → claimed → running."""
+def _claim(ctx: _Ctx, store: Store, thread: Thread) -> bool:
+    """Step 1, in the store: whether the run goes on (not for a closed or blocked issue
+    without --force), and queued → claimed. ``_claim_on_github`` follows."""
     from cgr_store import RunStatus
 
     request, labels = ctx.request, ctx.config.labels
@@ -960,6 +993,12 @@ async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, tex
     elif ctx.fence is not None:
         ctx.fence.check()  # the fleet host's claim is still ours: then GitHub's
     ctx.claimed = True
+    return True
+
+
+async def _claim_on_github(ctx: _Ctx, github: RunGitHub, texts: Texts) -> None:
+    """Step 1, on GitHub: labels, assignee, reaction, status comment."""
+    request, labels = ctx.request, ctx.config.labels
     repo, number = request.repo, request.number
     if request.comment_id is not None and request.review_comment:
         react = partial(github.react, repo, "eyes", review_comment_id=request.comment_id)
@@ -975,13 +1014,26 @@ async def _claim(ctx: _Ctx, store: Store, github: RunGitHub, thread: Thread, tex
         react,
         partial(github.update_status, repo, number, ctx.run_id, texts.working()),
     )
-    if ctx.mirror is not None:
-        # The mirror fetch (started with the claim) must have worked before the claim
-        # counts as done: a git outage that outlasts its retries is still "before the agent
-        # started", and the run goes back to the queue (transient_reason) where a later
-        # step's failure could only fail it.
-        await ctx.mirror.wait()
-    return True
+
+
+async def _ready(
+    ctx: _Ctx, ws: Workspace, git: Git, github: RunGitHub, thread: Thread
+) -> _Work | None:
+    """The checkout prepared and the claim's GitHub writes done (``ctx.claim``, in flight
+    since the claim): the work to do, or None when an outage sent the run back to the
+    queue (nothing is spent before the agent starts).
+
+    A claim that fails while the checkout is still being made is noticed when the checkout
+    is done (local work: a clone from the mirror)."""
+    try:
+        work = await _prepare_checkout(ctx, ws, git, github, thread)
+        if ctx.claim is not None:
+            await ctx.claim.wait()
+    except Exception as exc:
+        if not _requeued(ctx, exc):
+            raise
+        return None
+    return work
 
 
 async def _prepare_checkout(
