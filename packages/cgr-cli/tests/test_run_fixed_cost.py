@@ -323,3 +323,31 @@ def test_a_claim_that_fails_beside_the_checkout_puts_the_run_back_to_queued(env:
     assert env.run(number, "--run-id", run.id) == 0
     with env.store() as store:
         assert store.get_run(run.id).status.value == "succeeded"
+
+
+def test_runs_queued_together_share_one_mirror_fetch(env: Env) -> None:
+    """Two runs of one repository queued by one pass: the second begins after the first
+    fetched the mirror, a fetch that began after its row was written - so it fetches
+    nothing more. A run queued after that fetch began fetches again."""
+    from cgr_store import Run, RunKind, new_run_id
+
+    first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
+    assert env.run(first) == 0  # creates the mirror
+    numbers = [env.sim.create_issue(REPO, t, "", author="alice", labels=["ready"])
+               for t in ("Two", "Three", "Four")]  # fmt: skip
+    with env.store() as store:
+        two, three = (store.create_run(Run(id=new_run_id(), repo=REPO, target=n,
+                                           kind=RunKind.ISSUE)) for n in numbers[:2])  # fmt: skip
+    log = _git_shim(env)
+    assert env.run(numbers[0], "--run-id", two.id) == 0
+    assert env.run(numbers[1], "--run-id", three.id) == 0
+    with env.store() as store:
+        four = store.create_run(Run(id=new_run_id(), repo=REPO, target=numbers[2],
+                                    kind=RunKind.ISSUE))  # fmt: skip
+    assert env.run(numbers[2], "--run-id", four.id) == 0
+    mirror_fetches = [name for _ns, name in _cgr_git_commands(log) if name == "fetch"]
+    # Each run's publish fetches its commit into its own bare repository (one fetch each);
+    # the mirror was fetched by the first and the third run only.
+    assert len(mirror_fetches) == 3 + 2
+    run_log = (env.workspace / three.id / "logs" / "run.log").read_text()
+    assert "mirror: fetched by another run since this one began; not again" in run_log

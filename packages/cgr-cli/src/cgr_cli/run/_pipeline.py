@@ -71,6 +71,9 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
+# How old a mirror fetch made by another run may be when a run begins (_mirror_fresh_since).
+MIRROR_FRESH_SECONDS = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class RunRequest:
@@ -117,6 +120,8 @@ class _Ctx:
     repo: RepoSettings | None = None
     mirror: _Background | None = None  # the mirror fetch, started early by _run
     claim: _Background | None = None  # the claim's GitHub writes, beside the checkout
+    # When the run's row was written, on the clock of ``started`` (``_mirror_fresh_since``).
+    row_written: float = 0.0
     gate: SecretGate = field(default_factory=lambda: SecretGate({}))
     # The token git uses, asked for at each command (a GitHub App's is renewed mid-run).
     git_token: Callable[[], str] | None = None
@@ -182,6 +187,7 @@ async def execute_run(
             run = picked or await _create_or_pick_up(store, github, request, host=config.host_id)
             ctx = _new_ctx(config, request, run.id, creds.current(), bot, secrets=secrets)
             ctx.agent_cli = agent_cli
+            ctx.row_written = ctx.started - max(0.0, time.time() - run.created_at.timestamp())
             _follow_renewals(ctx, creds)
             ctx.fence = fence = fence or Fence(store, run.id, None)
             try:
@@ -418,7 +424,9 @@ def _new_ctx(
         run_id=run_id, repo=request.repo, number=request.number, status="running", outcome=""
     )
     gate = SecretGate(secrets)
-    return _Ctx(config, request, run_id, redact, log, time.monotonic(), summary, bot=bot, gate=gate)
+    now = time.monotonic()
+    return _Ctx(config, request, run_id, redact, log, now, summary, bot=bot, gate=gate,
+                row_written=now)  # fmt: skip
 
 
 async def _create_or_pick_up(
@@ -551,14 +559,27 @@ async def _run(
     # waits for it (``_prepare_checkout``). The mirror has its own lock (``ensure_mirror``).
     url = _clone_url(config.github.api_url, request.repo)
     ctx.mirror = _Background()
-    # A fetch another run of this repository began after this run began serves this one.
-    fetch = partial(_new_git(ctx, token).ensure_mirror, needed_since=ctx.started)
+    fetch = partial(_new_git(ctx, token).ensure_mirror, needed_since=_mirror_fresh_since(ctx))
     async with anyio.create_task_group() as tg:
         tg.start_soon(
             ctx.mirror.run,
             lambda: _timed(ctx, "mirror", fetch, url, ws.mirror),
         )
         await _run_steps(ctx, store, github, token, environ, ws=ws)
+
+
+def _mirror_fresh_since(ctx: _Ctx) -> float:
+    """The oldest mirror fetch (``time.monotonic()`` at its start) this run can work from,
+    whichever run made it: one that began after the run's row was written - the comment or
+    label that asked for the run came before that, and so did any push it speaks of - and
+    at most ``MIRROR_FRESH_SECONDS`` before the run itself began (a run that waited in the
+    queue starts from the repository as it is now, not as it was when it was queued).
+
+    Runs of one repository that start within seconds of each other (a burst of issues, a
+    daemon's runs ahead) so share one fetch instead of each making its own. The row's time
+    is the store's wall clock (another fleet host's, perhaps): a skew between hosts moves
+    it by the skew, never past the freshness bound."""
+    return max(ctx.row_written, ctx.started - MIRROR_FRESH_SECONDS)
 
 
 async def _run_steps(
