@@ -12,6 +12,10 @@
 * slot hand-over: two processes take turns on one ``SlotGate`` slot, each waiting in
   ``acquire()`` (a 30 s poll, so only the FIFO's wake-up can hand it over quickly): from
   a holder's ``release()`` to the other's ``acquire()`` returning;
+* held start: a program started with a job marker (and its cgroup, where this process
+  can make one), from the start request to the program's first line: started by
+  ``supervise`` as usual, or made ready ahead by ``hold`` and released by ``supervise``;
+  each start 0.2 s after the last (as a run's agent starts, seconds apart);
 * peak RSS (ru_maxrss) of the parent.
 
 Prints figures only; nothing is asserted. Run with ``nox -s bench``.
@@ -203,6 +207,39 @@ def slot_handover(tmp: Path) -> list[int]:
     ]
 
 
+HELD_RUNS = 40
+# bash notes the wall clock (a builtin: no process of its own) as its first act.
+BASH_STAMP = ["/bin/bash", "-c", 'echo "${EPOCHREALTIME/,/.}"']
+
+
+async def held_start_latency(tmp: Path, *, held: bool) -> list[int]:
+    """Start request -> the program's first line, ns (wall clock on both sides)."""
+    import anyio.to_thread
+
+    from cgr_exec import cgroup_root, hold, kill_job_leftovers, supervise
+
+    cgroup = True if os.geteuid() == 0 and cgroup_root() is not None else None
+    samples = []
+    for i in range(HELD_RUNS):
+        job = f"bench-held-{os.getpid()}-{i}"
+        out = tmp / f"held{i}.out"
+        ready = None
+        if held:
+            ready = await anyio.to_thread.run_sync(
+                functools.partial(hold, BASH_STAMP, job=job, job_cgroup=cgroup)
+            )
+        await anyio.sleep(0.2)
+        started = time.time_ns()
+        if ready is not None:
+            await supervise(BASH_STAMP, stdout_path=out, stderr_path=tmp / "held.err", held=ready)
+        else:
+            await supervise(BASH_STAMP, stdout_path=out, stderr_path=tmp / "held.err", job=job,
+                            job_cgroup=cgroup)  # fmt: skip
+        samples.append(int(float(out.read_text()) * 1e9) - started)
+        kill_job_leftovers(job, 1.0)
+    return samples
+
+
 def main() -> None:
     print(f"cgr-exec benchmark on {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as name:
@@ -229,6 +266,10 @@ def main() -> None:
                 f"{seconds:6.2f} s = {jobs / seconds:7.1f} jobs/s"
             )
         print(f"slot hand-over (SlotGate)     {_ms(slot_handover(tmp))}")
+        for held in (False, True):
+            samples = anyio.run(functools.partial(held_start_latency, tmp, held=held))
+            label = "held, released" if held else "started        "
+            print(f"job start, {label}    {_ms(samples)}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"parent peak RSS (ru_maxrss)   {peak / 1024:.1f} MiB")
 

@@ -14,13 +14,13 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTAL
 
 
 def test_readme_has_examples() -> None:
-    assert len(EXAMPLES) == 7
+    assert len(EXAMPLES) == 8
 
 
 @pytest.mark.parametrize(
     "source",
     EXAMPLES,
-    ids=["fork", "daemon", "supervise", "confine", "reaping", "standby", "slot_gate"],
+    ids=["fork", "daemon", "supervise", "confine", "reaping", "standby", "hold", "slot_gate"],
 )
 def test_example_runs(source: str, tmp_path: Path) -> None:
     done = subprocess.run(

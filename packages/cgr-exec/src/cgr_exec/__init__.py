@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         WatchdogPatternError,
     )
     from ._fork import AfterFork, ForkExecutor, check_fork_safe
+    from ._held import HeldStart, hold
     from ._identity import ProcessIdentity, ProcStat, group_members, read_stat
     from ._jobs import (
         JOB_ENV_VAR,
@@ -82,6 +83,7 @@ _EXPORTS = {
     "ForkExecutor": "_fork",
     "ForkUnsafeError": "_errors",
     "HeldSlot": "_slot_gate",
+    "HeldStart": "_held",
     "JOB_ENV_VAR": "_jobs",
     "JobMarkerError": "_errors",
     "JobSetup": "_jobs",
@@ -109,6 +111,7 @@ _EXPORTS = {
     "find_gone": "_reaping",
     "group_alive": "_signals",
     "group_members": "_identity",
+    "hold": "_held",
     "job_cgroup_path": "_jobs",
     "kill_descendants": "_jobs",
     "kill_identity_group": "_reaping",
@@ -158,6 +161,7 @@ __all__ = [
     "ForkExecutor",
     "ForkUnsafeError",
     "HeldSlot",
+    "HeldStart",
     "JobMarkerError",
     "JobSetup",
     "LineCallback",
@@ -183,6 +187,7 @@ __all__ = [
     "find_gone",
     "group_alive",
     "group_members",
+    "hold",
     "job_cgroup_path",
     "kill_descendants",
     "kill_identity_group",

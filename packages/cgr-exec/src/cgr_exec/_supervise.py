@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, cast
+from typing import IO, Any, Literal, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -24,6 +24,7 @@ from anyio.abc import TaskGroup
 from ._confine import Confinement
 from ._daemon import end_group
 from ._errors import StdinFileError, WatchdogPatternError, open_log
+from ._held import _RELEASE, HeldStart
 from ._identity import ProcessIdentity
 from ._pipes import read_chunk, wait_exit, write_all
 from ._signals import group_alive
@@ -324,6 +325,7 @@ async def supervise(
     confinement: Confinement | None = None,
     job: str | None = None,
     job_cgroup: bool | None = None,
+    held: HeldStart | None = None,
 ) -> SupervisionResult:
     """Run ``argv`` to its end under supervision and report how it ended.
 
@@ -352,6 +354,10 @@ async def supervise(
       ``CGR_EXEC_JOB`` and, where possible (``job_cgroup``: see :func:`prepare_job`), a
       cgroup the child joins before exec, so :func:`kill_job_leftovers` finds whatever it
       leaves behind, even after this process died.
+    * ``held``: the child :func:`hold` made ready for this ``argv`` (with the ``cwd``,
+      ``env``, ``confinement`` and ``job`` given there, not here): released now, its
+      program starts without a fork or a cgroup join on the way; its time limits count
+      from here. A ``stdin`` file is read whole and written through the child's pipe.
     * If the caller is cancelled, the group is still ended and the child reaped.
 
     Raises :class:`SpawnError` (command not found, bad cwd), :class:`StdinFileError`,
@@ -366,6 +372,10 @@ async def supervise(
     if max_output_bytes is not None and max_output_bytes < 0:
         raise ValueError(f"max_output_bytes must be None or >= 0, not {max_output_bytes}")
     argv = tuple(os.fspath(a) for a in argv)
+    if held is not None:
+        _check_held(held, argv, (cwd, env, confinement, job, job_cgroup))
+        cwd, env, confinement = held.cwd, held.env, held.confinement
+        job, job_cgroup = held.job, held.job_cgroup
     out_path, err_path = Path(stdout_path), Path(stderr_path)
     with contextlib.ExitStack() as files:
         # Everything the caller can get wrong is checked before anything is started.
@@ -373,32 +383,16 @@ async def supervise(
         files.callback(os.close, out_fd)
         err_fd = open_log(err_path, append=False)
         files.callback(os.close, err_fd)
-        stdin_file: int | None = None
-        if stdin is not None and not isinstance(stdin, bytes):
-            try:
-                stdin_file = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                raise StdinFileError(os.fspath(stdin), exc) from exc
+        waiting: subprocess.Popen[bytes] | None = None
+        if held is not None:
+            # Released by the first line its pipe carries; the input follows it. (When
+            # nothing was held, the command is started below like any other.)
+            stdin = _RELEASE + _input_bytes(stdin) if held.held else stdin
+            waiting = held.take()
         started = time.monotonic()
-        try:
-            popen = spawn(
-                argv,
-                stdin=(
-                    subprocess.PIPE
-                    if isinstance(stdin, bytes)
-                    else (stdin_file if stdin_file is not None else subprocess.DEVNULL)
-                ),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env=env,
-                confinement=confinement,
-                job=job,
-                job_cgroup=job_cgroup,
-            )
-        finally:
-            if stdin_file is not None:
-                os.close(stdin_file)
+        popen = waiting or _spawn_with_input(
+            argv, stdin, cwd=cwd, env=env, confinement=confinement, job=job, job_cgroup=job_cgroup
+        )
         # Unreaped until wait_exit below, so this reads the child's own start time.
         identity = ProcessIdentity.of(popen.pid)
         run = _Run(identity, patterns, watchdog_grace, kill_grace, max_line_bytes, on_note=on_note)
@@ -520,6 +514,54 @@ async def _run_tasks(  # noqa: PLR0917 - private, called once
             await out_done.wait()
             await err_done.wait()
         tg.cancel_scope.cancel()
+
+
+def _spawn_with_input(
+    argv: tuple[str, ...],
+    stdin: bytes | str | os.PathLike[str] | None,
+    **spec: Any,
+) -> subprocess.Popen[bytes]:
+    """``spawn`` with stdout and stderr piped and ``stdin`` as ``supervise`` takes it
+    (bytes: a pipe, written later; a path: that file; None: /dev/null)."""
+    stdin_file: int | None = None
+    if stdin is not None and not isinstance(stdin, bytes):
+        try:
+            stdin_file = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StdinFileError(os.fspath(stdin), exc) from exc
+    try:
+        return spawn(
+            argv,
+            stdin=(
+                subprocess.PIPE
+                if isinstance(stdin, bytes)
+                else (stdin_file if stdin_file is not None else subprocess.DEVNULL)
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **spec,
+        )
+    finally:
+        if stdin_file is not None:
+            os.close(stdin_file)
+
+
+def _check_held(held: HeldStart, argv: tuple[str, ...], given: tuple[object, ...]) -> None:
+    if argv != held.argv:
+        raise ValueError(f"supervise: argv {argv!r} is not the held start's {held.argv!r}")
+    if any(value is not None for value in given):
+        raise ValueError("supervise: a held start's cwd, env, confinement and job are hold()'s")
+
+
+def _input_bytes(stdin: bytes | str | os.PathLike[str] | None) -> bytes:
+    """``supervise``'s ``stdin`` as the bytes to write (a file read whole)."""
+    if stdin is None or isinstance(stdin, bytes):
+        return stdin or b""
+    try:
+        with open(stdin, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise StdinFileError(os.fspath(stdin), exc) from exc
 
 
 async def _feed_and_close(run: _Run, pipe: IO[bytes], data: bytes) -> None:
