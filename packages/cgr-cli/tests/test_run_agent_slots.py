@@ -4,12 +4,15 @@ processes, the slots held by this test process through cgr-exec's SlotGate."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -255,3 +258,57 @@ def test_a_scheduler_started_run_handed_back_by_sigusr1_returns_to_the_queue(env
     assert again.pid is None
     assert any(e.detail.startswith("released: ") for e in events), [e.detail for e in events]
     assert env.calls() == []
+
+
+def _held_agents(run_pid: int) -> list[int]:
+    """The run's children that are a held agent: ``/bin/sh`` waiting to exec it."""
+    from cgr_exec import read_stat
+
+    held = []
+    for name in os.listdir("/proc"):
+        stat = read_stat(int(name)) if name.isdigit() else None
+        if stat is None or stat.ppid != run_pid:
+            continue
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"/bin/sh" and any(b"fake_claude" in a for a in argv):
+            held.append(stat.pid)
+    return held
+
+
+def test_the_agent_is_made_ready_while_the_run_waits_and_started_by_its_slot(env: Env) -> None:
+    """While the run waits for an agent slot its agent is already made (forked, confined,
+    in the run's job): a shell waiting to exec it, the agent itself not started. The
+    slot's release starts it in that same process, with the prompt on its stdin; a run
+    ended while waiting leaves no such shell behind."""
+    from cgr_exec import read_stat
+
+    env.write_config(polling={"max_concurrency": 1})
+    number = env.sim.create_issue(REPO, "Ready when you are", "", author="alice",
+                                  labels=["ready"])  # fmt: skip
+    with host_agents_busy(env, 1) as (slot,), run_process(env, number) as process:
+        _wait("the run to wait", lambda: "waiting for an agent slot" in _run_log(env))
+        _wait("the agent to be made ready", lambda: len(_held_agents(process.pid)) == 1)
+        (held,) = _held_agents(process.pid)
+        time.sleep(0.5)
+        assert env.calls() == [], "the agent started while every slot was taken"
+        slot.release()
+        _out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    (call,) = env.calls()
+    assert call["pid"] == held  # the same process, its program exec'd on release
+    assert "Ready when you are" in call["stdin"]
+    assert _summary(env)["outcome"] == "pr_opened"
+    # Ended while waiting: the shell that held its agent ends with it.
+    second = env.sim.create_issue(REPO, "Never mind", "", author="alice", labels=["ready"])
+    with host_agents_busy(env, 1), run_process(env, second) as process:
+        _wait("the second run to hold its agent", lambda: len(_held_agents(process.pid)) == 1)
+        (held,) = _held_agents(process.pid)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 1
+    stat = read_stat(held)
+    assert stat is None or stat.state in ("Z", "X")
+    assert len(env.calls()) == 1

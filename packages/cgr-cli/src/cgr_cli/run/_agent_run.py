@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,12 @@ from cgr_cli.run._process import CheckoutProcess, checkout_process
 from cgr_cli.run._safe_fs import RunFiles, redact_tree
 from cgr_cli.run._sandbox import RunPaths, SandboxPlan, plan_sandbox
 from cgr_cli.run._workspace import Workspace
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from cgr_exec import HeldStart
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,53 @@ class AgentRunner:
     # The sandbox, planned once per run: the set-up and check commands and every agent
     # attempt run under the same one, and planning reads directory listings (~3 ms).
     planned: SandboxPlan | None = dataclasses.field(default=None, init=False)
+    # The first attempt's agent, made ready ahead by ``hold`` (cgr_exec.hold); released
+    # by the attempt whose command it was made for, cancelled by ``drop_held`` otherwise.
+    held: HeldStart | None = dataclasses.field(default=None, init=False)
+    _holding: anyio.Event | None = dataclasses.field(default=None, init=False)
+
+    def hold_soon(self, tg: TaskGroup, resume: str | None) -> None:
+        """Make the agent of an attempt with ``resume`` ready in ``tg``, beside what the
+        run does meanwhile (its wait for an agent slot) - forked, in the run's job
+        cgroup, confined, as its user - so that starting it is a release: joining the
+        cgroup alone waits 6-30 ms for the kernel, on the way to every agent's start.
+        The attempt waits for it to be made (a failure here is the attempt's to meet
+        and report: it starts the agent itself)."""
+        if self.cli is None:
+            return  # the release is asked by the attempt itself (_once); nothing to hold
+        done = self._holding = anyio.Event()
+
+        async def holding() -> None:
+            try:
+                argv = agent_argv(self.config.agent, resume=resume, cli=self.cli)
+                process, _ = await self.confined_process()
+                self.drop_held()
+                self.held = await anyio.to_thread.run_sync(process.hold, argv)
+            except Exception:
+                self.log.debug("the agent could not be made ready ahead", exc_info=True)
+            finally:
+                done.set()
+
+        tg.start_soon(holding)
+
+    async def _take_held(self, process: CheckoutProcess, argv: Sequence[str]) -> HeldStart | None:
+        """The held agent (once it is made: ``hold_soon``) if it was made for this
+        ``process`` and ``argv``; one made for another command (a fresh start after a
+        lost session) is ended."""
+        if self._holding is not None:
+            await self._holding.wait()
+        held, self.held = self.held, None
+        if held is not None and not process.made(held, argv):
+            held.cancel()
+            held = None
+        return held
+
+    def drop_held(self) -> None:
+        """End a held agent no attempt used (the run ended before its agent, or began it
+        another way); its program never ran."""
+        held, self.held = self.held, None
+        if held is not None:
+            held.cancel()
 
     async def run(self, resume: str | None) -> AgentRun:
         """Run once; if ``--resume`` finds no conversation, run again without it in the
@@ -150,6 +203,7 @@ class AgentRunner:
         )
         argv = agent_argv(agent, resume=resume, cli=self.cli)
         process, plan = await self.confined_process()
+        held = await self._take_held(process, argv)
         self.log.info("agent: %s (cwd %s)", " ".join(argv), self.ws.checkout)
         self.log.info("agent sandbox: %s", plan.describe())
         dirty = anyio.Event()
@@ -194,6 +248,7 @@ class AgentRunner:
                 # patterns; SIGTERM then SIGKILL to the whole group on every early end.
                 result = await process.supervise(
                     argv,
+                    held=held,
                     stdin=self.ws.prompt,
                     stdout_path=self.ws.logs / "agent.jsonl",
                     stderr_path=self.ws.logs / "agent.stderr",
@@ -213,6 +268,8 @@ class AgentRunner:
                     # by ``cgr reap`` if this process dies first.
                 )
             finally:
+                if held is not None:
+                    held.cancel()  # not released (supervise refused first): never ran
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._after_agent, plan)

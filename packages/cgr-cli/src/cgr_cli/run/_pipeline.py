@@ -801,8 +801,33 @@ async def _work(
         git=git,
     )
 
-    # The agent's part holds one of the host's agent slots (run/_agent_gate.py); the claim
-    # and checkout above and the publishing below happen beside other runs' agents.
+    resume = session.session_id if session else None
+    try:
+        async with anyio.create_task_group() as tg:
+            if not settings.setup:
+                # The agent made ready while the run waits for its slot (forked, in its job
+                # cgroup, confined): once the slot is the run's, starting it is a release
+                # (_agent_run.hold_soon). Not across set-up commands: what they leave
+                # running in the job is ended after them, and a held agent is in the job.
+                runner.hold_soon(tg, resume)
+            draft = await _with_agent_slot(ctx, store, runner, commands, ws=ws, git=git,
+                                           key=key, resume=resume, progress=progress)  # fmt: skip
+    finally:
+        runner.drop_held()
+    if draft is None:
+        return
+    await _publish(ctx, ws, git, github=github, thread=thread, work=work, draft=draft)
+
+
+async def _with_agent_slot(
+    ctx: _Ctx, store: Store, runner: AgentRunner, commands: RepoCommands, *, ws: Workspace,
+    git: Git, key: int, resume: str | None, progress: Callable[[str], Awaitable[None]],
+) -> bool | None:  # fmt: skip
+    """The run's agent part, holding one of the host's agent slots (run/_agent_gate.py);
+    the claim and checkout before and the publishing after happen beside other runs'
+    agents."""
+    from cgr_store import RunStatus
+
     async with agent_slot(
         ctx.config, log=ctx.log, waiting=progress, time_limit=ctx.scope
     ) as waited:
@@ -818,13 +843,9 @@ async def _work(
             partial(store.transition, ctx.run_id, RunStatus.RUNNING, detail="agent slot taken",
                     lease=ctx.lease)
         )  # fmt: skip
-        draft = await _agent_part(
-            ctx, store, runner, commands, ws=ws, git=git, key=key,
-            resume=session.session_id if session else None,
-        )  # fmt: skip
-    if draft is None:
-        return
-    await _publish(ctx, ws, git, github=github, thread=thread, work=work, draft=draft)
+        return await _agent_part(
+            ctx, store, runner, commands, ws=ws, git=git, key=key, resume=resume
+        )
 
 
 async def _agent_part(

@@ -24,7 +24,7 @@ from cgr_cli.config._model import Config
 from cgr_cli.run._agent import agent_env
 
 if TYPE_CHECKING:
-    from cgr_exec import Confinement, SupervisionResult
+    from cgr_exec import Confinement, HeldStart, SupervisionResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +40,16 @@ class CheckoutProcess:
     # Landlock and user rules applied between fork and exec (cgr-exec); None: none yet.
     confinement: Confinement | None = None
 
-    async def supervise(self, argv: Sequence[str], **options: Any) -> SupervisionResult:
+    async def supervise(
+        self, argv: Sequence[str], *, held: HeldStart | None = None, **options: Any
+    ) -> SupervisionResult:
         """``cgr_exec.supervise`` with this spec; ``options`` are the per-process parts
-        (log paths, stdin, time limits, line callback, stop handle)."""
+        (log paths, stdin, time limits, line callback, stop handle). ``held``: the child
+        :meth:`hold` made ready for this spec and ``argv``, released now."""
         from cgr_exec import supervise
 
+        if held is not None:
+            return await supervise(argv, kill_grace=self.kill_grace, held=held, **options)
         return await supervise(
             argv,
             cwd=self.cwd,
@@ -53,6 +58,24 @@ class CheckoutProcess:
             job=self.job,
             confinement=self.confinement,
             **options,
+        )
+
+    def hold(self, argv: Sequence[str]) -> HeldStart:
+        """A child made ready to run ``argv`` with this spec (``cgr_exec.hold``: forked,
+        in the job's cgroup, confined), for :meth:`supervise` to release. Blocking."""
+        from cgr_exec import hold
+
+        return hold(argv, cwd=self.cwd, env=self.env, confinement=self.confinement,
+                    job=self.job)  # fmt: skip
+
+    def made(self, held: HeldStart, argv: Sequence[str]) -> bool:
+        """Whether ``held`` was made for this spec and ``argv``."""
+        return (held.argv, held.cwd, held.env, held.confinement, held.job) == (
+            tuple(argv),
+            os.fspath(self.cwd),
+            self.env,
+            self.confinement,
+            self.job,
         )
 
     async def end_leftovers(self) -> int:
