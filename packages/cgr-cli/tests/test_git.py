@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -425,18 +427,26 @@ def test_the_mirror_holds_the_branches_not_pull_request_refs_or_tags(
     assert _git("rev-parse", "HEAD", cwd=mirror) == _git("rev-parse", "main", cwd=remote)
 
 
+def _is_gc(trace: Path) -> bool:
+    """Whether the git process that wrote ``trace`` (a GIT_TRACE2_EVENT file) is a gc."""
+    start = next(e for e in map(json.loads, trace.read_text().splitlines())
+                 if e["event"] == "start")  # fmt: skip
+    return "gc" in start["argv"][1:4]
+
+
 def test_the_mirrors_automatic_maintenance_ends_before_its_fetch_returns(
-    tmp_path: Path, remote: Path
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fetch may start `gc --auto`; detached (git's default) it would repack and delete
     the mirror's object files after the fetch, outside the mirror's lock, while a run's
     local clone copies them. The mirror's gc runs in the foreground: it is over (the
-    loose objects packed) when ensure_mirror returns."""
+    packs rolled into one) when ensure_mirror returns."""
     git = Git(token=None, timeout=30, network_timeout=30)
     url = f"file://{remote}"
     mirror = tmp_path / "m.git"
     git.ensure_mirror(url, mirror)
-    _git("config", "gc.auto", "1", cwd=mirror)  # loose objects in 17/ are "too many"
+    # More than one pack is "too many": the fetch's own pack (fetch.unpackLimit=1) makes two.
+    _git("config", "gc.autoPackLimit", "1", cwd=mirror)
     # A push whose three blobs the fetch brings as loose objects in 17/ (reachable: a gc
     # packs them).
     pusher = tmp_path / "pusher"
@@ -447,11 +457,23 @@ def test_the_mirrors_automatic_maintenance_ends_before_its_fetch_returns(
     _git("commit", "-qm", "loose", cwd=pusher)
     _git("push", "-q", "origin", "HEAD:main", cwd=pusher)
     lines: list[str] = []
+    traces = tmp_path / "trace2"
+    traces.mkdir()
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(traces))  # one file per git process
     Git(token=None, timeout=30, network_timeout=30, log=lines.append).ensure_mirror(url, mirror)
+    returned = datetime.now(UTC)
     assert any(line.startswith("$ git fetch") for line in lines)
     assert not (mirror / "gc.pid").exists()
-    loose = mirror / "objects" / "17"
-    assert not loose.exists() or not list(loose.iterdir())  # packed already
+    assert _object_files(mirror) == (0, 1)  # rolled into one pack already
+    time.sleep(1.0)  # a detached gc would still be working, or just done
+    ended = [
+        datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
+        for path in traces.iterdir()
+        for event in map(json.loads, path.read_text().splitlines())
+        if event["event"] == "exit" and _is_gc(path)
+    ]
+    assert ended, "no gc ran: the test's premise failed"
+    assert max(ended) <= returned
     assert _git("cat-file", "-t", "main:loose0.txt", cwd=mirror) == "blob"
 
 
