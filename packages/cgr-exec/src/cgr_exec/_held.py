@@ -17,6 +17,10 @@ death). ``exec "$@"`` keeps the process: its pid, start time, group and cgroup a
 program's. The shell adds ``PWD`` to the environment it passes on; when the caller's
 environment has none, the script removes it again.
 
+The shell is held only where ``/bin/sh`` is dash (Debian, Ubuntu): bash as ``sh``
+(Fedora, RHEL) also passes ``SHLVL`` and ``_`` on, which the program must not get; there
+:func:`supervise` starts the program itself, as without :func:`hold`.
+
 A program the shell might fail to execute is not held: one not found, not executable by
 the child's user, or outside every Landlock path. :func:`supervise` then starts it as it
 starts any other, and reports the failure as it always does (:class:`SpawnError`,
@@ -142,7 +146,7 @@ def _can_hold(held: HeldStart) -> bool:
     (or at its path), executable by the child's user, both it and the shell beneath a
     Landlock path when Landlock is asked for. In doubt, False."""
     program = _program(held)
-    if program is None or not os.path.isfile(program) or not os.path.isfile(_SH):
+    if program is None or not os.path.isfile(program) or not shell_holds():
         return False
     spec = held.confinement
     if spec is None:
@@ -161,6 +165,11 @@ def _can_hold(held: HeldStart) -> bool:
         any(real == a or real.startswith(a + "/") for a in allowed)
         for real in (os.path.realpath(program), os.path.realpath(_SH))
     )
+
+
+def shell_holds() -> bool:
+    """Whether this machine's ``/bin/sh`` is one :func:`hold` uses (dash)."""
+    return os.path.basename(os.path.realpath(_SH)) == "dash"
 
 
 def _program(held: HeldStart) -> str | None:
