@@ -76,6 +76,7 @@ def test_daemon_serves_metrics_and_health(
     assert (_value(text, "cgr_claim_latency_seconds_sum") or 0) > 0
     assert _value(text, "cgr_active_runs") == 0
     assert _value(text, "cgr_queue_depth") == 0
+    assert _value(text, "cgr_agents_at_work") == 0
     assert (_value(text, "cgr_github_requests_total") or 0) > 0
     assert _value(text, "cgr_github_rate_limit_limit") == 5000
     assert status == 200

@@ -63,6 +63,7 @@ def test_metrics_over_http() -> None:
     metrics.run_ended("failed")
     metrics.set_active_runs(2)
     metrics.set_queue_depth(5)
+    metrics.set_agents_at_work(1)
     metrics.claim_latency(0.3)
     metrics.github(Stats(requests=40, rate_limit_remaining=4960, rate_limit_limit=5000))
     metrics.github(Stats(requests=55, rate_limit_remaining=4945, rate_limit_limit=5000))
@@ -80,6 +81,7 @@ def test_metrics_over_http() -> None:
     assert s[("cgr_runs_ended_total", (("outcome", "failed"),))] == 1
     assert s[("cgr_active_runs", ())] == 2
     assert s[("cgr_queue_depth", ())] == 5
+    assert s[("cgr_agents_at_work", ())] == 1
     assert s[("cgr_claim_latency_seconds_count", ())] == 1
     assert s[("cgr_agent_duration_seconds_sum", ())] == 95
     assert s[("cgr_agent_duration_seconds_bucket", (("le", "120.0"),))] == 1

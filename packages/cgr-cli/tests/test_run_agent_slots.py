@@ -316,3 +316,28 @@ def test_the_agent_is_made_ready_while_the_run_waits_and_started_by_its_slot(env
     stat = read_stat(held)
     assert stat is None or stat.state in ("Z", "X")
     assert len(env.calls()) == 1
+
+
+def test_status_counts_the_agents_at_work_apart_from_the_runs(env: Env) -> None:
+    """One agent slot, one run ahead: one run's agent works (its slot taken), the other
+    run waits `claimed`; `cgr status` says 2 runs and 1 of 1 agents at work, in text
+    and JSON."""
+    env.write_config(polling={"max_concurrency": 1, "runs_ahead": 1})
+    env.scenario("hang")
+    first = env.sim.create_issue(REPO, "Busy", "", author="alice", labels=["ready"])
+    second = env.sim.create_issue(REPO, "Next", "", author="alice", labels=["ready"])
+    with run_process(env, first) as working:
+        _wait("the first agent to start", lambda: len(env.calls()) == 1)
+        with run_process(env, second) as waiting:
+            _wait("the second run to wait", lambda: "waiting for an agent slot" in _run_log(env))
+            status = [sys.executable, "-m", "cgr_cli", "status", "--config", str(env.config_path)]
+            text = subprocess.run(status, capture_output=True, text=True, timeout=60,
+                                  check=True).stdout  # fmt: skip
+            data = json.loads(subprocess.run([*status, "--json"], capture_output=True,
+                                             text=True, timeout=60, check=True).stdout)  # fmt: skip
+            for process in (waiting, working):
+                process.send_signal(signal.SIGTERM)
+                process.communicate(timeout=60)
+    assert "slots       2/2 runs, 0 free; 1/1 agents at work" in text, text
+    assert data["slots"] == {"limit": 2, "used": 2, "free": 0, "agents": 1, "agents_at_work": 1}
+    assert sorted(r["status"] for r in data["active"]) == ["claimed", "running"]

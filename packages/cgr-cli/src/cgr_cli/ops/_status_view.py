@@ -58,7 +58,7 @@ def phase(config: Config, run: Run) -> str:
 
 
 def status_data(config: Config, config_path: Path | None, store: Store) -> dict[str, Any]:
-    from cgr_store import utcnow
+    from cgr_store import RunStatus, utcnow
 
     now = utcnow()
     host = config.host_id
@@ -89,6 +89,9 @@ def status_data(config: Config, config_path: Path | None, store: Store) -> dict[
             "used": len(mine),
             "free": max(0, config.polling.run_slots - len(mine)),
             "agents": config.polling.max_concurrency,
+            # A run is `running` from the moment it has its agent slot (`claimed` while it
+            # waits for one): the store says how many agents are at work, whoever looks.
+            "agents_at_work": sum(1 for r in mine if r.status is RunStatus.RUNNING),
         },
         "active": [
             {
@@ -240,9 +243,14 @@ def render_status(data: dict[str, Any], width: int | None = None) -> str:
     )
     if daemon and daemon.get("webhooks"):
         lines.append(_webhook_line(daemon["webhooks"]))
+    at_work = slots.get("agents_at_work")
+    agents = (
+        f"{at_work}/{slots['agents']} agents at work"
+        if at_work is not None
+        else (f"at most {slots['agents']} agents at once")
+    )
     lines.append(
-        f"slots       {slots['used']}/{slots['limit']} runs, {slots['free']} free "
-        f"(at most {slots['agents']} agents at once)"
+        f"slots       {slots['used']}/{slots['limit']} runs, {slots['free']} free; {agents}"
     )
     waiting = data.get("undelivered") or {"count": 0, "runs": []}
     if waiting["count"]:

@@ -168,6 +168,9 @@ async def _main(  # noqa: PLR0915 - the daemon's life in order: start, loop, dra
                     log.exception("scheduling pass failed; trying again next interval")
                 metrics.set_active_runs(len(executor.running))
                 metrics.set_queue_depth(len(store.runs_by_status(RunStatus.QUEUED)))
+                metrics.set_agents_at_work(sum(
+                    1 for r in store.runs_by_status(RunStatus.RUNNING) if r.host == host
+                ))  # fmt: skip
                 metrics.github(github.gh.stats())
                 # Sleep until the interval is over, a signal arrives, or a child ends (a
                 # free slot is filled at once rather than an interval later).

@@ -9,6 +9,7 @@ happen, and serves it with :func:`serve`::
         while running:
             metrics.loop_tick()                      # once per scheduling loop
             metrics.set_queue_depth(len(queued)); metrics.set_active_runs(len(children))
+            metrics.set_agents_at_work(len(running))  # runs that have their agent slot
             metrics.claim_latency(seconds)           # discovery → run claimed
             metrics.run_started(kind="issue")
             metrics.run_finished(run)                # a cgr_store.Run that ended
@@ -110,6 +111,9 @@ class Metrics:
         self._ended = Counter("cgr_runs_ended", "Runs ended, by outcome", ["outcome"], registry=r)
         self._active = Gauge("cgr_active_runs", "Runs running now", registry=r)
         self._queue = Gauge("cgr_queue_depth", "Runs queued and not started", registry=r)
+        self._agents = Gauge(
+            "cgr_agents_at_work", "This host's runs whose agent has its slot", registry=r
+        )
         self._claim = Histogram(
             "cgr_claim_latency_seconds",
             "From discovery to the run claimed on GitHub",
@@ -187,6 +191,9 @@ class Metrics:
 
     def set_queue_depth(self, count: int) -> None:
         self._queue.set(count)
+
+    def set_agents_at_work(self, count: int) -> None:
+        self._agents.set(count)
 
     def claim_latency(self, seconds: float) -> None:
         self._claim.observe(max(0.0, seconds))
