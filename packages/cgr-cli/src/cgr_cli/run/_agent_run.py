@@ -86,7 +86,7 @@ class AgentRunner:
         The attempt waits for it to be made (a failure here is the attempt's to meet
         and report: it starts the agent itself)."""
         if self.cli is None:
-            return  # the release is asked by the attempt itself (_once); nothing to hold
+            return  # the agent's version is asked by the attempt itself (_once): no argv yet
         done = self._holding = anyio.Event()
 
         async def holding() -> None:
