@@ -341,3 +341,39 @@ def test_status_counts_the_agents_at_work_apart_from_the_runs(env: Env) -> None:
     assert "slots       2/2 runs, 0 free; 1/1 agents at work" in text, text
     assert data["slots"] == {"limit": 2, "used": 2, "free": 0, "agents": 1, "agents_at_work": 1}
     assert sorted(r["status"] for r in data["active"]) == ["claimed", "running"]
+
+
+def test_a_run_killed_while_waiting_for_its_slot_goes_back_to_the_queue(env: Env) -> None:
+    """A run ahead SIGKILLed (a reboot, the OOM killer) while it waits for an agent slot
+    had started nothing: `cgr reap` puts it back in the queue - not failed, its claim on
+    GitHub standing, nothing public saying "failed" - and the same run finishes later."""
+    env.write_config(polling={"max_concurrency": 1})
+    number = env.sim.create_issue(REPO, "Patience", "", author="alice", labels=["ready"])
+    reap = [sys.executable, "-m", "cgr_cli", "reap", "--json", "--config", str(env.config_path)]
+    with host_agents_busy(env, 1), run_process(env, number) as process:
+        _wait("the run to wait", lambda: "waiting for an agent slot" in _run_log(env))
+        process.kill()
+        process.communicate(timeout=60)
+        report = json.loads(subprocess.run(reap, capture_output=True, text=True, timeout=60,
+                                           check=True).stdout)  # fmt: skip
+    with env.store() as store:
+        (run,) = store.recent_runs()
+        events = store.events(run.id)
+    assert report["requeued"] == [run.id]
+    assert report["gone"] == []
+    assert (run.status.value, run.pid) == ("queued", None)
+    assert any("before its agent started" in e.detail for e in events), [e.detail for e in events]
+    labels = set(env.sim.issue(REPO, number).labels)
+    assert "in-progress" in labels
+    assert "needs-human" not in labels
+    assert not any("failed" in c.body for c in env.sim.comments(REPO, number))
+    assert env.calls() == []
+    done = subprocess.run(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path), "--repo", REPO,
+         "--number", str(number), "--run-id", run.id],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with env.store() as store:
+        assert store.get_run(run.id).status.value == "succeeded"
+    assert len(env.calls()) == 1

@@ -57,7 +57,7 @@ def test_reap_recognises_a_pull_request_the_dead_run_opened(env: Env, sched: Sch
         assert ("Opened pull request" in comment) == (number == done)
     # A second reap finds nothing to do.
     again = json.loads(sched.cgr("reap", "--json").stdout)
-    assert again == {"gone": [], "recovered": [], "timed_out": [], "hung": [],
+    assert again == {"gone": [], "requeued": [], "recovered": [], "timed_out": [], "hung": [],
                      "removed": again["removed"], "delivered": [],
                      "undelivered": []}  # fmt: skip
 

@@ -123,6 +123,62 @@ async def end_run(
     return True
 
 
+async def _end_dead(
+    config: Config, store: Store, github: GitHubSession, run: Run, *, report: ReapReport
+) -> None:
+    """End (or requeue) ``run``, whose process is gone; ``report`` says which."""
+    from cgr_cli.run._report import Outcome
+    from cgr_store import RunStatus
+
+    grace = config.timeouts.watchdog_grace_seconds
+    pr = None
+    with contextlib.suppress(Exception):  # GitHub down: decide without the PR
+        pr = await pushed_pull_request(github, run)
+    if pr is not None and run.status is RunStatus.RUNNING:
+        # Killed after its pull request was opened: a success, but what it left
+        # running (a detached process of its agent, its job's cgroup) is ended
+        # all the same - the run's own end, which would have, never came.
+        await anyio.to_thread.run_sync(end_processes, config, run, grace)
+        if await end_run(
+            config, store, github, run, RunStatus.SUCCEEDED,
+            outcome=Outcome.PR_OPENED, error=None, pr=pr,
+        ):  # fmt: skip
+            report.recovered.append(run.id)
+        return
+    why = f"the run's process (pid {run.pid}) ended without finishing the run"
+    # What the dead process left running (git in its group, the agent in its
+    # own session) is ended before the run is: nothing writes after the verdict.
+    await anyio.to_thread.run_sync(end_processes, config, run, grace)
+    if run.status is RunStatus.CLAIMED:
+        # Its agent never started (the run was claiming, checking out, or waiting
+        # for an agent slot - minutes, behind long agents): nothing is spent, so
+        # a reboot or a killed process loses no work. Back to the queue, its claim
+        # on GitHub standing, as a lost fleet host's claimed runs go.
+        if _requeue_dead(store, run, f"{why} before its agent started"):
+            report.requeued.append(run.id)
+        return
+    if await end_run(
+        config, store, github, run, RunStatus.FAILED, outcome=Outcome.FAILED, error=why
+    ):
+        report.gone.append(run.id)
+
+
+def _requeue_dead(store: Store, run: Run, why: str) -> bool:
+    """``run`` back to ``queued`` with no process on its row; False when it was no longer
+    claimed (its own process, or another reaper, got there first)."""
+    from cgr_cli.run._requeue import REQUEUED
+    from cgr_store import IllegalTransition, RunNotFound, RunStatus
+
+    try:
+        if store.get_run(run.id).status is not RunStatus.CLAIMED:
+            return False
+        store.transition(run.id, RunStatus.QUEUED, detail=f"{REQUEUED}: {why}", pid=None,
+                         process_start_time=None, heartbeat_at=None)  # fmt: skip
+    except (IllegalTransition, RunNotFound):
+        return False
+    return True
+
+
 def _as_it_is_now(store: Store, listed: Run) -> Run | None:
     """``listed`` read again, None once it has ended or is gone: a reap pass's awaits
     (GitHub calls, grace periods) take seconds, in which a listed run may have been
@@ -139,6 +195,9 @@ def _as_it_is_now(store: Store, listed: Run) -> Run | None:
 @dataclass(slots=True)
 class ReapReport:
     gone: list[str] = field(default_factory=list)
+    # Dead before their agent started (claimed: checking out, or waiting for an agent
+    # slot): back in the queue, nothing lost.
+    requeued: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
     # Alive but silent past timeouts.stale_heartbeat_seconds: killed, ended timed_out.
@@ -151,6 +210,7 @@ class ReapReport:
     def as_dict(self) -> dict[str, list[str]]:
         return {
             "gone": self.gone,
+            "requeued": self.requeued,
             "recovered": self.recovered,
             "timed_out": self.timed_out,
             "hung": self.hung,
@@ -216,28 +276,7 @@ async def reap(
             continue
         identity = run_identity(run)
         if identity is None or not identity.is_alive():
-            pr = None
-            with contextlib.suppress(Exception):  # GitHub down: decide without the PR
-                pr = await pushed_pull_request(github, run)
-            if pr is not None and run.status is RunStatus.RUNNING:
-                # Killed after its pull request was opened: a success, but what it left
-                # running (a detached process of its agent, its job's cgroup) is ended
-                # all the same - the run's own end, which would have, never came.
-                await anyio.to_thread.run_sync(end_processes, config, run, grace)
-                if await end_run(
-                    config, store, github, run, RunStatus.SUCCEEDED,
-                    outcome=Outcome.PR_OPENED, error=None, pr=pr,
-                ):  # fmt: skip
-                    report.recovered.append(run.id)
-                continue
-            why = f"the run's process (pid {run.pid}) ended without finishing the run"
-            # What the dead process left running (git in its group, the agent in its
-            # own session) is ended before the run is: nothing writes after the verdict.
-            await anyio.to_thread.run_sync(end_processes, config, run, grace)
-            if await end_run(
-                config, store, github, run, RunStatus.FAILED, outcome=Outcome.FAILED, error=why
-            ):
-                report.gone.append(run.id)
+            await _end_dead(config, store, github, run, report=report)
             continue
         # A run's time limit counts from its start (`running`: it has its agent slot). A
         # `claimed` one may wait for a slot behind other runs' agents for as long as they
