@@ -69,7 +69,9 @@ def test_system_units(tmp_path: Path) -> None:
     service = daemon["Service"]
     assert service["ExecStart"].endswith(f"daemon --config {config_path} --grace 120")
     assert service["Restart"] == "on-failure"
-    assert service["KillMode"] == "control-group"
+    # SIGTERM to the daemon alone: its drain hands waiting runs back and gives the others
+    # their grace; control-group would SIGTERM every run and agent at once (all cancelled).
+    assert service["KillMode"] == "mixed"
     assert int(service["TimeoutStopSec"]) >= 120
     assert service["PrivateTmp"] == "yes"
     assert service["ReadWritePaths"] == tick["ReadWritePaths"]
