@@ -377,3 +377,70 @@ def test_a_run_killed_while_waiting_for_its_slot_goes_back_to_the_queue(env: Env
     with env.store() as store:
         assert store.get_run(run.id).status.value == "succeeded"
     assert len(env.calls()) == 1
+
+
+def _queued_run(env: Env, number: int) -> str:
+    from cgr_store import Run, RunKind, new_run_id
+
+    with env.store() as store:
+        return store.create_run(Run(id=new_run_id(), repo=REPO, target=number,
+                                    kind=RunKind.ISSUE)).id  # fmt: skip
+
+
+def _start_queued(env: Env, number: int, run_id: str) -> subprocess.Popen[str]:
+    """``cgr run --run-id``, as a scheduler starts a queued run."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
+         "--repo", REPO, "--number", str(number), "--run-id", run_id],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_a_schedulers_run_waiting_for_its_slot_is_handed_back_on_sigterm(env: Env) -> None:
+    """A reboot SIGTERMs every process: a scheduler's run (`--run-id`) waiting for its
+    agent slot had spent nothing, so it goes back to the queue (released: no backoff, no
+    report) instead of ending cancelled; `cgr cancel` of such a run still cancels it (its
+    request is in the run's history before the signal)."""
+    env.write_config(polling={"max_concurrency": 1})
+    number = env.sim.create_issue(REPO, "Reboot", "", author="alice", labels=["ready"])
+    other = env.sim.create_issue(REPO, "Not needed", "", author="alice", labels=["ready"])
+    first, second = _queued_run(env, number), _queued_run(env, other)
+    with host_agents_busy(env, 1):
+        process = _start_queued(env, number, first)
+        try:
+            _wait("the run to wait", lambda: "waiting for an agent slot" in _run_log(env))
+            process.send_signal(signal.SIGTERM)
+            _out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        with env.store() as store:
+            again, events = store.run_with_events(first)
+        assert (again.status.value, again.pid) == ("queued", None), err
+        assert any(e.detail.startswith("released: cgr received SIGTERM") for e in events)
+        assert not any("cancelled" in c.body for c in env.sim.comments(REPO, number))
+        # The same kind of run, cancelled by a person while it waits: cancelled.
+        process = _start_queued(env, other, second)
+        try:
+            _wait("the second run to wait",
+                  lambda: _run_log(env).count("waiting for an agent slot") >= 2)  # fmt: skip
+            cancel = subprocess.run(
+                [sys.executable, "-m", "cgr_cli", "cancel", second, "--reason", "not needed",
+                 "--config", str(env.config_path)],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert cancel.returncode == 0, cancel.stderr
+            process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    with env.store() as store:
+        cancelled, events = store.run_with_events(second)
+    assert cancelled.status.value == "cancelled"
+    # Cancelled by its own process, never back in the queue meanwhile (where a scheduler
+    # could have taken it up again before the cancel ended it).
+    assert not any(e.detail.startswith("released") for e in events), [e.detail for e in events]
+    assert any("not needed" in c.body for c in env.sim.comments(REPO, other))
+    assert env.calls() == []

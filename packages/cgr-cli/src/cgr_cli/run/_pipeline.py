@@ -194,7 +194,7 @@ async def execute_run(
                 with anyio.move_on_after(config.timeouts.run_seconds) as scope:
                     ctx.scope = scope
                     async with anyio.create_task_group() as tg:
-                        await tg.start(_watch_signals, ctx, scope)
+                        await tg.start(partial(_watch_signals, ctx, scope, store=store))
                         tg.start_soon(_beat, ctx, store, scope)
                         tg.start_soon(creds.keep_fresh, gh)
                         await _run(ctx, store, github, creds.current(), environ)
@@ -323,10 +323,15 @@ async def _watch_signals(
     ctx: _Ctx,
     scope: anyio.CancelScope,
     *,
+    store: Store,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """SIGTERM (the daemon's grace over, systemd stopping) or SIGINT ends the run as
-    cancelled: the agent's group is ended by cgr-exec, and the run still reports.
+    """SIGTERM (the daemon's grace over, systemd stopping, ``cgr cancel``) or SIGINT ends the
+    run as cancelled: the agent's group is ended by cgr-exec, and the run still reports.
+    Except a SIGTERM to a scheduler's run (``--run-id``) that has not begun its agent's
+    part, with no cancel asked (``cancel_asked``): the host is stopping (a reboot sends it
+    to every process), so the run is handed back to the queue as for SIGUSR1 below - it
+    had spent nothing, and the next scheduler takes it up.
 
     SIGUSR1 is a stopping scheduler's "hand it back": a run that has not yet begun its
     agent's part (claimed, checking out, waiting for an agent slot) goes back to the queue
@@ -358,10 +363,27 @@ async def _watch_signals(
                 ctx.log.warning("received SIGUSR1: %s; back to the queue", ctx.released)
                 scope.cancel()
                 return
+            if signum == signal.SIGTERM and _stopping_host(ctx, store):
+                ctx.released = "cgr received SIGTERM (the host stopping) before its agent started"
+                ctx.log.warning("%s; back to the queue", ctx.released)
+                scope.cancel()
+                return
             ctx.signalled = signal.Signals(signum).name
             ctx.log.warning("received %s; cancelling the run", ctx.signalled)
             scope.cancel()
             return
+
+
+def _stopping_host(ctx: _Ctx, store: Store) -> bool:
+    """Whether a SIGTERM hands the run back (see ``_watch_signals``) rather than cancels it."""
+    from cgr_cli.run._requeue import cancel_asked
+
+    if ctx.request.run_id is None or ctx.agent_part_began:
+        return False
+    try:
+        return not cancel_asked(store, ctx.run_id)
+    except Exception:  # the store unreadable: the signal's plain meaning
+        return False
 
 
 async def _then(first: Sequence[int], rest: AsyncIterator[int]) -> AsyncIterator[int]:

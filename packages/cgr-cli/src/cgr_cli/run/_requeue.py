@@ -26,6 +26,14 @@ REQUEUED = "requeued"
 RELEASED = "released"
 """The start of the detail of a run handed back by its stopping scheduler before its agent
 started (not a failure: not counted by backoff)."""
+CANCEL_ASKED = "cancel asked"
+"""The start of the detail ``cgr cancel`` (and ``@bot cancel``) records before it signals
+the run's process: a SIGTERM that follows it means "cancel", not "the host is stopping"."""
+
+
+def cancel_asked(store: Store, run_id: str) -> bool:
+    """Whether a cancel of ``run_id`` was asked (``CANCEL_ASKED`` in its history)."""
+    return any(e.detail.startswith(CANCEL_ASKED) for e in store.events(run_id))
 
 
 def transient_reason(exc: BaseException) -> str | None:

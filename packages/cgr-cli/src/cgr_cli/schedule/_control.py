@@ -50,7 +50,12 @@ async def cancel_run(
     local = run.host == config.host_id
     if run.status is not RunStatus.QUEUED and identity is not None and local:
         # A queued row may still name its scheduler (the tick or daemon that wrote it):
-        # only a claimed or running row names the run's own process.
+        # only a claimed or running row names the run's own process. The request is in
+        # its history first: a scheduler's run waiting for its agent slot takes a plain
+        # SIGTERM as the host stopping (it goes back to the queue), this one as a cancel.
+        from cgr_cli.run._requeue import CANCEL_ASKED
+
+        store.record_event(run.id, f"{CANCEL_ASKED}: {why}")
         if await _ask_to_stop(identity, grace + 10.0):
             if await explain_cancel(config, store, github, run.id, why=why):
                 return True

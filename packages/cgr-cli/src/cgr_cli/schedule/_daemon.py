@@ -488,10 +488,25 @@ async def _drain(
     for key in list(executor.running):
         log.info("ending run %s (grace period over)", key)
         await executor.terminate(key)
+        if _handed_back(store, key):
+            # Its agent had not begun: the SIGTERM sent it back to the queue (see
+            # run/_pipeline._watch_signals), where the next scheduler takes it up.
+            log.info("run %s went back to the queue", key)
+            continue
         if not await explain_cancel(config, store, github, key, why=why):
             await finish_cancelled(config, store, github, key, why=why)
     for ended in executor.reap():
         log.info("run %s ended: %s", ended.key, ended.status)
+
+
+def _handed_back(store: Store, run_id: str) -> bool:
+    """Whether the run is back in the queue (its process handed it back)."""
+    from cgr_store import RunStatus, StoreError
+
+    try:
+        return store.get_run(run_id).status is RunStatus.QUEUED
+    except StoreError:
+        return False
 
 
 def _hand_back_unstarted(store: Store, executor: SubprocessExecutor, done: set[str]) -> None:
