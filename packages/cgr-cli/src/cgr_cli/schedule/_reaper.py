@@ -134,11 +134,12 @@ async def _end_dead(
     pr = None
     with contextlib.suppress(Exception):  # GitHub down: decide without the PR
         pr = await pushed_pull_request(github, run)
+    # What the dead process left running (git in its group, the agent in its own session,
+    # its job's cgroup) is ended before the run is, whatever its verdict: nothing writes
+    # after it, and the run's own end, which would have ended them, never came.
+    await anyio.to_thread.run_sync(end_processes, config, run, grace)
     if pr is not None and run.status is RunStatus.RUNNING:
-        # Killed after its pull request was opened: a success, but what it left
-        # running (a detached process of its agent, its job's cgroup) is ended
-        # all the same - the run's own end, which would have, never came.
-        await anyio.to_thread.run_sync(end_processes, config, run, grace)
+        # Killed after its pull request was opened: a success.
         if await end_run(
             config, store, github, run, RunStatus.SUCCEEDED,
             outcome=Outcome.PR_OPENED, error=None, pr=pr,
@@ -146,14 +147,11 @@ async def _end_dead(
             report.recovered.append(run.id)
         return
     why = f"the run's process (pid {run.pid}) ended without finishing the run"
-    # What the dead process left running (git in its group, the agent in its
-    # own session) is ended before the run is: nothing writes after the verdict.
-    await anyio.to_thread.run_sync(end_processes, config, run, grace)
     if run.status is RunStatus.CLAIMED:
-        # Its agent never started (the run was claiming, checking out, or waiting
-        # for an agent slot - minutes, behind long agents): nothing is spent, so
-        # a reboot or a killed process loses no work. Back to the queue, its claim
-        # on GitHub standing, as a lost fleet host's claimed runs go.
+        # Its agent never started (the run was claiming, checking out, or waiting for an
+        # agent slot - minutes, behind long agents): nothing is spent, so a reboot or a
+        # killed process loses no work. Back to the queue, its claim on GitHub standing,
+        # as a lost fleet host's claimed runs go.
         if _requeue_dead(store, run, f"{why} before its agent started"):
             report.requeued.append(run.id)
         return
@@ -164,16 +162,15 @@ async def _end_dead(
 
 
 def _requeue_dead(store: Store, run: Run, why: str) -> bool:
-    """``run`` back to ``queued`` with no process on its row; False when it was no longer
+    """``run`` back to ``queued`` (``run/_requeue.requeue``); False when it was no longer
     claimed (its own process, or another reaper, got there first)."""
-    from cgr_cli.run._requeue import REQUEUED
+    from cgr_cli.run._requeue import requeue
     from cgr_store import IllegalTransition, RunNotFound, RunStatus
 
     try:
         if store.get_run(run.id).status is not RunStatus.CLAIMED:
             return False
-        store.transition(run.id, RunStatus.QUEUED, detail=f"{REQUEUED}: {why}", pid=None,
-                         process_start_time=None, heartbeat_at=None)  # fmt: skip
+        requeue(store, run.id, why)
     except (IllegalTransition, RunNotFound):
         return False
     return True
