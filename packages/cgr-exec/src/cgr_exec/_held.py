@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from ._confine import Confinement, _has_capabilities, _resolve_user
 from ._errors import ExecError
-from ._spawn import spawn
+from ._spawn import spawn_piped
 
 __all__ = ["HeldStart", "hold"]
 
@@ -125,11 +125,9 @@ def hold(
     environ = os.environ if held.env is None else held.env
     script = _WAIT if "PWD" in environ else _WAIT_DROPPING_DIR_VAR
     try:
-        held.popen = spawn(
+        held.popen = spawn_piped(
             (_SH, "-c", script, held.argv[0], *held.argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            b"",  # its stdin a pipe: the release, then the program's input
             cwd=held.cwd,
             env=held.env,
             confinement=confinement,
@@ -186,21 +184,18 @@ def _program(held: HeldStart) -> str | None:
 def _executable_by(path: str, uid: int, gid: int | None) -> bool:
     """Whether ``uid`` (primary group ``gid``, no other group) may execute ``path``: the
     file's execute bit and every directory's search bit on the way to it."""
-    real = os.path.realpath(path)
-    parts = real.split("/")[1:]
-    checks = [("/" + "/".join(parts[:i]), stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
-              for i in range(len(parts) + 1)]  # fmt: skip
-    for name, for_owner, for_group, for_others in checks:
+    parts = os.path.realpath(path).split("/")[1:]
+    for depth in range(len(parts) + 1):
         try:
-            st = os.stat(name or "/")
+            st = os.stat("/" + "/".join(parts[:depth]))
         except OSError:
             return False
         if st.st_uid == uid:
-            bit = for_owner
+            bit = stat.S_IXUSR
         elif gid is not None and st.st_gid == gid:
-            bit = for_group
+            bit = stat.S_IXGRP
         else:
-            bit = for_others
+            bit = stat.S_IXOTH
         if not st.st_mode & bit:
             return False
     return True

@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from ._confine import Confinement, PreparedConfinement, prepare_confinement
-from ._errors import ConfinementError, SpawnError
+from ._errors import ConfinementError, SpawnError, StdinFileError
 from ._jobs import JobSetup, prepare_job
 
-__all__ = ["spawn"]
+__all__ = ["spawn", "spawn_piped"]
 
 _StdSpec = int | IO[Any] | None
 
@@ -160,3 +160,34 @@ def _child_failure(err_r: int, argv: tuple[str, ...]) -> ConfinementError:
         step=step,
         errno=code or None,
     )
+
+
+def spawn_piped(
+    argv: tuple[str, ...],
+    stdin: bytes | str | os.PathLike[str] | None,
+    **spec: Any,
+) -> subprocess.Popen[bytes]:
+    """``spawn`` with stdout and stderr piped and ``stdin`` as ``supervise`` takes it
+    (bytes: a pipe, written later by the caller; a path: that file; None: /dev/null);
+    ``spec`` as ``spawn`` takes it."""
+    stdin_file: int | None = None
+    if stdin is not None and not isinstance(stdin, bytes):
+        try:
+            stdin_file = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StdinFileError(os.fspath(stdin), exc) from exc
+    try:
+        return spawn(
+            argv,
+            stdin=(
+                subprocess.PIPE
+                if isinstance(stdin, bytes)
+                else (stdin_file if stdin_file is not None else subprocess.DEVNULL)
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **spec,
+        )
+    finally:
+        if stdin_file is not None:
+            os.close(stdin_file)

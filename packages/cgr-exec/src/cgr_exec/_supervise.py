@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Literal, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -28,7 +28,7 @@ from ._held import _RELEASE, HeldStart
 from ._identity import ProcessIdentity
 from ._pipes import read_chunk, wait_exit, write_all
 from ._signals import group_alive
-from ._spawn import spawn
+from ._spawn import spawn_piped
 from ._status import ExitStatus
 
 __all__ = ["LineCallback", "NoteCallback", "StopHandle", "SupervisionResult", "supervise"]
@@ -390,7 +390,7 @@ async def supervise(
             stdin = _RELEASE + _input_bytes(stdin) if held.held else stdin
             waiting = held.take()
         started = time.monotonic()
-        popen = waiting or _spawn_with_input(
+        popen = waiting or spawn_piped(
             argv, stdin, cwd=cwd, env=env, confinement=confinement, job=job, job_cgroup=job_cgroup
         )
         # Unreaped until wait_exit below, so this reads the child's own start time.
@@ -514,36 +514,6 @@ async def _run_tasks(  # noqa: PLR0917 - private, called once
             await out_done.wait()
             await err_done.wait()
         tg.cancel_scope.cancel()
-
-
-def _spawn_with_input(
-    argv: tuple[str, ...],
-    stdin: bytes | str | os.PathLike[str] | None,
-    **spec: Any,
-) -> subprocess.Popen[bytes]:
-    """``spawn`` with stdout and stderr piped and ``stdin`` as ``supervise`` takes it
-    (bytes: a pipe, written later; a path: that file; None: /dev/null)."""
-    stdin_file: int | None = None
-    if stdin is not None and not isinstance(stdin, bytes):
-        try:
-            stdin_file = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise StdinFileError(os.fspath(stdin), exc) from exc
-    try:
-        return spawn(
-            argv,
-            stdin=(
-                subprocess.PIPE
-                if isinstance(stdin, bytes)
-                else (stdin_file if stdin_file is not None else subprocess.DEVNULL)
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            **spec,
-        )
-    finally:
-        if stdin_file is not None:
-            os.close(stdin_file)
 
 
 def _check_held(held: HeldStart, argv: tuple[str, ...], given: tuple[object, ...]) -> None:
