@@ -86,13 +86,14 @@ class Env:
         return SQLiteStore(self.database)
 
 
-def start_run(env: Env, number: int, *, capture: bool = False) -> subprocess.Popen[Any]:
-    """``cgr run`` on ``number`` as a real process (its output kept as text with
-    ``capture``, else discarded), for tests that signal or kill it."""
+def start_run(env: Env, number: int, *extra: str, capture: bool = False) -> subprocess.Popen[Any]:
+    """``cgr run`` on ``number`` (``extra``: more of its arguments, e.g. ``--run-id R`` as
+    a scheduler starts it) as a real process (its output kept as text with ``capture``,
+    else discarded), for tests that signal or kill it."""
     out = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
-         "--repo", REPO, "--number", str(number)],
+         "--repo", REPO, "--number", str(number), *extra],
         stdout=out, stderr=out, text=capture,
     )  # fmt: skip
 

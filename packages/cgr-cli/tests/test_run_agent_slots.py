@@ -37,16 +37,25 @@ def host_agents_busy(env: Env, agents: int) -> Iterator[list[Any]]:
 
 
 @contextmanager
-def run_process(env: Env, number: int) -> Iterator[subprocess.Popen[str]]:
-    """``cgr run`` on ``number`` as a real process (output kept), killed if a test step
-    failed before it ended."""
-    process = start_run(env, number, capture=True)
+def run_process(env: Env, number: int, *extra: str) -> Iterator[subprocess.Popen[str]]:
+    """``cgr run`` on ``number`` (``extra``: more arguments) as a real process (output
+    kept), killed if a test step failed before it ended."""
+    process = start_run(env, number, *extra, capture=True)
     try:
         yield process
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def _queued_run(env: Env, number: int) -> str:
+    """A queued run on ``number``, as a scheduler writes it before starting its process."""
+    from cgr_store import Run, RunKind, new_run_id
+
+    with env.store() as store:
+        return store.create_run(Run(id=new_run_id(), repo=REPO, target=number,
+                                    kind=RunKind.ISSUE)).id  # fmt: skip
 
 
 def _run_log(env: Env) -> str:
@@ -228,32 +237,19 @@ def test_a_scheduler_started_run_handed_back_by_sigusr1_returns_to_the_queue(env
     before its agent began - here 0.1 s after its start, before its pipeline listens for
     signals itself, with every agent slot taken - does not die of the signal (its default): the
     run goes back to the queue, with no process, marked released, and no agent started."""
-    import signal
-
-    from cgr_store import Run, RunKind, new_run_id
-
     env.write_config(polling={"max_concurrency": 1})
     number = env.sim.create_issue(REPO, "Not now", "", author="alice", labels=["ready"])
-    with env.store() as store:
-        run = store.create_run(Run(id=new_run_id(), repo=REPO, target=number, kind=RunKind.ISSUE))
-    argv = [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
-            "--repo", REPO, "--number", str(number), "--run-id", run.id]  # fmt: skip
-    with host_agents_busy(env, 1):
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            # After the interpreter's start (its early handler is in place by then), long
-            # before the pipeline listens itself (without the early handler the signal's
-            # default action ends the process: tried at 0.03-0.12 s).
-            time.sleep(0.1)
-            process.send_signal(signal.SIGUSR1)
-            _out, err = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+    run_id = _queued_run(env, number)
+    with host_agents_busy(env, 1), run_process(env, number, "--run-id", run_id) as process:
+        # After the interpreter's start (its early handler is in place by then), long
+        # before the pipeline listens itself (without the early handler the signal's
+        # default action ends the process: tried at 0.03-0.12 s).
+        time.sleep(0.1)
+        process.send_signal(signal.SIGUSR1)
+        _out, err = process.communicate(timeout=60)
     assert process.returncode != -signal.SIGUSR1, err
     with env.store() as store:
-        again, events = store.run_with_events(run.id)
+        again, events = store.run_with_events(run_id)
     assert again.status.value == "queued"
     assert again.pid is None
     assert any(e.detail.startswith("released: ") for e in events), [e.detail for e in events]
@@ -368,32 +364,10 @@ def test_a_run_killed_while_waiting_for_its_slot_goes_back_to_the_queue(env: Env
     assert "needs-human" not in labels
     assert not any("failed" in c.body for c in env.sim.comments(REPO, number))
     assert env.calls() == []
-    done = subprocess.run(
-        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path), "--repo", REPO,
-         "--number", str(number), "--run-id", run.id],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert env.run(number, "--run-id", run.id) == 0
     with env.store() as store:
         assert store.get_run(run.id).status.value == "succeeded"
     assert len(env.calls()) == 1
-
-
-def _queued_run(env: Env, number: int) -> str:
-    from cgr_store import Run, RunKind, new_run_id
-
-    with env.store() as store:
-        return store.create_run(Run(id=new_run_id(), repo=REPO, target=number,
-                                    kind=RunKind.ISSUE)).id  # fmt: skip
-
-
-def _start_queued(env: Env, number: int, run_id: str) -> subprocess.Popen[str]:
-    """``cgr run --run-id``, as a scheduler starts a queued run."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "cgr_cli", "run", "--config", str(env.config_path),
-         "--repo", REPO, "--number", str(number), "--run-id", run_id],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
 
 
 def test_a_schedulers_run_waiting_for_its_slot_is_handed_back_on_sigterm(env: Env) -> None:
@@ -406,23 +380,17 @@ def test_a_schedulers_run_waiting_for_its_slot_is_handed_back_on_sigterm(env: En
     other = env.sim.create_issue(REPO, "Not needed", "", author="alice", labels=["ready"])
     first, second = _queued_run(env, number), _queued_run(env, other)
     with host_agents_busy(env, 1):
-        process = _start_queued(env, number, first)
-        try:
+        with run_process(env, number, "--run-id", first) as process:
             _wait("the run to wait", lambda: "waiting for an agent slot" in _run_log(env))
             process.send_signal(signal.SIGTERM)
             _out, err = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
         with env.store() as store:
             again, events = store.run_with_events(first)
         assert (again.status.value, again.pid) == ("queued", None), err
         assert any(e.detail.startswith("released: cgr received SIGTERM") for e in events)
         assert not any("cancelled" in c.body for c in env.sim.comments(REPO, number))
         # The same kind of run, cancelled by a person while it waits: cancelled.
-        process = _start_queued(env, other, second)
-        try:
+        with run_process(env, other, "--run-id", second) as process:
             _wait("the second run to wait",
                   lambda: _run_log(env).count("waiting for an agent slot") >= 2)  # fmt: skip
             cancel = subprocess.run(
@@ -432,10 +400,6 @@ def test_a_schedulers_run_waiting_for_its_slot_is_handed_back_on_sigterm(env: En
             )  # fmt: skip
             assert cancel.returncode == 0, cancel.stderr
             process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
     with env.store() as store:
         cancelled, events = store.run_with_events(second)
     assert cancelled.status.value == "cancelled"
