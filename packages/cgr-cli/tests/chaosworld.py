@@ -406,7 +406,13 @@ def measure(world: World, figures: Figures, *, killed: set[str], killed_pids: se
             # Its process was SIGKILLed, or the daemon that had just written its row was.
             figures.failed_killed += 1
         elif run.status is not RunStatus.QUEUED:
-            figures.failed_by_fault.append(f"{run.id} {run.repo}#{run.target}: {run.error}")
+            # With its status, outcome and history: what a CI log needs to tell why.
+            moves = " > ".join(f"{e.to_status}" + (f" ({e.detail[:80]})" if e.detail else "")
+                               for e in events if e.from_status != e.to_status)  # fmt: skip
+            figures.failed_by_fault.append(
+                f"{run.id} {run.repo}#{run.target}: {run.status}/{run.outcome}: {run.error}"
+                f" [{moves}]"
+            )
     for log in world.workspace.glob("r-*/logs/run.log"):
         figures.git_retries += log.read_text(errors="replace").count(": transient failure")
     # Every trigger got a run (a ready issue: a run on it; a mention: a run it caused).

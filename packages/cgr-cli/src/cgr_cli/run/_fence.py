@@ -33,6 +33,21 @@ if TYPE_CHECKING:
     from cgr_store import FencingError, HostLease, Store
 
 
+def claimed_elsewhere(run_id: str, status: str) -> FencingError:
+    """The refusal of a claim the run's row no longer allows (it is ``status``): another
+    process on this host claimed the run first. A scheduler hands a queued run to one
+    process; two get it only through a stale record of which process runs it, and then
+    the one that claimed first is the run's, and the other must not touch it - not even
+    to record that it stopped (a terminal status written here would end the other's run).
+    """
+    from cgr_store import FencingError
+
+    return FencingError(
+        f"run {run_id!r} is {status}: another process claimed it first; this one stopped "
+        "without doing anything"
+    )
+
+
 class Fence:
     """The lease a run's writes carry, and whether it was found lost."""
 

@@ -33,8 +33,9 @@ def pick_up(store: Store, run_id: str, host: str, *, lease: HostLease | None = N
     except RunNotFound:
         raise RunNotFoundError(run_id, "no such run") from None
     # A fleet host claims the run in the store (claim_next) before starting us: then it is
-    # claimed already, for this host, and the claim on GitHub is ours to make.
-    claimed_for_us = run.status is RunStatus.CLAIMED and run.host == host
+    # claimed already, for this host (under the lease we carry), and the claim on GitHub is
+    # ours to make. Without a lease (one host) a claimed run is another process's.
+    claimed_for_us = run.status is RunStatus.CLAIMED and run.host == host and lease is not None
     if run.status != RunStatus.QUEUED and not claimed_for_us:
         raise RunNotFoundError(run_id, f"is {run.status}, not queued")
     me = ProcessIdentity.current()

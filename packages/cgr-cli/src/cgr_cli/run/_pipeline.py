@@ -46,7 +46,7 @@ from cgr_cli.run._agent_release import release_cache_path
 from cgr_cli.run._agent_run import AgentRunner
 from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_diff
 from cgr_cli.run._commands import RepoCommands
-from cgr_cli.run._fence import Fence, lease_for
+from cgr_cli.run._fence import Fence, claimed_elsewhere, lease_for
 from cgr_cli.run._git import Git, Identity, branch_name
 from cgr_cli.run._git import clone_url as _clone_url
 from cgr_cli.run._github_auth import RunCredentials, credentials
@@ -1040,7 +1040,8 @@ class _Work:
 def _claim(ctx: _Ctx, store: Store, thread: Thread) -> bool:
     """Step 1, in the store: whether the run goes on (not for a closed or blocked issue
     without --force), and queued → claimed. ``_claim_on_github`` follows."""
-    from cgr_store import RunStatus
+    from cgr_exec import ProcessIdentity
+    from cgr_store import IllegalTransition, RunStatus
 
     request, labels = ctx.request, ctx.config.labels
     issue = thread.issue
@@ -1050,12 +1051,22 @@ def _claim(ctx: _Ctx, store: Store, thread: Thread) -> bool:
         ctx.status, ctx.summary.outcome = "failed", Outcome.SKIPPED
         ctx.summary.error = f"skipped: {request.repo}#{request.number} {why} (use --force)"
         return False
-    if store.get_run(ctx.run_id).status is not RunStatus.CLAIMED:  # else: claimed by a fleet
-        store.transition(
-            ctx.run_id, RunStatus.CLAIMED, detail="claiming on GitHub", lease=ctx.lease
-        )
-    elif ctx.fence is not None:
-        ctx.fence.check()  # the fleet host's claim is still ours: then GitHub's
+    status = store.get_run(ctx.run_id).status
+    if status is RunStatus.CLAIMED and ctx.lease is not None:
+        if ctx.fence is not None:  # claimed by our fleet host (claim_next): still ours?
+            ctx.fence.check()
+    elif status is not RunStatus.QUEUED:
+        raise claimed_elsewhere(ctx.run_id, status.value)
+    else:
+        # The claim names this process (atomically with it): from here on the reaper judges
+        # the run by the process that does it, whatever a scheduler records afterwards.
+        me = ProcessIdentity.current()
+        try:
+            store.transition(ctx.run_id, RunStatus.CLAIMED, detail="claiming on GitHub",
+                             lease=ctx.lease, pid=me.pid,
+                             process_start_time=float(me.start_time))  # fmt: skip
+        except IllegalTransition as exc:  # claimed (or ended) by another since the read
+            raise claimed_elsewhere(ctx.run_id, exc.from_status) from None
     ctx.claimed = True
     return True
 

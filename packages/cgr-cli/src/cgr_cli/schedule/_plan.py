@@ -128,7 +128,14 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
     """
     from cgr_cli.schedule._control import cancel_target
     from cgr_discovery import JobKind, StreamCursor, advance_cursors, discover
-    from cgr_store import ActiveRunExists, Cursor, Run, TriggerAlreadyProcessed, new_run_id
+    from cgr_store import (
+        ActiveRunExists,
+        Cursor,
+        Run,
+        TriggerAlreadyProcessed,
+        new_run_id,
+        utcnow,
+    )
 
     report.free_slots = slots
     if any(is_pattern(r) for r in config.repositories):  # a GitHub App's "acme/*"
@@ -144,11 +151,16 @@ async def plan_pass(  # noqa: PLR0912, PLR0915 - one decision per kind of job, i
             if waiting is not None:
                 report.backed_off.append(waiting)  # requeued after a transient failure
                 continue
-            planned.append(
-                store.update_run(
-                    run.id, host=host, pid=owner.pid, process_start_time=float(owner.start_time)
-                )
+            # Handed out now (heartbeat_at): the reaper gives a row whose named process
+            # died back to the queue only some time after it was handed out.
+            handed = store.update_run(
+                run.id,
+                host=host,
+                pid=owner.pid,
+                process_start_time=float(owner.start_time),
+                heartbeat_at=utcnow(),
             )
+            planned.append(handed)
     # Every stored cursor in one read (one query per repository and stream was 1,500 of
     # them a pass at 500 repositories), those of the repositories polled now kept.
     stored = {(c.repo, c.stream): c for c in store.get_cursors()}

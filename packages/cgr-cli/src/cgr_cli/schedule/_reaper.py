@@ -100,8 +100,13 @@ async def end_run(
         fields["pr_number"] = int(pr["number"])
         fields["pr_url"] = str(pr.get("html_url") or pr.get("url") or "")
     # Nothing was written on GitHub yet and the issue still carries the ready label: the
-    # next scheduling pass takes it again, so it is not lost (and nothing is reported).
-    silent = run.status is RunStatus.QUEUED and run.trigger_id is None
+    # next scheduling pass takes it again, so it is not lost (and nothing is reported). Not
+    # so for a run claimed before and queued again since: its claim stands on GitHub.
+    silent = (
+        run.status is RunStatus.QUEUED
+        and run.trigger_id is None
+        and not any(e.to_status is RunStatus.CLAIMED for e in store.events(run.id))
+    )
     summary = summary_from_run(run, status=status.value, outcome=outcome, error=error)
     if pr is not None:
         summary.pr_number, summary.pr_url = fields["pr_number"], fields["pr_url"]
@@ -161,6 +166,40 @@ async def _end_dead(
         report.gone.append(run.id)
 
 
+ORPHANED_AFTER_SECONDS = 15.0
+"""How long a queued row must have named a dead process before the reaper gives it back to
+the queue: a child its dead scheduler had already started names itself within moments
+(its pick-up, or its claim), and must not find the run handed to a second process."""
+
+
+def _orphan_back_to_waiting(store: Store, run: Run, now: datetime) -> bool:
+    """A queued ``run`` whose row names a dead process - the scheduler that planned it (a
+    daemon or tick killed before its child took the run up) or the child before its claim -
+    waits for a scheduler again (no process on its row), as a run requeued by its own
+    process does: its agent never started, so nothing is lost and nothing is reported. Not
+    ended: a run that had been claimed before has its claim standing on GitHub (labels, the
+    status comment), which a silent end would leave saying "in progress" for ever. True if
+    it was given back (once the row has named no live process for ORPHANED_AFTER_SECONDS)."""
+    from cgr_store import IllegalTransition, RunNotFound, RunStatus
+
+    handed = run.heartbeat_at or run.created_at
+    if (now - handed).total_seconds() < ORPHANED_AFTER_SECONDS:
+        return False  # a later pass decides: a live child may be about to name itself
+    try:
+        current = store.get_run(run.id)
+        if current.status is not RunStatus.QUEUED or current.pid != run.pid:
+            return False  # taken up meanwhile
+        store.update_run(run.id, pid=None, process_start_time=None, heartbeat_at=None)
+        store.record_event(
+            run.id, f"back to the queue: its process (pid {run.pid}) ended before the claim"
+        )
+    except (IllegalTransition, RunNotFound):
+        return False
+    log.info("run %s: its process (pid %s) is gone before the claim; queued again",
+             run.id, run.pid)  # fmt: skip
+    return True
+
+
 def _requeue_dead(store: Store, run: Run, why: str) -> bool:
     """``run`` back to ``queued`` (``run/_requeue.requeue``); False when it was no longer
     claimed (its own process, or another reaper, got there first)."""
@@ -193,7 +232,8 @@ def _as_it_is_now(store: Store, listed: Run) -> Run | None:
 class ReapReport:
     gone: list[str] = field(default_factory=list)
     # Dead before their agent started (claimed: checking out, or waiting for an agent
-    # slot): back in the queue, nothing lost.
+    # slot; or queued, handed to a process that died before its claim): back in the
+    # queue, nothing lost.
     requeued: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
@@ -273,6 +313,11 @@ async def reap(
             continue
         identity = run_identity(run)
         if identity is None or not identity.is_alive():
+            if run.status is RunStatus.QUEUED:
+                # Its scheduler (or its child, before the claim) died: nothing was spent.
+                if _orphan_back_to_waiting(store, run, now):
+                    report.requeued.append(run.id)
+                continue
             await _end_dead(config, store, github, run, report=report)
             continue
         # A run's time limit counts from its start (`running`: it has its agent slot). A

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -116,10 +117,20 @@ def record_child(
     store: Store, run_id: str, identity: ProcessIdentity, *, lease: HostLease | None = None
 ) -> None:
     """The run's row now names the child that runs it (the child writes the same);
-    ``lease``: the fleet host's, which claimed it (the write is fenced)."""
-    from cgr_store import StoreError
+    ``lease``: the fleet host's, which claimed it (the write is fenced).
+
+    On one host (no lease), only while the row is still queued and names this scheduler
+    (or the child already): the child may have claimed it by now (its claim names it), or
+    given it back to the queue, where another scheduler may have handed it to another
+    process - naming the first child there would make a live run look dead to the reaper.
+    A fleet's run is claimed (claim_next) before its child starts, under the lease."""
+    from cgr_store import RunStatus, StoreError
 
     with contextlib.suppress(StoreError):
+        row = store.get_run(run_id)
+        named_by_us = row.status is RunStatus.QUEUED and row.pid in (os.getpid(), identity.pid)
+        if lease is None and not named_by_us:
+            return
         store.update_run(
             run_id, lease=lease, pid=identity.pid, process_start_time=float(identity.start_time)
         )
