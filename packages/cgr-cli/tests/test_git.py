@@ -510,3 +510,112 @@ def test_the_mirror_keeps_what_each_fetch_brings_packed(tmp_path: Path, remote: 
     git.clone(url, clone, mirror=mirror, identity=Identity("t", "t@t"), hardlinks=False)
     assert _git("rev-list", "--count", "origin/main", cwd=clone) == "10"
     assert _git("fsck", "--no-progress", cwd=mirror) == ""
+
+
+def _git_refs(git_dir: Path, prefix: str) -> tuple[dict[str, str], dict[str, str]]:
+    """What git says of the refs under ``prefix`` (as run/_ref_files.read_refs answers)."""
+    out = _git("for-each-ref", "--format=%(objectname) %(refname) %(symref)", prefix,
+               cwd=git_dir)  # fmt: skip
+    values: dict[str, str] = {}
+    symbolic: dict[str, str] = {}
+    for line in out.splitlines():
+        sha, ref, *symref = line.split(" ")
+        name = ref.removeprefix(prefix)
+        if symref and symref[0]:
+            symbolic[name] = symref[0]
+        else:
+            values[name] = sha
+    return values, symbolic
+
+
+def test_ref_files_read_what_git_reads(tmp_path: Path, remote: Path) -> None:
+    """The mirror's HEAD and a clone's remote branches read from their files answer what
+    git answers: packed (a fresh clone), loose over packed (after fetches), a branch
+    name with slashes, everything packed again (`pack-refs`), a symbolic chain."""
+    from cgr_cli.run._ref_files import read_refs, resolve
+
+    git = Git(token=None, timeout=30, network_timeout=30)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    _git("branch", "cgr/7-a-b", "main", cwd=remote)
+    git.ensure_mirror(url, mirror)
+    work = tmp_path / "work"
+    git.clone(url, work, mirror=mirror, identity=ID)
+    origin = "refs/remotes/origin/"
+    assert read_refs(work / ".git", origin) == _git_refs(work / ".git", origin)
+    assert resolve(mirror) == _git("rev-parse", "HEAD", cwd=mirror)
+    # New commits fetched: loose refs now stand over the packed ones.
+    pushed = _push_a_commit(remote, tmp_path / "seed2", "b.txt")
+    git.ensure_mirror(url, mirror)
+    _git("fetch", "-q", "origin", cwd=work)
+    assert (work / ".git/packed-refs").is_file()
+    assert (work / ".git/refs/remotes/origin/main").is_file()
+    assert read_refs(work / ".git", origin) == _git_refs(work / ".git", origin)
+    assert read_refs(work / ".git", origin)[0]["main"] == pushed  # type: ignore[index]
+    assert resolve(mirror) == pushed == _git("rev-parse", "HEAD", cwd=mirror)
+    _git("pack-refs", "--all", cwd=mirror)
+    assert not (mirror / "refs/heads/main").exists()
+    assert resolve(mirror) == pushed
+    # A symbolic ref to a symbolic ref.
+    _git("symbolic-ref", "refs/heads/alias", "refs/heads/main", cwd=mirror)
+    _git("symbolic-ref", "HEAD", "refs/heads/alias", cwd=mirror)
+    assert resolve(mirror) == pushed == _git("rev-parse", "HEAD", cwd=mirror)
+
+
+def test_ref_files_leave_to_git_what_they_do_not_know(tmp_path: Path, remote: Path) -> None:
+    """A reftable repository, an unknown line, an unborn HEAD: no answer from the files
+    (None), and cgr asks git as before - its answers unchanged."""
+    from cgr_cli.run._ref_files import read_refs, resolve
+
+    git = Git(token=None, timeout=30, network_timeout=30)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    git.ensure_mirror(url, mirror)
+    work = tmp_path / "work"
+    git.clone(url, work, mirror=mirror, identity=ID)
+    origin = "refs/remotes/origin/"
+    expected = git.remote_refs(work)
+    (work / ".git/reftable").mkdir()  # (git itself, with files storage, ignores it)
+    assert read_refs(work / ".git", origin) is None
+    assert resolve(work / ".git") is None
+    assert git.remote_refs(work) == expected
+    (work / ".git/reftable").rmdir()
+    packed = work / ".git/packed-refs"
+    packed.write_text(packed.read_text() + "not-a-sha refs/remotes/origin/odd\n")
+    assert read_refs(work / ".git", origin) is None
+    (mirror / "HEAD").write_text("ref: refs/heads/unborn\n")
+    assert resolve(mirror) is None
+    (mirror / "HEAD").write_text("ref: ../../outside\n")
+    assert resolve(mirror) is None
+
+
+def test_origin_is_pointed_at_the_real_url_with_or_without_git(tmp_path: Path) -> None:
+    """After a clone from the mirror, origin is the real URL: written into the clone's
+    config by cgr (no process) when the file is as git writes it, else by `git remote
+    set-url` (a mirror path git would quote); git reads the same either way."""
+    from cgr_cli.run._git import _point_origin_at
+
+    url = "https://github.example/acme/widgets.git"
+    for name in ("plain", "with space"):
+        remote = tmp_path / name / "remote.git"
+        _git("init", "-q", "--bare", "-b", "main", str(remote))
+        _push_a_commit(remote, tmp_path / name / "seed", "a.txt")
+        git = Git(token=None, timeout=30, network_timeout=30)
+        mirror = tmp_path / name / "m.git"
+        git.ensure_mirror(f"file://{remote}", mirror)
+        work = tmp_path / name / "work"
+        git.clone(url, work, mirror=mirror, identity=ID)
+        assert _git("remote", "get-url", "origin", cwd=work) == url
+        assert _git("config", "--get-all", "remote.origin.url", cwd=work) == url
+        assert _git("config", "--local", "user.email", cwd=work) == ID.email
+    # The shortcut itself: done for the plain path, refused (nothing written) otherwise.
+    plain, spaced = tmp_path / "plain", tmp_path / "with space"
+    _git("remote", "set-url", "origin", str(plain / "m.git"), cwd=plain / "work")
+    assert _point_origin_at(plain / "work", plain / "m.git", url)
+    assert _git("remote", "get-url", "origin", cwd=plain / "work") == url
+    _git("remote", "set-url", "origin", str(spaced / "m.git"), cwd=spaced / "work")
+    before = (spaced / "work/.git/config").read_text()
+    assert not _point_origin_at(spaced / "work", spaced / "m.git", url)
+    assert (spaced / "work/.git/config").read_text() == before
+    assert not _point_origin_at(plain / "work", plain / "m.git", url)  # already pointed
+    assert not _point_origin_at(plain / "work", plain / "m.git", url + "\n[core]")

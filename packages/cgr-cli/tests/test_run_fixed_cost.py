@@ -56,7 +56,7 @@ def _cgr_git_commands(log: Path) -> list[tuple[int, str]]:
     return out
 
 
-def test_a_run_starts_seven_git_processes_before_its_agent(env: Env) -> None:
+def test_a_run_starts_four_git_processes_before_its_agent(env: Env) -> None:
     first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
     assert env.run(first) == 0  # creates the mirror
     log = _git_shim(env)
@@ -65,11 +65,12 @@ def test_a_run_starts_seven_git_processes_before_its_agent(env: Env) -> None:
     agent_started = max(int(p.stem) for p in (env.agent_state / "calls").glob("*.json"))
     commands = _cgr_git_commands(log)
     before = [name for ns, name in commands if ns < agent_started]
-    # mirror fetch; the default branch's commit and whether it has .github/cgr.toml or
-    # .cgr.toml (the repository's settings: one ls-tree for both); local clone; origin's
-    # URL; origin's refs; the branch.
-    assert before == ["fetch", "rev-parse", "ls-tree", "clone", "remote", "for-each-ref",
-                      "checkout"]  # fmt: skip
+    # mirror fetch; whether the default branch has .github/cgr.toml or .cgr.toml (the
+    # repository's settings: one ls-tree for both, at the commit read from the mirror's
+    # ref files); local clone; the branch. origin's URL is written into the clone's config
+    # by cgr (run/_git._point_origin_at), origin's refs are read from the clone's ref
+    # files (run/_ref_files.py).
+    assert before == ["fetch", "ls-tree", "clone", "checkout"]
     after = [name for ns, name in commands if ns >= agent_started]
     # commit what is left (add, anything staged?, commit), the new commits (HEAD and count
     # in one rev-list), the diff, the gate, the file list, then publish from a bare repository

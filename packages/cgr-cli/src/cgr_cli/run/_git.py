@@ -27,6 +27,7 @@ from pathlib import Path
 from cgr_cli._errors import GitError, RebaseConflictError
 from cgr_cli.config._load import FORBIDDEN_PASSTHROUGH
 from cgr_cli.run._git_retry import GitRetryPolicy, OutcomeUnknownError, retrying
+from cgr_cli.run._ref_files import read_refs
 
 # Variables that would make git talk to another repository or config than the one we name.
 _STRIP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
@@ -377,13 +378,21 @@ class Git:
             # file ... tmp_obj_..."). Clones share the mirror's lock; a fetch waits.
             with _mirror_lock(mirror, exclusive=False):
                 self.run(["clone", "--no-tags", *copy, *who, str(mirror), str(dest)])
-            self.run(["remote", "set-url", "origin", url], cwd=dest)
+            if not _point_origin_at(dest, mirror, url):
+                self.run(["remote", "set-url", "origin", url], cwd=dest)
         else:
             self.network(["clone", "--no-tags", *who, url, str(dest)],
                          prepare=lambda: _rmtree(dest))  # fmt: skip
 
     def remote_refs(self, repo: Path) -> RemoteRefs:
-        """origin's default branch and branch heads as the clone saw them (one process)."""
+        """origin's default branch and branch heads as the clone saw them: read from the
+        clone's ref files (run/_ref_files.py), or from one git process."""
+        found = read_refs(repo / ".git", _ORIGIN)
+        if found is not None:
+            values, symbolic = found
+            target = symbolic.get("HEAD", "")
+            origin_head = target.removeprefix(_ORIGIN) if target.startswith(_ORIGIN) else None
+            return RemoteRefs(origin_head, {k: v for k, v in values.items() if k != "HEAD"})
         done = self.run(
             ["for-each-ref", "--format=%(objectname) %(refname) %(symref)", _ORIGIN], cwd=repo
         )
@@ -563,6 +572,36 @@ def _mirror_lock(mirror: Path, *, exclusive: bool) -> Iterator[None]:
     with open(mirror.with_name(mirror.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
+
+
+_PLAIN_CONFIG_VALUE = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?[]@!$&'()*+,=%"
+)
+
+
+def _point_origin_at(repo: Path, mirror: Path, url: str) -> bool:
+    """``git remote set-url origin URL`` on a clone just made from ``mirror``, without a git
+    process: the one line git wrote (``url = <mirror>`` in ``[remote "origin"]``) rewritten.
+    False - and nothing written - unless the file is exactly as expected and both values
+    need no quoting in git's config syntax; the caller then asks git."""
+    config = repo / ".git" / "config"
+    values = (str(mirror), url)
+    if not all(v and set(v) <= _PLAIN_CONFIG_VALUE for v in values):
+        return False
+    try:
+        text = config.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    lines = text.split("\n")
+    section = [i for i, line in enumerate(lines) if line == '[remote "origin"]']
+    found = [i for i, line in enumerate(lines) if line == f"\turl = {mirror}"]
+    if len(section) != 1 or len(found) != 1 or found[0] != section[0] + 1:
+        return False
+    lines[found[0]] = f"\turl = {url}"
+    temporary = config.with_name("config.cgr-tmp")
+    temporary.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(temporary, config)  # whole or not at all, as git's own config.lock rename
+    return True
 
 
 def _rmtree(path: Path) -> None:

@@ -26,14 +26,19 @@ from cgr_cli.config._repo import (
     parse_repo_file,
 )
 from cgr_cli.run._git import Git, clone_url
+from cgr_cli.run._ref_files import resolve
 
 
 def read_repo_settings(git: Git, git_dir: Path, host: Config, *, rev: str = "HEAD") -> RepoSettings:
     """The settings for runs in the repository whose objects are in ``git_dir``: the host's
     configuration tightened by the file at ``rev`` (the default branch). Raises
     ``ConfigError`` (naming the file and key) when the file is invalid."""
-    sha = git.run(["rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], cwd=git_dir)
-    commit = sha.stdout.strip()
+    # The default branch's commit from the mirror's ref files (no process); git says it
+    # when they cannot (run/_ref_files.py), and why when there is none (an empty repository).
+    commit = resolve(git_dir, rev) if rev == "HEAD" else None
+    if commit is None:
+        sha = git.run(["rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], cwd=git_dir)
+        commit = sha.stdout.strip()
     found = _entries(git, git_dir, commit, REPO_FILE_PATHS)
     present = [p for p in REPO_FILE_PATHS if p in found]
     if not present:
