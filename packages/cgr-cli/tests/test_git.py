@@ -619,3 +619,57 @@ def test_origin_is_pointed_at_the_real_url_with_or_without_git(tmp_path: Path) -
     assert (spaced / "work/.git/config").read_text() == before
     assert not _point_origin_at(plain / "work", plain / "m.git", url)  # already pointed
     assert not _point_origin_at(plain / "work", plain / "m.git", url + "\n[core]")
+
+
+def test_a_mirror_fetch_of_named_branches_alone(tmp_path: Path, remote: Path) -> None:
+    """``only``: those branches (a name, a ``prefix*`` pattern) are fetched and pruned,
+    no other; such a fetch serves no other run (only a fetch of every branch is
+    recorded); a branch the remote no longer has falls back to fetching every branch;
+    a name a refspec could read otherwise is never put in one."""
+    from cgr_cli.run._git import covers, narrow_refspecs
+
+    lines: list[str] = []
+    git = Git(token=None, timeout=30, network_timeout=30, log=lines.append)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    _git("branch", "cgr/12-old", "main", cwd=remote)
+    _git("branch", "cgr/120-other", "main", cwd=remote)
+    assert git.ensure_mirror(url, mirror) is None  # created: every branch
+    pushed = _push_a_commit(remote, tmp_path / "seed2", "b.txt")
+    _git("branch", "-D", "cgr/12-old", cwd=remote)
+    _git("branch", "cgr/12-new", "main", cwd=remote)
+    _git("branch", "-D", "cgr/120-other", cwd=remote)
+    _git("branch", "elsewhere", "main", cwd=remote)
+    before = time.monotonic()
+    fresh = git.ensure_mirror(url, mirror, needed_since=before, only=["main", "cgr/12-*"])
+    assert fresh == ("main", "cgr/12-*")
+    heads = _git("for-each-ref", "--format=%(refname:short)", "refs/heads/", cwd=mirror).split()
+    # main moved, cgr/12-* pruned and added; cgr/120-other (gone) and elsewhere untouched.
+    assert sorted(heads) == ["cgr/12-new", "cgr/120-other", "main"]
+    assert _git("rev-parse", "main", cwd=mirror) == pushed
+    assert covers(fresh, "cgr/12-new")
+    assert covers(fresh, "main")
+    assert not covers(fresh, "cgr/120-other")
+    assert not covers(fresh, "elsewhere")
+    # It served no one else: a run that began before it still fetches every branch.
+    assert git.ensure_mirror(url, mirror, needed_since=before) is None
+    assert "elsewhere" in _git("for-each-ref", "--format=%(refname:short)", cwd=mirror).split()
+    # A default branch the remote lost (renamed): every branch instead.
+    count = sum(line.startswith("$ git fetch") for line in lines)
+    assert git.ensure_mirror(url, mirror, only=["trunk", "cgr/12-*"]) is None
+    assert sum(line.startswith("$ git fetch") for line in lines) == count + 2
+    assert any("fetching trunk, cgr/12-* alone failed" in line for line in lines)
+    # ...at once: a missing ref is final, whatever git prints after it.
+    from cgr_cli.run._git_retry import is_transient
+
+    missing = "fatal: couldn't find remote ref refs/heads/trunk\nfatal: the remote end hung up"
+    assert not is_transient(GitError("fetch", 128, missing))
+    assert is_transient(GitError("fetch", 128, "fatal: the remote end hung up unexpectedly"))
+    assert not any("retrying" in line or "transient" in line for line in lines)
+    # Names a refspec or refname could read otherwise: every branch.
+    assert narrow_refspecs(["main", "cgr/12-*"]) == [
+        "+refs/heads/main:refs/heads/main", "+refs/heads/cgr/12-*:refs/heads/cgr/12-*"
+    ]  # fmt: skip
+    for odd in ("a..b", "x:y", "+x", "-x", "a b", "x.lock", "a//b", "^x", "a*b", "", "x/"):
+        assert narrow_refspecs(["main", odd]) is None, odd
+    assert narrow_refspecs([]) is None

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -326,29 +327,127 @@ def test_a_claim_that_fails_beside_the_checkout_puts_the_run_back_to_queued(env:
         assert store.get_run(run.id).status.value == "succeeded"
 
 
-def test_runs_queued_together_share_one_mirror_fetch(env: Env) -> None:
-    """Two runs of one repository queued by one pass: the second begins after the first
-    fetched the mirror, a fetch that began after its row was written - so it fetches
+def _git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                          check=True).stdout  # fmt: skip
+
+
+def _git_refs(git_dir: Path) -> list[str]:
+    return _git("for-each-ref", "--format=%(refname)", cwd=git_dir).split()
+
+
+def _run_logs(env: Env) -> list[str]:
+    """The runs' logs, oldest run first."""
+    return [p.read_text() for p in sorted(env.workspace.glob("r-*/logs/run.log"))]
+
+
+def _uploads(env: Env) -> int:
+    """git fetches (and clones) the simulator has served a pack for."""
+    return sum(1 for r in env.sim.requests if r.method == "POST"
+               and r.path.endswith("/git-upload-pack"))  # fmt: skip
+
+
+def test_an_issue_runs_mirror_fetch_is_of_its_own_branches_alone(env: Env) -> None:
+    """An issue's run fetches the default branch and its own (``cgr/<n>-*``) into the
+    mirror, nothing else: another branch pushed meanwhile (another run's, a person's) is
+    not downloaded, so when neither of its branches moved the fetch asks the server for
+    nothing (no pack). A default branch that moved, and the issue's own branch from an
+    earlier run, are fetched and used."""
+    first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
+    assert env.run(first) == 0  # creates the mirror
+    env.sim.commit(REPO, "feature/elsewhere", {"x.txt": "x\n"}, start_point="main")
+    second = env.sim.create_issue(REPO, "Two", "", author="alice", labels=["ready"])
+    uploads = _uploads(env)
+    assert env.run(second) == 0
+    assert _uploads(env) == uploads  # no pack: neither main nor cgr/<second>-* had moved
+    mirror = env.workspace / ".mirrors" / "acme" / "widgets.git"
+    heads = set(_git_refs(mirror))
+    assert "refs/heads/feature/elsewhere" not in heads
+    assert "refs/heads/main" in heads
+    run_log = _run_logs(env)[-1]
+    assert (f"+refs/heads/main:refs/heads/main +refs/heads/cgr/{second}-*:"
+            f"refs/heads/cgr/{second}-*") in run_log  # fmt: skip
+    # main moves; the first issue is asked again: its branch (from the first run) and the
+    # new main come with the fetch, and the run continues that branch on the new main.
+    moved = env.sim.commit(REPO, "main", {"later.txt": "later\n"})
+    comment = env.sim.add_comment(REPO, first, f"@{env.sim.bot_login} once more", author="alice")
+    env.scenario("commits")  # new work on the branch, so it is pushed again
+    assert env.run(first, "--comment-id", str(comment)) == 0
+    branch = next(b for b in env.sim.branches(REPO) if b.startswith(f"cgr/{first}-"))
+    log = _git("log", "--format=%H", branch, cwd=env.sim.git_dir(REPO))
+    assert moved in log
+    assert "feature/elsewhere" not in set(_git_refs(mirror))
+
+
+def test_a_pull_requests_run_fetches_every_branch_and_runs_queued_together_share_it(
+    env: Env,
+) -> None:
+    """A run on a pull request needs its head branch, which the issue's pattern does not
+    name: it fetches every branch. Two such runs queued by one pass: the second begins
+    after the first fetched, a fetch that began after its row was written - so it fetches
     nothing more. A run queued after that fetch began fetches again."""
     from cgr_store import Run, RunKind, new_run_id
 
     first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
     assert env.run(first) == 0  # creates the mirror
-    numbers = [env.sim.create_issue(REPO, t, "", author="alice", labels=["ready"])
-               for t in ("Two", "Three", "Four")]  # fmt: skip
-    with env.store() as store:
-        two, three = (store.create_run(Run(id=new_run_id(), repo=REPO, target=n,
-                                           kind=RunKind.ISSUE)) for n in numbers[:2])  # fmt: skip
+    pulls = []
+    for name in ("two", "three", "four"):
+        env.sim.commit(REPO, f"feature/{name}", {f"{name}.txt": "x\n"}, start_point="main")
+        number = env.sim.create_pull_request(REPO, f"feature/{name}", name, author="alice")
+        comment = env.sim.add_comment(REPO, number, f"@{env.sim.bot_login} please",
+                                      author="alice")  # fmt: skip
+        pulls.append((number, comment))
+
+    def queued(number: int, comment: int) -> str:
+        with env.store() as store:
+            return store.create_run(
+                Run(
+                    id=new_run_id(),
+                    repo=REPO,
+                    target=number,
+                    kind=RunKind.PR_MENTION,
+                    trigger_id=str(comment),
+                )
+            ).id
+
+    two, three = (queued(*pull) for pull in pulls[:2])
     log = _git_shim(env)
-    assert env.run(numbers[0], "--run-id", two.id) == 0
-    assert env.run(numbers[1], "--run-id", three.id) == 0
-    with env.store() as store:
-        four = store.create_run(Run(id=new_run_id(), repo=REPO, target=numbers[2],
-                                    kind=RunKind.ISSUE))  # fmt: skip
-    assert env.run(numbers[2], "--run-id", four.id) == 0
+    for run_id, (number, comment) in zip((two, three), pulls, strict=False):
+        assert env.run(number, "--run-id", run_id, "--comment-id", str(comment)) == 0
+    four = queued(*pulls[2])
+    assert env.run(pulls[2][0], "--run-id", four, "--comment-id", str(pulls[2][1])) == 0
     mirror_fetches = [name for _ns, name in _cgr_git_commands(log) if name == "fetch"]
     # Each run's publish fetches its commit into its own bare repository (one fetch each);
-    # the mirror was fetched by the first and the third run only.
+    # the mirror was fetched by the first and the third run only, every branch.
     assert len(mirror_fetches) == 3 + 2
-    run_log = (env.workspace / three.id / "logs" / "run.log").read_text()
+    run_log = (env.workspace / three / "logs" / "run.log").read_text()
     assert "mirror: fetched by another run since this one began; not again" in run_log
+    assert "+refs/heads/*:refs/heads/*" in (env.workspace / two / "logs/run.log").read_text()
+
+
+def test_an_issue_run_whose_repository_names_another_prefix_fetches_every_branch(
+    env: Env,
+) -> None:
+    """The early fetch names the host's prefix; the repository's cgr.toml (read from the
+    just-fetched default branch) narrows it to ``cgr/bots``: the run's own branch is not
+    among the fetched ones, so every branch is fetched before the clone - its branch
+    from an earlier run is found and continued, not started afresh."""
+    env.sim.commit(REPO, "main", {".github/cgr.toml": '[branching]\nprefix = "cgr/bots"\n'})
+    first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
+    assert env.run(first) == 0  # creates the mirror: every branch
+    env.sim.commit(REPO, "feature/elsewhere", {"x.txt": "x\n"}, start_point="main")
+    comment = env.sim.add_comment(REPO, first, f"@{env.sim.bot_login} once more", author="alice")
+    env.scenario("commits")
+    assert env.run(first, "--comment-id", str(comment)) == 0
+    run_log = _run_logs(env)[-1]
+    narrow = f"+refs/heads/main:refs/heads/main +refs/heads/cgr/{first}-*:refs/heads/cgr/{first}-*"
+    assert narrow in run_log
+    assert "+refs/heads/*:refs/heads/*" in run_log.split(narrow, 1)[1]
+    mirror = env.workspace / ".mirrors" / "acme" / "widgets.git"
+    assert "refs/heads/feature/elsewhere" in set(_git_refs(mirror))
+    (branch,) = [b for b in env.sim.branches(REPO) if b.startswith("cgr/")]
+    assert branch.startswith(f"cgr/bots/{first}-")
+    log = _git("log", "--format=%s", branch, cwd=env.sim.git_dir(REPO))
+    # The second run's work (the agent's commit, cgr's of what it left) on the first's.
+    assert log.split("\n")[:3] == [f"cgr: One (#{first})", "agent: add committed.txt",
+                                   f"cgr: One (#{first})"]  # fmt: skip

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import subprocess
 import unicodedata
@@ -282,32 +283,62 @@ class Git:
 
     # -- repositories --------------------------------------------------------------------
 
-    def ensure_mirror(self, url: str, mirror: Path, *, needed_since: float | None = None) -> None:
-        """Create or refresh the bare mirror that work copies borrow objects from.
+    def ensure_mirror(
+        self,
+        url: str,
+        mirror: Path,
+        *,
+        needed_since: float | None = None,
+        only: Sequence[str] = (),
+    ) -> tuple[str, ...] | None:
+        """Create or refresh the bare mirror that work copies borrow objects from; the
+        branches it is now fresh for (names, or ``prefix*`` patterns), None for all.
 
         Runs of one repository start side by side (``cgr tick``, ``cgr daemon``): an flock
         on ``<mirror>.lock`` lets one create or fetch the mirror at a time (two clones
         into one ``.tmp`` or two fetches into one repository fail), while no run clones
         from it (:meth:`clone` holds the lock shared). With ``needed_since``
         (``time.monotonic()``: when the caller began to need the remote's state), a fetch
-        that began at or after it - another run's, done while this one waited for the
-        lock - is enough, and none is made (``_mirror_stamp``).
+        of every branch that began at or after it - another run's, done while this one
+        waited for the lock - is enough, and none is made (``_mirror_stamp``).
+
+        ``only``: the branches the caller needs (``main``, ``cgr/12-*``), fetched alone
+        (see ``narrow_refspecs``): other branches are neither downloaded nor pruned. A
+        fetch of them that git refuses (a branch no longer on the remote) falls back to
+        fetching every branch; an outage is raised, as for any fetch.
         """
         import time
 
+        from cgr_cli.run._git_retry import is_transient
         from cgr_cli.run._mirror_stamp import fetched_since, record_fetch
 
         with _mirror_lock(mirror, exclusive=True):
+            exists = (mirror / "HEAD").is_file()
             if (
                 needed_since is not None
-                and (mirror / "HEAD").is_file()
+                and exists
                 and fetched_since(mirror, int(needed_since * 1e9))
             ):
                 self._log("mirror: fetched by another run since this one began; not again")
-                return
+                return None
+            refspecs = narrow_refspecs(only) if exists else None
+            if refspecs:
+                try:
+                    self.network(["fetch", "--prune", "--no-tags", "--no-write-fetch-head",
+                                  url, *refspecs], cwd=mirror, settings=_MIRROR_FETCH)  # fmt: skip
+                except GitError as exc:
+                    if is_transient(exc):
+                        raise
+                    self._log(f"mirror: fetching {', '.join(only)} alone failed "
+                              f"(exit {exc.returncode}); fetching every branch")  # fmt: skip
+                else:
+                    self._keep_packed(mirror)
+                    return tuple(only)
             began = time.monotonic_ns()
             self._ensure_mirror(url, mirror)
+            # Only a fetch of every branch serves other runs (they need other branches).
             record_fetch(mirror, began)
+            return None
 
     def _ensure_mirror(self, url: str, mirror: Path) -> None:
         if (mirror / "HEAD").is_file():
@@ -572,6 +603,35 @@ def _mirror_lock(mirror: Path, *, exclusive: bool) -> Iterator[None]:
     with open(mirror.with_name(mirror.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
+
+
+_BRANCH_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]*\*?")
+
+
+def narrow_refspecs(branches: Sequence[str]) -> list[str] | None:
+    """Refspecs that fetch ``branches`` (names, or a ``prefix*`` pattern: git's refspec
+    glob) into the mirror under the same names; None - fetch every branch - for a name
+    this conservative check does not pass (any character a refspec or refname could
+    read otherwise, ``..``, ``//``, a ``.lock`` end)."""
+    if not branches:
+        return None
+    for name in branches:
+        if (
+            not _BRANCH_PATTERN.fullmatch(name)
+            or ".." in name
+            or "//" in name
+            or name.rstrip("*").endswith((".lock", "/", "."))
+        ):
+            return None
+    return [f"+refs/heads/{name}:refs/heads/{name}" for name in branches]
+
+
+def covers(fresh: Sequence[str] | None, branch: str) -> bool:
+    """Whether a mirror fetch fresh for ``fresh`` (``ensure_mirror``'s answer) covers
+    ``branch``."""
+    if fresh is None:
+        return True
+    return any(branch.startswith(p[:-1]) if p.endswith("*") else branch == p for p in fresh)
 
 
 _PLAIN_CONFIG_VALUE = frozenset(

@@ -64,13 +64,19 @@ class OutcomeUnknownError(GitError):
         super().__init__(command, check.returncode, f"{(check.output or '').rstrip()}\n{why}")
 
 
+# Final whatever else git prints after it (a missing ref is followed by "the remote end
+# hung up unexpectedly": git closing the connection, not the network failing).
+_FINAL = re.compile(r"couldn't find remote ref")
+
+
 def is_transient(error: GitError) -> bool:
     """Whether a failed network git command is worth repeating."""
     if isinstance(error, OutcomeUnknownError):
         return True
     if error.returncode is None:  # killed at its timeout: a stalled connection
         return True
-    return _TRANSIENT.search(error.output or "") is not None
+    output = error.output or ""
+    return _FINAL.search(output) is None and _TRANSIENT.search(output) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,13 +47,14 @@ from cgr_cli.run._agent_run import AgentRunner
 from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_diff
 from cgr_cli.run._commands import RepoCommands
 from cgr_cli.run._fence import Fence, claimed_elsewhere, lease_for
-from cgr_cli.run._git import Git, Identity, branch_name
+from cgr_cli.run._git import Git, Identity, branch_name, covers
 from cgr_cli.run._git import clone_url as _clone_url
 from cgr_cli.run._github_auth import RunCredentials, credentials
 from cgr_cli.run._host_session import host_local_session
 from cgr_cli.run._outbox import attempt_recorder, deliver_run, report_entries
 from cgr_cli.run._pick_up import pick_up
 from cgr_cli.run._prompt import PromptInput, ReviewComment, ThreadComment, build_prompt
+from cgr_cli.run._ref_files import head_branch
 from cgr_cli.run._repo_file import read_repo_settings
 from cgr_cli.run._report import Outcome, RunSummary, Texts, pr_section
 from cgr_cli.run._requeue import RELEASED, REQUEUED, requeue, transient_reason
@@ -119,6 +120,11 @@ class _Ctx:
     # The host's settings tightened by the repository's cgr.toml (read in step 2).
     repo: RepoSettings | None = None
     mirror: _Background | None = None  # the mirror fetch, started early by _run
+    # The branches that fetch made the mirror fresh for (None: all; see Git.ensure_mirror).
+    mirror_fresh: tuple[str, ...] | None = None
+    # Whether the run works on an issue (its own branch, from the base) rather than on a
+    # pull request's branch: its early mirror fetch can be of its two branches alone.
+    on_issue: bool = False
     claim: _Background | None = None  # the claim's GitHub writes, beside the checkout
     # When the run's row was written, on the clock of ``started`` (``_mirror_fresh_since``).
     row_written: float = 0.0
@@ -157,7 +163,7 @@ async def execute_run(
     failure is reported on GitHub and in the summary instead.
     """
     from cgr_cli.config._store import open_config_store
-    from cgr_store import FencingError
+    from cgr_store import FencingError, RunKind
 
     # The configured token, or a GitHub App installation's (minted now, for this repository,
     # and renewed by creds.keep_fresh for as long as the run lasts).
@@ -186,6 +192,7 @@ async def execute_run(
             bot = config.github.bot_login or creds.bot or await _whoami(gh)
             run = picked or await _create_or_pick_up(store, github, request, host=config.host_id)
             ctx = _new_ctx(config, request, run.id, creds.current(), bot, secrets=secrets)
+            ctx.on_issue = run.kind in (RunKind.ISSUE, RunKind.ISSUE_MENTION)
             ctx.agent_cli = agent_cli
             ctx.row_written = ctx.started - max(0.0, time.time() - run.created_at.timestamp())
             _follow_renewals(ctx, creds)
@@ -581,13 +588,36 @@ async def _run(
     # waits for it (``_prepare_checkout``). The mirror has its own lock (``ensure_mirror``).
     url = _clone_url(config.github.api_url, request.repo)
     ctx.mirror = _Background()
-    fetch = partial(_new_git(ctx, token).ensure_mirror, needed_since=_mirror_fresh_since(ctx))
+    fetch = partial(_new_git(ctx, token).ensure_mirror, needed_since=_mirror_fresh_since(ctx),
+                    only=_early_branches(ctx, ws))  # fmt: skip
+
+    async def early_fetch() -> None:
+        ctx.mirror_fresh = await _timed(ctx, "mirror", fetch, url, ws.mirror)
+
     async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            ctx.mirror.run,
-            lambda: _timed(ctx, "mirror", fetch, url, ws.mirror),
-        )
+        tg.start_soon(ctx.mirror.run, early_fetch)
         await _run_steps(ctx, store, github, token, environ, ws=ws)
+
+
+def _early_branches(ctx: _Ctx, ws: Workspace) -> list[str]:
+    """The branches an issue's run works with, as far as they are known before its thread
+    and its repository's settings are read: the mirror's default branch (the base, and
+    where the repository's cgr.toml is read), the host's configured base, and every branch
+    of the host's prefix for this issue (``cgr/12-*``: its slug follows the title). Fetched
+    alone, the mirror's fetch downloads neither other runs' branches nor anyone else's;
+    ``_prepare_checkout`` fetches every branch when the run turns out to need another
+    (a pull request's, a base or prefix its repository's settings name). Nothing known
+    (no mirror yet, a pull request's run): [] - every branch."""
+    if not ctx.on_issue:
+        return []
+    default = head_branch(ws.mirror)
+    if default is None:
+        return []
+    branching = ctx.config.branching
+    wanted = [default, f"{branching.prefix.strip('/')}/{ctx.request.number}-*"]
+    if branching.base not in ("default", default):
+        wanted.append(branching.base)
+    return wanted
 
 
 def _mirror_fresh_since(ctx: _Ctx) -> float:
@@ -1123,8 +1153,13 @@ async def _prepare_checkout(
         # After a wait for the checkout, fetch again: the run that held it has pushed since
         # (to the branch this run continues) and the early fetch predates that.
         fetch = partial(git.ensure_mirror, needed_since=time.monotonic())
-        await _timed(ctx, "mirror", fetch, url, ws.mirror)
+        ctx.mirror_fresh = await _timed(ctx, "mirror", fetch, url, ws.mirror)
     config = await _apply_repo_file(ctx, git, ws, thread)
+    if not _fetched_for(ctx, config, ws, thread):
+        # The early fetch was of the issue's branches alone, and this run needs another:
+        # every branch, as fresh as the early fetch would have been.
+        fetch = partial(git.ensure_mirror, needed_since=_mirror_fresh_since(ctx))
+        ctx.mirror_fresh = await _timed(ctx, "mirror", fetch, url, ws.mirror)
     await _timed(ctx, "workspace", ws.fresh_checkout)
     await _clone(ctx, config, git, ws, url)
     repo_dir = ws.checkout
@@ -1174,6 +1209,22 @@ async def _prepare_checkout(
     # configuration back before each command (run/_git_guard.py).
     git.guard(repo_dir)
     return _Work(branch, base, start_sha, lease, existing_pr)
+
+
+def _fetched_for(ctx: _Ctx, config: Config, ws: Workspace, thread: Thread) -> bool:
+    """Whether the mirror is fresh for every branch this run works with: the base (the
+    default branch, or the one its settings name) and its own (a pull request's head)."""
+    fresh = ctx.mirror_fresh
+    if fresh is None:
+        return True
+    if thread.pull is not None:
+        return False
+    base = config.branching.base
+    if base == "default":
+        base = head_branch(ws.mirror) or ""
+    title = str(thread.issue.get("title") or "")
+    branch = branch_name(config.branching.prefix, ctx.request.number, title)
+    return bool(base) and covers(fresh, base) and covers(fresh, branch)
 
 
 async def _clone(ctx: _Ctx, config: Config, git: Git, ws: Workspace, url: str) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["read_refs", "resolve"]
+__all__ = ["head_branch", "read_refs", "resolve"]
 
 _OBJECT_NAME = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _SYMREF = "ref: "
@@ -36,7 +36,7 @@ def _files_storage(git_dir: Path) -> bool:
 def _loose(git_dir: Path, name: str) -> str | None:
     """A loose ref's content (an object name or ``ref: …``), None when there is none."""
     try:
-        return (git_dir / name).read_text(encoding="ascii").strip()
+        return (git_dir / name).read_text(encoding="utf-8").strip()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
 
@@ -109,3 +109,14 @@ def resolve(git_dir: Path, name: str = "HEAD") -> str | None:
             continue
         return content if _OBJECT_NAME.fullmatch(content) else None
     return None
+
+
+def head_branch(git_dir: Path) -> str | None:
+    """The branch ``HEAD`` names (``main`` for ``ref: refs/heads/main``); None when it is
+    not a branch or only git can tell."""
+    if not _files_storage(git_dir):
+        return None
+    content = _loose(git_dir, "HEAD")
+    if content is None or not content.startswith(_SYMREF + "refs/heads/"):
+        return None
+    return content.removeprefix(_SYMREF + "refs/heads/") or None
