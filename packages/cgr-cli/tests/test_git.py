@@ -46,6 +46,18 @@ def _push_a_commit(remote: Path, clone: Path, name: str) -> str:
     return _git("rev-parse", "HEAD", cwd=clone)
 
 
+def _mirror_and_clone(tmp_path: Path, remote: Path) -> tuple[Git, str, Path, Path]:
+    """A mirror of ``remote`` and a work copy cloned from it, as a run makes them: the
+    git layer, the remote's URL, the mirror, the work copy."""
+    git = Git(token=None, timeout=30, network_timeout=30)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    git.ensure_mirror(url, mirror)
+    work = tmp_path / "work"
+    git.clone(url, work, mirror=mirror, identity=ID)
+    return git, url, mirror, work
+
+
 def test_token_only_in_the_environment_of_network_commands() -> None:
     with_token = git_env("tkn-123456", {"PATH": "/bin", "GIT_DIR": "/x", "GIT_CONFIG_COUNT": "5"})
     assert with_token["GIT_CONFIG_COUNT"] == "1"
@@ -347,12 +359,7 @@ def test_publish_pushes_the_commit_it_is_given_not_a_moved_head(
 ) -> None:
     """The secret gate reads the new commits up to a sha; a process the agent left behind
     could move HEAD after that. The push takes the gated commit by its sha, never HEAD."""
-    git = Git(token=None, timeout=30, network_timeout=30)
-    url = f"file://{remote}"
-    mirror = tmp_path / "m.git"
-    git.ensure_mirror(url, mirror)
-    work = tmp_path / "work"
-    git.clone(url, work, mirror=mirror, identity=ID)
+    git, url, mirror, work = _mirror_and_clone(tmp_path, remote)
     git.checkout_new(work, "cgr/2-x", "origin/main")
     (work / "gated.txt").write_text("read by the gate\n")
     git.commit_all(work, "gated")
@@ -567,12 +574,7 @@ def test_ref_files_leave_to_git_what_they_do_not_know(tmp_path: Path, remote: Pa
     (None), and cgr asks git as before - its answers unchanged."""
     from cgr_cli.run._ref_files import read_refs, resolve
 
-    git = Git(token=None, timeout=30, network_timeout=30)
-    url = f"file://{remote}"
-    mirror = tmp_path / "m.git"
-    git.ensure_mirror(url, mirror)
-    work = tmp_path / "work"
-    git.clone(url, work, mirror=mirror, identity=ID)
+    git, _url, mirror, work = _mirror_and_clone(tmp_path, remote)
     origin = "refs/remotes/origin/"
     expected = git.remote_refs(work)
     (work / ".git/reftable").mkdir()  # (git itself, with files storage, ignores it)
