@@ -144,6 +144,7 @@ def test_a_process_whose_run_was_claimed_after_its_pick_up_stops_and_writes_noth
     status written by it would end the other process's run."""
     from cgr_cli.config._load import load_config
     from cgr_cli.run._pipeline import run_sync
+    from cgr_cli.run._workspace import Workspace
     from cgr_cli.schedule._runs import request_for
     from cgr_exec import ProcessIdentity
     from cgr_store import RunStatus
@@ -156,6 +157,11 @@ def test_a_process_whose_run_was_claimed_after_its_pick_up_stops_and_writes_noth
         claimed = store.get_run(run_id)
         events = len(store.events(run_id))
     config, _ = load_config(env.config_path)
+    # The run's directory, which the two processes share: the other's summary is there.
+    ws = Workspace.for_run(config.workspace_root, run_id, REPO, number)
+    ws.create()
+    theirs = ws.artifacts / "summary.json"
+    theirs.write_text('{"status": "running"}')
     # This process's view from its pick-up: the run still queued.
     snapshot = claimed.__class__(**{**_fields(claimed), "status": RunStatus.QUEUED})
     summary = run_sync(config, request_for(snapshot), picked_up=snapshot)
@@ -170,6 +176,10 @@ def test_a_process_whose_run_was_claimed_after_its_pick_up_stops_and_writes_noth
     assert env.sim.comments(REPO, number) == []
     assert set(env.sim.issue(REPO, number).labels) == {"ready"}
     assert env.calls() == []
+    # Its directory is left to the other: no summary over theirs, no cleanup under it
+    # (the configuration's policy deletes a run's directory at its end).
+    assert theirs.read_text() == '{"status": "running"}'
+    assert ws.run_dir.is_dir()
 
 
 def _fields(run: Any) -> dict[str, Any]:

@@ -29,23 +29,28 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from cgr_store import FencingError
+
 if TYPE_CHECKING:
-    from cgr_store import FencingError, HostLease, Store
+    from cgr_store import HostLease, Store
 
 
-def claimed_elsewhere(run_id: str, status: str) -> FencingError:
-    """The refusal of a claim the run's row no longer allows (it is ``status``): another
+class ClaimedElsewhere(FencingError):
+    """The run's claim was refused: the row no longer allowed it (it is ``status``), another
     process on this host claimed the run first. A scheduler hands a queued run to one
     process; two get it only through a stale record of which process runs it, and then
-    the one that claimed first is the run's, and the other must not touch it - not even
-    to record that it stopped (a terminal status written here would end the other's run).
-    """
-    from cgr_store import FencingError
+    the one that claimed first is the run's, and the other must not touch it - not its
+    row (a terminal status written here would end the other's run), not GitHub, and not
+    the run's directory, which the two share (no summary written over the other's, no
+    cleanup under it)."""
 
-    return FencingError(
-        f"run {run_id!r} is {status}: another process claimed it first; this one stopped "
-        "without doing anything"
-    )
+    def __init__(self, run_id: str, status: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(
+            f"run {run_id!r} is {status}: another process claimed it first; this one "
+            "stopped without doing anything"
+        )
 
 
 class Fence:

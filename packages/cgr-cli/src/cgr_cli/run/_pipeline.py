@@ -46,7 +46,7 @@ from cgr_cli.run._agent_release import release_cache_path
 from cgr_cli.run._agent_run import AgentRunner
 from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_diff
 from cgr_cli.run._commands import RepoCommands
-from cgr_cli.run._fence import Fence, claimed_elsewhere, lease_for
+from cgr_cli.run._fence import ClaimedElsewhere, Fence, lease_for
 from cgr_cli.run._git import Git, Identity, branch_name, covers
 from cgr_cli.run._git import clone_url as _clone_url
 from cgr_cli.run._github_auth import RunCredentials, credentials
@@ -1086,7 +1086,7 @@ def _claim(ctx: _Ctx, store: Store, thread: Thread) -> bool:
         if ctx.fence is not None:  # claimed by our fleet host (claim_next): still ours?
             ctx.fence.check()
     elif status is not RunStatus.QUEUED:
-        raise claimed_elsewhere(ctx.run_id, status.value)
+        raise ClaimedElsewhere(ctx.run_id, status.value)
     else:
         # The claim names this process (atomically with it): from here on the reaper judges
         # the run by the process that does it, whatever a scheduler records afterwards.
@@ -1096,7 +1096,7 @@ def _claim(ctx: _Ctx, store: Store, thread: Thread) -> bool:
                              lease=ctx.lease, pid=me.pid,
                              process_start_time=float(me.start_time))  # fmt: skip
         except IllegalTransition as exc:  # claimed (or ended) by another since the read
-            raise claimed_elsewhere(ctx.run_id, exc.from_status) from None
+            raise ClaimedElsewhere(ctx.run_id, exc.from_status) from None
     ctx.claimed = True
     return True
 
@@ -1470,7 +1470,7 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
     """Terminal status with its report (labels, final comment) in the outbox, then the
     report sent, summary, cleanup: each step on its own, so one failing (GitHub down) does
     not keep the others from happening; an unsent report stays pending for a later pass."""
-    config, s = ctx.config, ctx.summary
+    s = ctx.summary
     s.duration_s = round(time.monotonic() - ctx.started, 3)
     s.timings = dict(ctx.timings)
     s.status = ctx.status
@@ -1495,23 +1495,31 @@ async def _finish(ctx: _Ctx, store: Store, github: RunGitHub) -> None:
         except Exception:
             ctx.log.exception("delivering the report failed; a later pass sends it")
     if ctx.ws is not None:
-        try:
-            write_summary(ctx.ws, s, ctx.redact)
-            ws, policy = ctx.ws, config.cleanup.policy
-
-            def close() -> None:
-                if uses_account(config):  # the agent's account reaches none of it now
-                    take_back([ws.checkout, ws.run_dir / "tmp"], config.workspace_root)
-                cleanup(ws, policy)
-
-            done = await anyio.to_thread.run_sync(while_unlocked, ws.lock, close)
-            if not done:
-                ctx.log.info("cleanup skipped: another run works in the checkout now")
-        except Exception:
-            ctx.log.exception("artifacts/cleanup failed")
+        if not isinstance(ctx.fence and ctx.fence.lost, ClaimedElsewhere):
+            await _close_workspace(ctx, ctx.ws)
         for handler in list(ctx.log.handlers):
             handler.close()
             ctx.log.removeHandler(handler)
+
+
+async def _close_workspace(ctx: _Ctx, ws: Workspace) -> None:
+    """The summary written, the checkout given back and cleaned up (its policy); not for a
+    process that stopped because another claimed its run: the directory is that one's."""
+    config, s = ctx.config, ctx.summary
+    try:
+        write_summary(ws, s, ctx.redact)
+        policy = config.cleanup.policy
+
+        def close() -> None:
+            if uses_account(config):  # the agent's account reaches none of it now
+                take_back([ws.checkout, ws.run_dir / "tmp"], config.workspace_root)
+            cleanup(ws, policy)
+
+        done = await anyio.to_thread.run_sync(while_unlocked, ws.lock, close)
+        if not done:
+            ctx.log.info("cleanup skipped: another run works in the checkout now")
+    except Exception:
+        ctx.log.exception("artifacts/cleanup failed")
 
 
 def _final_report(ctx: _Ctx) -> list[OutboxEntry]:
