@@ -668,6 +668,15 @@ def test_a_mirror_fetch_of_named_branches_alone(tmp_path: Path, remote: Path) ->
     assert not is_transient(GitError("fetch", 128, missing))
     assert is_transient(GitError("fetch", 128, "fatal: the remote end hung up unexpectedly"))
     assert not any("retrying" in line or "transient" in line for line in lines)
+    # The last fetch of every branch is more than an hour old: every branch again, so
+    # that branches deleted on GitHub leave the mirror (here: `elsewhere`).
+    _git("branch", "-D", "elsewhere", cwd=remote)
+    stamp = tmp_path / "m.git.fetched"
+    boot, _ = stamp.read_text().split()
+    stamp.write_text(f"{boot} {time.monotonic_ns() - int(3601 * 1e9)}\n")
+    assert git.ensure_mirror(url, mirror, only=["main", "cgr/12-*"]) is None
+    assert "elsewhere" not in _git("for-each-ref", "--format=%(refname:short)", cwd=mirror)
+    assert git.ensure_mirror(url, mirror, only=["main", "cgr/12-*"]) == ("main", "cgr/12-*")
     # Names a refspec or refname could read otherwise: every branch.
     assert narrow_refspecs(["main", "cgr/12-*"]) == [
         "+refs/heads/main:refs/heads/main", "+refs/heads/cgr/12-*:refs/heads/cgr/12-*"

@@ -305,7 +305,11 @@ class Git:
         ``only``: the branches the caller needs (``main``, ``cgr/12-*``), fetched alone
         (see ``narrow_refspecs``): other branches are neither downloaded nor pruned. A
         fetch of them that git refuses (a branch no longer on the remote) falls back to
-        fetching every branch; an outage is raised, as for any fetch.
+        fetching every branch; an outage is raised, as for any fetch. Every branch is
+        fetched all the same when the last such fetch is older than
+        ``MIRROR_FULL_FETCH_SECONDS`` (or unknown): branches deleted on GitHub leave the
+        mirror (and the clones made from it) within that time, and their objects with the
+        mirror's housekeeping.
         """
         import time
 
@@ -321,7 +325,8 @@ class Git:
             ):
                 self._log("mirror: fetched by another run since this one began; not again")
                 return None
-            refspecs = narrow_refspecs(only) if exists else None
+            recent = time.monotonic_ns() - int(MIRROR_FULL_FETCH_SECONDS * 1e9)
+            refspecs = narrow_refspecs(only) if exists and fetched_since(mirror, recent) else None
             if refspecs:
                 try:
                     self.network(["fetch", "--prune", "--no-tags", "--no-write-fetch-head",
@@ -588,6 +593,9 @@ _MIRROR_FETCH = ("protocol.version=0", "gc.autoDetach=false", "maintenance.autoD
                  "fetch.unpackLimit=1")  # fmt: skip
 # More packs than this after a fetch: roll the small ones together (Git._keep_packed).
 _MIRROR_MAX_PACKS = 4
+MIRROR_FULL_FETCH_SECONDS = 3600.0
+"""How long fetches of a run's own branches alone may follow the mirror's last fetch of
+every branch (``Git.ensure_mirror``)."""
 # Over v0 a small clone is unpacked into loose objects, each of which every local clone
 # would copy as a file of its own: the first clone keeps its pack, as over v2.
 _MIRROR_CLONE = ("protocol.version=0", "fetch.unpackLimit=1")
