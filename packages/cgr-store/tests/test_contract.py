@@ -19,6 +19,7 @@ from cgr_store import (
     PostgresStore,
     ProcessedTrigger,
     Run,
+    RunChanged,
     RunExists,
     RunKind,
     RunNotFound,
@@ -251,6 +252,28 @@ def test_an_event_recorded_without_waiting_for_the_disk_is_history_all_the_same(
         store.record_event("r-nope", "x", durable=False)
     if isinstance(store, PostgresStore):  # SET LOCAL: that transaction only
         assert setting() == "on"
+
+
+def test_update_run_with_expect_is_a_compare_and_set(store: Store) -> None:
+    """``expect``: the fields the run must still have, checked in the write's transaction;
+    a run that changed is not written (RunChanged names the field), an unknown field is
+    refused before anything is read."""
+    run = store.create_run(make_run())
+    store.update_run(run.id, pid=7, process_start_time=1.0)
+    updated = store.update_run(
+        run.id, expect={"status": RunStatus.QUEUED, "pid": 7}, pid=None, process_start_time=None
+    )
+    assert (updated.pid, updated.process_start_time) == (None, None)
+    with pytest.raises(RunChanged) as info:
+        store.update_run(run.id, expect={"status": RunStatus.QUEUED, "pid": 7}, pid=8)
+    assert (info.value.field, info.value.expected, info.value.actual) == ("pid", 7, None)
+    store.transition(run.id, RunStatus.CLAIMED, pid=9)
+    with pytest.raises(RunChanged) as info:
+        store.update_run(run.id, expect={"status": RunStatus.QUEUED}, pid=10)
+    assert info.value.field == "status"
+    assert store.get_run(run.id).pid == 9  # nothing written by the refused updates
+    with pytest.raises(InvalidUpdate):
+        store.update_run(run.id, expect={"nonsense": 1}, pid=10)
 
 
 def test_update_run_sets_only_non_status_fields(store: Store) -> None:

@@ -104,6 +104,21 @@ class RunNotFound(StoreError):
         super().__init__(f"no run with id {run_id!r}")
 
 
+class RunChanged(StoreError):
+    """A conditional update (``update_run(..., expect=...)``) found the run no longer as the
+    caller last read it; nothing was written."""
+
+    def __init__(self, run_id: str, field: str, expected: object, actual: object) -> None:
+        self.run_id = run_id
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"run {run_id!r} changed: its {field} is {actual!r}, not {expected!r}; "
+            "nothing was written"
+        )
+
+
 class OutboxItemNotFound(StoreError):
     """No outbox item has this id."""
 

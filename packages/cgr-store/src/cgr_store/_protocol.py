@@ -7,7 +7,7 @@ directly. Async code calls them through a worker thread, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -60,9 +60,18 @@ class Store(Protocol):
         stamped with the lease's host and epoch (a claim binds it to the host)."""
         ...
 
-    def update_run(self, run_id: str, *, lease: HostLease | None = None, **fields: Any) -> Run:
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        lease: HostLease | None = None,
+        expect: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> Run:
         """Set non-status fields (pid, branch, pr_number, cost_usd, ...). Raises InvalidUpdate;
-        with ``lease``, fenced as transition()."""
+        with ``lease``, fenced as transition(). ``expect``: fields (``status`` too) the run
+        must still have, checked in the same transaction as the write - else RunChanged
+        and nothing is written (a compare-and-set: who runs a run is decided this way)."""
         ...
 
     def heartbeat(

@@ -28,7 +28,7 @@ unchanged (copy_store).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -41,6 +41,7 @@ from ._errors import (
     InvalidUpdate,
     LeaseLost,
     OutboxItemNotFound,
+    RunChanged,
     RunExists,
     RunNotFound,
     RunOwnedElsewhere,
@@ -297,13 +298,26 @@ class SQLStore:
 
         return self._write(body)
 
-    def update_run(self, run_id: str, *, lease: HostLease | None = None, **fields: Any) -> Run:
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        lease: HostLease | None = None,
+        expect: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> Run:
         self._check_fields(fields)
+        for name in expect or {}:
+            if name not in Run.__struct_fields__:
+                raise InvalidUpdate(name, "expect names a field runs do not have")
 
         def body(conn: Conn) -> Run:
             current = self._load(conn, run_id, lock=True)
             if lease is not None:
                 self._check_fence(conn, current, lease)
+            for name, value in (expect or {}).items():
+                if getattr(current, name) != value:
+                    raise RunChanged(run_id, name, value, getattr(current, name))
             updated = validated(msgspec.structs.replace(current, **fields))
             self._save(conn, current, updated)
             return updated
