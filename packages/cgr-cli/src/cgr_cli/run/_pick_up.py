@@ -23,7 +23,7 @@ def pick_up(store: Store, run_id: str, host: str, *, lease: HostLease | None = N
     ``lease``: the fleet lease it was claimed under (a superseded one raises
     ``cgr_store.FencingError``: see run/_fence.py)."""
     from cgr_exec import ProcessIdentity
-    from cgr_store import RunNotFound, RunStatus
+    from cgr_store import RunChanged, RunNotFound, RunStatus
 
     try:
         if lease is not None:
@@ -39,9 +39,12 @@ def pick_up(store: Store, run_id: str, host: str, *, lease: HostLease | None = N
     if run.status != RunStatus.QUEUED and not claimed_for_us:
         raise RunNotFoundError(run_id, f"is {run.status}, not queued")
     me = ProcessIdentity.current()
-    run = store.update_run(
-        run.id, lease=lease, host=host, pid=me.pid, process_start_time=float(me.start_time)
-    )
+    try:
+        # Still as read (a compare-and-set): a run claimed or ended meanwhile is not ours.
+        run = store.update_run(run.id, lease=lease, expect={"status": run.status}, host=host,
+                               pid=me.pid, process_start_time=float(me.start_time))  # fmt: skip
+    except RunChanged as changed:
+        raise RunNotFoundError(run_id, f"is {changed.actual}, not queued") from None
     # The reaper judges silence from here on, not from created_at.
     store.heartbeat(run.id, lease=lease)
     return run

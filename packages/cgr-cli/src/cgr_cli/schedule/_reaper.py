@@ -180,20 +180,21 @@ def _orphan_back_to_waiting(store: Store, run: Run, now: datetime) -> bool:
     ended: a run that had been claimed before has its claim standing on GitHub (labels, the
     status comment), which a silent end would leave saying "in progress" for ever. True if
     it was given back (once the row has named no live process for ORPHANED_AFTER_SECONDS)."""
-    from cgr_store import IllegalTransition, RunNotFound, RunStatus
+    from cgr_store import RunChanged, RunNotFound, RunStatus
 
     handed = run.heartbeat_at or run.created_at
     if (now - handed).total_seconds() < ORPHANED_AFTER_SECONDS:
         return False  # a later pass decides: a live child may be about to name itself
     try:
-        current = store.get_run(run.id)
-        if current.status is not RunStatus.QUEUED or current.pid != run.pid:
-            return False  # taken up meanwhile
-        store.update_run(run.id, pid=None, process_start_time=None, heartbeat_at=None)
+        # Only the row as judged (a compare-and-set): one taken up meanwhile is left be.
+        same = {"status": RunStatus.QUEUED, "pid": run.pid,
+                "process_start_time": run.process_start_time}  # fmt: skip
+        store.update_run(run.id, expect=same, pid=None, process_start_time=None,
+                         heartbeat_at=None)  # fmt: skip
         store.record_event(
             run.id, f"back to the queue: its process (pid {run.pid}) ended before the claim"
         )
-    except (IllegalTransition, RunNotFound):
+    except (RunChanged, RunNotFound):
         return False
     log.info("run %s: its process (pid %s) is gone before the claim; queued again",
              run.id, run.pid)  # fmt: skip

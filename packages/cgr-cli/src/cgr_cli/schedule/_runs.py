@@ -126,13 +126,14 @@ def record_child(
     A fleet's run is claimed (claim_next) before its child starts, under the lease."""
     from cgr_store import RunStatus, StoreError
 
-    with contextlib.suppress(StoreError):
+    with contextlib.suppress(StoreError):  # RunChanged too: taken on meanwhile
         row = store.get_run(run_id)
         named_by_us = row.status is RunStatus.QUEUED and row.pid in (os.getpid(), identity.pid)
         if lease is None and not named_by_us:
             return
-        store.update_run(
-            run_id, lease=lease, pid=identity.pid, process_start_time=float(identity.start_time)
-        )
+        # The row as read, or nothing (a compare-and-set): read and write are one decision.
+        expect = {"status": row.status, "pid": row.pid} if lease is None else None
+        store.update_run(run_id, lease=lease, expect=expect, pid=identity.pid,
+                         process_start_time=float(identity.start_time))  # fmt: skip
         # A fresh beat with the new owner: an old retried row is not mistaken for a hung run.
         store.heartbeat(run_id, lease=lease)
