@@ -46,6 +46,7 @@ def _preclaim_failure(store: Store, run: Run) -> bool | None:
     """True: the run ended failed/cancelled/timed_out and was never claimed (it counts).
     False: it says the issue can be worked on (claimed at some point, or succeeded, or
     another terminal outcome): the streak ends here. None: still active (ignored)."""
+    from cgr_cli.schedule._runs import ever_claimed
     from cgr_store import RunStatus
 
     if not run.status.is_terminal:
@@ -55,7 +56,7 @@ def _preclaim_failure(store: Store, run: Run) -> bool | None:
     # A claim is a real outcome: the pipeline then owns the labels (needs-human on
     # failure) and the issue is not retried by discovery anyway. Only runs that never
     # reached the claim leave `ready` in place and loop.
-    return not any(e.to_status is RunStatus.CLAIMED for e in store.events(run.id))
+    return not ever_claimed(store, run.id)
 
 
 def preclaim_backoffs(

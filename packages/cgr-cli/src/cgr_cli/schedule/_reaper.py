@@ -28,7 +28,7 @@ from cgr_cli.config._model import Config
 from cgr_cli.schedule._deliver import deliver_pending
 from cgr_cli.schedule._deliver import log as delivery_log
 from cgr_cli.schedule._github import GitHubSession
-from cgr_cli.schedule._runs import run_identity, waiting_for_scheduler
+from cgr_cli.schedule._runs import ever_claimed, run_identity, waiting_for_scheduler
 
 if TYPE_CHECKING:
     from cgr_cli.run._report import RunSummary
@@ -105,7 +105,7 @@ async def end_run(
     silent = (
         run.status is RunStatus.QUEUED
         and run.trigger_id is None
-        and not any(e.to_status is RunStatus.CLAIMED for e in store.events(run.id))
+        and not ever_claimed(store, run.id)
     )
     summary = summary_from_run(run, status=status.value, outcome=outcome, error=error)
     if pr is not None:

@@ -46,6 +46,14 @@ def waiting_for_scheduler(run: Run) -> bool:
     return run.status is RunStatus.QUEUED and run.pid is None
 
 
+def ever_claimed(store: Store, run_id: str) -> bool:
+    """Whether the run was claimed at some point (its history has a move to ``claimed``):
+    its claim then stands on GitHub even if it is queued again now."""
+    from cgr_store import RunStatus
+
+    return any(e.to_status is RunStatus.CLAIMED for e in store.events(run_id))
+
+
 def occupied(store: Store, host: str) -> list[Run]:
     """Active runs of ``host`` that hold a slot: their process is alive."""
     return [run for run in store.active_runs(host=host) if process_alive(run)]
@@ -119,20 +127,17 @@ def record_child(
     """The run's row now names the child that runs it (the child writes the same);
     ``lease``: the fleet host's, which claimed it (the write is fenced).
 
-    On one host (no lease), only while the row is still queued and names this scheduler
-    (or the child already): the child may have claimed it by now (its claim names it), or
+    On one host (no lease), only while the row is still queued and names this scheduler:
+    the child may have claimed it by now (its claim names it), or
     given it back to the queue, where another scheduler may have handed it to another
     process - naming the first child there would make a live run look dead to the reaper.
     A fleet's run is claimed (claim_next) before its child starts, under the lease."""
     from cgr_store import RunStatus, StoreError
 
-    with contextlib.suppress(StoreError):  # RunChanged too: taken on meanwhile
-        row = store.get_run(run_id)
-        named_by_us = row.status is RunStatus.QUEUED and row.pid in (os.getpid(), identity.pid)
-        if lease is None and not named_by_us:
-            return
-        # The row as read, or nothing (a compare-and-set): read and write are one decision.
-        expect = {"status": row.status, "pid": row.pid} if lease is None else None
+    # One compare-and-set (RunChanged, a StoreError, when the row moved on). A row the
+    # child already names needs nothing: its pick-up wrote the same and beat.
+    expect = {"status": RunStatus.QUEUED, "pid": os.getpid()} if lease is None else None
+    with contextlib.suppress(StoreError):
         store.update_run(run_id, lease=lease, expect=expect, pid=identity.pid,
                          process_start_time=float(identity.start_time))  # fmt: skip
         # A fresh beat with the new owner: an old retried row is not mistaken for a hung run.

@@ -32,7 +32,7 @@ from cgr_cli.config._store import is_fleet
 from cgr_cli.schedule._github import open_github
 from cgr_cli.schedule._locks import tick_locks
 from cgr_cli.schedule._plan import PassReport, plan_first_pending, plan_pass
-from cgr_cli.schedule._runs import free_slots, record_child, request_for
+from cgr_cli.schedule._runs import ever_claimed, free_slots, record_child, request_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -205,13 +205,12 @@ def _next_in_slot(config: Config, *, after: str, repos: list[str]) -> tuple[Run 
 
     from cgr_cli._errors import CgrError
     from cgr_cli.config._store import open_config_store
-    from cgr_store import RunStatus
 
     try:
         # No whole-file check (it reads every page: 25 ms at 13 MB, at every job this child
         # takes): the tick that forked this child made it, and every tick makes it again.
         with tick_locks(config, wait=10.0), open_config_store(config, quick_check=False) as store:
-            if not any(e.to_status is RunStatus.CLAIMED for e in store.events(after)):
+            if not ever_claimed(store, after):
                 return None, []
             # The one slot's next job is the first pending repository's (``repos`` is in
             # the order passes take jobs): its three lists are read, not every pending
