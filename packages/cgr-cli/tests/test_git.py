@@ -684,3 +684,48 @@ def test_a_mirror_fetch_of_named_branches_alone(tmp_path: Path, remote: Path) ->
     for odd in ("a..b", "x:y", "+x", "-x", "a b", "x.lock", "a//b", "^x", "a*b", "", "x/"):
         assert narrow_refspecs(["main", odd]) is None, odd
     assert narrow_refspecs([]) is None
+
+
+def test_a_mirror_whose_named_branches_are_as_on_the_remote_is_not_fetched(
+    tmp_path: Path, remote: Path
+) -> None:
+    """``remote_heads`` (what GitHub's API says the named branches point at): when the
+    mirror's branches under those names are exactly those - the same commits, none more
+    (a branch deleted on the remote), none fewer (one created) - no git process runs;
+    otherwise they are fetched as without it."""
+    from cgr_cli.run._git import mirror_holds
+
+    lines: list[str] = []
+    git = Git(token=None, timeout=30, network_timeout=30, log=lines.append)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    _git("branch", "cgr/12-old", "main", cwd=remote)
+    _git("branch", "cgr/120-other", "main", cwd=remote)
+    assert git.ensure_mirror(url, mirror) is None  # created: every branch
+    _git("pack-refs", "--all", cwd=mirror)  # read from packed-refs as from loose refs
+    main = _git("rev-parse", "main", cwd=remote)
+    only = ["main", "cgr/12-*"]
+    same = {"main": main, "cgr/12-old": main, "elsewhere": "0" * 40}  # others: ignored
+    assert mirror_holds(mirror, only, same)
+    fetches = sum(line.startswith("$ git") for line in lines)
+    assert git.ensure_mirror(url, mirror, only=only, remote_heads=same) == tuple(only)
+    assert sum(line.startswith("$ git") for line in lines) == fetches  # no git at all
+    assert lines[-1] == "mirror: main, cgr/12-* as on the remote; nothing to fetch"
+    # Each difference is a fetch: a moved branch, a deleted one, a new one.
+    pushed = _push_a_commit(remote, tmp_path / "seed2", "b.txt")
+    for remote_heads in (
+        {"main": pushed, "cgr/12-old": main},
+        {"main": main},
+        {"main": main, "cgr/12-old": main, "cgr/12-new": main},
+    ):
+        assert not mirror_holds(mirror, only, remote_heads), remote_heads
+    moved = {"main": pushed, "cgr/12-old": main}
+    assert git.ensure_mirror(url, mirror, only=only, remote_heads=moved) == tuple(only)
+    assert [line.split()[2] for line in lines[fetches:] if line.startswith("$ git")] == ["fetch"]
+    assert _git("rev-parse", "main", cwd=mirror) == pushed
+    assert git.ensure_mirror(url, mirror, only=only, remote_heads=moved) == tuple(only)
+    assert lines[-1] == "mirror: main, cgr/12-* as on the remote; nothing to fetch"
+    # Only what git can tell: a symbolic ref among the named branches is never "the same".
+    (mirror / "refs" / "heads" / "cgr").mkdir(parents=True, exist_ok=True)
+    (mirror / "refs" / "heads" / "cgr" / "12-link").write_text("ref: refs/heads/main\n")
+    assert not mirror_holds(mirror, only, {"main": pushed, "cgr/12-link": pushed})

@@ -57,21 +57,27 @@ def _cgr_git_commands(log: Path) -> list[tuple[int, str]]:
     return out
 
 
-def test_a_run_starts_four_git_processes_before_its_agent(env: Env) -> None:
+@pytest.mark.parametrize("main_moved", [False, True])
+def test_a_run_starts_three_git_processes_before_its_agent(env: Env, main_moved: bool) -> None:
+    """Three when its branches are where the mirror has them, four (the fetch) when one
+    moved on GitHub."""
     first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
     assert env.run(first) == 0  # creates the mirror
+    if main_moved:
+        env.sim.commit(REPO, "main", {"later.txt": "later\n"})
     log = _git_shim(env)
     number = env.sim.create_issue(REPO, "Two", "", author="alice", labels=["ready"])
     assert env.run(number) == 0
     agent_started = max(int(p.stem) for p in (env.agent_state / "calls").glob("*.json"))
     commands = _cgr_git_commands(log)
     before = [name for ns, name in commands if ns < agent_started]
-    # mirror fetch; whether the default branch has .github/cgr.toml or .cgr.toml (the
-    # repository's settings: one ls-tree for both, at the commit read from the mirror's
-    # ref files); local clone; the branch. origin's URL is written into the clone's config
-    # by cgr (run/_git._point_origin_at), origin's refs are read from the clone's ref
-    # files (run/_ref_files.py).
-    assert before == ["fetch", "ls-tree", "clone", "checkout"]
+    # The mirror fetch, only when GitHub's API said one of the run's branches (main,
+    # cgr/<n>-*) is not where the mirror has it; whether the default branch has
+    # .github/cgr.toml or .cgr.toml (the repository's settings: one ls-tree for both, at
+    # the commit read from the mirror's ref files); local clone; the branch. origin's URL
+    # is written into the clone's config by cgr (run/_git._point_origin_at), origin's refs
+    # are read from the clone's ref files (run/_ref_files.py).
+    assert before == ["fetch"] * main_moved + ["ls-tree", "clone", "checkout"]
     after = [name for ns, name in commands if ns >= agent_started]
     # commit what is left (add, anything staged?, commit), the new commits (HEAD and count
     # in one rev-list), the diff, the gate, the file list, then publish from a bare repository
@@ -347,36 +353,91 @@ def _uploads(env: Env) -> int:
                and r.path.endswith("/git-upload-pack"))  # fmt: skip
 
 
+def _git_requests(env: Env) -> int:
+    """Fetches' requests to the simulator's git server: ref advertisements and packs (a
+    push's are to git-receive-pack)."""
+    return sum(1 for r in env.sim.requests if r.path.endswith("/git-upload-pack")
+               or (r.path.endswith("/info/refs")
+                   and r.query.get("service") == "git-upload-pack"))  # fmt: skip
+
+
+def _ref_reads(env: Env) -> list[str]:
+    """The refs the API was asked for (``git/matching-refs/<ref>``)."""
+    return [r.path.split("/git/matching-refs/", 1)[1] for r in env.sim.requests
+            if "/git/matching-refs/" in r.path]  # fmt: skip
+
+
 def test_an_issue_runs_mirror_fetch_is_of_its_own_branches_alone(env: Env) -> None:
-    """An issue's run fetches the default branch and its own (``cgr/<n>-*``) into the
-    mirror, nothing else: another branch pushed meanwhile (another run's, a person's) is
-    not downloaded, so when neither of its branches moved the fetch asks the server for
-    nothing (no pack). A default branch that moved, and the issue's own branch from an
-    earlier run, are fetched and used."""
+    """An issue's run needs the default branch and its own (``cgr/<n>-*``): when GitHub's
+    API says they are where the mirror has them, nothing is fetched at all - not even a
+    ref advertisement; when one moved, those are fetched, and nothing else: another branch
+    pushed meanwhile (another run's, a person's) is not downloaded. A branch deleted on
+    GitHub leaves the mirror with the next fetch of its pattern."""
     first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
     assert env.run(first) == 0  # creates the mirror
     env.sim.commit(REPO, "feature/elsewhere", {"x.txt": "x\n"}, start_point="main")
     second = env.sim.create_issue(REPO, "Two", "", author="alice", labels=["ready"])
-    uploads = _uploads(env)
+    git_requests, reads = _git_requests(env), len(_ref_reads(env))
     assert env.run(second) == 0
-    assert _uploads(env) == uploads  # no pack: neither main nor cgr/<second>-* had moved
+    assert _git_requests(env) == git_requests  # neither main nor cgr/<second>-* had moved
+    assert sorted(_ref_reads(env)[reads:]) == [f"heads/cgr/{second}-", "heads/main"]
+    run_log = _run_logs(env)[-1]
+    assert f"mirror: main, cgr/{second}-* as on the remote; nothing to fetch" in run_log
     mirror = env.workspace / ".mirrors" / "acme" / "widgets.git"
     heads = set(_git_refs(mirror))
     assert "refs/heads/feature/elsewhere" not in heads
     assert "refs/heads/main" in heads
-    run_log = _run_logs(env)[-1]
-    assert (f"+refs/heads/main:refs/heads/main +refs/heads/cgr/{second}-*:"
-            f"refs/heads/cgr/{second}-*") in run_log  # fmt: skip
     # main moves; the first issue is asked again: its branch (from the first run) and the
     # new main come with the fetch, and the run continues that branch on the new main.
     moved = env.sim.commit(REPO, "main", {"later.txt": "later\n"})
     comment = env.sim.add_comment(REPO, first, f"@{env.sim.bot_login} once more", author="alice")
     env.scenario("commits")  # new work on the branch, so it is pushed again
     assert env.run(first, "--comment-id", str(comment)) == 0
+    run_log = _run_logs(env)[-1]
+    assert (f"+refs/heads/main:refs/heads/main +refs/heads/cgr/{first}-*:"
+            f"refs/heads/cgr/{first}-*") in run_log  # fmt: skip
     branch = next(b for b in env.sim.branches(REPO) if b.startswith(f"cgr/{first}-"))
     log = _git("log", "--format=%H", branch, cwd=env.sim.git_dir(REPO))
     assert moved in log
     assert "feature/elsewhere" not in set(_git_refs(mirror))
+    # The branch is deleted on GitHub: the API lists none of cgr/<first>-*, the mirror
+    # has one - fetched (pruned), and the next run starts the issue's branch afresh.
+    old_tip = env.sim.branches(REPO)[branch]
+    _git("branch", "-D", branch, cwd=env.sim.git_dir(REPO))
+    comment = env.sim.add_comment(REPO, first, f"@{env.sim.bot_login} again", author="alice")
+    git_requests = _git_requests(env)
+    assert env.run(first, "--comment-id", str(comment)) == 0
+    assert _git_requests(env) > git_requests
+    assert f"cgr/{first}-* as on the remote" not in _run_logs(env)[-1]
+    pushed = next(b for b in env.sim.branches(REPO) if b.startswith(f"cgr/{first}-"))
+    history = _git("log", "--format=%H", pushed, cwd=env.sim.git_dir(REPO)).split()
+    assert moved in history
+    assert old_tip not in history
+
+
+def test_an_issue_run_fetches_its_branches_when_the_api_cannot_say_where_they_are(
+    env: Env,
+) -> None:
+    """GitHub's API failing (every answer a 502, retried) delays the run's checkout by at
+    most ``REMOTE_HEADS_SECONDS``: the mirror is fetched as without the API, and the run
+    builds on what GitHub has."""
+    from cgr_cli.run._pipeline import REMOTE_HEADS_SECONDS
+
+    first = env.sim.create_issue(REPO, "One", "", author="alice", labels=["ready"])
+    assert env.run(first) == 0  # creates the mirror
+    moved = env.sim.commit(REPO, "main", {"later.txt": "later\n"})
+    env.sim.faults.error(502, method="GET", path="/git/matching-refs/")
+    second = env.sim.create_issue(REPO, "Two", "", author="alice", labels=["ready"])
+    assert env.run(second) == 0
+    run_log = _run_logs(env)[-1]
+    assert (f"mirror: the API did not say where main, cgr/{second}-* are (no answer in time); "
+            "fetching them") in run_log  # fmt: skip
+    assert f"+refs/heads/cgr/{second}-*:refs/heads/cgr/{second}-*" in run_log
+    summary = json.loads(next(env.workspace.glob("r-*/artifacts/summary.json")).read_text())
+    assert summary  # the runs' summaries are written
+    branch = next(b for b in env.sim.branches(REPO) if b.startswith(f"cgr/{second}-"))
+    assert moved in _git("log", "--format=%H", branch, cwd=env.sim.git_dir(REPO))
+    assert REMOTE_HEADS_SECONDS <= 2.0
 
 
 def test_a_pull_requests_run_fetches_every_branch_and_runs_queued_together_share_it(
@@ -440,7 +501,9 @@ def test_an_issue_run_whose_repository_names_another_prefix_fetches_every_branch
     env.scenario("commits")
     assert env.run(first, "--comment-id", str(comment)) == 0
     run_log = _run_logs(env)[-1]
-    narrow = f"+refs/heads/main:refs/heads/main +refs/heads/cgr/{first}-*:refs/heads/cgr/{first}-*"
+    # The early step: main and cgr/<first>-* (none: the branch is under cgr/bots/) as the
+    # mirror has them, so nothing fetched; then every branch, for the repository's prefix.
+    narrow = f"mirror: main, cgr/{first}-* as on the remote; nothing to fetch"
     assert narrow in run_log
     assert "+refs/heads/*:refs/heads/*" in run_log.split(narrow, 1)[1]
     mirror = env.workspace / ".mirrors" / "acme" / "widgets.git"

@@ -146,6 +146,49 @@ class RunGitHub:
             issue=issue, comments=tuple(comments), pull=pull, review_comments=tuple(reviews)
         )
 
+    async def branch_heads(self, repo: str, branches: Iterable[str]) -> dict[str, str]:
+        """The commit each branch ``branches`` names points at: ``{branch: sha}``, a branch
+        that does not exist left out. A name ending in ``*`` stands for every branch that
+        begins with what comes before it (``cgr/12-*``). One request per name, all in
+        flight together (``git/matching-refs``, read-only: a run compares the answer with
+        its mirror and need not fetch when they agree)."""
+        import anyio
+
+        owner, name = split_repo(repo)
+        found: dict[str, str] = {}
+
+        async def matching(branch: str) -> None:
+            prefix = branch.removesuffix("*")
+            if "*" in prefix or not prefix:
+                raise ValueError(f"not a branch name or prefix*: {branch!r}")
+            # The name is a path: its slashes stay as they are ({+ref}, reserved expansion).
+            url = "/repos/{owner}/{repo}/git/matching-refs/{+ref}"
+            v = {"owner": owner, "repo": name, "ref": f"heads/{prefix}"}
+            async for ref in self.gh.getiter(url, v):
+                full = str(ref.get("ref", ""))
+                if not full.startswith("refs/heads/"):
+                    continue
+                head = full.removeprefix("refs/heads/")
+                # GitHub lists every ref that begins with the name: heads/main lists
+                # main-2 too. A plain name keeps its own ref alone.
+                if head == prefix or (branch.endswith("*") and head.startswith(prefix)):
+                    found[head] = str(ref["object"]["sha"])
+
+        errors: list[Exception] = []
+
+        async def one(branch: str) -> None:
+            try:
+                await matching(branch)
+            except Exception as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for branch in dict.fromkeys(branches):
+                tg.start_soon(one, branch)
+        if errors:
+            raise errors[0]  # as itself, as _both does: callers catch by type
+        return found
+
     async def default_branch(self, repo: str) -> str:
         owner, name = split_repo(repo)
         data = await self.gh.getitem("/repos/{owner}/{repo}", {"owner": owner, "repo": name})

@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 from discovery_support import BOT, REPO
 
-from cgr_discovery import GitHubClient, GitHubUnavailable, RunGitHub, splice_owned_section
+from cgr_discovery import (
+    GitHubClient,
+    GitHubRequestError,
+    GitHubUnavailable,
+    RunGitHub,
+    splice_owned_section,
+)
 from cgr_discovery.testing import GitHubSimulator
 
 pytestmark = pytest.mark.anyio
@@ -221,6 +227,29 @@ async def test_pull_request_lifecycle(sim: GitHubSimulator, ops: RunGitHub) -> N
     sim.close_issue(REPO, created["number"])
     assert await ops.find_pull_request(REPO, "cgr/issue-1", state="open") is None
     assert await ops.find_pull_request(REPO, "cgr/issue-1", state="all") is not None
+
+
+async def test_branch_heads_of_names_and_prefixes(sim: GitHubSimulator, ops: RunGitHub) -> None:
+    """A name is that branch alone (GitHub lists ``main-2`` for ``heads/main`` too); a
+    ``prefix*`` every branch that begins with it (``cgr/9-`` is not ``cgr/90-``); a branch
+    that does not exist is left out. Slashes stay path separators in the request."""
+    for branch in ("main-2", "cgr/9-a", "cgr/9-b", "cgr/90-c"):
+        sim.commit(REPO, branch, {"x.txt": branch}, start_point="main")
+    sim.clear_requests()
+    heads = await ops.branch_heads(REPO, ["main", "cgr/9-*", "gone", "main"])
+    branches = sim.branches(REPO)
+    assert heads == {name: branches[name] for name in ("main", "cgr/9-a", "cgr/9-b")}
+    assert sorted(r.path for r in sim.requests) == [
+        f"/repos/{REPO}/git/matching-refs/heads/cgr/9-",
+        f"/repos/{REPO}/git/matching-refs/heads/gone",
+        f"/repos/{REPO}/git/matching-refs/heads/main",
+    ]  # each name once
+    for odd in ("a*b", "*", ""):
+        with pytest.raises(ValueError, match="not a branch name or prefix"):
+            await ops.branch_heads(REPO, [odd])
+    with pytest.raises(GitHubRequestError) as raised:
+        await ops.branch_heads("acme/missing", ["main"])
+    assert raised.value.status_code == 404
 
 
 async def test_collaborator_permission(sim: GitHubSimulator, ops: RunGitHub) -> None:

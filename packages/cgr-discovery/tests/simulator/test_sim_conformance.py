@@ -34,6 +34,7 @@ EXPECTED = {
     ("POST", R + "/labels", 422),
     ("GET", R + "/labels/{name}", 200),
     ("GET", R + "/labels/{name}", 404),
+    ("GET", R + "/git/matching-refs/{ref}", 200),
     ("GET", R + "/issues", 200),
     ("GET", R + "/issues", 304),
     ("POST", R + "/issues", 201),
@@ -122,6 +123,12 @@ def test_every_endpoint_conforms_to_githubs_openapi(
     _status(api.post(f"{r}/labels", json={"name": "In-Progress"}), 422)
     _status(api.get(f"{r}/labels/in-progress"), 200)
     _status(api.get(f"{r}/labels/nope"), 404)
+
+    gh.commit(REPO, "cgr/7-a", {"a.txt": "a\n"}, start_point="main")
+    # The ref as one path segment: the spec's template has {ref} (GitHub takes both).
+    refs = _status(api.get(f"{r}/git/matching-refs/heads%2Fcgr%2F7-"), 200).json()
+    assert [ref["ref"] for ref in refs] == ["refs/heads/cgr/7-a"]
+    assert _status(api.get(f"{r}/git/matching-refs/heads%2Fnone"), 200).json() == []
 
     listed = _status(api.get(f"{r}/issues", params={"state": "all", "per_page": 2}), 200)
     _status(

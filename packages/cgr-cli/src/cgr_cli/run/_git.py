@@ -21,7 +21,7 @@ import re
 import shlex
 import subprocess
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,6 +290,7 @@ class Git:
         *,
         needed_since: float | None = None,
         only: Sequence[str] = (),
+        remote_heads: Mapping[str, str] | None = None,
     ) -> tuple[str, ...] | None:
         """Create or refresh the bare mirror that work copies borrow objects from; the
         branches it is now fresh for (names, or ``prefix*`` patterns), None for all.
@@ -310,24 +311,27 @@ class Git:
         ``MIRROR_FULL_FETCH_SECONDS`` (or unknown): branches deleted on GitHub leave the
         mirror (and the clones made from it) within that time, and their objects with the
         mirror's housekeeping.
+
+        ``remote_heads``: what the remote's API says ``only``'s branches point at (read
+        after ``needed_since``). When the mirror's branches that ``only`` names are exactly
+        those, at the same commits, there is nothing to fetch and no fetch is made - the
+        usual case for an issue's run, whose branches rarely move between its runs.
         """
         import time
 
         from cgr_cli.run._git_retry import is_transient
-        from cgr_cli.run._mirror_stamp import fetched_since, record_fetch
+        from cgr_cli.run._mirror_stamp import record_fetch
 
         with _mirror_lock(mirror, exclusive=True):
-            exists = (mirror / "HEAD").is_file()
-            if (
-                needed_since is not None
-                and exists
-                and fetched_since(mirror, int(needed_since * 1e9))
-            ):
+            due = mirror_fetch_due(mirror, needed_since)
+            if due is None:
                 self._log("mirror: fetched by another run since this one began; not again")
                 return None
-            recent = time.monotonic_ns() - int(MIRROR_FULL_FETCH_SECONDS * 1e9)
-            refspecs = narrow_refspecs(only) if exists and fetched_since(mirror, recent) else None
+            refspecs = narrow_refspecs(only) if due == "named" else None
             if refspecs:
+                if remote_heads is not None and mirror_holds(mirror, only, remote_heads):
+                    self._log(f"mirror: {', '.join(only)} as on the remote; nothing to fetch")
+                    return tuple(only)
                 try:
                     self.network(["fetch", "--prune", "--no-tags", "--no-write-fetch-head",
                                   url, *refspecs], cwd=mirror, settings=_MIRROR_FETCH)  # fmt: skip
@@ -614,6 +618,39 @@ def _mirror_lock(mirror: Path, *, exclusive: bool) -> Iterator[None]:
 
 
 _BRANCH_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]*\*?")
+
+
+def mirror_fetch_due(mirror: Path, needed_since: float | None) -> str | None:
+    """What :meth:`Git.ensure_mirror` would fetch now: None - nothing, a fetch of every
+    branch that began after ``needed_since`` (``time.monotonic()``) was made by another
+    run; ``"named"`` - the branches the caller names, the mirror's last fetch of every
+    branch being recent (``MIRROR_FULL_FETCH_SECONDS``); ``"every"`` - every branch (no
+    mirror yet, or no recent fetch of every branch). Read without the mirror's lock, it
+    is a forecast; ``ensure_mirror`` asks again under the lock."""
+    import time
+
+    from cgr_cli.run._mirror_stamp import fetched_since
+
+    if not (mirror / "HEAD").is_file():
+        return "every"
+    if needed_since is not None and fetched_since(mirror, int(needed_since * 1e9)):
+        return None
+    recent = time.monotonic_ns() - int(MIRROR_FULL_FETCH_SECONDS * 1e9)
+    return "named" if fetched_since(mirror, recent) else "every"
+
+
+def mirror_holds(mirror: Path, branches: Sequence[str], remote: Mapping[str, str]) -> bool:
+    """Whether the mirror's branches that ``branches`` name (names, ``prefix*``) are
+    exactly ``remote``'s (``{branch: sha}``): none more, none fewer, none elsewhere. Read
+    from its ref files; False whenever only git could tell (``_ref_files``)."""
+    found = read_refs(mirror, "refs/heads/")
+    if found is None:
+        return False
+    values, symbolic = found
+    if any(covers(branches, name) for name in symbolic):
+        return False
+    mine = {name: sha for name, sha in values.items() if covers(branches, name)}
+    return mine == {name: sha for name, sha in remote.items() if covers(branches, name)}
 
 
 def narrow_refspecs(branches: Sequence[str]) -> list[str] | None:

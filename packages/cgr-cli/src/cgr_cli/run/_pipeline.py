@@ -47,7 +47,14 @@ from cgr_cli.run._agent_run import AgentRunner
 from cgr_cli.run._artifacts import cleanup, write_summary, write_uncommitted_diff
 from cgr_cli.run._commands import RepoCommands
 from cgr_cli.run._fence import ClaimedElsewhere, Fence, lease_for
-from cgr_cli.run._git import Git, Identity, branch_name, covers
+from cgr_cli.run._git import (
+    Git,
+    Identity,
+    branch_name,
+    covers,
+    mirror_fetch_due,
+    narrow_refspecs,
+)
 from cgr_cli.run._git import clone_url as _clone_url
 from cgr_cli.run._github_auth import RunCredentials, credentials
 from cgr_cli.run._host_session import host_local_session
@@ -588,10 +595,18 @@ async def _run(
     # waits for it (``_prepare_checkout``). The mirror has its own lock (``ensure_mirror``).
     url = _clone_url(config.github.api_url, request.repo)
     ctx.mirror = _Background()
-    fetch = partial(_new_git(ctx, token).ensure_mirror, needed_since=_mirror_fresh_since(ctx),
-                    only=_early_branches(ctx, ws))  # fmt: skip
+    needed_since, only = _mirror_fresh_since(ctx), _early_branches(ctx, ws)
 
     async def early_fetch() -> None:
+        # An issue's branches seldom move between its runs: when GitHub's API says they
+        # are where the mirror has them, nothing is fetched (the API's answer comes on the
+        # connection the run already has open, beside its read of the thread; a git fetch
+        # is a new connection and a process or two on either side).
+        started = time.monotonic()
+        heads = await _remote_heads(ctx, github, ws, only, needed_since)
+        ctx.timings["mirror"] = round(time.monotonic() - started, 3)
+        fetch = partial(_new_git(ctx, token).ensure_mirror, needed_since=needed_since,
+                        only=only, remote_heads=heads)  # fmt: skip
         ctx.mirror_fresh = await _timed(ctx, "mirror", fetch, url, ws.mirror)
 
     async with anyio.create_task_group() as tg:
@@ -618,6 +633,35 @@ def _early_branches(ctx: _Ctx, ws: Workspace) -> list[str]:
     if branching.base not in ("default", default):
         wanted.append(branching.base)
     return wanted
+
+
+REMOTE_HEADS_SECONDS = 2.0
+"""How long a run waits for GitHub's API to say where its branches are before it fetches
+them anyway (``_remote_heads``): the answer takes one round trip; a failing API's retries
+would delay the run's checkout for nothing."""
+
+
+async def _remote_heads(
+    ctx: _Ctx, github: RunGitHub, ws: Workspace, only: Sequence[str], needed_since: float
+) -> dict[str, str] | None:
+    """Where GitHub has the branches ``only`` names (``RunGitHub.branch_heads``), when the
+    mirror's fetch would be of those alone (``mirror_fetch_due``); None - the mirror
+    fetches as it would without it - when the fetch will be of every branch or none, or
+    when the API cannot say within ``REMOTE_HEADS_SECONDS`` (a failure here costs the run
+    nothing but the fetch)."""
+    if not only or narrow_refspecs(only) is None:
+        return None
+    if mirror_fetch_due(ws.mirror, needed_since) != "named":
+        return None
+    try:
+        # Not retried for long: a fetch is as good an answer as a late one.
+        with anyio.fail_after(REMOTE_HEADS_SECONDS):
+            return await github.branch_heads(ctx.request.repo, only)
+    except Exception as exc:
+        why = "no answer in time" if isinstance(exc, TimeoutError) else _describe(exc)
+        ctx.log.info("mirror: the API did not say where %s are (%s); fetching them",
+                     ", ".join(only), why)  # fmt: skip
+        return None
 
 
 def _mirror_fresh_since(ctx: _Ctx) -> float:

@@ -48,6 +48,16 @@ class Renderer:
 
     # -- users --------------------------------------------------------------------------
 
+    def git_ref(self, repo: Repo, ref: str, sha: str) -> JSON:
+        """A reference as ``GET /repos/{owner}/{repo}/git/matching-refs/{ref}`` lists it."""
+        api_repo = f"{self.api}/repos/{repo.full_name}"
+        return {
+            "ref": ref,
+            "node_id": base64.b64encode(f"0:Ref{repo.id}:{ref}".encode()).decode().rstrip("="),
+            "url": f"{api_repo}/git/{ref}",
+            "object": {"sha": sha, "type": "commit", "url": f"{api_repo}/git/commits/{sha}"},
+        }
+
     def user(self, user: User) -> JSON:
         login = quote(user.login)
         url = f"{self.api}/users/{login}"

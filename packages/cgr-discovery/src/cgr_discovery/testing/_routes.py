@@ -192,6 +192,18 @@ _ISSUE_SORT_KEYS: dict[str, Callable[[Repo, Issue], Any]] = {
 }
 
 
+def list_matching_refs(app: App, req: Request) -> Reply:
+    """Every ref whose name starts with ``refs/<ref>`` (``heads/main`` also lists
+    ``heads/main-2``: the caller filters), as GitHub answers: a plain array, ``[]`` when
+    none matches. Branches only: the simulator's repositories have no tags."""
+    repo = _repo(app, req)
+    prefix = "refs/" + req.params["ref"]
+    refs = sorted((f"refs/heads/{name}", sha) for name, sha in _git.heads(repo.git_dir).items())
+    return Reply(
+        200, [app.renderer.git_ref(repo, ref, sha) for ref, sha in refs if ref.startswith(prefix)]
+    )
+
+
 def list_issues(app: App, req: Request) -> Reply:
     repo = _repo(app, req)
     state = _choice(req, "state", "open", ("open", "closed", "all"))
@@ -1075,6 +1087,7 @@ ROUTES: list[Route] = [
     _r("GET", _REPO + "/labels", list_repo_labels),
     _r("POST", _REPO + "/labels", create_repo_label),
     _r("GET", _REPO + r"/labels/(?P<name>[^/]+)", get_repo_label),
+    _r("GET", _REPO + r"/git/matching-refs/(?P<ref>.*)", list_matching_refs),
     _r("GET", _REPO + "/issues", list_issues),
     _r("POST", _REPO + "/issues", create_issue),
     _r("GET", _REPO + "/issues/comments", list_repo_comments),
