@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 from ._client import GitHubClient
 from ._discover import split_repo
@@ -161,9 +162,10 @@ class RunGitHub:
             prefix = branch.removesuffix("*")
             if "*" in prefix or not prefix:
                 raise ValueError(f"not a branch name or prefix*: {branch!r}")
-            # The name is a path: its slashes stay as they are ({+ref}, reserved expansion).
+            # The name is a path: its slashes stay separators ({+ref}, reserved expansion),
+            # anything else a URL could read otherwise (#, %, ?) is escaped first.
             url = "/repos/{owner}/{repo}/git/matching-refs/{+ref}"
-            v = {"owner": owner, "repo": name, "ref": f"heads/{prefix}"}
+            v = {"owner": owner, "repo": name, "ref": quote(f"heads/{prefix}", safe="/")}
             async for ref in self.gh.getiter(url, v):
                 full = str(ref.get("ref", ""))
                 if not full.startswith("refs/heads/"):

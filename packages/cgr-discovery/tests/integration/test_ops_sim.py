@@ -244,6 +244,11 @@ async def test_branch_heads_of_names_and_prefixes(sim: GitHubSimulator, ops: Run
         f"/repos/{REPO}/git/matching-refs/heads/gone",
         f"/repos/{REPO}/git/matching-refs/heads/main",
     ]  # each name once
+    # Characters a URL reads otherwise reach GitHub as part of the name.
+    sim.commit(REPO, "we%41x#y", {"x.txt": "odd"}, start_point="main")
+    odd = sim.branches(REPO)["we%41x#y"]
+    assert await ops.branch_heads(REPO, ["we%41x#y"]) == {"we%41x#y": odd}
+    assert await ops.branch_heads(REPO, ["we%4*"]) == {"we%41x#y": odd}
     for odd in ("a*b", "*", ""):
         with pytest.raises(ValueError, match="not a branch name or prefix"):
             await ops.branch_heads(REPO, [odd])
