@@ -1,7 +1,8 @@
 """Whole runs against the GitHub simulator with the scripted agent: where the time goes.
 
-Prints, for a first run (mirror created) and later runs (mirror fetched), the wall time of
-a run and its phases. The agent is tests/fake_claude.py, so the figures are cgr's own
+Prints, for a first run (mirror created) and later runs (mirror made: each a new issue,
+whose branches the API shows unmoved, so nothing is fetched), the wall time of a run and
+its phases. The agent is tests/fake_claude.py, so the figures are cgr's own
 overhead: GitHub calls, git over smart HTTP, the store, the artifacts.
 """
 
@@ -60,7 +61,7 @@ def main() -> None:
         print(f"cgr-cli run pipeline, {RUNS} runs, repo of 1000 files / 21 commits")
         print(f"  first run (mirror created): {first[0]:.2f} s  phases {json.dumps(first[1])}")
         walls = [w for w, _ in later]
-        print(f"  later runs (mirror fetched): median {statistics.median(walls):.2f} s, "
+        print(f"  later runs (mirror made): median {statistics.median(walls):.2f} s, "
               f"min {min(walls):.2f} s, max {max(walls):.2f} s")  # fmt: skip
         keys = sorted({k for _, t in later for k in t})
         medians = {k: round(statistics.median(t.get(k, 0.0) for _, t in later), 3) for k in keys}
