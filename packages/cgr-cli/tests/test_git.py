@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -729,3 +730,55 @@ def test_a_mirror_whose_named_branches_are_as_on_the_remote_is_not_fetched(
     (mirror / "refs" / "heads" / "cgr").mkdir(parents=True, exist_ok=True)
     (mirror / "refs" / "heads" / "cgr" / "12-link").write_text("ref: refs/heads/main\n")
     assert not mirror_holds(mirror, only, {"main": pushed, "cgr/12-link": pushed})
+
+
+def test_a_mirrors_garbage_is_collected_once_a_day_after_a_fetch_of_every_branch(
+    tmp_path: Path, remote: Path
+) -> None:
+    """A branch deleted on GitHub leaves the mirror with the next fetch of every branch,
+    but its objects stayed for ever (a repack keeps what it rolls together) and every
+    run's clone copied them. Once a day, after such a fetch, ``git gc --prune=now``
+    drops them; the mirror's branches and its clones are as before."""
+    from cgr_cli.run._git import MIRROR_GC_SECONDS
+
+    lines: list[str] = []
+    git = Git(token=None, timeout=30, network_timeout=30, log=lines.append)
+    url = f"file://{remote}"
+    mirror = tmp_path / "m.git"
+    work = tmp_path / "feature"
+    _git("clone", "-q", str(remote), str(work))
+    (work / "only-here.txt").write_text("a blob no other branch has\n")
+    _git("add", "only-here.txt", cwd=work)
+    _git("commit", "-qm", "feature", cwd=work)
+    _git("push", "-q", "origin", "HEAD:refs/heads/feature", cwd=work)
+    blob = _git("rev-parse", "HEAD:only-here.txt", cwd=work)
+    assert git.ensure_mirror(url, mirror) is None  # created: nothing due for a day
+    stamp = tmp_path / "m.git.gc"
+    assert stamp.is_file()
+    _git("branch", "-D", "feature", cwd=remote)
+    assert git.ensure_mirror(url, mirror) is None
+    assert "feature" not in _git("for-each-ref", "--format=%(refname:short)", cwd=mirror)
+    assert _git("cat-file", "-t", blob, cwd=mirror) == "blob"  # still there: not due
+    assert not any("garbage collected" in line for line in lines)
+    day_ago = time.time() - MIRROR_GC_SECONDS - 1
+    os.utime(stamp, (day_ago, day_ago))
+    # A fetch of named branches alone is not followed by a collection.
+    assert git.ensure_mirror(url, mirror, only=["main"]) == ("main",)
+    assert not any("garbage collected" in line for line in lines)
+    assert git.ensure_mirror(url, mirror) is None
+    assert any(line.startswith("mirror: garbage collected in") for line in lines)
+    gone = subprocess.run(["git", "cat-file", "-e", blob], cwd=mirror, capture_output=True,
+                          check=False)  # fmt: skip
+    assert gone.returncode != 0
+    assert stamp.stat().st_mtime > day_ago + 1
+    main = _git("rev-parse", "main", cwd=remote)
+    assert _git("rev-parse", "main", cwd=mirror) == main
+    _git("fsck", "--no-progress", cwd=mirror)
+    clone = tmp_path / "after"
+    _git("clone", "-q", "--no-hardlinks", str(mirror), str(clone))
+    assert (clone / "a.txt").is_file()
+    # A mirror from before the stamp (none): collected at its next fetch of every branch.
+    stamp.unlink()
+    count = sum("garbage collected" in line for line in lines)
+    assert git.ensure_mirror(url, mirror) is None
+    assert sum("garbage collected" in line for line in lines) == count + 1

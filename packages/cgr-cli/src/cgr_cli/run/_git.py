@@ -356,7 +356,8 @@ class Git:
             self.network(["fetch", "--prune", "--no-tags", "--no-write-fetch-head", url,
                           _MIRROR_REFSPEC],
                          cwd=mirror, settings=_MIRROR_FETCH)  # fmt: skip
-            self._keep_packed(mirror)
+            if not self._collect_garbage(mirror):
+                self._keep_packed(mirror)
             return
         # (The mirror's directory exists: ``_mirror_lock`` made it for its lock file.)
         # Per process: the git of a creator that was killed may still be writing its own.
@@ -365,6 +366,37 @@ class Git:
                      prepare=lambda: _rmtree(tmp), settings=_MIRROR_CLONE)  # fmt: skip
         # Renamed into place only when complete, so a killed clone never looks like a mirror.
         tmp.rename(mirror)
+        _gc_stamp(mirror).touch()  # nothing to collect in a new mirror for a while
+
+    def _collect_garbage(self, mirror: Path) -> bool:
+        """Once every ``MIRROR_GC_SECONDS``, right after a fetch of every branch (which
+        prunes the branches deleted on GitHub): ``git gc --prune=now``, so that the objects
+        only those branches held leave the mirror. Nothing else ever removes them - the
+        geometric repack keeps every object it rolls together - and every local clone
+        copies every object file (``--no-hardlinks``): a busy repository's mirror would
+        grow, and each run's clone slow down, with every branch merged and deleted. Under
+        the mirror's lock (no clone copies meanwhile, no fetch writes); the clones made
+        before are copies, not borrowers of its objects. True when it ran."""
+        import time
+
+        stamp = _gc_stamp(mirror)
+        try:
+            age = time.time() - stamp.stat().st_mtime
+        except FileNotFoundError:
+            age = MIRROR_GC_SECONDS  # a mirror from before the stamp: due now
+        if age < MIRROR_GC_SECONDS:
+            return False
+        started = time.monotonic()
+        try:
+            self.run(["gc", "--prune=now", "--quiet"], cwd=mirror,
+                     timeout=self.network_timeout, settings=_NO_UPKEEP)  # fmt: skip
+        except GitError as exc:
+            # The mirror works as it is (git's gc is safe to stop); tried again in a day.
+            self._log(f"mirror: gc failed ({exc}); tried again in {MIRROR_GC_SECONDS:g} s")
+        else:
+            self._log(f"mirror: garbage collected in {time.monotonic() - started:.1f} s")
+        stamp.touch()
+        return True
 
     def _keep_packed(self, mirror: Path) -> None:
         """Roll the mirror's small packs into fewer (``repack --geometric``) once there are
@@ -597,6 +629,8 @@ _MIRROR_FETCH = ("protocol.version=0", "gc.autoDetach=false", "maintenance.autoD
                  "fetch.unpackLimit=1")  # fmt: skip
 # More packs than this after a fetch: roll the small ones together (Git._keep_packed).
 _MIRROR_MAX_PACKS = 4
+MIRROR_GC_SECONDS = 86400.0
+"""How often a mirror's unreachable objects are collected (``Git._collect_garbage``)."""
 MIRROR_FULL_FETCH_SECONDS = 3600.0
 """How long fetches of a run's own branches alone may follow the mirror's last fetch of
 every branch (``Git.ensure_mirror``)."""
@@ -618,6 +652,11 @@ def _mirror_lock(mirror: Path, *, exclusive: bool) -> Iterator[None]:
 
 
 _BRANCH_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]*\*?")
+
+
+def _gc_stamp(mirror: Path) -> Path:
+    """When the mirror's garbage was last collected: the file's modification time."""
+    return mirror.with_name(mirror.name + ".gc")
 
 
 def mirror_fetch_due(mirror: Path, needed_since: float | None) -> str | None:
