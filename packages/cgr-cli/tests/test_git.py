@@ -624,13 +624,10 @@ def test_origin_is_pointed_at_the_real_url_with_or_without_git(tmp_path: Path) -
     assert not _point_origin_at(plain / "work", plain / "m.git", url + "\n[core]")
 
 
-def test_a_mirror_fetch_of_named_branches_alone(tmp_path: Path, remote: Path) -> None:
-    """``only``: those branches (a name, a ``prefix*`` pattern) are fetched and pruned,
-    no other; such a fetch serves no other run (only a fetch of every branch is
-    recorded); a branch the remote no longer has falls back to fetching every branch;
-    a name a refspec could read otherwise is never put in one."""
-    from cgr_cli.run._git import covers, narrow_refspecs
-
+def _mirror_with_issue_branches(tmp_path: Path, remote: Path) -> tuple[Git, list[str], str, Path]:
+    """A mirror of ``remote`` with an issue's branch (``cgr/12-old``) and another issue's
+    whose number begins the same (``cgr/120-other``): the git layer, its log lines, the
+    remote's URL, the mirror."""
     lines: list[str] = []
     git = Git(token=None, timeout=30, network_timeout=30, log=lines.append)
     url = f"file://{remote}"
@@ -638,6 +635,17 @@ def test_a_mirror_fetch_of_named_branches_alone(tmp_path: Path, remote: Path) ->
     _git("branch", "cgr/12-old", "main", cwd=remote)
     _git("branch", "cgr/120-other", "main", cwd=remote)
     assert git.ensure_mirror(url, mirror) is None  # created: every branch
+    return git, lines, url, mirror
+
+
+def test_a_mirror_fetch_of_named_branches_alone(tmp_path: Path, remote: Path) -> None:
+    """``only``: those branches (a name, a ``prefix*`` pattern) are fetched and pruned,
+    no other; such a fetch serves no other run (only a fetch of every branch is
+    recorded); a branch the remote no longer has falls back to fetching every branch;
+    a name a refspec could read otherwise is never put in one."""
+    from cgr_cli.run._git import covers, narrow_refspecs
+
+    git, lines, url, mirror = _mirror_with_issue_branches(tmp_path, remote)
     pushed = _push_a_commit(remote, tmp_path / "seed2", "b.txt")
     _git("branch", "-D", "cgr/12-old", cwd=remote)
     _git("branch", "cgr/12-new", "main", cwd=remote)
@@ -696,13 +704,7 @@ def test_a_mirror_whose_named_branches_are_as_on_the_remote_is_not_fetched(
     otherwise they are fetched as without it."""
     from cgr_cli.run._git import mirror_holds
 
-    lines: list[str] = []
-    git = Git(token=None, timeout=30, network_timeout=30, log=lines.append)
-    url = f"file://{remote}"
-    mirror = tmp_path / "m.git"
-    _git("branch", "cgr/12-old", "main", cwd=remote)
-    _git("branch", "cgr/120-other", "main", cwd=remote)
-    assert git.ensure_mirror(url, mirror) is None  # created: every branch
+    git, lines, url, mirror = _mirror_with_issue_branches(tmp_path, remote)
     _git("pack-refs", "--all", cwd=mirror)  # read from packed-refs as from loose refs
     main = _git("rev-parse", "main", cwd=remote)
     only = ["main", "cgr/12-*"]
