@@ -739,36 +739,43 @@ def test_a_mirrors_garbage_is_collected_once_a_day_after_a_fetch_of_every_branch
 ) -> None:
     """A branch deleted on GitHub leaves the mirror with the next fetch of every branch,
     but its objects stayed for ever (a repack keeps what it rolls together) and every
-    run's clone copied them. Once a day, after such a fetch, ``git gc --prune=now``
-    drops them; the mirror's branches and its clones are as before."""
+    run's clone copied them. After such a fetch, once a day at most and once the packs
+    grew by a quarter since the last collection, ``git gc --prune=now`` drops them; the
+    mirror's branches and its clones are as before."""
     from cgr_cli.run._git import MIRROR_GC_SECONDS
 
     lines: list[str] = []
     git = Git(token=None, timeout=30, network_timeout=30, log=lines.append)
     url = f"file://{remote}"
     mirror = tmp_path / "m.git"
+    assert git.ensure_mirror(url, mirror) is None  # created: nothing due for a day
+    stamp = tmp_path / "m.git.gc"
+    size_at_creation = int(stamp.read_text())
+    assert size_at_creation > 0
     work = tmp_path / "feature"
     _git("clone", "-q", str(remote), str(work))
-    (work / "only-here.txt").write_text("a blob no other branch has\n")
+    (work / "only-here.txt").write_text(os.urandom(4096).hex())  # grows the packs
     _git("add", "only-here.txt", cwd=work)
     _git("commit", "-qm", "feature", cwd=work)
     _git("push", "-q", "origin", "HEAD:refs/heads/feature", cwd=work)
     blob = _git("rev-parse", "HEAD:only-here.txt", cwd=work)
-    assert git.ensure_mirror(url, mirror) is None  # created: nothing due for a day
-    stamp = tmp_path / "m.git.gc"
-    assert stamp.is_file()
+    assert git.ensure_mirror(url, mirror) is None  # the feature branch comes in
     _git("branch", "-D", "feature", cwd=remote)
     assert git.ensure_mirror(url, mirror) is None
     assert "feature" not in _git("for-each-ref", "--format=%(refname:short)", cwd=mirror)
-    assert _git("cat-file", "-t", blob, cwd=mirror) == "blob"  # still there: not due
-    assert not any("garbage collected" in line for line in lines)
+    assert _git("cat-file", "-t", blob, cwd=mirror) == "blob"  # still there: not a day yet
+
+    def collections() -> int:
+        return sum(line.startswith("mirror: garbage collected in") for line in lines)
+
+    assert collections() == 0
     day_ago = time.time() - MIRROR_GC_SECONDS - 1
     os.utime(stamp, (day_ago, day_ago))
     # A fetch of named branches alone is not followed by a collection.
     assert git.ensure_mirror(url, mirror, only=["main"]) == ("main",)
-    assert not any("garbage collected" in line for line in lines)
+    assert collections() == 0
     assert git.ensure_mirror(url, mirror) is None
-    assert any(line.startswith("mirror: garbage collected in") for line in lines)
+    assert collections() == 1
     gone = subprocess.run(["git", "cat-file", "-e", blob], cwd=mirror, capture_output=True,
                           check=False)  # fmt: skip
     assert gone.returncode != 0
@@ -779,8 +786,19 @@ def test_a_mirrors_garbage_is_collected_once_a_day_after_a_fetch_of_every_branch
     clone = tmp_path / "after"
     _git("clone", "-q", "--no-hardlinks", str(mirror), str(clone))
     assert (clone / "a.txt").is_file()
-    # A mirror from before the stamp (none): collected at its next fetch of every branch.
-    stamp.unlink()
-    count = sum("garbage collected" in line for line in lines)
+    # A day later but nothing grown: not rewritten again (a large repository that changes
+    # little is not repacked every day).
+    os.utime(stamp, (day_ago, day_ago))
     assert git.ensure_mirror(url, mirror) is None
-    assert sum("garbage collected" in line for line in lines) == count + 1
+    assert collections() == 1
+    # A mirror from before the stamp (none), or an unreadable one: collected at its next
+    # fetch of every branch.
+    for broken in (None, "not a number\n"):
+        if broken is None:
+            stamp.unlink()
+        else:
+            stamp.write_text(broken)
+            os.utime(stamp, (day_ago, day_ago))
+        count = collections()
+        assert git.ensure_mirror(url, mirror) is None
+        assert collections() == count + 1

@@ -366,25 +366,32 @@ class Git:
                      prepare=lambda: _rmtree(tmp), settings=_MIRROR_CLONE)  # fmt: skip
         # Renamed into place only when complete, so a killed clone never looks like a mirror.
         tmp.rename(mirror)
-        _gc_stamp(mirror).touch()  # nothing to collect in a new mirror for a while
+        _write_gc_stamp(mirror)  # nothing to collect in a new mirror for a while
 
     def _collect_garbage(self, mirror: Path) -> bool:
-        """Once every ``MIRROR_GC_SECONDS``, right after a fetch of every branch (which
-        prunes the branches deleted on GitHub): ``git gc --prune=now``, so that the objects
-        only those branches held leave the mirror. Nothing else ever removes them - the
-        geometric repack keeps every object it rolls together - and every local clone
-        copies every object file (``--no-hardlinks``): a busy repository's mirror would
-        grow, and each run's clone slow down, with every branch merged and deleted. Under
-        the mirror's lock (no clone copies meanwhile, no fetch writes); the clones made
-        before are copies, not borrowers of its objects. True when it ran."""
+        """Right after a fetch of every branch (which prunes the branches deleted on
+        GitHub), at most once every ``MIRROR_GC_SECONDS`` and only once the mirror's packs
+        have grown by ``MIRROR_GC_GROWTH`` since the last time: ``git gc --prune=now``, so
+        that the objects only those branches held leave the mirror. Nothing else ever
+        removes them - the geometric repack keeps every object it rolls together - and
+        every local clone copies every object file (``--no-hardlinks``): a busy
+        repository's mirror would grow, and each run's clone slow down, with every branch
+        merged and deleted. A collection rewrites every pack (its cost grows with the
+        repository): tied to growth, it costs in proportion to what came since, and a large
+        repository that changes little is seldom rewritten. Under the mirror's lock (no
+        clone copies meanwhile, no fetch writes); the clones made before are copies, not
+        borrowers of its objects. True when it ran."""
         import time
 
         stamp = _gc_stamp(mirror)
         try:
             age = time.time() - stamp.stat().st_mtime
-        except FileNotFoundError:
-            age = MIRROR_GC_SECONDS  # a mirror from before the stamp: due now
-        if age < MIRROR_GC_SECONDS:
+            before = int(stamp.read_text().strip() or 0)
+        except OSError:
+            age, before = MIRROR_GC_SECONDS, 0  # a mirror from before the stamp: due now
+        except ValueError:
+            before = 0  # unreadable (a torn write): as if never collected
+        if age < MIRROR_GC_SECONDS or _pack_bytes(mirror) < before * MIRROR_GC_GROWTH:
             return False
         started = time.monotonic()
         try:
@@ -395,7 +402,7 @@ class Git:
             self._log(f"mirror: gc failed ({exc}); tried again in {MIRROR_GC_SECONDS:g} s")
         else:
             self._log(f"mirror: garbage collected in {time.monotonic() - started:.1f} s")
-        stamp.touch()
+        _write_gc_stamp(mirror)
         return True
 
     def _keep_packed(self, mirror: Path) -> None:
@@ -630,7 +637,9 @@ _MIRROR_FETCH = ("protocol.version=0", "gc.autoDetach=false", "maintenance.autoD
 # More packs than this after a fetch: roll the small ones together (Git._keep_packed).
 _MIRROR_MAX_PACKS = 4
 MIRROR_GC_SECONDS = 86400.0
-"""How often a mirror's unreachable objects are collected (``Git._collect_garbage``)."""
+"""How often at most a mirror's unreachable objects are collected (``Git._collect_garbage``)."""
+MIRROR_GC_GROWTH = 1.25
+"""...and only once its packs are this many times their size after the last collection."""
 MIRROR_FULL_FETCH_SECONDS = 3600.0
 """How long fetches of a run's own branches alone may follow the mirror's last fetch of
 every branch (``Git.ensure_mirror``)."""
@@ -655,8 +664,29 @@ _BRANCH_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]*\*?")
 
 
 def _gc_stamp(mirror: Path) -> Path:
-    """When the mirror's garbage was last collected: the file's modification time."""
+    """When the mirror's garbage was last collected (the file's modification time) and
+    the size of its packs then (the file's content, bytes)."""
     return mirror.with_name(mirror.name + ".gc")
+
+
+def _pack_bytes(mirror: Path) -> int:
+    """The size of the mirror's pack files (a handful: ``Git._keep_packed``)."""
+    pack_dir = mirror / "objects" / "pack"
+    try:
+        with os.scandir(pack_dir) as entries:
+            return sum(e.stat().st_size for e in entries if e.name.endswith(".pack"))
+    except OSError:
+        return 0
+
+
+def _write_gc_stamp(mirror: Path) -> None:
+    stamp = _gc_stamp(mirror)
+    tmp = stamp.with_name(f"{stamp.name}.tmp-{os.getpid()}")
+    # A stamp that cannot be written (a full disk) leaves the collection due: the mirror
+    # is collected after its next fetch of every branch instead of failing the run.
+    with contextlib.suppress(OSError):
+        tmp.write_text(f"{_pack_bytes(mirror)}\n")
+        tmp.rename(stamp)
 
 
 def mirror_fetch_due(mirror: Path, needed_since: float | None) -> str | None:
