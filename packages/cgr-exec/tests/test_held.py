@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,19 +25,32 @@ from cgr_exec import (
     ConfinementError,
     HeldStart,
     SpawnError,
+    _held,
     cgroup_root,
     hold,
     landlock_supported,
     read_stat,
     supervise,
 )
-from cgr_exec._held import shell_holds
 from conftest import gone, wait_until
 
-# The held child is /bin/sh where that is dash; elsewhere nothing is held (and these tests
-# would show supervise starting the program itself).
-pytestmark = pytest.mark.skipif(not shell_holds(), reason="/bin/sh is not dash")
+# The held child is /bin/sh, which is dash (Debian, Ubuntu) or bash (Fedora, RHEL): every
+# test runs with each of them that this machine has, as /bin/sh.
+SHELLS = [name for name in ("dash", "bash") if shutil.which(name)]
+pytestmark = pytest.mark.skipif(not SHELLS, reason="neither dash nor bash")
 PY = sys.executable
+
+
+@pytest.fixture(params=SHELLS, autouse=True)
+def shell(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The shell /bin/sh is, for this test."""
+    path = shutil.which(request.param)
+    assert path is not None
+    monkeypatch.setattr(_held, "_SH", path)
+    assert _held.shell_holds()
+    return path
+
+
 # The program: notes when it began and what it saw (environment, cgroup, its stdin), then
 # tries to write outside its working directory.
 NOTE = """
@@ -134,11 +148,14 @@ def test_cancel_ends_the_held_child_without_running_the_program(tmp_path: Path, 
         _release(held, tmp_path, b"")
 
 
-def test_a_held_child_ends_when_the_process_that_held_it_dies(tmp_path: Path, work: Path) -> None:
+def test_a_held_child_ends_when_the_process_that_held_it_dies(
+    tmp_path: Path, work: Path, shell: str
+) -> None:
     """Nothing can release it any more: the pipe's writing end died with its holder."""
     code = (
         "import sys, time\n"
-        "from cgr_exec import hold\n"
+        "from cgr_exec import _held, hold\n"
+        f"_held._SH = {shell!r}\n"
         f"held = hold({_argv(tmp_path)!r}, cwd={str(work)!r}, env={ENV!r})\n"
         "print(held.popen.pid, flush=True)\n"
         "time.sleep(60)\n"
@@ -152,6 +169,25 @@ def test_a_held_child_ends_when_the_process_that_held_it_dies(tmp_path: Path, wo
     holder.stdout.close()
     wait_until(lambda: gone(pid))
     assert not (work / "note.json").exists()
+
+
+def test_under_bash_what_env_would_change_is_not_held(
+    tmp_path: Path, work: Path, shell: str
+) -> None:
+    """Bash's own `_` and SHLVL are dropped by env(1) on the way to the program: a caller
+    that gives either itself, or a program whose name env would read as an assignment,
+    gets an unheld start - with exactly its environment."""
+    if os.path.basename(shell) != "bash":
+        pytest.skip("bash only")
+    for env in ({**ENV, "SHLVL": "3"}, {**ENV, "_": "/usr/bin/x"}):
+        held = hold(_argv(tmp_path), cwd=work, env=env)
+        assert not held.held
+        result = _release(held, tmp_path, b"")
+        assert result.exit_code == 0  # type: ignore[attr-defined]
+        assert _note(tmp_path)["env"] == env
+    odd = work / "a=b"
+    odd.symlink_to(PY)
+    assert not hold([str(odd), "-c", "pass"], cwd=work, env=ENV).held
 
 
 def test_what_the_shell_could_not_execute_is_started_and_reported_as_always(

@@ -17,9 +17,13 @@ death). ``exec "$@"`` keeps the process: its pid, start time, group and cgroup a
 program's. The shell adds ``PWD`` to the environment it passes on; when the caller's
 environment has none, the script removes it again.
 
-The shell is held only where ``/bin/sh`` is dash (Debian, Ubuntu): bash as ``sh``
-(Fedora, RHEL) also passes ``SHLVL`` and ``_`` on, which the program must not get; there
-:func:`supervise` starts the program itself, as without :func:`hold`.
+``/bin/sh`` is dash on Debian and Ubuntu, bash on Fedora and RHEL. Bash also passes
+``SHLVL`` and ``_`` on (set again by its ``exec`` even once unset), which the program must
+not get: there the shell execs ``/usr/bin/env -u _ -u SHLVL`` with the program, one exec
+more and no fork, the same pid. A caller's environment that has either variable itself, or
+a program whose name holds ``=`` (``env`` would read it as an assignment), is not held
+under bash; nor is anything under another ``/bin/sh``: :func:`supervise` then starts the
+program itself, as without :func:`hold`.
 
 A program the shell might fail to execute is not held: one not found, not executable by
 the child's user, or outside every Landlock path. :func:`supervise` then starts it as it
@@ -44,8 +48,13 @@ from ._spawn import spawn_piped
 __all__ = ["HeldStart", "hold"]
 
 _SH = "/bin/sh"
+_ENV = "/usr/bin/env"
 _WAIT = 'IFS= read -r _ || exit 125; exec "$@"'
 _WAIT_DROPPING_DIR_VAR = 'IFS= read -r _ || exit 125; unset PWD; exec "$@"'
+# Bash: its own `_` and SHLVL are put back by `exec` itself; env(1) drops them.
+_BASH_EXEC = f'exec {_ENV} -u _ -u SHLVL "$@"'
+_BASH_WAIT = f"IFS= read -r _ || exit 125; {_BASH_EXEC}"
+_BASH_WAIT_DROPPING_DIR_VAR = f"IFS= read -r _ || exit 125; unset PWD; {_BASH_EXEC}"
 _RELEASE = b"\n"
 
 
@@ -123,7 +132,10 @@ def hold(
     if not _can_hold(held):
         return held
     environ = os.environ if held.env is None else held.env
-    script = _WAIT if "PWD" in environ else _WAIT_DROPPING_DIR_VAR
+    if _shell() == "bash":
+        script = _BASH_WAIT if "PWD" in environ else _BASH_WAIT_DROPPING_DIR_VAR
+    else:
+        script = _WAIT if "PWD" in environ else _WAIT_DROPPING_DIR_VAR
     try:
         held.popen = spawn_piped(
             (_SH, "-c", script, held.argv[0], *held.argv),
@@ -146,6 +158,13 @@ def _can_hold(held: HeldStart) -> bool:
     program = _program(held)
     if program is None or not os.path.isfile(program) or not shell_holds():
         return False
+    executed = [program, _SH]
+    if _shell() == "bash":
+        environ = os.environ if held.env is None else held.env
+        name = held.argv[0]
+        if "_" in environ or "SHLVL" in environ or "=" in name or name.startswith("-"):
+            return False  # env(1) would drop the caller's own, or read the name otherwise
+        executed.append(_ENV)
     spec = held.confinement
     if spec is None:
         return True
@@ -156,18 +175,26 @@ def _can_hold(held: HeldStart) -> bool:
     if uid is None and spec.drop_capabilities and _has_capabilities():
         # Root without its capabilities is held to the file modes like anyone.
         uid, gid = os.geteuid(), os.getegid()
-    if uid is not None and not all(_executable_by(p, uid, gid) for p in (program, _SH)):
+    if uid is not None and not all(_executable_by(p, uid, gid) for p in executed):
         return False
     allowed = [os.path.realpath(p).rstrip("/") for p in (*spec.read_only, *spec.read_write)]
     return not spec.landlock or all(
         any(real == a or real.startswith(a + "/") for a in allowed)
-        for real in (os.path.realpath(program), os.path.realpath(_SH))
+        for real in map(os.path.realpath, executed)
     )
 
 
+def _shell() -> str | None:
+    """Which shell ``/bin/sh`` is: "dash", "bash", or None for any other."""
+    name = os.path.basename(os.path.realpath(_SH))
+    return name if name in ("dash", "bash") else None
+
+
 def shell_holds() -> bool:
-    """Whether this machine's ``/bin/sh`` is one :func:`hold` uses (dash)."""
-    return os.path.basename(os.path.realpath(_SH)) == "dash"
+    """Whether this machine's ``/bin/sh`` is one :func:`hold` uses: dash, or bash where
+    ``/usr/bin/env`` is there to drop what bash adds to the program's environment."""
+    kind = _shell()
+    return kind == "dash" or (kind == "bash" and os.path.isfile(_ENV))
 
 
 def _program(held: HeldStart) -> str | None:
