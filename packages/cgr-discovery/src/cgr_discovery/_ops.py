@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -153,12 +153,9 @@ class RunGitHub:
         begins with what comes before it (``cgr/12-*``). One request per name, all in
         flight together (``git/matching-refs``, read-only: a run compares the answer with
         its mirror and need not fetch when they agree)."""
-        import anyio
-
         owner, name = split_repo(repo)
-        found: dict[str, str] = {}
 
-        async def matching(branch: str) -> None:
+        async def matching(branch: str) -> dict[str, str]:
             prefix = branch.removesuffix("*")
             if "*" in prefix or not prefix:
                 raise ValueError(f"not a branch name or prefix*: {branch!r}")
@@ -166,6 +163,7 @@ class RunGitHub:
             # anything else a URL could read otherwise (#, %, ?) is escaped first.
             url = "/repos/{owner}/{repo}/git/matching-refs/{+ref}"
             v = {"owner": owner, "repo": name, "ref": quote(f"heads/{prefix}", safe="/")}
+            found: dict[str, str] = {}
             async for ref in self.gh.getiter(url, v):
                 full = str(ref.get("ref", ""))
                 if not full.startswith("refs/heads/"):
@@ -175,21 +173,10 @@ class RunGitHub:
                 # main-2 too. A plain name keeps its own ref alone.
                 if head == prefix or (branch.endswith("*") and head.startswith(prefix)):
                     found[head] = str(ref["object"]["sha"])
+            return found
 
-        errors: list[Exception] = []
-
-        async def one(branch: str) -> None:
-            try:
-                await matching(branch)
-            except Exception as exc:
-                errors.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            for branch in dict.fromkeys(branches):
-                tg.start_soon(one, branch)
-        if errors:
-            raise errors[0]  # as itself, as _both does: callers catch by type
-        return found
+        answers = await _all([matching(branch) for branch in dict.fromkeys(branches)])
+        return {head: sha for found in answers for head, sha in found.items()}
 
     async def default_branch(self, repo: str) -> str:
         owner, name = split_repo(repo)
@@ -616,9 +603,15 @@ _B = TypeVar("_B")
 
 
 async def _both(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
-    """Await two independent reads concurrently. Both run to their end; then the first
-    failure is raised as itself (callers catch GitHub's errors by type, not an exception
-    group)."""
+    """Await two independent reads concurrently (see :func:`_all`)."""
+    a, b = await _all([first, second])
+    return a, b
+
+
+async def _all(awaitables: Sequence[Awaitable[Any]]) -> list[Any]:
+    """Await independent reads concurrently; their results in order. All run to their
+    end; then the first failure is raised as itself (callers catch GitHub's errors by type,
+    not an exception group)."""
     import anyio
 
     results: dict[int, Any] = {}
@@ -631,8 +624,8 @@ async def _both(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
             errors.append(exc)
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(one, 0, first)
-        tg.start_soon(one, 1, second)
+        for index, awaitable in enumerate(awaitables):
+            tg.start_soon(one, index, awaitable)
     if errors:
         raise errors[0]
-    return results[0], results[1]
+    return [results[index] for index in range(len(awaitables))]
