@@ -30,6 +30,10 @@ from cgr_cli.config._load import FORBIDDEN_PASSTHROUGH
 from cgr_cli.run._git_retry import GitRetryPolicy, OutcomeUnknownError, retrying
 from cgr_cli.run._ref_files import read_refs
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
 # Variables that would make git talk to another repository or config than the one we name.
 _STRIP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
           "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS")  # fmt: skip
@@ -323,12 +327,12 @@ class Git:
         from cgr_cli.run._mirror_stamp import record_fetch
 
         with _mirror_lock(mirror, exclusive=True):
-            due = mirror_fetch_due(mirror, needed_since)
+            due = mirror_fetch_due(mirror, needed_since, only)
             if due is None:
                 self._log("mirror: fetched by another run since this one began; not again")
                 return None
             refspecs = narrow_refspecs(only) if due == "named" else None
-            if refspecs:
+            if refspecs is not None:
                 if remote_heads is not None and mirror_holds(mirror, only, remote_heads):
                     self._log(f"mirror: {', '.join(only)} as on the remote; nothing to fetch")
                     return tuple(only)
@@ -689,13 +693,16 @@ def _write_gc_stamp(mirror: Path) -> None:
         tmp.rename(stamp)
 
 
-def mirror_fetch_due(mirror: Path, needed_since: float | None) -> str | None:
-    """What :meth:`Git.ensure_mirror` would fetch now: None - nothing, a fetch of every
-    branch that began after ``needed_since`` (``time.monotonic()``) was made by another
-    run; ``"named"`` - the branches the caller names, the mirror's last fetch of every
-    branch being recent (``MIRROR_FULL_FETCH_SECONDS``); ``"every"`` - every branch (no
-    mirror yet, or no recent fetch of every branch). Read without the mirror's lock, it
-    is a forecast; ``ensure_mirror`` asks again under the lock."""
+def mirror_fetch_due(
+    mirror: Path, needed_since: float | None, only: Sequence[str] = ()
+) -> Literal["named", "every"] | None:
+    """What :meth:`Git.ensure_mirror` would fetch now for a caller that needs ``only``:
+    None - nothing, a fetch of every branch that began after ``needed_since``
+    (``time.monotonic()``) was made by another run; ``"named"`` - ``only`` alone (names a
+    refspec takes: ``narrow_refspecs``), the mirror's last fetch of every branch being
+    recent (``MIRROR_FULL_FETCH_SECONDS``); ``"every"`` - every branch (no mirror yet, no
+    recent fetch of every branch, or ``only`` empty or not fetchable alone). Read without
+    the mirror's lock, it is a forecast; ``ensure_mirror`` asks again under the lock."""
     import time
 
     from cgr_cli.run._mirror_stamp import fetched_since
@@ -705,7 +712,8 @@ def mirror_fetch_due(mirror: Path, needed_since: float | None) -> str | None:
     if needed_since is not None and fetched_since(mirror, int(needed_since * 1e9)):
         return None
     recent = time.monotonic_ns() - int(MIRROR_FULL_FETCH_SECONDS * 1e9)
-    return "named" if fetched_since(mirror, recent) else "every"
+    named = narrow_refspecs(only) is not None and fetched_since(mirror, recent)
+    return "named" if named else "every"
 
 
 def mirror_holds(mirror: Path, branches: Sequence[str], remote: Mapping[str, str]) -> bool:

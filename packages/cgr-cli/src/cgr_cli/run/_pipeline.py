@@ -53,7 +53,6 @@ from cgr_cli.run._git import (
     branch_name,
     covers,
     mirror_fetch_due,
-    narrow_refspecs,
 )
 from cgr_cli.run._git import clone_url as _clone_url
 from cgr_cli.run._github_auth import RunCredentials, credentials
@@ -649,9 +648,7 @@ async def _remote_heads(
     fetches as it would without it - when the fetch will be of every branch or none, or
     when the API cannot say within ``REMOTE_HEADS_SECONDS`` (a failure here costs the run
     nothing but the fetch)."""
-    if not only or narrow_refspecs(only) is None:
-        return None
-    if mirror_fetch_due(ws.mirror, needed_since) != "named":
+    if mirror_fetch_due(ws.mirror, needed_since, only) != "named":
         return None
     try:
         # Not retried for long: a fetch is as good an answer as a late one.
