@@ -370,7 +370,9 @@ class Git:
                      prepare=lambda: _rmtree(tmp), settings=_MIRROR_CLONE)  # fmt: skip
         # Renamed into place only when complete, so a killed clone never looks like a mirror.
         tmp.rename(mirror)
-        _write_gc_stamp(mirror)  # nothing to collect in a new mirror for a while
+        from cgr_cli.run._mirror_stamp import record_collection
+
+        record_collection(mirror, _pack_bytes(mirror))  # nothing to collect for a while
 
     def _collect_garbage(self, mirror: Path) -> bool:
         """Right after a fetch of every branch (which prunes the branches deleted on
@@ -387,16 +389,13 @@ class Git:
         borrowers of its objects. True when it ran."""
         import time
 
-        stamp = _gc_stamp(mirror)
-        try:
-            age = time.time() - stamp.stat().st_mtime
-            before = int(stamp.read_text().strip() or 0)
-        except OSError:
-            age, before = MIRROR_GC_SECONDS, 0  # a mirror from before the stamp: due now
-        except ValueError:
-            before = 0  # unreadable (a torn write): as if never collected
-        if age < MIRROR_GC_SECONDS or _pack_bytes(mirror) < before * MIRROR_GC_GROWTH:
-            return False
+        from cgr_cli.run._mirror_stamp import collected, record_collection
+
+        last = collected(mirror)  # None: a mirror from before the stamp, due now
+        if last is not None:
+            age, before = last
+            if age < MIRROR_GC_SECONDS or _pack_bytes(mirror) < before * MIRROR_GC_GROWTH:
+                return False
         started = time.monotonic()
         try:
             self.run(["gc", "--prune=now", "--quiet"], cwd=mirror,
@@ -406,7 +405,7 @@ class Git:
             self._log(f"mirror: gc failed ({exc}); tried again in {MIRROR_GC_SECONDS:g} s")
         else:
             self._log(f"mirror: garbage collected in {time.monotonic() - started:.1f} s")
-        _write_gc_stamp(mirror)
+        record_collection(mirror, _pack_bytes(mirror))
         return True
 
     def _keep_packed(self, mirror: Path) -> None:
@@ -667,12 +666,6 @@ def _mirror_lock(mirror: Path, *, exclusive: bool) -> Iterator[None]:
 _BRANCH_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]*\*?")
 
 
-def _gc_stamp(mirror: Path) -> Path:
-    """When the mirror's garbage was last collected (the file's modification time) and
-    the size of its packs then (the file's content, bytes)."""
-    return mirror.with_name(mirror.name + ".gc")
-
-
 def _pack_bytes(mirror: Path) -> int:
     """The size of the mirror's pack files (a handful: ``Git._keep_packed``)."""
     pack_dir = mirror / "objects" / "pack"
@@ -681,16 +674,6 @@ def _pack_bytes(mirror: Path) -> int:
             return sum(e.stat().st_size for e in entries if e.name.endswith(".pack"))
     except OSError:
         return 0
-
-
-def _write_gc_stamp(mirror: Path) -> None:
-    stamp = _gc_stamp(mirror)
-    tmp = stamp.with_name(f"{stamp.name}.tmp-{os.getpid()}")
-    # A stamp that cannot be written (a full disk) leaves the collection due: the mirror
-    # is collected after its next fetch of every branch instead of failing the run.
-    with contextlib.suppress(OSError):
-        tmp.write_text(f"{_pack_bytes(mirror)}\n")
-        tmp.rename(stamp)
 
 
 def mirror_fetch_due(
